@@ -1,0 +1,128 @@
+# chrysalis: libchrysalis (static + shared) and the chrysalis CLI.
+#
+#   make              release build in build/release
+#   make test         build and run every test (unit at each SIMD level, CLI, fuzz replay)
+#   make asan         the unit and CLI tests under ASan+UBSan (build/asan)
+#   make fuzz         libFuzzer targets with clang (build/fuzz)
+#   make bench        benchmark programs
+#   make NATIVE=1     adds -march=native to non-kernel files (local benchmarking only)
+#
+# Every file gets baseline x86-64 flags; only src/kernels/*_avx2.c, *_avx512.c and *_sse42.c get
+# ISA flags, so no AVX instruction can leak into code that runs before dispatch.
+
+MODE    ?= release
+BUILD   ?= build/$(MODE)
+CC      ?= cc
+WERROR  ?=
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wno-missing-field-initializers $(WERROR)
+INC     := -Iinclude -Isrc -I/usr/include/cjson
+
+ifeq ($(MODE),release)
+  OPT := -O2 -g -DNDEBUG
+else ifeq ($(MODE),debug)
+  OPT := -O0 -g
+else ifeq ($(MODE),asan)
+  OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+else ifeq ($(MODE),tsan)
+  OPT := -O1 -g -fsanitize=thread
+  LDSAN := -fsanitize=thread
+endif
+ifeq ($(NATIVE),1)
+  OPT += -march=native
+endif
+
+BLAS_CFLAGS := -DCHRYS_HAVE_BLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
+BLAS_LIBS   := -lopenblas
+
+CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
+LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lm $(LDLIBS)
+
+LIB_SRC := src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c \
+           src/index_store.c src/store/store_write.c src/store/store_read.c \
+           src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
+           src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/crc32c_sse42.c
+CLI_LIB_SRC := cli/io_vectors.c cli/io_jsonl.c cli/util.c
+CLI_SRC := cli/main.c cli/cmd_build.c cli/cmd_search.c cli/cmd_info.c
+TEST_SRC := tests/unit/test_main.c
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_LIB_OBJ := $(CLI_LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+STATIC := $(BUILD)/libchrysalis.a
+SHARED := $(BUILD)/libchrysalis.so
+CLI    := $(BUILD)/chrysalis
+UNIT   := $(BUILD)/unit_tests
+REPLAY := $(BUILD)/fuzz_replay
+
+.PHONY: all lib cli test asan tsan fuzz bench clean format lint example
+all: lib cli
+
+lib: $(STATIC) $(SHARED)
+cli: $(CLI)
+
+$(BUILD)/src/kernels/dist_avx2.o: EXTRA := -mavx2 -mfma
+$(BUILD)/src/kernels/dist_avx512.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mfma -mavx2
+$(BUILD)/src/kernels/crc32c_sse42.o: EXTRA := -msse4.2
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h tests/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(EXTRA) -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS_ALL)
+
+$(CLI): $(CLI_OBJ) $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+$(UNIT): $(TEST_OBJ) $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+$(REPLAY): $(BUILD)/tests/fuzz/fuzz_load.o $(BUILD)/tests/fuzz/replay_main.o $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/bench_anchor: $(BUILD)/bench/bench_anchor.o $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+units: $(UNIT) $(CLI) $(REPLAY)
+
+test:
+	bash tests/run_all.sh
+
+asan:
+	$(MAKE) MODE=asan units
+	bash tests/run_suite.sh build/asan
+
+tsan:
+	$(MAKE) MODE=tsan $(BUILD:release=tsan)/unit_tests
+	build/tsan/unit_tests concurrent
+
+fuzz:
+	@mkdir -p build/fuzz
+	clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc $(BLAS_CFLAGS) \
+	  -DCHRYS_HAVE_BLAS $(LIB_SRC:%=%) tests/fuzz/fuzz_load.c -o build/fuzz/fuzz_load \
+	  -mavx512f -mavx512bw -mavx512vl -mfma -mavx2 -msse4.2 -pthread $(BLAS_LIBS) -lm
+
+bench: $(BUILD)/bench_anchor $(CLI)
+
+example: $(CLI)
+	bash examples/run.sh $(CLI)
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h src/*/*.c src/*/*.h cli/*.c cli/*.h tests/*.h tests/*/*.c bench/*.c
+
+lint:
+	@! grep -nE '\b(malloc|calloc|realloc|free|strdup)\(' src/*.c src/*/*.c | grep -v 'src/alloc.c' || \
+	  (echo "lint: use chrys_malloc/chrys_free inside src/"; exit 1)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -Iinclude -Isrc src cli
+
+clean:
+	rm -rf build

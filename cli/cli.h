@@ -1,0 +1,70 @@
+/*
+ * cli.h: shared pieces of the chrysalis command-line tool.
+ *
+ * The CLI is the only part of the project that prints. Exit codes (documented in README and
+ * `chrysalis --help`):
+ *   0 success, 1 failure (I/O, memory), 2 usage error, 3 bad input data, 4 store corrupt or of an
+ *   unsupported format.
+ */
+#ifndef CHRYS_CLI_H
+#define CHRYS_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "chrysalis.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_DATA = 3, EXIT_STORE = 4 };
+
+/* Exit code for a library result code. */
+int cli_exit_for(int rc);
+
+/* ---- vector input (io_vectors.c, io_jsonl.c) ---- */
+typedef enum vec_format { FMT_AUTO, FMT_FVECS, FMT_NPY, FMT_RAW, FMT_JSONL } vec_format;
+
+typedef struct vecset {
+    size_t n;
+    uint32_t dim;
+    float *data;     /* n*dim */
+    uint64_t *ids;   /* n, or NULL when the input carries no ids */
+    char **meta;     /* n (entries may be NULL), or NULL */
+} vecset;
+
+/* Parse a format name ("fvecs", "npy", "raw", "jsonl", "auto"); -1 if unknown. */
+int vec_format_parse(const char *s);
+/* Read a whole input ("-" = stdin). raw_dim is required for FMT_RAW. The error message (err)
+ * names the file and the record or byte offset. Notes (e.g. float64 conversion) go to *note.
+ * Returns CHRYS_OK or a library code (CHRYS_IO, CHRYS_INVALID, CHRYS_DIM, CHRYS_NOMEM). */
+int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out, char *err,
+                size_t errlen, char *note, size_t notelen);
+/* Parse an in-memory buffer (used by the reader and by fuzz targets). */
+int vecset_parse(const char *name, vec_format fmt, uint32_t raw_dim, unsigned char *buf, size_t len,
+                 vecset *out, char *err, size_t errlen, char *note, size_t notelen);
+int vecset_parse_jsonl(const char *name, const char *buf, size_t len, vecset *out, char *err,
+                       size_t errlen);
+void vecset_free(vecset *v);
+/* Read a whole file or stdin into a malloc'd buffer. */
+int read_all(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen);
+
+/* ---- progress bar on stderr, only when stderr is a terminal ---- */
+typedef struct progress {
+    int enabled;
+    const char *label;
+    size_t total, last_shown;
+    double t0;
+} progress;
+void progress_start(progress *p, const char *label, size_t total);
+void progress_update(progress *p, size_t done);
+void progress_end(progress *p);
+double now_seconds(void);
+
+/* ---- commands ---- */
+int cmd_build(int argc, char **argv, int is_add);
+int cmd_search(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* Print "chrysalis: <msg>" to stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,269 @@
+/*
+ * io_vectors.c: fvecs, npy and raw float32 input.
+ *
+ * Each reader takes the whole input as one buffer and rearranges it in place into a dense
+ * row-major float array, so a large file costs its own size in memory once. Every count read
+ * from the input is checked against the bytes actually present before it is used; messages
+ * name the file and the record and byte offset at fault.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int vec_format_parse(const char *s)
+{
+    if (!strcmp(s, "auto")) return FMT_AUTO;
+    if (!strcmp(s, "fvecs")) return FMT_FVECS;
+    if (!strcmp(s, "npy")) return FMT_NPY;
+    if (!strcmp(s, "raw") || !strcmp(s, "f32")) return FMT_RAW;
+    if (!strcmp(s, "jsonl") || !strcmp(s, "json")) return FMT_JSONL;
+    return -1;
+}
+
+static vec_format guess_format(const char *path, const unsigned char *buf, size_t len)
+{
+    const char *dot = strrchr(path, '.');
+    if (dot) {
+        if (!strcmp(dot, ".fvecs")) return FMT_FVECS;
+        if (!strcmp(dot, ".npy")) return FMT_NPY;
+        if (!strcmp(dot, ".f32") || !strcmp(dot, ".raw") || !strcmp(dot, ".bin")) return FMT_RAW;
+        if (!strcmp(dot, ".jsonl") || !strcmp(dot, ".json") || !strcmp(dot, ".ndjson")) return FMT_JSONL;
+    }
+    if (len >= 6 && memcmp(buf, "\x93NUMPY", 6) == 0) return FMT_NPY;
+    size_t i = 0;
+    while (i < len && isspace(buf[i])) i++;
+    if (i < len && buf[i] == '{') return FMT_JSONL;
+    return FMT_FVECS;
+}
+
+void vecset_free(vecset *v)
+{
+    if (v->meta)
+        for (size_t i = 0; i < v->n; i++) free(v->meta[i]);
+    free(v->meta);
+    free(v->ids);
+    free(v->data);
+    memset(v, 0, sizeof *v);
+}
+
+static int check_finite(const char *name, const float *x, size_t n, uint32_t dim,
+                        size_t (*offset_of)(size_t row, uint32_t dim, size_t base), size_t base,
+                        char *err, size_t errlen)
+{
+    for (size_t r = 0; r < n; r++)
+        for (uint32_t j = 0; j < dim; j++)
+            if (!isfinite(x[r * dim + j])) {
+                snprintf(err, errlen, "%s: record %zu (byte offset %zu): component %u is %s", name, r,
+                         offset_of(r, dim, base) + (size_t)j * 4, j,
+                         isnan(x[r * dim + j]) ? "NaN" : "infinite");
+                return CHRYS_INVALID;
+            }
+    return CHRYS_OK;
+}
+
+static size_t fvecs_offset(size_t r, uint32_t dim, size_t base)
+{
+    (void)base;
+    return r * (4 + (size_t)dim * 4) + 4;
+}
+static size_t dense_offset(size_t r, uint32_t dim, size_t base) { return base + r * (size_t)dim * 4; }
+
+static int parse_fvecs(const char *name, unsigned char *buf, size_t len, vecset *out, char *err, size_t errlen)
+{
+    if (len == 0) {
+        snprintf(err, errlen, "%s: empty fvecs input", name);
+        return CHRYS_INVALID;
+    }
+    if (len < 4) {
+        snprintf(err, errlen, "%s: truncated fvecs header (%zu bytes)", name, len);
+        return CHRYS_INVALID;
+    }
+    int32_t d;
+    memcpy(&d, buf, 4);
+    if (d < 1 || d > CHRYS_MAX_DIM) {
+        snprintf(err, errlen, "%s: record 0 (byte offset 0): dimension %d out of range 1..%d", name, d, CHRYS_MAX_DIM);
+        return CHRYS_INVALID;
+    }
+    size_t row = 4 + (size_t)d * 4;
+    if (len % row) {
+        snprintf(err, errlen, "%s: size %zu is not a multiple of the %zu-byte record for dim %d: record %zu (byte offset %zu) is truncated",
+                 name, len, row, d, len / row, (len / row) * row);
+        return CHRYS_INVALID;
+    }
+    size_t n = len / row;
+    for (size_t r = 0; r < n; r++) {
+        int32_t dr;
+        memcpy(&dr, buf + r * row, 4);
+        if (dr != d) {
+            snprintf(err, errlen, "%s: record %zu (byte offset %zu): dimension %d differs from %d", name, r, r * row, dr, d);
+            return CHRYS_DIM;
+        }
+    }
+    /* Compact in place: row r's floats move from r*row+4 to r*d*4 (always leftwards). */
+    for (size_t r = 0; r < n; r++) memmove(buf + r * (size_t)d * 4, buf + r * row + 4, (size_t)d * 4);
+    out->n = n;
+    out->dim = (uint32_t)d;
+    out->data = (float *)buf;
+    int rc = check_finite(name, out->data, n, out->dim, fvecs_offset, 0, err, errlen);
+    if (rc) return rc;
+    /* Give back the bytes of the dropped headers; on success buf now belongs to out->data. */
+    float *shrunk = realloc(buf, n * (size_t)d * 4);
+    if (shrunk) out->data = shrunk;
+    return CHRYS_OK;
+}
+
+static int parse_raw(const char *name, unsigned char *buf, size_t len, uint32_t dim, vecset *out, char *err, size_t errlen)
+{
+    if (dim < 1 || dim > CHRYS_MAX_DIM) {
+        snprintf(err, errlen, "%s: raw float32 input needs --dim (1..%d)", name, CHRYS_MAX_DIM);
+        return CHRYS_INVALID;
+    }
+    size_t row = (size_t)dim * 4;
+    if (len == 0 || len % row) {
+        snprintf(err, errlen, "%s: size %zu is not a positive multiple of %zu bytes (dim %u): record %zu is truncated",
+                 name, len, row, dim, len / row);
+        return CHRYS_INVALID;
+    }
+    out->n = len / row;
+    out->dim = dim;
+    out->data = (float *)buf;
+    return check_finite(name, out->data, out->n, dim, dense_offset, 0, err, errlen);
+}
+
+/* Find "'key':" in an npy header dict and return a pointer after the colon, or NULL. */
+static const char *npy_field(const char *hdr, const char *key)
+{
+    const char *p = strstr(hdr, key);
+    if (!p) return NULL;
+    p = strchr(p + strlen(key), ':');
+    if (!p) return NULL;
+    p++;
+    while (*p == ' ') p++;
+    return p;
+}
+
+static int parse_npy(const char *name, unsigned char *buf, size_t len, vecset *out, char *err, size_t errlen,
+                     char *note, size_t notelen)
+{
+    if (len < 10 || memcmp(buf, "\x93NUMPY", 6) != 0) {
+        snprintf(err, errlen, "%s: not an npy file (bad magic)", name);
+        return CHRYS_INVALID;
+    }
+    unsigned major = buf[6];
+    size_t hlen, hstart;
+    if (major == 1) {
+        hlen = buf[8] | ((size_t)buf[9] << 8);
+        hstart = 10;
+    } else if (major == 2 || major == 3) {
+        if (len < 12) goto truncated;
+        hlen = buf[8] | ((size_t)buf[9] << 8) | ((size_t)buf[10] << 16) | ((size_t)buf[11] << 24);
+        hstart = 12;
+    } else {
+        snprintf(err, errlen, "%s: npy version %u is not supported", name, major);
+        return CHRYS_INVALID;
+    }
+    if (hlen > len - hstart || hlen > 65536) goto truncated;
+    char hdr[65537];
+    memcpy(hdr, buf + hstart, hlen);
+    hdr[hlen] = 0;
+    const char *descr = npy_field(hdr, "'descr'"), *fo = npy_field(hdr, "'fortran_order'"),
+               *shape = npy_field(hdr, "'shape'");
+    if (!descr || !fo || !shape) {
+        snprintf(err, errlen, "%s: npy header lacks descr, fortran_order or shape", name);
+        return CHRYS_INVALID;
+    }
+    int f64;
+    if (!strncmp(descr, "'<f4'", 5)) f64 = 0;
+    else if (!strncmp(descr, "'<f8'", 5)) f64 = 1;
+    else {
+        snprintf(err, errlen, "%s: npy dtype %.8s is not supported (need little-endian float32 or float64)", name, descr);
+        return CHRYS_INVALID;
+    }
+    if (strncmp(fo, "False", 5) != 0) {
+        snprintf(err, errlen, "%s: Fortran-ordered npy arrays are not supported", name);
+        return CHRYS_INVALID;
+    }
+    unsigned long long dims[2];
+    int nd = 0;
+    const char *p = shape;
+    if (*p++ != '(') goto bad_shape;
+    while (*p && *p != ')') {
+        while (*p == ' ' || *p == ',') p++;
+        if (*p == ')') break;
+        if (!isdigit((unsigned char)*p) || nd == 2) goto bad_shape;
+        char *end;
+        dims[nd++] = strtoull(p, &end, 10);
+        p = end;
+    }
+    if (nd == 0) goto bad_shape;
+    unsigned long long n = nd == 2 ? dims[0] : 1, d = nd == 2 ? dims[1] : dims[0];
+    if (d < 1 || d > CHRYS_MAX_DIM) {
+        snprintf(err, errlen, "%s: npy dimension %llu out of range 1..%d", name, d, CHRYS_MAX_DIM);
+        return CHRYS_INVALID;
+    }
+    size_t esz = f64 ? 8 : 4, data_off = hstart + hlen;
+    if (n > (len - data_off) / (d * esz)) goto truncated;
+    if ((len - data_off) != n * d * esz) {
+        snprintf(err, errlen, "%s: npy data is %zu bytes, shape says %llu", name, len - data_off, n * d * esz);
+        return CHRYS_INVALID;
+    }
+    float *dst = (float *)buf;
+    if (f64) {
+        for (size_t i = 0; i < n * d; i++) {
+            double v;
+            memcpy(&v, buf + data_off + i * 8, 8);
+            dst[i] = (float)v; /* dst index i*4 < source index data_off + i*8: safe in place */
+        }
+        snprintf(note, notelen, "%s: float64 input converted to float32", name);
+    } else {
+        memmove(dst, buf + data_off, n * d * 4);
+    }
+    out->n = n;
+    out->dim = (uint32_t)d;
+    out->data = dst;
+    return check_finite(name, dst, n, (uint32_t)d, dense_offset, data_off, err, errlen);
+bad_shape:
+    snprintf(err, errlen, "%s: npy shape must be (n, d) or (d,)", name);
+    return CHRYS_INVALID;
+truncated:
+    snprintf(err, errlen, "%s: npy file truncated (%zu bytes)", name, len);
+    return CHRYS_INVALID;
+}
+
+int vecset_parse(const char *name, vec_format fmt, uint32_t raw_dim, unsigned char *buf, size_t len,
+                 vecset *out, char *err, size_t errlen, char *note, size_t notelen)
+{
+    memset(out, 0, sizeof *out);
+    if (note && notelen) note[0] = 0;
+    if (fmt == FMT_AUTO) fmt = guess_format(name, buf, len);
+    int rc;
+    switch (fmt) {
+    case FMT_FVECS: rc = parse_fvecs(name, buf, len, out, err, errlen); break;
+    case FMT_RAW: rc = parse_raw(name, buf, len, raw_dim, out, err, errlen); break;
+    case FMT_NPY: rc = parse_npy(name, buf, len, out, err, errlen, note, notelen); break;
+    case FMT_JSONL:
+        rc = vecset_parse_jsonl(name, (const char *)buf, len, out, err, errlen);
+        free(buf);
+        return rc;
+    default: rc = CHRYS_INVALID; snprintf(err, errlen, "%s: unknown format", name);
+    }
+    if (rc) {
+        free(buf); /* on failure out->data is either NULL or buf itself */
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
+int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out, char *err, size_t errlen,
+                char *note, size_t notelen)
+{
+    unsigned char *buf;
+    size_t len;
+    memset(out, 0, sizeof *out);
+    int rc = read_all(path, &buf, &len, err, errlen);
+    if (rc) return rc;
+    return vecset_parse(strcmp(path, "-") ? path : "(stdin)", fmt, raw_dim, buf, len, out, err, errlen, note, notelen);
+}

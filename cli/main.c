@@ -1,0 +1,52 @@
+/*
+ * main.c: the chrysalis command-line tool: dispatch and top-level help.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *USAGE =
+    "chrysalis %s: exact embedding search and a single-file vector store\n"
+    "\n"
+    "usage: chrysalis COMMAND [options] ...\n"
+    "\n"
+    "commands:\n"
+    "  build STORE INPUT...     create STORE from vector files (fails if STORE exists; --force replaces)\n"
+    "  add STORE INPUT...       add vectors to an existing STORE\n"
+    "  search STORE QUERIES     top-k search: -k 10 [--threshold 0.85] [--json]\n"
+    "  info STORE               describe a store [--json]\n"
+    "  version                  print the version and the SIMD level in use\n"
+    "\n"
+    "inputs: .fvecs, .npy (float32; float64 converted), raw float32 (--dim D), .jsonl records\n"
+    "{\"id\": N, \"embedding\": [...], ...other fields kept as metadata}; '-' reads stdin (--format).\n"
+    "\n"
+    "'chrysalis COMMAND --help' shows each command's options.\n"
+    "\n"
+    "exit codes: 0 ok, 1 failure (I/O, memory), 2 usage error, 3 bad input data\n"
+    "            (NaN/Inf, wrong dimension, duplicate id, malformed JSON), 4 store corrupt or unsupported.\n"
+    "environment: CHRYS_SIMD=scalar|avx2|avx512 forces a lower SIMD level; CHRYS_NO_PROGRESS=1 hides\n"
+    "             the progress bar (shown only when stderr is a terminal).\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, USAGE, chrys_version());
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        printf(USAGE, chrys_version());
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("chrysalis %s (simd: %s)\n", chrys_version(), chrys_simd_name());
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "build")) return cmd_build(argc - 1, argv + 1, 0);
+    if (!strcmp(cmd, "add")) return cmd_build(argc - 1, argv + 1, 1);
+    if (!strcmp(cmd, "search")) return cmd_search(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (try 'chrysalis --help')", cmd);
+    return EXIT_USAGE;
+}

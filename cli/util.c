@@ -1,0 +1,120 @@
+/*
+ * util.c: CLI helpers: exit codes, error printing, whole-file reads, the progress bar.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int cli_exit_for(int rc)
+{
+    switch (rc & 0xff) {
+    case CHRYS_OK: return EXIT_OK;
+    case CHRYS_INVALID:
+    case CHRYS_DIM:
+    case CHRYS_EXISTS:
+    case CHRYS_NOTFOUND: return EXIT_DATA;
+    case CHRYS_CORRUPT:
+    case CHRYS_FORMAT: return EXIT_STORE;
+    default: return EXIT_FAIL;
+    }
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("chrysalis: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int read_all(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    *buf = NULL;
+    *len = 0;
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return CHRYS_IO;
+    }
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *b = malloc(cap);
+    int rc = CHRYS_OK;
+    if (!b) {
+        rc = CHRYS_NOMEM;
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto done;
+    }
+    for (;;) {
+        if (n == cap) {
+            unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(b, cap * 2);
+            if (!nb) {
+                rc = CHRYS_NOMEM;
+                snprintf(err, errlen, "%s: out of memory reading input", path);
+                goto done;
+            }
+            b = nb;
+            cap *= 2;
+        }
+        size_t got = fread(b + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                rc = CHRYS_IO;
+                snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+            }
+            break;
+        }
+    }
+done:
+    if (f != stdin) fclose(f);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    *buf = b;
+    *len = n;
+    return CHRYS_OK;
+}
+
+double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void progress_start(progress *p, const char *label, size_t total)
+{
+    p->enabled = isatty(2) && total > 0 && !getenv("CHRYS_NO_PROGRESS");
+    p->label = label;
+    p->total = total;
+    p->last_shown = (size_t)-1;
+    p->t0 = now_seconds();
+}
+
+void progress_update(progress *p, size_t done)
+{
+    if (!p->enabled) return;
+    size_t pct = p->total ? done * 100 / p->total : 100;
+    if (pct == p->last_shown) return;
+    p->last_shown = pct;
+    int width = 30, fill = (int)(pct * width / 100);
+    fprintf(stderr, "\r%-10s [", p->label);
+    for (int i = 0; i < width; i++) fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %3zu%%  %zu/%zu  %.1fs", pct, done, p->total, now_seconds() - p->t0);
+    fflush(stderr);
+}
+
+void progress_end(progress *p)
+{
+    if (!p->enabled) return;
+    progress_update(p, p->total);
+    fputc('\n', stderr);
+}

@@ -1,0 +1,322 @@
+/*
+ * index.c: public entry points of chrys_index that create, mutate and inspect it.
+ *
+ * Every argument is checked here, once; the search kernels trust what they are given.
+ * Mutations are all-or-nothing: a batch add validates every row and id before it touches the
+ * index, and reserves all memory it needs before the first row is copied in.
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "index.h"
+
+int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *m = chrys_vmprintf(fmt, ap);
+    va_end(ap);
+    chrys_free(ix->errmsg);
+    ix->errmsg = m;
+    return rc;
+}
+
+const char *chrys_index_errmsg(const chrys_index *ix)
+{
+    return ix && ix->errmsg ? ix->errmsg : "";
+}
+
+void chrys_index_opts_init(chrys_index_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+    o->metric = CHRYS_METRIC_COSINE;
+    o->kind = CHRYS_INDEX_FLAT;
+    o->seed = 42;
+}
+
+void chrys_search_opts_init(chrys_search_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+    o->k = 10;
+}
+
+int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed,
+                 chrys_index **out, char **errmsg)
+{
+    *out = NULL;
+    if (dim < 1 || dim > CHRYS_MAX_DIM)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "dim %u out of range 1..%d", dim,
+                                CHRYS_MAX_DIM);
+    if ((unsigned)metric > CHRYS_METRIC_L2)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown metric %d", (int)metric);
+    if ((unsigned)kind != CHRYS_INDEX_FLAT)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown index kind %d", (int)kind);
+    chrys_index *ix = chrys_calloc(1, sizeof *ix);
+    if (!ix || idmap_init(&ix->map, 16)) {
+        chrys_free(ix);
+        return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating index");
+    }
+    ix->dim = dim;
+    ix->metric = metric;
+    ix->kind = kind;
+    ix->seed = seed;
+    *out = ix;
+    return CHRYS_OK;
+}
+
+int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!out) return CHRYS_INVALID;
+    *out = NULL;
+    if (!opts || opts->struct_size < offsetof(chrys_index_opts, seed) + sizeof(uint64_t))
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "opts missing or struct_size too small");
+    return index_create(opts->dim, opts->metric, opts->kind, opts->seed, out, errmsg);
+}
+
+void chrys_index_free(chrys_index *ix)
+{
+    if (!ix) return;
+    for (size_t i = 0; i < ix->n; i++) chrys_free(ix->meta[i]);
+    chrys_free(ix->meta);
+    chrys_free_aligned(ix->vecs);
+    chrys_free(ix->norms);
+    chrys_free(ix->ids);
+    idmap_free(&ix->map);
+    chrys_free(ix->errmsg);
+    chrys_free(ix);
+}
+
+int index_reserve(chrys_index *ix, size_t extra)
+{
+    size_t need;
+    if (chrys_add_size(ix->n, extra, &need) || need > CHRYS_MAX_SLOTS)
+        return index_fail(ix, CHRYS_LIMIT, "index would hold more than %u vectors", CHRYS_MAX_SLOTS);
+    if (need <= ix->cap) return idmap_reserve(&ix->map, need);
+    size_t cap = ix->cap ? ix->cap : 64;
+    while (cap < need) cap = cap + cap / 2;
+    if (cap > CHRYS_MAX_SLOTS) cap = CHRYS_MAX_SLOTS;
+    size_t vbytes, old_vbytes;
+    if (chrys_mul_size(cap, (size_t)ix->dim * sizeof(float), &vbytes))
+        return index_fail(ix, CHRYS_LIMIT, "index size overflows");
+    old_vbytes = ix->n * (size_t)ix->dim * sizeof(float);
+    float *v = chrys_realloc_aligned(ix->vecs, old_vbytes, vbytes);
+    if (!v) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index to %zu vectors", cap);
+    ix->vecs = v;
+    float *nr = chrys_realloc(ix->norms, cap * sizeof *nr);
+    if (!nr) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+    ix->norms = nr;
+    uint64_t *ids = chrys_realloc(ix->ids, cap * sizeof *ids);
+    if (!ids) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+    ix->ids = ids;
+    char **meta = chrys_realloc(ix->meta, cap * sizeof *meta);
+    if (!meta) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+    ix->meta = meta;
+    ix->cap = cap;
+    if (idmap_reserve(&ix->map, need)) return index_fail(ix, CHRYS_NOMEM, "out of memory");
+    return CHRYS_OK;
+}
+
+/* Validate one input row; on success *norm is its L2 norm. 'what' labels messages. */
+static int check_row(chrys_index *ix, const float *v, size_t row, double *norm)
+{
+    long bad = vec_first_nonfinite(v, ix->dim);
+    if (bad >= 0)
+        return index_fail(ix, CHRYS_INVALID, "row %zu: component %ld is %s", row, bad,
+                          isnan(v[bad]) ? "NaN" : "infinite");
+    *norm = vec_norm(v, ix->dim);
+    if (!isfinite(*norm))
+        return index_fail(ix, CHRYS_INVALID, "row %zu: norm overflows float range", row);
+    if (ix->metric == CHRYS_METRIC_COSINE && *norm == 0)
+        return index_fail(ix, CHRYS_INVALID, "row %zu: zero vector has no cosine similarity", row);
+    return CHRYS_OK;
+}
+
+static void store_row(chrys_index *ix, size_t slot, const float *v, double norm)
+{
+    float *dst = ix->vecs + slot * ix->dim;
+    if (ix->metric == CHRYS_METRIC_COSINE) vec_scale_to(dst, v, ix->dim, norm);
+    else memcpy(dst, v, ix->dim * sizeof(float));
+    ix->norms[slot] = (float)norm;
+}
+
+int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
+                    const char *const *meta)
+{
+    if (!ix) return CHRYS_INVALID;
+    if (n == 0) return CHRYS_OK;
+    if (!ids || !vecs) return index_fail(ix, CHRYS_INVALID, "ids and vecs must not be NULL");
+    int rc;
+    double *norms = chrys_malloc(n * sizeof *norms);
+    char **copies = meta ? chrys_calloc(n, sizeof *copies) : NULL;
+    idmap batch = {0};
+    if (!norms || (meta && !copies) || idmap_init(&batch, n)) {
+        rc = index_fail(ix, CHRYS_NOMEM, "out of memory adding %zu vectors", n);
+        goto done;
+    }
+    /* Pass 1: check everything; nothing is modified. */
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == CHRYS_NO_ID) {
+            rc = index_fail(ix, CHRYS_INVALID, "row %zu: id %llu is reserved", i,
+                            (unsigned long long)ids[i]);
+            goto done;
+        }
+        if (idmap_get(&ix->map, ids[i]) != CHRYS_NO_SLOT) {
+            rc = index_fail(ix, CHRYS_EXISTS, "row %zu: duplicate id %llu (already in the index)",
+                            i, (unsigned long long)ids[i]);
+            goto done;
+        }
+        uint32_t prev = idmap_get(&batch, ids[i]);
+        if (prev != CHRYS_NO_SLOT) {
+            rc = index_fail(ix, CHRYS_EXISTS, "row %zu: duplicate id %llu (also row %u of this batch)",
+                            i, (unsigned long long)ids[i], prev);
+            goto done;
+        }
+        if ((rc = idmap_put(&batch, ids[i], (uint32_t)i))) {
+            rc = index_fail(ix, rc, "out of memory adding %zu vectors", n);
+            goto done;
+        }
+        if ((rc = check_row(ix, vecs + i * ix->dim, i, &norms[i]))) goto done;
+        if (meta && meta[i]) {
+            size_t len = strlen(meta[i]);
+            if (len > CHRYS_MAX_META_BYTES) {
+                rc = index_fail(ix, CHRYS_LIMIT, "row %zu: metadata of %zu bytes exceeds %u", i,
+                                len, CHRYS_MAX_META_BYTES);
+                goto done;
+            }
+            if (!(copies[i] = chrys_strdup(meta[i]))) {
+                rc = index_fail(ix, CHRYS_NOMEM, "out of memory copying metadata");
+                goto done;
+            }
+        }
+    }
+    if ((rc = index_reserve(ix, n))) goto done;
+    /* Pass 2: cannot fail (all memory reserved). */
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = ix->n++;
+        store_row(ix, slot, vecs + i * ix->dim, norms[i]);
+        ix->ids[slot] = ids[i];
+        ix->meta[slot] = copies ? copies[i] : NULL;
+        if (copies) copies[i] = NULL;
+        idmap_put(&ix->map, ids[i], (uint32_t)slot);
+    }
+done:
+    if (copies)
+        for (size_t i = 0; i < n; i++) chrys_free(copies[i]);
+    chrys_free(copies);
+    chrys_free(norms);
+    idmap_free(&batch);
+    return rc;
+}
+
+int chrys_index_remove(chrys_index *ix, uint64_t id)
+{
+    if (!ix) return CHRYS_INVALID;
+    uint32_t slot = idmap_get(&ix->map, id);
+    if (slot == CHRYS_NO_SLOT)
+        return index_fail(ix, CHRYS_NOTFOUND, "id %llu not found", (unsigned long long)id);
+    size_t last = ix->n - 1;
+    idmap_del(&ix->map, id);
+    chrys_free(ix->meta[slot]);
+    if (slot != last) {
+        memcpy(ix->vecs + (size_t)slot * ix->dim, ix->vecs + last * ix->dim, ix->dim * sizeof(float));
+        ix->norms[slot] = ix->norms[last];
+        ix->ids[slot] = ix->ids[last];
+        ix->meta[slot] = ix->meta[last];
+        idmap_put(&ix->map, ix->ids[slot], slot); /* key exists: no growth, cannot fail */
+    }
+    ix->n--;
+    return CHRYS_OK;
+}
+
+int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
+{
+    if (!ix || !vec) return CHRYS_INVALID;
+    uint32_t slot = idmap_get(&ix->map, id);
+    if (slot == CHRYS_NO_SLOT)
+        return index_fail(ix, CHRYS_NOTFOUND, "id %llu not found", (unsigned long long)id);
+    double norm;
+    int rc = check_row(ix, vec, 0, &norm);
+    if (rc) return rc;
+    store_row(ix, slot, vec, norm);
+    return CHRYS_OK;
+}
+
+int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
+{
+    if (!ix || !out) return CHRYS_INVALID;
+    uint32_t slot = idmap_get(&ix->map, id);
+    if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
+    const float *src = ix->vecs + (size_t)slot * ix->dim;
+    if (ix->metric == CHRYS_METRIC_COSINE) {
+        double nrm = ix->norms[slot];
+        for (uint32_t i = 0; i < ix->dim; i++) out[i] = (float)(src[i] * nrm);
+    } else {
+        memcpy(out, src, ix->dim * sizeof(float));
+    }
+    return CHRYS_OK;
+}
+
+int chrys_index_get_meta(const chrys_index *ix, uint64_t id, const char **meta)
+{
+    if (!ix || !meta) return CHRYS_INVALID;
+    *meta = NULL;
+    uint32_t slot = idmap_get(&ix->map, id);
+    if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
+    *meta = ix->meta[slot];
+    return CHRYS_OK;
+}
+
+int chrys_index_contains(const chrys_index *ix, uint64_t id)
+{
+    return ix && idmap_get(&ix->map, id) != CHRYS_NO_SLOT;
+}
+
+int chrys_index_ids(const chrys_index *ix, uint64_t *out)
+{
+    if (!ix || (!out && ix->n)) return CHRYS_INVALID;
+    if (ix->n) memcpy(out, ix->ids, ix->n * sizeof *out);
+    return CHRYS_OK;
+}
+
+int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
+{
+    if (!ix || !info) return CHRYS_INVALID;
+    chrys_index_info full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = sizeof full;
+    full.dim = ix->dim;
+    full.metric = ix->metric;
+    full.kind = ix->kind;
+    full.count = ix->n;
+    full.seed = ix->seed;
+    size_t bytes = sizeof *ix + ix->cap * ((size_t)ix->dim * sizeof(float) + sizeof(float) +
+                                           sizeof(uint64_t) + sizeof(char *)) +
+                   idmap_bytes(&ix->map);
+    for (size_t i = 0; i < ix->n; i++)
+        if (ix->meta[i]) bytes += strlen(ix->meta[i]) + 1;
+    full.memory_bytes = bytes;
+    size_t sz = info->struct_size && info->struct_size < sizeof full ? info->struct_size : sizeof full;
+    memcpy(info, &full, sz);
+    info->struct_size = (uint32_t)sz;
+    return CHRYS_OK;
+}
+
+int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
+                       const chrys_search_opts *opts, chrys_hit *hits)
+{
+    if (!ix || (nq && (!queries || !hits))) return CHRYS_INVALID;
+    chrys_search_opts o;
+    chrys_search_opts_init(&o);
+    if (opts) {
+        size_t sz = opts->struct_size < sizeof o ? opts->struct_size : sizeof o;
+        if (sz < offsetof(chrys_search_opts, k) + sizeof(uint32_t)) return CHRYS_INVALID;
+        memcpy(&o, opts, sz);
+    }
+    if (o.k < 1 || o.k > CHRYS_MAX_K) return CHRYS_INVALID;
+    if (o.use_threshold && !isfinite(o.threshold)) return CHRYS_INVALID;
+    if (nq == 0) return CHRYS_OK;
+    return flat_search(ix, nq, queries, &o, hits);
+}

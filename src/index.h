@@ -1,0 +1,47 @@
+/*
+ * index.h: the chrys_index structure, shared by index.c (mutation), flat.c (search) and the store.
+ *
+ * Layout: rows are contiguous (slot s at vecs + s*dim, 64-byte aligned base) so a scan streams
+ * memory and sgemm can take row blocks in place. Removal moves the last row into the hole, so
+ * slots are dense; results never depend on slot order because ties break by id.
+ * Under cosine the stored rows are unit vectors and norms[] keeps each input's norm; under IP and
+ * L2 rows are stored as given and norms[] holds their L2 norms (used by the L2 sgemm path).
+ */
+#ifndef CHRYS_INDEX_H
+#define CHRYS_INDEX_H
+
+#include "internal.h"
+
+struct chrys_index {
+    uint32_t dim;
+    chrys_metric metric;
+    chrys_index_kind kind;
+    uint64_t seed;
+    size_t n, cap;  /* rows used / allocated */
+    float *vecs;    /* cap*dim, aligned */
+    float *norms;   /* cap */
+    uint64_t *ids;  /* cap */
+    char **meta;    /* cap, NULL entries when no metadata */
+    idmap map;      /* id -> slot */
+    char *errmsg;   /* last message of a non-const call */
+};
+
+/* Record a message on the handle; returns rc. */
+CHRYS_PRIVATE int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Make room for n more rows. */
+CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
+/* Validate opts and allocate an empty index. */
+CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind,
+                               uint64_t seed, chrys_index **out, char **errmsg);
+
+/* flat.c */
+CHRYS_PRIVATE int flat_search(const chrys_index *ix, size_t nq, const float *queries,
+                              const chrys_search_opts *opts, chrys_hit *hits);
+
+/* parallel.c: run fn over [0, n) split into contiguous ranges, one per worker (worker 0 is the
+ * calling thread). Falls back to fewer workers if threads cannot be started. */
+typedef void (*chrys_range_fn)(void *ctx, unsigned worker, size_t begin, size_t end);
+CHRYS_PRIVATE void chrys_parallel_for(unsigned n_workers, size_t n, chrys_range_fn fn, void *ctx);
+
+#endif

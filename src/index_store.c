@@ -1,0 +1,259 @@
+/*
+ * index_store.c: save and load a chrys_index through the single-file store.
+ *
+ * Sections written: META (dim, metric, kind, count, seed), IDS_ (u64 per row), NORM (f32 per
+ * row), VF32 (rows, f32), and MDAT when any row has metadata. The loader derives every expected
+ * section length from META with checked arithmetic and compares it with the table before it
+ * allocates, so a header that claims a huge count cannot cause a huge allocation: the length
+ * must also fit in the file. After reading, it checks what a checksum cannot: ids unique, values
+ * finite, cosine rows of unit length, metadata offsets in order.
+ */
+#include <math.h>
+
+#include "index.h"
+#include "store/codec.h"
+#include "store/store.h"
+
+int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
+    unsigned char meta[META_SIZE] = {0};
+    put_u32le(meta + META_DIM, ix->dim);
+    put_u32le(meta + META_METRIC, (uint32_t)ix->metric);
+    put_u32le(meta + META_KIND, (uint32_t)ix->kind);
+    put_u64le(meta + META_COUNT, ix->n);
+    put_u64le(meta + META_SEED, ix->seed);
+    store_section secs[5];
+    uint32_t ns = 0;
+    secs[ns++] = (store_section){TAG_META, 0, meta, META_SIZE};
+    secs[ns++] = (store_section){TAG_IDS, 0, ix->ids, ix->n * sizeof(uint64_t)};
+    secs[ns++] = (store_section){TAG_NORM, 0, ix->norms, ix->n * sizeof(float)};
+    secs[ns++] = (store_section){TAG_VF32, 0, ix->vecs, ix->n * (uint64_t)ix->dim * sizeof(float)};
+    /* MDAT: (n+1) u64 offsets into the string bytes that follow; empty = no metadata. */
+    unsigned char *mdat = NULL;
+    size_t total = 0;
+    for (size_t i = 0; i < ix->n; i++)
+        if (ix->meta[i]) total += strlen(ix->meta[i]);
+    if (total > 0) {
+        size_t len = (ix->n + 1) * 8 + total;
+        if (!(mdat = chrys_malloc(len)))
+            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
+        size_t off = 0;
+        unsigned char *bytes = mdat + (ix->n + 1) * 8;
+        for (size_t i = 0; i < ix->n; i++) {
+            put_u64le(mdat + i * 8, off);
+            if (ix->meta[i]) {
+                size_t l = strlen(ix->meta[i]);
+                memcpy(bytes + off, ix->meta[i], l);
+                off += l;
+            }
+        }
+        put_u64le(mdat + ix->n * 8, off);
+        secs[ns++] = (store_section){TAG_MDAT, 0, mdat, len};
+    }
+    int rc = store_write(path, secs, ns, errmsg);
+    chrys_free(mdat);
+    return rc;
+}
+
+static int expect_len(store_reader *r, int i, uint64_t want, char **errmsg)
+{
+    char t[5];
+    if (i < 0) return CHRYS_OK;
+    if (r->sec[i].len != want)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: section %s has %llu bytes, expected %llu",
+                                r->name, store_tag_name(r->sec[i].tag, t),
+                                (unsigned long long)r->sec[i].len, (unsigned long long)want);
+    return CHRYS_OK;
+}
+
+static int parse_meta(store_reader *r, uint32_t *dim, uint32_t *metric, uint32_t *kind,
+                      uint64_t *count, uint64_t *seed, char **errmsg)
+{
+    int im = store_find(r, TAG_META);
+    if (im < 0) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META section missing", r->name);
+    int rc = expect_len(r, im, META_SIZE, errmsg);
+    unsigned char m[META_SIZE];
+    if (rc || (rc = store_read_section(r, im, m, errmsg))) return rc;
+    *dim = get_u32le(m + META_DIM);
+    *metric = get_u32le(m + META_METRIC);
+    *kind = get_u32le(m + META_KIND);
+    *count = get_u64le(m + META_COUNT);
+    *seed = get_u64le(m + META_SEED);
+    if (*dim < 1 || *dim > CHRYS_MAX_DIM)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: dim %u out of range", r->name, *dim);
+    if (*metric > CHRYS_METRIC_L2)
+        return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: META: unknown metric %u", r->name, *metric);
+    if (*kind != CHRYS_INDEX_FLAT)
+        return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: META: unknown index kind %u", r->name, *kind);
+    if (*count > CHRYS_MAX_SLOTS)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: count %llu exceeds the cap", r->name,
+                                (unsigned long long)*count);
+    if (get_u32le(m + META_RESERVED0))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: reserved field not zero", r->name);
+    for (int i = META_RESERVED1; i < META_SIZE; i++)
+        if (m[i]) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: reserved byte not zero", r->name);
+    return CHRYS_OK;
+}
+
+static int check_sections_known(store_reader *r, char **errmsg)
+{
+    for (uint32_t i = 0; i < r->n_sections; i++) {
+        uint32_t t = r->sec[i].tag;
+        if (t == TAG_META || t == TAG_IDS || t == TAG_NORM || t == TAG_VF32 || t == TAG_MDAT) continue;
+        if (r->sec[i].flags & SEC_OPTIONAL) continue;
+        char name[5];
+        return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: unknown required section %s (written by a newer version?)",
+                                r->name, store_tag_name(t, name));
+    }
+    return CHRYS_OK;
+}
+
+static int load_reader(store_reader *r, chrys_index **out, char **errmsg)
+{
+    uint32_t dim, metric, kind;
+    uint64_t count, seed;
+    chrys_index *ix = NULL;
+    unsigned char *mdat = NULL;
+    int rc = check_sections_known(r, errmsg);
+    if (rc || (rc = parse_meta(r, &dim, &metric, &kind, &count, &seed, errmsg))) goto fail;
+    int ii = store_find(r, TAG_IDS), in = store_find(r, TAG_NORM), iv = store_find(r, TAG_VF32);
+    int imd = store_find(r, TAG_MDAT);
+    if (ii < 0 || in < 0 || iv < 0) {
+        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a required section (IDS_, NORM, VF32) is missing", r->name);
+        goto fail;
+    }
+    /* count <= 2^32 and dim <= 2^14, so these products cannot overflow 64 bits. */
+    if ((rc = expect_len(r, ii, count * 8, errmsg)) || (rc = expect_len(r, in, count * 4, errmsg)) ||
+        (rc = expect_len(r, iv, count * dim * 4, errmsg)))
+        goto fail;
+    if (imd >= 0 && (r->sec[imd].len < (count + 1) * 8)) {
+        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT section too short", r->name);
+        goto fail;
+    }
+    if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, &ix, errmsg))) goto fail;
+    if (count && (rc = index_reserve(ix, count))) {
+        rc = chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, ix->errmsg);
+        goto fail;
+    }
+    if ((rc = store_read_section(r, ii, ix->ids, errmsg)) || (rc = store_read_section(r, in, ix->norms, errmsg)) ||
+        (rc = store_read_section(r, iv, ix->vecs, errmsg)))
+        goto fail;
+    for (size_t i = 0; i < count; i++) ix->meta[i] = NULL;
+    ix->n = count;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t id = ix->ids[i];
+        if (id == CHRYS_NO_ID || idmap_get(&ix->map, id) != CHRYS_NO_SLOT) {
+            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IDS_: row %zu has %s id %llu", r->name, i,
+                                  id == CHRYS_NO_ID ? "reserved" : "duplicate", (unsigned long long)id);
+            goto fail;
+        }
+        idmap_put(&ix->map, id, (uint32_t)i); /* reserved above: cannot fail */
+        const float *v = ix->vecs + i * dim;
+        float nr = ix->norms[i];
+        if (vec_first_nonfinite(v, dim) >= 0 || !isfinite(nr) || nr < 0 ||
+            (metric == CHRYS_METRIC_COSINE && (nr == 0 || fabs(vec_norm(v, dim) - 1.0) > 1e-3))) {
+            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (id %llu): invalid vector or norm",
+                                  r->name, i, (unsigned long long)id);
+            goto fail;
+        }
+    }
+    if (imd >= 0) {
+        uint64_t len = r->sec[imd].len;
+        if (!(mdat = chrys_malloc((size_t)len))) {
+            rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+            goto fail;
+        }
+        if ((rc = store_read_section(r, imd, mdat, errmsg))) goto fail;
+        uint64_t base = (count + 1) * 8, bytes = len - base, prev = 0;
+        for (size_t i = 0; i <= count; i++) {
+            uint64_t o = get_u64le(mdat + i * 8);
+            if (o < prev || o > bytes || (i == 0 && o != 0) || (i == count && o != bytes)) {
+                rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT: offset %zu out of order", r->name, i);
+                goto fail;
+            }
+            if (i > 0 && o > prev) {
+                size_t l = (size_t)(o - prev);
+                if (l > CHRYS_MAX_META_BYTES || memchr(mdat + base + prev, 0, l)) {
+                    rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT: record %zu is invalid", r->name, i - 1);
+                    goto fail;
+                }
+                char *s = chrys_malloc(l + 1);
+                if (!s) {
+                    rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+                    goto fail;
+                }
+                memcpy(s, mdat + base + prev, l);
+                s[l] = 0;
+                ix->meta[i - 1] = s;
+            }
+            prev = o;
+        }
+    }
+    chrys_free(mdat);
+    *out = ix;
+    return CHRYS_OK;
+fail:
+    chrys_free(mdat);
+    chrys_index_free(ix);
+    return rc;
+}
+
+int chrys_index_load(const char *path, chrys_index **out, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!out) return CHRYS_INVALID;
+    *out = NULL;
+    if (!path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "path is required");
+    store_reader r;
+    int rc = store_reader_open_file(&r, path, errmsg);
+    if (rc) return rc;
+    rc = load_reader(&r, out, errmsg);
+    store_reader_close(&r);
+    return rc;
+}
+
+int chrys_index_load_buffer(const void *buf, size_t size, const char *name, chrys_index **out,
+                            char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!out) return CHRYS_INVALID;
+    *out = NULL;
+    if (!buf && size) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "buffer is NULL");
+    store_reader r;
+    int rc = store_reader_open_buffer(&r, buf ? buf : "", size, name, errmsg);
+    if (rc) return rc;
+    return load_reader(&r, out, errmsg);
+}
+
+int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!path || !meta) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "path and meta are required");
+    store_reader r;
+    int rc = store_reader_open_file(&r, path, errmsg);
+    if (rc) return rc;
+    uint32_t dim, metric, kind;
+    uint64_t count, seed;
+    rc = parse_meta(&r, &dim, &metric, &kind, &count, &seed, errmsg);
+    if (!rc) {
+        chrys_store_meta m;
+        memset(&m, 0, sizeof m);
+        m.struct_size = sizeof m;
+        m.format_major = r.major;
+        m.format_minor = r.minor;
+        m.writer_version = r.writer_version;
+        m.n_sections = r.n_sections;
+        m.dim = dim;
+        m.metric = (chrys_metric)metric;
+        m.kind = (chrys_index_kind)kind;
+        m.count = count;
+        m.file_bytes = r.size;
+        size_t sz = meta->struct_size && meta->struct_size < sizeof m ? meta->struct_size : sizeof m;
+        memcpy(meta, &m, sz);
+        meta->struct_size = (uint32_t)sz;
+    }
+    store_reader_close(&r);
+    return rc;
+}

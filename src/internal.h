@@ -1,0 +1,128 @@
+/*
+ * internal.h: types, limits and helpers shared inside libchrysalis (never installed).
+ *
+ * Every allocation goes through chrys_malloc/chrys_realloc/chrys_free (alloc.c); the libc names
+ * are poisoned below for files that define CHRYS_POISON_LIBC_ALLOC, so a stray malloc() fails to
+ * compile. Sizes are computed with the checked helpers, which report overflow instead of wrapping.
+ */
+#ifndef CHRYS_INTERNAL_H
+#define CHRYS_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "chrysalis.h"
+
+#define CHRYS_PRIVATE __attribute__((visibility("hidden")))
+
+/* Slots are internal 32-bit row numbers; ids are the caller's 64-bit keys. */
+#define CHRYS_MAX_SLOTS 0xFFFFFFFEu
+#define CHRYS_NO_SLOT 0xFFFFFFFFu
+
+/* Defensive checks that should never fire; they do not crash a release build. */
+#ifdef NDEBUG
+#define ALWAYS(x) (x)
+#define NEVER(x) (x)
+#else
+#include <assert.h>
+#define ALWAYS(x) ((x) ? 1 : (assert(0 && #x), 0))
+#define NEVER(x) ((x) ? (assert(0 && #x), 1) : 0)
+#endif
+
+/* ---- allocation (alloc.c) ---- */
+CHRYS_PRIVATE void *chrys_malloc(size_t n);
+CHRYS_PRIVATE void *chrys_calloc(size_t n, size_t size);
+CHRYS_PRIVATE void *chrys_realloc(void *p, size_t n);
+/* 64-byte aligned block for vector data (SIMD loads, mmap-compatible layout); free with chrys_free_aligned. */
+CHRYS_PRIVATE void *chrys_malloc_aligned(size_t n);
+CHRYS_PRIVATE void *chrys_realloc_aligned(void *p, size_t old_n, size_t new_n);
+CHRYS_PRIVATE void chrys_free_aligned(void *p);
+CHRYS_PRIVATE char *chrys_strdup(const char *s);
+/* Test hook: make the Nth allocation from now fail (0 disables). Only for tests. */
+CHRYS_API void chrys__test_fail_alloc_after(long n);
+CHRYS_API long chrys__test_alloc_count(void);
+/* Test hook: make the Nth write() of the store writer fail with ENOSPC (0 disables). */
+CHRYS_API void chrys__test_fail_write_after(long n);
+CHRYS_PRIVATE int chrys__write_should_fail(void);
+
+/* ---- checked arithmetic ---- */
+static inline int chrys_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return CHRYS_LIMIT;
+    *out = a * b;
+    return CHRYS_OK;
+}
+static inline int chrys_add_size(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return CHRYS_LIMIT;
+    *out = a + b;
+    return CHRYS_OK;
+}
+
+/* ---- messages (error.c) ---- */
+/* printf into a newly allocated string (NULL on OOM). */
+CHRYS_PRIVATE char *chrys_vmprintf(const char *fmt, va_list ap);
+CHRYS_PRIVATE char *chrys_mprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Set *errmsg (if errmsg != NULL) to a formatted message; returns rc for tail calls. */
+CHRYS_PRIVATE int chrys_set_errmsg(char **errmsg, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- vectors (vec.c) ---- */
+/* Check that v[0..dim) are finite. Returns the index of the first bad component or -1. */
+CHRYS_PRIVATE long vec_first_nonfinite(const float *v, size_t dim);
+/* L2 norm computed in double. */
+CHRYS_PRIVATE double vec_norm(const float *v, size_t dim);
+/* out = v / norm, each component divided in double then rounded. */
+CHRYS_PRIVATE void vec_scale_to(float *out, const float *v, size_t dim, double norm);
+/* Dot product / squared L2 in double (oracle and rescoring). */
+CHRYS_PRIVATE double vec_dot_f64(const float *a, const float *b, size_t dim);
+CHRYS_PRIVATE double vec_l2sq_f64(const float *a, const float *b, size_t dim);
+
+/* id -> slot map: open addressing with linear probing and backward-shift deletion. */
+typedef struct idmap {
+    uint64_t *keys;  /* CHRYS_NO_ID marks an empty bucket */
+    uint32_t *vals;
+    size_t cap;      /* power of two */
+    size_t count;
+} idmap;
+CHRYS_PRIVATE int idmap_init(idmap *m, size_t expected);
+CHRYS_PRIVATE void idmap_free(idmap *m);
+CHRYS_PRIVATE uint32_t idmap_get(const idmap *m, uint64_t key); /* CHRYS_NO_SLOT if absent */
+CHRYS_PRIVATE int idmap_put(idmap *m, uint64_t key, uint32_t val); /* overwrites */
+CHRYS_PRIVATE int idmap_del(idmap *m, uint64_t key);                /* 1 if removed */
+CHRYS_PRIVATE int idmap_reserve(idmap *m, size_t n);
+CHRYS_PRIVATE size_t idmap_bytes(const idmap *m);
+
+/* ---- top-k (topk.c) ----
+ * Internally every score is "higher is better" (L2 distances are negated). A topk holds the best
+ * `cap` (score, id) pairs seen so far as a min-heap whose root is the worst kept pair. */
+typedef struct topk_item {
+    float score;
+    uint32_t slot;
+    uint64_t id;
+} topk_item;
+typedef struct topk {
+    topk_item *items;
+    size_t n, cap;
+} topk;
+/* a is worse than b: lower score, or equal score and larger id. */
+static inline int topk_worse(float sa, uint64_t ia, float sb, uint64_t ib)
+{
+    return sa < sb || (sa == sb && ia > ib);
+}
+CHRYS_PRIVATE void topk_init(topk *t, topk_item *storage, size_t cap);
+CHRYS_PRIVATE void topk_push(topk *t, float score, uint32_t slot, uint64_t id);
+/* Lowest score still able to enter (-inf while not full). */
+static inline float topk_floor(const topk *t)
+{
+    return t->n < t->cap ? -__builtin_inff() : t->items[0].score;
+}
+/* Sort the kept items best first (destroys the heap order). */
+CHRYS_PRIVATE void topk_sort(topk *t);
+
+/* ---- CPU count ---- */
+CHRYS_PRIVATE unsigned chrys_online_cpus(void);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * dist.h: the distance kernel table.
+ *
+ * One table per SIMD level (scalar, avx2, avx512), each filled by a file compiled with only its own
+ * ISA flags. dispatch.c picks the best level the CPU and OS support, once (pthread_once), and
+ * CHRYS_SIMD may force a lower one. Hot loops fetch the table once per search, never per distance.
+ *
+ * Contract for every kernel: any n >= 1 (and n_rows >= 0), any alignment, no precondition on n
+ * modulo a vector width. Results differ between levels only in float rounding.
+ */
+#ifndef CHRYS_DIST_H
+#define CHRYS_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct chrys_kernels {
+    const char *name;
+    /* sum a[i]*b[i] */
+    float (*dot)(const float *a, const float *b, size_t n);
+    /* sum (a[i]-b[i])^2 */
+    float (*l2sq)(const float *a, const float *b, size_t n);
+    /* out[r] = dot(q, x + r*dim) for r in [0, n_rows) */
+    void (*dot_rows)(const float *q, const float *x, size_t n_rows, size_t dim, float *out);
+    /* out[r] = l2sq(q, x + r*dim) */
+    void (*l2sq_rows)(const float *q, const float *x, size_t n_rows, size_t dim, float *out);
+} chrys_kernels;
+
+/* The active table (selected on first call). */
+const chrys_kernels *chrys_kernels_active(void);
+/* A specific level's table, or NULL when not compiled in or not supported by this CPU/OS.
+ * level: "scalar", "avx2", "avx512". Used by tests to compare every level with the scalar one. */
+const chrys_kernels *chrys_kernels_level(const char *level);
+
+extern const chrys_kernels chrys_kernels_scalar;
+extern const chrys_kernels chrys_kernels_avx2;
+extern const chrys_kernels chrys_kernels_avx512;
+
+/* CRC32C (Castagnoli) of buf, continuing from crc (start with 0). Hardware (SSE4.2) when present. */
+uint32_t chrys_crc32c(uint32_t crc, const void *buf, size_t n);
+uint32_t chrys_crc32c_sw(uint32_t crc, const void *buf, size_t n);
+uint32_t chrys_crc32c_hw(uint32_t crc, const void *buf, size_t n);
+int chrys_cpu_has_sse42(void);
+
+#endif

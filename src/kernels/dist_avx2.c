@@ -1,0 +1,109 @@
+/*
+ * dist_avx2.c: AVX2+FMA kernels. Compiled with -mavx2 -mfma and nothing else; reached only
+ * through the dispatch table after CPUID/XGETBV said yes.
+ *
+ * Tails use masked loads (vmaskmovps), which never touch memory past the end of the array.
+ * dot_rows works on four rows at a time so each query chunk is loaded once per four rows.
+ */
+#include <immintrin.h>
+
+#include "dist.h"
+
+static inline float hsum256(__m256 v)
+{
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 0x55));
+    return _mm_cvtss_f32(lo);
+}
+
+static inline __m256i tail_mask(size_t r)
+{
+    /* r in 1..7: lanes [0, r) active */
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), idx);
+}
+
+static float dot_avx2(const float *a, const float *b, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    if (i < n) {
+        __m256i m = tail_mask(n - i);
+        s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), s1);
+    }
+    return hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+static float l2sq_avx2(const float *a, const float *b, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+        __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16));
+        __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24));
+        s0 = _mm256_fmadd_ps(d0, d0, s0);
+        s1 = _mm256_fmadd_ps(d1, d1, s1);
+        s2 = _mm256_fmadd_ps(d2, d2, s2);
+        s3 = _mm256_fmadd_ps(d3, d3, s3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        s0 = _mm256_fmadd_ps(d, d, s0);
+    }
+    if (i < n) {
+        __m256i m = tail_mask(n - i);
+        __m256 d = _mm256_sub_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m));
+        s1 = _mm256_fmadd_ps(d, d, s1);
+    }
+    return hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+static void dot_rows_avx2(const float *q, const float *x, size_t n_rows, size_t dim, float *out)
+{
+    size_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        const float *x0 = x + r * dim, *x1 = x0 + dim, *x2 = x1 + dim, *x3 = x2 + dim;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        size_t i = 0;
+        for (; i + 8 <= dim; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x0 + i), s0);
+            s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x1 + i), s1);
+            s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x2 + i), s2);
+            s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x3 + i), s3);
+        }
+        if (i < dim) {
+            __m256i m = tail_mask(dim - i);
+            __m256 qv = _mm256_maskload_ps(q + i, m);
+            s0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x0 + i, m), s0);
+            s1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x1 + i, m), s1);
+            s2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x2 + i, m), s2);
+            s3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(x3 + i, m), s3);
+        }
+        out[r] = hsum256(s0);
+        out[r + 1] = hsum256(s1);
+        out[r + 2] = hsum256(s2);
+        out[r + 3] = hsum256(s3);
+    }
+    for (; r < n_rows; r++) out[r] = dot_avx2(q, x + r * dim, dim);
+}
+
+static void l2sq_rows_avx2(const float *q, const float *x, size_t n_rows, size_t dim, float *out)
+{
+    for (size_t r = 0; r < n_rows; r++) out[r] = l2sq_avx2(q, x + r * dim, dim);
+}
+
+const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
+                                          l2sq_rows_avx2};

@@ -1,0 +1,51 @@
+/*
+ * dist_scalar.c: reference kernels, the oracle for every SIMD level and the fallback.
+ * Compiled with baseline flags only. Plain loops with four independent accumulators.
+ */
+#include "dist.h"
+
+static float dot_scalar(const float *a, const float *b, size_t n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static float l2sq_scalar(const float *a, const float *b, size_t n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float d0 = a[i] - b[i], d1 = a[i + 1] - b[i + 1];
+        float d2 = a[i + 2] - b[i + 2], d3 = a[i + 3] - b[i + 3];
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        s2 += d2 * d2;
+        s3 += d3 * d3;
+    }
+    for (; i < n; i++) {
+        float d = a[i] - b[i];
+        s0 += d * d;
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void dot_rows_scalar(const float *q, const float *x, size_t n_rows, size_t dim, float *out)
+{
+    for (size_t r = 0; r < n_rows; r++) out[r] = dot_scalar(q, x + r * dim, dim);
+}
+
+static void l2sq_rows_scalar(const float *q, const float *x, size_t n_rows, size_t dim, float *out)
+{
+    for (size_t r = 0; r < n_rows; r++) out[r] = l2sq_scalar(q, x + r * dim, dim);
+}
+
+const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
+                                            l2sq_rows_scalar};

@@ -1,0 +1,47 @@
+/*
+ * parallel.c: a minimal fork-join over contiguous ranges.
+ *
+ * Searches split rows or queries into one range per worker; the caller is worker 0. Threads are
+ * started per call: a scan that is worth splitting takes milliseconds, against tens of
+ * microseconds to start a thread, and no pool means no global state and nothing to shut down.
+ */
+#include <pthread.h>
+
+#include "index.h"
+
+typedef struct job {
+    chrys_range_fn fn;
+    void *ctx;
+    unsigned worker;
+    size_t begin, end;
+} job;
+
+static void *run_job(void *arg)
+{
+    job *j = arg;
+    j->fn(j->ctx, j->worker, j->begin, j->end);
+    return NULL;
+}
+
+void chrys_parallel_for(unsigned n_workers, size_t n, chrys_range_fn fn, void *ctx)
+{
+    if (n_workers > n) n_workers = (unsigned)(n ? n : 1);
+    if (n_workers <= 1) {
+        fn(ctx, 0, 0, n);
+        return;
+    }
+    enum { MAXW = 64 };
+    if (n_workers > MAXW) n_workers = MAXW;
+    job jobs[MAXW];
+    pthread_t tid[MAXW];
+    int started[MAXW] = {0};
+    for (unsigned w = 0; w < n_workers; w++) {
+        jobs[w] = (job){fn, ctx, w, n * w / n_workers, n * (w + 1) / n_workers};
+        if (w > 0) started[w] = pthread_create(&tid[w], NULL, run_job, &jobs[w]) == 0;
+    }
+    fn(ctx, 0, jobs[0].begin, jobs[0].end);
+    for (unsigned w = 1; w < n_workers; w++) {
+        if (started[w]) pthread_join(tid[w], NULL);
+        else run_job(&jobs[w]); /* could not start a thread: do its share here */
+    }
+}

@@ -1,0 +1,63 @@
+/*
+ * format.h: on-disk constants of the single-file store. docs/FORMAT.md is the specification;
+ * this file and that one change together.
+ *
+ * History of format versions:
+ *   1.0  header, section table, META, IDS_, NORM, VF32, optional MDAT (this library 0.1.0).
+ */
+#ifndef CHRYS_FORMAT_H
+#define CHRYS_FORMAT_H
+
+#include <stdint.h>
+
+#define STORE_MAGIC "\x89" "CHRY\r\n\x1a"
+#define STORE_MAGIC_LEN 8
+#define STORE_FORMAT_MAJOR 1
+#define STORE_FORMAT_MINOR 0
+#define STORE_HEADER_SIZE 64
+#define STORE_ENTRY_SIZE 32
+#define STORE_ALIGN 64
+#define STORE_MAX_SECTIONS 64
+
+/* Header field offsets */
+#define HDR_MAGIC 0
+#define HDR_MAJOR 8
+#define HDR_MINOR 10
+#define HDR_COMPAT 12
+#define HDR_RO_COMPAT 16
+#define HDR_INCOMPAT 20
+#define HDR_N_SECTIONS 24
+#define HDR_TABLE_CRC 28
+#define HDR_TABLE_OFFSET 32
+#define HDR_FILE_LENGTH 40
+#define HDR_WRITER_VERSION 48
+#define HDR_RESERVED 52 /* 8 bytes, zero */
+#define HDR_CRC 60
+
+/* Known feature bits (none yet). */
+#define STORE_INCOMPAT_KNOWN 0u
+#define STORE_RO_COMPAT_KNOWN 0u
+
+/* Section flags */
+#define SEC_OPTIONAL 1u
+#define SEC_FLAGS_KNOWN SEC_OPTIONAL
+
+#define FOURCC(a, b, c, d) \
+    ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
+#define TAG_META FOURCC('M', 'E', 'T', 'A')
+#define TAG_IDS FOURCC('I', 'D', 'S', '_')
+#define TAG_NORM FOURCC('N', 'O', 'R', 'M')
+#define TAG_VF32 FOURCC('V', 'F', '3', '2')
+#define TAG_MDAT FOURCC('M', 'D', 'A', 'T')
+
+/* META payload (64 bytes) */
+#define META_SIZE 64
+#define META_DIM 0
+#define META_METRIC 4
+#define META_KIND 8
+#define META_RESERVED0 12 /* u32, zero */
+#define META_COUNT 16
+#define META_SEED 24
+#define META_RESERVED1 32 /* 32 bytes, zero */
+
+#endif

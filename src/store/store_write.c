@@ -1,0 +1,140 @@
+/*
+ * store_write.c: atomic writer of the single-file store (docs/FORMAT.md).
+ *
+ * Layout: 64-byte header, the section table (32 bytes per entry), then each section at the next
+ * 64-byte boundary, zero padding between. CRCs are computed first, so the file is written in
+ * one forward pass. The bytes go to "<path>.tmp-XXXXXX" in the target directory; only after
+ * every byte is written and fsynced is it renamed over <path>, and the directory is fsynced so
+ * the rename itself is durable. Any failure unlinks the temporary file: the old file, if any,
+ * is untouched.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../kernels/dist.h"
+#include "codec.h"
+#include "store.h"
+
+static uint64_t align_up(uint64_t x) { return (x + STORE_ALIGN - 1) & ~(uint64_t)(STORE_ALIGN - 1); }
+
+static int write_all(int fd, const void *data, uint64_t len)
+{
+    const unsigned char *p = data;
+    while (len > 0) {
+        if (chrys__write_should_fail()) {
+            errno = ENOSPC;
+            return -1;
+        }
+        size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
+        ssize_t w = write(fd, p, chunk);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        len -= (uint64_t)w;
+    }
+    return 0;
+}
+
+static int write_zeros(int fd, uint64_t len)
+{
+    static const unsigned char zeros[STORE_ALIGN];
+    return len ? write_all(fd, zeros, len) : 0;
+}
+
+const char *store_tag_name(uint32_t tag, char out[5])
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = (unsigned char)(tag >> (8 * i));
+        out[i] = (c >= 32 && c < 127) ? (char)c : '?';
+    }
+    out[4] = 0;
+    return out;
+}
+
+int store_write(const char *path, const store_section *secs, uint32_t n, char **errmsg)
+{
+    if (n > STORE_MAX_SECTIONS)
+        return chrys_set_errmsg(errmsg, CHRYS_LIMIT, "%s: too many sections (%u)", path, n);
+    unsigned char hdr[STORE_HEADER_SIZE] = {0};
+    unsigned char table[STORE_MAX_SECTIONS * STORE_ENTRY_SIZE] = {0};
+    uint64_t off = align_up(STORE_HEADER_SIZE + (uint64_t)n * STORE_ENTRY_SIZE);
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char *e = table + i * STORE_ENTRY_SIZE;
+        put_u32le(e, secs[i].tag);
+        put_u32le(e + 4, secs[i].flags);
+        put_u64le(e + 8, off);
+        put_u64le(e + 16, secs[i].len);
+        put_u32le(e + 24, chrys_crc32c(0, secs[i].data, secs[i].len));
+        off = align_up(off + secs[i].len);
+    }
+    uint64_t file_len = off;
+    memcpy(hdr + HDR_MAGIC, STORE_MAGIC, STORE_MAGIC_LEN);
+    put_u16le(hdr + HDR_MAJOR, STORE_FORMAT_MAJOR);
+    put_u16le(hdr + HDR_MINOR, STORE_FORMAT_MINOR);
+    put_u32le(hdr + HDR_N_SECTIONS, n);
+    put_u32le(hdr + HDR_TABLE_CRC, chrys_crc32c(0, table, (size_t)n * STORE_ENTRY_SIZE));
+    put_u64le(hdr + HDR_TABLE_OFFSET, STORE_HEADER_SIZE);
+    put_u64le(hdr + HDR_FILE_LENGTH, file_len);
+    put_u32le(hdr + HDR_WRITER_VERSION, (CHRYS_VERSION_MAJOR << 16) | (CHRYS_VERSION_MINOR << 8) |
+                                            CHRYS_VERSION_PATCH);
+    put_u32le(hdr + HDR_CRC, chrys_crc32c(0, hdr, HDR_CRC));
+
+    int rc = CHRYS_OK, fd = -1, dfd = -1;
+    char *tmp = chrys_mprintf("%s.tmp-XXXXXX", path);
+    char *dir_copy = chrys_strdup(path);
+    if (!tmp || !dir_copy) {
+        rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        rc = chrys_set_errmsg(errmsg, CHRYS_IO, "%s: cannot create temporary file: %s", path,
+                              strerror(errno));
+        chrys_free(tmp);
+        tmp = NULL;
+        goto done;
+    }
+    uint64_t pos = STORE_HEADER_SIZE + (uint64_t)n * STORE_ENTRY_SIZE;
+    if (write_all(fd, hdr, sizeof hdr) || write_all(fd, table, (uint64_t)n * STORE_ENTRY_SIZE))
+        goto io_fail;
+    for (uint32_t i = 0; i < n; i++) {
+        if (write_zeros(fd, align_up(pos) - pos)) goto io_fail;
+        pos = align_up(pos);
+        if (write_all(fd, secs[i].data, secs[i].len)) goto io_fail;
+        pos += secs[i].len;
+    }
+    if (write_zeros(fd, align_up(pos) - pos)) goto io_fail;
+    if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) goto io_fail;
+    if (close(fd) != 0) {
+        fd = -1;
+        goto io_fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0) goto io_fail;
+    chrys_free(tmp);
+    tmp = NULL;
+    dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd); /* best effort: some file systems refuse fsync on a directory */
+        close(dfd);
+    }
+    goto done;
+io_fail:
+    rc = chrys_set_errmsg(errmsg, CHRYS_IO_WRITE, "%s: write failed: %s (the previous file, if any, is unchanged)",
+                          path, strerror(errno));
+done:
+    if (fd >= 0) close(fd);
+    if (tmp) {
+        unlink(tmp);
+        chrys_free(tmp);
+    }
+    chrys_free(dir_copy);
+    return rc;
+}
