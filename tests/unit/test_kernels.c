@@ -1,0 +1,125 @@
+/*
+ * test_kernels.c: every compiled SIMD level against the scalar reference (the oracle), for every
+ * length 1..300 and some large ones, on unaligned pointers; CRC32C hardware vs software.
+ */
+#include "../harness.h"
+#include "chrysalis.h"
+#include "kernels/dist.h"
+#include "tests.h"
+
+static const char *LEVELS[] = {"avx2", "avx512"};
+
+/* |got - want| within a relative bound of the absolute-value sum (float32 reassociation error). */
+static int close_enough(double got, double want, double abs_sum)
+{
+    return fabs(got - want) <= 2e-6 * abs_sum + 1e-6;
+}
+
+void test_kernels_vs_scalar(void)
+{
+    uint64_t s = h_seed;
+    const size_t big[] = {511, 1000, 1024, 1536, 3072, 4099, 65537};
+    float *a = malloc((65537 + 8) * sizeof(float)), *b = malloc((65537 + 8) * sizeof(float));
+    for (size_t i = 0; i < 65537 + 8; i++) {
+        a[i] = h_gauss(&s);
+        b[i] = h_gauss(&s);
+    }
+    const chrys_kernels *ref = chrys_kernels_level("scalar");
+    CHECK(ref != NULL);
+    int tested_levels = 0;
+    for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+        const chrys_kernels *k = chrys_kernels_level(LEVELS[l]);
+        if (!k) continue; /* not supported on this CPU */
+        tested_levels++;
+        for (size_t t = 0; t < 300 + sizeof big / sizeof *big; t++) {
+            size_t n = t < 300 ? t + 1 : big[t - 300];
+            for (size_t off = 0; off < 3; off += 2) { /* aligned-ish and off by 2 floats */
+                const float *pa = a + off + 1, *pb = b + off;
+                double abs_dot = 0, abs_l2 = 0;
+                for (size_t i = 0; i < n; i++) {
+                    abs_dot += fabs((double)pa[i] * pb[i]);
+                    abs_l2 += ((double)pa[i] - pb[i]) * ((double)pa[i] - pb[i]);
+                }
+                double rd = ref->dot(pa, pb, n), kd = k->dot(pa, pb, n);
+                double rl = ref->l2sq(pa, pb, n), kl = k->l2sq(pa, pb, n);
+                if (!close_enough(kd, rd, abs_dot)) {
+                    h_fail(__FILE__, __LINE__, "%s dot n=%zu: %.9g vs scalar %.9g", k->name, n, kd, rd);
+                    break;
+                }
+                if (!close_enough(kl, rl, abs_l2)) {
+                    h_fail(__FILE__, __LINE__, "%s l2sq n=%zu: %.9g vs scalar %.9g", k->name, n, kl, rl);
+                    break;
+                }
+            }
+        }
+    }
+    /* This machine class has AVX-512; if detection found nothing, dispatch is broken. */
+    if (!getenv("CHRYS_SIMD")) CHECK(tested_levels >= 1 || !chrys_kernels_level("avx2"));
+    free(a);
+    free(b);
+}
+
+void test_kernels_rows_vs_scalar(void)
+{
+    uint64_t s = h_seed + 1;
+    const chrys_kernels *ref = chrys_kernels_level("scalar");
+    for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+        const chrys_kernels *k = chrys_kernels_level(LEVELS[l]);
+        if (!k) continue;
+        const size_t dims[] = {1, 3, 7, 15, 16, 17, 31, 33, 100, 128, 384, 385, 1024};
+        for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+            size_t d = dims[di];
+            for (size_t nr = 0; nr <= 9; nr++) {
+                float *q = malloc((d + 1) * sizeof(float)), *x = malloc((nr * d + 1) * sizeof(float));
+                float out_r[9], out_k[9];
+                for (size_t i = 0; i < d + 1; i++) q[i] = h_gauss(&s);
+                for (size_t i = 0; i < nr * d + 1; i++) x[i] = h_gauss(&s);
+                const float *qp = q + 1, *xp = x + 1; /* unaligned */
+                ref->dot_rows(qp, xp, nr, d, out_r);
+                k->dot_rows(qp, xp, nr, d, out_k);
+                for (size_t r = 0; r < nr; r++) {
+                    double abs_sum = 0;
+                    for (size_t i = 0; i < d; i++) abs_sum += fabs((double)qp[i] * xp[r * d + i]);
+                    if (!close_enough(out_k[r], out_r[r], abs_sum))
+                        h_fail(__FILE__, __LINE__, "%s dot_rows d=%zu row %zu: %g vs %g", k->name, d, r, out_k[r], out_r[r]);
+                }
+                ref->l2sq_rows(qp, xp, nr, d, out_r);
+                k->l2sq_rows(qp, xp, nr, d, out_k);
+                for (size_t r = 0; r < nr; r++)
+                    if (!close_enough(out_k[r], out_r[r], out_r[r]))
+                        h_fail(__FILE__, __LINE__, "%s l2sq_rows d=%zu row %zu: %g vs %g", k->name, d, r, out_k[r], out_r[r]);
+                free(q);
+                free(x);
+            }
+        }
+    }
+}
+
+void test_kernels_forced_level(void)
+{
+    const char *force = getenv("CHRYS_SIMD");
+    const char *active = chrys_simd_name();
+    CHECK(!strcmp(active, "scalar") || !strcmp(active, "avx2") || !strcmp(active, "avx512"));
+    if (force && chrys_kernels_level(force)) CHECK(!strcmp(active, force));
+    /* A forced level never exceeds what the CPU supports. */
+    CHECK(chrys_kernels_level(active) != NULL);
+    CHECK(chrys_kernels_level("neon-or-anything") == NULL);
+}
+
+void test_crc32c(void)
+{
+    CHECK_EQ(chrys_crc32c_sw(0, "123456789", 9), 0xE3069283u);
+    CHECK_EQ(chrys_crc32c(0, "123456789", 9), 0xE3069283u);
+    CHECK_EQ(chrys_crc32c_sw(0, "", 0), 0u);
+    uint64_t s = h_seed;
+    unsigned char buf[1000];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (unsigned char)h_rand(&s);
+    for (size_t n = 0; n < sizeof buf; n += 1 + n / 7) {
+        uint32_t sw = chrys_crc32c_sw(0, buf + 1, n - (n > 0));
+        CHECK_EQ(chrys_crc32c(0, buf + 1, n - (n > 0)), sw);
+        if (chrys_cpu_has_sse42()) CHECK_EQ(chrys_crc32c_hw(0, buf + 1, n - (n > 0)), sw);
+    }
+    /* Incremental == one-shot. */
+    uint32_t one = chrys_crc32c(0, buf, 999), inc = chrys_crc32c(chrys_crc32c(0, buf, 333), buf + 333, 666);
+    CHECK_EQ(one, inc);
+}

@@ -1,0 +1,375 @@
+/*
+ * test_store.c: the single-file store: round trips, determinism, the committed golden file,
+ * every truncation, every bit flip, crafted hostile headers, unknown sections, and atomic save
+ * under injected write failures.
+ */
+#include <dirent.h>
+#include <unistd.h>
+
+#include "../harness.h"
+#include "chrysalis.h"
+#include "internal.h"
+#include "store/codec.h"
+#include "store/store.h"
+#include "kernels/dist.h"
+#include "tests.h"
+
+#define GOLDEN_V1 "tests/golden/store_v1_0.chrys"
+
+static char *tmp_path(const char *name)
+{
+    static char buf[4][256];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof buf[i], "%s/chrys_test_%d_%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid(), name);
+    return buf[i];
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
+    *len = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    return b;
+}
+
+/* The deterministic index behind the golden file: 5 rows of dim 3, cosine, with metadata. */
+static chrys_index *golden_index(void)
+{
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = 3;
+    chrys_index *ix = NULL;
+    chrys_index_new(&o, &ix, NULL);
+    float v[15] = {1, 0, 0, 0, 2, 0, 1, 1, 0, 3, 4, 0, -1, 0.5f, 0.25f};
+    uint64_t ids[5] = {5, 4, 3, 1000000000000ULL, 0};
+    const char *meta[5] = {"{\"name\":\"x\"}", NULL, "{\"name\":\"diag\",\"tags\":[1,2]}", NULL, "{}"};
+    chrys_index_add(ix, 5, ids, v, meta);
+    return ix;
+}
+
+static void check_same_index(const chrys_index *a, const chrys_index *b)
+{
+    chrys_index_info ia = {sizeof ia}, ib = {sizeof ib};
+    chrys_index_get_info(a, &ia);
+    chrys_index_get_info(b, &ib);
+    CHECK_EQ(ia.dim, ib.dim);
+    CHECK_EQ(ia.metric, ib.metric);
+    CHECK_EQ(ia.count, ib.count);
+    uint64_t *ids = malloc(ia.count * sizeof *ids + 1);
+    chrys_index_ids(a, ids);
+    float *va = malloc(ia.dim * sizeof(float)), *vb = malloc(ia.dim * sizeof(float));
+    for (size_t i = 0; i < ia.count; i++) {
+        CHECK(chrys_index_contains(b, ids[i]));
+        chrys_index_get(a, ids[i], va);
+        chrys_index_get(b, ids[i], vb);
+        CHECK(memcmp(va, vb, ia.dim * sizeof(float)) == 0);
+        const char *ma, *mb;
+        chrys_index_get_meta(a, ids[i], &ma);
+        chrys_index_get_meta(b, ids[i], &mb);
+        CHECK((ma == NULL) == (mb == NULL));
+        if (ma && mb) CHECK(!strcmp(ma, mb));
+    }
+    free(ids);
+    free(va);
+    free(vb);
+}
+
+void test_store_roundtrip_and_determinism(void)
+{
+    uint64_t s = h_seed;
+    for (int metric = 0; metric < 3; metric++) {
+        chrys_index_opts o;
+        chrys_index_opts_init(&o);
+        o.dim = 37;
+        o.metric = (chrys_metric)metric;
+        chrys_index *ix = NULL;
+        CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+        size_t n = 500;
+        float *x = malloc(n * 37 * sizeof(float));
+        uint64_t *ids = malloc(n * sizeof *ids);
+        char **meta = calloc(n, sizeof *meta);
+        for (size_t i = 0; i < n * 37; i++) x[i] = h_gauss(&s);
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = h_rand(&s) >> 1;
+            if (i % 3 == 0) {
+                meta[i] = malloc(32);
+                snprintf(meta[i], 32, "{\"i\":%zu}", i);
+            }
+        }
+        CHECK_EQ(chrys_index_add(ix, n, ids, x, (const char *const *)meta), CHRYS_OK);
+        CHECK_EQ(chrys_index_remove(ix, ids[7]), CHRYS_OK);
+        char *p1 = tmp_path("rt1.chrys"), *p2 = tmp_path("rt2.chrys");
+        CHECK_EQ(chrys_index_save(ix, p1, NULL), CHRYS_OK);
+        chrys_index *back = NULL;
+        char *msg = NULL;
+        CHECK_EQ(chrys_index_load(p1, &back, &msg), CHRYS_OK);
+        if (back) {
+            check_same_index(ix, back);
+            /* Same results after load. */
+            chrys_search_opts so;
+            chrys_search_opts_init(&so);
+            chrys_hit h1[100], h2[100];
+            CHECK_EQ(chrys_index_search(ix, 10, x, &so, h1), CHRYS_OK);
+            CHECK_EQ(chrys_index_search(back, 10, x, &so, h2), CHRYS_OK);
+            CHECK(memcmp(h1, h2, sizeof h1) == 0);
+            /* Saving the loaded index gives the same bytes. */
+            CHECK_EQ(chrys_index_save(back, p2, NULL), CHRYS_OK);
+            size_t l1, l2;
+            unsigned char *b1 = slurp(p1, &l1), *b2 = slurp(p2, &l2);
+            CHECK(b1 && b2 && l1 == l2 && memcmp(b1, b2, l1) == 0);
+            free(b1);
+            free(b2);
+        }
+        chrys_index_free(back);
+        chrys_free(msg);
+        chrys_store_meta sm = {sizeof sm};
+        CHECK_EQ(chrys_store_peek(p1, &sm, NULL), CHRYS_OK);
+        CHECK_EQ(sm.count, n - 1);
+        CHECK_EQ(sm.dim, 37);
+        CHECK_EQ(sm.metric, metric);
+        CHECK_EQ(sm.format_major, 1);
+        unlink(p1);
+        unlink(p2);
+        for (size_t i = 0; i < n; i++) free(meta[i]);
+        free(meta);
+        free(x);
+        free(ids);
+        chrys_index_free(ix);
+    }
+}
+
+void test_store_golden_v1(void)
+{
+    chrys_index *ix = golden_index();
+    if (getenv("CHRYS_WRITE_GOLDEN")) CHECK_EQ(chrys_index_save(ix, GOLDEN_V1, NULL), CHRYS_OK);
+    chrys_index *g = NULL;
+    char *msg = NULL;
+    int rc = chrys_index_load(GOLDEN_V1, &g, &msg);
+    CHECK_EQ(rc, CHRYS_OK);
+    if (rc) fprintf(stderr, "    %s\n", msg ? msg : "");
+    if (g) {
+        check_same_index(ix, g);
+        /* A fresh save of the same content is byte-identical to the committed file. */
+        char *p = tmp_path("golden.chrys");
+        CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
+        size_t l1, l2;
+        unsigned char *b1 = slurp(p, &l1), *b2 = slurp(GOLDEN_V1, &l2);
+        CHECK(b1 && b2 && l1 == l2 && memcmp(b1, b2, l1) == 0);
+        free(b1);
+        free(b2);
+        unlink(p);
+    }
+    chrys_free(msg);
+    chrys_index_free(g);
+    chrys_index_free(ix);
+}
+
+void test_store_every_truncation_and_bitflip(void)
+{
+    chrys_index *ix = golden_index();
+    char *p = tmp_path("flip.chrys");
+    CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
+    chrys_index_free(ix);
+    size_t len;
+    unsigned char *buf = slurp(p, &len);
+    unlink(p);
+    CHECK(buf != NULL && len > 64);
+    chrys_index *out = NULL;
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_load_buffer(buf, len, "good", &out, &msg), CHRYS_OK);
+    chrys_index_free(out);
+    int undetected = 0;
+    for (size_t cut = 0; cut < len; cut++) {
+        int rc = chrys_index_load_buffer(buf, cut, "cut", &out, &msg);
+        if ((rc & 0xff) != CHRYS_CORRUPT || out != NULL) undetected++;
+        CHECK(msg != NULL);
+        chrys_free(msg);
+        msg = NULL;
+    }
+    CHECK_EQ(undetected, 0);
+    for (size_t bit = 0; bit < len * 8; bit++) {
+        buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+        int rc = chrys_index_load_buffer(buf, len, "flip", &out, &msg);
+        if (rc == CHRYS_OK) {
+            undetected++;
+            chrys_index_free(out);
+        }
+        chrys_free(msg);
+        msg = NULL;
+        buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+    }
+    CHECK_EQ(undetected, 0);
+    /* Trailing bytes are detected too. */
+    unsigned char *longer = malloc(len + 64);
+    memcpy(longer, buf, len);
+    memset(longer + len, 0, 64);
+    CHECK_EQ(chrys_index_load_buffer(longer, len + 64, "long", &out, &msg) & 0xff, CHRYS_CORRUPT);
+    CHECK_STR_CONTAINS(msg, "trailing data");
+    chrys_free(msg);
+    free(longer);
+    free(buf);
+}
+
+/* Build a file from hand-made sections with valid checksums (hostile but well-formed). */
+static int craft(const char *path, uint32_t dim, uint64_t count, uint32_t extra_tag, uint32_t extra_flags)
+{
+    unsigned char meta[META_SIZE] = {0};
+    put_u32le(meta + META_DIM, dim);
+    put_u64le(meta + META_COUNT, count);
+    static uint64_t ids[2] = {1, 2};
+    static float norms[2] = {1, 1};
+    static float vec[2] = {1, 1};
+    store_section secs[5] = {{TAG_META, 0, meta, META_SIZE},
+                             {TAG_IDS, 0, ids, 2 * 8},
+                             {TAG_NORM, 0, norms, 2 * 4},
+                             {TAG_VF32, 0, vec, 2 * 4},
+                             {extra_tag, extra_flags, "hello", 5}};
+    return store_write(path, secs, extra_tag ? 5 : 4, NULL);
+}
+
+void test_store_hostile_headers(void)
+{
+    char *p = tmp_path("craft.chrys");
+    chrys_index *ix = NULL;
+    char *msg = NULL;
+    /* A valid crafted file loads (sanity of the crafting itself). */
+    CHECK_EQ(craft(p, 1, 2, 0, 0), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(p, &ix, &msg), CHRYS_OK);
+    chrys_index_free(ix);
+    ix = NULL;
+    /* Huge counts: rejected from the section sizes, before any allocation (a real attempt to
+     * allocate 2^32 x 64 KiB would fail with CHRYS_NOMEM, not CHRYS_CORRUPT). */
+    CHECK_EQ(craft(p, CHRYS_MAX_DIM, 0xFFFFFFFEull, 0, 0), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
+    CHECK(ix == NULL);
+    CHECK_STR_CONTAINS(msg, "expected");
+    chrys_free(msg);
+    CHECK_EQ(craft(p, 1, 1ull << 40, 0, 0), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
+    CHECK_STR_CONTAINS(msg, "count");
+    chrys_free(msg);
+    CHECK_EQ(craft(p, 0, 2, 0, 0), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
+    CHECK_STR_CONTAINS(msg, "dim 0");
+    chrys_free(msg);
+    /* Unknown required section: FORMAT; unknown optional section: skipped. */
+    CHECK_EQ(craft(p, 1, 2, FOURCC('Z', 'Z', 'Z', 'Z'), 0), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(p, &ix, &msg), CHRYS_FORMAT);
+    CHECK_STR_CONTAINS(msg, "ZZZZ");
+    chrys_free(msg);
+    CHECK_EQ(craft(p, 1, 2, FOURCC('Z', 'Z', 'Z', 'Z'), SEC_OPTIONAL), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(p, &ix, &msg), CHRYS_OK);
+    chrys_index_free(ix);
+    ix = NULL;
+    /* Duplicate ids inside a checksummed file. */
+    {
+        unsigned char meta[META_SIZE] = {0};
+        put_u32le(meta + META_DIM, 1);
+        put_u64le(meta + META_COUNT, 2);
+        uint64_t ids[2] = {9, 9};
+        float norms[2] = {1, 1}, vec[2] = {1, 1};
+        store_section secs[4] = {{TAG_META, 0, meta, META_SIZE}, {TAG_IDS, 0, ids, 16}, {TAG_NORM, 0, norms, 8}, {TAG_VF32, 0, vec, 8}};
+        CHECK_EQ(store_write(p, secs, 4, NULL), CHRYS_OK);
+        CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
+        CHECK_STR_CONTAINS(msg, "duplicate id 9");
+        chrys_free(msg);
+        /* NaN in vectors. */
+        ids[1] = 10;
+        vec[1] = NAN;
+        CHECK_EQ(store_write(p, secs, 4, NULL), CHRYS_OK);
+        CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
+        CHECK_STR_CONTAINS(msg, "row 1");
+        chrys_free(msg);
+    }
+    /* A newer major version: FORMAT, not CORRUPT. */
+    CHECK_EQ(craft(p, 1, 2, 0, 0), CHRYS_OK);
+    size_t len;
+    unsigned char *b = slurp(p, &len);
+    put_u16le(b + HDR_MAJOR, 2);
+    put_u32le(b + HDR_CRC, chrys_crc32c(0, b, HDR_CRC));
+    CHECK_EQ(chrys_index_load_buffer(b, len, p, &ix, &msg), CHRYS_FORMAT);
+    CHECK_STR_CONTAINS(msg, "version 2.0");
+    chrys_free(msg);
+    /* Unknown incompat feature bit. */
+    put_u16le(b + HDR_MAJOR, 1);
+    put_u32le(b + HDR_INCOMPAT, 0x80);
+    put_u32le(b + HDR_CRC, chrys_crc32c(0, b, HDR_CRC));
+    CHECK_EQ(chrys_index_load_buffer(b, len, p, &ix, &msg), CHRYS_FORMAT);
+    chrys_free(msg);
+    free(b);
+    /* Not a store at all; a missing file. */
+    CHECK_EQ(chrys_index_load_buffer("hello world, not a store at all......................................", 70, "txt", &ix, &msg) & 0xff,
+             CHRYS_CORRUPT);
+    CHECK_STR_CONTAINS(msg, "bad magic");
+    chrys_free(msg);
+    CHECK_EQ(chrys_index_load("/nonexistent/dir/x.chrys", &ix, &msg), CHRYS_IO);
+    CHECK_STR_CONTAINS(msg, "/nonexistent/dir/x.chrys");
+    chrys_free(msg);
+    unlink(p);
+}
+
+static int count_tmp_files(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, prefix, strlen(prefix)) && strstr(e->d_name, ".tmp-")) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+void test_store_failed_save_keeps_old_file(void)
+{
+    char *p = tmp_path("atomic.chrys");
+    chrys_index *old = golden_index();
+    CHECK_EQ(chrys_index_save(old, p, NULL), CHRYS_OK);
+    size_t old_len;
+    unsigned char *old_bytes = slurp(p, &old_len);
+    /* A bigger index whose save fails at each write in turn. */
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = 3;
+    chrys_index *nw = NULL;
+    chrys_index_new(&o, &nw, NULL);
+    float v[300];
+    uint64_t ids[100];
+    for (int i = 0; i < 300; i++) v[i] = (float)(i % 7) + 1;
+    for (int i = 0; i < 100; i++) ids[i] = (uint64_t)i;
+    CHECK_EQ(chrys_index_add(nw, 100, ids, v, NULL), CHRYS_OK);
+    int failures = 0;
+    for (long nth = 1; nth < 50; nth++) {
+        chrys__test_fail_write_after(nth);
+        char *msg = NULL;
+        int rc = chrys_index_save(nw, p, &msg);
+        chrys__test_fail_write_after(0);
+        if (rc == CHRYS_OK) break; /* past the last write */
+        failures++;
+        CHECK_EQ(rc & 0xff, CHRYS_IO);
+        CHECK_STR_CONTAINS(msg, "unchanged");
+        chrys_free(msg);
+        size_t l;
+        unsigned char *now = slurp(p, &l);
+        CHECK(now && l == old_len && memcmp(now, old_bytes, l) == 0);
+        free(now);
+    }
+    CHECK(failures >= 3);
+    const char *slash = strrchr(p, '/');
+    CHECK_EQ(count_tmp_files(getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", slash + 1), 0);
+    /* Saving into a missing directory reports the path. */
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_save(nw, "/nonexistent/dir/y.chrys", &msg) & 0xff, CHRYS_IO);
+    CHECK_STR_CONTAINS(msg, "/nonexistent/dir/y.chrys");
+    chrys_free(msg);
+    unlink(p);
+    free(old_bytes);
+    chrys_index_free(old);
+    chrys_index_free(nw);
+}

@@ -1,0 +1,34 @@
+/* tests.h: the list of unit tests (X-macro), shared by the runner and the test files. */
+#ifndef CHRYS_TESTS_H
+#define CHRYS_TESTS_H
+
+#include "../harness.h"
+
+#define TEST_LIST                                   \
+    X(test_kernels_vs_scalar)                       \
+    X(test_kernels_rows_vs_scalar)                  \
+    X(test_kernels_forced_level)                    \
+    X(test_crc32c)                                  \
+    X(test_index_exact_all_paths)                   \
+    X(test_index_ties_break_by_id)                  \
+    X(test_index_threshold)                         \
+    X(test_index_mutation)                          \
+    X(test_index_bad_input)                         \
+    X(test_index_concurrent_search)                 \
+    X(test_store_roundtrip_and_determinism)         \
+    X(test_store_golden_v1)                         \
+    X(test_store_every_truncation_and_bitflip)      \
+    X(test_store_hostile_headers)                   \
+    X(test_store_failed_save_keeps_old_file)        \
+    X(test_io_fvecs)                                \
+    X(test_io_raw_and_npy)                          \
+    X(test_io_jsonl)                                \
+    X(test_alloc_fault_injection)
+
+#define X(name) void name(void);
+TEST_LIST
+#undef X
+
+extern const test_case all_tests[];
+
+#endif
