@@ -25,6 +25,8 @@ else ifeq ($(MODE),debug)
 else ifeq ($(MODE),asan)
   OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDSAN := -fsanitize=address,undefined
+else ifeq ($(MODE),fuzz-lib)
+  OPT := -O1 -g -fsanitize=fuzzer-no-link,address,undefined
 else ifeq ($(MODE),tsan)
   OPT := -O1 -g -fsanitize=thread
   LDSAN := -fsanitize=thread
@@ -85,7 +87,7 @@ $(CLI): $(CLI_OBJ) $(CLI_LIB_OBJ) $(STATIC)
 $(UNIT): $(TEST_OBJ) $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
-$(REPLAY): $(BUILD)/tests/fuzz/fuzz_load.o $(BUILD)/tests/fuzz/replay_main.o $(CLI_LIB_OBJ) $(STATIC)
+$(REPLAY): $(BUILD)/tests/fuzz/fuzz_targets.o $(BUILD)/tests/fuzz/replay_main.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/bench_anchor: $(BUILD)/bench/bench_anchor.o $(CLI_LIB_OBJ) $(STATIC)
@@ -104,11 +106,17 @@ tsan:
 	$(MAKE) MODE=tsan $(BUILD:release=tsan)/unit_tests
 	build/tsan/unit_tests concurrent
 
+# libFuzzer targets (clang): build/fuzz/fuzz_{load,jsonl,fvecs}; run e.g.
+#   build/fuzz/fuzz_load -max_total_time=60 tests/fuzz/corpus/load
+FUZZ_TARGETS := load jsonl fvecs
 fuzz:
-	@mkdir -p build/fuzz
-	clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc $(BLAS_CFLAGS) \
-	  -DCHRYS_HAVE_BLAS $(LIB_SRC:%=%) tests/fuzz/fuzz_load.c -o build/fuzz/fuzz_load \
-	  -mavx512f -mavx512bw -mavx512vl -mfma -mavx2 -msse4.2 -pthread $(BLAS_LIBS) -lm
+	$(MAKE) MODE=fuzz-lib CC=clang BUILD=build/fuzz build/fuzz/libchrysalis.a $(CLI_LIB_SRC:%.c=build/fuzz/%.o)
+	for t in $(FUZZ_TARGETS); do \
+	  clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -I/usr/include/cjson \
+	    -DCHRYS_LIBFUZZER -DFUZZ_TARGET=fuzz_$${t}_one tests/fuzz/fuzz_targets.c \
+	    $(CLI_LIB_SRC:%.c=build/fuzz/%.o) build/fuzz/libchrysalis.a -o build/fuzz/fuzz_$$t \
+	    -pthread $(BLAS_LIBS) -lcjson -lm || exit 1; \
+	done
 
 bench: $(BUILD)/bench_anchor $(CLI)
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what chrysalis needs on Debian 12, only if missing. Usage: scripts/deps.sh [test|bench]
+#   base:  compiler, make, OpenBLAS, cJSON          (building and the main job)
+#   test:  + clang (libFuzzer), python3-numpy         (the test suite)
+#   bench: + python3-faiss, python3-hnswlib           (benchmarks against the anchors)
+set -euo pipefail
+pkgs=(gcc make libc6-dev libopenblas-dev libcjson-dev)
+case "${1:-}" in
+    test) pkgs+=(clang python3 python3-numpy) ;;
+    bench) pkgs+=(clang python3 python3-numpy python3-faiss python3-hnswlib libhnswlib-dev g++) ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+SUDO=
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

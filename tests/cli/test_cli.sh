@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# CLI tests: exit codes, messages that name the file and record, and the store left untouched by
+# every failure. Usage: tests/cli/test_cli.sh path/to/chrysalis. Ends with "N passed, N failed".
+set -u
+BIN=${1:-build/release/chrysalis}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export CHRYS_NO_PROGRESS=1
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "  ok    $1"; }
+bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
+
+# expect NAME CODE SUBSTRING -- command...: checks exit code and that stdout+stderr contains SUBSTRING
+expect() {
+    local name=$1 code=$2 sub=$3
+    shift 4
+    local out rc
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
+    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
+}
+
+py() { /usr/bin/python3 "$@"; }
+
+# Small inputs, written without numpy: 4 vectors of dim 3 as JSONL and fvecs.
+cat > "$T/a.jsonl" <<'J'
+{"id": 1, "embedding": [1, 0, 0], "title": "x"}
+{"id": 2, "embedding": [0, 1, 0]}
+{"id": 3, "embedding": [0.9, 0.1, 0]}
+{"id": 4, "embedding": [0, 0, 2], "title": "z"}
+J
+printf '{"embedding": [1, 0.05, 0]}\n{"embedding": [0, 0, 1]}\n' > "$T/q.jsonl"
+
+expect "help" 0 "usage: chrysalis COMMAND" -- "$BIN" --help
+expect "help per command" 0 "usage: chrysalis search" -- "$BIN" search --help
+expect "unknown command" 2 "unknown command" -- "$BIN" frobnicate
+expect "version" 0 "simd:" -- "$BIN" version
+expect "build" 0 "stored 4 vectors" -- "$BIN" build "$T/s.chrys" "$T/a.jsonl"
+expect "build refuses to overwrite" 2 "already exists" -- "$BIN" build "$T/s.chrys" "$T/a.jsonl"
+expect "info" 0 "vectors:  4" -- "$BIN" info "$T/s.chrys"
+expect "info json" 0 '"count":4' -- "$BIN" info --json "$T/s.chrys"
+out=$("$BIN" search "$T/s.chrys" "$T/q.jsonl" -k 2 --json)
+# cos([1,.05,0],[1,0,0]) = 1/sqrt(1.0025) = 0.99875234; cos(., [.9,.1,0]) = .905/sqrt(1.0025*.82) = 0.99815839
+want='{"query":0,"hits":[{"id":1,"score":0.998752356},{"id":3,"score":0.998158395}]}'
+if [ "$(echo "$out" | head -1)" = "$want" ]; then ok "search json exact scores"; else bad "search json exact scores" "$out"; fi
+expect "search human" 0 "id 4" -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" -k 1
+expect "search threshold" 0 '"hits":[{"id":1' -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" -k 4 --threshold 0.99 --json
+n=$("$BIN" search "$T/s.chrys" "$T/q.jsonl" -k 4 --threshold 0.99 --json | head -1 | grep -o '"id"' | wc -l)
+[ "$n" -eq 2 ] && ok "threshold keeps only hits >= t" || bad "threshold keeps only hits >= t" "$n hits"
+expect "search meta" 0 '"meta":{"title":"x"}' -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" -k 1 --json --meta
+
+cp "$T/s.chrys" "$T/orig.chrys"
+unchanged() { cmp -s "$T/s.chrys" "$T/orig.chrys" && ok "$1: store unchanged" || bad "$1: store unchanged"; }
+printf '{"embedding": [1, 2, 3]}\n{"embedding": [1, NaN, 3]}\n' > "$T/nan.jsonl"
+expect "add NaN" 3 "nan.jsonl:2: malformed JSON" -- "$BIN" add "$T/s.chrys" "$T/nan.jsonl"
+unchanged "add NaN"
+printf '{"embedding": [1, 2, 3]}\n{"embedding": [1, 1e39, 3]}\n' > "$T/inf.jsonl"
+expect "add Inf" 3 "inf.jsonl:2: embedding[1] is not a finite float32" -- "$BIN" add "$T/s.chrys" "$T/inf.jsonl"
+unchanged "add Inf"
+printf '{"id": 9, "embedding": [1, 2, 3]}\n{"id": 2, "embedding": [1, 2, 3]}\n' > "$T/dup.jsonl"
+expect "add duplicate id" 3 "dup.jsonl: record 1: duplicate id 2" -- "$BIN" add "$T/s.chrys" "$T/dup.jsonl"
+unchanged "add duplicate id"
+printf '{"embedding": [1, 2, 3, 4]}\n' > "$T/d4.jsonl"
+expect "add wrong dimension" 3 "dimension 4 but the store has 3" -- "$BIN" add "$T/s.chrys" "$T/d4.jsonl"
+unchanged "add wrong dimension"
+printf '{"embedding": [0, 0, 0]}\n' > "$T/zero.jsonl"
+expect "add zero vector (cosine)" 3 "zero vector" -- "$BIN" add "$T/s.chrys" "$T/zero.jsonl"
+unchanged "add zero vector"
+expect "search zero query" 3 "zero query" -- "$BIN" search "$T/s.chrys" "$T/zero.jsonl"
+expect "search wrong dimension" 3 "queries have dimension 4" -- "$BIN" search "$T/s.chrys" "$T/d4.jsonl"
+expect "missing input" 1 "nope.fvecs: cannot open" -- "$BIN" add "$T/s.chrys" "$T/nope.fvecs"
+unchanged "missing input"
+expect "bad k" 2 "-k: expected" -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" -k 0
+expect "bad metric" 2 "--metric: expected" -- "$BIN" build "$T/x.chrys" "$T/a.jsonl" --metric foo
+
+# add with generated ids continues after the largest id
+printf '{"embedding": [1, 1, 1]}\n{"embedding": [1, 2, 1]}\n' > "$T/noid.jsonl"
+expect "add generated ids" 0 "6 in store" -- "$BIN" add "$T/s.chrys" "$T/noid.jsonl"
+out=$("$BIN" search "$T/s.chrys" "$T/noid.jsonl" -k 1 --json | grep -o '"id":[0-9]*' | tr '\n' ' ')
+[ "$out" = '"id":5 "id":6 ' ] && ok "generated ids follow the largest id" || bad "generated ids follow the largest id" "$out"
+
+# corrupted stores: truncation and a flipped byte give exit 4 and name the file
+cp "$T/orig.chrys" "$T/c.chrys"
+size=$(stat -c %s "$T/c.chrys")
+head -c $((size - 10)) "$T/orig.chrys" > "$T/c.chrys"
+expect "truncated store" 4 "c.chrys: header says" -- "$BIN" info "$T/c.chrys"
+cp "$T/orig.chrys" "$T/c.chrys"
+printf '\x55' | dd of="$T/c.chrys" bs=1 seek=200 conv=notrunc 2>/dev/null
+expect "flipped byte in store" 4 "c.chrys" -- "$BIN" search "$T/c.chrys" "$T/q.jsonl"
+cp "$T/c.chrys" "$T/c2.chrys"
+expect "add to corrupt store" 4 "checksum" -- "$BIN" add "$T/c.chrys" "$T/noid.jsonl"
+cmp -s "$T/c.chrys" "$T/c2.chrys" && ok "corrupt store left as it was" || bad "corrupt store left as it was"
+printf 'not a store, just text that is longer than the sixty-four byte header of a store\n' > "$T/text.chrys"
+expect "not a store" 4 "bad magic" -- "$BIN" info "$T/text.chrys"
+
+# fvecs / npy / raw / stdin
+if py -c "import numpy" 2>/dev/null; then
+    py - "$T" <<'P'
+import sys, numpy as np
+t = sys.argv[1]
+x = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+d = np.empty((50, 9), np.float32); d[:, 0] = np.array([8], np.int32).view(np.float32); d[:, 1:] = x
+d.tofile(t + "/x.fvecs"); np.save(t + "/x.npy", x); np.save(t + "/x64.npy", x.astype(np.float64)); x.tofile(t + "/x.f32")
+P
+    expect "build fvecs" 0 "stored 50" -- "$BIN" build "$T/f.chrys" "$T/x.fvecs"
+    expect "add npy" 0 "added 50" -- "$BIN" add "$T/f.chrys" "$T/x.npy"
+    expect "add npy float64 note" 0 "float64 input converted" -- "$BIN" add "$T/f.chrys" "$T/x64.npy"
+    expect "add raw" 0 "200 in store" -- "$BIN" add "$T/f.chrys" "$T/x.f32" --dim 8
+    expect "raw needs dim" 3 "--dim" -- "$BIN" add "$T/f.chrys" "$T/x.f32"
+    expect "stdin" 0 "250 in store" -- sh -c "cat '$T/x.fvecs' | '$BIN' add '$T/f.chrys' - --format fvecs"
+    # a self-query finds itself first (ids 0..49 are the first copy, ties with later copies break by id)
+    out=$("$BIN" search "$T/f.chrys" "$T/x.fvecs" -k 1 --json | head -3 | grep -o '"id":[0-9]*' | tr '\n' ' ')
+    [ "$out" = '"id":0 "id":1 "id":2 ' ] && ok "self query" || bad "self query" "$out"
+    expect "l2 metric" 0 "stored 50" -- "$BIN" build "$T/l2.chrys" "$T/x.fvecs" --metric l2
+    out=$("$BIN" search "$T/l2.chrys" "$T/x.fvecs" -k 1 --json | head -1)
+    case "$out" in *'"id":0,"score":0}'*) ok "l2 self distance 0" ;; *) bad "l2 self distance 0" "$out" ;; esac
+fi
+
+echo "cli: $pass passed, $fail failed"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
