@@ -120,82 +120,77 @@ static int cmp_best_first(const void *pa, const void *pb)
     return a->id < b->id ? -1 : (a->id > b->id);
 }
 
-/* Rank one query's candidates in double precision and write k hits. buf holds cand->n items. */
-static void finish_query(const chrys_index *ix, const float *q, const topk *cand, size_t k,
-                         const chrys_search_opts *o, rescored *buf, chrys_hit *out)
+/* Rank one query's candidates in double precision and write its k results (ids, true scores).
+ * Returns 1 if the pool may have missed a row: it was full (a row was left out) and its worst
+ * float32 score lies within eps of the k-th double score, so a left-out row could rank higher. */
+static int finish_query(const chrys_index *ix, const float *q, const topk *cand, size_t k,
+                        int use_thr, double thr, double eps, size_t n_rows, rescored *buf,
+                        uint64_t *out_ids, double *out_scores)
 {
     size_t dim = ix->dim, n = cand->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
+    float worst = INFINITY;
     for (size_t j = 0; j < n; j++) {
         const float *x = ix->vecs + (size_t)cand->items[j].slot * dim;
         buf[j].score = l2 ? -vec_l2sq_f64(q, x, dim) : vec_dot_f64(q, x, dim);
         buf[j].id = cand->items[j].id;
+        if (cand->items[j].score < worst) worst = cand->items[j].score;
     }
     qsort(buf, n, sizeof *buf, cmp_best_first);
+    if (n == cand->cap && n < n_rows && n >= k && (double)worst >= buf[k - 1].score - eps) return 1;
     size_t m = 0;
     for (size_t j = 0; j < n && m < k; j++) {
         double s = l2 ? -buf[j].score : buf[j].score;
-        if (o->use_threshold && (l2 ? s > o->threshold : s < o->threshold)) break;
-        out[m].id = buf[j].id;
-        out[m].score = (float)s;
-        out[m]._pad = 0;
+        if (use_thr && (l2 ? s > thr : s < thr)) break;
+        out_ids[m] = buf[j].id;
+        out_scores[m] = s;
         m++;
     }
     for (; m < k; m++) {
-        out[m].id = CHRYS_NO_ID;
-        out[m].score = l2 ? INFINITY : -INFINITY;
-        out[m]._pad = 0;
+        out_ids[m] = CHRYS_NO_ID;
+        out_scores[m] = l2 ? INFINITY : -INFINITY;
     }
+    return 0;
 }
 
-int flat_search(const chrys_index *ix, size_t nq, const float *queries,
-                const chrys_search_opts *o, chrys_hit *hits)
+int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries, float **prepared)
 {
-    size_t dim = ix->dim, k = o->k, n = ix->n;
-    int rc = CHRYS_OK;
-    float *qn = NULL, *qsq = NULL, *tile = NULL;
-    topk_item *items = NULL;
-    topk *heaps = NULL;
-    rescored *buf = NULL;
-    /* Validate and (cosine) normalise the queries. */
-    const float *q = queries;
-    if (ix->metric == CHRYS_METRIC_COSINE) {
-        size_t bytes;
-        if (chrys_mul_size(nq, dim * sizeof(float), &bytes)) return CHRYS_LIMIT;
-        if (!(qn = chrys_malloc_aligned(bytes))) return CHRYS_NOMEM;
-    }
+    size_t dim = ix->dim;
+    *prepared = NULL;
+    for (size_t i = 0; i < nq; i++)
+        if (vec_first_nonfinite(queries + i * dim, dim) >= 0) return CHRYS_INVALID;
+    if (ix->metric != CHRYS_METRIC_COSINE) return CHRYS_OK;
+    size_t bytes;
+    if (chrys_mul_size(nq, dim * sizeof(float), &bytes)) return CHRYS_LIMIT;
+    float *qn = chrys_malloc_aligned(bytes);
+    if (!qn) return CHRYS_NOMEM;
     for (size_t i = 0; i < nq; i++) {
         const float *v = queries + i * dim;
-        if (vec_first_nonfinite(v, dim) >= 0) {
-            rc = CHRYS_INVALID;
-            goto done;
+        double nr = vec_norm(v, dim);
+        if (nr == 0 || !isfinite(nr)) {
+            chrys_free_aligned(qn);
+            return CHRYS_INVALID;
         }
-        if (qn) {
-            double nr = vec_norm(v, dim);
-            if (nr == 0 || !isfinite(nr)) {
-                rc = CHRYS_INVALID;
-                goto done;
-            }
-            vec_scale_to(qn + i * dim, v, dim, nr);
-        }
+        vec_scale_to(qn + i * dim, v, dim, nr);
     }
-    if (qn) q = qn;
+    *prepared = qn;
+    return CHRYS_OK;
+}
 
-    size_t pool = k + (k > 16 ? k : 16);
-    if (pool > n) pool = n;
-    float floor0 = -INFINITY;
-    if (o->use_threshold) {
-        float t = ix->metric == CHRYS_METRIC_L2 ? -o->threshold : o->threshold;
-        floor0 = t - 1e-4f * fmaxf(1.0f, fabsf(t)); /* float32 slack; decided in double later */
-    }
-    unsigned nt = o->n_threads ? o->n_threads : chrys_online_cpus();
+/* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq). */
+static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
+                   unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out)
+{
+    size_t dim = ix->dim, n = ix->n;
+    int rc = CHRYS_OK;
+    topk_item *items = NULL;
+    topk *heaps = NULL;
+    float *tile = NULL, *qsq = NULL;
     search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1};
-    if (n == 0 || pool == 0) goto finish;
-
 #ifdef CHRYS_HAVE_BLAS
-    if (nq >= FLAT_BLAS_MIN_NQ) {
+    if (allow_blas && nq >= FLAT_BLAS_MIN_NQ) {
         size_t cnt;
-        if (chrys_mul_size(nq, pool, &cnt)) { rc = CHRYS_LIMIT; goto done; }
+        if (chrys_mul_size(nq, pool, &cnt)) return CHRYS_LIMIT;
         items = chrys_malloc(cnt * sizeof *items);
         heaps = chrys_malloc(nq * sizeof *heaps);
         tile = chrys_malloc_aligned((size_t)FLAT_TILE_Q * FLAT_TILE_R * sizeof(float));
@@ -229,18 +224,20 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries,
                 chrys_parallel_for(nt, nqt, select_tile, &c);
             }
         }
-        goto finish;
+        goto done;
     }
+#else
+    (void)allow_blas;
 #endif
     {
-        /* SIMD path: one set of heaps per worker, merged afterwards. */
+        /* SIMD path: one set of heaps per worker, merged into worker 0's afterwards. */
         size_t work = n * dim * nq;
         unsigned nw = nt;
         if (work / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(work / FLAT_PAR_MIN_FLOATS);
         if (nw < 1) nw = 1;
         if (nw > n) nw = (unsigned)n;
         size_t cnt;
-        if (chrys_mul_size((size_t)nw * nq, pool, &cnt)) { rc = CHRYS_LIMIT; goto done; }
+        if (chrys_mul_size((size_t)nw * nq, pool, &cnt)) return CHRYS_LIMIT;
         items = chrys_malloc(cnt * sizeof *items);
         heaps = chrys_malloc((size_t)nw * nq * sizeof *heaps);
         if (!items || !heaps) {
@@ -252,7 +249,6 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries,
         c.heaps = heaps;
         c.n_workers = nw;
         chrys_parallel_for(nw, n, scan_rows, &c);
-        /* Merge worker heaps into worker 0's. */
         for (unsigned w = 1; w < nw; w++)
             for (size_t i = 0; i < nq; i++) {
                 topk *src = &heaps[(size_t)w * nq + i];
@@ -260,21 +256,114 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries,
                     topk_push(&heaps[i], src->items[j].score, src->items[j].slot, src->items[j].id);
             }
     }
-finish:
-    if (!(buf = chrys_malloc((pool ? pool : 1) * sizeof *buf))) {
+done:
+    chrys_free_aligned(tile);
+    chrys_free(qsq);
+    if (rc) {
+        chrys_free(items);
+        chrys_free(heaps);
+        return rc;
+    }
+    *items_out = items;
+    *heaps_out = heaps;
+    return CHRYS_OK;
+}
+
+int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr,
+                         double thr, unsigned nt, uint64_t *ids, double *scores)
+{
+    size_t dim = ix->dim, n = ix->n;
+    int l2 = ix->metric == CHRYS_METRIC_L2;
+    if (nt == 0) nt = chrys_online_cpus();
+    size_t pool = k + (k > 16 ? k : 16);
+    if (pool > n) pool = n;
+    float floor0 = -INFINITY;
+    if (use_thr) {
+        float t = (float)(l2 ? -thr : thr);
+        floor0 = t - 1e-4f * fmaxf(1.0f, fabsf(t)); /* float32 slack; decided in double later */
+    }
+    /* Bound on the float32 error of a score: a relative 4e-5 of the largest magnitude involved. */
+    double max_norm = 0;
+    if (ix->metric == CHRYS_METRIC_COSINE) max_norm = n ? 1.0 : 0.0;
+    else
+        for (size_t r = 0; r < n; r++)
+            if (ix->norms[r] > max_norm) max_norm = ix->norms[r];
+    topk_item *items = NULL;
+    topk *heaps = NULL;
+    rescored *buf = NULL;
+    int rc = CHRYS_OK;
+    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps))) return rc;
+    size_t cap = pool ? pool : 1;
+    if (!(buf = chrys_malloc(cap * sizeof *buf))) {
         rc = CHRYS_NOMEM;
         goto done;
     }
     for (size_t i = 0; i < nq; i++) {
+        const float *qi = q + i * dim;
+        double qnorm = ix->metric == CHRYS_METRIC_COSINE ? 1.0 : vec_norm(qi, dim);
+        double scale = l2 ? (qnorm + max_norm) * (qnorm + max_norm) : qnorm * max_norm;
+        double eps = 4e-5 * (scale > 1e-30 ? scale : 1e-30);
         topk empty = {NULL, 0, 0};
-        finish_query(ix, q + i * dim, heaps ? &heaps[i] : &empty, k, o, buf, hits + i * k);
+        topk *cand = heaps ? &heaps[i] : &empty;
+        if (!finish_query(ix, qi, cand, k, use_thr, thr, eps, n, buf, ids + i * k, scores + i * k))
+            continue;
+        /* Rare: near-ties at the pool boundary. Widen the pool for this query until it is
+         * provably complete (or holds every row). */
+        size_t wide = pool;
+        for (;;) {
+            wide = wide * 4 < n ? wide * 4 : n;
+            topk_item *wi = NULL;
+            topk *wh = NULL;
+            rescored *wb = chrys_malloc(wide * sizeof *wb);
+            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh))) {
+                chrys_free(wb);
+                rc = rc ? rc : CHRYS_NOMEM;
+                goto done;
+            }
+            int again = finish_query(ix, qi, wh, k, use_thr, thr, eps, n, wb, ids + i * k, scores + i * k);
+            chrys_free(wi);
+            chrys_free(wh);
+            chrys_free(wb);
+            if (!again) break;
+        }
     }
 done:
-    chrys_free_aligned(qn);
-    chrys_free_aligned(tile);
-    chrys_free(qsq);
     chrys_free(items);
     chrys_free(heaps);
     chrys_free(buf);
+    return rc;
+}
+
+int flat_search(const chrys_index *ix, size_t nq, const float *queries, const chrys_search_opts *o,
+                chrys_hit *hits)
+{
+    size_t k = o->k;
+    float *qn = NULL;
+    uint64_t *ids = NULL;
+    double *scores = NULL;
+    int rc = flat_prepare_queries(ix, nq, queries, &qn);
+    if (rc) return rc;
+    size_t cnt;
+    if (chrys_mul_size(nq, k, &cnt)) {
+        rc = CHRYS_LIMIT;
+        goto done;
+    }
+    ids = chrys_malloc(cnt * sizeof *ids);
+    scores = chrys_malloc(cnt * sizeof *scores);
+    if (!ids || !scores) {
+        rc = CHRYS_NOMEM;
+        goto done;
+    }
+    rc = flat_search_prepared(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold,
+                              o->n_threads, ids, scores);
+    for (size_t i = 0; !rc && i < cnt; i++) {
+        hits[i].id = ids[i];
+        hits[i].score = (float)scores[i];
+        hits[i]._pad = 0;
+    }
+done:
+    chrys_free_aligned(qn);
+    chrys_free(ids);
+    chrys_free(scores);
     return rc;
 }

@@ -38,6 +38,16 @@ CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_ki
 /* flat.c */
 CHRYS_PRIVATE int flat_search(const chrys_index *ix, size_t nq, const float *queries,
                               const chrys_search_opts *opts, chrys_hit *hits);
+/* Validate queries and, under cosine, normalise them into a new aligned array (*prepared, free
+ * with chrys_free_aligned; NULL when the input can be used as it is). CHRYS_INVALID on NaN/Inf or
+ * a zero query under cosine. */
+CHRYS_PRIVATE int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries,
+                                       float **prepared);
+/* Exact top-k for prepared queries: ids[nq*k] and scores[nq*k] in double (the true quantity:
+ * cosine, inner product or squared L2), best first, ties by smaller id, padded with CHRYS_NO_ID. */
+CHRYS_PRIVATE int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_t k,
+                                       int use_thr, double thr, unsigned n_threads, uint64_t *ids,
+                                       double *scores);
 
 /* parallel.c: run fn over [0, n) split into contiguous ranges, one per worker (worker 0 is the
  * calling thread). Falls back to fewer workers if threads cannot be started. */

@@ -420,3 +420,54 @@ void test_index_concurrent_search(void)
     free(expect);
     free(small);
 }
+
+void test_index_near_ties_exact(void)
+{
+    /* 400 rows whose inner products with the query differ by about 1e-7 relative: float32 cannot
+     * rank them, so the candidate pool must widen until the double-precision top-k is certain.
+     * The result must equal a float64 brute force exactly (ids and order). */
+    uint64_t s = h_seed + 21;
+    size_t d = 64, n = 400, k = 10;
+    float *x = malloc(n * d * sizeof(float)), q[64];
+    for (size_t i = 0; i < d; i++) q[i] = 1.0f + 0.25f * h_uniform(&s);
+    for (size_t r = 0; r < n; r++)
+        for (size_t i = 0; i < d; i++) x[r * d + i] = q[i] * (1.0f + 2e-7f * (float)(h_rand(&s) % 3));
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t r = 0; r < n; r++) ids[r] = n - r;
+    for (int pass = 0; pass < 2; pass++) {
+        chrys_index *ix = make_index(CHRYS_METRIC_IP, (uint32_t)d);
+        CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+        size_t nq = pass ? 40 : 1; /* SIMD path and sgemm path */
+        float *qs = malloc(nq * d * sizeof(float));
+        for (size_t i = 0; i < nq; i++) memcpy(qs + i * d, q, sizeof q);
+        chrys_search_opts so;
+        chrys_search_opts_init(&so);
+        so.k = (uint32_t)k;
+        chrys_hit *hits = malloc(nq * k * sizeof *hits);
+        CHECK_EQ(chrys_index_search(ix, nq, qs, &so, hits), CHRYS_OK);
+        double sc[400];
+        size_t order[400];
+        for (size_t r = 0; r < n; r++) {
+            sc[r] = 0;
+            for (size_t i = 0; i < d; i++) sc[r] += (double)q[i] * x[r * d + i];
+            order[r] = r;
+        }
+        for (size_t j = 0; j < k; j++) {
+            size_t b = j;
+            for (size_t r = j + 1; r < n; r++)
+                if (sc[order[r]] > sc[order[b]] || (sc[order[r]] == sc[order[b]] && ids[order[r]] < ids[order[b]])) b = r;
+            size_t t = order[j];
+            order[j] = order[b];
+            order[b] = t;
+        }
+        size_t wrong = 0;
+        for (size_t qi = 0; qi < nq; qi++)
+            for (size_t j = 0; j < k; j++) wrong += hits[qi * k + j].id != ids[order[j]];
+        CHECK_EQ(wrong, 0);
+        free(hits);
+        free(qs);
+        chrys_index_free(ix);
+    }
+    free(x);
+    free(ids);
+}
