@@ -2,12 +2,15 @@
  * bench_anchor.c: libchrysalis Flat search as an external backend of ../shared/tools/anchors.py.
  *
  *   bench_anchor --base B.fvecs --query Q.fvecs --k K --threads T1,T2 --out DIR [--budget S]
+ *                [--batch-reps N] [--no-single]
  *
  * anchors.py gives unit vectors; we build a cosine Flat index over them (ids = row numbers) and,
  * for each thread count T (OpenBLAS is set to T threads too, so sgemm and our workers agree):
  *  - batch: every query in one chrys_index_search call; a short warm-up, then up to three timed
- *    runs (stopping once they took budget/2 seconds, as anchors.py's timed_batch does), median;
- *  - single: a loop of one-query calls (at least 10, until the budget is spent); median, p99, mean.
+ *    runs (stopping once they took budget/2 seconds, as anchors.py's timed_batch does), median
+ *    (--batch-reps N: exactly N runs, for profiling);
+ *  - single: a loop of one-query calls (at least 10, until the budget is spent); median, p99, mean
+ *    (--no-single skips it).
  * Writes DIR/ids_T.ivecs (nq x k row ids, -1 for padding) and DIR/result.json (see anchors.py).
  * Progress and notes go to stderr.
  */
@@ -17,11 +20,12 @@
 #include <string.h>
 
 #include "chrysalis.h"
-#include "cli.h"
+#include "../cli/cli.h"
 
 void openblas_set_num_threads(int);
 
 #define MAX_T 16
+#define MAX_REPS 1000
 
 static void die(const char *what, int rc, const char *msg)
 {
@@ -91,7 +95,7 @@ typedef struct run_result {
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_anchor --base B.fvecs --query Q.fvecs --k K --threads T1,T2 --out DIR "
-                    "[--budget S]\n");
+                    "[--budget S] [--batch-reps N] [--no-single]\n");
     exit(2);
 }
 
@@ -100,7 +104,12 @@ int main(int argc, char **argv)
     const char *base_path = NULL, *query_path = NULL, *out_dir = NULL, *threads_arg = "1";
     long k = 10;
     double budget = 8.0;
+    int batch_reps = 0, single = 1;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-single")) {
+            single = 0;
+            continue;
+        }
         if (i + 1 >= argc) usage();
         const char *a = argv[i], *v = argv[++i];
         if (!strcmp(a, "--base")) base_path = v;
@@ -109,9 +118,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) threads_arg = v;
         else if (!strcmp(a, "--k")) k = strtol(v, NULL, 10);
         else if (!strcmp(a, "--budget")) budget = strtod(v, NULL);
+        else if (!strcmp(a, "--batch-reps")) batch_reps = atoi(v);
         else usage();
     }
-    if (!base_path || !query_path || !out_dir || k < 1 || k > CHRYS_MAX_K || !(budget > 0)) usage();
+    if (!base_path || !query_path || !out_dir || k < 1 || k > CHRYS_MAX_K || !(budget > 0) || batch_reps < 0 ||
+        batch_reps > MAX_REPS)
+        usage();
 
     unsigned threads[MAX_T];
     size_t n_threads = 0;
@@ -179,14 +191,15 @@ int main(int argc, char **argv)
         /* Batch: warm-up on a slice, then up to 3 timed runs, median. */
         size_t warm = nq < 64 ? nq : 64;
         if ((rc = chrys_index_search(ix, warm, query.data, &so, hits))) die("search", rc, NULL);
-        double times[3], spent = 0;
+        static double times[MAX_REPS];
+        double spent = 0;
         int runs = 0;
-        while (runs < 3) {
+        while (runs < (batch_reps ? batch_reps : 3)) {
             t0 = now_seconds();
             if ((rc = chrys_index_search(ix, nq, query.data, &so, hits))) die("search", rc, NULL);
             times[runs] = now_seconds() - t0;
             spent += times[runs++];
-            if (spent > budget / 2) break;
+            if (!batch_reps && spent > budget / 2) break;
         }
         qsort(times, (size_t)runs, sizeof *times, cmp_double);
         r->search_s = runs == 2 ? 0.5 * (times[0] + times[1]) : times[runs / 2];
@@ -198,7 +211,7 @@ int main(int argc, char **argv)
         /* Single-query latency: a loop of one-query calls. */
         double start = now_seconds(), sum = 0;
         size_t m = 0;
-        for (size_t i = 0; i < nq; i++) {
+        for (size_t i = 0; single && i < nq; i++) {
             t0 = now_seconds();
             if ((rc = chrys_index_search(ix, 1, query.data + i * dim, &so, one))) die("search", rc, NULL);
             double t1 = now_seconds();

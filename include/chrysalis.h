@@ -233,6 +233,126 @@ typedef struct chrys_store_meta {
  * are verified). Returns CHRYS_OK, CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT. */
 CHRYS_API int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg);
 
+/* ---- Semantic merger ----
+ *
+ * The Chrysalis merge: each record goes, in order, to the most similar existing entry when their
+ * cosine similarity reaches the threshold (the entry becomes w_old*old + w_new*new, merged_count
+ * + 1), else it is appended as a new entry. Defaults reproduce the original Python merger:
+ * strictly greater similarity wins, the first (oldest) entry wins ties, similarities <= 0 never
+ * match, vectors are not renormalised. Entries are numbered 0, 1, 2, ... in creation order and
+ * live in a cosine Flat index, so the merger's store is also a searchable store.
+ * Batch merges search a block of records against the state before it on all cores, then settle
+ * the block in order, rescoring only the entries that changed inside it: the decisions are exactly
+ * those of one-record-at-a-time merging. */
+
+typedef struct chrys_merger chrys_merger;
+
+typedef enum chrys_merge_variant {
+    CHRYS_MERGE_EMBEDDING = 0, /* EmbeddingMerger: last_merged_at := record's processed_at,
+                                  descriptors := union (when the record has descriptors) */
+    CHRYS_MERGE_SKILL = 1      /* SkillMerger: salts_used := union; skill_name kept */
+} chrys_merge_variant;
+
+/* Metrics of one search made by the merger, passed to chrys_merge_opts.on_search. */
+typedef struct chrys_merge_metrics {
+    double seconds;       /* wall time of the search */
+    uint64_t entries;     /* entries searched */
+    uint64_t records;     /* records (queries) in the search */
+    const char *path;     /* "flat-simd", "flat-sgemm" or "flat-recheck" */
+    int slow;             /* seconds > slow_search_s */
+} chrys_merge_metrics;
+
+typedef struct chrys_merge_opts {
+    uint32_t struct_size;
+    uint32_t dim;            /* required to create a merger */
+    double threshold;        /* default 0.85 (the skill merger uses 0.90) */
+    double weight_old;       /* default 0.4 */
+    double weight_new;       /* default 0.6 */
+    chrys_merge_variant variant;
+    int renormalize;         /* 1: renormalise an entry to unit length after each merge (default 0) */
+    int mean_update;         /* 1: entry := running mean of its records instead of w_old/w_new (default 0) */
+    int skip_invalid;        /* 1: skip and count invalid records instead of failing the batch */
+    uint32_t n_threads;      /* 0 = all cores */
+    uint32_t batch_size;     /* records searched together; 0 = automatic; 1 = one at a time */
+    double slow_search_s;    /* a search slower than this is flagged slow (default 5 s) */
+    void (*on_search)(void *user, const chrys_merge_metrics *m); /* optional */
+    void *user;
+} chrys_merge_opts;
+
+CHRYS_API void chrys_merge_opts_init(chrys_merge_opts *opts);
+
+typedef struct chrys_merge_record {
+    uint64_t id;       /* input id (unique over the merger's life), != CHRYS_NO_ID */
+    const float *vec;  /* dim floats; NULL or dim 0: an empty embedding, skipped and counted */
+    uint32_t dim;
+    const char *meta;  /* optional JSON object: kept on a new entry; descriptors/salts_used and
+                          processed_at are used when merged */
+} chrys_merge_record;
+
+enum { CHRYS_MERGE_SKIPPED = 0, CHRYS_MERGE_ADDED = 1, CHRYS_MERGE_MERGED = 2 };
+
+typedef struct chrys_merge_result {
+    uint64_t entry;  /* entry the record ended in (CHRYS_NO_ID when skipped) */
+    double score;    /* best cosine similarity found (NaN when no entry was > 0) */
+    int action;      /* CHRYS_MERGE_SKIPPED, _ADDED, _MERGED */
+    uint32_t _pad;
+} chrys_merge_result;
+
+typedef struct chrys_merge_stats {
+    uint32_t struct_size;
+    uint64_t entries, records, merged, added, skipped, runs;
+} chrys_merge_stats;
+
+typedef struct chrys_merge_entry {
+    uint32_t struct_size;
+    uint32_t merged_count;
+    double similarity_score; /* of the last merge into the entry; NaN if never merged */
+    uint64_t first_record;   /* id of the record that created the entry */
+    const char *meta;        /* borrowed (valid until the next non-const call); NULL if none */
+} chrys_merge_entry;
+
+/* Create an empty merger. out: *out (free with chrys_merger_free), *errmsg (optional, owned).
+ * Returns CHRYS_OK, CHRYS_INVALID (bad opts), CHRYS_NOMEM. */
+CHRYS_API int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **errmsg);
+
+/* Open a merger saved by chrys_merger_save, with its stored options (change them with
+ * chrys_merger_configure). Same checks as chrys_index_load. */
+CHRYS_API int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg);
+
+/* Replace the options (dim must match or be 0). Returns CHRYS_OK or CHRYS_INVALID. */
+CHRYS_API int chrys_merger_configure(chrys_merger *m, const chrys_merge_opts *opts);
+CHRYS_API int chrys_merger_get_opts(const chrys_merger *m, chrys_merge_opts *opts);
+
+/* Merge n records in order. results[n] is optional (caller-owned).
+ * Every record is validated before anything changes: a record with NaN/Inf, a zero vector, the
+ * wrong dimension, an id already merged, or metadata that is not a JSON object fails the whole
+ * batch (CHRYS_INVALID, CHRYS_DIM, CHRYS_EXISTS; the message names the record), unless
+ * skip_invalid is set, in which case it is skipped and counted.
+ * Returns CHRYS_OK, those codes, or CHRYS_NOMEM (the merger must then be discarded). */
+CHRYS_API int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *records,
+                                 chrys_merge_result *results);
+
+/* Close a run: append (time, records, merged, added, skipped since the last mark) to the history. */
+CHRYS_API int chrys_merger_mark_run(chrys_merger *m);
+
+/* Save entries, counts, scores, metadata, the record -> entry map, options and history to one
+ * store file, atomically (see chrys_index_save). */
+CHRYS_API int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg);
+
+CHRYS_API void chrys_merger_free(chrys_merger *m);
+CHRYS_API const char *chrys_merger_errmsg(const chrys_merger *m);
+CHRYS_API int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *stats);
+/* Entry e: its bookkeeping, and its current vector (not renormalised) into vec[dim] if non-NULL. */
+CHRYS_API int chrys_merger_get_entry(const chrys_merger *m, uint64_t e, chrys_merge_entry *entry,
+                                     float *vec);
+/* The entry a record id ended in. Returns CHRYS_OK or CHRYS_NOTFOUND. */
+CHRYS_API int chrys_merger_lookup(const chrys_merger *m, uint64_t record_id, uint64_t *entry);
+/* History of runs: n_out gets the count; if out is non-NULL, up to cap rows of
+ * {unix_time, records, merged, added, skipped}. */
+CHRYS_API int chrys_merger_history(const chrys_merger *m, uint64_t (*out)[5], size_t cap, size_t *n_out);
+/* The entries' index (borrowed, read-only): search it with chrys_index_search. */
+CHRYS_API const chrys_index *chrys_merger_index(const chrys_merger *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,6 +35,16 @@ CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
 CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind,
                                uint64_t seed, chrys_index **out, char **errmsg);
 
+/* index_store.c: the index's sections of a store file, and loading them from an open reader
+ * (the merger adds its own sections around these). */
+#define INDEX_MAX_SECTIONS 5
+struct store_section;
+struct store_reader;
+CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, unsigned char meta[64],
+                                       struct store_section *secs, uint32_t *ns,
+                                       unsigned char **mdat_out);
+CHRYS_PRIVATE int index_load_reader(struct store_reader *r, chrys_index **out, char **errmsg);
+
 /* flat.c */
 CHRYS_PRIVATE int flat_search(const chrys_index *ix, size_t nq, const float *queries,
                               const chrys_search_opts *opts, chrys_hit *hits);

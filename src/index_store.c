@@ -14,31 +14,29 @@
 #include "store/codec.h"
 #include "store/store.h"
 
-int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
+int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], store_section *secs,
+                         uint32_t *ns, unsigned char **mdat_out)
 {
-    if (errmsg) *errmsg = NULL;
-    if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
-    unsigned char meta[META_SIZE] = {0};
+    memset(meta, 0, META_SIZE);
     put_u32le(meta + META_DIM, ix->dim);
     put_u32le(meta + META_METRIC, (uint32_t)ix->metric);
     put_u32le(meta + META_KIND, (uint32_t)ix->kind);
     put_u64le(meta + META_COUNT, ix->n);
     put_u64le(meta + META_SEED, ix->seed);
-    store_section secs[5];
-    uint32_t ns = 0;
-    secs[ns++] = (store_section){TAG_META, 0, meta, META_SIZE};
-    secs[ns++] = (store_section){TAG_IDS, 0, ix->ids, ix->n * sizeof(uint64_t)};
-    secs[ns++] = (store_section){TAG_NORM, 0, ix->norms, ix->n * sizeof(float)};
-    secs[ns++] = (store_section){TAG_VF32, 0, ix->vecs, ix->n * (uint64_t)ix->dim * sizeof(float)};
+    uint32_t n = 0;
+    secs[n++] = (store_section){TAG_META, 0, meta, META_SIZE};
+    secs[n++] = (store_section){TAG_IDS, 0, ix->ids, ix->n * sizeof(uint64_t)};
+    secs[n++] = (store_section){TAG_NORM, 0, ix->norms, ix->n * sizeof(float)};
+    secs[n++] = (store_section){TAG_VF32, 0, ix->vecs, ix->n * (uint64_t)ix->dim * sizeof(float)};
     /* MDAT: (n+1) u64 offsets into the string bytes that follow; empty = no metadata. */
-    unsigned char *mdat = NULL;
+    *mdat_out = NULL;
     size_t total = 0;
     for (size_t i = 0; i < ix->n; i++)
         if (ix->meta[i]) total += strlen(ix->meta[i]);
     if (total > 0) {
         size_t len = (ix->n + 1) * 8 + total;
-        if (!(mdat = chrys_malloc(len)))
-            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
+        unsigned char *mdat = chrys_malloc(len);
+        if (!mdat) return CHRYS_NOMEM;
         size_t off = 0;
         unsigned char *bytes = mdat + (ix->n + 1) * 8;
         for (size_t i = 0; i < ix->n; i++) {
@@ -50,8 +48,23 @@ int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
             }
         }
         put_u64le(mdat + ix->n * 8, off);
-        secs[ns++] = (store_section){TAG_MDAT, 0, mdat, len};
+        secs[n++] = (store_section){TAG_MDAT, 0, mdat, len};
+        *mdat_out = mdat;
     }
+    *ns = n;
+    return CHRYS_OK;
+}
+
+int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
+    unsigned char meta[META_SIZE];
+    store_section secs[INDEX_MAX_SECTIONS];
+    uint32_t ns;
+    unsigned char *mdat;
+    if (index_store_sections(ix, meta, secs, &ns, &mdat))
+        return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
     int rc = store_write(path, secs, ns, errmsg);
     chrys_free(mdat);
     return rc;
@@ -102,6 +115,7 @@ static int check_sections_known(store_reader *r, char **errmsg)
     for (uint32_t i = 0; i < r->n_sections; i++) {
         uint32_t t = r->sec[i].tag;
         if (t == TAG_META || t == TAG_IDS || t == TAG_NORM || t == TAG_VF32 || t == TAG_MDAT) continue;
+        if (t == TAG_MRGO || t == TAG_MENT || t == TAG_MASN || t == TAG_MHIS) continue; /* merger state */
         if (r->sec[i].flags & SEC_OPTIONAL) continue;
         char name[5];
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: unknown required section %s (written by a newer version?)",
@@ -110,7 +124,7 @@ static int check_sections_known(store_reader *r, char **errmsg)
     return CHRYS_OK;
 }
 
-static int load_reader(store_reader *r, chrys_index **out, char **errmsg)
+int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
 {
     uint32_t dim, metric, kind;
     uint64_t count, seed;
@@ -209,7 +223,7 @@ int chrys_index_load(const char *path, chrys_index **out, char **errmsg)
     store_reader r;
     int rc = store_reader_open_file(&r, path, errmsg);
     if (rc) return rc;
-    rc = load_reader(&r, out, errmsg);
+    rc = index_load_reader(&r, out, errmsg);
     store_reader_close(&r);
     return rc;
 }
@@ -224,7 +238,7 @@ int chrys_index_load_buffer(const void *buf, size_t size, const char *name, chry
     store_reader r;
     int rc = store_reader_open_buffer(&r, buf ? buf : "", size, name, errmsg);
     if (rc) return rc;
-    return load_reader(&r, out, errmsg);
+    return index_load_reader(&r, out, errmsg);
 }
 
 int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg)

@@ -3,7 +3,8 @@
  * this file and that one change together.
  *
  * History of format versions:
- *   1.0  header, section table, META, IDS_, NORM, VF32, optional MDAT (this library 0.1.0).
+ *   1.0  header, section table, META, IDS_, NORM, VF32, optional MDAT; merger state in
+ *        MRGO, MENT, MASN, MHIS (this library 0.1.0).
  */
 #ifndef CHRYS_FORMAT_H
 #define CHRYS_FORMAT_H
@@ -49,6 +50,27 @@
 #define TAG_NORM FOURCC('N', 'O', 'R', 'M')
 #define TAG_VF32 FOURCC('V', 'F', '3', '2')
 #define TAG_MDAT FOURCC('M', 'D', 'A', 'T')
+#define TAG_MRGO FOURCC('M', 'R', 'G', 'O') /* merger options and counters */
+#define TAG_MENT FOURCC('M', 'E', 'N', 'T') /* merger: per-entry bookkeeping */
+#define TAG_MASN FOURCC('M', 'A', 'S', 'N') /* merger: record id -> entry */
+#define TAG_MHIS FOURCC('M', 'H', 'I', 'S') /* merger: history of runs */
+
+/* MRGO payload (128 bytes) */
+#define MRGO_SIZE 128
+#define MRGO_THRESHOLD 0   /* f64 */
+#define MRGO_W_OLD 8       /* f64 */
+#define MRGO_W_NEW 16      /* f64 */
+#define MRGO_VARIANT 24    /* u32: 0 embedding, 1 skill */
+#define MRGO_FLAGS 28      /* u32: bit 0 renormalise, bit 1 mean update */
+#define MRGO_RECORDS 32    /* u64 */
+#define MRGO_MERGED 40     /* u64 */
+#define MRGO_ADDED 48      /* u64 */
+#define MRGO_SKIPPED 56    /* u64 */
+#define MRGO_RESERVED 64   /* 64 bytes, zero */
+#define MRGO_FLAGS_KNOWN 3u
+#define MENT_SIZE 24       /* merged_count u32, reserved u32 (0), similarity f64, first_record u64 */
+#define MASN_SIZE 16       /* record id u64, entry u64 */
+#define MHIS_SIZE 48       /* unix time, records, merged, added, skipped, reserved (0): u64 each */
 
 /* META payload (64 bytes) */
 #define META_SIZE 64

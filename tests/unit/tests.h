@@ -24,7 +24,13 @@
     X(test_io_fvecs)                                \
     X(test_io_raw_and_npy)                          \
     X(test_io_jsonl)                                \
-    X(test_alloc_fault_injection)
+    X(test_alloc_fault_injection)                   \
+    X(test_merge_golden_passes)                     \
+    X(test_merge_golden_per_legend)                 \
+    X(test_merge_batch_equals_sequential)           \
+    X(test_merge_persistence_and_continuation)      \
+    X(test_merge_bad_records)                       \
+    X(test_merge_semantics_details)
 
 #define X(name) void name(void);
 TEST_LIST

@@ -1,0 +1,671 @@
+/*
+ * test_merge.c: the semantic merger.
+ *  - golden: every pass of the original Python merger over the 926 real rows (shared data)
+ *    reproduced: assignments, merged counts, final vectors within 1e-6, unions of descriptors
+ *    and salts; with one-at-a-time, automatic and odd batch sizes, on 1 and 2 threads;
+ *  - property: batch merging gives exactly the decisions of an independent one-at-a-time oracle
+ *    written here, on random, clustered and near-threshold data (candidates within 1e-6 of the
+ *    threshold, exact ties);
+ *  - persistence, continuation across runs, bad records, skip_invalid, options.
+ */
+#include <cJSON.h>
+#include <unistd.h>
+
+#include "../harness.h"
+#include "chrysalis.h"
+#include "internal.h"
+#include "tests.h"
+
+static const char *shared_dir(void)
+{
+    const char *d = getenv("CHRYS_SHARED_DATA");
+    return d ? d : "../shared/data";
+}
+
+static void *load_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    *len = fread(b, 1, (size_t)n, f);
+    b[*len] = 0;
+    fclose(f);
+    return b;
+}
+
+/* The bundled dataset: vectors (926 x 1024) and records.jsonl parsed. */
+typedef struct dataset {
+    float *vecs;
+    cJSON **rec;
+    size_t n;
+} dataset;
+
+static int load_dataset(dataset *ds)
+{
+    size_t len;
+    ds->vecs = load_file("examples/chrysalis/vectors.f32", &len);
+    if (!ds->vecs || len != 926 * 1024 * 4) return -1;
+    char *txt = load_file("examples/chrysalis/records.jsonl", &len);
+    if (!txt) return -1;
+    ds->rec = calloc(926, sizeof *ds->rec);
+    ds->n = 0;
+    for (char *line = strtok(txt, "\n"); line && ds->n < 926; line = strtok(NULL, "\n"))
+        ds->rec[ds->n++] = cJSON_Parse(line);
+    free(txt);
+    return ds->n == 926 ? 0 : -1;
+}
+
+static void free_dataset(dataset *ds)
+{
+    for (size_t i = 0; i < ds->n; i++) cJSON_Delete(ds->rec[i]);
+    free(ds->rec);
+    free(ds->vecs);
+}
+
+/* Record metadata in the shape the original merger was given (golden/README.md). */
+static char *record_meta(const cJSON *r, int skill)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (skill) {
+        cJSON_AddItemToObject(o, "legend_name", cJSON_Duplicate(cJSON_GetObjectItem(r, "legend"), 1));
+        cJSON_AddItemToObject(o, "skill_name", cJSON_Duplicate(cJSON_GetObjectItem(r, "skill_name"), 1));
+        cJSON_AddItemToObject(o, "run_number", cJSON_Duplicate(cJSON_GetObjectItem(r, "run_number"), 1));
+        const cJSON *s = cJSON_GetObjectItem(r, "salts_used");
+        cJSON_AddItemToObject(o, "salts_used", cJSON_IsArray(s) ? cJSON_Duplicate(s, 1) : cJSON_CreateArray());
+    } else {
+        cJSON_AddItemToObject(o, "row", cJSON_Duplicate(cJSON_GetObjectItem(r, "id"), 1));
+        const cJSON *d = cJSON_GetObjectItem(r, "descriptors");
+        cJSON_AddItemToObject(o, "descriptors", cJSON_IsArray(d) ? cJSON_Duplicate(d, 1) : cJSON_CreateArray());
+        cJSON_AddItemToObject(o, "processed_at", cJSON_Duplicate(cJSON_GetObjectItem(r, "processed_at"), 1));
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static chrys_merger *new_merger(uint32_t dim, double t, int skill, uint32_t batch, uint32_t threads)
+{
+    chrys_merge_opts o;
+    chrys_merge_opts_init(&o);
+    o.dim = dim;
+    o.threshold = t;
+    o.variant = skill ? CHRYS_MERGE_SKILL : CHRYS_MERGE_EMBEDDING;
+    o.batch_size = batch;
+    o.n_threads = threads;
+    chrys_merger *m = NULL;
+    char *msg = NULL;
+    CHECK_EQ(chrys_merger_new(&o, &m, &msg), CHRYS_OK);
+    chrys_free(msg);
+    return m;
+}
+
+/* Merge the given rows in order; returns the merger. */
+static chrys_merger *merge_rows(const dataset *ds, const int32_t *rows, size_t n, double t, int skill,
+                                uint32_t batch, uint32_t threads, chrys_merge_result *res)
+{
+    chrys_merger *m = new_merger(1024, t, skill, batch, threads);
+    chrys_merge_record *recs = calloc(n, sizeof *recs);
+    char **metas = calloc(n, sizeof *metas);
+    for (size_t i = 0; i < n; i++) {
+        metas[i] = record_meta(ds->rec[rows[i]], skill);
+        recs[i] = (chrys_merge_record){(uint64_t)rows[i], ds->vecs + (size_t)rows[i] * 1024, 1024, metas[i]};
+    }
+    CHECK_EQ(chrys_merger_merge(m, n, recs, res), CHRYS_OK);
+    for (size_t i = 0; i < n; i++) free(metas[i]);
+    free(metas);
+    free(recs);
+    return m;
+}
+
+/* Compare a string-array field of an entry's metadata with a golden sorted list, as sets. */
+static int same_set(const char *meta, const char *key, const cJSON *golden)
+{
+    cJSON *o = meta ? cJSON_Parse(meta) : NULL;
+    const cJSON *a = o ? cJSON_GetObjectItem(o, key) : NULL;
+    int ok = cJSON_IsArray(a) && cJSON_GetArraySize(a) == cJSON_GetArraySize(golden);
+    for (const cJSON *g = golden ? golden->child : NULL; ok && g; g = g->next) {
+        int found = 0;
+        for (const cJSON *x = a->child; x && !found; x = x->next)
+            found = cJSON_IsString(x) && !strcmp(x->valuestring, g->valuestring);
+        ok = found;
+    }
+    cJSON_Delete(o);
+    return ok;
+}
+
+static void check_golden_pass(const dataset *ds, const char *pass, double t, int skill)
+{
+    char path[512];
+    size_t lr, la, lc, lf, lj;
+    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.rows.i32", shared_dir(), pass);
+    int32_t *rows = load_file(path, &lr);
+    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.assign.i32", shared_dir(), pass);
+    int32_t *assign = load_file(path, &la);
+    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.merged_count.i32", shared_dir(), pass);
+    int32_t *mc = load_file(path, &lc);
+    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.final.f32", shared_dir(), pass);
+    float *fin = load_file(path, &lf);
+    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.json", shared_dir(), pass);
+    char *js = load_file(path, &lj);
+    if (!rows || !assign || !mc || !fin || !js) {
+        h_fail(__FILE__, __LINE__, "golden files for %s missing under %s (set CHRYS_SHARED_DATA)", pass, shared_dir());
+        goto out;
+    }
+    size_t n = lr / 4, n_slots = lc / 4;
+    cJSON *gj = cJSON_Parse(js);
+    const uint32_t batches[] = {1, 0, 5, 64};
+    for (int bi = 0; bi < 4; bi++) {
+        uint32_t threads = bi % 2 ? 2 : 1;
+        chrys_merge_result *res = calloc(n, sizeof *res);
+        chrys_merger *m = merge_rows(ds, rows, n, t, skill, batches[bi], threads, res);
+        chrys_merge_stats st = {sizeof st};
+        chrys_merger_get_stats(m, &st);
+        CHECK_EQ(st.entries, n_slots);
+        size_t wrong = 0;
+        for (size_t i = 0; i < n; i++) wrong += res[i].entry != (uint64_t)assign[i];
+        CHECK_EQ(wrong, 0);
+        float *v = malloc(1024 * sizeof(float));
+        double max_diff = 0;
+        size_t wrong_mc = 0, wrong_set = 0;
+        for (size_t s = 0; s < n_slots && s < st.entries; s++) {
+            chrys_merge_entry e = {sizeof e};
+            CHECK_EQ(chrys_merger_get_entry(m, s, &e, v), CHRYS_OK);
+            wrong_mc += e.merged_count != (uint32_t)mc[s];
+            for (size_t i = 0; i < 1024; i++) {
+                double d = fabs((double)v[i] - fin[s * 1024 + i]);
+                if (d > max_diff) max_diff = d;
+            }
+            const cJSON *gs = cJSON_GetArrayItem(cJSON_GetObjectItem(gj, "slots"), (int)s);
+            const cJSON *want = cJSON_GetObjectItem(gs, skill ? "salts_used_sorted" : "descriptors_sorted");
+            if (want && !same_set(e.meta, skill ? "salts_used" : "descriptors", want)) wrong_set++;
+            const cJSON *gsim = cJSON_GetObjectItem(gs, "similarity_score");
+            if (cJSON_IsNumber(gsim) && fabs(gsim->valuedouble - e.similarity_score) > 1e-6) wrong_set++;
+        }
+        CHECK_EQ(wrong_mc, 0);
+        CHECK_EQ(wrong_set, 0);
+        CHECK(max_diff <= 1e-6);
+        if (max_diff > 1e-6 || wrong)
+            fprintf(stderr, "    %s batch %u: %zu wrong assignments, max |diff| %.3g\n", pass, batches[bi], wrong, max_diff);
+        free(v);
+        free(res);
+        chrys_merger_free(m);
+    }
+    cJSON_Delete(gj);
+out:
+    free(rows);
+    free(assign);
+    free(mc);
+    free(fin);
+    free(js);
+}
+
+void test_merge_golden_passes(void)
+{
+    dataset ds;
+    if (load_dataset(&ds)) {
+        h_fail(__FILE__, __LINE__, "examples/chrysalis data missing");
+        return;
+    }
+    check_golden_pass(&ds, "kb_t085", 0.85, 0);
+    check_golden_pass(&ds, "sb_t085", 0.85, 0);
+    check_golden_pass(&ds, "skill_t085", 0.85, 0);
+    check_golden_pass(&ds, "all_t085", 0.85, 0);
+    check_golden_pass(&ds, "all_t077", 0.77, 0);
+    check_golden_pass(&ds, "skill_skillmerger_t090", 0.90, 1);
+    free_dataset(&ds);
+}
+
+void test_merge_golden_per_legend(void)
+{
+    dataset ds;
+    if (load_dataset(&ds)) {
+        h_fail(__FILE__, __LINE__, "examples/chrysalis data missing");
+        return;
+    }
+    const char *kinds[3] = {"knowledge_builder", "skill_builder", "skill"};
+    const char *files[3] = {"per_legend_kb", "per_legend_sb", "per_legend_skills"};
+    const size_t want_slots[3] = {147, 147, 346};
+    for (int k = 0; k < 3; k++) {
+        char path[512];
+        size_t lf;
+        snprintf(path, sizeof path, "%s/chrysalis/golden/%s.final.f32", shared_dir(), files[k]);
+        float *fin = load_file(path, &lf);
+        if (!fin) {
+            h_fail(__FILE__, __LINE__, "%s missing", path);
+            continue;
+        }
+        size_t slot = 0;
+        double max_diff = 0;
+        float v[1024];
+        for (int legend = 0; legend < 49; legend++) {
+            int32_t rows[64];
+            size_t n = 0;
+            for (size_t i = 0; i < ds.n && n < 64; i++)
+                if (cJSON_GetObjectItem(ds.rec[i], "legend_order")->valueint == legend &&
+                    !strcmp(cJSON_GetObjectItem(ds.rec[i], "kind")->valuestring, kinds[k]))
+                    rows[n++] = (int32_t)i;
+            if (n == 0) continue;
+            chrys_merger *m = merge_rows(&ds, rows, n, k == 2 ? 0.90 : 0.85, k == 2, 0, 1, NULL);
+            chrys_merge_stats st = {sizeof st};
+            chrys_merger_get_stats(m, &st);
+            for (size_t e = 0; e < st.entries; e++, slot++) {
+                chrys_merge_entry en = {sizeof en};
+                chrys_merger_get_entry(m, e, &en, v);
+                if ((slot + 1) * 1024 * 4 > lf) break;
+                for (size_t i = 0; i < 1024; i++) {
+                    double d = fabs((double)v[i] - fin[slot * 1024 + i]);
+                    if (d > max_diff) max_diff = d;
+                }
+            }
+            chrys_merger_free(m);
+        }
+        CHECK_EQ(slot, want_slots[k]);
+        CHECK_EQ(slot * 1024 * 4, lf);
+        CHECK(max_diff <= 1e-6);
+        free(fin);
+    }
+    free_dataset(&ds);
+}
+
+/* ---- property tests against an independent one-at-a-time oracle ---- */
+
+/* The oracle: the rule written out plainly over unit-length float32 copies of the entries, with
+ * double-precision dot products (the quantity the library defines as the cosine). */
+typedef struct oracle {
+    size_t dim, n;
+    float *raw, *unit;
+    uint32_t *count;
+} oracle;
+
+static void oracle_merge(oracle *o, const float *x, double t, int64_t *entry_out, int *merged_out)
+{
+    size_t d = o->dim;
+    float *qn = malloc(d * sizeof(float));
+    vec_scale_to(qn, x, d, vec_norm(x, d));
+    int64_t best = -1;
+    double bs = 0.0;
+    for (size_t e = 0; e < o->n; e++) {
+        double s = vec_dot_f64(qn, o->unit + e * d, d);
+        if (s > bs) {
+            bs = s;
+            best = (int64_t)e;
+        }
+    }
+    if (best >= 0 && bs >= t) {
+        float *r = o->raw + (size_t)best * d;
+        /* as the library: the entry as stored (unit row times its norm), then 0.4/0.6 in double */
+        double nrm = vec_norm(r, d);
+        float nr32 = (float)nrm;
+        for (size_t i = 0; i < d; i++) {
+            float old = (float)((double)o->unit[best * d + i] * nr32);
+            r[i] = (float)((double)old * 0.4 + (double)x[i] * 0.6);
+        }
+        vec_scale_to(o->unit + best * d, r, d, vec_norm(r, d));
+        o->count[best]++;
+        *merged_out = 1;
+        *entry_out = best;
+    } else {
+        memcpy(o->raw + o->n * d, x, d * sizeof(float));
+        vec_scale_to(o->unit + o->n * d, x, d, vec_norm(x, d));
+        o->count[o->n] = 1;
+        *entry_out = (int64_t)o->n++;
+        *merged_out = 0;
+    }
+    free(qn);
+}
+
+/* Data sets: 0 random, 1 clustered (about half merge), 2 near-threshold: records built so their
+ * cosine to an earlier record lies within 1e-6 of the threshold, plus exact duplicates (ties). */
+static float *make_stream(uint64_t *s, int kind, size_t n, size_t d, double t)
+{
+    float *x = malloc(n * d * sizeof(float));
+    float *c = malloc(16 * d * sizeof(float));
+    for (size_t i = 0; i < 16 * d; i++) c[i] = h_gauss(s);
+    for (size_t r = 0; r < n; r++) {
+        float *v = x + r * d;
+        if (kind == 0) {
+            for (size_t i = 0; i < d; i++) v[i] = h_gauss(s);
+        } else if (kind == 1) {
+            const float *cc = c + (h_rand(s) % 16) * d;
+            float spread = 0.3f + 0.5f * h_uniform(s); /* cos to the centre 0.96 .. 0.78 */
+            for (size_t i = 0; i < d; i++) v[i] = cc[i] + spread * h_gauss(s);
+        } else if (kind == 3) {
+            /* exact ties: basis vectors first, then sums of two of them, whose cosines to the two
+             * entries are equal to the last bit; the oldest entry must win */
+            memset(v, 0, d * sizeof(float));
+            size_t a = ((r < d / 2 ? r : h_rand(s) % (d / 2)) * 7) % d;
+            size_t b = ((h_rand(s) % (d / 2)) * 7) % d;
+            if (r < d / 2 || h_rand(s) % 3 == 0 || a == b) {
+                /* a basis entry, or a scaled copy that merges without changing its direction */
+                v[a] = 1.0f + (float)(h_rand(s) % 3);
+            } else {
+                v[a] = v[b] = 2.0f;
+            }
+        } else {
+            if (r > 0 && h_rand(s) % 4 == 0) { /* exact duplicate of an earlier record */
+                memcpy(v, x + (h_rand(s) % r) * d, d * sizeof(float));
+                continue;
+            }
+            /* v = cos(a) u + sin(a) w, with u a centre and w orthogonal: cos(v, u) = t +- 1e-6 */
+            const float *u = c + (h_rand(s) % 16) * d;
+            double un = vec_norm(u, d);
+            float *w = malloc(d * sizeof(float));
+            for (size_t i = 0; i < d; i++) w[i] = h_gauss(s);
+            double proj = 0;
+            for (size_t i = 0; i < d; i++) proj += (double)w[i] * u[i] / un;
+            for (size_t i = 0; i < d; i++) w[i] -= (float)(proj * u[i] / un);
+            double wn = vec_norm(w, d);
+            double cs = t + ((double)(h_rand(s) % 2001) - 1000.0) * 1e-9;
+            double sn = sqrt(1 - cs * cs);
+            for (size_t i = 0; i < d; i++) v[i] = (float)(cs * u[i] / un + sn * w[i] / wn);
+            free(w);
+        }
+    }
+    free(c);
+    return x;
+}
+
+void test_merge_batch_equals_sequential(void)
+{
+    uint64_t s = h_seed;
+    const size_t d = 48, n = 1500;
+    for (int kind = 0; kind < 4; kind++) {
+        double t = kind == 0 ? 0.2 : kind == 1 ? 0.85 : kind == 2 ? 0.9 : 0.7;
+        float *x = make_stream(&s, kind, n, d, t);
+        oracle o = {d, 0, malloc(n * d * sizeof(float)), malloc(n * d * sizeof(float)), malloc(n * sizeof(uint32_t))};
+        int64_t *oe = malloc(n * sizeof *oe);
+        int merges = 0;
+        for (size_t i = 0; i < n; i++) {
+            int mg;
+            oracle_merge(&o, x + i * d, t, &oe[i], &mg);
+            merges += mg;
+        }
+        if (kind == 1 && !(merges > (int)n / 4 && merges < (int)n * 9 / 10))
+            h_fail(__FILE__, __LINE__, "clustered stream should merge about half: %d of %zu", merges, n);
+        const uint32_t batches[] = {1, 0, 3, 100, 2048};
+        for (int bi = 0; bi < 5; bi++) {
+            chrys_merge_opts op;
+            chrys_merge_opts_init(&op);
+            op.dim = (uint32_t)d;
+            op.threshold = t;
+            op.batch_size = batches[bi];
+            op.n_threads = (uint32_t)(1 + bi % 2);
+            chrys_merger *m = NULL;
+            CHECK_EQ(chrys_merger_new(&op, &m, NULL), CHRYS_OK);
+            chrys_merge_record *recs = malloc(n * sizeof *recs);
+            chrys_merge_result *res = malloc(n * sizeof *res);
+            for (size_t i = 0; i < n; i++) recs[i] = (chrys_merge_record){i, x + i * d, (uint32_t)d, NULL};
+            /* in two calls, to cross a call boundary too */
+            CHECK_EQ(chrys_merger_merge(m, n / 3, recs, res), CHRYS_OK);
+            CHECK_EQ(chrys_merger_merge(m, n - n / 3, recs + n / 3, res + n / 3), CHRYS_OK);
+            size_t wrong = 0;
+            for (size_t i = 0; i < n; i++) wrong += res[i].entry != (uint64_t)oe[i];
+            if (wrong) fprintf(stderr, "    kind %d batch %u: %zu of %zu decisions differ\n", kind, batches[bi], wrong, n);
+            CHECK_EQ(wrong, 0);
+            chrys_merge_stats st = {sizeof st};
+            chrys_merger_get_stats(m, &st);
+            CHECK_EQ(st.entries, o.n);
+            float *v = malloc(d * sizeof(float));
+            size_t bad_vec = 0;
+            for (size_t e = 0; e < o.n && e < st.entries; e++) {
+                chrys_merge_entry en = {sizeof en};
+                chrys_merger_get_entry(m, e, &en, v);
+                if (en.merged_count != o.count[e]) bad_vec++;
+                for (size_t i = 0; i < d; i++)
+                    if (fabs(v[i] - o.raw[e * d + i]) > 1e-5 * (1 + fabs(o.raw[e * d + i]))) {
+                        bad_vec++;
+                        break;
+                    }
+            }
+            CHECK_EQ(bad_vec, 0);
+            free(v);
+            free(recs);
+            free(res);
+            chrys_merger_free(m);
+        }
+        free(o.raw);
+        free(o.unit);
+        free(o.count);
+        free(oe);
+        free(x);
+    }
+}
+
+void test_merge_persistence_and_continuation(void)
+{
+    uint64_t s = h_seed + 3;
+    const size_t d = 16, n = 600;
+    float *x = make_stream(&s, 1, n, d, 0.85);
+    chrys_merge_record *recs = malloc(n * sizeof *recs);
+    chrys_merge_result *all = malloc(n * sizeof *all), *part = malloc(n * sizeof *part);
+    char meta[64];
+    char **metas = calloc(n, sizeof *metas);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(meta, sizeof meta, "{\"processed_at\":\"t%zu\",\"descriptors\":[\"d%zu\"]}", i, i % 7);
+        metas[i] = strdup(meta);
+        recs[i] = (chrys_merge_record){1000 + i, x + i * d, (uint32_t)d, metas[i]};
+    }
+    chrys_merger *one = new_merger((uint32_t)d, 0.85, 0, 0, 2);
+    CHECK_EQ(chrys_merger_merge(one, n, recs, all), CHRYS_OK);
+    /* the same stream in three runs, saved and reopened in between */
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/chrys_merge_%d.chrys", (int)getpid());
+    unlink(path);
+    size_t cuts[4] = {0, 100, 350, n};
+    for (int run = 0; run < 3; run++) {
+        chrys_merger *m = NULL;
+        char *msg = NULL;
+        if (run == 0) m = new_merger((uint32_t)d, 0.85, 0, 0, 2);
+        else CHECK_EQ(chrys_merger_open(path, &m, &msg), CHRYS_OK);
+        if (!m) {
+            fprintf(stderr, "    %s\n", msg ? msg : "");
+            chrys_free(msg);
+            break;
+        }
+        CHECK_EQ(chrys_merger_merge(m, cuts[run + 1] - cuts[run], recs + cuts[run], part + cuts[run]), CHRYS_OK);
+        CHECK_EQ(chrys_merger_mark_run(m), CHRYS_OK);
+        CHECK_EQ(chrys_merger_save(m, path, &msg), CHRYS_OK);
+        chrys_merger_free(m);
+    }
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) wrong += all[i].entry != part[i].entry || all[i].action != part[i].action;
+    CHECK_EQ(wrong, 0);
+    chrys_merger *m = NULL;
+    CHECK_EQ(chrys_merger_open(path, &m, NULL), CHRYS_OK);
+    if (m) {
+        chrys_merge_stats a = {sizeof a}, b = {sizeof b};
+        chrys_merger_get_stats(one, &a);
+        chrys_merger_get_stats(m, &b);
+        CHECK_EQ(a.entries, b.entries);
+        CHECK_EQ(a.merged, b.merged);
+        CHECK_EQ(b.records, n);
+        CHECK_EQ(b.runs, 3);
+        size_t nh;
+        uint64_t h[3][5];
+        CHECK_EQ(chrys_merger_history(m, h, 3, &nh), CHRYS_OK);
+        CHECK_EQ(nh, 3);
+        CHECK_EQ(h[1][1], 250);
+        CHECK_EQ(h[0][2] + h[1][2] + h[2][2], b.merged);
+        /* every record's entry is recorded */
+        for (size_t i = 0; i < n; i += 37) {
+            uint64_t e;
+            CHECK_EQ(chrys_merger_lookup(m, 1000 + i, &e), CHRYS_OK);
+            CHECK_EQ(e, all[i].entry);
+        }
+        uint64_t e;
+        CHECK_EQ(chrys_merger_lookup(m, 5, &e), CHRYS_NOTFOUND);
+        /* metadata: a merged entry has last_merged_at and the union of descriptors */
+        for (size_t i = 0; i < n; i++)
+            if (all[i].action == CHRYS_MERGE_MERGED) {
+                chrys_merge_entry en = {sizeof en};
+                chrys_merger_get_entry(m, all[i].entry, &en, NULL);
+                CHECK(en.merged_count >= 2);
+                CHECK_STR_CONTAINS(en.meta, "\"last_merged_at\":\"t");
+                char want[16];
+                snprintf(want, sizeof want, "\"d%zu\"", i % 7);
+                CHECK_STR_CONTAINS(en.meta, want);
+                break;
+            }
+        /* a merger store is also a searchable index */
+        chrys_index *ix = NULL;
+        CHECK_EQ(chrys_index_load(path, &ix, NULL), CHRYS_OK);
+        chrys_index_free(ix);
+        /* records already merged are refused */
+        CHECK_EQ(chrys_merger_merge(m, 1, recs, NULL), CHRYS_EXISTS);
+        CHECK_STR_CONTAINS(chrys_merger_errmsg(m), "id 1000 was already merged");
+        chrys_merger_free(m);
+    }
+    /* an index-only store is not a merger store */
+    chrys_index_opts io;
+    chrys_index_opts_init(&io);
+    io.dim = 4;
+    chrys_index *ix = NULL;
+    chrys_index_new(&io, &ix, NULL);
+    chrys_index_save(ix, path, NULL);
+    chrys_index_free(ix);
+    char *msg = NULL;
+    CHECK_EQ(chrys_merger_open(path, &m, &msg) & 0xff, CHRYS_CORRUPT);
+    CHECK_STR_CONTAINS(msg, "not a merger store");
+    chrys_free(msg);
+    unlink(path);
+    for (size_t i = 0; i < n; i++) free(metas[i]);
+    free(metas);
+    chrys_merger_free(one);
+    free(recs);
+    free(all);
+    free(part);
+    free(x);
+}
+
+void test_merge_bad_records(void)
+{
+    chrys_merger *m = new_merger(3, 0.85, 0, 0, 1);
+    float good[3] = {1, 0, 0}, nanv[3] = {1, NAN, 0}, zero[3] = {0, 0, 0};
+    chrys_merge_record r[4] = {{1, good, 3, NULL}, {2, nanv, 3, NULL}, {3, good, 2, NULL}, {4, NULL, 0, NULL}};
+    CHECK_EQ(chrys_merger_merge(m, 2, r, NULL), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(chrys_merger_errmsg(m), "record 1 (id 2): component 1 is NaN");
+    chrys_merge_stats st = {sizeof st};
+    chrys_merger_get_stats(m, &st);
+    CHECK_EQ(st.records, 0); /* nothing applied */
+    CHECK_EQ(st.entries, 0);
+    CHECK_EQ(chrys_merger_merge(m, 1, r + 2, NULL), CHRYS_DIM);
+    CHECK_STR_CONTAINS(chrys_merger_errmsg(m), "2 components, the merger has 3");
+    chrys_merge_record z = {9, zero, 3, NULL};
+    CHECK_EQ(chrys_merger_merge(m, 1, &z, NULL), CHRYS_INVALID);
+    chrys_merge_record bm = {9, good, 3, "[1,2]"};
+    CHECK_EQ(chrys_merger_merge(m, 1, &bm, NULL), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(chrys_merger_errmsg(m), "not a JSON object");
+    chrys_merge_record dup[2] = {{7, good, 3, NULL}, {7, good, 3, NULL}};
+    CHECK_EQ(chrys_merger_merge(m, 2, dup, NULL), CHRYS_EXISTS);
+    /* with skip_invalid: bad records are skipped and counted; an empty embedding is skipped */
+    chrys_merge_opts o;
+    chrys_merger_get_opts(m, &o);
+    o.skip_invalid = 1;
+    CHECK_EQ(chrys_merger_configure(m, &o), CHRYS_OK);
+    chrys_merge_result res[4];
+    CHECK_EQ(chrys_merger_merge(m, 4, r, res), CHRYS_OK);
+    CHECK_EQ(res[0].action, CHRYS_MERGE_ADDED);
+    CHECK_EQ(res[1].action, CHRYS_MERGE_SKIPPED);
+    CHECK_EQ(res[2].action, CHRYS_MERGE_SKIPPED);
+    CHECK_EQ(res[3].action, CHRYS_MERGE_SKIPPED);
+    CHECK_EQ(res[3].entry, CHRYS_NO_ID);
+    chrys_merger_get_stats(m, &st);
+    CHECK_EQ(st.records, 4);
+    CHECK_EQ(st.skipped, 3);
+    CHECK_EQ(st.added, 1);
+    /* options are checked */
+    o.threshold = 1.5;
+    CHECK_EQ(chrys_merger_configure(m, &o), CHRYS_INVALID);
+    o.threshold = 0.85;
+    o.weight_old = -1;
+    CHECK_EQ(chrys_merger_configure(m, &o), CHRYS_INVALID);
+    chrys_merger_free(m);
+}
+
+void test_merge_semantics_details(void)
+{
+    /* threshold equality merges; scores <= 0 never match even with a negative threshold; ties go
+     * to the oldest entry; weights 0.4/0.6 without renormalisation; the improvements. */
+    chrys_merger *m = new_merger(2, 0.6, 0, 0, 1);
+    float a[2] = {1, 0}, b[2] = {0, 1}, c[2] = {0.6f, 0.8f}, dd[2] = {1, 1};
+    chrys_merge_record r[4] = {{1, a, 2, NULL}, {2, b, 2, NULL}, {3, dd, 2, NULL}, {4, c, 2, NULL}};
+    chrys_merge_result res[4];
+    CHECK_EQ(chrys_merger_merge(m, 3, r, res), CHRYS_OK);
+    CHECK_EQ(res[1].action, CHRYS_MERGE_ADDED); /* cos 0 */
+    /* {1,1}: cos 0.7071 to both a and b: a tie, the oldest entry (0) wins */
+    CHECK_EQ(res[2].action, CHRYS_MERGE_MERGED);
+    CHECK_EQ(res[2].entry, 0);
+    float v[2];
+    chrys_merge_entry en = {sizeof en};
+    chrys_merger_get_entry(m, 0, &en, v);
+    CHECK_NEAR(v[0], 0.4 * 1 + 0.6 * 1, 1e-6);
+    CHECK_NEAR(v[1], 0.6, 1e-6);
+    CHECK_EQ(en.merged_count, 2);
+    CHECK_NEAR(en.similarity_score, 0.70710678, 1e-6);
+    chrys_merger_free(m);
+    /* A tie between an entry changed earlier in the same block (direction unchanged) and an
+     * untouched newer entry: the older entry must still win. */
+    {
+        chrys_merge_opts ot;
+        chrys_merge_opts_init(&ot);
+        ot.dim = 2;
+        ot.threshold = 0.7;
+        ot.batch_size = 2;
+        chrys_merger *mt = NULL;
+        CHECK_EQ(chrys_merger_new(&ot, &mt, NULL), CHRYS_OK);
+        float e0[2] = {1, 0}, e1[2] = {0, 1}, e0x[2] = {3, 0}, both[2] = {2, 2};
+        chrys_merge_record first[2] = {{1, e0, 2, NULL}, {2, e1, 2, NULL}};
+        chrys_merge_record block[2] = {{3, e0x, 2, NULL}, {4, both, 2, NULL}};
+        chrys_merge_result rt[2];
+        CHECK_EQ(chrys_merger_merge(mt, 2, first, rt), CHRYS_OK);
+        CHECK_EQ(chrys_merger_merge(mt, 2, block, rt), CHRYS_OK);
+        CHECK_EQ(rt[0].entry, 0);
+        CHECK_EQ(rt[1].action, CHRYS_MERGE_MERGED);
+        CHECK_EQ(rt[1].entry, 0);
+        chrys_merger_free(mt);
+    }
+    /* negative threshold: the original never matches a similarity <= 0 */
+    m = new_merger(2, -0.5, 0, 0, 1);
+    float na[2] = {1, 0}, nb[2] = {-1, 0.1f};
+    chrys_merge_record rn[2] = {{1, na, 2, NULL}, {2, nb, 2, NULL}};
+    CHECK_EQ(chrys_merger_merge(m, 2, rn, res), CHRYS_OK);
+    CHECK_EQ(res[1].action, CHRYS_MERGE_ADDED);
+    CHECK(isnan(res[1].score));
+    chrys_merger_free(m);
+    /* renormalise and mean update */
+    chrys_merge_opts o;
+    chrys_merge_opts_init(&o);
+    o.dim = 2;
+    o.threshold = 0.5;
+    o.renormalize = 1;
+    CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
+    float p[2] = {3, 0}, q2[2] = {3, 3};
+    chrys_merge_record rr[2] = {{1, p, 2, NULL}, {2, q2, 2, NULL}};
+    CHECK_EQ(chrys_merger_merge(m, 2, rr, res), CHRYS_OK);
+    chrys_merger_get_entry(m, 0, &en, v);
+    CHECK_NEAR(sqrt((double)v[0] * v[0] + (double)v[1] * v[1]), 1.0, 1e-6);
+    chrys_merger_free(m);
+    o.renormalize = 0;
+    o.mean_update = 1;
+    o.threshold = 0.1;
+    CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
+    float s1[2] = {1, 0}, s2[2] = {1, 1}, s3[2] = {1, 2};
+    chrys_merge_record rm[3] = {{1, s1, 2, NULL}, {2, s2, 2, NULL}, {3, s3, 2, NULL}};
+    CHECK_EQ(chrys_merger_merge(m, 3, rm, res), CHRYS_OK);
+    chrys_merger_get_entry(m, 0, &en, v);
+    CHECK_EQ(en.merged_count, 3);
+    CHECK_NEAR(v[0], 1.0, 1e-6); /* mean of the three */
+    CHECK_NEAR(v[1], 1.0, 1e-6);
+    chrys_merger_free(m);
+    /* skill variant: salts_used union, skill_name kept, no last_merged_at */
+    m = new_merger(2, 0.9, 1, 0, 1);
+    chrys_merge_record sk[2] = {{1, a, 2, "{\"skill_name\":\"x\",\"salts_used\":[\"s1\",\"s2\"]}"},
+                                {2, a, 2, "{\"skill_name\":\"y\",\"salts_used\":[\"s2\",\"s3\"]}"}};
+    CHECK_EQ(chrys_merger_merge(m, 2, sk, res), CHRYS_OK);
+    chrys_merger_get_entry(m, 0, &en, NULL);
+    CHECK(en.meta && !strcmp(en.meta, "{\"skill_name\":\"x\",\"salts_used\":[\"s1\",\"s2\",\"s3\"]}"));
+    chrys_merger_free(m);
+}
