@@ -29,7 +29,13 @@ typedef struct vecset {
     float *data;     /* n*dim */
     uint64_t *ids;   /* n, or NULL when the input carries no ids */
     char **meta;     /* n (entries may be NULL), or NULL */
+    unsigned char *empty; /* n flags: 1 = the record had an empty embedding (merge input); or NULL */
+    size_t n_skipped;     /* records dropped as invalid (JSONL with JSONL_SKIP_INVALID) */
 } vecset;
+
+/* JSONL parse flags (merge input). */
+#define JSONL_ALLOW_EMPTY 1   /* "embedding": [] or missing: kept as an empty record */
+#define JSONL_SKIP_INVALID 2  /* a malformed record is dropped and counted instead of failing */
 
 /* Parse a format name ("fvecs", "npy", "raw", "jsonl", "auto"); -1 if unknown. */
 int vec_format_parse(const char *s);
@@ -43,6 +49,13 @@ int vecset_parse(const char *name, vec_format fmt, uint32_t raw_dim, unsigned ch
                  vecset *out, char *err, size_t errlen, char *note, size_t notelen);
 int vecset_parse_jsonl(const char *name, const char *buf, size_t len, vecset *out, char *err,
                        size_t errlen);
+int vecset_parse_jsonl_ex(const char *name, const char *buf, size_t len, int flags, vecset *out,
+                          char *err, size_t errlen);
+/* Chrysalis legend files (*_embeddings_full.json): select "kb", "sb", "skill" or "all". */
+int vecset_parse_legend(const char *name, const char *buf, size_t len, const char *select,
+                        vecset *out, char *err, size_t errlen);
+/* Is this buffer a legend file (a JSON object with knowledge_builder_runs or skill_builder_runs)? */
+int is_legend_file(const char *name, const unsigned char *buf, size_t len);
 void vecset_free(vecset *v);
 /* Read a whole file or stdin into a malloc'd buffer. */
 int read_all(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen);
@@ -63,6 +76,8 @@ double now_seconds(void);
 int cmd_build(int argc, char **argv, int is_add);
 int cmd_search(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Print "chrysalis: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

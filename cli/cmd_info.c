@@ -3,7 +3,9 @@
  * file is loaded and verified, so info doubles as an integrity check).
  */
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -32,23 +34,51 @@ int cmd_info(int argc, char **argv)
     char *msg = NULL;
     chrys_store_meta sm = {sizeof sm};
     chrys_index *ix = NULL;
+    chrys_merger *m = NULL;
     int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc) rc = chrys_index_load(store, &ix, &msg);
+    if (!rc && sm.has_merger) rc = chrys_merger_open(store, &m, &msg);
+    else if (!rc) rc = chrys_index_load(store, &ix, &msg);
     if (rc) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
         chrys_free(msg);
         return cli_exit_for(rc);
     }
     chrys_index_info info = {sizeof info};
-    chrys_index_get_info(ix, &info);
+    chrys_index_get_info(m ? chrys_merger_index(m) : ix, &info);
+    chrys_merge_stats ms = {sizeof ms};
+    chrys_merge_opts mo;
+    size_t n_hist = 0;
+    uint64_t(*hist)[5] = NULL;
+    if (m) {
+        chrys_merger_get_stats(m, &ms);
+        chrys_merger_get_opts(m, &mo);
+        chrys_merger_history(m, NULL, 0, &n_hist);
+        hist = calloc(n_hist ? n_hist : 1, sizeof *hist);
+        chrys_merger_history(m, hist, n_hist, &n_hist);
+    }
     unsigned wv = sm.writer_version;
     if (json) {
         printf("{\"store\":\"%s\",\"format\":\"%u.%u\",\"writer\":\"%u.%u.%u\",\"file_bytes\":%llu,"
                "\"index\":\"Flat\",\"metric\":\"%s\",\"dim\":%u,\"count\":%llu,\"memory_bytes\":%llu,"
-               "\"sections\":%u}\n",
+               "\"sections\":%u",
                store, sm.format_major, sm.format_minor, wv >> 16, (wv >> 8) & 0xff, wv & 0xff,
                (unsigned long long)sm.file_bytes, metric_name(info.metric), info.dim,
                (unsigned long long)info.count, (unsigned long long)info.memory_bytes, sm.n_sections);
+        if (m) {
+            printf(",\"merger\":{\"variant\":\"%s\",\"threshold\":%g,\"weights\":[%g,%g],\"renormalize\":%s,"
+                   "\"mean_update\":%s,\"entries\":%llu,\"records\":%llu,\"merged\":%llu,\"added\":%llu,"
+                   "\"skipped\":%llu,\"runs\":[",
+                   mo.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding", mo.threshold, mo.weight_old,
+                   mo.weight_new, mo.renormalize ? "true" : "false", mo.mean_update ? "true" : "false",
+                   (unsigned long long)ms.entries, (unsigned long long)ms.records, (unsigned long long)ms.merged,
+                   (unsigned long long)ms.added, (unsigned long long)ms.skipped);
+            for (size_t h = 0; h < n_hist; h++)
+                printf("%s{\"time\":%llu,\"records\":%llu,\"merged\":%llu,\"added\":%llu,\"skipped\":%llu}",
+                       h ? "," : "", (unsigned long long)hist[h][0], (unsigned long long)hist[h][1],
+                       (unsigned long long)hist[h][2], (unsigned long long)hist[h][3], (unsigned long long)hist[h][4]);
+            printf("]}");
+        }
+        printf("}\n");
     } else {
         printf("store:    %s\n", store);
         printf("format:   %u.%u (written by chrysalis %u.%u.%u), %llu bytes, %u sections, checksums ok\n",
@@ -59,7 +89,26 @@ int cmd_info(int argc, char **argv)
         printf("dim:      %u\n", info.dim);
         printf("vectors:  %llu\n", (unsigned long long)info.count);
         printf("memory:   %.1f MiB\n", info.memory_bytes / 1048576.0);
+        if (m) {
+            printf("merger:   %s, threshold %g, weights %g/%g%s%s\n", mo.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding",
+                   mo.threshold, mo.weight_old, mo.weight_new, mo.renormalize ? ", renormalise" : "",
+                   mo.mean_update ? ", mean update" : "");
+            printf("entries:  %llu from %llu records (%llu merged, %llu added, %llu skipped)\n",
+                   (unsigned long long)ms.entries, (unsigned long long)ms.records, (unsigned long long)ms.merged,
+                   (unsigned long long)ms.added, (unsigned long long)ms.skipped);
+            printf("history:  %zu run%s\n", n_hist, n_hist == 1 ? "" : "s");
+            for (size_t h = 0; h < n_hist; h++) {
+                time_t t = (time_t)hist[h][0];
+                char when[32];
+                strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime(&t));
+                printf("  run %zu  %s UTC  records %llu  merged %llu  added %llu  skipped %llu\n", h + 1, when,
+                       (unsigned long long)hist[h][1], (unsigned long long)hist[h][2], (unsigned long long)hist[h][3],
+                       (unsigned long long)hist[h][4]);
+            }
+        }
     }
+    free(hist);
+    chrys_merger_free(m);
     chrys_index_free(ix);
     return EXIT_OK;
 }

@@ -5,6 +5,10 @@
  * but all-or-none: a non-negative integer (up to 2^53 as a JSON number; larger as a string of
  * decimal digits). Every other field is kept, as compact JSON, as the record's metadata.
  * Blank lines are skipped. Errors name the file and the line.
+ *
+ * For merge input (flags): JSONL_ALLOW_EMPTY keeps records whose embedding is empty or missing
+ * (the merger skips and counts them, as the original does); JSONL_SKIP_INVALID drops malformed
+ * records and counts them instead of failing.
  */
 #include <cJSON.h>
 #include <ctype.h>
@@ -39,11 +43,45 @@ static int parse_id(const cJSON *v, uint64_t *id)
 
 int vecset_parse_jsonl(const char *name, const char *buf, size_t len, vecset *out, char *err, size_t errlen)
 {
+    return vecset_parse_jsonl_ex(name, buf, len, 0, out, err, errlen);
+}
+
+/* Make room for one more record. */
+static int grow(vecset *out, size_t *cap, int has_ids, int track_empty)
+{
+    if (out->n < *cap) return 0;
+    size_t nc = *cap ? *cap * 2 : 256;
+    float *nd = realloc(out->data, nc * (out->dim ? out->dim : 1) * sizeof(float));
+    if (!nd) return -1;
+    out->data = nd;
+    char **nm = realloc(out->meta, nc * sizeof(char *));
+    if (!nm) return -1;
+    out->meta = nm;
+    if (has_ids) {
+        uint64_t *ni = realloc(out->ids, nc * sizeof(uint64_t));
+        if (!ni) return -1;
+        out->ids = ni;
+    }
+    if (track_empty) {
+        unsigned char *ne = realloc(out->empty, nc);
+        if (!ne) return -1;
+        out->empty = ne;
+    }
+    *cap = nc;
+    return 0;
+}
+
+int vecset_parse_jsonl_ex(const char *name, const char *buf, size_t len, int flags, vecset *out,
+                          char *err, size_t errlen)
+{
     memset(out, 0, sizeof *out);
-    size_t cap = 0, line = 0;
+    size_t cap = 0, line = 0, pos = 0;
     int rc = CHRYS_OK, has_ids = -1;
+    int allow_empty = flags & JSONL_ALLOW_EMPTY, skip_invalid = flags & JSONL_SKIP_INVALID;
     cJSON *obj = NULL;
-    size_t pos = 0;
+    float *row = NULL; /* the current record's values, until it is accepted */
+    size_t row_cap = 0;
+    /* Empty records seen before the dimension is known keep no values; fixed up at the end. */
     while (pos < len) {
         const char *start = buf + pos;
         const char *nl = memchr(start, '\n', len - pos);
@@ -53,86 +91,106 @@ int vecset_parse_jsonl(const char *name, const char *buf, size_t len, vecset *ou
         size_t i = 0;
         while (i < llen && isspace((unsigned char)start[i])) i++;
         if (i == llen) continue;
+        int bad = CHRYS_OK;
         obj = cJSON_ParseWithLength(start, llen);
         if (!obj) {
             const char *e = cJSON_GetErrorPtr();
             size_t col = (e && e >= start && e <= start + llen) ? (size_t)(e - start) + 1 : 0;
             snprintf(err, errlen, "%s:%zu: malformed JSON (near column %zu)", name, line, col);
-            rc = CHRYS_INVALID;
-            goto fail;
+            bad = CHRYS_INVALID;
+            goto record_done;
         }
         if (!cJSON_IsObject(obj)) {
             snprintf(err, errlen, "%s:%zu: expected a JSON object", name, line);
-            rc = CHRYS_INVALID;
-            goto fail;
+            bad = CHRYS_INVALID;
+            goto record_done;
         }
         cJSON *emb = cJSON_GetObjectItemCaseSensitive(obj, "embedding");
-        if (!emb) {
-            snprintf(err, errlen, "%s:%zu: missing \"embedding\"", name, line);
-            rc = CHRYS_INVALID;
-            goto fail;
-        }
-        if (!cJSON_IsArray(emb)) {
-            snprintf(err, errlen, "%s:%zu: \"embedding\" must be an array of numbers", name, line);
-            rc = CHRYS_INVALID;
-            goto fail;
-        }
-        int d = cJSON_GetArraySize(emb);
-        if (d < 1 || d > CHRYS_MAX_DIM) {
-            snprintf(err, errlen, "%s:%zu: embedding has %d components (need 1..%d)", name, line, d, CHRYS_MAX_DIM);
-            rc = CHRYS_DIM;
-            goto fail;
-        }
-        if (out->n == 0) out->dim = (uint32_t)d;
-        else if ((uint32_t)d != out->dim) {
-            snprintf(err, errlen, "%s:%zu: embedding has %d components, earlier records have %u", name, line, d, out->dim);
-            rc = CHRYS_DIM;
-            goto fail;
+        int d = emb && cJSON_IsArray(emb) ? cJSON_GetArraySize(emb) : -1;
+        int is_empty = allow_empty && (!emb || d == 0);
+        if (!is_empty) {
+            if (!emb) {
+                snprintf(err, errlen, "%s:%zu: missing \"embedding\"", name, line);
+                bad = CHRYS_INVALID;
+                goto record_done;
+            }
+            if (d < 0) {
+                snprintf(err, errlen, "%s:%zu: \"embedding\" must be an array of numbers", name, line);
+                bad = CHRYS_INVALID;
+                goto record_done;
+            }
+            if (d < 1 || d > CHRYS_MAX_DIM) {
+                snprintf(err, errlen, "%s:%zu: embedding has %d components (need 1..%d)", name, line, d, CHRYS_MAX_DIM);
+                bad = CHRYS_DIM;
+                goto record_done;
+            }
+            if (out->dim && (uint32_t)d != out->dim) {
+                snprintf(err, errlen, "%s:%zu: embedding has %d components, earlier records have %u", name, line, d, out->dim);
+                bad = CHRYS_DIM;
+                goto record_done;
+            }
+            if ((size_t)d > row_cap) {
+                float *nr = realloc(row, (size_t)d * sizeof(float));
+                if (!nr) {
+                    snprintf(err, errlen, "%s:%zu: out of memory", name, line);
+                    rc = CHRYS_NOMEM;
+                    goto fail;
+                }
+                row = nr;
+                row_cap = (size_t)d;
+            }
+            int j = 0;
+            for (cJSON *c = emb->child; c; c = c->next, j++) {
+                if (!cJSON_IsNumber(c)) {
+                    snprintf(err, errlen, "%s:%zu: embedding[%d] is not a number", name, line, j);
+                    bad = CHRYS_INVALID;
+                    goto record_done;
+                }
+                float f = (float)c->valuedouble;
+                if (!isfinite(f)) {
+                    snprintf(err, errlen, "%s:%zu: embedding[%d] is not a finite float32", name, line, j);
+                    bad = CHRYS_INVALID;
+                    goto record_done;
+                }
+                row[j] = f;
+            }
         }
         cJSON *idv = cJSON_GetObjectItemCaseSensitive(obj, "id");
-        int this_has = idv != NULL;
-        if (has_ids < 0) has_ids = this_has;
-        else if (has_ids != this_has) {
+        uint64_t id = 0;
+        if (has_ids >= 0 && has_ids != (idv != NULL)) {
             snprintf(err, errlen, "%s:%zu: \"id\" must be given on every record or on none", name, line);
-            rc = CHRYS_INVALID;
-            goto fail;
+            bad = CHRYS_INVALID;
+            goto record_done;
         }
-        if (out->n == cap) {
-            size_t nc = cap ? cap * 2 : 256;
-            float *nd = realloc(out->data, nc * out->dim * sizeof(float));
-            if (nd) out->data = nd;
-            char **nm = nd ? realloc(out->meta, nc * sizeof(char *)) : NULL;
-            if (nm) out->meta = nm;
-            uint64_t *ni = (nm && has_ids) ? realloc(out->ids, nc * sizeof(uint64_t)) : NULL;
-            if (ni) out->ids = ni;
-            if (!nd || !nm || (has_ids && !ni)) {
-                snprintf(err, errlen, "%s:%zu: out of memory", name, line);
+        if (idv && parse_id(idv, &id)) {
+            snprintf(err, errlen, "%s:%zu: \"id\" must be a non-negative integer (as a string above 2^53)", name, line);
+            bad = CHRYS_INVALID;
+            goto record_done;
+        }
+        /* Accepted. */
+        if (has_ids < 0) has_ids = idv != NULL;
+        if (!is_empty && !out->dim) {
+            out->dim = (uint32_t)d;
+            /* records accepted so far were all empty: give them room for dim values */
+            float *nd = realloc(out->data, (cap ? cap : 1) * out->dim * sizeof(float));
+            if (!nd) {
                 rc = CHRYS_NOMEM;
                 goto fail;
             }
-            cap = nc;
+            out->data = nd;
+            memset(out->data, 0, out->n * out->dim * sizeof(float));
         }
-        float *row = out->data + out->n * out->dim;
-        int j = 0;
-        for (cJSON *c = emb->child; c; c = c->next, j++) {
-            if (!cJSON_IsNumber(c)) {
-                snprintf(err, errlen, "%s:%zu: embedding[%d] is not a number", name, line, j);
-                rc = CHRYS_INVALID;
-                goto fail;
-            }
-            float f = (float)c->valuedouble;
-            if (!isfinite(f)) {
-                snprintf(err, errlen, "%s:%zu: embedding[%d] is not a finite float32", name, line, j);
-                rc = CHRYS_INVALID;
-                goto fail;
-            }
-            row[j] = f;
-        }
-        if (has_ids && parse_id(idv, &out->ids[out->n])) {
-            snprintf(err, errlen, "%s:%zu: \"id\" must be a non-negative integer (as a string above 2^53)", name, line);
-            rc = CHRYS_INVALID;
+        if (grow(out, &cap, has_ids, allow_empty)) {
+            snprintf(err, errlen, "%s:%zu: out of memory", name, line);
+            rc = CHRYS_NOMEM;
             goto fail;
         }
+        if (out->dim) {
+            if (is_empty) memset(out->data + out->n * out->dim, 0, out->dim * sizeof(float));
+            else memcpy(out->data + out->n * out->dim, row, out->dim * sizeof(float));
+        }
+        if (has_ids) out->ids[out->n] = id;
+        if (allow_empty) out->empty[out->n] = (unsigned char)is_empty;
         cJSON_DeleteItemFromObjectCaseSensitive(obj, "embedding");
         cJSON_DeleteItemFromObjectCaseSensitive(obj, "id");
         char *meta = NULL;
@@ -142,16 +200,31 @@ int vecset_parse_jsonl(const char *name, const char *buf, size_t len, vecset *ou
             goto fail;
         }
         out->meta[out->n++] = meta;
+    record_done:
         cJSON_Delete(obj);
         obj = NULL;
+        if (bad) {
+            if (!skip_invalid) {
+                rc = bad;
+                goto fail;
+            }
+            out->n_skipped++;
+        }
     }
-    if (out->n == 0) {
+    if (out->n == 0 && !(skip_invalid && out->n_skipped)) {
         snprintf(err, errlen, "%s: no records", name);
         rc = CHRYS_INVALID;
         goto fail;
     }
+    if (out->dim == 0 && out->n > 0) {
+        snprintf(err, errlen, "%s: every record has an empty embedding", name);
+        rc = CHRYS_DIM;
+        goto fail;
+    }
+    free(row);
     return CHRYS_OK;
 fail:
+    free(row);
     cJSON_Delete(obj);
     vecset_free(out);
     return rc;

@@ -46,6 +46,7 @@ void vecset_free(vecset *v)
     free(v->meta);
     free(v->ids);
     free(v->data);
+    free(v->empty);
     memset(v, 0, sizeof *v);
 }
 

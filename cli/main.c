@@ -16,6 +16,8 @@ static const char *USAGE =
     "  add STORE INPUT...       add vectors to an existing STORE\n"
     "  search STORE QUERIES     top-k search: -k 10 [--threshold 0.85] [--json]\n"
     "  info STORE               describe a store [--json]\n"
+    "  merge STORE INPUT...     merge embeddings the Chrysalis way (cosine >= 0.85: fold, else append)\n"
+    "  export STORE             write a store's entries as JSONL or fvecs\n"
     "  version                  print the version and the SIMD level in use\n"
     "\n"
     "inputs: .fvecs, .npy (float32; float64 converted), raw float32 (--dim D), .jsonl records\n"
@@ -47,6 +49,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "add")) return cmd_build(argc - 1, argv + 1, 1);
     if (!strcmp(cmd, "search")) return cmd_search(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "merge")) return cmd_merge(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
     cli_error("unknown command '%s' (try 'chrysalis --help')", cmd);
     return EXIT_USAGE;
 }

@@ -227,6 +227,7 @@ typedef struct chrys_store_meta {
     chrys_index_kind kind;
     uint64_t count;
     uint64_t file_bytes;
+    int has_merger; /* 1 if the file holds merger state (open it with chrys_merger_open) */
 } chrys_store_meta;
 
 /* Read a store file's header and META section without loading vectors (checksums of those two
@@ -301,6 +302,7 @@ typedef struct chrys_merge_result {
 typedef struct chrys_merge_stats {
     uint32_t struct_size;
     uint64_t entries, records, merged, added, skipped, runs;
+    uint64_t next_record_id; /* one more than the largest record id merged (0 if none) */
 } chrys_merge_stats;
 
 typedef struct chrys_merge_entry {

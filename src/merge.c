@@ -172,7 +172,10 @@ const chrys_index *chrys_merger_index(const chrys_merger *m) { return m ? m->ix 
 int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *st)
 {
     if (!m || !st) return CHRYS_INVALID;
-    chrys_merge_stats s = {sizeof s, m->n_entries, m->records, m->merged, m->added, m->skipped, m->n_hist};
+    uint64_t next = 0;
+    for (size_t a = 0; a < m->n_asn; a++)
+        if (m->asn_rec[a] + 1 > next) next = m->asn_rec[a] + 1;
+    chrys_merge_stats s = {sizeof s, m->n_entries, m->records, m->merged, m->added, m->skipped, m->n_hist, next};
     size_t sz = st->struct_size && st->struct_size < sizeof s ? st->struct_size : sizeof s;
     memcpy(st, &s, sz);
     st->struct_size = (uint32_t)sz;

@@ -9,6 +9,8 @@ echo "== [$label] unit tests"
 "$B/unit_tests" || rc=1
 echo "== [$label] CLI tests"
 bash tests/cli/test_cli.sh "$B/chrysalis" || rc=1
+echo "== [$label] merge CLI tests"
+bash tests/cli/test_merge_cli.sh "$B/chrysalis" || rc=1
 echo "== [$label] fuzz corpus replay"
 "$B/fuzz_replay" tests/fuzz/corpus || rc=1
 exit $rc

@@ -1,7 +1,7 @@
 /*
  * fuzz_targets.c: fuzz targets for hostile input.
  *   fuzz_load:  bytes -> store loader (then search and re-save the loaded index, which must work)
- *   fuzz_jsonl: bytes -> JSONL reader
+ *   fuzz_jsonl: bytes -> JSONL reader (plain and merge-input modes) and legend-file reader
  *   fuzz_fvecs: bytes -> fvecs/npy/raw readers (format picked by the first byte)
  * Built with -DCHRYS_LIBFUZZER under clang for libFuzzer (`make fuzz`); otherwise replay_main.c
  * replays the committed corpus through the same functions under ASan+UBSan (part of `make test`).
@@ -48,6 +48,13 @@ int fuzz_jsonl_one(const uint8_t *data, size_t size)
         if (vs.n == 0 || vs.dim == 0) abort();
         vecset_free(&vs);
     }
+    /* merge input: empty embeddings kept, invalid records skipped */
+    if (vecset_parse_jsonl_ex("fuzz.jsonl", (const char *)data, size, JSONL_ALLOW_EMPTY | JSONL_SKIP_INVALID, &vs, err,
+                              sizeof err) == CHRYS_OK)
+        vecset_free(&vs);
+    /* legend files */
+    if (vecset_parse_legend("fuzz_embeddings_full.json", (const char *)data, size, "all", &vs, err, sizeof err) == CHRYS_OK)
+        vecset_free(&vs);
     return 0;
 }
 
