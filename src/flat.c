@@ -129,10 +129,11 @@ static int finish_query(const chrys_index *ix, const float *q, const topk *cand,
 {
     size_t dim = ix->dim, n = cand->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
+    const chrys_kernels *kr = chrys_kernels_active();
     float worst = INFINITY;
     for (size_t j = 0; j < n; j++) {
         const float *x = ix->vecs + (size_t)cand->items[j].slot * dim;
-        buf[j].score = l2 ? -vec_l2sq_f64(q, x, dim) : vec_dot_f64(q, x, dim);
+        buf[j].score = l2 ? -kr->l2sq_f64(q, x, dim) : kr->dot_f64(q, x, dim);
         buf[j].id = cand->items[j].id;
         if (cand->items[j].score < worst) worst = cand->items[j].score;
     }

@@ -40,6 +40,8 @@ CHRYS_PRIVATE void *chrys_malloc_aligned(size_t n);
 CHRYS_PRIVATE void *chrys_realloc_aligned(void *p, size_t old_n, size_t new_n);
 CHRYS_PRIVATE void chrys_free_aligned(void *p);
 CHRYS_PRIVATE char *chrys_strdup(const char *s);
+/* Ask for transparent huge pages on a large block (advice only). */
+CHRYS_PRIVATE void chrys_advise_huge(void *p, size_t n);
 /* Test hook: make the Nth allocation from now fail (0 disables). Only for tests. */
 CHRYS_API void chrys__test_fail_alloc_after(long n);
 CHRYS_API long chrys__test_alloc_count(void);

@@ -11,8 +11,9 @@
  *   it becomes the best (so the oldest entry wins ties and cos <= 0 never matches);
  *   if best exists and its score >= threshold: entry := w_old*entry + w_new*record, merged_count
  *   += 1, similarity_score := score, and metadata updated; else the record becomes a new entry.
- * "cos" is computed in double precision on the unit-length float32 copies the index holds
- * (flat_search_prepared's rescoring), so every path below agrees to the last bit.
+ * "cos" is computed in double precision (the kernel table's dot_f64) on the unit-length float32
+ * copies the index holds, as flat_search_prepared's rescoring does, so every path below agrees
+ * to the last bit.
  *
  * Batch merge, exact: records are taken in blocks of B. One parallel search finds each record's
  * top-K entries in the state before the block. Settling the block in order, record i's best entry
@@ -612,7 +613,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
                     const float *row = m->ix->vecs + (size_t)slot * dim;
                     float s32 = kr->dot(qn, row, dim);
                     if ((double)s32 < best_s - 1e-4) continue;
-                    double s = vec_dot_f64(qn, row, dim);
+                    double s = kr->dot_f64(qn, row, dim);
                     if (s > best_s || (s == best_s && best != CHRYS_NO_ID && e < best)) {
                         best_s = s;
                         best = e;

@@ -24,6 +24,10 @@ typedef struct chrys_kernels {
     void (*dot_rows)(const float *q, const float *x, size_t n_rows, size_t dim, float *out);
     /* out[r] = l2sq(q, x + r*dim) */
     void (*l2sq_rows)(const float *q, const float *x, size_t n_rows, size_t dim, float *out);
+    /* The same two quantities accumulated in double precision (exact rescoring of candidates).
+     * Every exact path of the library uses these entries, so equal inputs give equal bits. */
+    double (*dot_f64)(const float *a, const float *b, size_t n);
+    double (*l2sq_f64)(const float *a, const float *b, size_t n);
 } chrys_kernels;
 
 /* The active table (selected on first call). */

@@ -105,5 +105,44 @@ static void l2sq_rows_avx2(const float *q, const float *x, size_t n_rows, size_t
     for (size_t r = 0; r < n_rows; r++) out[r] = l2sq_avx2(q, x + r * dim, dim);
 }
 
+static inline double hsum256d(__m256d v)
+{
+    __m128d lo = _mm256_castpd256_pd128(v), hi = _mm256_extractf128_pd(v, 1);
+    lo = _mm_add_pd(lo, hi);
+    return _mm_cvtsd_f64(_mm_add_sd(lo, _mm_unpackhi_pd(lo, lo)));
+}
+
+/* Double-precision accumulation: 4 floats widened per step, two accumulators. */
+static double dot_f64_avx2(const float *a, const float *b, size_t n)
+{
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i)), _mm256_cvtps_pd(_mm_loadu_ps(b + i)), s0);
+        s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4)), _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4)), s1);
+    }
+    double s = hsum256d(_mm256_add_pd(s0, s1));
+    for (; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static double l2sq_f64_avx2(const float *a, const float *b, size_t n)
+{
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i)), _mm256_cvtps_pd(_mm_loadu_ps(b + i)));
+        __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4)), _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4)));
+        s0 = _mm256_fmadd_pd(d0, d0, s0);
+        s1 = _mm256_fmadd_pd(d1, d1, s1);
+    }
+    double s = hsum256d(_mm256_add_pd(s0, s1));
+    for (; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        s += d * d;
+    }
+    return s;
+}
+
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
-                                          l2sq_rows_avx2};
+                                          l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2};

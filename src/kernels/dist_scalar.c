@@ -47,5 +47,38 @@ static void l2sq_rows_scalar(const float *q, const float *x, size_t n_rows, size
     for (size_t r = 0; r < n_rows; r++) out[r] = l2sq_scalar(q, x + r * dim, dim);
 }
 
+static double dot_f64_scalar(const float *a, const float *b, size_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += (double)a[i] * b[i];
+        s1 += (double)a[i + 1] * b[i + 1];
+        s2 += (double)a[i + 2] * b[i + 2];
+        s3 += (double)a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += (double)a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static double l2sq_f64_scalar(const float *a, const float *b, size_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        double d0 = (double)a[i] - b[i], d1 = (double)a[i + 1] - b[i + 1];
+        double d2 = (double)a[i + 2] - b[i + 2], d3 = (double)a[i + 3] - b[i + 3];
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        s2 += d2 * d2;
+        s3 += d3 * d3;
+    }
+    for (; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        s0 += d * d;
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
-                                            l2sq_rows_scalar};
+                                            l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar};

@@ -46,6 +46,13 @@ void test_kernels_vs_scalar(void)
                     h_fail(__FILE__, __LINE__, "%s dot n=%zu: %.9g vs scalar %.9g", k->name, n, kd, rd);
                     break;
                 }
+                double rd64 = ref->dot_f64(pa, pb, n), kd64 = k->dot_f64(pa, pb, n);
+                double rl64 = ref->l2sq_f64(pa, pb, n), kl64 = k->l2sq_f64(pa, pb, n);
+                if (fabs(rd64 - kd64) > 1e-13 * abs_dot + 1e-15 || fabs(rl64 - kl64) > 1e-13 * abs_l2 + 1e-15) {
+                    h_fail(__FILE__, __LINE__, "%s f64 kernels n=%zu: %.17g/%.17g vs scalar %.17g/%.17g", k->name, n,
+                           kd64, kl64, rd64, rl64);
+                    break;
+                }
                 if (!close_enough(kl, rl, abs_l2)) {
                     h_fail(__FILE__, __LINE__, "%s l2sq n=%zu: %.9g vs scalar %.9g", k->name, n, kl, rl);
                     break;

@@ -14,6 +14,7 @@
 #include "../harness.h"
 #include "chrysalis.h"
 #include "internal.h"
+#include "kernels/dist.h"
 #include "tests.h"
 
 static const char *shared_dir(void)
@@ -273,7 +274,8 @@ void test_merge_golden_per_legend(void)
 /* ---- property tests against an independent one-at-a-time oracle ---- */
 
 /* The oracle: the rule written out plainly over unit-length float32 copies of the entries, with
- * double-precision dot products (the quantity the library defines as the cosine). */
+ * double-precision dot products (the kernel table's dot_f64: the quantity the library defines as
+ * the cosine). */
 typedef struct oracle {
     size_t dim, n;
     float *raw, *unit;
@@ -288,7 +290,7 @@ static void oracle_merge(oracle *o, const float *x, double t, int64_t *entry_out
     int64_t best = -1;
     double bs = 0.0;
     for (size_t e = 0; e < o->n; e++) {
-        double s = vec_dot_f64(qn, o->unit + e * d, d);
+        double s = chrys_kernels_active()->dot_f64(qn, o->unit + e * d, d);
         if (s > bs) {
             bs = s;
             best = (int64_t)e;
