@@ -46,6 +46,7 @@ CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, unsigned char meta
 CHRYS_PRIVATE int index_load_reader(struct store_reader *r, chrys_index **out, char **errmsg);
 
 /* flat.c */
+#define FLAT_BLAS_MIN_NQ 64 /* batches below this use the SIMD kernels; at and above, BLAS sgemm */
 CHRYS_PRIVATE int flat_search(const chrys_index *ix, size_t nq, const float *queries,
                               const chrys_search_opts *opts, chrys_hit *hits);
 /* Validate queries and, under cosine, normalise them into a new aligned array (*prepared, free

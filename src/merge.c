@@ -549,7 +549,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
                 rc = fail(m, rc, "search failed");
                 goto done;
             }
-            report(m, t0, e_before, nb, nb >= 32 ? "flat-sgemm" : "flat-simd");
+            report(m, t0, e_before, nb, nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd");
         }
         /* Settle in order. */
         if (dirty_cap < m->n_entries + b) {

@@ -28,6 +28,10 @@ typedef struct chrys_kernels {
      * Every exact path of the library uses these entries, so equal inputs give equal bits. */
     double (*dot_f64)(const float *a, const float *b, size_t n);
     double (*l2sq_f64)(const float *a, const float *b, size_t n);
+    /* out[i*ldo + j] = dot(q + i*dim, x + j*dim) for i < nq, j < nx: a block of inner products
+     * (a small GEMM, Q X^T). NULL when this level has no kernel faster than BLAS sgemm. */
+    void (*dot_block)(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out,
+                      size_t ldo);
 } chrys_kernels;
 
 /* The active table (selected on first call). */
@@ -35,6 +39,9 @@ const chrys_kernels *chrys_kernels_active(void);
 /* A specific level's table, or NULL when not compiled in or not supported by this CPU/OS.
  * level: "scalar", "avx2", "avx512". Used by tests to compare every level with the scalar one. */
 const chrys_kernels *chrys_kernels_level(const char *level);
+
+void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out,
+                         size_t ldo);
 
 extern const chrys_kernels chrys_kernels_scalar;
 extern const chrys_kernels chrys_kernels_avx2;

@@ -145,4 +145,4 @@ static double l2sq_f64_avx2(const float *a, const float *b, size_t n)
 }
 
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
-                                          l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2};
+                                          l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL};

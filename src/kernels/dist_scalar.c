@@ -80,5 +80,12 @@ static double l2sq_f64_scalar(const float *a, const float *b, size_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
+/* Reference for dot_block implementations (tests compare them with this). */
+void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out, size_t ldo)
+{
+    for (size_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < nx; j++) out[i * ldo + j] = dot_scalar(q + i * dim, x + j * dim, dim);
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
-                                            l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar};
+                                            l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL};

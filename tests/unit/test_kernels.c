@@ -130,3 +130,39 @@ void test_crc32c(void)
     uint32_t one = chrys_crc32c(0, buf, 999), inc = chrys_crc32c(chrys_crc32c(0, buf, 333), buf + 333, 666);
     CHECK_EQ(one, inc);
 }
+
+void test_kernels_dot_block(void)
+{
+    uint64_t s = h_seed + 7;
+    for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+        const chrys_kernels *k = chrys_kernels_level(LEVELS[l]);
+        if (!k || !k->dot_block) continue;
+        const size_t dims[] = {1, 5, 16, 17, 100, 384, 1024, 1031};
+        for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+            size_t d = dims[di];
+            for (size_t nq = 1; nq <= 9; nq += 2)
+                for (size_t nx = 1; nx <= 11; nx += 3) {
+                    float *q = malloc(nq * d * sizeof(float)), *x = malloc(nx * d * sizeof(float));
+                    float *o1 = malloc(nq * 16 * sizeof(float)), *o2 = malloc(nq * 16 * sizeof(float));
+                    for (size_t i = 0; i < nq * d; i++) q[i] = h_gauss(&s);
+                    for (size_t i = 0; i < nx * d; i++) x[i] = h_gauss(&s);
+                    for (size_t i = 0; i < nq * 16; i++) o1[i] = o2[i] = -7.0f; /* ldo 16 > nx: gaps untouched */
+                    chrys_dot_block_ref(q, nq, x, nx, d, o1, 16);
+                    k->dot_block(q, nq, x, nx, d, o2, 16);
+                    size_t bad = 0;
+                    for (size_t i = 0; i < nq; i++)
+                        for (size_t j = 0; j < 16; j++) {
+                            double abs_sum = 0;
+                            if (j < nx)
+                                for (size_t t = 0; t < d; t++) abs_sum += fabs((double)q[i * d + t] * x[j * d + t]);
+                            if (j < nx ? !close_enough(o2[i * 16 + j], o1[i * 16 + j], abs_sum) : o2[i * 16 + j] != -7.0f) bad++;
+                        }
+                    if (bad) h_fail(__FILE__, __LINE__, "%s dot_block d=%zu nq=%zu nx=%zu: %zu wrong", k->name, d, nq, nx, bad);
+                    free(q);
+                    free(x);
+                    free(o1);
+                    free(o2);
+                }
+        }
+    }
+}

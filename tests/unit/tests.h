@@ -8,6 +8,7 @@
     X(test_kernels_vs_scalar)                       \
     X(test_kernels_rows_vs_scalar)                  \
     X(test_kernels_forced_level)                    \
+    X(test_kernels_dot_block)                       \
     X(test_crc32c)                                  \
     X(test_index_exact_all_paths)                   \
     X(test_index_ties_break_by_id)                  \
