@@ -16,7 +16,7 @@ CC      ?= cc
 WERROR  ?=
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wno-missing-field-initializers $(WERROR)
-INC     := -Iinclude -Isrc -I/usr/include/cjson
+INC     := -Iinclude -Isrc -I/usr/include/cjson -I/usr/include/x86_64-linux-gnu
 
 ifeq ($(MODE),release)
   OPT := -O2 -g -DNDEBUG
@@ -39,10 +39,10 @@ BLAS_CFLAGS := -DCHRYS_HAVE_BLAS -I/usr/include/x86_64-linux-gnu/openblas-pthrea
 BLAS_LIBS   := -lopenblas
 
 CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
-LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lm $(LDLIBS)
+LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm $(LDLIBS)
 
 LIB_SRC := src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c \
-           src/index_store.c src/merge.c src/store/store_write.c src/store/store_read.c \
+           src/index_store.c src/merge.c src/embed.c src/embed_det.c src/cache.c src/store/store_write.c src/store/store_read.c \
            src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
            src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/crc32c_sse42.c
 CLI_LIB_SRC := cli/io_vectors.c cli/io_jsonl.c cli/io_legend.c cli/util.c
@@ -115,7 +115,7 @@ fuzz:
 	  clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -I/usr/include/cjson \
 	    -DCHRYS_LIBFUZZER -DFUZZ_TARGET=fuzz_$${t}_one tests/fuzz/fuzz_targets.c \
 	    $(CLI_LIB_SRC:%.c=build/fuzz/%.o) build/fuzz/libchrysalis.a -o build/fuzz/fuzz_$$t \
-	    -pthread $(BLAS_LIBS) -lcjson -lm || exit 1; \
+	    -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm || exit 1; \
 	done
 
 bench: $(BUILD)/bench_anchor $(CLI)

@@ -355,6 +355,88 @@ CHRYS_API int chrys_merger_history(const chrys_merger *m, uint64_t (*out)[5], si
 /* The entries' index (borrowed, read-only): search it with chrys_index_search. */
 CHRYS_API const chrys_index *chrys_merger_index(const chrys_merger *m);
 
+/* ---- Embedding providers and the embedding cache ----
+ *
+ * Text in, vectors out, never paying twice. Providers: the deterministic offline one (bit for bit
+ * the Chrysalis pipeline's: SHA-256 of the text seeds numpy's default_rng, 1024 uniforms,
+ * L2-normalised), an OpenAI-compatible HTTP one (OpenAI, Voyage and other /embeddings endpoints)
+ * and an Ollama one (/api/embed, e.g. nomic-embed-text). With a cache path, every vector is kept
+ * in an SQLite file keyed by a hash of (provider, model, dimensions, exact text), confirmed
+ * against the full key on every hit; failures are never cached. */
+
+typedef struct chrys_embedder chrys_embedder;
+
+typedef enum chrys_provider {
+    CHRYS_PROVIDER_DETERMINISTIC = 0,
+    CHRYS_PROVIDER_OPENAI = 1, /* POST {base_url}/embeddings {"model", "input": [...], "dimensions"?} */
+    CHRYS_PROVIDER_OLLAMA = 2  /* POST {base_url}/api/embed {"model", "input": [...]} */
+} chrys_provider;
+
+typedef struct chrys_embed_opts {
+    uint32_t struct_size;
+    chrys_provider provider;
+    const char *base_url;       /* HTTP providers; e.g. "https://api.voyageai.com/v1" */
+    const char *model;          /* e.g. "voyage-3"; the deterministic provider ignores it */
+    uint32_t dim;               /* expected dimensions (default 1024); a reply of another size is an error */
+    int send_dimensions;        /* 1: send "dimensions": dim (OpenAI text-embedding-3-*) */
+    const char *api_key_env;    /* name of the environment variable holding the key (never logged) */
+    uint32_t batch_max_items;   /* texts per request (default 128) */
+    uint32_t batch_max_bytes;   /* request text bytes per request (default 256 KiB) */
+    double timeout_s;           /* per request (default 30) */
+    uint32_t max_retries;       /* on timeouts, connection errors, 429 and 5xx (default 5) */
+    double backoff_base_s;      /* exponential backoff with full jitter: base * 2^attempt (default 0.5) */
+    double backoff_max_s;       /* cap (default 30); a Retry-After header is honoured up to this cap */
+    double rate_per_s;          /* token bucket: requests per second (0 = unlimited) */
+    double rate_burst;          /* bucket size (default 1) */
+    int fallback_deterministic; /* 1: when the provider fails for good, embed with the deterministic
+                                   provider instead, counted in stats.fallback_texts */
+    const char *cache_path;     /* SQLite cache file, or NULL for none */
+    double cache_ttl_s;         /* entries older than this are misses (0 = forever) */
+    uint64_t cache_max_entries; /* bound: least recently used entries are evicted (0 = none) */
+    uint64_t seed;              /* jitter seed (default 42) */
+} chrys_embed_opts;
+
+CHRYS_API void chrys_embed_opts_init(chrys_embed_opts *opts);
+
+/* Create an embedder (opens or creates the cache). out: *out (free with chrys_embedder_free),
+ * *errmsg (optional, owned). Returns CHRYS_OK, CHRYS_INVALID, CHRYS_IO (cache), CHRYS_NOMEM. */
+CHRYS_API int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char **errmsg);
+CHRYS_API void chrys_embedder_free(chrys_embedder *e);
+CHRYS_API const char *chrys_embedder_errmsg(const chrys_embedder *e);
+
+/* Embed n texts into out[n*dim] (caller-owned): cached vectors are reused; the rest are requested
+ * in batches. Returns CHRYS_OK, CHRYS_IO (the provider failed after retries; the message says how,
+ * without the key), CHRYS_DIM (wrong dimension from the provider), CHRYS_INVALID (malformed reply),
+ * CHRYS_NOMEM. Nothing of a failed batch is cached. */
+CHRYS_API int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, float *out);
+
+typedef struct chrys_embed_stats {
+    uint32_t struct_size;
+    uint64_t texts;          /* texts asked for */
+    uint64_t cache_hits;     /* served from the cache (API calls saved: texts that needed no request) */
+    uint64_t cache_misses;
+    uint64_t requests;       /* HTTP requests made (including retries) */
+    uint64_t retries;
+    uint64_t provider_texts; /* texts embedded by the provider */
+    uint64_t fallback_texts; /* texts embedded by the deterministic fallback */
+} chrys_embed_stats;
+
+CHRYS_API int chrys_embedder_stats(const chrys_embedder *e, chrys_embed_stats *stats);
+
+/* The deterministic provider as a function: out[dim] for text[0..len). Returns CHRYS_OK or CHRYS_INVALID. */
+CHRYS_API int chrys_embed_deterministic(const char *text, size_t len, uint32_t dim, float *out);
+
+typedef struct chrys_cache_info {
+    uint32_t struct_size;
+    uint64_t entries, bytes, hits, misses; /* hits/misses: lifetime totals kept in the file */
+} chrys_cache_info;
+
+/* Describe a cache file / remove entries older than ttl_s (0: none) and the least recently used
+ * beyond max_entries (0: none). Safe while another process uses the cache. */
+CHRYS_API int chrys_cache_info_get(const char *path, chrys_cache_info *info, char **errmsg);
+CHRYS_API int chrys_cache_prune(const char *path, double ttl_s, uint64_t max_entries, uint64_t *removed,
+                                char **errmsg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,526 @@
+/*
+ * embed.c: the embedder: providers, HTTP behaviour and the cache put together.
+ *
+ * embed(texts): every text's cache key is SHA-256(provider \0 model \0 dim \0 text); hits are
+ * copied out; the distinct missing texts are sent to the provider in batches bounded by count and
+ * bytes; each successful batch is validated (one vector per text, each of the expected size,
+ * every value finite) and only then cached. HTTP requests go through a token bucket, time out,
+ * and are retried on timeouts, connection errors, 429 and 5xx with exponential backoff and full
+ * jitter, honouring Retry-After. Other 4xx replies, malformed JSON and wrong sizes fail at once.
+ * A provider that fails for good is an error, unless fallback_deterministic was asked for: then
+ * the deterministic provider fills in and stats.fallback_texts says so. The API key is read from
+ * the named environment variable at each request and appears in no message.
+ */
+#include <cJSON.h>
+#include <curl/curl.h>
+#include <math.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "embed.h"
+
+struct chrys_embedder {
+    chrys_embed_opts o;
+    char *base_url, *model, *api_key_env, *cache_path;
+    const char *provider_name; /* part of the cache key */
+    CURL *curl;
+    embcache cache;
+    int has_cache;
+    double tokens, last_refill;
+    uint64_t rng;
+    chrys_embed_stats st;
+    char *errmsg;
+};
+
+static int efail(chrys_embedder *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int efail(chrys_embedder *e, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = chrys_vmprintf(fmt, ap);
+    va_end(ap);
+    chrys_free(e->errmsg);
+    e->errmsg = s;
+    return rc;
+}
+
+const char *chrys_embedder_errmsg(const chrys_embedder *e) { return e && e->errmsg ? e->errmsg : ""; }
+
+void chrys_embed_opts_init(chrys_embed_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
+    o->provider = CHRYS_PROVIDER_DETERMINISTIC;
+    o->model = "deterministic";
+    o->dim = 1024;
+    o->batch_max_items = 128;
+    o->batch_max_bytes = 256u << 10;
+    o->timeout_s = 30;
+    o->max_retries = 5;
+    o->backoff_base_s = 0.5;
+    o->backoff_max_s = 30;
+    o->rate_burst = 1;
+    o->seed = 42;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_s(double s)
+{
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static char *dup_or_null(const char *s) { return s ? chrys_strdup(s) : NULL; }
+
+void chrys_embedder_free(chrys_embedder *e)
+{
+    if (!e) return;
+    if (e->curl) curl_easy_cleanup(e->curl);
+    if (e->has_cache) cache_close(&e->cache);
+    chrys_free(e->base_url);
+    chrys_free(e->model);
+    chrys_free(e->api_key_env);
+    chrys_free(e->cache_path);
+    chrys_free(e->errmsg);
+    chrys_free(e);
+}
+
+int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!out) return CHRYS_INVALID;
+    *out = NULL;
+    if (!opts || opts->struct_size < offsetof(chrys_embed_opts, seed) + sizeof(uint64_t))
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "embed opts missing or struct_size too small");
+    const chrys_embed_opts *o = opts;
+    if ((unsigned)o->provider > CHRYS_PROVIDER_OLLAMA)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown provider %d", (int)o->provider);
+    if (o->dim < 1 || o->dim > CHRYS_MAX_DIM)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "dim %u out of range 1..%d", o->dim, CHRYS_MAX_DIM);
+    if (o->provider != CHRYS_PROVIDER_DETERMINISTIC && (!o->base_url || !*o->base_url || !o->model || !*o->model))
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "an HTTP provider needs a base URL and a model");
+    if (o->batch_max_items < 1 || o->batch_max_bytes < 1 || !(o->timeout_s > 0) || o->backoff_base_s < 0 ||
+        o->backoff_max_s < 0 || o->rate_per_s < 0)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "batch limits and timeout must be positive");
+    chrys_embedder *e = chrys_calloc(1, sizeof *e);
+    if (!e) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory");
+    e->o = *o;
+    e->base_url = dup_or_null(o->base_url);
+    e->model = chrys_strdup(o->provider == CHRYS_PROVIDER_DETERMINISTIC ? "deterministic" : o->model);
+    e->api_key_env = dup_or_null(o->api_key_env);
+    e->cache_path = dup_or_null(o->cache_path);
+    e->provider_name = o->provider == CHRYS_PROVIDER_DETERMINISTIC ? "deterministic"
+                       : o->provider == CHRYS_PROVIDER_OPENAI    ? "openai"
+                                                                 : "ollama";
+    e->o.base_url = e->base_url;
+    e->o.model = e->model;
+    e->o.api_key_env = e->api_key_env;
+    e->o.cache_path = e->cache_path;
+    e->tokens = o->rate_burst > 0 ? o->rate_burst : 1;
+    e->last_refill = mono_now();
+    e->rng = o->seed ? o->seed : 42;
+    e->st.struct_size = sizeof e->st;
+    int rc = CHRYS_OK;
+    if (!e->model || (o->base_url && !e->base_url)) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory");
+    if (!rc && o->provider != CHRYS_PROVIDER_DETERMINISTIC) {
+        pthread_once(&curl_once, curl_init_once);
+        if (!(e->curl = curl_easy_init())) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
+    }
+    if (!rc && o->cache_path) {
+        rc = cache_open(&e->cache, e->cache_path, o->cache_ttl_s, o->cache_max_entries, errmsg);
+        e->has_cache = rc == CHRYS_OK;
+    }
+    if (rc) {
+        chrys_embedder_free(e);
+        return rc;
+    }
+    *out = e;
+    return CHRYS_OK;
+}
+
+int chrys_embedder_stats(const chrys_embedder *e, chrys_embed_stats *st)
+{
+    if (!e || !st) return CHRYS_INVALID;
+    size_t sz = st->struct_size && st->struct_size < sizeof e->st ? st->struct_size : sizeof e->st;
+    memcpy(st, &e->st, sz);
+    st->struct_size = (uint32_t)sz;
+    return CHRYS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * HTTP
+ */
+typedef struct buf {
+    char *p;
+    size_t n, cap;
+} buf;
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    buf *b = ud;
+    size_t n = size * nmemb;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *p = chrys_realloc(b->p, cap);
+        if (!p) return 0; /* makes curl fail the transfer */
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, data, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    double *retry_after = ud;
+    size_t n = size * nmemb;
+    if (n > 12 && !strncasecmp(data, "Retry-After:", 12)) {
+        char tmp[64];
+        size_t l = n - 12 < sizeof tmp - 1 ? n - 12 : sizeof tmp - 1;
+        memcpy(tmp, data + 12, l);
+        tmp[l] = 0;
+        char *end;
+        double v = strtod(tmp, &end);
+        if (end != tmp && v >= 0) *retry_after = v; /* delta-seconds; an HTTP-date is ignored */
+    }
+    return n;
+}
+
+static double jitter(chrys_embedder *e)
+{
+    e->rng ^= e->rng << 13;
+    e->rng ^= e->rng >> 7;
+    e->rng ^= e->rng << 17;
+    return (e->rng >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static void rate_limit(chrys_embedder *e)
+{
+    if (e->o.rate_per_s <= 0) return;
+    double burst = e->o.rate_burst > 0 ? e->o.rate_burst : 1, now = mono_now();
+    e->tokens += (now - e->last_refill) * e->o.rate_per_s;
+    if (e->tokens > burst) e->tokens = burst;
+    e->last_refill = now;
+    if (e->tokens < 1) {
+        sleep_s((1 - e->tokens) / e->o.rate_per_s);
+        e->tokens = 1;
+        e->last_refill = mono_now();
+    }
+    e->tokens -= 1;
+}
+
+/* A short, key-free excerpt of an error reply: its "error" message if it is JSON. */
+static void reply_excerpt(const char *body, char *out, size_t cap)
+{
+    out[0] = 0;
+    if (!body) return;
+    cJSON *j = cJSON_Parse(body);
+    const cJSON *err = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
+    const cJSON *msg = cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message") : err;
+    if (cJSON_IsString(msg)) snprintf(out, cap, ": %s", msg->valuestring);
+    else snprintf(out, cap, ": %.120s", body);
+    cJSON_Delete(j);
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
+/* POST body to url with retries. On success *reply holds the body (owned). */
+static int http_post(chrys_embedder *e, const char *url, const char *body, buf *reply)
+{
+    const char *key = e->api_key_env ? getenv(e->api_key_env) : NULL;
+    if (e->api_key_env && (!key || !*key))
+        return efail(e, CHRYS_INVALID, "%s: the API key variable %s is not set", url, e->api_key_env);
+    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    char *auth = NULL;
+    if (key) {
+        auth = chrys_mprintf("Authorization: Bearer %s", key);
+        if (!auth) {
+            curl_slist_free_all(hdr);
+            return efail(e, CHRYS_NOMEM, "out of memory");
+        }
+        hdr = curl_slist_append(hdr, auth);
+    }
+    int rc = CHRYS_IO;
+    char last[256] = "";
+    for (uint32_t attempt = 0;; attempt++) {
+        double retry_after = -1;
+        reply->n = 0;
+        if (reply->p) reply->p[0] = 0;
+        rate_limit(e);
+        curl_easy_reset(e->curl);
+        curl_easy_setopt(e->curl, CURLOPT_URL, url);
+        curl_easy_setopt(e->curl, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(e->curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(e->curl, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
+        curl_easy_setopt(e->curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e->curl, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(e->curl, CURLOPT_WRITEDATA, reply);
+        curl_easy_setopt(e->curl, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(e->curl, CURLOPT_HEADERDATA, &retry_after);
+        e->st.requests++;
+        CURLcode cc = curl_easy_perform(e->curl);
+        long status = 0;
+        curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
+        int retryable;
+        if (cc != CURLE_OK) {
+            snprintf(last, sizeof last, "%s", curl_easy_strerror(cc));
+            retryable = 1;
+        } else if (status >= 200 && status < 300) {
+            rc = CHRYS_OK;
+            break;
+        } else {
+            char ex[200];
+            reply_excerpt(reply->p, ex, sizeof ex);
+            snprintf(last, sizeof last, "HTTP %ld%s", status, ex);
+            retryable = status == 429 || status >= 500;
+        }
+        if (!retryable || attempt >= e->o.max_retries) {
+            rc = efail(e, CHRYS_IO, "%s: %s (after %u attempt%s)", url, last, attempt + 1, attempt ? "s" : "");
+            break;
+        }
+        double delay = e->o.backoff_base_s * pow(2.0, attempt);
+        if (delay > e->o.backoff_max_s) delay = e->o.backoff_max_s;
+        delay *= jitter(e); /* full jitter */
+        if (retry_after >= 0) delay = retry_after > e->o.backoff_max_s ? e->o.backoff_max_s : retry_after;
+        e->st.retries++;
+        sleep_s(delay);
+    }
+    curl_slist_free_all(hdr);
+    if (auth) {
+        memset(auth, 0, strlen(auth)); /* do not leave the key in freed memory */
+        chrys_free(auth);
+    }
+    return rc;
+}
+
+/* Request one batch from an HTTP provider; vectors into out[count*dim]. */
+static int http_batch(chrys_embedder *e, size_t count, const char *const *texts, float *out)
+{
+    int openai = e->o.provider == CHRYS_PROVIDER_OPENAI;
+    char *url = chrys_mprintf("%s%s", e->base_url, openai ? "/embeddings" : "/api/embed");
+    cJSON *req = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *rep = NULL;
+    char *body = NULL;
+    buf reply = {0};
+    int rc = CHRYS_OK;
+    if (!url || !req || !arr) {
+        rc = efail(e, CHRYS_NOMEM, "out of memory");
+        goto done;
+    }
+    cJSON_AddStringToObject(req, "model", e->model);
+    for (size_t i = 0; i < count; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(texts[i]));
+    cJSON_AddItemToObject(req, "input", arr);
+    arr = NULL;
+    if (openai && e->o.send_dimensions) cJSON_AddNumberToObject(req, "dimensions", e->o.dim);
+    if (!(body = cJSON_PrintUnformatted(req))) {
+        rc = efail(e, CHRYS_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = http_post(e, url, body, &reply))) goto done;
+    rep = cJSON_Parse(reply.p ? reply.p : "");
+    const cJSON *list = rep ? cJSON_GetObjectItemCaseSensitive(rep, openai ? "data" : "embeddings") : NULL;
+    if (!cJSON_IsArray(list) || (size_t)cJSON_GetArraySize(list) != count) {
+        rc = efail(e, CHRYS_INVALID, "%s: malformed reply (expected %zu embeddings in \"%s\")", url, count,
+                   openai ? "data" : "embeddings");
+        goto done;
+    }
+    size_t k = 0;
+    for (const cJSON *it = list->child; it; it = it->next, k++) {
+        size_t slot = k;
+        const cJSON *vec = it;
+        if (openai) {
+            const cJSON *idx = cJSON_GetObjectItemCaseSensitive(it, "index");
+            vec = cJSON_GetObjectItemCaseSensitive(it, "embedding");
+            if (cJSON_IsNumber(idx)) {
+                if (idx->valuedouble < 0 || idx->valuedouble >= (double)count) {
+                    rc = efail(e, CHRYS_INVALID, "%s: malformed reply (index %g out of range)", url, idx->valuedouble);
+                    goto done;
+                }
+                slot = (size_t)idx->valuedouble;
+            }
+        }
+        if (!cJSON_IsArray(vec)) {
+            rc = efail(e, CHRYS_INVALID, "%s: malformed reply (embedding %zu is not an array)", url, k);
+            goto done;
+        }
+        int d = cJSON_GetArraySize(vec);
+        if ((uint32_t)d != e->o.dim) {
+            rc = efail(e, CHRYS_DIM, "%s: the provider returned %d dimensions, expected %u", url, d, e->o.dim);
+            goto done;
+        }
+        float *row = out + slot * e->o.dim;
+        int j = 0;
+        for (const cJSON *v = vec->child; v; v = v->next, j++) {
+            float f = cJSON_IsNumber(v) ? (float)v->valuedouble : NAN;
+            if (!isfinite(f)) {
+                rc = efail(e, CHRYS_INVALID, "%s: malformed reply (embedding %zu, component %d is not a finite number)", url, k, j);
+                goto done;
+            }
+            row[j] = f;
+        }
+    }
+    e->st.provider_texts += count;
+done:
+    cJSON_Delete(req);
+    cJSON_Delete(arr);
+    cJSON_Delete(rep);
+    if (body) cJSON_free(body);
+    chrys_free(reply.p);
+    chrys_free(url);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * embed
+ */
+/* SHA-256 of provider \0 model \0 dim \0 text. Returns 0, or -1 when out of memory. */
+static int cache_key(const chrys_embedder *e, const char *text, unsigned char key[32])
+{
+    char dim[16];
+    int dl = snprintf(dim, sizeof dim, "%u", e->o.dim);
+    size_t lp = strlen(e->provider_name) + 1, lm = strlen(e->model) + 1, lt = strlen(text);
+    size_t len = lp + lm + (size_t)dl + 1 + lt;
+    unsigned char stackbuf[1024], *b = len <= sizeof stackbuf ? stackbuf : chrys_malloc(len);
+    if (!b) return -1;
+    memcpy(b, e->provider_name, lp);
+    memcpy(b + lp, e->model, lm);
+    memcpy(b + lp + lm, dim, (size_t)dl + 1);
+    memcpy(b + lp + lm + dl + 1, text, lt);
+    SHA256(b, len, key);
+    if (b != stackbuf) chrys_free(b);
+    return 0;
+}
+
+int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, float *out)
+{
+    if (!e || (n && (!texts || !out))) return CHRYS_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!texts[i]) return efail(e, CHRYS_INVALID, "text %zu is NULL", i);
+    uint32_t dim = e->o.dim;
+    e->st.texts += n;
+    if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC && !e->has_cache) {
+        for (size_t i = 0; i < n; i++) chrys_embed_deterministic(texts[i], strlen(texts[i]), dim, out + i * dim);
+        e->st.cache_misses += n;
+        e->st.provider_texts += n;
+        return CHRYS_OK;
+    }
+    int rc = CHRYS_OK;
+    unsigned char *keys = chrys_malloc(n * 32 + 1);
+    size_t *miss = chrys_malloc((n + 1) * sizeof *miss), *first = chrys_malloc((n + 1) * sizeof *first);
+    const char **batch = chrys_malloc((n + 1) * sizeof *batch);
+    float *bvec = NULL;
+    size_t n_miss = 0, hits = 0;
+    idmap seen = {0};
+    if (!keys || !miss || !first || !batch || idmap_init(&seen, n)) {
+        rc = efail(e, CHRYS_NOMEM, "out of memory");
+        goto done;
+    }
+    /* 1. cache lookups, in one short transaction */
+    if (e->has_cache && (rc = cache_begin(&e->cache, &e->errmsg))) goto done;
+    for (size_t i = 0; i < n; i++) {
+        if (cache_key(e, texts[i], keys + i * 32)) {
+            rc = efail(e, CHRYS_NOMEM, "out of memory");
+            if (e->has_cache) cache_rollback(&e->cache);
+            goto done;
+        }
+        if (e->has_cache && cache_get(&e->cache, keys + i * 32, e->provider_name, e->model, dim, texts[i], out + i * dim)) {
+            hits++;
+            first[i] = i;
+            continue;
+        }
+        /* a text repeated in this call is requested once (first 8 key bytes + full text check) */
+        uint64_t h;
+        memcpy(&h, keys + i * 32, 8);
+        if (h == CHRYS_NO_ID) h--;
+        uint32_t prev = idmap_get(&seen, h);
+        if (prev != CHRYS_NO_SLOT && !strcmp(texts[prev], texts[i])) {
+            first[i] = prev;
+            continue;
+        }
+        if (prev == CHRYS_NO_SLOT) idmap_put(&seen, h, (uint32_t)i);
+        first[i] = i;
+        miss[n_miss++] = i;
+    }
+    if (e->has_cache) {
+        if (!rc) rc = cache_commit(&e->cache, &e->errmsg);
+        if (rc) goto done;
+    }
+    e->st.cache_hits += hits;
+    e->st.cache_misses += n - hits;
+    /* 2. the provider, in batches bounded by count and bytes */
+    size_t bcap = e->o.batch_max_items;
+    if (!(bvec = chrys_malloc(bcap * dim * sizeof(float)))) {
+        rc = efail(e, CHRYS_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t m0 = 0; m0 < n_miss;) {
+        size_t cnt = 0, bytes = 0;
+        while (m0 + cnt < n_miss && cnt < bcap) {
+            size_t l = strlen(texts[miss[m0 + cnt]]);
+            if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
+            batch[cnt] = texts[miss[m0 + cnt]];
+            cnt++;
+            bytes += l;
+        }
+        int brc = CHRYS_OK, fallback = 0;
+        if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC) {
+            for (size_t j = 0; j < cnt; j++) chrys_embed_deterministic(batch[j], strlen(batch[j]), dim, bvec + j * dim);
+            e->st.provider_texts += cnt;
+        } else if ((brc = http_batch(e, cnt, batch, bvec))) {
+            if (!e->o.fallback_deterministic) {
+                rc = brc;
+                goto done;
+            }
+            for (size_t j = 0; j < cnt; j++) chrys_embed_deterministic(batch[j], strlen(batch[j]), dim, bvec + j * dim);
+            e->st.fallback_texts += cnt;
+            fallback = 1; /* reported in stats and errmsg; never cached under the provider's key */
+        }
+        for (size_t j = 0; j < cnt; j++) memcpy(out + miss[m0 + j] * dim, bvec + j * dim, dim * sizeof(float));
+        if (e->has_cache && !fallback) {
+            if ((rc = cache_begin(&e->cache, &e->errmsg))) goto done;
+            for (size_t j = 0; j < cnt && !rc; j++)
+                rc = cache_put(&e->cache, keys + miss[m0 + j] * 32, e->provider_name, e->model, dim, batch[j],
+                               bvec + j * dim, &e->errmsg);
+            if (rc) {
+                cache_rollback(&e->cache);
+                goto done;
+            }
+            if ((rc = cache_commit(&e->cache, &e->errmsg))) goto done;
+        }
+        m0 += cnt;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (first[i] != i) memcpy(out + i * dim, out + first[i] * dim, dim * sizeof(float));
+    /* 3. bookkeeping: lifetime counters and the size bound */
+    if (e->has_cache) {
+        if ((rc = cache_begin(&e->cache, &e->errmsg))) goto done;
+        rc = cache_add_stats(&e->cache, hits, n - hits, &e->errmsg);
+        if (!rc && (e->o.cache_max_entries || e->o.cache_ttl_s > 0))
+            rc = cache_evict(&e->cache, e->o.cache_ttl_s, e->o.cache_max_entries, NULL, &e->errmsg);
+        if (rc) cache_rollback(&e->cache);
+        else rc = cache_commit(&e->cache, &e->errmsg);
+    }
+done:
+    idmap_free(&seen);
+    chrys_free(keys);
+    chrys_free(miss);
+    chrys_free(first);
+    chrys_free(batch);
+    chrys_free(bvec);
+    return rc;
+}
