@@ -31,7 +31,11 @@
     X(test_merge_batch_equals_sequential)           \
     X(test_merge_persistence_and_continuation)      \
     X(test_merge_bad_records)                       \
-    X(test_merge_semantics_details)
+    X(test_merge_semantics_details)                 \
+    X(test_embed_deterministic_chrysalis_rows)      \
+    X(test_embed_cache_incremental)                 \
+    X(test_embed_cache_two_processes)               \
+    X(test_embed_http_providers)
 
 #define X(name) void name(void);
 TEST_LIST

@@ -1,0 +1,399 @@
+/*
+ * test_embed.c: embedding providers and the cache.
+ *  - the deterministic provider reproduces the 920 deterministic Chrysalis rows bit for bit;
+ *  - the cache: a second run makes no provider call, a 10% change re-embeds exactly that 10%,
+ *    the full key is checked (another model misses), TTL and LRU bound, prune, two processes;
+ *  - HTTP against a loopback server the test starts (tests/http/fake_embeddings.py): OpenAI and
+ *    Ollama shapes, 429 with Retry-After, 500 retried, time-outs, malformed JSON, wrong
+ *    dimensions (never cached), 401 not retried, the key sent but never in a message, fallback.
+ */
+#include <cJSON.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../harness.h"
+#include "chrysalis.h"
+#include "tests.h"
+
+void test_embed_deterministic_chrysalis_rows(void)
+{
+    FILE *f = fopen("examples/chrysalis/vectors.f32", "rb");
+    FILE *r = fopen("examples/chrysalis/records.jsonl", "rb");
+    if (!f || !r) {
+        h_fail(__FILE__, __LINE__, "examples/chrysalis missing");
+        if (f) fclose(f);
+        if (r) fclose(r);
+        return;
+    }
+    float *x = malloc(926 * 1024 * sizeof(float));
+    CHECK_EQ(fread(x, sizeof(float), 926 * 1024, f), 926 * 1024);
+    fclose(f);
+    static char line[1 << 20];
+    int rows = 0, exact = 0;
+    float v[1024];
+    while (fgets(line, sizeof line, r)) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *prov = cJSON_GetObjectItem(o, "provider"), *txt = cJSON_GetObjectItem(o, "embedded_text");
+        if (cJSON_IsString(prov) && !strcmp(prov->valuestring, "deterministic") && cJSON_IsString(txt)) {
+            int id = cJSON_GetObjectItem(o, "id")->valueint;
+            CHECK_EQ(chrys_embed_deterministic(txt->valuestring, strlen(txt->valuestring), 1024, v), CHRYS_OK);
+            rows++;
+            exact += memcmp(v, x + (size_t)id * 1024, sizeof v) == 0;
+        }
+        cJSON_Delete(o);
+    }
+    fclose(r);
+    free(x);
+    CHECK_EQ(rows, 920);
+    CHECK_EQ(exact, 920);
+    /* other sizes work and are unit length */
+    float w[100];
+    CHECK_EQ(chrys_embed_deterministic("hello", 5, 100, w), CHRYS_OK);
+    double nn = 0;
+    for (int i = 0; i < 100; i++) nn += (double)w[i] * w[i];
+    CHECK_NEAR(nn, 1.0, 1e-5);
+    CHECK_EQ(chrys_embed_deterministic("x", 1, 0, w), CHRYS_INVALID);
+}
+
+static char *tmpfile_path(const char *name)
+{
+    static char buf[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "/tmp/chrys_embed_%d_%s", (int)getpid(), name);
+    return buf[k];
+}
+
+static void rm_cache(const char *p)
+{
+    char b[300];
+    unlink(p);
+    snprintf(b, sizeof b, "%s-wal", p);
+    unlink(b);
+    snprintf(b, sizeof b, "%s-shm", p);
+    unlink(b);
+}
+
+static char **make_texts(size_t n, int variant_every, int variant)
+{
+    char **t = malloc(n * sizeof *t);
+    for (size_t i = 0; i < n; i++) {
+        t[i] = malloc(64);
+        int changed = variant_every && i % variant_every == 0;
+        snprintf(t[i], 64, "text number %zu%s", i, changed ? (variant ? " (edited)" : "") : "");
+    }
+    return t;
+}
+
+static void free_texts(char **t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(t[i]);
+    free(t);
+}
+
+void test_embed_cache_incremental(void)
+{
+    char *cp = tmpfile_path("inc.db");
+    rm_cache(cp);
+    chrys_embed_opts o;
+    chrys_embed_opts_init(&o);
+    o.cache_path = cp;
+    const size_t n = 2000;
+    char **a = make_texts(n, 0, 0), **b = make_texts(n, 10, 1);
+    float *va = malloc(n * 1024 * sizeof(float)), *vb = malloc(n * 1024 * sizeof(float));
+    float ref[1024];
+    for (int run = 0; run < 3; run++) {
+        chrys_embedder *e = NULL;
+        char *msg = NULL;
+        CHECK_EQ(chrys_embedder_new(&o, &e, &msg), CHRYS_OK);
+        if (!e) {
+            fprintf(stderr, "    %s\n", msg ? msg : "");
+            chrys_free(msg);
+            break;
+        }
+        char **t = run < 2 ? a : b;
+        float *v = run < 2 ? va : vb;
+        CHECK_EQ(chrys_embedder_embed(e, n, (const char *const *)t, v), CHRYS_OK);
+        chrys_embed_stats st = {sizeof st};
+        chrys_embedder_stats(e, &st);
+        if (run == 0) CHECK_EQ(st.provider_texts, n);     /* first run: everything */
+        if (run == 1) CHECK_EQ(st.provider_texts, 0);     /* second run: nothing */
+        if (run == 1) CHECK_EQ(st.cache_hits, n);
+        if (run == 2) CHECK_EQ(st.provider_texts, n / 10); /* 10% edited: only those */
+        for (size_t i = 0; i < n; i += 97) {
+            chrys_embed_deterministic(t[i], strlen(t[i]), 1024, ref);
+            CHECK(memcmp(ref, v + i * 1024, sizeof ref) == 0);
+        }
+        chrys_embedder_free(e);
+    }
+    chrys_cache_info ci = {sizeof ci};
+    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(ci.entries, n + n / 10);
+    CHECK_EQ(ci.hits, n + n - n / 10);
+    CHECK_EQ(ci.misses, n + n / 10);
+    /* prune to a bound keeps the most recently used */
+    uint64_t removed = 0;
+    CHECK_EQ(chrys_cache_prune(cp, 0, 100, &removed, NULL), CHRYS_OK);
+    CHECK_EQ(removed, n + n / 10 - 100);
+    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(ci.entries, 100);
+    /* a different model (or size) never hits the other's entries */
+    chrys_embed_opts o2 = o;
+    o2.dim = 512;
+    chrys_embedder *e = NULL;
+    CHECK_EQ(chrys_embedder_new(&o2, &e, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_embedder_embed(e, 10, (const char *const *)b + n - 10, vb), CHRYS_OK);
+    chrys_embed_stats st = {sizeof st};
+    chrys_embedder_stats(e, &st);
+    CHECK_EQ(st.cache_hits, 0);
+    chrys_embedder_free(e);
+    /* TTL: entries older than the TTL are misses */
+    o2.dim = 1024;
+    o2.cache_ttl_s = 0.05;
+    usleep(100000);
+    CHECK_EQ(chrys_embedder_new(&o2, &e, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_embedder_embed(e, 10, (const char *const *)b + n - 10, vb), CHRYS_OK);
+    chrys_embedder_stats(e, &st);
+    CHECK_EQ(st.cache_hits, 0);
+    chrys_embedder_free(e);
+    /* LRU bound during use */
+    o2.cache_ttl_s = 0;
+    o2.cache_max_entries = 50;
+    CHECK_EQ(chrys_embedder_new(&o2, &e, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_embedder_embed(e, 300, (const char *const *)a, va), CHRYS_OK);
+    chrys_embedder_free(e);
+    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK(ci.entries <= 50);
+    free_texts(a, n);
+    free_texts(b, n);
+    free(va);
+    free(vb);
+    rm_cache(cp);
+}
+
+void test_embed_cache_two_processes(void)
+{
+    char *cp = tmpfile_path("two.db");
+    rm_cache(cp);
+    const size_t n = 1500;
+    char **t = make_texts(n, 0, 0);
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            chrys_embed_opts o;
+            chrys_embed_opts_init(&o);
+            o.cache_path = cp;
+            o.batch_max_items = 50; /* many small write transactions, interleaving with the other */
+            chrys_embedder *e = NULL;
+            float *v = malloc(n * 1024 * sizeof(float));
+            int rc = chrys_embedder_new(&o, &e, NULL);
+            /* the two children take overlapping halves */
+            if (!rc) rc = chrys_embedder_embed(e, n * 2 / 3, (const char *const *)t + (k ? n / 3 : 0), v);
+            chrys_embedder_free(e);
+            _exit(rc ? 1 : 0);
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        int status = 0;
+        waitpid(kids[k], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    chrys_cache_info ci = {sizeof ci};
+    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(ci.entries, n);
+    /* everything now comes from the cache, and it is right */
+    chrys_embed_opts o;
+    chrys_embed_opts_init(&o);
+    o.cache_path = cp;
+    chrys_embedder *e = NULL;
+    float *v = malloc(n * 1024 * sizeof(float)), ref[1024];
+    CHECK_EQ(chrys_embedder_new(&o, &e, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_embedder_embed(e, n, (const char *const *)t, v), CHRYS_OK);
+    chrys_embed_stats st = {sizeof st};
+    chrys_embedder_stats(e, &st);
+    CHECK_EQ(st.cache_hits, n);
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        chrys_embed_deterministic(t[i], strlen(t[i]), 1024, ref);
+        wrong += memcmp(ref, v + i * 1024, sizeof ref) != 0;
+    }
+    CHECK_EQ(wrong, 0);
+    chrys_embedder_free(e);
+    free(v);
+    free_texts(t, n);
+    rm_cache(cp);
+}
+
+/* ---- HTTP ---- */
+
+static pid_t server_pid;
+static int server_port;
+
+static int start_server(void)
+{
+    int fd[2];
+    if (pipe(fd)) return -1;
+    server_pid = fork();
+    if (server_pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        execlp("python3", "python3", "tests/http/fake_embeddings.py", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    char line[32] = {0};
+    ssize_t got = read(fd[0], line, sizeof line - 1);
+    close(fd[0]);
+    server_port = got > 0 ? atoi(line) : 0;
+    return server_port > 0 ? 0 : -1;
+}
+
+static void stop_server(void)
+{
+    if (server_pid > 0) {
+        kill(server_pid, SIGTERM);
+        waitpid(server_pid, NULL, 0);
+    }
+    server_pid = 0;
+}
+
+static int http_embed(const char *model, chrys_provider prov, uint32_t dim, size_t n, const char *const *texts,
+                      float *out, const char *cache, chrys_embed_stats *st, char **msg_out, double timeout,
+                      int fallback)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", server_port, prov == CHRYS_PROVIDER_OPENAI ? "/v1" : "");
+    chrys_embed_opts o;
+    chrys_embed_opts_init(&o);
+    o.provider = prov;
+    o.base_url = url;
+    o.model = model;
+    o.dim = dim;
+    o.send_dimensions = 1;
+    o.api_key_env = "CHRYS_TEST_API_KEY";
+    o.batch_max_items = 16;
+    o.timeout_s = timeout;
+    o.max_retries = 3;
+    o.backoff_base_s = 0.05;
+    o.backoff_max_s = 2;
+    o.cache_path = cache;
+    o.fallback_deterministic = fallback;
+    chrys_embedder *e = NULL;
+    int rc = chrys_embedder_new(&o, &e, NULL);
+    if (!rc) rc = chrys_embedder_embed(e, n, texts, out);
+    if (st) {
+        st->struct_size = sizeof *st;
+        chrys_embedder_stats(e, st);
+    }
+    if (msg_out) *msg_out = strdup(chrys_embedder_errmsg(e));
+    chrys_embedder_free(e);
+    return rc;
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void test_embed_http_providers(void)
+{
+    if (start_server()) {
+        h_fail(__FILE__, __LINE__, "could not start tests/http/fake_embeddings.py (python3 needed)");
+        return;
+    }
+    setenv("CHRYS_TEST_API_KEY", "sk-test-SECRET-123", 1);
+    const size_t n = 40;
+    char **t = make_texts(n, 0, 0);
+    const char *const *tt = (const char *const *)t;
+    float *v = malloc(n * 8 * sizeof(float));
+    chrys_embed_stats st;
+    char *msg = NULL;
+    char *cp = tmpfile_path("http.db");
+    rm_cache(cp);
+    /* OpenAI shape, out-of-order "index" fields, 40 texts in batches of 16: 3 requests */
+    CHECK_EQ(http_embed("ok", CHRYS_PROVIDER_OPENAI, 8, n, tt, v, cp, &st, &msg, 5, 0), CHRYS_OK);
+    CHECK_EQ(st.requests, 3);
+    CHECK_EQ(st.provider_texts, n);
+    CHECK(v[0] > 0 && v[8] != v[0]);
+    free(msg);
+    float v0 = v[5 * 8 + 3];
+    /* second run: all from the cache, zero requests */
+    CHECK_EQ(http_embed("ok", CHRYS_PROVIDER_OPENAI, 8, n, tt, v, cp, &st, &msg, 5, 0), CHRYS_OK);
+    CHECK_EQ(st.requests, 0);
+    CHECK_EQ(st.cache_hits, n);
+    CHECK(v[5 * 8 + 3] == v0);
+    free(msg);
+    /* Ollama shape */
+    CHECK_EQ(http_embed("ok", CHRYS_PROVIDER_OLLAMA, 8, n, tt, v, NULL, &st, &msg, 5, 0), CHRYS_OK);
+    CHECK(v[5 * 8 + 3] == v0); /* same fake vectors */
+    free(msg);
+    /* 429 with Retry-After: 1 on the first try of each batch: honoured, then success */
+    double t0 = mono();
+    CHECK_EQ(http_embed("flaky429", CHRYS_PROVIDER_OPENAI, 8, 10, tt, v, NULL, &st, &msg, 5, 0), CHRYS_OK);
+    CHECK(mono() - t0 >= 0.95);
+    CHECK_EQ(st.retries, 1);
+    free(msg);
+    /* 500 twice, then success */
+    CHECK_EQ(http_embed("flaky500", CHRYS_PROVIDER_OPENAI, 8, 10, tt, v, NULL, &st, &msg, 5, 0), CHRYS_OK);
+    CHECK_EQ(st.retries, 2);
+    free(msg);
+    /* time-out: retried, then a clear error */
+    t0 = mono();
+    CHECK_EQ(http_embed("slow", CHRYS_PROVIDER_OPENAI, 8, 2, tt, v, NULL, &st, &msg, 0.3, 0), CHRYS_IO);
+    CHECK_STR_CONTAINS(msg, "imeout");
+    CHECK_STR_CONTAINS(msg, "after 4 attempts");
+    CHECK(mono() - t0 < 10);
+    free(msg);
+    /* malformed JSON */
+    CHECK_EQ(http_embed("badjson", CHRYS_PROVIDER_OPENAI, 8, 2, tt, v, cp, &st, &msg, 5, 0), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "malformed reply");
+    free(msg);
+    /* wrong dimensions: an error, and nothing cached */
+    chrys_cache_info ci = {sizeof ci}, ci2 = {sizeof ci2};
+    chrys_cache_info_get(cp, &ci, NULL);
+    CHECK_EQ(http_embed("wrongdim", CHRYS_PROVIDER_OPENAI, 8, 5, tt, v, cp, &st, &msg, 5, 0), CHRYS_DIM);
+    CHECK_STR_CONTAINS(msg, "returned 7 dimensions, expected 8");
+    free(msg);
+    chrys_cache_info_get(cp, &ci2, NULL);
+    CHECK_EQ(ci2.entries, ci.entries);
+    /* 401: not retried; the server's message is shown; the key never is */
+    CHECK_EQ(http_embed("unauth", CHRYS_PROVIDER_OPENAI, 8, 2, tt, v, NULL, &st, &msg, 5, 0), CHRYS_IO);
+    CHECK_EQ(st.requests, 1);
+    CHECK_STR_CONTAINS(msg, "HTTP 401: invalid api key");
+    CHECK(msg && !strstr(msg, "SECRET"));
+    free(msg);
+    /* the key was sent as a bearer token */
+    {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:%d/stats').read().decode())\"", server_port);
+        FILE *p = popen(cmd, "r");
+        char out[512] = {0};
+        if (p) {
+            size_t got = fread(out, 1, sizeof out - 1, p);
+            out[got] = 0;
+            pclose(p);
+        }
+        CHECK_STR_CONTAINS(out, "Bearer sk-test-SECRET-123");
+    }
+    /* fallback only when configured, and reported */
+    CHECK_EQ(http_embed("badjson", CHRYS_PROVIDER_OPENAI, 8, 3, tt, v, NULL, &st, &msg, 5, 1), CHRYS_OK);
+    CHECK_EQ(st.fallback_texts, 3);
+    float ref[8];
+    chrys_embed_deterministic(t[1], strlen(t[1]), 8, ref);
+    CHECK(memcmp(ref, v + 8, sizeof ref) == 0);
+    free(msg);
+    /* a missing key variable is named */
+    unsetenv("CHRYS_TEST_API_KEY");
+    CHECK_EQ(http_embed("ok", CHRYS_PROVIDER_OPENAI, 8, 2, tt, v, NULL, &st, &msg, 5, 0), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "CHRYS_TEST_API_KEY is not set");
+    free(msg);
+    stop_server();
+    free(v);
+    free_texts(t, n);
+    rm_cache(cp);
+}
