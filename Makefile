@@ -46,7 +46,7 @@ LIB_SRC := src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index
            src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
            src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/crc32c_sse42.c
 CLI_LIB_SRC := cli/io_vectors.c cli/io_jsonl.c cli/io_legend.c cli/util.c
-CLI_SRC := cli/main.c cli/cmd_build.c cli/cmd_search.c cli/cmd_info.c cli/cmd_merge.c
+CLI_SRC := cli/main.c cli/cmd_build.c cli/cmd_search.c cli/cmd_info.c cli/cmd_merge.c cli/cmd_embed.c
 TEST_SRC := tests/unit/test_main.c tests/unit/test_kernels.c tests/unit/test_index.c tests/unit/test_store.c tests/unit/test_io.c tests/unit/test_alloc.c tests/unit/test_merge.c tests/unit/test_embed.c
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -118,7 +118,10 @@ fuzz:
 	    -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm || exit 1; \
 	done
 
-bench: $(BUILD)/bench_anchor $(CLI)
+$(BUILD)/bench_embed: $(BUILD)/bench/bench_embed.o $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(CLI)
 
 example: $(CLI)
 	bash examples/run.sh $(CLI)

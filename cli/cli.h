@@ -77,6 +77,32 @@ int cmd_build(int argc, char **argv, int is_add);
 int cmd_search(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
+
+/* ---- provider options shared by embed and merge --embed (cmd_embed.c) ---- */
+typedef struct embed_cli {
+    const char *provider, *model, *base_url, *key_env, *text_field, *cache;
+    long dim, batch, retries;
+    double timeout, rate;
+    int fallback, no_cache;
+} embed_cli;
+#define EMBED_LONG_OPTIONS                                                                                \
+    {"provider", required_argument, 0, 1001}, {"model", required_argument, 0, 1002},                     \
+        {"embed-dim", required_argument, 0, 1003}, {"base-url", required_argument, 0, 1004},             \
+        {"api-key-env", required_argument, 0, 1005}, {"text-field", required_argument, 0, 1006},         \
+        {"cache", required_argument, 0, 1007}, {"no-cache", no_argument, 0, 1008},                       \
+        {"embed-batch", required_argument, 0, 1009}, {"timeout", required_argument, 0, 1010},            \
+        {"retries", required_argument, 0, 1011}, {"rate", required_argument, 0, 1012},                   \
+        {"fallback-deterministic", no_argument, 0, 1013}
+extern const char *EMBED_OPTIONS_HELP;
+void embed_cli_init(embed_cli *ec);
+/* 1: option consumed, 0: not an embed option, -1: bad value (message printed). */
+int embed_opt(embed_cli *ec, int c, const char *arg);
+int embed_cli_make(const embed_cli *ec, chrys_embedder **out);
+void embed_cli_report(chrys_embedder *e);
+int embed_jsonl_records(const char *name, const char *buf, size_t len, const char *field, char ***texts,
+                        char ***metas, uint64_t **ids, int *has_ids, size_t *n, char *err, size_t errlen);
 int cmd_export(int argc, char **argv);
 
 /* Print "chrysalis: <msg>" to stderr. */

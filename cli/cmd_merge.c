@@ -43,7 +43,9 @@ static const char *HELP_MERGE =
     "  --slow-search S        warn when a search takes longer than S seconds (default 5)\n"
     "  --json                 print the summary as JSON\n"
     "  --format F, --dim D    input format, as for build\n"
-    "  -q, --quiet            no summary\n";
+    "  -q, --quiet            no summary\n"
+    "  --embed                JSONL inputs carry text, not vectors: embed the --text-field of each\n"
+    "                         record first (through --cache), with these provider options:\n";
 
 typedef struct metrics_ctx {
     FILE *log;
@@ -183,6 +185,40 @@ static int read_input(const char *path, int fmt, uint32_t dim, const char *selec
     return rc;
 }
 
+/* --embed: text records -> vectors through the embedder (and its cache). */
+static int embed_input(const char *path, const embed_cli *ec, chrys_embedder *e, const char *select, vecset *vs,
+                       char *err, size_t errlen)
+{
+    unsigned char *buf;
+    size_t len, n;
+    memset(vs, 0, sizeof *vs);
+    int rc = read_all(path, &buf, &len, err, errlen), has_ids;
+    if (rc) return rc;
+    char **texts, **metas;
+    uint64_t *ids;
+    rc = embed_jsonl_records(strcmp(path, "-") ? path : "(stdin)", (const char *)buf, len, ec->text_field, &texts,
+                             &metas, &ids, &has_ids, &n, err, errlen);
+    free(buf);
+    if (rc) return rc;
+    vs->n = n;
+    vs->dim = (uint32_t)ec->dim;
+    vs->data = malloc(n * vs->dim * sizeof(float));
+    vs->meta = metas;
+    if (has_ids == 1) vs->ids = ids;
+    else free(ids);
+    if (!vs->data) rc = CHRYS_NOMEM;
+    else if ((rc = chrys_embedder_embed(e, n, (const char *const *)texts, vs->data)))
+        snprintf(err, errlen, "%s: embedding failed: %s", path, chrys_embedder_errmsg(e));
+    for (size_t i = 0; i < n; i++) free(texts[i]);
+    free(texts);
+    if (rc) {
+        vecset_free(vs);
+        return rc;
+    }
+    select_kind(vs, select);
+    return CHRYS_OK;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -209,7 +245,13 @@ int cmd_merge(int argc, char **argv)
                                          {"dim", required_argument, 0, 'd'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
+                                         {"embed", no_argument, 0, 'E'},
+                                         EMBED_LONG_OPTIONS,
                                          {0, 0, 0, 0}};
+    embed_cli ec;
+    embed_cli_init(&ec);
+    chrys_embedder *embedder = NULL;
+    int do_embed = 0, er;
     double threshold = NAN, w_old = NAN, w_new = NAN, slow = 5.0;
     int variant = -1, renorm = -1, mean = -1, skip_invalid = 0, json = 0, quiet = 0, fmt = FMT_AUTO, c;
     long batch = -1, threads = 0, dim = 0;
@@ -217,7 +259,10 @@ int cmd_merge(int argc, char **argv)
     char *end;
     optind = 1;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        if ((er = embed_opt(&ec, c, optarg)) < 0) return EXIT_USAGE;
+        if (er) continue;
         switch (c) {
+        case 'E': do_embed = 1; break;
         case 't':
             threshold = strtod(optarg, &end);
             if (*end || !(threshold >= -1 && threshold <= 1)) {
@@ -282,7 +327,10 @@ int cmd_merge(int argc, char **argv)
             break;
         case 'd': dim = strtol(optarg, NULL, 10); break;
         case 'q': quiet = 1; break;
-        case 'h': fputs(HELP_MERGE, stdout); return EXIT_OK;
+        case 'h':
+            fputs(HELP_MERGE, stdout);
+            fputs(EMBED_OPTIONS_HELP, stdout);
+            return EXIT_OK;
         default: fputs(HELP_MERGE, stderr); return EXIT_USAGE;
         }
     }
@@ -323,13 +371,20 @@ int cmd_merge(int argc, char **argv)
         }
         chrys_merger_get_stats(m, &before);
     }
+    if (do_embed && embed_cli_make(&ec, &embedder)) {
+        code = EXIT_USAGE;
+        goto done;
+    }
     for (int a = optind + 1; a < argc; a++) {
         vecset vs;
-        if ((rc = read_input(argv[a], fmt, (uint32_t)dim, select, skip_invalid, meta_path, &vs, err, sizeof err))) {
+        if (do_embed) rc = embed_input(argv[a], &ec, embedder, select, &vs, err, sizeof err);
+        else rc = read_input(argv[a], fmt, (uint32_t)dim, select, skip_invalid, meta_path, &vs, err, sizeof err);
+        if (rc) {
             cli_error("%s", err);
             code = cli_exit_for(rc);
             goto done;
         }
+        if (embedder) embed_cli_report(embedder);
         parse_skipped += vs.n_skipped;
         if (vs.n_skipped) fprintf(stderr, "chrysalis: %s: skipped %zu invalid records\n", argv[a], vs.n_skipped);
         chrys_merge_opts o;
@@ -467,6 +522,7 @@ done:
     if (mc.log) fclose(mc.log);
     chrys_free(msg);
     chrys_merger_free(m);
+    chrys_embedder_free(embedder);
     return code;
 }
 

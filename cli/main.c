@@ -18,6 +18,8 @@ static const char *USAGE =
     "  info STORE               describe a store [--json]\n"
     "  merge STORE INPUT...     merge embeddings the Chrysalis way (cosine >= 0.85: fold, else append)\n"
     "  export STORE             write a store's entries as JSONL or fvecs\n"
+    "  embed INPUT.jsonl        embed texts (deterministic, OpenAI/Voyage, Ollama) through a cache\n"
+    "  cache stats|prune CACHE  inspect or trim an embedding cache\n"
     "  version                  print the version and the SIMD level in use\n"
     "\n"
     "inputs: .fvecs, .npy (float32; float64 converted), raw float32 (--dim D), .jsonl records\n"
@@ -51,6 +53,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "merge")) return cmd_merge(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
+    if (!strcmp(cmd, "embed")) return cmd_embed(argc - 1, argv + 1);
+    if (!strcmp(cmd, "cache")) return cmd_cache(argc - 1, argv + 1);
     cli_error("unknown command '%s' (try 'chrysalis --help')", cmd);
     return EXIT_USAGE;
 }

@@ -22,6 +22,7 @@ for level in scalar avx2 avx512; do
 done
 run bash tests/cli/test_cli.sh build/release/chrysalis
 run bash tests/cli/test_merge_cli.sh build/release/chrysalis
+run bash tests/cli/test_embed_cli.sh build/release/chrysalis
 run build/release/fuzz_replay tests/fuzz/corpus
 echo "== build (ASan+UBSan)"
 make -s -j"$JOBS" MODE=asan WERROR=-Werror units || exit 1

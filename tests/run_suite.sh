@@ -11,6 +11,8 @@ echo "== [$label] CLI tests"
 bash tests/cli/test_cli.sh "$B/chrysalis" || rc=1
 echo "== [$label] merge CLI tests"
 bash tests/cli/test_merge_cli.sh "$B/chrysalis" || rc=1
+echo "== [$label] embed CLI tests"
+bash tests/cli/test_embed_cli.sh "$B/chrysalis" || rc=1
 echo "== [$label] fuzz corpus replay"
 "$B/fuzz_replay" tests/fuzz/corpus || rc=1
 exit $rc

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# CLI tests of `chrysalis embed`, `chrysalis cache` and `chrysalis merge --embed`.
+# Usage: tests/cli/test_embed_cli.sh path/to/chrysalis. Ends with "N passed, N failed".
+set -u
+BIN=${1:-build/release/chrysalis}
+T=$(mktemp -d)
+SRV=
+trap '[ -n "$SRV" ] && kill $SRV 2>/dev/null; rm -rf "$T"' EXIT
+export CHRYS_NO_PROGRESS=1
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "  ok    $1"; }
+bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
+expect() {
+    local name=$1 code=$2 sub=$3
+    shift 4
+    local out rc
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
+    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
+}
+
+# The Chrysalis texts of the bundled data, as JSONL {"id", "text"} (deterministic rows only).
+grep '"provider": "deterministic"' examples/chrysalis/records.jsonl | head -300 |
+    sed -E 's/^\{"id": ([0-9]+),.*"embedded_text": ("([^"\\]|\\.)*").*$/{"id": \1, "text": \2}/' > "$T/texts.jsonl"
+n=$(wc -l < "$T/texts.jsonl")
+[ "$n" -eq 300 ] && ok "test corpus" || bad "test corpus" "$n lines"
+# distinct texts (skills repeat across runs): each is embedded once
+u=$(python3 -c "import json,sys;print(len({json.loads(l)['text'] for l in open(sys.argv[1])}))" "$T/texts.jsonl")
+reqs=$(( (u + 127) / 128 ))
+
+expect "embed deterministic" 0 "$u by the provider" -- "$BIN" embed "$T/texts.jsonl" --cache "$T/c.db" -o "$T/e.fvecs"
+# the vectors equal the stored Chrysalis rows bit for bit
+python3 - "$T" <<'P' && ok "embed output equals the Chrysalis vectors" || bad "embed output equals the Chrysalis vectors"
+import json, sys, struct
+t = sys.argv[1]
+ids = [json.loads(l)["id"] for l in open(t + "/texts.jsonl")]
+raw = open("examples/chrysalis/vectors.f32", "rb").read()
+out = open(t + "/e.fvecs", "rb").read()
+assert len(out) == len(ids) * 4100
+for k, i in enumerate(ids):
+    assert out[k * 4100 + 4:(k + 1) * 4100] == raw[i * 4096:(i + 1) * 4096], i
+P
+expect "second run from the cache" 0 "300 from the cache (API calls saved), 0 by the provider" -- \
+    "$BIN" embed "$T/texts.jsonl" --cache "$T/c.db" -o "$T/e2.fvecs"
+cmp -s "$T/e.fvecs" "$T/e2.fvecs" && ok "cached vectors identical" || bad "cached vectors identical"
+expect "embed jsonl keeps fields" 0 '"id":1,"text":"Name: Ada Lovelace' -- sh -c "'$BIN' embed '$T/texts.jsonl' --cache '$T/c.db' | head -1"
+expect "cache stats" 0 "$u entries" -- "$BIN" cache stats "$T/c.db"
+expect "cache prune" 0 "removed $((u - 100)) entries" -- "$BIN" cache prune "$T/c.db" --max-entries 100
+expect "cache stats json" 0 '"entries":100' -- "$BIN" cache stats "$T/c.db" --json
+printf '{"id": 1, "txt": "x"}\n' > "$T/bad.jsonl"
+expect "missing text field" 3 'bad.jsonl:1: field "text" missing' -- "$BIN" embed "$T/bad.jsonl"
+expect "bad provider" 2 "--provider: expected" -- "$BIN" embed "$T/texts.jsonl" --provider nope
+expect "missing key variable" 2 "CHRYS_NO_SUCH_KEY" -- sh -c "'$BIN' embed '$T/texts.jsonl' --provider openai --base-url http://127.0.0.1:9/v1 --api-key-env CHRYS_NO_SUCH_KEY --retries 0 2>&1; exit 2"
+
+# merge --embed: text records merged through the cache; the same texts as vectors give the same store
+expect "merge --embed" 0 '"merged":' -- "$BIN" merge "$T/m.chrys" "$T/texts.jsonl" --embed --cache "$T/c.db" --json
+python3 - "$T" <<'P'
+import json, sys
+t = sys.argv[1]
+ids = [json.loads(l)["id"] for l in open(t + "/texts.jsonl")]
+raw = open("examples/chrysalis/vectors.f32", "rb").read()
+with open(t + "/v.jsonl", "w") as f:
+    for i in ids:
+        import struct
+        v = struct.unpack("1024f", raw[i * 4096:(i + 1) * 4096])
+        f.write(json.dumps({"id": i, "embedding": list(v)}) + "\n")
+P
+"$BIN" merge "$T/v.chrys" "$T/v.jsonl" -q
+"$BIN" export "$T/m.chrys" --format fvecs -o "$T/m.fvecs"
+"$BIN" export "$T/v.chrys" --format fvecs -o "$T/v.fvecs"
+cmp -s "$T/m.fvecs" "$T/v.fvecs" && ok "merge --embed == merge of the stored vectors" || bad "merge --embed == merge of the stored vectors"
+
+# an HTTP provider against the loopback server of the tests
+python3 tests/http/fake_embeddings.py > "$T/port" &
+SRV=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+PORT=$(head -1 "$T/port")
+export CHRYS_FAKE_KEY=sk-cli-SECRET
+expect "openai-compatible provider" 0 "$u by the provider in $reqs requests" -- \
+    "$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model ok --embed-dim 16 \
+    --api-key-env CHRYS_FAKE_KEY --cache "$T/h.db" -o "$T/h.fvecs"
+expect "wrong dimensions are an error" 3 "returned 15 dimensions, expected 16" -- \
+    "$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model wrongdim --embed-dim 16 \
+    --api-key-env CHRYS_FAKE_KEY
+out=$("$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model unauth --embed-dim 16 --api-key-env CHRYS_FAKE_KEY 2>&1)
+case "$out" in *SECRET*) bad "key never printed" "$out" ;; *"HTTP 401"*) ok "401 reported, key never printed" ;; *) bad "401 reported" "$out" ;; esac
+expect "fallback reported" 0 "FALLBACK" -- \
+    "$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model badjson --embed-dim 16 \
+    --api-key-env CHRYS_FAKE_KEY --fallback-deterministic -o "$T/f.fvecs"
+
+echo "embed cli: $pass passed, $fail failed"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
