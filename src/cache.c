@@ -31,9 +31,17 @@ static int sql_fail(embcache *c, char **errmsg, const char *what)
                             c->db ? sqlite3_errmsg(c->db) : "cannot open");
 }
 
+/* Run a statement. SQLITE_BUSY can still come back despite the busy timeout (setting WAL mode or
+ * creating tables while another process opens the file does not wait), so retry for a while. */
 static int exec(embcache *c, const char *sql, char **errmsg)
 {
-    return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? CHRYS_OK : sql_fail(c, errmsg, sql);
+    for (int attempt = 0;; attempt++) {
+        int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK) return CHRYS_OK;
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt >= 300) return sql_fail(c, errmsg, sql);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int cache_open(embcache *c, const char *path, double ttl_s, uint64_t max_entries, char **errmsg)

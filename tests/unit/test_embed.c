@@ -189,9 +189,15 @@ void test_embed_cache_two_processes(void)
             o.batch_max_items = 50; /* many small write transactions, interleaving with the other */
             chrys_embedder *e = NULL;
             float *v = malloc(n * 1024 * sizeof(float));
-            int rc = chrys_embedder_new(&o, &e, NULL);
+            char *omsg = NULL;
+            int rc = chrys_embedder_new(&o, &e, &omsg);
+            if (rc) fprintf(stderr, "    child %d: %s\n", k, omsg ? omsg : "");
             /* the two children take overlapping halves */
+            char *msg = NULL;
+            int rc2 = rc;
             if (!rc) rc = chrys_embedder_embed(e, n * 2 / 3, (const char *const *)t + (k ? n / 3 : 0), v);
+            if (rc) fprintf(stderr, "    child %d: rc %d: %s\n", k, rc, rc2 ? "open failed" : chrys_embedder_errmsg(e));
+            chrys_free(msg);
             chrys_embedder_free(e);
             _exit(rc ? 1 : 0);
         }
