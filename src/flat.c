@@ -30,8 +30,8 @@
 
 #define FLAT_BLOCK_MAX_NQ 63 /* 4..63 queries: the register-blocked dot_block kernel, where present */
 #define FLAT_ROW_BLOCK 128  /* rows per block in the SIMD scan (128 x 4 KiB stays in L2) */
-#define FLAT_TILE_Q 512     /* sgemm tile: queries */
-#define FLAT_TILE_R 2048    /* sgemm tile: rows */
+#define FLAT_TILE_Q 1024    /* sgemm tile: queries */
+#define FLAT_TILE_R 1024    /* sgemm tile: rows (4 MiB of scores per tile) */
 #define FLAT_PAR_MIN_FLOATS (1u << 18) /* below this much work per worker, stay single-threaded */
 
 typedef struct search_ctx {
@@ -132,35 +132,42 @@ static int cmp_best_first(const void *pa, const void *pb)
 }
 
 /* Rank one query's candidates in double precision and write its k results (ids, true scores).
+ * eps bounds the float32 error of a candidate's score. Only candidates whose float32 score lies
+ * within 2*eps of the k-th best float32 score are rescored: any other is provably below k of them.
  * Returns 1 if the pool may have missed a row: it was full (a row was left out) and its worst
  * float32 score lies within eps of the k-th double score, so a left-out row could rank higher. */
-static int finish_query(const chrys_index *ix, const float *q, const topk *cand, size_t k,
-                        int use_thr, double thr, double eps, size_t n_rows, rescored *buf,
-                        uint64_t *out_ids, double *out_scores)
+static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_t k, int use_thr, double thr,
+                        double eps, size_t n_rows, rescored *buf, uint64_t *out_ids, double *out_scores)
 {
     size_t dim = ix->dim, n = cand->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
     const chrys_kernels *kr = chrys_kernels_active();
-    float worst = INFINITY;
-    for (size_t j = 0; j < n; j++) {
+    topk_sort(cand); /* best first by float32 score, ties by id */
+    size_t m = n;
+    if (n > k) {
+        double cut = (double)cand->items[k - 1].score - 2 * eps;
+        m = k;
+        while (m < n && (double)cand->items[m].score >= cut) m++;
+    }
+    for (size_t j = 0; j < m; j++) {
         const float *x = ix->vecs + (size_t)cand->items[j].slot * dim;
         buf[j].score = l2 ? -kr->l2sq_f64(q, x, dim) : kr->dot_f64(q, x, dim);
         buf[j].id = cand->items[j].id;
-        if (cand->items[j].score < worst) worst = cand->items[j].score;
     }
-    qsort(buf, n, sizeof *buf, cmp_best_first);
+    qsort(buf, m, sizeof *buf, cmp_best_first);
+    float worst = n ? cand->items[n - 1].score : INFINITY;
     if (n == cand->cap && n < n_rows && n >= k && (double)worst >= buf[k - 1].score - eps) return 1;
-    size_t m = 0;
-    for (size_t j = 0; j < n && m < k; j++) {
+    size_t out = 0;
+    for (size_t j = 0; j < m && out < k; j++) {
         double s = l2 ? -buf[j].score : buf[j].score;
         if (use_thr && (l2 ? s > thr : s < thr)) break;
-        out_ids[m] = buf[j].id;
-        out_scores[m] = s;
-        m++;
+        out_ids[out] = buf[j].id;
+        out_scores[out] = s;
+        out++;
     }
-    for (; m < k; m++) {
-        out_ids[m] = CHRYS_NO_ID;
-        out_scores[m] = l2 ? INFINITY : -INFINITY;
+    for (; out < k; out++) {
+        out_ids[out] = CHRYS_NO_ID;
+        out_scores[out] = l2 ? INFINITY : -INFINITY;
     }
     return 0;
 }
@@ -191,8 +198,9 @@ int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries,
 
 /* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq). */
 static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
-                   unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out)
+                   unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out, int *used_blas)
 {
+    *used_blas = 0;
     size_t dim = ix->dim, n = ix->n;
     int rc = CHRYS_OK;
     topk_item *items = NULL;
@@ -201,11 +209,14 @@ static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool
     search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1};
 #ifdef CHRYS_HAVE_BLAS
     if (allow_blas && nq >= FLAT_BLAS_MIN_NQ) {
+        *used_blas = 1;
         size_t cnt;
         if (chrys_mul_size(nq, pool, &cnt)) return CHRYS_LIMIT;
         items = chrys_malloc(cnt * sizeof *items);
         heaps = chrys_malloc(nq * sizeof *heaps);
-        tile = chrys_malloc_aligned((size_t)FLAT_TILE_Q * FLAT_TILE_R * sizeof(float));
+        /* only as large as this search needs: a fresh multi-MiB block costs page faults per call */
+        size_t tq = nq < FLAT_TILE_Q ? nq : FLAT_TILE_Q, tr = n < FLAT_TILE_R ? n : FLAT_TILE_R;
+        tile = chrys_malloc_aligned(tq * tr * sizeof(float));
         if (ix->metric == CHRYS_METRIC_L2) qsq = chrys_malloc(nq * sizeof *qsq);
         if (!items || !heaps || !tile || (ix->metric == CHRYS_METRIC_L2 && !qsq)) {
             rc = CHRYS_NOMEM;
@@ -294,7 +305,9 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
         float t = (float)(l2 ? -thr : thr);
         floor0 = t - 1e-4f * fmaxf(1.0f, fabsf(t)); /* float32 slack; decided in double later */
     }
-    /* Bound on the float32 error of a score: a relative 4e-5 of the largest magnitude involved. */
+    /* Bound on the float32 error of a score, relative to |q||x| (|q|+|x|)^2 for L2): a sum of d
+     * products rounded d times at most (BLAS; its order is unknown), or, for our kernels, about
+     * d/16 sequential additions per lane plus the reductions; with a 2x margin. */
     double max_norm = 0;
     if (ix->metric == CHRYS_METRIC_COSINE) max_norm = n ? 1.0 : 0.0;
     else
@@ -304,7 +317,9 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
     topk *heaps = NULL;
     rescored *buf = NULL;
     int rc = CHRYS_OK;
-    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps))) return rc;
+    int blas = 0, wblas;
+    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps, &blas))) return rc;
+    double gamma = 2.0 * (blas ? (double)dim : dim / 16.0 + 8.0) * (1.0 / 16777216.0);
     size_t cap = pool ? pool : 1;
     if (!(buf = chrys_malloc(cap * sizeof *buf))) {
         rc = CHRYS_NOMEM;
@@ -314,7 +329,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
         const float *qi = q + i * dim;
         double qnorm = ix->metric == CHRYS_METRIC_COSINE ? 1.0 : vec_norm(qi, dim);
         double scale = l2 ? (qnorm + max_norm) * (qnorm + max_norm) : qnorm * max_norm;
-        double eps = 4e-5 * (scale > 1e-30 ? scale : 1e-30);
+        double eps = gamma * (scale > 1e-30 ? scale : 1e-30);
         topk empty = {NULL, 0, 0};
         topk *cand = heaps ? &heaps[i] : &empty;
         if (!finish_query(ix, qi, cand, k, use_thr, thr, eps, n, buf, ids + i * k, scores + i * k))
@@ -327,12 +342,13 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
             topk_item *wi = NULL;
             topk *wh = NULL;
             rescored *wb = chrys_malloc(wide * sizeof *wb);
-            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh))) {
+            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh, &wblas))) {
                 chrys_free(wb);
                 rc = rc ? rc : CHRYS_NOMEM;
                 goto done;
             }
-            int again = finish_query(ix, qi, wh, k, use_thr, thr, eps, n, wb, ids + i * k, scores + i * k);
+            double weps = (dim / 16.0 + 8.0) * 2.0 / 16777216.0 * (scale > 1e-30 ? scale : 1e-30);
+            int again = finish_query(ix, qi, wh, k, use_thr, thr, weps, n, wb, ids + i * k, scores + i * k);
             chrys_free(wi);
             chrys_free(wh);
             chrys_free(wb);
