@@ -95,7 +95,8 @@ typedef enum chrys_metric {
 } chrys_metric;
 
 typedef enum chrys_index_kind {
-    CHRYS_INDEX_FLAT = 0 /* exact search over float32 vectors */
+    CHRYS_INDEX_FLAT = 0, /* exact search over all vectors */
+    CHRYS_INDEX_IVF = 1   /* inverted file: k-means lists, nprobe of them searched */
 } chrys_index_kind;
 
 typedef struct chrys_index_opts {
@@ -104,6 +105,14 @@ typedef struct chrys_index_opts {
     chrys_metric metric;  /* default CHRYS_METRIC_COSINE */
     chrys_index_kind kind; /* default CHRYS_INDEX_FLAT */
     uint64_t seed;        /* seed for any randomness (default 42) */
+    /* Index specification, as FAISS's index_factory spells them: "Flat", "SQ8", "IVF<nlist>,Flat",
+     * "IVF<nlist>,SQ8", "HNSW<M>", "HNSW<M>,SQ8", or "auto" (the planner: Flat below
+     * auto_threshold vectors, an IVF index chosen from size, dimension and memory budget above,
+     * switched automatically when an add crosses the threshold). NULL: from kind. SQ8 adds int8
+     * codes (per-dimension scale and offset) that are scanned first; float32 re-ranks. */
+    const char *spec;
+    uint64_t auto_threshold; /* default 1000 */
+    uint64_t memory_budget;  /* bytes the planner may use for vectors (0 = unlimited) */
 } chrys_index_opts;
 
 /* Fill *opts with the defaults (dim 0: the caller must set it). */
@@ -162,7 +171,24 @@ typedef struct chrys_index_info {
     uint64_t count;        /* number of vectors */
     uint64_t memory_bytes; /* bytes held by the index */
     uint64_t seed;
+    uint32_t nlist;        /* IVF lists (0 for Flat) */
+    int sq8;               /* int8 codes kept */
+    int planned;           /* created with spec "auto" */
+    double imbalance;      /* IVF: sum(list_size^2) * nlist / n^2 (1 = perfectly balanced) */
+    double drift;          /* IVF: imbalance now / at training; retrain when it grows (e.g. > 1.5) */
+    uint64_t trained_on;   /* IVF: vectors present at the last training */
+    char spec[32];         /* e.g. "IVF64,SQ8" */
+    char plan_reason[160]; /* why the planner chose this index ("" if not planned) */
 } chrys_index_info;
+
+/* Parse an index specification (see chrys_index_opts.spec). out: kind, nlist (0 = choose), sq8,
+ * is_auto. Returns CHRYS_OK or CHRYS_INVALID with *errmsg saying what was expected. */
+CHRYS_API int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *nlist, int *sq8,
+                                     int *is_auto, char **errmsg);
+
+/* IVF: (re)train the lists with k-means on the vectors present and reassign every vector.
+ * Returns CHRYS_OK, CHRYS_INVALID (not IVF, or fewer vectors than lists), CHRYS_NOMEM. */
+CHRYS_API int chrys_index_retrain(chrys_index *ix);
 
 /* Describe an index. in/out: info (set struct_size = sizeof before the call, or 0 for the full
  * struct). Returns CHRYS_OK. */
@@ -184,6 +210,7 @@ typedef struct chrys_search_opts {
                              score <= threshold (L2) */
     float threshold;
     uint32_t n_threads;   /* worker threads; 0 = one per online core (default 0) */
+    uint32_t nprobe;      /* IVF: lists searched (0 = the index's default, nlist/16 at least 1) */
 } chrys_search_opts;
 
 CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);

@@ -382,8 +382,13 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries, const ch
         rc = CHRYS_NOMEM;
         goto done;
     }
-    rc = flat_search_prepared(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold,
-                              o->n_threads, ids, scores);
+    if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
+        rc = ivf_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
+                        o->struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o->nprobe : 0, ids,
+                        scores);
+    else
+        rc = flat_search_prepared(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold,
+                                  o->n_threads, ids, scores);
     for (size_t i = 0; !rc && i < cnt; i++) {
         hits[i].id = ids[i];
         hits[i].score = (float)scores[i];

@@ -51,7 +51,7 @@ int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint6
                                 CHRYS_MAX_DIM);
     if ((unsigned)metric > CHRYS_METRIC_L2)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown metric %d", (int)metric);
-    if ((unsigned)kind != CHRYS_INDEX_FLAT)
+    if ((unsigned)kind > CHRYS_INDEX_IVF)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown index kind %d", (int)kind);
     chrys_index *ix = chrys_calloc(1, sizeof *ix);
     if (!ix || idmap_init(&ix->map, 16)) {
@@ -62,6 +62,8 @@ int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint6
     ix->metric = metric;
     ix->kind = kind;
     ix->seed = seed;
+    ix->auto_threshold = 1000;
+    ix->want_nlist = kind == CHRYS_INDEX_IVF ? 64 : 0;
     *out = ix;
     return CHRYS_OK;
 }
@@ -73,7 +75,25 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
     *out = NULL;
     if (!opts || opts->struct_size < offsetof(chrys_index_opts, seed) + sizeof(uint64_t))
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "opts missing or struct_size too small");
-    return index_create(opts->dim, opts->metric, opts->kind, opts->seed, out, errmsg);
+    chrys_index_kind kind = opts->kind;
+    uint32_t nlist = 0;
+    int sq8 = 0, is_auto = 0, rc;
+    int has_spec = opts->struct_size >= offsetof(chrys_index_opts, memory_budget) + sizeof(uint64_t);
+    if (has_spec && opts->spec && (rc = chrys_index_spec_parse(opts->spec, &kind, &nlist, &sq8, &is_auto, errmsg)))
+        return rc;
+    if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, out, errmsg))) return rc;
+    chrys_index *ix = *out;
+    ix->sq8 = sq8;
+    ix->planned = is_auto;
+    if (nlist) ix->want_nlist = nlist;
+    if (has_spec) {
+        if (opts->auto_threshold) ix->auto_threshold = opts->auto_threshold;
+        ix->memory_budget = opts->memory_budget;
+    }
+    if (is_auto)
+        snprintf(ix->plan_reason, sizeof ix->plan_reason, "fewer than %llu vectors: exact Flat search",
+                 (unsigned long long)ix->auto_threshold);
+    return CHRYS_OK;
 }
 
 void chrys_index_free(chrys_index *ix)
@@ -85,6 +105,7 @@ void chrys_index_free(chrys_index *ix)
     chrys_free(ix->norms);
     chrys_free(ix->ids);
     idmap_free(&ix->map);
+    ivf_free(ix);
     chrys_free(ix->errmsg);
     chrys_free(ix);
 }
@@ -114,6 +135,7 @@ int index_reserve(chrys_index *ix, size_t extra)
     char **meta = chrys_realloc(ix->meta, cap * sizeof *meta);
     if (!meta) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->meta = meta;
+    if (ivf_reserve(ix, cap)) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->cap = cap;
     if (idmap_reserve(&ix->map, need)) return index_fail(ix, CHRYS_NOMEM, "out of memory");
     return CHRYS_OK;
@@ -194,6 +216,7 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
     }
     if ((rc = index_reserve(ix, n))) goto done;
     /* Pass 2: cannot fail (all memory reserved). */
+    size_t first = ix->n;
     for (size_t i = 0; i < n; i++) {
         size_t slot = ix->n++;
         store_row(ix, slot, vecs + i * ix->dim, norms[i]);
@@ -202,6 +225,8 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         if (copies) copies[i] = NULL;
         idmap_put(&ix->map, ids[i], (uint32_t)slot);
     }
+    /* IVF lists, SQ8 codes and the planner; only memory can fail here (the rows are in). */
+    rc = ivf_after_add(ix, first);
 done:
     if (copies)
         for (size_t i = 0; i < n; i++) chrys_free(copies[i]);
@@ -218,6 +243,7 @@ int chrys_index_remove(chrys_index *ix, uint64_t id)
     if (slot == CHRYS_NO_SLOT)
         return index_fail(ix, CHRYS_NOTFOUND, "id %llu not found", (unsigned long long)id);
     size_t last = ix->n - 1;
+    ivf_before_remove(ix, slot, (uint32_t)last);
     idmap_del(&ix->map, id);
     chrys_free(ix->meta[slot]);
     if (slot != last) {
@@ -241,6 +267,7 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
     int rc = check_row(ix, vec, 0, &norm);
     if (rc) return rc;
     store_row(ix, slot, vec, norm);
+    ivf_after_update(ix, slot);
     return CHRYS_OK;
 }
 
@@ -297,7 +324,17 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
                    idmap_bytes(&ix->map);
     for (size_t i = 0; i < ix->n; i++)
         if (ix->meta[i]) bytes += strlen(ix->meta[i]) + 1;
+    if (ix->codes) bytes += ix->cap * (size_t)ix->dim;
+    if (ix->list_of) bytes += ix->cap * 2 * sizeof(uint32_t) + (size_t)ix->nlist * ix->dim * sizeof(float);
     full.memory_bytes = bytes;
+    full.nlist = ix->nlist;
+    full.sq8 = ix->sq8;
+    full.planned = ix->planned;
+    full.imbalance = ivf_imbalance(ix);
+    full.drift = ix->train_imbalance > 0 ? full.imbalance / ix->train_imbalance : 1.0;
+    full.trained_on = ix->trained_on;
+    ivf_spec_string(ix, full.spec, sizeof full.spec);
+    snprintf(full.plan_reason, sizeof full.plan_reason, "%s", ix->plan_reason);
     size_t sz = info->struct_size && info->struct_size < sizeof full ? info->struct_size : sizeof full;
     memcpy(info, &full, sz);
     info->struct_size = (uint32_t)sz;
@@ -318,5 +355,5 @@ int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
     if (o.k < 1 || o.k > CHRYS_MAX_K) return CHRYS_INVALID;
     if (o.use_threshold && !isfinite(o.threshold)) return CHRYS_INVALID;
     if (nq == 0) return CHRYS_OK;
-    return flat_search(ix, nq, queries, &o, hits);
+    return flat_search(ix, nq, queries, &o, hits); /* dispatches to IVF when trained */
 }

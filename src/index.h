@@ -24,6 +24,24 @@ struct chrys_index {
     char **meta;    /* cap, NULL entries when no metadata */
     idmap map;      /* id -> slot */
     char *errmsg;   /* last message of a non-const call */
+    /* planner (spec "auto") */
+    int planned;
+    uint64_t auto_threshold, memory_budget;
+    char plan_reason[160];
+    /* IVF (ivf.c): lists hold slots; rows stay in vecs */
+    uint32_t nlist;          /* 0 until trained */
+    float *centroids;        /* nlist*dim (unit length under cosine) */
+    uint32_t *list_of;       /* cap: list of each slot */
+    uint32_t *pos_in_list;   /* cap: position of each slot in its list */
+    uint32_t **lists;        /* nlist arrays of slots */
+    uint32_t *list_n, *list_cap;
+    uint64_t trained_on;     /* vectors at the last training */
+    double train_imbalance;
+    uint32_t want_nlist;     /* from the spec (0 = choose at training) */
+    /* SQ8 (ivf.c): per-dimension offset and step; codes per slot */
+    int sq8;
+    float *sq_min, *sq_step; /* dim each; trained with the lists (or at the first add for Flat) */
+    uint8_t *codes;          /* cap*dim */
 };
 
 /* Record a message on the handle; returns rc. */
@@ -37,13 +55,30 @@ CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_ki
 
 /* index_store.c: the index's sections of a store file, and loading them from an open reader
  * (the merger adds its own sections around these). */
-#define INDEX_MAX_SECTIONS 5
+#define INDEX_MAX_SECTIONS 10
 struct store_section;
 struct store_reader;
 CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, unsigned char meta[64],
                                        struct store_section *secs, uint32_t *ns,
-                                       unsigned char **mdat_out);
+                                       unsigned char **mdat_out, unsigned char *plan /* 256 bytes */);
 CHRYS_PRIVATE int index_load_reader(struct store_reader *r, chrys_index **out, char **errmsg);
+
+/* ivf.c */
+CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot); /* assign/encode new rows, run the planner */
+CHRYS_PRIVATE void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last);
+CHRYS_PRIVATE void ivf_after_update(chrys_index *ix, uint32_t slot);
+CHRYS_PRIVATE int ivf_reserve(chrys_index *ix, size_t cap);
+CHRYS_PRIVATE void ivf_free(chrys_index *ix);
+CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr,
+                             unsigned n_threads, uint32_t nprobe, uint64_t *ids, double *scores);
+CHRYS_PRIVATE void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap);
+CHRYS_PRIVATE double ivf_imbalance(const chrys_index *ix);
+CHRYS_PRIVATE int ivf_train(chrys_index *ix, uint32_t nlist);
+CHRYS_PRIVATE uint32_t ivf_plan_nlist(size_t n);
+/* k-means (ivf.c): nlist centroids of n rows; spherical under cosine/IP. Returns the objective
+ * (sum of squared distances to the assigned centroid) through *objective when non-NULL. */
+CHRYS_PRIVATE int kmeans_train(const float *x, size_t n, size_t dim, uint32_t k, int spherical, uint64_t seed,
+                               int iters, unsigned n_threads, float *centroids, double *objective);
 
 /* flat.c */
 #define FLAT_BLAS_MIN_NQ 64 /* batches below this use the SIMD kernels; at and above, BLAS sgemm */

@@ -15,7 +15,7 @@
 #include "store/store.h"
 
 int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], store_section *secs,
-                         uint32_t *ns, unsigned char **mdat_out)
+                         uint32_t *ns, unsigned char **mdat_out, unsigned char *plan)
 {
     memset(meta, 0, META_SIZE);
     put_u32le(meta + META_DIM, ix->dim);
@@ -51,6 +51,27 @@ int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], s
         secs[n++] = (store_section){TAG_MDAT, 0, mdat, len};
         *mdat_out = mdat;
     }
+    /* PLAN, and the IVF / SQ8 structures when present. */
+    memset(plan, 0, PLAN_SIZE);
+    put_u32le(plan + PLAN_FLAGS, (ix->planned ? 1u : 0u) | (ix->sq8 ? 2u : 0u));
+    put_u32le(plan + PLAN_NLIST, ix->nlist);
+    put_u32le(plan + PLAN_WANT_NLIST, ix->want_nlist);
+    put_u64le(plan + PLAN_THRESHOLD, ix->auto_threshold);
+    put_u64le(plan + PLAN_BUDGET, ix->memory_budget);
+    put_u64le(plan + PLAN_TRAINED_ON, ix->trained_on);
+    put_f64le(plan + PLAN_TRAIN_IMBAL, ix->train_imbalance);
+    memcpy(plan + PLAN_REASON, ix->plan_reason, strnlen(ix->plan_reason, 159));
+    if (ix->planned || ix->kind != CHRYS_INDEX_FLAT || ix->sq8) /* a plain Flat store has no PLAN */
+        secs[n++] = (store_section){TAG_PLAN, 0, plan, PLAN_SIZE};
+    if (ix->nlist) {
+        secs[n++] = (store_section){TAG_IVFC, 0, ix->centroids, (uint64_t)ix->nlist * ix->dim * sizeof(float)};
+        secs[n++] = (store_section){TAG_IVFL, 0, ix->list_of, ix->n * sizeof(uint32_t)};
+    }
+    if (ix->sq8 && ix->sq_min) {
+        secs[n++] = (store_section){TAG_SQ8P, 0, ix->sq_min, ix->dim * sizeof(float)};
+        secs[n++] = (store_section){TAG_SQ8P + 1, 0, ix->sq_step, ix->dim * sizeof(float)};
+        secs[n++] = (store_section){TAG_VSQ8, 0, ix->codes, ix->n * (uint64_t)ix->dim};
+    }
     *ns = n;
     return CHRYS_OK;
 }
@@ -59,11 +80,11 @@ int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
-    unsigned char meta[META_SIZE];
+    unsigned char meta[META_SIZE], plan[PLAN_SIZE];
     store_section secs[INDEX_MAX_SECTIONS];
     uint32_t ns;
     unsigned char *mdat;
-    if (index_store_sections(ix, meta, secs, &ns, &mdat))
+    if (index_store_sections(ix, meta, secs, &ns, &mdat, plan))
         return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
     int rc = store_write(path, secs, ns, errmsg);
     chrys_free(mdat);
@@ -98,7 +119,7 @@ static int parse_meta(store_reader *r, uint32_t *dim, uint32_t *metric, uint32_t
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: dim %u out of range", r->name, *dim);
     if (*metric > CHRYS_METRIC_L2)
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: META: unknown metric %u", r->name, *metric);
-    if (*kind != CHRYS_INDEX_FLAT)
+    if (*kind > CHRYS_INDEX_IVF)
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: META: unknown index kind %u", r->name, *kind);
     if (*count > CHRYS_MAX_SLOTS)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: count %llu exceeds the cap", r->name,
@@ -116,10 +137,98 @@ static int check_sections_known(store_reader *r, char **errmsg)
         uint32_t t = r->sec[i].tag;
         if (t == TAG_META || t == TAG_IDS || t == TAG_NORM || t == TAG_VF32 || t == TAG_MDAT) continue;
         if (t == TAG_MRGO || t == TAG_MENT || t == TAG_MASN || t == TAG_MHIS) continue; /* merger state */
+        if (t == TAG_PLAN || t == TAG_IVFC || t == TAG_IVFL || t == TAG_SQ8P || t == TAG_SQ8P + 1 || t == TAG_VSQ8) continue;
         if (r->sec[i].flags & SEC_OPTIONAL) continue;
         char name[5];
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: unknown required section %s (written by a newer version?)",
                                 r->name, store_tag_name(t, name));
+    }
+    return CHRYS_OK;
+}
+
+/* PLAN, IVF lists and SQ8 codes (all optional; lengths checked before allocation). */
+static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
+{
+    int ip = store_find(r, TAG_PLAN), rc;
+    int ic = store_find(r, TAG_IVFC), il = store_find(r, TAG_IVFL);
+    int im = store_find(r, TAG_SQ8P), is = store_find(r, TAG_SQ8P + 1), iv = store_find(r, TAG_VSQ8);
+    if (ip < 0) {
+        if (ix->kind != CHRYS_INDEX_FLAT || ic >= 0 || il >= 0 || im >= 0 || iv >= 0)
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVF/SQ8 sections without a PLAN section", r->name);
+        return CHRYS_OK;
+    }
+    unsigned char plan[PLAN_SIZE];
+    if ((rc = expect_len(r, ip, PLAN_SIZE, errmsg)) || (rc = store_read_section(r, ip, plan, errmsg))) return rc;
+    uint32_t flags = get_u32le(plan + PLAN_FLAGS), nlist = get_u32le(plan + PLAN_NLIST);
+    int bad = (flags & ~PLAN_FLAGS_KNOWN) || get_u32le(plan + PLAN_RESERVED0) || plan[PLAN_REASON + 159];
+    for (int i = PLAN_RESERVED1; i < PLAN_SIZE; i++) bad |= plan[i];
+    if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) || (nlist && ix->n < nlist) ||
+        get_u32le(plan + PLAN_WANT_NLIST) > (1u << 20))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN section is invalid", r->name);
+    ix->planned = flags & 1;
+    ix->sq8 = (flags >> 1) & 1;
+    ix->want_nlist = get_u32le(plan + PLAN_WANT_NLIST);
+    ix->auto_threshold = get_u64le(plan + PLAN_THRESHOLD);
+    ix->memory_budget = get_u64le(plan + PLAN_BUDGET);
+    ix->trained_on = get_u64le(plan + PLAN_TRAINED_ON);
+    ix->train_imbalance = get_f64le(plan + PLAN_TRAIN_IMBAL);
+    memcpy(ix->plan_reason, plan + PLAN_REASON, 160);
+    if (nlist) {
+        if (ic < 0 || il < 0) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVF sections missing", r->name);
+        if ((rc = expect_len(r, ic, (uint64_t)nlist * ix->dim * 4, errmsg)) || (rc = expect_len(r, il, (uint64_t)ix->n * 4, errmsg)))
+            return rc;
+        ix->nlist = nlist;
+        ix->centroids = chrys_malloc_aligned((size_t)nlist * ix->dim * sizeof(float));
+        ix->lists = chrys_calloc(nlist, sizeof *ix->lists);
+        ix->list_n = chrys_calloc(nlist, sizeof *ix->list_n);
+        ix->list_cap = chrys_calloc(nlist, sizeof *ix->list_cap);
+        ix->list_of = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->list_of);
+        ix->pos_in_list = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->pos_in_list);
+        if (!ix->centroids || !ix->lists || !ix->list_n || !ix->list_cap || !ix->list_of || !ix->pos_in_list)
+            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+        if ((rc = store_read_section(r, ic, ix->centroids, errmsg)) || (rc = store_read_section(r, il, ix->list_of, errmsg)))
+            return rc;
+        if (vec_first_nonfinite(ix->centroids, (size_t)nlist * ix->dim) >= 0)
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVFC: centroid value not finite", r->name);
+        /* count, then fill the lists */
+        for (size_t s = 0; s < ix->n; s++) {
+            if (ix->list_of[s] >= nlist)
+                return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVFL: row %zu names list %u of %u", r->name, s,
+                                        ix->list_of[s], nlist);
+            ix->list_cap[ix->list_of[s]]++;
+        }
+        for (uint32_t l = 0; l < nlist; l++)
+            if (ix->list_cap[l] && !(ix->lists[l] = chrys_malloc(ix->list_cap[l] * sizeof(uint32_t))))
+                return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+        for (size_t s = 0; s < ix->n; s++) {
+            uint32_t l = ix->list_of[s];
+            ix->pos_in_list[s] = ix->list_n[l];
+            ix->lists[l][ix->list_n[l]++] = (uint32_t)s;
+        }
+    } else if (ic >= 0 || il >= 0) {
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVF sections in an untrained index", r->name);
+    } else if (ix->kind == CHRYS_INDEX_IVF) {
+        ix->list_of = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->list_of);
+        ix->pos_in_list = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->pos_in_list);
+        if (!ix->list_of || !ix->pos_in_list) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+    }
+    if (ix->sq8 && (im >= 0 || iv >= 0)) {
+        if (im < 0 || is < 0 || iv < 0) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 sections missing", r->name);
+        if ((rc = expect_len(r, im, (uint64_t)ix->dim * 4, errmsg)) || (rc = expect_len(r, is, (uint64_t)ix->dim * 4, errmsg)) ||
+            (rc = expect_len(r, iv, (uint64_t)ix->n * ix->dim, errmsg)))
+            return rc;
+        ix->sq_min = chrys_malloc(ix->dim * sizeof(float));
+        ix->sq_step = chrys_malloc(ix->dim * sizeof(float));
+        ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim);
+        if (!ix->sq_min || !ix->sq_step || !ix->codes) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+        /* codes are loaded as stored, never re-quantised */
+        if ((rc = store_read_section(r, im, ix->sq_min, errmsg)) || (rc = store_read_section(r, is, ix->sq_step, errmsg)) ||
+            (rc = store_read_section(r, iv, ix->codes, errmsg)))
+            return rc;
+        if (vec_first_nonfinite(ix->sq_min, ix->dim) >= 0 || vec_first_nonfinite(ix->sq_step, ix->dim) >= 0)
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8P: parameter not finite", r->name);
+    } else if (im >= 0 || is >= 0 || iv >= 0) {
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 sections without the SQ8 flag", r->name);
     }
     return CHRYS_OK;
 }
@@ -205,6 +314,7 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
             prev = o;
         }
     }
+    if ((rc = load_plan(r, ix, errmsg))) goto fail;
     chrys_free(mdat);
     *out = ix;
     return CHRYS_OK;

@@ -668,11 +668,11 @@ int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!m || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "merger and path are required");
-    unsigned char meta[META_SIZE], mrgo[MRGO_SIZE] = {0};
+    unsigned char meta[META_SIZE], mrgo[MRGO_SIZE] = {0}, plan[PLAN_SIZE];
     store_section secs[INDEX_MAX_SECTIONS + 4];
     uint32_t ns = 0;
     unsigned char *mdat = NULL, *ment = NULL, *masn = NULL, *mhis = NULL;
-    int rc = index_store_sections(m->ix, meta, secs, &ns, &mdat);
+    int rc = index_store_sections(m->ix, meta, secs, &ns, &mdat, plan);
     if (rc) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
     put_f64le(mrgo + MRGO_THRESHOLD, m->opts.threshold);
     put_f64le(mrgo + MRGO_W_OLD, m->opts.weight_old);

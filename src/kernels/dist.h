@@ -32,6 +32,8 @@ typedef struct chrys_kernels {
      * (a small GEMM, Q X^T). NULL when this level has no kernel faster than BLAS sgemm. */
     void (*dot_block)(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out,
                       size_t ldo);
+    /* sum w[i] * c[i] over one-byte codes (SQ8 scan: w = query * step) */
+    float (*dot_u8)(const float *w, const uint8_t *c, size_t n);
 } chrys_kernels;
 
 /* The active table (selected on first call). */
@@ -42,6 +44,8 @@ const chrys_kernels *chrys_kernels_level(const char *level);
 
 void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out,
                          size_t ldo);
+
+float chrys_dot_u8_ref(const float *w, const uint8_t *c, size_t n);
 
 extern const chrys_kernels chrys_kernels_scalar;
 extern const chrys_kernels chrys_kernels_avx2;

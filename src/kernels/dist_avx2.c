@@ -144,5 +144,22 @@ static double l2sq_f64_avx2(const float *a, const float *b, size_t n)
     return s;
 }
 
+static float dot_u8_avx2(const float *w, const uint8_t *c, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(c + i));
+        __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+        __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(b, 8)));
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), f0, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), f1, s1);
+    }
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += w[i] * c[i];
+    return s;
+}
+
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
-                                          l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL};
+                                          l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
+                                          dot_u8_avx2};

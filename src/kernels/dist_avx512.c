@@ -182,6 +182,25 @@ static void dot_block_avx512(const float *q, size_t nq, const float *x, size_t n
     }
 }
 
+/* SQ8 scan: 16 codes widened to floats per step, masked tail. */
+static float dot_u8_avx512(const float *w, const uint8_t *c, size_t n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + i))));
+        __m512 f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + i + 16))));
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), f0, s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), f1, s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask16(n - i);
+        __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, c + i)));
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), f, s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
 const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                             l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
-                                            dot_block_avx512};
+                                            dot_block_avx512, dot_u8_avx512};

@@ -80,6 +80,20 @@ static double l2sq_f64_scalar(const float *a, const float *b, size_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
+static float dot_u8_scalar(const float *w, const uint8_t *c, size_t n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += w[i] * c[i];
+        s1 += w[i + 1] * c[i + 1];
+        s2 += w[i + 2] * c[i + 2];
+        s3 += w[i + 3] * c[i + 3];
+    }
+    for (; i < n; i++) s0 += w[i] * c[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
 /* Reference for dot_block implementations (tests compare them with this). */
 void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out, size_t ldo)
 {
@@ -87,5 +101,8 @@ void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, s
         for (size_t j = 0; j < nx; j++) out[i * ldo + j] = dot_scalar(q + i * dim, x + j * dim, dim);
 }
 
+float chrys_dot_u8_ref(const float *w, const uint8_t *c, size_t n) { return dot_u8_scalar(w, c, n); }
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
-                                            l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL};
+                                            l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
+                                            dot_u8_scalar};

@@ -4,7 +4,8 @@
  *
  * History of format versions:
  *   1.0  header, section table, META, IDS_, NORM, VF32, optional MDAT; merger state in
- *        MRGO, MENT, MASN, MHIS (this library 0.1.0).
+ *        MRGO, MENT, MASN, MHIS; index plan and IVF/SQ8 in PLAN, IVFC, IVFL, SQ8P, VSQ8
+ *        (this library 0.1.0).
  */
 #ifndef CHRYS_FORMAT_H
 #define CHRYS_FORMAT_H
@@ -50,10 +51,29 @@
 #define TAG_NORM FOURCC('N', 'O', 'R', 'M')
 #define TAG_VF32 FOURCC('V', 'F', '3', '2')
 #define TAG_MDAT FOURCC('M', 'D', 'A', 'T')
+#define TAG_PLAN FOURCC('P', 'L', 'A', 'N') /* index spec, planner settings and reason */
+#define TAG_IVFC FOURCC('I', 'V', 'F', 'C') /* IVF centroids */
+#define TAG_IVFL FOURCC('I', 'V', 'F', 'L') /* IVF: list of each row (u32) */
+#define TAG_SQ8P FOURCC('S', 'Q', '8', 'P') /* SQ8: per-dimension min and step (f32 each) */
+#define TAG_VSQ8 FOURCC('V', 'S', 'Q', '8') /* SQ8: codes, dim bytes per row */
 #define TAG_MRGO FOURCC('M', 'R', 'G', 'O') /* merger options and counters */
 #define TAG_MENT FOURCC('M', 'E', 'N', 'T') /* merger: per-entry bookkeeping */
 #define TAG_MASN FOURCC('M', 'A', 'S', 'N') /* merger: record id -> entry */
 #define TAG_MHIS FOURCC('M', 'H', 'I', 'S') /* merger: history of runs */
+
+/* PLAN payload (256 bytes) */
+#define PLAN_SIZE 256
+#define PLAN_FLAGS 0          /* u32: bit 0 planned ("auto"), bit 1 SQ8 */
+#define PLAN_NLIST 4          /* u32: lists when trained (0: untrained) */
+#define PLAN_WANT_NLIST 8     /* u32: nlist from the spec */
+#define PLAN_RESERVED0 12     /* u32, zero */
+#define PLAN_THRESHOLD 16     /* u64: planner threshold */
+#define PLAN_BUDGET 24        /* u64: memory budget */
+#define PLAN_TRAINED_ON 32    /* u64 */
+#define PLAN_TRAIN_IMBAL 40   /* f64 */
+#define PLAN_REASON 48        /* 160 bytes, NUL-padded text */
+#define PLAN_RESERVED1 208    /* 48 bytes, zero */
+#define PLAN_FLAGS_KNOWN 3u
 
 /* MRGO payload (128 bytes) */
 #define MRGO_SIZE 128

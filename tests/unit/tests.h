@@ -35,7 +35,11 @@
     X(test_embed_deterministic_chrysalis_rows)      \
     X(test_embed_cache_incremental)                 \
     X(test_embed_cache_two_processes)               \
-    X(test_embed_http_providers)
+    X(test_embed_http_providers)                    \
+    X(test_ivf_spec_parse)                          \
+    X(test_kmeans_basics)                           \
+    X(test_ivf_recall_and_mutation)                 \
+    X(test_ivf_planner)
 
 #define X(name) void name(void);
 TEST_LIST

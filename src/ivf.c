@@ -1,0 +1,696 @@
+/*
+ * ivf.c: k-means, the IVF index, int8 scalar quantisation (SQ8), index specifications and the
+ * automatic planner.
+ *
+ * Layout: an IVF index keeps its rows where a Flat index does (contiguous, slot order); the lists
+ * are arrays of slots, so adding, removing and updating rows stays O(1) and exact search over the
+ * same index remains possible. With SQ8, each row also has dim one-byte codes,
+ * value = min[d] + code * step[d] (per-dimension range from the data, codes clamped); a search
+ * scans the codes and re-ranks its best candidates with the float32 rows in double precision.
+ *
+ * k-means: greedy k-means++ seeding (seeded, on a sample of at most 16 points per centroid), then Lloyd
+ * iterations on a sample of at most 256 points per centroid (as FAISS samples), assignments on
+ * all cores; an empty cluster takes half of the largest one (its centroid split in two);
+ * spherical (centroids renormalised) for cosine and inner product, Euclidean for L2.
+ *
+ * Planner (spec "auto"): Flat below auto_threshold vectors; at the threshold the index becomes
+ * IVF with nlist = clamp(sqrt(n), 16, 65536) (and at most n/39 lists, FAISS's minimum of 39
+ * points per centroid), with SQ8 when the float32 rows alone would exceed the memory budget. It
+ * re-plans (retrains with a new nlist) when the index has grown 4x since its last training.
+ *
+ * Threads: search reads only; training and mutation need exclusive access (the index contract).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef CHRYS_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+#include "index.h"
+#include "kernels/dist.h"
+
+#define KM_MAX_POINTS_PER_CENTROID 256
+#define KM_INIT_POINTS_PER_CENTROID 16
+#define KM_ITERS 20
+#define IVF_MIN_POINTS_PER_LIST 39
+
+/* ------------------------------------------------------------------------------------------
+ * Specifications
+ */
+int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *nlist, int *sq8, int *is_auto,
+                           char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    static const char *expected = "expected Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8 or auto";
+    *kind = CHRYS_INDEX_FLAT;
+    *nlist = 0;
+    *sq8 = 0;
+    *is_auto = 0;
+    if (!spec) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec missing: %s", expected);
+    if (!strcmp(spec, "auto")) {
+        *is_auto = 1;
+        return CHRYS_OK;
+    }
+    if (!strcmp(spec, "Flat")) return CHRYS_OK;
+    if (!strcmp(spec, "SQ8")) {
+        *sq8 = 1;
+        return CHRYS_OK;
+    }
+    const char *p = spec;
+    int ivf = !strncmp(p, "IVF", 3), hnsw = !strncmp(p, "HNSW", 4);
+    if (ivf || hnsw) {
+        p += ivf ? 3 : 4;
+        char *end;
+        if (*p < '0' || *p > '9')
+            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': a number must follow %s (%s)", spec,
+                                    ivf ? "IVF" : "HNSW", expected);
+        unsigned long v = strtoul(p, &end, 10);
+        const char *rest = end;
+        int with_sq8 = 0;
+        if (!strcmp(rest, ",SQ8")) with_sq8 = 1;
+        else if (ivf ? strcmp(rest, ",Flat") != 0 : *rest != 0)
+            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': unexpected '%s' (%s)", spec, rest, expected);
+        if (ivf && (v < 1 || v > 1u << 20))
+            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': nlist must be 1..%u", spec, 1u << 20);
+        if (hnsw) {
+            if (v < 2 || v > 128)
+                return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': M must be 2..128", spec);
+            return chrys_set_errmsg(errmsg, CHRYS_FORMAT,
+                                    "index spec '%s': HNSW is not available in this version of chrysalis (use IVF<nlist>,Flat or auto)", spec);
+        }
+        *kind = CHRYS_INDEX_IVF;
+        *nlist = (uint32_t)v;
+        *sq8 = with_sq8;
+        return CHRYS_OK;
+    }
+    return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s' not understood: %s", spec, expected);
+}
+
+void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap)
+{
+    if (ix->kind == CHRYS_INDEX_IVF) snprintf(buf, cap, "IVF%u,%s", ix->nlist ? ix->nlist : ix->want_nlist, ix->sq8 ? "SQ8" : "Flat");
+    else snprintf(buf, cap, "%s", ix->sq8 ? "SQ8" : "Flat");
+}
+
+uint32_t ivf_plan_nlist(size_t n)
+{
+    double s = sqrt((double)n);
+    uint32_t k = (uint32_t)(s < 16 ? 16 : s > 65536 ? 65536 : s);
+    uint32_t cap = (uint32_t)(n / IVF_MIN_POINTS_PER_LIST);
+    if (k > cap) k = cap;
+    return k < 1 ? 1 : k;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Small helpers
+ */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t *s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+static void normalize_row(float *v, size_t dim)
+{
+    double nr = vec_norm(v, dim);
+    if (nr > 0) vec_scale_to(v, v, dim, nr);
+}
+
+/* Nearest centroid of each row (spherical: largest dot; else smallest L2), in blocks. */
+typedef struct assign_ctx {
+    const float *x, *c;
+    const float *c_sq; /* |c|^2 (L2) */
+    size_t n, dim, k;
+    int spherical;
+    uint32_t *out;
+    float *dist; /* optional: squared distance to the assigned centroid */
+    const chrys_kernels *kr;
+} assign_ctx;
+
+static void assign_range(void *arg, unsigned w, size_t begin, size_t end)
+{
+    (void)w;
+    assign_ctx *a = arg;
+    enum { RB = 64 };
+    float *tile = chrys_malloc((size_t)RB * a->k * sizeof(float));
+    if (!tile) { /* fall back to one row at a time */
+        for (size_t i = begin; i < end; i++) {
+            size_t best = 0;
+            float bs = -INFINITY;
+            for (size_t j = 0; j < a->k; j++) {
+                float s = a->spherical ? a->kr->dot(a->x + i * a->dim, a->c + j * a->dim, a->dim)
+                                       : -a->kr->l2sq(a->x + i * a->dim, a->c + j * a->dim, a->dim);
+                if (s > bs) bs = s, best = j;
+            }
+            a->out[i] = (uint32_t)best;
+        }
+        return;
+    }
+    for (size_t r0 = begin; r0 < end; r0 += RB) {
+        size_t nr = end - r0 < RB ? end - r0 : RB;
+        const float *xr = a->x + r0 * a->dim;
+        if (a->kr->dot_block) a->kr->dot_block(xr, nr, a->c, a->k, a->dim, tile, a->k);
+        else
+            for (size_t i = 0; i < nr; i++) a->kr->dot_rows(xr + i * a->dim, a->c, a->k, a->dim, tile + i * a->k);
+        for (size_t i = 0; i < nr; i++) {
+            const float *s = tile + i * a->k;
+            size_t best = 0;
+            float bs = -INFINITY;
+            for (size_t j = 0; j < a->k; j++) {
+                float v = a->spherical ? s[j] : 2.0f * s[j] - a->c_sq[j];
+                if (v > bs) bs = v, best = j;
+            }
+            a->out[r0 + i] = (uint32_t)best;
+            if (a->dist) {
+                const float *xi = xr + i * a->dim;
+                a->dist[r0 + i] = a->kr->l2sq(xi, a->c + best * a->dim, a->dim);
+            }
+        }
+    }
+    chrys_free(tile);
+}
+
+static void assign_all(const float *x, size_t n, size_t dim, const float *c, size_t k, int spherical,
+                       unsigned nt, uint32_t *out, float *dist, float *c_sq)
+{
+    const chrys_kernels *kr = chrys_kernels_active();
+    if (!spherical)
+        for (size_t j = 0; j < k; j++) c_sq[j] = kr->dot(c + j * dim, c + j * dim, dim);
+    assign_ctx a = {x, c, c_sq, n, dim, k, spherical, out, dist, kr};
+    unsigned nw = nt;
+    if (n * k * dim < (1u << 20)) nw = 1;
+    chrys_parallel_for(nw, n, assign_range, &a);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * k-means
+ */
+int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int spherical, uint64_t seed, int iters,
+                 unsigned nt, float *cent, double *objective)
+{
+    if (k < 1 || n_all < k) return CHRYS_INVALID;
+    uint64_t rs = seed ^ 0x5DEECE66DULL;
+    int rc = CHRYS_OK;
+    /* Training sample (seeded): at most 256 points per centroid. */
+    size_t n = n_all, max_pts = (size_t)k * KM_MAX_POINTS_PER_CENTROID;
+    float *x = (float *)x_all, *sample = NULL;
+    size_t *perm = NULL;
+    if (n_all > max_pts) {
+        perm = chrys_malloc(n_all * sizeof *perm);
+        sample = chrys_malloc_aligned(max_pts * dim * sizeof(float));
+        if (!perm || !sample) {
+            rc = CHRYS_NOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < n_all; i++) perm[i] = i;
+        for (size_t i = 0; i < max_pts; i++) { /* partial Fisher-Yates */
+            size_t j = i + (size_t)(rng_next(&rs) % (n_all - i));
+            size_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+            memcpy(sample + i * dim, x_all + perm[i] * dim, dim * sizeof(float));
+        }
+        x = sample;
+        n = max_pts;
+    }
+    const chrys_kernels *kr = chrys_kernels_active();
+    /* seeding on the first min(n, 16k) sample points (a random subset already when sampled) */
+    size_t ni = n < (size_t)k * KM_INIT_POINTS_PER_CENTROID ? n : (size_t)k * KM_INIT_POINTS_PER_CENTROID;
+    double *d2 = chrys_malloc(ni * sizeof *d2);
+    uint32_t *asg = chrys_malloc(n * sizeof *asg);
+    uint32_t *cnt = chrys_malloc(k * sizeof *cnt);
+    double *acc = chrys_malloc((size_t)k * dim * sizeof *acc);
+    float *c_sq = chrys_malloc(k * sizeof *c_sq), *dist = chrys_malloc(n * sizeof *dist);
+    if (!d2 || !asg || !cnt || !acc || !c_sq || !dist) {
+        rc = CHRYS_NOMEM;
+        goto free_all;
+    }
+    /* Greedy k-means++ (as scikit-learn): at each step draw 2 + ln(k) candidates by D^2 and keep
+     * the one that lowers the potential most. Plain k-means++ leaves a cluster uncovered too
+     * often when clusters are many and tight (measured: 3 seeds of 6 on 20 separated clusters). */
+    size_t trials = 2 + (size_t)log((double)k);
+    double *cand_d2 = chrys_malloc(ni * sizeof *cand_d2), *best_d2 = chrys_malloc(ni * sizeof *best_d2);
+    if (!cand_d2 || !best_d2) {
+        chrys_free(cand_d2);
+        chrys_free(best_d2);
+        rc = CHRYS_NOMEM;
+        goto free_all;
+    }
+    size_t first = (size_t)(rng_next(&rs) % ni);
+    memcpy(cent, x + first * dim, dim * sizeof(float));
+    for (size_t i = 0; i < ni; i++) d2[i] = kr->l2sq(x + i * dim, cent, dim);
+    for (uint32_t c = 1; c < k; c++) {
+        double tot = 0;
+        for (size_t i = 0; i < ni; i++) tot += d2[i];
+        size_t best_pick = 0;
+        double best_pot = INFINITY;
+        for (size_t t = 0; t < trials; t++) {
+            size_t pick = (size_t)(rng_next(&rs) % ni);
+            if (tot > 0) {
+                double r = rng_unit(&rs) * tot, run = 0;
+                for (size_t i = 0; i < ni; i++) {
+                    run += d2[i];
+                    if (run >= r) {
+                        pick = i;
+                        break;
+                    }
+                }
+            }
+            const float *cx = x + pick * dim;
+            double pot = 0;
+            for (size_t i = 0; i < ni; i++) {
+                double dd = kr->l2sq(x + i * dim, cx, dim);
+                cand_d2[i] = dd < d2[i] ? dd : d2[i];
+                pot += cand_d2[i];
+            }
+            if (pot < best_pot) {
+                best_pot = pot;
+                best_pick = pick;
+                double *tmp = best_d2;
+                best_d2 = cand_d2;
+                cand_d2 = tmp;
+            }
+        }
+        memcpy(cent + (size_t)c * dim, x + best_pick * dim, dim * sizeof(float));
+        memcpy(d2, best_d2, ni * sizeof *d2);
+    }
+    chrys_free(cand_d2);
+    chrys_free(best_d2);
+    if (spherical)
+        for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
+    /* Lloyd iterations. */
+    for (int it = 0; it < iters; it++) {
+        assign_all(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq);
+        memset(cnt, 0, k * sizeof *cnt);
+        memset(acc, 0, (size_t)k * dim * sizeof *acc);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t c = asg[i];
+            cnt[c]++;
+            double *a = acc + (size_t)c * dim;
+            const float *xi = x + i * dim;
+            for (size_t d = 0; d < dim; d++) a[d] += xi[d];
+        }
+        for (uint32_t c = 0; c < k; c++)
+            if (cnt[c])
+                for (size_t d = 0; d < dim; d++) cent[(size_t)c * dim + d] = (float)(acc[(size_t)c * dim + d] / cnt[c]);
+        /* Empty clusters take half of the largest one: its centroid, nudged apart. */
+        for (uint32_t c = 0; c < k; c++) {
+            if (cnt[c]) continue;
+            uint32_t big = 0;
+            for (uint32_t j = 1; j < k; j++)
+                if (cnt[j] > cnt[big]) big = j;
+            float *cb = cent + (size_t)big * dim, *ce = cent + (size_t)c * dim;
+            for (size_t d = 0; d < dim; d++) {
+                float e = (float)((rng_unit(&rs) - 0.5) * 2e-3) * (fabsf(cb[d]) + 1e-6f);
+                ce[d] = cb[d] + e;
+                cb[d] = cb[d] - e;
+            }
+            cnt[c] = cnt[big] / 2;
+            cnt[big] -= cnt[c];
+        }
+        if (spherical)
+            for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
+    }
+    if (objective) {
+        assign_all(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq);
+        double obj = 0;
+        for (size_t i = 0; i < n; i++) obj += dist[i];
+        *objective = obj;
+    }
+    for (size_t i = 0; i < (size_t)k * dim; i++)
+        if (!isfinite(cent[i])) rc = CHRYS_ERROR; /* never expected: inputs are finite */
+free_all:
+    chrys_free(d2);
+    chrys_free(asg);
+    chrys_free(cnt);
+    chrys_free(acc);
+    chrys_free(c_sq);
+    chrys_free(dist);
+done:
+    chrys_free(perm);
+    chrys_free_aligned(sample);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Lists and codes
+ */
+void ivf_free(chrys_index *ix)
+{
+    if (ix->lists)
+        for (uint32_t l = 0; l < ix->nlist; l++) chrys_free(ix->lists[l]);
+    chrys_free(ix->lists);
+    chrys_free(ix->list_n);
+    chrys_free(ix->list_cap);
+    chrys_free_aligned(ix->centroids);
+    chrys_free(ix->list_of);
+    chrys_free(ix->pos_in_list);
+    chrys_free(ix->sq_min);
+    chrys_free(ix->sq_step);
+    chrys_free_aligned(ix->codes);
+    ix->lists = NULL;
+    ix->list_n = ix->list_cap = NULL;
+    ix->centroids = NULL;
+    ix->list_of = ix->pos_in_list = NULL;
+    ix->sq_min = ix->sq_step = NULL;
+    ix->codes = NULL;
+    ix->nlist = 0;
+}
+
+int ivf_reserve(chrys_index *ix, size_t cap)
+{
+    if (ix->kind == CHRYS_INDEX_IVF || ix->list_of) {
+        uint32_t *a = chrys_realloc(ix->list_of, cap * sizeof *a);
+        if (!a) return CHRYS_NOMEM;
+        ix->list_of = a;
+        uint32_t *b = chrys_realloc(ix->pos_in_list, cap * sizeof *b);
+        if (!b) return CHRYS_NOMEM;
+        ix->pos_in_list = b;
+    }
+    if (ix->sq8) {
+        uint8_t *c = chrys_realloc_aligned(ix->codes, ix->n * (size_t)ix->dim, cap * (size_t)ix->dim);
+        if (!c) return CHRYS_NOMEM;
+        ix->codes = c;
+    }
+    return CHRYS_OK;
+}
+
+static void encode_row(const chrys_index *ix, size_t slot)
+{
+    const float *v = ix->vecs + slot * ix->dim;
+    uint8_t *c = ix->codes + slot * ix->dim;
+    for (uint32_t d = 0; d < ix->dim; d++) {
+        float t = ix->sq_step[d] > 0 ? (v[d] - ix->sq_min[d]) / ix->sq_step[d] : 0;
+        long q = lrintf(t);
+        c[d] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+}
+
+static int train_sq8(chrys_index *ix)
+{
+    if (!ix->sq_min && (!(ix->sq_min = chrys_malloc(ix->dim * sizeof(float))) || !(ix->sq_step = chrys_malloc(ix->dim * sizeof(float)))))
+        return CHRYS_NOMEM;
+    for (uint32_t d = 0; d < ix->dim; d++) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (size_t i = 0; i < ix->n; i++) {
+            float v = ix->vecs[i * ix->dim + d];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        if (ix->n == 0) lo = hi = 0;
+        ix->sq_min[d] = lo;
+        ix->sq_step[d] = (hi - lo) / 255.0f;
+    }
+    if (!ix->codes && !(ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim))) return CHRYS_NOMEM;
+    for (size_t i = 0; i < ix->n; i++) encode_row(ix, i);
+    return CHRYS_OK;
+}
+
+static int list_push(chrys_index *ix, uint32_t l, uint32_t slot)
+{
+    if (ix->list_n[l] == ix->list_cap[l]) {
+        uint32_t nc = ix->list_cap[l] ? ix->list_cap[l] * 2 : 16;
+        uint32_t *p = chrys_realloc(ix->lists[l], nc * sizeof *p);
+        if (!p) return CHRYS_NOMEM;
+        ix->lists[l] = p;
+        ix->list_cap[l] = nc;
+    }
+    ix->pos_in_list[slot] = ix->list_n[l];
+    ix->list_of[slot] = l;
+    ix->lists[l][ix->list_n[l]++] = slot;
+    return CHRYS_OK;
+}
+
+static void list_pop(chrys_index *ix, uint32_t slot)
+{
+    uint32_t l = ix->list_of[slot], p = ix->pos_in_list[slot], lastp = --ix->list_n[l];
+    uint32_t moved = ix->lists[l][lastp];
+    ix->lists[l][p] = moved;
+    ix->pos_in_list[moved] = p;
+}
+
+static uint32_t nearest_list(const chrys_index *ix, const float *v)
+{
+    const chrys_kernels *kr = chrys_kernels_active();
+    int l2 = ix->metric == CHRYS_METRIC_L2;
+    uint32_t best = 0;
+    float bs = -INFINITY;
+    for (uint32_t l = 0; l < ix->nlist; l++) {
+        const float *c = ix->centroids + (size_t)l * ix->dim;
+        float s = l2 ? -kr->l2sq(v, c, ix->dim) : kr->dot(v, c, ix->dim);
+        if (s > bs) bs = s, best = l;
+    }
+    return best;
+}
+
+double ivf_imbalance(const chrys_index *ix)
+{
+    if (!ix->nlist || !ix->n) return 1.0;
+    double s = 0;
+    for (uint32_t l = 0; l < ix->nlist; l++) s += (double)ix->list_n[l] * ix->list_n[l];
+    return s * ix->nlist / ((double)ix->n * ix->n);
+}
+
+int ivf_train(chrys_index *ix, uint32_t nlist)
+{
+    if (nlist < 1 || ix->n < nlist)
+        return index_fail(ix, CHRYS_INVALID, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
+    float *cent = chrys_malloc_aligned((size_t)nlist * ix->dim * sizeof(float));
+    if (!cent) return index_fail(ix, CHRYS_NOMEM, "out of memory training IVF%u", nlist);
+    int spherical = ix->metric != CHRYS_METRIC_L2;
+    int rc = kmeans_train(ix->vecs, ix->n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL);
+    if (rc) {
+        chrys_free_aligned(cent);
+        return index_fail(ix, rc, "k-means failed");
+    }
+    /* Replace lists (keep SQ8 settings). */
+    int sq8 = ix->sq8;
+    float *smin = ix->sq_min, *sstep = ix->sq_step;
+    uint8_t *codes = ix->codes;
+    ix->sq_min = ix->sq_step = NULL;
+    ix->codes = NULL;
+    ivf_free(ix);
+    ix->sq_min = smin;
+    ix->sq_step = sstep;
+    ix->codes = codes;
+    ix->sq8 = sq8;
+    ix->kind = CHRYS_INDEX_IVF;
+    ix->centroids = cent;
+    ix->nlist = nlist;
+    ix->lists = chrys_calloc(nlist, sizeof *ix->lists);
+    ix->list_n = chrys_calloc(nlist, sizeof *ix->list_n);
+    ix->list_cap = chrys_calloc(nlist, sizeof *ix->list_cap);
+    size_t cap = ix->cap ? ix->cap : 1;
+    ix->list_of = chrys_malloc(cap * sizeof *ix->list_of);
+    ix->pos_in_list = chrys_malloc(cap * sizeof *ix->pos_in_list);
+    uint32_t *asg = chrys_malloc((ix->n ? ix->n : 1) * sizeof *asg);
+    float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
+    if (!ix->lists || !ix->list_n || !ix->list_cap || !ix->list_of || !ix->pos_in_list || !asg || !c_sq) {
+        chrys_free(asg);
+        chrys_free(c_sq);
+        return index_fail(ix, CHRYS_NOMEM, "out of memory building IVF lists");
+    }
+    assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq);
+    for (size_t i = 0; i < ix->n && !rc; i++) rc = list_push(ix, asg[i], (uint32_t)i);
+    chrys_free(asg);
+    chrys_free(c_sq);
+    if (rc) return index_fail(ix, rc, "out of memory building IVF lists");
+    if (ix->sq8 && (rc = train_sq8(ix))) return index_fail(ix, rc, "out of memory training SQ8");
+    ix->trained_on = ix->n;
+    ix->train_imbalance = ivf_imbalance(ix);
+    return CHRYS_OK;
+}
+
+int chrys_index_retrain(chrys_index *ix)
+{
+    if (!ix) return CHRYS_INVALID;
+    if (ix->kind != CHRYS_INDEX_IVF) return index_fail(ix, CHRYS_INVALID, "retrain: the index is not IVF");
+    uint32_t nlist = ix->planned ? ivf_plan_nlist(ix->n) : (ix->nlist ? ix->nlist : ix->want_nlist);
+    return ivf_train(ix, nlist);
+}
+
+/* The planner: choose and build the index for the current size. */
+static int plan(chrys_index *ix)
+{
+    size_t n = ix->n;
+    uint32_t nlist = ivf_plan_nlist(n);
+    uint64_t float_bytes = (uint64_t)n * ix->dim * 4;
+    int sq8 = ix->memory_budget && float_bytes > ix->memory_budget;
+    char spec[32];
+    ix->sq8 = sq8;
+    int rc = ivf_train(ix, nlist);
+    if (rc) return rc;
+    ivf_spec_string(ix, spec, sizeof spec);
+    snprintf(ix->plan_reason, sizeof ix->plan_reason,
+             "%zu vectors >= threshold %llu: %s (nlist ~ sqrt(n), >= %d points per list)%s", n,
+             (unsigned long long)ix->auto_threshold, spec, IVF_MIN_POINTS_PER_LIST,
+             sq8 ? "; SQ8 codes: float32 rows exceed the memory budget" : "");
+    return CHRYS_OK;
+}
+
+int ivf_after_add(chrys_index *ix, size_t first)
+{
+    if (ix->planned) {
+        if (ix->kind == CHRYS_INDEX_FLAT && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
+            return plan(ix);
+        if (ix->kind == CHRYS_INDEX_IVF && ix->n >= 4 * ix->trained_on) return plan(ix); /* re-plan */
+    }
+    if (ix->kind == CHRYS_INDEX_IVF && !ix->nlist) {
+        /* untrained: train once there are enough vectors (searches are exact until then) */
+        uint32_t want = ix->want_nlist;
+        if (ix->n >= (size_t)want * 8 || ix->n >= (size_t)want * IVF_MIN_POINTS_PER_LIST) return ivf_train(ix, want);
+        return CHRYS_OK;
+    }
+    if (ix->sq8 && !ix->sq_min) { /* Flat + SQ8: ranges from the first batch */
+        int rc = train_sq8(ix);
+        if (rc) return index_fail(ix, rc, "out of memory training SQ8");
+        return CHRYS_OK;
+    }
+    for (size_t s = first; s < ix->n; s++) {
+        if (ix->sq8) encode_row(ix, s);
+        if (ix->nlist) {
+            int rc = list_push(ix, nearest_list(ix, ix->vecs + s * ix->dim), (uint32_t)s);
+            if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
+        }
+    }
+    return CHRYS_OK;
+}
+
+void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
+{
+    if (ix->nlist) {
+        list_pop(ix, slot);
+        if (slot != last) {
+            uint32_t l = ix->list_of[last], p = ix->pos_in_list[last];
+            ix->lists[l][p] = slot;
+            ix->list_of[slot] = l;
+            ix->pos_in_list[slot] = p;
+        }
+    }
+    if (ix->sq8 && ix->codes && slot != last)
+        memcpy(ix->codes + (size_t)slot * ix->dim, ix->codes + (size_t)last * ix->dim, ix->dim);
+}
+
+void ivf_after_update(chrys_index *ix, uint32_t slot)
+{
+    if (ix->sq8 && ix->codes && ix->sq_min) encode_row(ix, slot);
+    if (ix->nlist) {
+        uint32_t l = nearest_list(ix, ix->vecs + (size_t)slot * ix->dim);
+        if (l != ix->list_of[slot]) {
+            list_pop(ix, slot);
+            list_push(ix, l, slot); /* the list had room for it before: cannot need more than cap */
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Search
+ */
+typedef struct ivf_ctx {
+    const chrys_index *ix;
+    const float *q;
+    size_t k, pool;
+    int use_thr;
+    double thr;
+    uint32_t nprobe;
+    uint64_t *ids;
+    double *scores;
+    int rc;
+} ivf_ctx;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    const topk_item *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
+{
+    (void)w;
+    ivf_ctx *c = arg;
+    const chrys_index *ix = c->ix;
+    const chrys_kernels *kr = chrys_kernels_active();
+    size_t dim = ix->dim;
+    int l2 = ix->metric == CHRYS_METRIC_L2;
+    uint32_t nl = ix->nlist, np = c->nprobe < nl ? c->nprobe : nl;
+    float *cs = chrys_malloc(nl * sizeof *cs);
+    topk_item *pitems = chrys_malloc(np * sizeof *pitems), *items = chrys_malloc(c->pool * sizeof *items);
+    float *qw = chrys_malloc(dim * sizeof *qw);
+    if (!cs || !pitems || !items || !qw) {
+        c->rc = CHRYS_NOMEM;
+        goto out;
+    }
+    for (size_t qi = begin; qi < end; qi++) {
+        const float *q = c->q + qi * dim;
+        /* 1. the nprobe nearest lists */
+        if (l2) kr->l2sq_rows(q, ix->centroids, nl, dim, cs);
+        else kr->dot_rows(q, ix->centroids, nl, dim, cs);
+        topk probe;
+        topk_init(&probe, pitems, np);
+        for (uint32_t l = 0; l < nl; l++) topk_push(&probe, l2 ? -cs[l] : cs[l], l, l);
+        /* 2. scan them (float32, or SQ8 codes) */
+        topk best;
+        topk_init(&best, items, c->pool);
+        double bias = 0;
+        if (ix->sq8 && !l2) {
+            for (size_t d = 0; d < dim; d++) {
+                qw[d] = q[d] * ix->sq_step[d];
+                bias += (double)q[d] * ix->sq_min[d];
+            }
+        }
+        for (size_t p = 0; p < probe.n; p++) {
+            uint32_t l = probe.items[p].slot;
+            const uint32_t *slots = ix->lists[l];
+            for (uint32_t j = 0; j < ix->list_n[l]; j++) {
+                uint32_t s = slots[j];
+                float sc;
+                if (ix->sq8 && !l2) sc = (float)bias + kr->dot_u8(qw, ix->codes + (size_t)s * dim, dim);
+                else if (l2) sc = -kr->l2sq(q, ix->vecs + (size_t)s * dim, dim);
+                else sc = kr->dot(q, ix->vecs + (size_t)s * dim, dim);
+                if (sc >= topk_floor(&best)) topk_push(&best, sc, s, ix->ids[s]);
+            }
+        }
+        /* 3. re-rank the candidates with the float32 rows, in double */
+        for (size_t j = 0; j < best.n; j++) {
+            const float *x = ix->vecs + (size_t)best.items[j].slot * dim;
+            double s = l2 ? -kr->l2sq_f64(q, x, dim) : kr->dot_f64(q, x, dim);
+            best.items[j].score = (float)s; /* ordering in float; reported in double below */
+        }
+        qsort(best.items, best.n, sizeof *best.items, cmp_desc);
+        size_t m = 0;
+        for (size_t j = 0; j < best.n && m < c->k; j++) {
+            const float *x = ix->vecs + (size_t)best.items[j].slot * dim;
+            double s = l2 ? kr->l2sq_f64(q, x, dim) : kr->dot_f64(q, x, dim);
+            if (c->use_thr && (l2 ? s > c->thr : s < c->thr)) break;
+            c->ids[qi * c->k + m] = best.items[j].id;
+            c->scores[qi * c->k + m] = s;
+            m++;
+        }
+        for (; m < c->k; m++) {
+            c->ids[qi * c->k + m] = CHRYS_NO_ID;
+            c->scores[qi * c->k + m] = l2 ? INFINITY : -INFINITY;
+        }
+    }
+out:
+    chrys_free(cs);
+    chrys_free(pitems);
+    chrys_free(items);
+    chrys_free(qw);
+}
+
+int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr, unsigned nt,
+               uint32_t nprobe, uint64_t *ids, double *scores)
+{
+    if (!nprobe) nprobe = ix->nlist / 16 > 1 ? ix->nlist / 16 : 1;
+    size_t pool = ix->sq8 ? (k * 4 > k + 32 ? k * 4 : k + 32) : k + 8;
+    ivf_ctx c = {ix, q, k, pool, use_thr, thr, nprobe, ids, scores, CHRYS_OK};
+    if (nt == 0) nt = chrys_online_cpus();
+    chrys_parallel_for(nq >= nt * 2 ? nt : 1, nq, ivf_query_range, &c);
+    return c.rc;
+}

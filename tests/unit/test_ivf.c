@@ -1,0 +1,259 @@
+/*
+ * test_ivf.c: index specifications, k-means, IVF-Flat / IVF-SQ8 / Flat-SQ8 against the exact
+ * Flat oracle, mutation and persistence of IVF lists and SQ8 codes, and the planner.
+ */
+#include <unistd.h>
+
+#include "../harness.h"
+#include "chrysalis.h"
+#include "index.h"
+#include "tests.h"
+
+void test_ivf_spec_parse(void)
+{
+    chrys_index_kind kind;
+    uint32_t nlist;
+    int sq8, is_auto;
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_spec_parse("Flat", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
+    CHECK(kind == CHRYS_INDEX_FLAT && !sq8 && !is_auto);
+    CHECK_EQ(chrys_index_spec_parse("SQ8", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
+    CHECK(kind == CHRYS_INDEX_FLAT && sq8);
+    CHECK_EQ(chrys_index_spec_parse("IVF256,Flat", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
+    CHECK(kind == CHRYS_INDEX_IVF && nlist == 256 && !sq8);
+    CHECK_EQ(chrys_index_spec_parse("IVF64,SQ8", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
+    CHECK(kind == CHRYS_INDEX_IVF && nlist == 64 && sq8);
+    CHECK_EQ(chrys_index_spec_parse("auto", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
+    CHECK(is_auto);
+    const char *bad[] = {"IVF", "IVF,Flat", "IVF12", "IVF12,PQ8", "ivf12,flat", "IVF0,Flat", "Flat ", "", "HNSW", "HNSW1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_EQ(chrys_index_spec_parse(bad[i], &kind, &nlist, &sq8, &is_auto, &msg), CHRYS_INVALID);
+        char quoted[64];
+        snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
+        CHECK_STR_CONTAINS(msg, quoted); /* names the spec at fault */
+        chrys_free(msg);
+        msg = NULL;
+    }
+    CHECK_EQ(chrys_index_spec_parse("IVF12,PQ8", &kind, &nlist, &sq8, &is_auto, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "unexpected ',PQ8' (expected Flat, SQ8, IVF<nlist>,Flat");
+    chrys_free(msg);
+    CHECK_EQ(chrys_index_spec_parse("HNSW32", &kind, &nlist, &sq8, &is_auto, &msg), CHRYS_FORMAT);
+    CHECK_STR_CONTAINS(msg, "HNSW is not available");
+    chrys_free(msg);
+}
+
+static float *clustered(uint64_t *s, size_t n, size_t d, size_t nc, float spread)
+{
+    float *c = malloc(nc * d * sizeof(float)), *x = malloc(n * d * sizeof(float));
+    for (size_t i = 0; i < nc * d; i++) c[i] = h_gauss(s);
+    for (size_t r = 0; r < n; r++) {
+        size_t k = h_rand(s) % nc;
+        for (size_t i = 0; i < d; i++) x[r * d + i] = c[k * d + i] + spread * h_gauss(s);
+    }
+    free(c);
+    return x;
+}
+
+void test_kmeans_basics(void)
+{
+    uint64_t s = h_seed;
+    size_t n = 4000, d = 16;
+    float *x = clustered(&s, n, d, 20, 0.1f);
+    float *c1 = malloc(20 * d * sizeof(float)), *c2 = malloc(20 * d * sizeof(float));
+    double o1, o2, o_few;
+    CHECK_EQ(kmeans_train(x, n, d, 20, 0, 7, 20, 2, c1, &o1), CHRYS_OK);
+    CHECK_EQ(kmeans_train(x, n, d, 20, 0, 7, 20, 1, c2, &o2), CHRYS_OK);
+    CHECK(memcmp(c1, c2, 20 * d * sizeof(float)) == 0); /* seeded: same result, any thread count */
+    CHECK(o1 == o2);
+    CHECK_EQ(kmeans_train(x, n, d, 20, 0, 7, 0, 1, c2, &o_few), CHRYS_OK);
+    CHECK(o1 <= o_few); /* iterations never make k-means++ seeding worse */
+    /* 20 clusters of spread 0.1 in 16-d: the true partition costs about 0.16 per point; Lloyd from
+     * greedy k-means++ seeding covers every cluster. */
+    if (!(o1 / n < 0.2)) h_fail(__FILE__, __LINE__, "k-means objective per point %.4f", o1 / n);
+    /* duplicates: 1000 points, only 5 distinct, 8 clusters: no NaN, no crash (empty clusters split) */
+    float *dup = malloc(1000 * d * sizeof(float));
+    for (size_t r = 0; r < 1000; r++) memcpy(dup + r * d, x + (r % 5) * d, d * sizeof(float));
+    CHECK_EQ(kmeans_train(dup, 1000, d, 8, 0, 1, 10, 2, c1, &o1), CHRYS_OK);
+    CHECK(vec_first_nonfinite(c1, 8 * d) < 0);
+    /* each distinct point gets a centroid; the split ones sit within about 1e-3 of their point */
+    if (!(o1 < 1e-2)) h_fail(__FILE__, __LINE__, "objective on 5 distinct points with 8 clusters: %g", o1);
+    CHECK_EQ(kmeans_train(x, 10, d, 20, 0, 1, 10, 1, c1, NULL), CHRYS_INVALID); /* fewer points than k */
+    /* uniform clusters, separated: converges to the true partition (0.16 per point) */
+    float *u = malloc(n * d * sizeof(float)), *uc = malloc(20 * d * sizeof(float));
+    for (size_t i = 0; i < 20 * d; i++) uc[i] = (h_uniform(&s) - 0.5f) * 3.4f;
+    for (size_t r = 0; r < n; r++) {
+        size_t k = h_rand(&s) % 20;
+        for (size_t i = 0; i < d; i++) u[r * d + i] = uc[k * d + i] + 0.1f * (h_uniform(&s) - 0.5f) * 3.4641f;
+    }
+    CHECK_EQ(kmeans_train(u, n, d, 20, 0, 7, 20, 2, c1, &o1), CHRYS_OK);
+    if (!(o1 / n < 0.17)) h_fail(__FILE__, __LINE__, "uniform clusters: objective per point %.4f (expected 0.16)", o1 / n);
+    /* spherical: centroids are unit vectors */
+    CHECK_EQ(kmeans_train(u, n, d, 20, 1, 7, 10, 2, c1, NULL), CHRYS_OK);
+    CHECK_NEAR(vec_norm(c1 + 5 * d, d), 1.0, 1e-5);
+    free(u);
+    free(uc);
+    free(dup);
+    free(c1);
+    free(c2);
+    free(x);
+}
+
+static double recall_vs_flat(const chrys_index *ivf, const chrys_index *flat, const float *q, size_t nq, size_t k,
+                             uint32_t nprobe)
+{
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.k = (uint32_t)k;
+    so.nprobe = nprobe;
+    chrys_hit *a = malloc(nq * k * sizeof *a), *b = malloc(nq * k * sizeof *b);
+    chrys_index_search(ivf, nq, q, &so, a);
+    chrys_index_search(flat, nq, q, &so, b);
+    size_t hit = 0;
+    for (size_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < k; j++)
+            for (size_t t = 0; t < k; t++)
+                if (a[i * k + j].id == b[i * k + t].id) {
+                    hit++;
+                    break;
+                }
+    free(a);
+    free(b);
+    return (double)hit / (nq * k);
+}
+
+static chrys_index *build(const char *spec, int metric, size_t d, size_t n, const float *x, const uint64_t *ids)
+{
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.metric = (chrys_metric)metric;
+    o.spec = spec;
+    chrys_index *ix = NULL;
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_new(&o, &ix, &msg), CHRYS_OK);
+    chrys_free(msg);
+    if (ix) CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+    return ix;
+}
+
+void test_ivf_recall_and_mutation(void)
+{
+    uint64_t s = h_seed + 2;
+    size_t n = 6000, d = 48, nq = 200;
+    float *x = clustered(&s, n + nq, d, 60, 0.6f);
+    const float *q = x + n * d;
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i * 11 + 3;
+    for (int metric = 0; metric < 3; metric += 2) { /* cosine and L2 */
+        const char *specs[] = {"IVF64,Flat", "IVF64,SQ8", "SQ8"};
+        for (int si = 0; si < 3; si++) {
+            chrys_index *flat = build("Flat", metric, d, n, x, ids);
+            chrys_index *ix = build(specs[si], metric, d, n, x, ids);
+            chrys_index_info info = {sizeof info};
+            chrys_index_get_info(ix, &info);
+            CHECK(!strcmp(info.spec, specs[si]));
+            if (si < 2) {
+                CHECK_EQ(info.kind, CHRYS_INDEX_IVF);
+                CHECK_EQ(info.nlist, 64);
+                double r8 = recall_vs_flat(ix, flat, q, nq, 10, 8), rall = recall_vs_flat(ix, flat, q, nq, 10, 64);
+                if (r8 < 0.85 || rall < 0.995)
+                    h_fail(__FILE__, __LINE__, "%s metric %d: recall@10 %.3f (nprobe 8), %.4f (all lists)", specs[si], metric, r8, rall);
+                CHECK(info.imbalance >= 1.0 && info.imbalance < 3.0);
+            } else {
+                double r = recall_vs_flat(ix, flat, q, nq, 10, 0);
+                if (r < 0.99) h_fail(__FILE__, __LINE__, "Flat SQ8 metric %d: recall@10 %.4f", metric, r);
+            }
+            /* mutation: remove 10%, update 10%; searching every list must match the exact index */
+            for (size_t i = 0; i < n; i += 10) {
+                CHECK_EQ(chrys_index_remove(ix, ids[i]), CHRYS_OK);
+                CHECK_EQ(chrys_index_remove(flat, ids[i]), CHRYS_OK);
+                CHECK_EQ(chrys_index_add(ix, 1, &ids[i], x + ((i + 5) % n) * d, NULL), CHRYS_OK);
+                CHECK_EQ(chrys_index_add(flat, 1, &ids[i], x + ((i + 5) % n) * d, NULL), CHRYS_OK);
+            }
+            for (size_t i = 3; i < n; i += 10) {
+                CHECK_EQ(chrys_index_update(ix, ids[i], x + ((i + 7) % n) * d), CHRYS_OK);
+                CHECK_EQ(chrys_index_update(flat, ids[i], x + ((i + 7) % n) * d), CHRYS_OK);
+            }
+            double after = recall_vs_flat(ix, flat, q, nq, 10, si < 2 ? 64 : 0);
+            if (after < 0.99) h_fail(__FILE__, __LINE__, "%s metric %d after mutation: recall %.4f", specs[si], metric, after);
+            /* persistence: same answers after save/load; codes and lists as stored */
+            char path[128];
+            snprintf(path, sizeof path, "/tmp/chrys_ivf_%d.chrys", (int)getpid());
+            CHECK_EQ(chrys_index_save(ix, path, NULL), CHRYS_OK);
+            chrys_index *back = NULL;
+            char *msg = NULL;
+            CHECK_EQ(chrys_index_load(path, &back, &msg), CHRYS_OK);
+            if (msg) fprintf(stderr, "    %s\n", msg);
+            chrys_free(msg);
+            if (back) {
+                chrys_search_opts so;
+                chrys_search_opts_init(&so);
+                so.nprobe = 8;
+                chrys_hit h1[50 * 10], h2[50 * 10];
+                CHECK_EQ(chrys_index_search(ix, 50, q, &so, h1), CHRYS_OK);
+                CHECK_EQ(chrys_index_search(back, 50, q, &so, h2), CHRYS_OK);
+                CHECK(memcmp(h1, h2, sizeof h1) == 0);
+                chrys_index_info bi = {sizeof bi};
+                chrys_index_get_info(back, &bi);
+                CHECK(!strcmp(bi.spec, specs[si]));
+            }
+            chrys_index_free(back);
+            unlink(path);
+            chrys_index_free(ix);
+            chrys_index_free(flat);
+        }
+    }
+    /* retrain on an IVF index reassigns everything */
+    chrys_index *ix = build("IVF32,Flat", 0, d, n, x, ids);
+    CHECK_EQ(chrys_index_retrain(ix), CHRYS_OK);
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(ix, &info);
+    CHECK_EQ(info.trained_on, n);
+    CHECK_NEAR(info.drift, 1.0, 1e-9);
+    chrys_index_free(ix);
+    free(ids);
+    free(x);
+}
+
+void test_ivf_planner(void)
+{
+    uint64_t s = h_seed + 4;
+    size_t d = 32, n = 3000;
+    float *x = clustered(&s, n, d, 30, 0.5f);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i;
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.spec = "auto";
+    o.auto_threshold = 1000;
+    chrys_index *ix = NULL;
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    chrys_index_info info = {sizeof info};
+    CHECK_EQ(chrys_index_add(ix, 999, ids, x, NULL), CHRYS_OK);
+    chrys_index_get_info(ix, &info);
+    CHECK_EQ(info.kind, CHRYS_INDEX_FLAT); /* below the threshold: exact */
+    CHECK(info.planned);
+    CHECK_STR_CONTAINS(info.plan_reason, "exact Flat");
+    CHECK_EQ(chrys_index_add(ix, 1, ids + 999, x + 999 * d, NULL), CHRYS_OK);
+    chrys_index_get_info(ix, &info);
+    CHECK_EQ(info.kind, CHRYS_INDEX_IVF); /* crossed it: switched by itself */
+    CHECK(info.nlist >= 16 && info.nlist <= 1000 / 39 + 1);
+    CHECK_STR_CONTAINS(info.plan_reason, "1000 vectors >= threshold 1000");
+    CHECK_EQ(chrys_index_add(ix, n - 1000, ids + 1000, x + 1000 * d, NULL), CHRYS_OK);
+    chrys_index_get_info(ix, &info);
+    CHECK_EQ(info.count, n);
+    CHECK_EQ(info.trained_on, 1000); /* 3x growth: not re-planned yet */
+    chrys_index_free(ix);
+    /* a small memory budget makes the planner choose SQ8 */
+    o.memory_budget = 1000 * d; /* bytes: less than the float32 rows */
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(ix, 1500, ids, x, NULL), CHRYS_OK);
+    chrys_index_get_info(ix, &info);
+    CHECK(info.sq8);
+    CHECK_STR_CONTAINS(info.spec, ",SQ8");
+    CHECK_STR_CONTAINS(info.plan_reason, "memory budget");
+    chrys_index_free(ix);
+    free(ids);
+    free(x);
+}
