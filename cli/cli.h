@@ -105,6 +105,19 @@ int embed_jsonl_records(const char *name, const char *buf, size_t len, const cha
                         char ***metas, uint64_t **ids, int *has_ids, size_t *n, char *err, size_t errlen);
 int cmd_export(int argc, char **argv);
 
+/* ---- configuration (config.c): flags > environment > config file > defaults ---- */
+int cfg_load(const char *explicit_path);
+int cfg_set_flag(const char *key, const char *value, const char *flag); /* prints the error */
+const char *cfg_get(const char *key);
+const char *cfg_source(const char *key);
+unsigned long long cfg_uint(const char *key);
+double cfg_double(const char *key);
+int cfg_bool(const char *key);
+const char *cfg_index_spec(void);
+int cfg_parse_bytes(const char *v, unsigned long long *out);
+int cmd_config(int argc, char **argv);
+int cmd_retrain(int argc, char **argv);
+
 /* Print "chrysalis: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -23,6 +23,9 @@ static const char *HELP_BUILD =
     "  --metric cosine|ip|l2   distance (build only; default cosine: vectors normalised on insert)\n"
     "  --format F              fvecs|npy|raw|jsonl|auto (default auto: by extension, then content)\n"
     "  --dim D                 dimension of raw float32 input\n"
+    "  --index SPEC            build: auto (default), Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8\n"
+    "  --auto-threshold N      build: the planner's size threshold (default 1000)\n"
+    "  --memory-budget BYTES   build: the planner's budget for vectors (e.g. 8G)\n"
     "  --force                 build: replace an existing STORE\n"
     "  -q, --quiet             no summary line\n";
 
@@ -40,6 +43,9 @@ int cmd_build(int argc, char **argv, int is_add)
                                          {"format", required_argument, 0, 'f'},
                                          {"dim", required_argument, 0, 'd'},
                                          {"force", no_argument, 0, 'F'},
+                                         {"index", required_argument, 0, 'i'},
+                                         {"auto-threshold", required_argument, 0, 'a'},
+                                         {"memory-budget", required_argument, 0, 'b'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -68,6 +74,15 @@ int cmd_build(int argc, char **argv, int is_add)
             }
             break;
         case 'F': force = 1; break;
+        case 'i':
+            if (cfg_set_flag("index", optarg, "--index")) return EXIT_USAGE;
+            break;
+        case 'a':
+            if (cfg_set_flag("auto_threshold", optarg, "--auto-threshold")) return EXIT_USAGE;
+            break;
+        case 'b':
+            if (cfg_set_flag("memory_budget", optarg, "--memory-budget")) return EXIT_USAGE;
+            break;
         case 'q': quiet = 1; break;
         case 'h': fputs(HELP_BUILD, stdout); return EXIT_OK;
         default: fputs(HELP_BUILD, stderr); return EXIT_USAGE;
@@ -125,6 +140,9 @@ int cmd_build(int argc, char **argv, int is_add)
             chrys_index_opts_init(&o);
             o.dim = vs.dim;
             o.metric = (chrys_metric)metric;
+            o.spec = cfg_index_spec();
+            o.auto_threshold = cfg_uint("auto_threshold");
+            o.memory_budget = cfg_uint("memory_budget");
             if ((rc = chrys_index_new(&o, &ix, &msg))) {
                 cli_error("%s", msg ? msg : chrys_errstr(rc));
                 vecset_free(&vs);

@@ -84,6 +84,7 @@ int embed_opt(embed_cli *ec, int c, const char *arg)
 void embed_cli_init(embed_cli *ec)
 {
     memset(ec, 0, sizeof *ec);
+    ec->cache = cfg_get("cache")[0] ? cfg_get("cache") : NULL; /* --cache / --no-cache override */
     ec->provider = "deterministic";
     ec->dim = 1024;
     ec->text_field = "text";

@@ -59,10 +59,11 @@ int cmd_info(int argc, char **argv)
     unsigned wv = sm.writer_version;
     if (json) {
         printf("{\"store\":\"%s\",\"format\":\"%u.%u\",\"writer\":\"%u.%u.%u\",\"file_bytes\":%llu,"
-               "\"index\":\"Flat\",\"metric\":\"%s\",\"dim\":%u,\"count\":%llu,\"memory_bytes\":%llu,"
-               "\"sections\":%u",
+               "\"index\":\"%s\",\"nlist\":%u,\"planned\":%s,\"plan_reason\":\"%s\",\"imbalance\":%.3f,"
+               "\"drift\":%.3f,\"metric\":\"%s\",\"dim\":%u,\"count\":%llu,\"memory_bytes\":%llu,\"sections\":%u",
                store, sm.format_major, sm.format_minor, wv >> 16, (wv >> 8) & 0xff, wv & 0xff,
-               (unsigned long long)sm.file_bytes, metric_name(info.metric), info.dim,
+               (unsigned long long)sm.file_bytes, info.spec, info.nlist, info.planned ? "true" : "false",
+               info.plan_reason, info.imbalance, info.drift, metric_name(info.metric), info.dim,
                (unsigned long long)info.count, (unsigned long long)info.memory_bytes, sm.n_sections);
         if (m) {
             printf(",\"merger\":{\"variant\":\"%s\",\"threshold\":%g,\"weights\":[%g,%g],\"renormalize\":%s,"
@@ -84,7 +85,14 @@ int cmd_info(int argc, char **argv)
         printf("format:   %u.%u (written by chrysalis %u.%u.%u), %llu bytes, %u sections, checksums ok\n",
                sm.format_major, sm.format_minor, wv >> 16, (wv >> 8) & 0xff, wv & 0xff,
                (unsigned long long)sm.file_bytes, sm.n_sections);
-        printf("index:    Flat (exact)\n");
+        if (info.kind == CHRYS_INDEX_IVF)
+            printf("index:    %s%s (%u lists, imbalance %.2f, drift %.2f since training on %llu vectors%s)\n", info.spec,
+                   info.planned ? " (auto)" : "", info.nlist, info.imbalance, info.drift,
+                   (unsigned long long)info.trained_on, info.drift > 1.5 ? "; consider 'chrysalis retrain'" : "");
+        else
+            printf("index:    %s%s (exact%s)\n", info.spec, info.planned ? " (auto)" : "",
+                   info.sq8 ? ", int8 codes scanned, float32 re-ranking" : "");
+        if (info.planned) printf("plan:     %s\n", info.plan_reason);
         printf("metric:   %s\n", metric_name(info.metric));
         printf("dim:      %u\n", info.dim);
         printf("vectors:  %llu\n", (unsigned long long)info.count);
@@ -109,6 +117,42 @@ int cmd_info(int argc, char **argv)
     }
     free(hist);
     chrys_merger_free(m);
+    chrys_index_free(ix);
+    return EXIT_OK;
+}
+
+int cmd_retrain(int argc, char **argv)
+{
+    if (argc != 2 || !strcmp(argv[1], "--help")) {
+        puts("usage: chrysalis retrain STORE\n\nRetrain an IVF store's k-means lists on all its vectors (when 'info' "
+             "shows drift)\nand write the store back atomically.");
+        return argc == 2 ? EXIT_OK : EXIT_USAGE;
+    }
+    char *msg = NULL;
+    chrys_store_meta sm = {sizeof sm};
+    int rc = chrys_store_peek(argv[1], &sm, &msg);
+    if (!rc && sm.has_merger) {
+        cli_error("%s: retraining a merger store is not supported yet (its planner re-plans by itself)", argv[1]);
+        return EXIT_USAGE;
+    }
+    chrys_index *ix = NULL;
+    if (!rc) rc = chrys_index_load(argv[1], &ix, &msg);
+    if (!rc && (rc = chrys_index_retrain(ix))) {
+        cli_error("%s: %s", argv[1], chrys_index_errmsg(ix));
+        chrys_index_free(ix);
+        return cli_exit_for(rc);
+    }
+    if (!rc) rc = chrys_index_save(ix, argv[1], &msg);
+    if (rc) {
+        cli_error("%s", msg ? msg : chrys_errstr(rc));
+        chrys_free(msg);
+        chrys_index_free(ix);
+        return cli_exit_for(rc);
+    }
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(ix, &info);
+    printf("%s: retrained %s on %llu vectors (imbalance %.2f)\n", argv[1], info.spec, (unsigned long long)info.count,
+           info.imbalance);
     chrys_index_free(ix);
     return EXIT_OK;
 }

@@ -42,6 +42,9 @@ static const char *HELP_MERGE =
     "  --metrics-log FILE     append one JSON line per search (time, entries, path)\n"
     "  --slow-search S        warn when a search takes longer than S seconds (default 5)\n"
     "  --json                 print the summary as JSON\n"
+    "  --index SPEC           new store: the entries' index (default auto: Flat, then IVF past the\n"
+    "                         planner's threshold; decisions stay exact)\n"
+    "  --auto-threshold N     new store: the planner's threshold (default 1000)\n"
     "  --format F, --dim D    input format, as for build\n"
     "  -q, --quiet            no summary\n"
     "  --embed                JSONL inputs carry text, not vectors: embed the --text-field of each\n"
@@ -246,15 +249,17 @@ int cmd_merge(int argc, char **argv)
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {"embed", no_argument, 0, 'E'},
+                                         {"index", required_argument, 0, 'X'},
+                                         {"auto-threshold", required_argument, 0, 'A'},
                                          EMBED_LONG_OPTIONS,
                                          {0, 0, 0, 0}};
     embed_cli ec;
     embed_cli_init(&ec);
     chrys_embedder *embedder = NULL;
     int do_embed = 0, er;
-    double threshold = NAN, w_old = NAN, w_new = NAN, slow = 5.0;
+    double threshold = NAN, w_old = NAN, w_new = NAN, slow = cfg_double("slow_search");
     int variant = -1, renorm = -1, mean = -1, skip_invalid = 0, json = 0, quiet = 0, fmt = FMT_AUTO, c;
-    long batch = -1, threads = 0, dim = 0;
+    long batch = -1, threads = (long)cfg_uint("threads"), dim = 0;
     const char *select = "all", *meta_path = NULL, *log_path = NULL;
     char *end;
     optind = 1;
@@ -263,6 +268,12 @@ int cmd_merge(int argc, char **argv)
         if (er) continue;
         switch (c) {
         case 'E': do_embed = 1; break;
+        case 'X':
+            if (cfg_set_flag("index", optarg, "--index")) return EXIT_USAGE;
+            break;
+        case 'A':
+            if (cfg_set_flag("auto_threshold", optarg, "--auto-threshold")) return EXIT_USAGE;
+            break;
         case 't':
             threshold = strtod(optarg, &end);
             if (*end || !(threshold >= -1 && threshold <= 1)) {
@@ -391,7 +402,12 @@ int cmd_merge(int argc, char **argv)
         if (!m) {
             chrys_merge_opts_init(&o);
             o.dim = vs.dim;
-            if (variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
+            /* threshold: the flag, else the configured one, else 0.85 (0.90 for the skill merger) */
+            if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
+            else if (variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
+            o.index_spec = cfg_index_spec();
+            o.auto_threshold = cfg_uint("auto_threshold");
+            o.memory_budget = cfg_uint("memory_budget");
             if ((rc = chrys_merger_new(&o, &m, &msg))) {
                 cli_error("%s", msg ? msg : chrys_errstr(rc));
                 vecset_free(&vs);

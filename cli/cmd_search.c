@@ -25,6 +25,7 @@ static const char *HELP_SEARCH =
     "  --json                 one JSON object per query\n"
     "  --meta                 include stored metadata (with --json)\n"
     "  --threads N            worker threads (default: all cores)\n"
+    "  --nprobe N             IVF stores: lists searched (default nlist/16; more = higher recall)\n"
     "  --format F, --dim D    query input format, as for build\n";
 
 int cmd_search(int argc, char **argv)
@@ -33,12 +34,15 @@ int cmd_search(int argc, char **argv)
                                          {"json", no_argument, 0, 'j'},
                                          {"meta", no_argument, 0, 'M'},
                                          {"threads", required_argument, 0, 'T'},
+                                         {"nprobe", required_argument, 0, 'P'},
                                          {"format", required_argument, 0, 'f'},
                                          {"dim", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     chrys_search_opts so;
     chrys_search_opts_init(&so);
+    so.nprobe = (uint32_t)cfg_uint("nprobe");
+    so.n_threads = (uint32_t)cfg_uint("threads");
     int json = 0, with_meta = 0, fmt = FMT_AUTO, c;
     long dim = 0;
     char *end;
@@ -73,6 +77,10 @@ int cmd_search(int argc, char **argv)
             so.n_threads = (uint32_t)t;
             break;
         }
+        case 'P':
+            if (cfg_set_flag("nprobe", optarg, "--nprobe")) return EXIT_USAGE;
+            so.nprobe = (uint32_t)cfg_uint("nprobe");
+            break;
         case 'f':
             if ((fmt = vec_format_parse(optarg)) < 0) {
                 cli_error("--format: expected fvecs, npy, raw, jsonl or auto, got '%s'", optarg);

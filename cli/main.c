@@ -9,7 +9,7 @@
 static const char *USAGE =
     "chrysalis %s: exact embedding search and a single-file vector store\n"
     "\n"
-    "usage: chrysalis COMMAND [options] ...\n"
+    "usage: chrysalis [--config FILE] COMMAND [options] ...\n"
     "\n"
     "commands:\n"
     "  build STORE INPUT...     create STORE from vector files (fails if STORE exists; --force replaces)\n"
@@ -20,6 +20,8 @@ static const char *USAGE =
     "  export STORE             write a store's entries as JSONL or fvecs\n"
     "  embed INPUT.jsonl        embed texts (deterministic, OpenAI/Voyage, Ollama) through a cache\n"
     "  cache stats|prune CACHE  inspect or trim an embedding cache\n"
+    "  retrain STORE            retrain an IVF store's lists on its current vectors\n"
+    "  config                   print the effective configuration and where each value came from\n"
     "  version                  print the version and the SIMD level in use\n"
     "\n"
     "inputs: .fvecs, .npy (float32; float64 converted), raw float32 (--dim D), .jsonl records\n"
@@ -29,11 +31,21 @@ static const char *USAGE =
     "\n"
     "exit codes: 0 ok, 1 failure (I/O, memory), 2 usage error, 3 bad input data\n"
     "            (NaN/Inf, wrong dimension, duplicate id, malformed JSON), 4 store corrupt or unsupported.\n"
+    "configuration: flags > environment (CHRYSALIS_INDEX, CHRYSALIS_AUTO_THRESHOLD, CHRYSALIS_NPROBE, ...,\n"
+    "             and FAISS_ENABLED, FAISS_THRESHOLD, FAISS_INDEX_TYPE, FAISS_USE_GPU) > config file\n"
+    "             (--config, $CHRYSALIS_CONFIG, ./chrysalis.conf, ~/.config/chrysalis/config) > defaults;\n"
+    "             'chrysalis config' shows them.\n"
     "environment: CHRYS_SIMD=scalar|avx2|avx512 forces a lower SIMD level; CHRYS_NO_PROGRESS=1 hides\n"
     "             the progress bar (shown only when stderr is a terminal).\n";
 
 int main(int argc, char **argv)
 {
+    const char *config_path = NULL;
+    if (argc >= 3 && !strcmp(argv[1], "--config")) {
+        config_path = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc < 2) {
         fprintf(stderr, USAGE, chrys_version());
         return EXIT_USAGE;
@@ -47,6 +59,9 @@ int main(int argc, char **argv)
         printf("chrysalis %s (simd: %s)\n", chrys_version(), chrys_simd_name());
         return EXIT_OK;
     }
+    if (cfg_load(config_path)) return EXIT_USAGE;
+    if (!strcmp(cmd, "config")) return cmd_config(argc - 1, argv + 1);
+    if (!strcmp(cmd, "retrain")) return cmd_retrain(argc - 1, argv + 1);
     if (!strcmp(cmd, "build")) return cmd_build(argc - 1, argv + 1, 0);
     if (!strcmp(cmd, "add")) return cmd_build(argc - 1, argv + 1, 1);
     if (!strcmp(cmd, "search")) return cmd_search(argc - 1, argv + 1);

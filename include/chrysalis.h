@@ -305,6 +305,12 @@ typedef struct chrys_merge_opts {
     double slow_search_s;    /* a search slower than this is flagged slow (default 5 s) */
     void (*on_search)(void *user, const chrys_merge_metrics *m); /* optional */
     void *user;
+    /* The entries' index, for a new merger (see chrys_index_opts.spec; default "auto": exact Flat
+     * below auto_threshold entries, then the planner's IVF, switched during a merge). Decisions
+     * stay exact whatever the index: the merger scores candidates by exact scan. */
+    const char *index_spec;
+    uint64_t auto_threshold; /* default 1000 */
+    uint64_t memory_budget;  /* default 0 = unlimited */
 } chrys_merge_opts;
 
 CHRYS_API void chrys_merge_opts_init(chrys_merge_opts *opts);

@@ -80,6 +80,8 @@ void chrys_merge_opts_init(chrys_merge_opts *o)
     o->weight_new = 0.6;
     o->variant = CHRYS_MERGE_EMBEDDING;
     o->slow_search_s = 5.0;
+    o->index_spec = "auto";
+    o->auto_threshold = 1000;
 }
 
 static int check_opts(const chrys_merge_opts *o, char **msg)
@@ -136,10 +138,19 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
     if (rc) return rc;
     chrys_merger *m = merger_alloc(opts);
     if (!m) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating merger");
-    if ((rc = index_create(opts->dim, CHRYS_METRIC_COSINE, CHRYS_INDEX_FLAT, 42, &m->ix, errmsg))) {
+    chrys_index_opts io;
+    chrys_index_opts_init(&io);
+    io.dim = opts->dim;
+    io.metric = CHRYS_METRIC_COSINE;
+    int has_spec = opts->struct_size >= offsetof(chrys_merge_opts, memory_budget) + sizeof(uint64_t);
+    io.spec = has_spec && opts->index_spec ? opts->index_spec : "auto";
+    io.auto_threshold = has_spec && opts->auto_threshold ? opts->auto_threshold : 1000;
+    io.memory_budget = has_spec ? opts->memory_budget : 0;
+    if ((rc = chrys_index_new(&io, &m->ix, errmsg))) {
         chrys_merger_free(m);
         return rc;
     }
+    m->opts.index_spec = NULL; /* not kept: the index carries its own plan */
     *out = m;
     return CHRYS_OK;
 }
@@ -150,6 +161,7 @@ int chrys_merger_configure(chrys_merger *m, const chrys_merge_opts *opts)
     char *msg = NULL;
     chrys_merge_opts o = *opts;
     if (o.dim == 0) o.dim = m->opts.dim;
+    o.index_spec = NULL; /* fixed at creation */
     int rc = check_opts(&o, &msg);
     if (!rc && o.dim != m->opts.dim) rc = chrys_set_errmsg(&msg, CHRYS_INVALID, "dim %u differs from the merger's %u", o.dim, m->opts.dim);
     if (rc) {

@@ -33,7 +33,7 @@ cat > "$T/a.jsonl" <<'J'
 J
 printf '{"embedding": [1, 0.05, 0]}\n{"embedding": [0, 0, 1]}\n' > "$T/q.jsonl"
 
-expect "help" 0 "usage: chrysalis COMMAND" -- "$BIN" --help
+expect "help" 0 "usage: chrysalis [--config FILE] COMMAND" -- "$BIN" --help
 expect "help per command" 0 "usage: chrysalis search" -- "$BIN" search --help
 expect "unknown command" 2 "unknown command" -- "$BIN" frobnicate
 expect "version" 0 "simd:" -- "$BIN" version

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# CLI tests of configuration (flags > environment > config file > defaults), index specs, the
+# planner (Flat below the threshold, IVF above, switched during add and during merge), IVF search
+# with --nprobe, and retrain. Usage: tests/cli/test_config_cli.sh path/to/chrysalis.
+set -u
+BIN=$(cd "$(dirname "${1:-build/release/chrysalis}")" && pwd)/$(basename "${1:-build/release/chrysalis}")
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export CHRYS_NO_PROGRESS=1
+unset CHRYSALIS_CONFIG CHRYSALIS_INDEX CHRYSALIS_AUTO_THRESHOLD CHRYSALIS_NPROBE FAISS_ENABLED FAISS_THRESHOLD FAISS_INDEX_TYPE FAISS_USE_GPU
+export HOME="$T/home" XDG_CONFIG_HOME="$T/xdg"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "  ok    $1"; }
+bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
+expect() {
+    local name=$1 code=$2 sub=$3
+    shift 4
+    local out rc
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
+    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
+}
+cd "$T"
+expect "defaults" 0 "auto_threshold   = 1000            (default)" -- "$BIN" config
+printf '# chrysalis settings\nindex = IVF16,Flat\nauto_threshold = 300\nnprobe=3\n' > chrysalis.conf
+expect "config file" 0 "index            = IVF16,Flat      (config file chrysalis.conf:2)" -- "$BIN" config
+expect "environment beats file" 0 "auto_threshold   = 200             (environment FAISS_THRESHOLD)" -- env FAISS_THRESHOLD=200 "$BIN" config
+expect "CHRYSALIS_ beats FAISS_" 0 "(environment CHRYSALIS_AUTO_THRESHOLD)" -- env FAISS_THRESHOLD=200 CHRYSALIS_AUTO_THRESHOLD=250 "$BIN" config
+expect "FAISS_ENABLED=false means Flat" 0 "effective index for new stores: Flat" -- env FAISS_ENABLED=false "$BIN" config
+expect "FAISS_INDEX_TYPE short names" 0 '"index":{"value":"auto","source":"environment FAISS_INDEX_TYPE"}' -- env FAISS_INDEX_TYPE=ivf "$BIN" config --json
+expect "FAISS_USE_GPU reported" 0 "no GPU path" -- env FAISS_USE_GPU=true "$BIN" config
+expect "invalid env value names the variable" 2 "environment CHRYSALIS_NPROBE: nprobe: expected a non-negative integer, got 'lots'" -- env CHRYSALIS_NPROBE=lots "$BIN" config
+printf 'nprobe = 2\nbogus = 1\n' > bad.conf
+expect "unknown key names file and line" 2 "bad.conf:2: unknown key 'bogus'" -- "$BIN" --config bad.conf config
+printf 'index = IVF,Flat\n' > bad2.conf
+expect "bad spec names file and line" 2 "config file bad2.conf:1: index: index spec 'IVF,Flat': a number must follow IVF" -- "$BIN" --config bad2.conf config
+expect "flag beats everything" 2 "flag --index: index: index spec 'HNSW32': HNSW is not available" -- "$BIN" build s.chrys x.fvecs --index HNSW32
+rm -f chrysalis.conf
+
+# data: 3000 clustered vectors of dim 16
+/usr/bin/python3 - <<'P'
+import numpy as np
+rng = np.random.default_rng(5)
+c = rng.standard_normal((30, 16)).astype(np.float32)
+x = (c[rng.integers(0, 30, 3000)] + 0.3 * rng.standard_normal((3000, 16))).astype(np.float32)
+def fv(path, a):
+    d = np.empty((a.shape[0], a.shape[1] + 1), np.float32); d[:, 0] = np.array([a.shape[1]], np.int32).view(np.float32)[0]; d[:, 1:] = a; d.tofile(path)
+fv("a.fvecs", x[:800]); fv("b.fvecs", x[800:]); fv("q.fvecs", x[:20])
+P
+expect "auto below threshold: Flat" 0 "index:    Flat (auto) (exact)" -- sh -c "'$BIN' build s.chrys a.fvecs -q && '$BIN' info s.chrys"
+expect "auto crosses during add: IVF" 0 "plan:     3000 vectors >= threshold 1000: IVF" -- sh -c "'$BIN' add s.chrys b.fvecs -q && '$BIN' info s.chrys"
+expect "IVF search finds itself" 0 '"query":0,"hits":[{"id":0,' -- "$BIN" search s.chrys q.fvecs -k 3 --nprobe 4 --json
+n=$("$BIN" search s.chrys q.fvecs -k 1 --nprobe 64 --json | grep -c '"hits":\[{"id":')
+[ "$n" -eq 20 ] && ok "all queries answered" || bad "all queries answered" "$n"
+expect "explicit IVF spec" 0 "index:    IVF32,SQ8 (32 lists" -- sh -c "'$BIN' build i.chrys a.fvecs b.fvecs --index IVF32,SQ8 -q && '$BIN' info i.chrys"
+expect "retrain" 0 "retrained IVF32,SQ8 on 3000 vectors" -- "$BIN" retrain i.chrys
+expect "retrain a Flat store" 3 "not IVF" -- sh -c "'$BIN' build f.chrys a.fvecs --index Flat -q && '$BIN' retrain f.chrys"
+# the planner switches during a merge (threshold 500 entries); decisions stay exact
+/usr/bin/python3 - <<'P'
+import numpy as np
+rng = np.random.default_rng(9)
+x = rng.standard_normal((1500, 16)).astype(np.float32)
+d = np.empty((1500, 17), np.float32); d[:, 0] = np.array([16], np.int32).view(np.float32)[0]; d[:, 1:] = x; d.tofile("m.fvecs")
+P
+expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: IVF" -- \
+    sh -c "'$BIN' merge m.chrys m.fvecs --auto-threshold 500 -q && '$BIN' info m.chrys"
+"$BIN" merge m2.chrys m.fvecs --index Flat -q
+"$BIN" export m.chrys --format fvecs -o m.out
+"$BIN" export m2.chrys --format fvecs -o m2.out
+cmp -s m.out m2.out && ok "merge decisions unchanged by the switch" || bad "merge decisions unchanged by the switch"
+
+echo "config cli: $pass passed, $fail failed"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
