@@ -121,7 +121,10 @@ fuzz:
 $(BUILD)/bench_embed: $(BUILD)/bench/bench_embed.o $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
-bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(CLI)
+$(BUILD)/bench_ivf: $(BUILD)/bench/bench_ivf.o $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(BUILD)/bench_ivf $(CLI)
 
 example: $(CLI)
 	bash examples/run.sh $(CLI)
