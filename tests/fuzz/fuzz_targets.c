@@ -7,6 +7,7 @@
  * replays the committed corpus through the same functions under ASan+UBSan (part of `make test`).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +38,29 @@ int fuzz_load_one(const uint8_t *data, size_t size)
     }
     chrys_free(msg);
     chrys_index_free(ix);
+    /* the same bytes as a merger store (its loader checks more) */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/chrys_fuzz_%d.chrys", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(data, 1, size, f);
+        fclose(f);
+        chrys_merger *m = NULL;
+        msg = NULL;
+        if (chrys_merger_open(path, &m, &msg) == CHRYS_OK) {
+            chrys_merge_stats st = {sizeof st};
+            chrys_merger_get_stats(m, &st);
+            for (uint64_t e = 0; e < st.entries && e < 4; e++) {
+                chrys_merge_entry en = {sizeof en};
+                if (chrys_merger_get_entry(m, e, &en, NULL) != CHRYS_OK) abort();
+            }
+        } else if (!msg) {
+            abort();
+        }
+        chrys_free(msg);
+        chrys_merger_free(m);
+        unlink(path);
+    }
     return 0;
 }
 
