@@ -171,9 +171,37 @@ void test_store_golden_v1(void)
     chrys_index_free(ix);
 }
 
+static void flip_everything(chrys_index *ix);
+
+/* An IVF + SQ8 index: PLAN, IVFC, IVFL, SQ8P, SQ8Q and VSQ8 sections. */
+static chrys_index *ivf_sq8_index(void)
+{
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = 4;
+    o.spec = "IVF2,SQ8";
+    chrys_index *ix = NULL;
+    chrys_index_new(&o, &ix, NULL);
+    float v[40 * 4];
+    uint64_t ids[40];
+    for (int i = 0; i < 40 * 4; i++) v[i] = (float)((i * 7919) % 101) / 50.0f - 1.0f + (i % 4 == 0);
+    for (int i = 0; i < 40; i++) ids[i] = (uint64_t)i * 3;
+    chrys_index_add(ix, 40, ids, v, NULL);
+    return ix;
+}
+
 void test_store_every_truncation_and_bitflip(void)
 {
-    chrys_index *ix = golden_index();
+    flip_everything(golden_index());
+    chrys_index *ix = ivf_sq8_index();
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(ix, &info);
+    CHECK(!strcmp(info.spec, "IVF2,SQ8") && info.nlist == 2);
+    flip_everything(ix);
+}
+
+static void flip_everything(chrys_index *ix)
+{
     char *p = tmp_path("flip.chrys");
     CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
     chrys_index_free(ix);
