@@ -118,6 +118,9 @@ int cfg_parse_bytes(const char *v, unsigned long long *out);
 int cmd_config(int argc, char **argv);
 int cmd_retrain(int argc, char **argv);
 
+/* Apply --threads to BLAS as well (n > 0). */
+void cli_set_threads(long n);
+
 /* Print "chrysalis: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

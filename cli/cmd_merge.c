@@ -351,6 +351,7 @@ int cmd_merge(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *store = argv[optind];
+    cli_set_threads(threads);
     double t0 = now_seconds();
     metrics_ctx mc = {NULL, slow, 0, 0, 0};
     if (log_path && !(mc.log = fopen(log_path, "a"))) {

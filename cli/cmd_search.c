@@ -98,6 +98,7 @@ int cmd_search(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *store = argv[optind], *qpath = argv[optind + 1];
+    cli_set_threads(so.n_threads);
     chrys_index *ix = NULL;
     char *msg = NULL, err[512], note[256];
     vecset qs = {0};

@@ -118,3 +118,11 @@ void progress_end(progress *p)
     progress_update(p, p->total);
     fputc('\n', stderr);
 }
+
+void openblas_set_num_threads(int);
+
+void cli_set_threads(long n)
+{
+    /* The CLI owns its process: --threads bounds BLAS's threads too, so "1 thread" means one core. */
+    if (n > 0) openblas_set_num_threads((int)n);
+}
