@@ -6,21 +6,7 @@ BIN=${1:-build/release/chrysalis}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export CHRYS_NO_PROGRESS=1
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
-
-# expect NAME CODE SUBSTRING -- command...: checks exit code and that stdout+stderr contains SUBSTRING
-expect() {
-    local name=$1 code=$2 sub=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
-    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 py() { /usr/bin/python3 "$@"; }
 
@@ -118,6 +104,4 @@ P
     case "$out" in *'"id":0,"score":0}'*) ok "l2 self distance 0" ;; *) bad "l2 self distance 0" "$out" ;; esac
 fi
 
-echo "cli: $pass passed, $fail failed"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish "cli"

@@ -9,19 +9,7 @@ trap 'rm -rf "$T"' EXIT
 export CHRYS_NO_PROGRESS=1
 unset CHRYSALIS_CONFIG CHRYSALIS_INDEX CHRYSALIS_AUTO_THRESHOLD CHRYSALIS_NPROBE FAISS_ENABLED FAISS_THRESHOLD FAISS_INDEX_TYPE FAISS_USE_GPU
 export HOME="$T/home" XDG_CONFIG_HOME="$T/xdg"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
-expect() {
-    local name=$1 code=$2 sub=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
-    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$T"
 expect "defaults" 0 "auto_threshold   = 1000            (default)" -- "$BIN" config
 printf '# chrysalis settings\nindex = IVF16,Flat\nauto_threshold = 300\nnprobe=3\n' > chrysalis.conf
@@ -71,6 +59,4 @@ expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: IVF" --
 "$BIN" export m2.chrys --format fvecs -o m2.out
 cmp -s m.out m2.out && ok "merge decisions unchanged by the switch" || bad "merge decisions unchanged by the switch"
 
-echo "config cli: $pass passed, $fail failed"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish "config cli"

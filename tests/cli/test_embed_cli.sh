@@ -7,19 +7,7 @@ T=$(mktemp -d)
 SRV=
 trap '[ -n "$SRV" ] && kill $SRV 2>/dev/null; rm -rf "$T"' EXIT
 export CHRYS_NO_PROGRESS=1
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
-expect() {
-    local name=$1 code=$2 sub=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
-    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The Chrysalis texts of the bundled data, as JSONL {"id", "text"} (deterministic rows only).
 grep '"provider": "deterministic"' examples/chrysalis/records.jsonl | head -300 |
@@ -90,6 +78,4 @@ expect "fallback reported" 0 "FALLBACK" -- \
     "$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model badjson --embed-dim 16 \
     --api-key-env CHRYS_FAKE_KEY --fallback-deterministic -o "$T/f.fvecs"
 
-echo "embed cli: $pass passed, $fail failed"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish "embed cli"

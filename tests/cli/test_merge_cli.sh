@@ -9,19 +9,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export CHRYS_NO_PROGRESS=1
 EX=examples/chrysalis
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && echo "        $2"; }
-expect() {
-    local name=$1 code=$2 sub=$3
-    shift 4
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    if [ "$rc" -ne "$code" ]; then bad "$name" "exit $rc, expected $code: $out"; return; fi
-    case "$out" in *"$sub"*) ok "$name" ;; *) bad "$name" "output lacks '$sub': $out" ;; esac
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # 1. The bundled data at 0.85 gives the original merger's all_t085 figures.
 expect "merge bundled data" 0 '"merged":288,"added":638,"skipped":0,"entries":638' -- \
@@ -123,6 +111,4 @@ expect "slow search warning" 0 "warning: a merge search took" -- \
     "$BIN" merge "$T/m.chrys" $EX/vectors.f32 --dim 1024 --slow-search 0.0000001 --metrics-log "$T/metrics.jsonl" -q
 head -1 "$T/metrics.jsonl" | grep -q '"seconds":.*"entries":.*"ms_per_record":.*"path":"flat-' && ok "metrics log lines" || bad "metrics log lines" "$(head -1 "$T/metrics.jsonl")"
 
-echo "merge cli: $pass passed, $fail failed"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish "merge cli"
