@@ -211,6 +211,11 @@ typedef struct chrys_search_opts {
     float threshold;
     uint32_t n_threads;   /* worker threads; 0 = one per online core (default 0) */
     uint32_t nprobe;      /* IVF: lists searched (0 = the index's default, nlist/16 at least 1) */
+    /* Optional filter: only ids for which allow(id, allow_ctx) returns non-zero can be returned
+     * (consulted during the scan, only for rows good enough to enter the results). Must be
+     * thread-safe when several threads search. */
+    int (*allow)(uint64_t id, void *allow_ctx);
+    void *allow_ctx;
 } chrys_search_opts;
 
 CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);

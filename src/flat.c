@@ -46,15 +46,17 @@ typedef struct search_ctx {
     float *qsq;          /* BLAS path, L2: |q|^2 per query */
     size_t q0, nq_tile, r0, nr_tile; /* BLAS path: current tile */
     unsigned n_workers;
+    const search_filter *filter;
 } search_ctx;
 
 static inline void push_block(topk *h, const float *s, size_t n, size_t slot0,
-                              const uint64_t *ids, float floor0)
+                              const uint64_t *ids, float floor0, const search_filter *f)
 {
     float fl = topk_floor(h);
     if (fl < floor0) fl = floor0;
     for (size_t r = 0; r < n; r++) {
         if (s[r] >= fl) {
+            if (f && !f->allow(ids[slot0 + r], f->ctx)) continue;
             topk_push(h, s[r], (uint32_t)(slot0 + r), ids[slot0 + r]);
             fl = topk_floor(h);
             if (fl < floor0) fl = floor0;
@@ -80,7 +82,7 @@ static void scan_rows(void *arg, unsigned w, size_t begin, size_t end)
             /* register-blocked kernel: every query against the row block at once */
             c->kr->dot_block(c->q, c->nq, x, nr, dim, tile, FLAT_ROW_BLOCK);
             for (size_t qi = 0; qi < c->nq; qi++)
-                push_block(&heaps[qi], tile + qi * FLAT_ROW_BLOCK, nr, r0, ix->ids, c->floor0);
+                push_block(&heaps[qi], tile + qi * FLAT_ROW_BLOCK, nr, r0, ix->ids, c->floor0, c->filter);
             continue;
         }
         for (size_t qi = 0; qi < c->nq; qi++) {
@@ -91,7 +93,7 @@ static void scan_rows(void *arg, unsigned w, size_t begin, size_t end)
             } else {
                 c->kr->dot_rows(q, x, nr, dim, buf);
             }
-            push_block(&heaps[qi], buf, nr, r0, ix->ids, c->floor0);
+            push_block(&heaps[qi], buf, nr, r0, ix->ids, c->floor0, c->filter);
         }
     }
 }
@@ -114,7 +116,7 @@ static void select_tile(void *arg, unsigned w, size_t begin, size_t end)
                 s[r] = -(qq + xn * xn - 2.0f * s[r]);
             }
         }
-        push_block(&c->heaps[c->q0 + i], s, c->nr_tile, c->r0, ix->ids, c->floor0);
+        push_block(&c->heaps[c->q0 + i], s, c->nr_tile, c->r0, ix->ids, c->floor0, c->filter);
     }
 }
 #endif
@@ -198,7 +200,8 @@ int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries,
 
 /* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq). */
 static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
-                   unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out, int *used_blas)
+                   unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out, int *used_blas,
+                   const search_filter *filter)
 {
     *used_blas = 0;
     size_t dim = ix->dim, n = ix->n;
@@ -206,7 +209,7 @@ static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool
     topk_item *items = NULL;
     topk *heaps = NULL;
     float *tile = NULL, *qsq = NULL;
-    search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1};
+    search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter};
 #ifdef CHRYS_HAVE_BLAS
     if (allow_blas && nq >= FLAT_BLAS_MIN_NQ) {
         *used_blas = 1;
@@ -293,7 +296,7 @@ done:
 }
 
 int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr,
-                         double thr, unsigned nt, uint64_t *ids, double *scores)
+                         double thr, unsigned nt, uint64_t *ids, double *scores, const search_filter *filter)
 {
     size_t dim = ix->dim, n = ix->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
@@ -318,7 +321,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
     rescored *buf = NULL;
     int rc = CHRYS_OK;
     int blas = 0, wblas;
-    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps, &blas))) return rc;
+    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps, &blas, filter))) return rc;
     double gamma = 2.0 * (blas ? (double)dim : dim / 16.0 + 8.0) * (1.0 / 16777216.0);
     size_t cap = pool ? pool : 1;
     if (!(buf = chrys_malloc(cap * sizeof *buf))) {
@@ -342,7 +345,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
             topk_item *wi = NULL;
             topk *wh = NULL;
             rescored *wb = chrys_malloc(wide * sizeof *wb);
-            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh, &wblas))) {
+            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh, &wblas, filter))) {
                 chrys_free(wb);
                 rc = rc ? rc : CHRYS_NOMEM;
                 goto done;
@@ -382,13 +385,19 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries, const ch
         rc = CHRYS_NOMEM;
         goto done;
     }
+    search_filter f = {NULL, NULL};
+    if (o->struct_size >= offsetof(chrys_search_opts, allow_ctx) + sizeof(void *) && o->allow) {
+        f.allow = o->allow;
+        f.ctx = o->allow_ctx;
+    }
+    const search_filter *fp = f.allow ? &f : NULL;
     if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
         rc = ivf_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
                         o->struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o->nprobe : 0, ids,
-                        scores);
+                        scores, fp);
     else
         rc = flat_search_prepared(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold,
-                                  o->n_threads, ids, scores);
+                                  o->n_threads, ids, scores, fp);
     for (size_t i = 0; !rc && i < cnt; i++) {
         hits[i].id = ids[i];
         hits[i].score = (float)scores[i];

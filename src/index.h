@@ -63,6 +63,12 @@ CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, unsigned char meta
                                        unsigned char **mdat_out, unsigned char *plan /* 256 bytes */);
 CHRYS_PRIVATE int index_load_reader(struct store_reader *r, chrys_index **out, char **errmsg);
 
+/* A search filter (chrys_search_opts.allow), NULL when none. */
+typedef struct search_filter {
+    int (*allow)(uint64_t id, void *ctx);
+    void *ctx;
+} search_filter;
+
 /* ivf.c */
 CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot); /* assign/encode new rows, run the planner */
 CHRYS_PRIVATE void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last);
@@ -70,7 +76,8 @@ CHRYS_PRIVATE void ivf_after_update(chrys_index *ix, uint32_t slot);
 CHRYS_PRIVATE int ivf_reserve(chrys_index *ix, size_t cap);
 CHRYS_PRIVATE void ivf_free(chrys_index *ix);
 CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr,
-                             unsigned n_threads, uint32_t nprobe, uint64_t *ids, double *scores);
+                             unsigned n_threads, uint32_t nprobe, uint64_t *ids, double *scores,
+                             const search_filter *filter);
 CHRYS_PRIVATE void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap);
 CHRYS_PRIVATE double ivf_imbalance(const chrys_index *ix);
 CHRYS_PRIVATE int ivf_train(chrys_index *ix, uint32_t nlist);
@@ -93,7 +100,7 @@ CHRYS_PRIVATE int flat_prepare_queries(const chrys_index *ix, size_t nq, const f
  * cosine, inner product or squared L2), best first, ties by smaller id, padded with CHRYS_NO_ID. */
 CHRYS_PRIVATE int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_t k,
                                        int use_thr, double thr, unsigned n_threads, uint64_t *ids,
-                                       double *scores);
+                                       double *scores, const search_filter *filter);
 
 /* parallel.c: run fn over [0, n) split into contiguous ranges, one per worker (worker 0 is the
  * calling thread). Falls back to fewer workers if threads cannot be started. */

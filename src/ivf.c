@@ -601,6 +601,7 @@ typedef struct ivf_ctx {
     uint64_t *ids;
     double *scores;
     int rc;
+    const search_filter *filter;
 } ivf_ctx;
 
 static int cmp_desc(const void *a, const void *b)
@@ -653,7 +654,8 @@ static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
                 if (ix->sq8 && !l2) sc = (float)bias + kr->dot_u8(qw, ix->codes + (size_t)s * dim, dim);
                 else if (l2) sc = -kr->l2sq(q, ix->vecs + (size_t)s * dim, dim);
                 else sc = kr->dot(q, ix->vecs + (size_t)s * dim, dim);
-                if (sc >= topk_floor(&best)) topk_push(&best, sc, s, ix->ids[s]);
+                if (sc >= topk_floor(&best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
+                    topk_push(&best, sc, s, ix->ids[s]);
             }
         }
         /* 3. re-rank the candidates with the float32 rows, in double */
@@ -685,11 +687,11 @@ out:
 }
 
 int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr, unsigned nt,
-               uint32_t nprobe, uint64_t *ids, double *scores)
+               uint32_t nprobe, uint64_t *ids, double *scores, const search_filter *filter)
 {
     if (!nprobe) nprobe = ix->nlist / 16 > 1 ? ix->nlist / 16 : 1;
     size_t pool = ix->sq8 ? (k * 4 > k + 32 ? k * 4 : k + 32) : k + 8;
-    ivf_ctx c = {ix, q, k, pool, use_thr, thr, nprobe, ids, scores, CHRYS_OK};
+    ivf_ctx c = {ix, q, k, pool, use_thr, thr, nprobe, ids, scores, CHRYS_OK, filter};
     if (nt == 0) nt = chrys_online_cpus();
     chrys_parallel_for(nq >= nt * 2 ? nt : 1, nq, ivf_query_range, &c);
     return c.rc;

@@ -557,7 +557,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         size_t k = MERGE_K < e_before ? MERGE_K : e_before;
         if (nb && k) {
             double t0 = now_s();
-            if ((rc = flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc))) {
+            if ((rc = flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL))) {
                 rc = fail(m, rc, "search failed");
                 goto done;
             }
@@ -609,7 +609,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
                 uint64_t lid;
                 double ls;
                 double t0 = now_s();
-                if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls))) {
+                if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls, NULL))) {
                     rc = fail(m, rc, "search failed");
                     goto done;
                 }

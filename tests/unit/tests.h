@@ -39,7 +39,8 @@
     X(test_ivf_spec_parse)                          \
     X(test_kmeans_basics)                           \
     X(test_ivf_recall_and_mutation)                 \
-    X(test_ivf_planner)
+    X(test_ivf_planner)                             \
+    X(test_search_filter)
 
 #define X(name) void name(void);
 TEST_LIST
