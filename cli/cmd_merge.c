@@ -45,6 +45,11 @@ static const char *HELP_MERGE =
     "  --index SPEC           new store: the entries' index (default auto: Flat, then IVF past the\n"
     "                         planner's threshold; decisions stay exact)\n"
     "  --auto-threshold N     new store: the planner's threshold (default 1000)\n"
+    "  --exact                always decide by exact scan (default: once the index is IVF, take its\n"
+    "                         candidates and confirm near-threshold decisions by exact scan)\n"
+    "  --nprobe N             IVF lists searched per record (default max(16, nlist/8))\n"
+    "  --confirm-margin M     confirm by exact scan when |best - threshold| < M (default 0.02)\n"
+    "  --verify               also check every decision against an exact scan and report disagreements\n"
     "  --format F, --dim D    input format, as for build\n"
     "  -q, --quiet            no summary\n"
     "  --embed                JSONL inputs carry text, not vectors: embed the --text-field of each\n"
@@ -251,12 +256,18 @@ int cmd_merge(int argc, char **argv)
                                          {"embed", no_argument, 0, 'E'},
                                          {"index", required_argument, 0, 'X'},
                                          {"auto-threshold", required_argument, 0, 'A'},
+                                         {"exact", no_argument, 0, 'x'},
+                                         {"nprobe", required_argument, 0, 'p'},
+                                         {"confirm-margin", required_argument, 0, 'c'},
+                                         {"verify", no_argument, 0, 'v'},
                                          EMBED_LONG_OPTIONS,
                                          {0, 0, 0, 0}};
     embed_cli ec;
     embed_cli_init(&ec);
     chrys_embedder *embedder = NULL;
-    int do_embed = 0, er;
+    int do_embed = 0, er, exact = 0, verify = 0;
+    long nprobe = (long)cfg_uint("nprobe");
+    double margin = 0.02;
     double threshold = NAN, w_old = NAN, w_new = NAN, slow = cfg_double("slow_search");
     int variant = -1, renorm = -1, mean = -1, skip_invalid = 0, json = 0, quiet = 0, fmt = FMT_AUTO, c;
     long batch = -1, threads = (long)cfg_uint("threads"), dim = 0;
@@ -268,6 +279,22 @@ int cmd_merge(int argc, char **argv)
         if (er) continue;
         switch (c) {
         case 'E': do_embed = 1; break;
+        case 'x': exact = 1; break;
+        case 'v': verify = 1; break;
+        case 'p':
+            nprobe = strtol(optarg, &end, 10);
+            if (*end || nprobe < 0 || nprobe > 1 << 20) {
+                cli_error("--nprobe: expected 0..%d, got '%s'", 1 << 20, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'c':
+            margin = strtod(optarg, &end);
+            if (*end || !(margin >= 0 && margin <= 2)) {
+                cli_error("--confirm-margin: expected 0..2, got '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            break;
         case 'X':
             if (cfg_set_flag("index", optarg, "--index")) return EXIT_USAGE;
             break;
@@ -437,6 +464,10 @@ int cmd_merge(int argc, char **argv)
         o.slow_search_s = slow;
         o.on_search = on_search;
         o.user = &mc;
+        o.exact = exact;
+        o.verify = verify;
+        o.nprobe = (uint32_t)nprobe;
+        o.confirm_margin = margin;
         if ((rc = chrys_merger_configure(m, &o))) {
             cli_error("%s", chrys_merger_errmsg(m));
             vecset_free(&vs);
@@ -517,7 +548,9 @@ int cmd_merge(int argc, char **argv)
                 first = 0;
                 e = f;
             }
-            printf("}}\n");
+            printf("},\"index_backed\":{\"records\":%llu,\"confirmed\":%llu,\"verified\":%llu,\"disagreements\":%llu}}\n",
+                   (unsigned long long)after.approx_records, (unsigned long long)after.confirmations,
+                   (unsigned long long)after.verified, (unsigned long long)after.disagreements);
         } else {
             printf("%s: merged %zu records in %.3f s (threshold %g, %s merger)\n", store, read_records + parse_skipped,
                    secs, o.threshold, o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding");
@@ -532,6 +565,13 @@ int cmd_merge(int argc, char **argv)
                 e = f;
             }
             printf("\n  searches: %zu (%.3f s), slow: %zu\n", mc.n_searches, mc.total_s, mc.n_slow);
+            if (after.approx_records)
+                printf("  index-backed: %llu records from the index's candidates, %llu confirmed by exact scan\n",
+                       (unsigned long long)after.approx_records, (unsigned long long)after.confirmations);
+            if (after.verified)
+                printf("  verify: %llu of %llu decisions differ from the exact scan (%.4f%%)\n",
+                       (unsigned long long)after.disagreements, (unsigned long long)after.verified,
+                       100.0 * after.disagreements / after.verified);
         }
         free(counts);
     }

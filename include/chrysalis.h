@@ -316,6 +316,16 @@ typedef struct chrys_merge_opts {
     const char *index_spec;
     uint64_t auto_threshold; /* default 1000 */
     uint64_t memory_budget;  /* default 0 = unlimited */
+    /* Index-backed merging. Once the entries' index is IVF, candidates come from it (nprobe lists)
+     * instead of an exact scan, and a decision is confirmed by an exact scan when the best score
+     * found lies within confirm_margin of the threshold, or when nothing was found. exact = 1
+     * keeps the exact scan always. verify = 1 also checks every decision against an exact scan
+     * and counts disagreements (stats.verified, stats.disagreements). */
+    int exact;
+    uint32_t nprobe;        /* 0 = max(16, nlist / 8), and the index is used only from 256 lists on
+                               (below, the exact block search is cheaper); set: used whenever IVF */
+    double confirm_margin;  /* default 0.02 */
+    int verify;
 } chrys_merge_opts;
 
 CHRYS_API void chrys_merge_opts_init(chrys_merge_opts *opts);
@@ -341,6 +351,11 @@ typedef struct chrys_merge_stats {
     uint32_t struct_size;
     uint64_t entries, records, merged, added, skipped, runs;
     uint64_t next_record_id; /* one more than the largest record id merged (0 if none) */
+    /* this handle's index-backed merging: */
+    uint64_t approx_records; /* records decided with the index's candidates */
+    uint64_t confirmations;  /* of those, confirmed by an exact scan (near the threshold or none found) */
+    uint64_t verified;       /* records checked against an exact scan (verify) */
+    uint64_t disagreements;  /* of those, a different decision (action or entry) */
 } chrys_merge_stats;
 
 typedef struct chrys_merge_entry {

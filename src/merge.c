@@ -38,6 +38,7 @@
 #include "store/store.h"
 
 #define MERGE_K 8 /* candidates per record from the block search */
+#define MERGE_MIN_NLIST 256 /* below this, exact block search is cheaper than the IVF index */
 
 struct chrys_merger {
     chrys_merge_opts opts;
@@ -54,6 +55,7 @@ struct chrys_merger {
     uint64_t (*hist)[5];
     size_t n_hist;
     uint64_t mark_records, mark_merged, mark_added, mark_skipped;
+    uint64_t approx_records, confirmations, verified, disagreements;
     char *errmsg;
 };
 
@@ -82,6 +84,7 @@ void chrys_merge_opts_init(chrys_merge_opts *o)
     o->slow_search_s = 5.0;
     o->index_spec = "auto";
     o->auto_threshold = 1000;
+    o->confirm_margin = 0.02;
 }
 
 static int check_opts(const chrys_merge_opts *o, char **msg)
@@ -99,6 +102,9 @@ static int check_opts(const chrys_merge_opts *o, char **msg)
         return chrys_set_errmsg(msg, CHRYS_INVALID, "unknown merge variant %d", (int)o->variant);
     if (!(o->slow_search_s > 0))
         return chrys_set_errmsg(msg, CHRYS_INVALID, "slow_search_s must be positive");
+    if (o->struct_size >= offsetof(chrys_merge_opts, verify) + sizeof(int) &&
+        !(o->confirm_margin >= 0 && o->confirm_margin <= 2))
+        return chrys_set_errmsg(msg, CHRYS_INVALID, "confirm_margin must be in [0, 2]");
     return CHRYS_OK;
 }
 
@@ -188,7 +194,9 @@ int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *st)
     uint64_t next = 0;
     for (size_t a = 0; a < m->n_asn; a++)
         if (m->asn_rec[a] + 1 > next) next = m->asn_rec[a] + 1;
-    chrys_merge_stats s = {sizeof s, m->n_entries, m->records, m->merged, m->added, m->skipped, m->n_hist, next};
+    chrys_merge_stats s = {sizeof s,      m->n_entries,     m->records,       m->merged,
+                           m->added,      m->skipped,       m->n_hist,        next,
+                           m->approx_records, m->confirmations, m->verified, m->disagreements};
     size_t sz = st->struct_size && st->struct_size < sizeof s ? st->struct_size : sizeof s;
     memcpy(st, &s, sz);
     st->struct_size = (uint32_t)sz;
@@ -555,13 +563,22 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         }
         size_t e_before = m->n_entries;
         size_t k = MERGE_K < e_before ? MERGE_K : e_before;
+        /* the index pays only once its lists are many (a scan of nprobe of them is then a small part) */
+        int approx = !m->opts.exact && m->ix->kind == CHRYS_INDEX_IVF && m->ix->nlist &&
+                     (m->opts.nprobe || m->ix->nlist >= MERGE_MIN_NLIST); /* an explicit nprobe: always */
         if (nb && k) {
             double t0 = now_s();
-            if ((rc = flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL))) {
+            if (approx) {
+                uint32_t np = m->opts.nprobe ? m->opts.nprobe : (m->ix->nlist / 8 > 16 ? m->ix->nlist / 8 : 16);
+                rc = ivf_search(m->ix, nb, qblock, k, 0, 0, nt, np, cid, csc, NULL);
+            } else {
+                rc = flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL);
+            }
+            if (rc) {
                 rc = fail(m, rc, "search failed");
                 goto done;
             }
-            report(m, t0, e_before, nb, nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd");
+            report(m, t0, e_before, nb, approx ? "ivf" : nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd");
         }
         /* Settle in order. */
         if (dirty_cap < m->n_entries + b) {
@@ -631,6 +648,37 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
                         best = e;
                     }
                 }
+            }
+            if (approx) {
+                /* Near-threshold safeguard: the index may have missed a better entry; where that
+                 * could change the decision (or nothing was found), ask the exact scan. */
+                m->approx_records++;
+                if (best == CHRYS_NO_ID || fabs(best_s - m->opts.threshold) < m->opts.confirm_margin) {
+                    uint64_t lid;
+                    double ls;
+                    double t0 = now_s();
+                    if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls, NULL))) {
+                        rc = fail(m, rc, "search failed");
+                        goto done;
+                    }
+                    report(m, t0, m->n_entries, 1, "flat-confirm");
+                    best = (lid != CHRYS_NO_ID && ls > 0) ? lid : CHRYS_NO_ID;
+                    best_s = best == CHRYS_NO_ID ? 0.0 : ls;
+                    m->confirmations++;
+                }
+            }
+            if (m->opts.verify) {
+                uint64_t lid;
+                double ls;
+                if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls, NULL))) {
+                    rc = fail(m, rc, "search failed");
+                    goto done;
+                }
+                uint64_t xbest = (lid != CHRYS_NO_ID && ls > 0) ? lid : CHRYS_NO_ID;
+                int x_merge = xbest != CHRYS_NO_ID && ls >= m->opts.threshold;
+                int a_merge = best != CHRYS_NO_ID && best_s >= m->opts.threshold;
+                m->verified++;
+                if (x_merge != a_merge || (x_merge && xbest != best)) m->disagreements++;
             }
             res.score = best == CHRYS_NO_ID ? NAN : best_s;
             if (best != CHRYS_NO_ID && best_s >= m->opts.threshold) {

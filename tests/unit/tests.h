@@ -32,6 +32,7 @@
     X(test_merge_persistence_and_continuation)      \
     X(test_merge_bad_records)                       \
     X(test_merge_semantics_details)                 \
+    X(test_merge_index_backed)                      \
     X(test_embed_deterministic_chrysalis_rows)      \
     X(test_embed_cache_incremental)                 \
     X(test_embed_cache_two_processes)               \
