@@ -182,8 +182,9 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
         ix->lists = chrys_calloc(nlist, sizeof *ix->lists);
         ix->list_n = chrys_calloc(nlist, sizeof *ix->list_n);
         ix->list_cap = chrys_calloc(nlist, sizeof *ix->list_cap);
-        ix->list_of = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->list_of);
-        ix->pos_in_list = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->pos_in_list);
+        /* index_reserve already sized the per-row arrays of an IVF index */
+        if (!ix->list_of) ix->list_of = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->list_of);
+        if (!ix->pos_in_list) ix->pos_in_list = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->pos_in_list);
         if (!ix->centroids || !ix->lists || !ix->list_n || !ix->list_cap || !ix->list_of || !ix->pos_in_list)
             return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
         if ((rc = store_read_section(r, ic, ix->centroids, errmsg)) || (rc = store_read_section(r, il, ix->list_of, errmsg)))
@@ -208,8 +209,8 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
     } else if (ic >= 0 || il >= 0) {
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVF sections in an untrained index", r->name);
     } else if (ix->kind == CHRYS_INDEX_IVF) {
-        ix->list_of = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->list_of);
-        ix->pos_in_list = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->pos_in_list);
+        if (!ix->list_of) ix->list_of = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->list_of);
+        if (!ix->pos_in_list) ix->pos_in_list = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof *ix->pos_in_list);
         if (!ix->list_of || !ix->pos_in_list) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
     }
     if (ix->sq8 && (im >= 0 || iv >= 0)) {
