@@ -9,7 +9,8 @@
  * scans the codes and re-ranks its best candidates with the float32 rows in double precision.
  *
  * k-means: greedy k-means++ seeding (seeded, on a sample of at most 16 points per centroid), then Lloyd
- * iterations on a sample of at most 256 points per centroid (as FAISS samples), assignments on
+ * iterations (at most 20, fewer once no point changes cluster) on a sample of at most 256 points
+ * per centroid (as FAISS samples), assignments on
  * all cores; an empty cluster takes half of the largest one (its centroid split in two);
  * spherical (centroids renormalised) for cosine and inner product, Euclidean for L2.
  *
@@ -284,8 +285,16 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
     if (spherical)
         for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
     /* Lloyd iterations. */
+    uint32_t *prev = chrys_malloc(n * sizeof *prev);
+    if (!prev) {
+        rc = CHRYS_NOMEM;
+        goto free_all;
+    }
     for (int it = 0; it < iters; it++) {
         assign_all(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq);
+        /* converged: no point changed cluster, so another update would give the same centroids */
+        if (it > 0 && memcmp(prev, asg, n * sizeof *asg) == 0) break;
+        memcpy(prev, asg, n * sizeof *asg);
         memset(cnt, 0, k * sizeof *cnt);
         memset(acc, 0, (size_t)k * dim * sizeof *acc);
         for (size_t i = 0; i < n; i++) {
@@ -316,6 +325,7 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
         if (spherical)
             for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
     }
+    chrys_free(prev);
     if (objective) {
         assign_all(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq);
         double obj = 0;
