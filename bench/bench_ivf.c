@@ -88,6 +88,11 @@ int main(int argc, char **argv)
     double t0 = now();
     /* train on everything at once, then add: the index trains itself when the first batch arrives */
     if (chrys_index_add(ix, xb.n, ids, xb.data, NULL)) die("add", chrys_index_errmsg(ix));
+    chrys_index_info pre = {sizeof pre};
+    chrys_index_get_info(ix, &pre);
+    /* fewer than 8 vectors per list: the index stays exact until trained; train it explicitly,
+     * as FAISS users must */
+    if (!pre.nlist && chrys_index_retrain(ix)) die("retrain", chrys_index_errmsg(ix));
     double build_s = now() - t0;
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(ix, &info);
