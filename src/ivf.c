@@ -10,7 +10,7 @@
  *
  * k-means: greedy k-means++ seeding (plain k-means++ above 256 centroids; seeded, on a sample of at
  * most 16 points per centroid), then Lloyd
- * iterations (at most 20, fewer once no point changes cluster) on a sample of at most 256 points
+ * iterations (at most 10, as FAISS trains IVF; fewer once no point changes cluster) on a sample of at most 256 points
  * per centroid (as FAISS samples), assignments on
  * all cores; an empty cluster takes half of the largest one (its centroid split in two);
  * spherical (centroids renormalised) for cosine and inner product, Euclidean for L2.
@@ -35,7 +35,7 @@
 
 #define KM_MAX_POINTS_PER_CENTROID 256
 #define KM_INIT_POINTS_PER_CENTROID 16
-#define KM_ITERS 20
+#define KM_ITERS 10 /* FAISS trains IVF quantizers with 10 iterations (IndexIVF cp.niter) */
 #define IVF_MIN_POINTS_PER_LIST 39
 
 /* ------------------------------------------------------------------------------------------
