@@ -11,7 +11,9 @@
  *    (--batch-reps N: exactly N runs, for profiling);
  *  - single: a loop of one-query calls (at least 10, until the budget is spent); median, p99, mean
  *    (--no-single skips it).
- * Writes DIR/ids_T.ivecs (nq x k row ids, -1 for padding) and DIR/result.json (see anchors.py).
+ * Writes DIR/ids_T.ivecs (nq x k row ids, -1 for padding), DIR/single_ids_T.ivecs (the ids of the
+ * one-query calls, for the queries the latency loop reached; used by exact_check.py) and
+ * DIR/result.json (see anchors.py).
  * Progress and notes go to stderr.
  */
 #include <errno.h>
@@ -157,6 +159,7 @@ int main(int argc, char **argv)
     chrys_index_opts_init(&io);
     io.dim = dim;
     io.metric = CHRYS_METRIC_COSINE;
+    io.kind = CHRYS_INDEX_FLAT; /* exact search: this benchmark is about Flat, whatever the default */
     chrys_index *ix;
     char *errmsg = NULL;
     double t0 = now_seconds();
@@ -169,10 +172,11 @@ int main(int argc, char **argv)
     vecset_free(&base);
     chrys_index_info info = {.struct_size = sizeof info};
     chrys_index_get_info(ix, &info);
+    if (info.kind != CHRYS_INDEX_FLAT) die("chrys_index_new", CHRYS_INVALID, "index is not Flat");
 
     /* Search. */
     chrys_hit *hits = malloc(nq * (size_t)k * sizeof *hits);
-    chrys_hit *one = malloc((size_t)k * sizeof *one);
+    chrys_hit *one = malloc((nq ? nq : 1) * (size_t)k * sizeof *one);
     double *lat = malloc((nq ? nq : 1) * sizeof *lat);
     if (!hits || !one || !lat) die("search buffers", CHRYS_NOMEM, NULL);
     run_result res[MAX_T];
@@ -213,12 +217,15 @@ int main(int argc, char **argv)
         size_t m = 0;
         for (size_t i = 0; single && i < nq; i++) {
             t0 = now_seconds();
-            if ((rc = chrys_index_search(ix, 1, query.data + i * dim, &so, one))) die("search", rc, NULL);
+            if ((rc = chrys_index_search(ix, 1, query.data + i * dim, &so, one + i * (size_t)k)))
+                die("search", rc, NULL);
             double t1 = now_seconds();
             lat[m++] = (t1 - t0) * 1e3;
             sum += t1 - t0;
             if (t1 - start > budget && m >= 10) break;
         }
+        snprintf(path, sizeof path, "%s/single_ids_%u.ivecs", out_dir, T);
+        write_ivecs(path, one, m, (uint32_t)k);
         qsort(lat, m, sizeof *lat, cmp_double);
         r->single_nq = m;
         r->lat_median = percentile(lat, m, 50);
@@ -242,9 +249,10 @@ int main(int argc, char **argv)
         fprintf(f,
                 "%s\n {\"param\": \"flat\", \"threads\": %u, \"search_s\": %.6f, \"nq\": %zu, "
                 "\"ids\": \"ids_%u.ivecs\", \"batch_runs\": %d, \"lat_ms_median\": %.6f, \"lat_ms_p99\": %.6f, "
-                "\"lat_ms_mean\": %.6f, \"single_qps\": %.3f, \"single_nq\": %zu}",
+                "\"lat_ms_mean\": %.6f, \"single_qps\": %.3f, \"single_nq\": %zu, "
+                "\"single_ids\": \"single_ids_%u.ivecs\"}",
                 ti ? "," : "", r->threads, r->search_s, r->nq, r->threads, r->batch_runs, r->lat_median,
-                r->lat_p99, r->lat_mean, r->lat_mean > 0 ? 1e3 / r->lat_mean : 0.0, r->single_nq);
+                r->lat_p99, r->lat_mean, r->lat_mean > 0 ? 1e3 / r->lat_mean : 0.0, r->single_nq, r->threads);
     }
     fprintf(f, "\n]}\n");
     if (fclose(f)) {

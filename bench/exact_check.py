@@ -2,9 +2,12 @@
 """Exactness check of chrysalis Flat search against a float64 brute force.
 
 For each data set (a folder with base.fvecs and query.fvecs), builds a cosine store with the CLI
-(`chrysalis build`), searches it with `chrysalis search --json -k K`
-  - all queries in one call (nq >= 32: the BLAS sgemm path), and
-  - the first 31 queries (nq < 32: the SIMD kernel path),
+(`chrysalis build`) and covers every search path of src/flat.c:
+  - `chrysalis search --json -k K` with all queries in one call (nq >= 64: BLAS sgemm),
+  - the same with the first 31 queries (4..63: the register-blocked dot_block kernel),
+  - the same with the first 3 queries (1..3: the SIMD row kernel, rows split over workers),
+  - bench_anchor's loop of one-query calls (nq = 1, the latency path; ids only, as many queries
+    as its --budget allows),
 and compares the returned ids with a float64 brute force: cosine = dot product of float64
 normalised copies of the float32 vectors, top-K with ties broken by smaller id (the library's rule).
 
@@ -79,6 +82,16 @@ def chrysalis_search(cli, store, queries, k, threads):
     return np.array(ids, dtype=np.int64), np.array(scores, dtype=np.float64)
 
 
+def single_query_ids(bench, base, query, k, work, budget):
+    """Ids from bench_anchor's loop of one-query calls (1 thread)."""
+    out = os.path.join(work, "bench_single")
+    os.makedirs(out, exist_ok=True)
+    subprocess.run([bench, "--base", base, "--query", query, "--k", str(k), "--threads", "1", "--out", out,
+                    "--batch-reps", "1", "--budget", str(budget)], check=True, stderr=subprocess.DEVNULL)
+    raw = np.fromfile(os.path.join(out, "single_ids_1.ivecs"), dtype=np.int32)
+    return raw.reshape(-1, k + 1)[:, 1:].astype(np.int64)
+
+
 def compare(ours, our_scores, ref_ids, ref_scores, xb32, q64, tie_tol):
     k = ref_ids.shape[1]
     diffs, max_gap, max_score_err = [], 0.0, 0.0
@@ -86,7 +99,8 @@ def compare(ours, our_scores, ref_ids, ref_scores, xb32, q64, tie_tol):
         o = ours[qi]
         # true float64 score of every id we returned
         s_o = norm64(xb32[o]) @ q64[qi]
-        max_score_err = max(max_score_err, float(np.max(np.abs(s_o - our_scores[qi]))))
+        if our_scores is not None:
+            max_score_err = max(max_score_err, float(np.max(np.abs(s_o - our_scores[qi]))))
         if np.array_equal(o, ref_ids[qi]):
             continue
         gaps = []
@@ -101,25 +115,35 @@ def compare(ours, our_scores, ref_ids, ref_scores, xb32, q64, tie_tol):
     return diffs, max_gap, max_score_err
 
 
-def check_set(name, d, cli, work, k, tie_tol, threads, simd_nq):
+def check_set(name, d, cli, bench, budget, work, k, tie_tol, threads, simd_nq):
     base, query = os.path.join(d, "base.fvecs"), os.path.join(d, "query.fvecs")
     os.makedirs(work, exist_ok=True)
     store = os.path.join(work, name + ".chrys")
     t0 = time.time()
     if not os.path.exists(store) or os.path.getmtime(store) < os.path.getmtime(base) \
             or os.path.getmtime(store) < os.path.getmtime(cli):
-        subprocess.run([cli, "build", store, base, "--metric", "cosine", "--force", "-q"], check=True)
+        subprocess.run([cli, "build", store, base, "--metric", "cosine", "--index", "Flat", "--force", "-q"],
+                       check=True)
     xb32 = read_fvecs(base)
     xq32 = read_fvecs(query)
     q64 = norm64(xq32)
     ref_ids, ref_scores = brute64(xb32, q64, k)
     t_ref = time.time()
     res = dict(dataset=name, n=int(xb32.shape[0]), d=int(xb32.shape[1]), k=k, tie_tol=tie_tol, paths={})
-    small = os.path.join(work, name + ".q%d.fvecs" % simd_nq)
-    write_fvecs(small, xq32[:simd_nq])
-    for path, qfile, nq in (("blas (nq=%d)" % xq32.shape[0], query, xq32.shape[0]),
-                            ("simd (nq=%d)" % simd_nq, small, simd_nq)):
-        ours, our_scores = chrysalis_search(cli, store, qfile, k, threads)
+    runs = [("cli blas (nq=%d)" % xq32.shape[0], query, xq32.shape[0])]
+    for m, label in ((simd_nq, "cli dot_block"), (3, "cli simd rows")):
+        small = os.path.join(work, name + ".q%d.fvecs" % m)
+        write_fvecs(small, xq32[:m])
+        runs.append(("%s (nq=%d)" % (label, m), small, m))
+    if bench and os.path.exists(bench):
+        runs.append(("bench_anchor nq=1 calls", None, None))
+    for path, qfile, nq in runs:
+        if qfile is None:
+            ours = single_query_ids(bench, base, query, k, work, budget)
+            nq, our_scores = ours.shape[0], None
+            path = "bench_anchor 1-query calls (nq=1, %d queries)" % nq
+        else:
+            ours, our_scores = chrysalis_search(cli, store, qfile, k, threads)
         assert ours.shape == (nq, k), (ours.shape, nq, k)
         diffs, max_gap, max_err = compare(ours, our_scores, ref_ids[:nq], ref_scores[:nq], xb32, q64[:nq],
                                           tie_tol)
@@ -127,10 +151,11 @@ def check_set(name, d, cli, work, k, tie_tol, threads, simd_nq):
                                   queries_set_differing=sum(x["set_differs"] for x in diffs),
                                   non_tie=sum(not x["tie"] for x in diffs), max_gap=max_gap,
                                   max_returned_score_err=max_err, diffs=diffs[:50])
-        print("%-30s %-14s nq=%-5d differing top-%d: %d (set differs: %d), max f64 gap %.3g, "
-              "non-tie %d, max |score - f64| %.3g" % (
-                  name, path, nq, k, len(diffs), res["paths"][path]["queries_set_differing"], max_gap,
-                  res["paths"][path]["non_tie"], max_err), flush=True)
+        print("%-30s %-32s differing top-%d: %d (set differs: %d), max f64 gap %.3g, "
+              "non-tie %d, max |score - f64| %s" % (
+                  name, path, k, len(diffs), res["paths"][path]["queries_set_differing"], max_gap,
+                  res["paths"][path]["non_tie"], "%.3g" % max_err if our_scores is not None else "-"),
+              flush=True)
         for x in diffs[:10]:
             print("    query %d: %s" % (x["query"], ", ".join(
                 "pos %d ours %d vs f64 %d (gap %.3g)" % (p["pos"], p["ours"], p["ref"], p["gap"])
@@ -144,6 +169,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", default=[], help="NAME=DIR (with base.fvecs, query.fvecs)")
     ap.add_argument("--cli", default=os.path.join(ROOT, "build/release/chrysalis"))
+    ap.add_argument("--bench", default=os.path.join(ROOT, "build/release/bench_anchor"),
+                    help="bench_anchor, for the one-query path ('' to skip)")
+    ap.add_argument("--budget", type=float, default=8.0, help="seconds for bench_anchor's one-query loop")
     ap.add_argument("--work", default=os.path.join(ROOT, "bench/out/data/exact"))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
@@ -156,7 +184,7 @@ def main():
     results = []
     for s in sets:
         name, d = s.split("=", 1)
-        results.append(check_set(name, d, a.cli, a.work, a.k, a.tie_tol, a.threads, a.simd_nq))
+        results.append(check_set(name, d, a.cli, a.bench, a.budget, a.work, a.k, a.tie_tol, a.threads, a.simd_nq))
     bad = sum(p["non_tie"] for r in results for p in r["paths"].values())
     ndiff = sum(p["queries_differing"] for r in results for p in r["paths"].values())
     if bad:

@@ -15,13 +15,15 @@
  *   read+pf   : the same with software prefetch 4 KiB ahead
  *   read4     : four far-apart streams (quarters of the range) read together
  *   lib       : the library's active dot_rows kernel over 128-row blocks (what scan_rows does,
- *               without the top-k pushes)
+ *               without the top-k pushes); four rows interleaved up to commit 60f4b95, one row
+ *               at a time since d29410d (the change this diagnostic motivated)
  *   lib+pf    : the same, with software prefetch of the next block issued row by row
  *   rows4+pf  : the library's 4-row kernel plus, in its inner loop, prefetches of the same offsets
  *               8 rows ahead (a proposed change to dot_rows_avx512)
  *   row1      : one row at a time, 4 accumulators, no software prefetch
  *   row1+pf   : one row at a time, 4 accumulators, prefetching 2 KiB .. 8 rows ahead
- *   search    : chrys_index_search with nq=1 on an index holding the same rows (4 KiB pages)
+ *   search    : chrys_index_search with nq=1 on an index holding the same rows (in the library's
+ *               own allocation: madvise(MADV_HUGEPAGE) since d29410d)
  */
 #include <immintrin.h>
 #include <pthread.h>
@@ -267,7 +269,7 @@ int main(int argc, char **argv)
                 tm[r] = now() - t0;
             }
             qsort(tm, reps, sizeof *tm, cmpd);
-            printf("  %-9s %-10s %6.2f ms median  %6.1f GB/s median  %6.1f GB/s best\n", "search", "4K pages",
+            printf("  %-9s %-10s %6.2f ms median  %6.1f GB/s median  %6.1f GB/s best\n", "search", "lib alloc",
                    tm[reps / 2] * 1e3, bytes / tm[reps / 2] / 1e9, bytes / tm[0] / 1e9);
             chrys_index_free(ix);
         }
