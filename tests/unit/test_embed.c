@@ -237,6 +237,7 @@ void test_embed_cache_two_processes(void)
 
 static pid_t server_pid;
 static int server_port;
+static int server_fd = -1; /* kept open: the server must never write into a closed pipe */
 
 static int start_server(void)
 {
@@ -252,7 +253,7 @@ static int start_server(void)
     close(fd[1]);
     char line[32] = {0};
     ssize_t got = read(fd[0], line, sizeof line - 1);
-    close(fd[0]);
+    server_fd = fd[0];
     server_port = got > 0 ? atoi(line) : 0;
     return server_port > 0 ? 0 : -1;
 }
@@ -263,6 +264,8 @@ static void stop_server(void)
         kill(server_pid, SIGTERM);
         waitpid(server_pid, NULL, 0);
     }
+    if (server_fd >= 0) close(server_fd);
+    server_fd = -1;
     server_pid = 0;
 }
 
@@ -328,6 +331,19 @@ void test_embed_http_providers(void)
     CHECK(v[0] > 0 && v[8] != v[0]);
     free(msg);
     float v0 = v[5 * 8 + 3];
+    /* the key was sent as a bearer token */
+    {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:%d/stats').read().decode())\"", server_port);
+        FILE *p = popen(cmd, "r");
+        char out[512] = {0};
+        if (p) {
+            size_t got = fread(out, 1, sizeof out - 1, p);
+            out[got] = 0;
+            pclose(p);
+        }
+        CHECK_STR_CONTAINS(out, "Bearer sk-test-SECRET-123");
+    }
     /* second run: all from the cache, zero requests */
     CHECK_EQ(http_embed("ok", CHRYS_PROVIDER_OPENAI, 8, n, tt, v, cp, &st, &msg, 5, 0), CHRYS_OK);
     CHECK_EQ(st.requests, 0);
@@ -373,19 +389,6 @@ void test_embed_http_providers(void)
     CHECK_STR_CONTAINS(msg, "HTTP 401: invalid api key");
     CHECK(msg && !strstr(msg, "SECRET"));
     free(msg);
-    /* the key was sent as a bearer token */
-    {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:%d/stats').read().decode())\"", server_port);
-        FILE *p = popen(cmd, "r");
-        char out[512] = {0};
-        if (p) {
-            size_t got = fread(out, 1, sizeof out - 1, p);
-            out[got] = 0;
-            pclose(p);
-        }
-        CHECK_STR_CONTAINS(out, "Bearer sk-test-SECRET-123");
-    }
     /* fallback only when configured, and reported */
     CHECK_EQ(http_embed("badjson", CHRYS_PROVIDER_OPENAI, 8, 3, tt, v, NULL, &st, &msg, 5, 1), CHRYS_OK);
     CHECK_EQ(st.fallback_texts, 3);
