@@ -33,7 +33,9 @@ mkdir -p "$OUT" "$DATA" "$CACHE"
 make -s bench
 BENCH=build/release/bench_ivf
 LIBREV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include 2>/dev/null || echo -dirty)"
-echo "== library at $LIBREV (bench_ivf built $(date -r $BENCH '+%F %T'))" | tee "$OUT/ivf_run_info.txt"
+DIFFSUM=$(git diff HEAD -- src include bench/bench_ivf.c 2>/dev/null | sha1sum | cut -c1-12)
+echo "== library at $LIBREV (uncommitted src/include/bench_ivf.c diff sha1 $DIFFSUM; bench_ivf built" \
+    "$(date -r $BENCH '+%F %T'))" | tee "$OUT/ivf_run_info.txt"
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}," \
     "faiss $($PY -c 'import faiss; print(faiss.__version__, faiss.get_compile_options().strip())')" | tee -a "$OUT/ivf_run_info.txt"
 

@@ -4,7 +4,7 @@
 # (bench/merge_numpy.py), at 1,000, 10,000 and 100,000 clustered 1024-d vectors; also the
 # FAISS-style merger of ../shared/tools/merge_anchor.py. See bench/MERGE.md.
 #
-#   bash bench/run_merge.sh          (from anywhere; about 30-40 minutes on 2 cores)
+#   bash bench/run_merge.sh          (from anywhere; about 30 minutes on 2 cores, plus waits for a quiet machine)
 #
 # Idempotent: the data set is generated only if missing and each measurement is skipped when its
 # result file bench/out/merge_runs/<name>.json exists (FORCE=1 redoes them all). Environment:
@@ -41,7 +41,9 @@ LIBREV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --qu
 # a private copy, so a rebuild of build/release during the run cannot change what is measured
 CLI=$WORK/chrysalis
 cp build/release/chrysalis "$CLI"
-echo "== library at $LIBREV (binary $(sha256sum "$CLI" | cut -c1-12)), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+LIBREV="$LIBREV binary:$(sha256sum "$CLI" | cut -c1-12)"
+export LIBREV
+echo "== library at $LIBREV, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 
 # ---- data: 100,000 x 1024 seeded clustered unit vectors; 1k / 10k are prefixes of the same stream
 GEN_ARGS="--n 100000 --d 1024 --nq 10 --gt-k 10 --clusters 1000 --s-min 0.25 --s-max 0.8 --seed 20240611"
@@ -136,13 +138,14 @@ ours() {  # ours N T [extra options...]  -> $RUNS/chrysalis_<tag>_N.json
     done
     $PY - "$WORK/ours_best.json" "$RUNS/$name.json" "$n" "$t" "$tag" "$bestline" "${walls[*]}" "$store" "${others[*]}" <<'EOF'
 import json, sys
+import os
 src, dst, n, t, tag, best, walls, store, others = sys.argv[1:]
 cli = json.load(open(src))
 wall, rss, oth = best.split()
 out = dict(method=f"chrysalis_{tag}", n=int(n), threads=int(t), seconds=float(wall), extrapolated=False,
            seconds_all_runs=[float(w) for w in walls.split()], peak_rss_kib=int(rss), others_cpu_s=float(oth),
            others_cpu_s_all_runs=[float(o) for o in others.split()],
-           cli_merge_seconds=cli.get("seconds"), merges=cli["merged"], entries=cli["entries"],
+           library=os.environ.get("LIBREV", ""), cli_merge_seconds=cli.get("seconds"), merges=cli["merged"], entries=cli["entries"],
            added=cli["added"], searches=cli.get("searches"), store=store,
            merged_count_histogram_size=len(cli.get("merged_count_histogram", {})))
 json.dump(out, open(dst, "w"), indent=1)
@@ -164,6 +167,34 @@ r = compare_assign(a, b); r["check"] = "chrysalis --threads 1 vs 2"
 print(json.dumps(r)); json.dump(r, open(sys.argv[3], "w"), indent=1)
 EOF
     fi
+done
+
+# ---- 1b. where chrysalis's time goes (not the timed runs): the searches' own time, from
+# --metrics-log, and `chrysalis build` of the same file (read + normalise + atomic save, no merging)
+for n in 1000 10000 100000; do
+    todo breakdown_$n || continue
+    echo "== chrysalis breakdown N=$n"
+    wait_quiet
+    rm -f "$WORK/bd.chrys" "$WORK/bd_build.chrys" "$WORK/bd_metrics.log"
+    timed "$WORK/timed.txt" $CLI merge "$WORK/bd.chrys" "$(prefix "$n")" --metrics-log "$WORK/bd_metrics.log" --json > "$WORK/bd.json"
+    cp "$WORK/timed.txt" "$WORK/timed_merge.txt"
+    wait_quiet
+    timed "$WORK/timed.txt" $CLI build "$WORK/bd_build.chrys" "$(prefix "$n")" -q
+    $PY - "$n" "$WORK/bd.json" "$WORK/bd_metrics.log" "$WORK/timed_merge.txt" "$WORK/timed.txt" "$RUNS/breakdown_$n.json" <<'EOF'
+import json, sys
+n, cli, log, tm, tb, dst = sys.argv[1:]
+L = [json.loads(l) for l in open(log)]
+paths = {}
+for x in L:
+    paths[x["path"]] = round(paths.get(x["path"], 0) + x["seconds"], 3)
+import os
+out = dict(check="chrysalis time breakdown (untimed extra run)", n=int(n), library=os.environ.get("LIBREV", ""),
+           merge_wall_s=float(open(tm).read().split()[0]), cli_seconds=json.load(open(cli))["seconds"],
+           search_seconds=round(sum(x["seconds"] for x in L), 3), searches=len(L), search_seconds_by_path=paths,
+           build_same_file_wall_s=float(open(tb).read().split()[0]), ok=True)
+print(json.dumps(out)); json.dump(out, open(dst, "w"), indent=1)
+EOF
+    rm -f "$WORK/bd.chrys" "$WORK/bd_build.chrys"
 done
 
 # ---- 2. the original Python merger (pure Python), really run at small N
