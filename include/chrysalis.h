@@ -96,7 +96,8 @@ typedef enum chrys_metric {
 
 typedef enum chrys_index_kind {
     CHRYS_INDEX_FLAT = 0, /* exact search over all vectors */
-    CHRYS_INDEX_IVF = 1   /* inverted file: k-means lists, nprobe of them searched */
+    CHRYS_INDEX_IVF = 1,  /* inverted file: k-means lists, nprobe of them searched */
+    CHRYS_INDEX_HNSW = 2  /* hierarchical navigable small-world graph, ef_search candidates */
 } chrys_index_kind;
 
 typedef struct chrys_index_opts {
@@ -106,13 +107,20 @@ typedef struct chrys_index_opts {
     chrys_index_kind kind; /* default CHRYS_INDEX_FLAT */
     uint64_t seed;        /* seed for any randomness (default 42) */
     /* Index specification, as FAISS's index_factory spells them: "Flat", "SQ8", "IVF<nlist>,Flat",
-     * "IVF<nlist>,SQ8", "HNSW<M>", "HNSW<M>,SQ8", or "auto" (the planner: Flat below
-     * auto_threshold vectors, an IVF index chosen from size, dimension and memory budget above,
-     * switched automatically when an add crosses the threshold). NULL: from kind. SQ8 adds int8
-     * codes (per-dimension scale and offset) that are scanned first; float32 re-ranks. */
+     * "IVF<nlist>,SQ8", "HNSW<M>" (or "HNSW<M>,Flat"), "HNSW<M>,SQ8", "HNSW<M>,SQ8,RFlat", or
+     * "auto" (the planner: Flat below auto_threshold vectors, an IVF index chosen from size,
+     * dimension and memory budget above, switched automatically when an add crosses the
+     * threshold). NULL: from kind (HNSW: M 16). SQ8 adds int8 codes (per-dimension scale and
+     * offset, from the first batch added) that are scanned first. Flat and IVF keep float32 rows
+     * beside the codes and re-rank with them; "HNSW<M>,SQ8" keeps only the codes (about a
+     * quarter of the memory; scores are then approximate) and ",RFlat" keeps float32 rows too,
+     * for exact re-ranking of the ef_search best candidates. */
     const char *spec;
     uint64_t auto_threshold; /* default 1000 */
     uint64_t memory_budget;  /* bytes the planner may use for vectors (0 = unlimited) */
+    /* HNSW (fields from here on are read only when struct_size covers them) */
+    uint32_t ef_construction; /* candidates kept while linking a node (0 = 200) */
+    uint32_t build_threads;   /* workers linking a batch (0 = one per online core) */
 } chrys_index_opts;
 
 /* Fill *opts with the defaults (dim 0: the caller must set it). */
@@ -141,10 +149,23 @@ CHRYS_API const char *chrys_index_errmsg(const chrys_index *ix);
 CHRYS_API int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
                               const char *const *meta);
 
-/* Remove the vector with this id. Returns CHRYS_OK or CHRYS_NOTFOUND. */
+/* Remove the vector with this id. Returns CHRYS_OK or CHRYS_NOTFOUND.
+ * HNSW: the node becomes a tombstone (searches walk through it but never return it) and the
+ * neighbours that linked to it are re-linked with the selection heuristic; the space comes back
+ * with chrys_index_compact, or by itself when tombstones reach half of the nodes. */
 CHRYS_API int chrys_index_remove(chrys_index *ix, uint64_t id);
 
-/* Replace the vector stored under id (its metadata is kept).
+/* HNSW: drop the tombstones, renumber the live nodes densely and repair every link that pointed
+ * at a tombstone. Other kinds: nothing to do. Returns CHRYS_OK or CHRYS_NOMEM. */
+CHRYS_API int chrys_index_compact(chrys_index *ix);
+
+/* Progress of long operations (the HNSW build): fn(done, total, ctx) from the calling thread,
+ * every few hundred nodes. NULL fn switches it off. */
+CHRYS_API void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t done, uint64_t total, void *ctx),
+                                        void *ctx);
+
+/* Replace the vector stored under id (its metadata is kept). HNSW: the node's old neighbours are
+ * re-linked and the node is linked again at its new place, so recall does not decay.
  * Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (NaN/Inf, zero vector under cosine). */
 CHRYS_API int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec);
 
@@ -179,9 +200,15 @@ typedef struct chrys_index_info {
     uint64_t trained_on;   /* IVF: vectors present at the last training */
     char spec[32];         /* e.g. "IVF64,SQ8" */
     char plan_reason[160]; /* why the planner chose this index ("" if not planned) */
+    /* HNSW */
+    uint32_t hnsw_m, ef_construction;
+    int32_t max_level;     /* -1 when empty */
+    uint64_t deleted;      /* tombstones not yet compacted */
+    uint64_t vector_bytes; /* of memory_bytes: float32 rows and SQ8 codes */
 } chrys_index_info;
 
-/* Parse an index specification (see chrys_index_opts.spec). out: kind, nlist (0 = choose), sq8,
+/* Parse an index specification (see chrys_index_opts.spec). out: kind, nlist (IVF lists, 0 =
+ * choose; HNSW: M), sq8 (0 none, 1 SQ8 codes, 2 SQ8 codes with float32 re-ranking, "RFlat"),
  * is_auto. Returns CHRYS_OK or CHRYS_INVALID with *errmsg saying what was expected. */
 CHRYS_API int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *nlist, int *sq8,
                                      int *is_auto, char **errmsg);
@@ -216,6 +243,7 @@ typedef struct chrys_search_opts {
      * thread-safe when several threads search. */
     int (*allow)(uint64_t id, void *allow_ctx);
     void *allow_ctx;
+    uint32_t ef_search;   /* HNSW: candidates kept during the walk (0 = 64; at least k) */
 } chrys_search_opts;
 
 CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);

@@ -26,6 +26,7 @@
 #include <cblas.h>
 #endif
 
+#include "hnsw.h"
 #include "index.h"
 #include "kernels/dist.h"
 
@@ -58,6 +59,7 @@ static inline void push_block(topk *h, const float *s, size_t n, size_t slot0,
     if (fl < floor0) fl = floor0;
     for (size_t r = 0; r < n; r++) {
         if (s[r] >= fl) {
+            if (ids[slot0 + r] == CHRYS_NO_ID) continue; /* HNSW tombstone */
             if (f && !f->allow(ids[slot0 + r], f->ctx)) continue;
             topk_push(h, s[r], (uint32_t)(slot0 + r), ids[slot0 + r]);
             fl = topk_floor(h);
@@ -310,6 +312,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
 {
     size_t dim = ix->dim, n = ix->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
+    if (!ix->vecs && n) return CHRYS_INVALID; /* SQ8-only HNSW: no float32 rows to scan */
     if (nt == 0) nt = chrys_online_cpus();
     size_t pool = k + (k > 16 ? k : 16);
     if (pool > n) pool = n;
@@ -401,7 +404,11 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries, const ch
         f.ctx = o->allow_ctx;
     }
     const search_filter *fp = f.allow ? &f : NULL;
-    if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
+    if (ix->kind == CHRYS_INDEX_HNSW)
+        rc = hnsw_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
+                         o->struct_size >= offsetof(chrys_search_opts, ef_search) + sizeof(uint32_t) ? o->ef_search : 0,
+                         ids, scores, fp);
+    else if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
         rc = ivf_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
                         o->struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o->nprobe : 0, ids,
                         scores, fp);

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "hnsw.h"
 #include "index.h"
 
 int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
@@ -51,7 +52,7 @@ int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint6
                                 CHRYS_MAX_DIM);
     if ((unsigned)metric > CHRYS_METRIC_L2)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown metric %d", (int)metric);
-    if ((unsigned)kind > CHRYS_INDEX_IVF)
+    if ((unsigned)kind > CHRYS_INDEX_HNSW)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown index kind %d", (int)kind);
     chrys_index *ix = chrys_calloc(1, sizeof *ix);
     if (!ix || idmap_init(&ix->map, 16)) {
@@ -64,6 +65,11 @@ int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint6
     ix->seed = seed;
     ix->auto_threshold = 1000;
     ix->want_nlist = kind == CHRYS_INDEX_IVF ? 64 : 0;
+    if (kind == CHRYS_INDEX_HNSW && hnsw_create(ix, 16, 0)) {
+        idmap_free(&ix->map);
+        chrys_free(ix);
+        return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating index");
+    }
     *out = ix;
     return CHRYS_OK;
 }
@@ -83,8 +89,26 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
         return rc;
     if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, out, errmsg))) return rc;
     chrys_index *ix = *out;
-    ix->sq8 = sq8;
+    ix->sq8 = sq8 != 0;
     ix->planned = is_auto;
+    if (kind == CHRYS_INDEX_HNSW) {
+        int has_efc = opts->struct_size >= offsetof(chrys_index_opts, build_threads) + sizeof(uint32_t);
+        uint32_t efc = has_efc ? opts->ef_construction : 0;
+        if (efc > 1000000) {
+            chrys_index_free(ix);
+            *out = NULL;
+            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "ef_construction %u out of range 0..1000000", efc);
+        }
+        hnsw_free(ix);
+        ix->refine = sq8 == 2;
+        ix->build_threads = has_efc ? opts->build_threads : 0;
+        if (hnsw_create(ix, nlist ? nlist : 16, efc)) {
+            chrys_index_free(ix);
+            *out = NULL;
+            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating index");
+        }
+        nlist = 0;
+    }
     if (nlist) ix->want_nlist = nlist;
     if (has_spec) {
         if (opts->auto_threshold) ix->auto_threshold = opts->auto_threshold;
@@ -105,6 +129,7 @@ void chrys_index_free(chrys_index *ix)
     chrys_free(ix->norms);
     chrys_free(ix->ids);
     idmap_free(&ix->map);
+    hnsw_free(ix);
     ivf_free(ix);
     chrys_free(ix->errmsg);
     chrys_free(ix);
@@ -123,9 +148,11 @@ int index_reserve(chrys_index *ix, size_t extra)
     if (chrys_mul_size(cap, (size_t)ix->dim * sizeof(float), &vbytes))
         return index_fail(ix, CHRYS_LIMIT, "index size overflows");
     old_vbytes = ix->n * (size_t)ix->dim * sizeof(float);
-    float *v = chrys_realloc_aligned(ix->vecs, old_vbytes, vbytes);
-    if (!v) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index to %zu vectors", cap);
-    ix->vecs = v;
+    if (index_has_floats(ix)) {
+        float *v = chrys_realloc_aligned(ix->vecs, old_vbytes, vbytes);
+        if (!v) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index to %zu vectors", cap);
+        ix->vecs = v;
+    }
     float *nr = chrys_realloc(ix->norms, cap * sizeof *nr);
     if (!nr) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->norms = nr;
@@ -135,7 +162,7 @@ int index_reserve(chrys_index *ix, size_t extra)
     char **meta = chrys_realloc(ix->meta, cap * sizeof *meta);
     if (!meta) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->meta = meta;
-    if (ivf_reserve(ix, cap)) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+    if (ivf_reserve(ix, cap) || hnsw_reserve(ix, cap)) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->cap = cap;
     if (idmap_reserve(&ix->map, need)) return index_fail(ix, CHRYS_NOMEM, "out of memory");
     return CHRYS_OK;
@@ -156,12 +183,29 @@ static int check_row(chrys_index *ix, const float *v, size_t row, double *norm)
     return CHRYS_OK;
 }
 
-static void store_row(chrys_index *ix, size_t slot, const float *v, double norm)
+/* Store row v at slot (dst: where the float32 row goes; the index's own array unless an
+ * SQ8-only HNSW index takes it into a temporary for encoding). */
+static void store_row_to(chrys_index *ix, float *dst, size_t slot, const float *v, double norm)
 {
-    float *dst = ix->vecs + slot * ix->dim;
     if (ix->metric == CHRYS_METRIC_COSINE) vec_scale_to(dst, v, ix->dim, norm);
     else memcpy(dst, v, ix->dim * sizeof(float));
     ix->norms[slot] = (float)norm;
+}
+
+static void store_row(chrys_index *ix, size_t slot, const float *v, double norm)
+{
+    store_row_to(ix, ix->vecs + slot * ix->dim, slot, v, norm);
+}
+
+/* Take back rows [first, ix->n) of a batch whose linking failed. */
+static void unadd(chrys_index *ix, size_t first)
+{
+    for (size_t s = first; s < ix->n; s++) {
+        idmap_del(&ix->map, ix->ids[s]);
+        chrys_free(ix->meta[s]);
+        ix->meta[s] = NULL;
+    }
+    ix->n = first;
 }
 
 int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
@@ -171,6 +215,7 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
     if (n == 0) return CHRYS_OK;
     if (!ids || !vecs) return index_fail(ix, CHRYS_INVALID, "ids and vecs must not be NULL");
     int rc;
+    float *tmp = NULL;
     double *norms = chrys_malloc(n * sizeof *norms);
     char **copies = meta ? chrys_calloc(n, sizeof *copies) : NULL;
     idmap batch = {0};
@@ -215,19 +260,32 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         }
     }
     if ((rc = index_reserve(ix, n))) goto done;
-    /* Pass 2: cannot fail (all memory reserved). */
     size_t first = ix->n;
+    int is_hnsw = ix->kind == CHRYS_INDEX_HNSW;
+    if (is_hnsw && !ix->vecs && !(tmp = chrys_malloc_aligned(n * (size_t)ix->dim * sizeof(float)))) {
+        rc = index_fail(ix, CHRYS_NOMEM, "out of memory adding %zu vectors", n);
+        goto done;
+    }
+    /* Pass 2: cannot fail (all memory reserved). */
     for (size_t i = 0; i < n; i++) {
         size_t slot = ix->n++;
-        store_row(ix, slot, vecs + i * ix->dim, norms[i]);
+        store_row_to(ix, tmp ? tmp + i * ix->dim : ix->vecs + slot * ix->dim, slot, vecs + i * ix->dim, norms[i]);
         ix->ids[slot] = ids[i];
         ix->meta[slot] = copies ? copies[i] : NULL;
         if (copies) copies[i] = NULL;
         idmap_put(&ix->map, ids[i], (uint32_t)slot);
     }
+    if (is_hnsw) { /* the graph: all or nothing too */
+        if ((rc = hnsw_after_add(ix, first, tmp ? tmp : ix->vecs + first * ix->dim))) {
+            unadd(ix, first);
+            rc = index_fail(ix, rc, "out of memory linking %zu vectors", n);
+        }
+        goto done;
+    }
     /* IVF lists, SQ8 codes and the planner; only memory can fail here (the rows are in). */
     rc = ivf_after_add(ix, first);
 done:
+    chrys_free_aligned(tmp);
     if (copies)
         for (size_t i = 0; i < n; i++) chrys_free(copies[i]);
     chrys_free(copies);
@@ -242,6 +300,16 @@ int chrys_index_remove(chrys_index *ix, uint64_t id)
     uint32_t slot = idmap_get(&ix->map, id);
     if (slot == CHRYS_NO_SLOT)
         return index_fail(ix, CHRYS_NOTFOUND, "id %llu not found", (unsigned long long)id);
+    if (ix->kind == CHRYS_INDEX_HNSW) {
+        int rc = hnsw_remove(ix, slot); /* fails (memory) before changing anything */
+        if (rc) return index_fail(ix, rc, "out of memory removing id %llu", (unsigned long long)id);
+        idmap_del(&ix->map, id);
+        chrys_free(ix->meta[slot]);
+        ix->meta[slot] = NULL;
+        ix->n_dead++;
+        if (ix->n_dead >= 64 && ix->n_dead * 2 >= ix->n) hnsw_compact(ix); /* on failure the tombstones stay */
+        return CHRYS_OK;
+    }
     size_t last = ix->n - 1;
     ivf_before_remove(ix, slot, (uint32_t)last);
     idmap_del(&ix->map, id);
@@ -266,9 +334,39 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
     double norm;
     int rc = check_row(ix, vec, 0, &norm);
     if (rc) return rc;
+    if (ix->kind == CHRYS_INDEX_HNSW) {
+        size_t dim = ix->dim;
+        float *tmp = chrys_malloc_aligned(2 * dim * sizeof(float)), old_norm = ix->norms[slot];
+        if (!tmp) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
+        float *row = ix->vecs ? ix->vecs + (size_t)slot * dim : tmp;
+        if (ix->vecs) memcpy(tmp + dim, row, dim * sizeof(float));
+        store_row_to(ix, row, slot, vec, norm);
+        if ((rc = hnsw_update(ix, slot, row))) { /* fails (memory) before the graph changes */
+            if (ix->vecs) memcpy(row, tmp + dim, dim * sizeof(float));
+            ix->norms[slot] = old_norm;
+            rc = index_fail(ix, rc, "out of memory updating id %llu", (unsigned long long)id);
+        }
+        chrys_free_aligned(tmp);
+        return rc;
+    }
     store_row(ix, slot, vec, norm);
     ivf_after_update(ix, slot);
     return CHRYS_OK;
+}
+
+int chrys_index_compact(chrys_index *ix)
+{
+    if (!ix) return CHRYS_INVALID;
+    if (ix->kind != CHRYS_INDEX_HNSW) return CHRYS_OK;
+    int rc = hnsw_compact(ix);
+    return rc ? index_fail(ix, rc, "out of memory compacting") : CHRYS_OK;
+}
+
+void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t, uint64_t, void *), void *ctx)
+{
+    if (!ix) return;
+    ix->progress = fn;
+    ix->progress_ctx = ctx;
 }
 
 int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
@@ -277,6 +375,10 @@ int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
     uint32_t slot = idmap_get(&ix->map, id);
     if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
     const float *src = ix->vecs + (size_t)slot * ix->dim;
+    if (!ix->vecs) { /* SQ8 only: the decoded codes */
+        hnsw_decode(ix, slot, out);
+        src = out;
+    }
     if (ix->metric == CHRYS_METRIC_COSINE) {
         double nrm = ix->norms[slot];
         for (uint32_t i = 0; i < ix->dim; i++) out[i] = (float)(src[i] * nrm);
@@ -304,7 +406,12 @@ int chrys_index_contains(const chrys_index *ix, uint64_t id)
 int chrys_index_ids(const chrys_index *ix, uint64_t *out)
 {
     if (!ix || (!out && ix->n)) return CHRYS_INVALID;
-    if (ix->n) memcpy(out, ix->ids, ix->n * sizeof *out);
+    if (!ix->n_dead) {
+        if (ix->n) memcpy(out, ix->ids, ix->n * sizeof *out);
+        return CHRYS_OK;
+    }
+    for (size_t s = 0, j = 0; s < ix->n; s++)
+        if (ix->ids[s] != CHRYS_NO_ID) out[j++] = ix->ids[s];
     return CHRYS_OK;
 }
 
@@ -317,14 +424,13 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     full.dim = ix->dim;
     full.metric = ix->metric;
     full.kind = ix->kind;
-    full.count = ix->n;
+    full.count = ix->n - ix->n_dead;
     full.seed = ix->seed;
-    size_t bytes = sizeof *ix + ix->cap * ((size_t)ix->dim * sizeof(float) + sizeof(float) +
-                                           sizeof(uint64_t) + sizeof(char *)) +
-                   idmap_bytes(&ix->map);
+    size_t vbytes = (ix->vecs ? ix->cap * (size_t)ix->dim * sizeof(float) : 0) + (ix->codes ? ix->cap * (size_t)ix->dim : 0);
+    size_t bytes = sizeof *ix + vbytes + ix->cap * (sizeof(float) + sizeof(uint64_t) + sizeof(char *)) +
+                   idmap_bytes(&ix->map) + hnsw_memory(ix);
     for (size_t i = 0; i < ix->n; i++)
         if (ix->meta[i]) bytes += strlen(ix->meta[i]) + 1;
-    if (ix->codes) bytes += ix->cap * (size_t)ix->dim;
     if (ix->list_of) bytes += ix->cap * 2 * sizeof(uint32_t) + (size_t)ix->nlist * ix->dim * sizeof(float);
     full.memory_bytes = bytes;
     full.nlist = ix->nlist;
@@ -335,6 +441,14 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     full.trained_on = ix->trained_on;
     ivf_spec_string(ix, full.spec, sizeof full.spec);
     snprintf(full.plan_reason, sizeof full.plan_reason, "%s", ix->plan_reason);
+    full.vector_bytes = vbytes;
+    full.deleted = ix->n_dead;
+    full.max_level = -1;
+    if (ix->hnsw) {
+        int ml;
+        hnsw_params(ix, &full.hnsw_m, &full.ef_construction, &ml);
+        full.max_level = ml;
+    }
     size_t sz = info->struct_size && info->struct_size < sizeof full ? info->struct_size : sizeof full;
     memcpy(info, &full, sz);
     info->struct_size = (uint32_t)sz;

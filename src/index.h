@@ -42,7 +42,21 @@ struct chrys_index {
     int sq8;
     float *sq_min, *sq_step; /* dim each; trained with the lists (or at the first add for Flat) */
     uint8_t *codes;          /* cap*dim */
+    /* HNSW (hnsw.c): the graph over the slots. Removal leaves a tombstone (ids[slot] ==
+     * CHRYS_NO_ID, counted in n_dead) instead of moving the last row into the hole. */
+    struct hnsw *hnsw;
+    size_t n_dead;
+    int refine;              /* HNSW with SQ8: float32 rows kept for re-ranking; without it vecs is NULL */
+    uint32_t build_threads;
+    void (*progress)(uint64_t done, uint64_t total, void *ctx);
+    void *progress_ctx;
 };
+
+/* Whether float32 rows are stored (all kinds except an SQ8-only HNSW index). */
+static inline int index_has_floats(const chrys_index *ix)
+{
+    return ix->kind != CHRYS_INDEX_HNSW || !ix->sq8 || ix->refine;
+}
 
 /* Record a message on the handle; returns rc. */
 CHRYS_PRIVATE int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
@@ -55,12 +69,18 @@ CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_ki
 
 /* index_store.c: the index's sections of a store file, and loading them from an open reader
  * (the merger adds its own sections around these). */
-#define INDEX_MAX_SECTIONS 10
+#define INDEX_MAX_SECTIONS 14
 struct store_section;
 struct store_reader;
-CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, unsigned char meta[64],
-                                       struct store_section *secs, uint32_t *ns,
-                                       unsigned char **mdat_out, unsigned char *plan /* 256 bytes */);
+/* The index's sections, with the buffers they point into (free with index_sections_free). */
+typedef struct index_sections {
+    struct store_section *secs; /* INDEX_MAX_SECTIONS entries, caller-provided */
+    uint32_t n;
+    unsigned char meta[64], plan[256], hnsw_hdr[64];
+    unsigned char *mdat, *hnsw_up; /* owned */
+} index_sections;
+CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, index_sections *out);
+CHRYS_PRIVATE void index_sections_free(index_sections *s);
 CHRYS_PRIVATE int index_load_reader(struct store_reader *r, chrys_index **out, char **errmsg);
 
 /* A search filter (chrys_search_opts.allow), NULL when none. */

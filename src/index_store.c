@@ -10,13 +10,24 @@
  */
 #include <math.h>
 
+#include "hnsw.h"
 #include "index.h"
 #include "store/codec.h"
 #include "store/store.h"
 
-int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], store_section *secs,
-                         uint32_t *ns, unsigned char **mdat_out, unsigned char *plan)
+void index_sections_free(index_sections *s)
 {
+    chrys_free(s->mdat);
+    chrys_free(s->hnsw_up);
+    s->mdat = s->hnsw_up = NULL;
+}
+
+int index_store_sections(const chrys_index *ix, index_sections *out)
+{
+    unsigned char *meta = out->meta, *plan = out->plan;
+    store_section *secs = out->secs;
+    unsigned char **mdat_out = &out->mdat;
+    out->mdat = out->hnsw_up = NULL;
     memset(meta, 0, META_SIZE);
     put_u32le(meta + META_DIM, ix->dim);
     put_u32le(meta + META_METRIC, (uint32_t)ix->metric);
@@ -27,7 +38,7 @@ int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], s
     secs[n++] = (store_section){TAG_META, 0, meta, META_SIZE};
     secs[n++] = (store_section){TAG_IDS, 0, ix->ids, ix->n * sizeof(uint64_t)};
     secs[n++] = (store_section){TAG_NORM, 0, ix->norms, ix->n * sizeof(float)};
-    secs[n++] = (store_section){TAG_VF32, 0, ix->vecs, ix->n * (uint64_t)ix->dim * sizeof(float)};
+    secs[n++] = (store_section){TAG_VF32, 0, ix->vecs, ix->vecs ? ix->n * (uint64_t)ix->dim * sizeof(float) : 0};
     /* MDAT: (n+1) u64 offsets into the string bytes that follow; empty = no metadata. */
     *mdat_out = NULL;
     size_t total = 0;
@@ -53,7 +64,7 @@ int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], s
     }
     /* PLAN, and the IVF / SQ8 structures when present. */
     memset(plan, 0, PLAN_SIZE);
-    put_u32le(plan + PLAN_FLAGS, (ix->planned ? 1u : 0u) | (ix->sq8 ? 2u : 0u));
+    put_u32le(plan + PLAN_FLAGS, (ix->planned ? 1u : 0u) | (ix->sq8 ? 2u : 0u) | (ix->refine ? 4u : 0u));
     put_u32le(plan + PLAN_NLIST, ix->nlist);
     put_u32le(plan + PLAN_WANT_NLIST, ix->want_nlist);
     put_u64le(plan + PLAN_THRESHOLD, ix->auto_threshold);
@@ -72,7 +83,15 @@ int index_store_sections(const chrys_index *ix, unsigned char meta[META_SIZE], s
         secs[n++] = (store_section){TAG_SQ8P + 1, 0, ix->sq_step, ix->dim * sizeof(float)};
         secs[n++] = (store_section){TAG_VSQ8, 0, ix->codes, ix->n * (uint64_t)ix->dim};
     }
-    *ns = n;
+    if (ix->hnsw) {
+        uint32_t nh;
+        if (hnsw_store_sections(ix, secs + n, &nh, out->hnsw_hdr, &out->hnsw_up)) {
+            index_sections_free(out);
+            return CHRYS_NOMEM;
+        }
+        n += nh;
+    }
+    out->n = n;
     return CHRYS_OK;
 }
 
@@ -80,14 +99,11 @@ int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
-    unsigned char meta[META_SIZE], plan[PLAN_SIZE];
     store_section secs[INDEX_MAX_SECTIONS];
-    uint32_t ns;
-    unsigned char *mdat;
-    if (index_store_sections(ix, meta, secs, &ns, &mdat, plan))
-        return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
-    int rc = store_write(path, secs, ns, errmsg);
-    chrys_free(mdat);
+    index_sections is = {secs};
+    if (index_store_sections(ix, &is)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
+    int rc = store_write(path, secs, is.n, errmsg);
+    index_sections_free(&is);
     return rc;
 }
 
@@ -119,7 +135,7 @@ static int parse_meta(store_reader *r, uint32_t *dim, uint32_t *metric, uint32_t
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: dim %u out of range", r->name, *dim);
     if (*metric > CHRYS_METRIC_L2)
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: META: unknown metric %u", r->name, *metric);
-    if (*kind > CHRYS_INDEX_IVF)
+    if (*kind > CHRYS_INDEX_HNSW)
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: META: unknown index kind %u", r->name, *kind);
     if (*count > CHRYS_MAX_SLOTS)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: META: count %llu exceeds the cap", r->name,
@@ -137,6 +153,7 @@ static int check_sections_known(store_reader *r, char **errmsg)
         uint32_t t = r->sec[i].tag;
         if (t == TAG_META || t == TAG_IDS || t == TAG_NORM || t == TAG_VF32 || t == TAG_MDAT) continue;
         if (t == TAG_MRGO || t == TAG_MENT || t == TAG_MASN || t == TAG_MHIS) continue; /* merger state */
+        if (t == TAG_HNSW || t == TAG_HNLV || t == TAG_HNL0 || t == TAG_HNUP) continue;
         if (t == TAG_PLAN || t == TAG_IVFC || t == TAG_IVFL || t == TAG_SQ8P || t == TAG_SQ8P + 1 || t == TAG_VSQ8) continue;
         if (r->sec[i].flags & SEC_OPTIONAL) continue;
         char name[5];
@@ -147,6 +164,18 @@ static int check_sections_known(store_reader *r, char **errmsg)
 }
 
 /* PLAN, IVF lists and SQ8 codes (all optional; lengths checked before allocation). */
+/* PLAN's SQ8 and re-ranking bits, read ahead: they decide whether VF32 holds rows. */
+static int peek_plan_flags(store_reader *r, uint32_t *flags, char **errmsg)
+{
+    *flags = 0;
+    int ip = store_find(r, TAG_PLAN), rc;
+    if (ip < 0) return CHRYS_OK;
+    unsigned char plan[PLAN_SIZE];
+    if ((rc = expect_len(r, ip, PLAN_SIZE, errmsg)) || (rc = store_read_section(r, ip, plan, errmsg))) return rc;
+    *flags = get_u32le(plan + PLAN_FLAGS);
+    return CHRYS_OK;
+}
+
 static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
 {
     int ip = store_find(r, TAG_PLAN), rc;
@@ -165,8 +194,11 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
     if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) || (nlist && ix->n < nlist) ||
         get_u32le(plan + PLAN_WANT_NLIST) > (1u << 20))
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN section is invalid", r->name);
+    if ((flags & 4) && (!(flags & 2) || ix->kind != CHRYS_INDEX_HNSW))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN: float32 re-ranking flag without HNSW SQ8", r->name);
     ix->planned = flags & 1;
     ix->sq8 = (flags >> 1) & 1;
+    ix->refine = (flags >> 2) & 1;
     ix->want_nlist = get_u32le(plan + PLAN_WANT_NLIST);
     ix->auto_threshold = get_u64le(plan + PLAN_THRESHOLD);
     ix->memory_budget = get_u64le(plan + PLAN_BUDGET);
@@ -220,7 +252,7 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
             return rc;
         ix->sq_min = chrys_malloc(ix->dim * sizeof(float));
         ix->sq_step = chrys_malloc(ix->dim * sizeof(float));
-        ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim);
+        if (!ix->codes) ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim);
         if (!ix->sq_min || !ix->sq_step || !ix->codes) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
         /* codes are loaded as stored, never re-quantised */
         if ((rc = store_read_section(r, im, ix->sq_min, errmsg)) || (rc = store_read_section(r, is, ix->sq_step, errmsg)) ||
@@ -248,36 +280,47 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a required section (IDS_, NORM, VF32) is missing", r->name);
         goto fail;
     }
+    uint32_t pflags;
+    if ((rc = peek_plan_flags(r, &pflags, errmsg))) goto fail;
+    int floats = kind != CHRYS_INDEX_HNSW || !(pflags & 2) || (pflags & 4);
     /* count <= 2^32 and dim <= 2^14, so these products cannot overflow 64 bits. */
     if ((rc = expect_len(r, ii, count * 8, errmsg)) || (rc = expect_len(r, in, count * 4, errmsg)) ||
-        (rc = expect_len(r, iv, count * dim * 4, errmsg)))
+        (rc = expect_len(r, iv, floats ? count * dim * 4 : 0, errmsg)))
         goto fail;
     if (imd >= 0 && (r->sec[imd].len < (count + 1) * 8)) {
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT section too short", r->name);
         goto fail;
     }
     if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, &ix, errmsg))) goto fail;
+    if (kind == CHRYS_INDEX_HNSW) { /* before reserving: they decide which arrays exist */
+        ix->sq8 = (pflags >> 1) & 1;
+        ix->refine = (pflags >> 2) & 1;
+    }
     if (count && (rc = index_reserve(ix, count))) {
         rc = chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, ix->errmsg);
         goto fail;
     }
     if ((rc = store_read_section(r, ii, ix->ids, errmsg)) || (rc = store_read_section(r, in, ix->norms, errmsg)) ||
-        (rc = store_read_section(r, iv, ix->vecs, errmsg)))
+        (floats && (rc = store_read_section(r, iv, ix->vecs, errmsg))))
         goto fail;
     for (size_t i = 0; i < count; i++) ix->meta[i] = NULL;
     ix->n = count;
     for (size_t i = 0; i < count; i++) {
         uint64_t id = ix->ids[i];
+        if (id == CHRYS_NO_ID && kind == CHRYS_INDEX_HNSW) { /* a tombstone */
+            ix->n_dead++;
+            continue;
+        }
         if (id == CHRYS_NO_ID || idmap_get(&ix->map, id) != CHRYS_NO_SLOT) {
             rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IDS_: row %zu has %s id %llu", r->name, i,
                                   id == CHRYS_NO_ID ? "reserved" : "duplicate", (unsigned long long)id);
             goto fail;
         }
         idmap_put(&ix->map, id, (uint32_t)i); /* reserved above: cannot fail */
-        const float *v = ix->vecs + i * dim;
+        const float *v = floats ? ix->vecs + i * dim : NULL;
         float nr = ix->norms[i];
-        if (vec_first_nonfinite(v, dim) >= 0 || !isfinite(nr) || nr < 0 ||
-            (metric == CHRYS_METRIC_COSINE && (nr == 0 || fabs(vec_norm(v, dim) - 1.0) > 1e-3))) {
+        if ((v && vec_first_nonfinite(v, dim) >= 0) || !isfinite(nr) || nr < 0 ||
+            (metric == CHRYS_METRIC_COSINE && (nr == 0 || (v && fabs(vec_norm(v, dim) - 1.0) > 1e-3)))) {
             rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (id %llu): invalid vector or norm",
                                   r->name, i, (unsigned long long)id);
             goto fail;
@@ -316,6 +359,17 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
         }
     }
     if ((rc = load_plan(r, ix, errmsg))) goto fail;
+    if (kind == CHRYS_INDEX_HNSW) {
+        if (ix->sq8 && !ix->codes && count) {
+            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW SQ8 index without its codes", r->name);
+            goto fail;
+        }
+        if ((rc = hnsw_load(r, ix, errmsg))) goto fail;
+    } else if (store_find(r, TAG_HNSW) >= 0 || store_find(r, TAG_HNL0) >= 0) {
+        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections in a %s index", r->name,
+                              kind == CHRYS_INDEX_IVF ? "IVF" : "Flat");
+        goto fail;
+    }
     chrys_free(mdat);
     *out = ix;
     return CHRYS_OK;

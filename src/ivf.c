@@ -30,6 +30,7 @@
 #include <cblas.h>
 #endif
 
+#include "hnsw.h"
 #include "index.h"
 #include "kernels/dist.h"
 
@@ -45,7 +46,7 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
                            char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
-    static const char *expected = "expected Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8 or auto";
+    static const char *expected = "expected Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
     *kind = CHRYS_INDEX_FLAT;
     *nlist = 0;
     *sq8 = 0;
@@ -61,8 +62,8 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
         return CHRYS_OK;
     }
     const char *p = spec;
-    int ivf = !strncmp(p, "IVF", 3), hnsw = !strncmp(p, "HNSW", 4);
-    if (ivf || hnsw) {
+    int ivf = !strncmp(p, "IVF", 3), is_hnsw = !strncmp(p, "HNSW", 4);
+    if (ivf || is_hnsw) {
         p += ivf ? 3 : 4;
         char *end;
         if (*p < '0' || *p > '9')
@@ -72,15 +73,18 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
         const char *rest = end;
         int with_sq8 = 0;
         if (!strcmp(rest, ",SQ8")) with_sq8 = 1;
-        else if (ivf ? strcmp(rest, ",Flat") != 0 : *rest != 0)
+        else if (is_hnsw && !strcmp(rest, ",SQ8,RFlat")) with_sq8 = 2;
+        else if (ivf ? strcmp(rest, ",Flat") != 0 : (*rest != 0 && strcmp(rest, ",Flat") != 0))
             return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': unexpected '%s' (%s)", spec, rest, expected);
         if (ivf && (v < 1 || v > 1u << 20))
             return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': nlist must be 1..%u", spec, 1u << 20);
-        if (hnsw) {
+        if (is_hnsw) {
             if (v < 2 || v > 128)
                 return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': M must be 2..128", spec);
-            return chrys_set_errmsg(errmsg, CHRYS_FORMAT,
-                                    "index spec '%s': HNSW is not available in this version of chrysalis (use IVF<nlist>,Flat or auto)", spec);
+            *kind = CHRYS_INDEX_HNSW;
+            *nlist = (uint32_t)v;
+            *sq8 = with_sq8;
+            return CHRYS_OK;
         }
         *kind = CHRYS_INDEX_IVF;
         *nlist = (uint32_t)v;
@@ -92,7 +96,12 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
 
 void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap)
 {
-    if (ix->kind == CHRYS_INDEX_IVF) snprintf(buf, cap, "IVF%u,%s", ix->nlist ? ix->nlist : ix->want_nlist, ix->sq8 ? "SQ8" : "Flat");
+    if (ix->kind == CHRYS_INDEX_HNSW) {
+        uint32_t M, efc;
+        int ml;
+        hnsw_params(ix, &M, &efc, &ml);
+        snprintf(buf, cap, "HNSW%u%s", M, !ix->sq8 ? "" : ix->refine ? ",SQ8,RFlat" : ",SQ8");
+    } else if (ix->kind == CHRYS_INDEX_IVF) snprintf(buf, cap, "IVF%u,%s", ix->nlist ? ix->nlist : ix->want_nlist, ix->sq8 ? "SQ8" : "Flat");
     else snprintf(buf, cap, "%s", ix->sq8 ? "SQ8" : "Flat");
 }
 
@@ -431,7 +440,7 @@ int ivf_reserve(chrys_index *ix, size_t cap)
         if (!b) return CHRYS_NOMEM;
         ix->pos_in_list = b;
     }
-    if (ix->sq8) {
+    if (ix->sq8) { /* (HNSW too: its codes live here) */
         uint8_t *c = chrys_realloc_aligned(ix->codes, ix->n * (size_t)ix->dim, cap * (size_t)ix->dim);
         if (!c) return CHRYS_NOMEM;
         ix->codes = c;

@@ -728,11 +728,13 @@ int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!m || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "merger and path are required");
-    unsigned char meta[META_SIZE], mrgo[MRGO_SIZE] = {0}, plan[PLAN_SIZE];
+    unsigned char mrgo[MRGO_SIZE] = {0};
     store_section secs[INDEX_MAX_SECTIONS + 4];
+    index_sections is = {secs};
     uint32_t ns = 0;
-    unsigned char *mdat = NULL, *ment = NULL, *masn = NULL, *mhis = NULL;
-    int rc = index_store_sections(m->ix, meta, secs, &ns, &mdat, plan);
+    unsigned char *ment = NULL, *masn = NULL, *mhis = NULL;
+    int rc = index_store_sections(m->ix, &is);
+    ns = is.n;
     if (rc) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
     put_f64le(mrgo + MRGO_THRESHOLD, m->opts.threshold);
     put_f64le(mrgo + MRGO_W_OLD, m->opts.weight_old);
@@ -771,7 +773,7 @@ int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg)
     secs[ns++] = (store_section){TAG_MHIS, 0, mhis, m->n_hist * MHIS_SIZE};
     rc = store_write(path, secs, ns, errmsg);
 done:
-    chrys_free(mdat);
+    index_sections_free(&is);
     chrys_free(ment);
     chrys_free(masn);
     chrys_free(mhis);

@@ -24,6 +24,7 @@ enum { LVL_SCALAR = 0, LVL_AVX2 = 1, LVL_AVX512 = 2 };
 static const chrys_kernels *g_active;
 static int g_max_level;
 static int g_sse42;
+static int g_vnni; /* AVX512_VNNI present (with the avx512 level) */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 #ifdef CHRYS_X86
@@ -51,6 +52,7 @@ static int detect_level(void)
     int level = (avx2 && fma) ? LVL_AVX2 : LVL_SCALAR;
     if (level == LVL_AVX2 && avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6)
         level = LVL_AVX512; /* opmask, ZMM_Hi256, Hi16_ZMM state */
+    g_vnni = level == LVL_AVX512 && ((c >> 11) & 1); /* AVX512_VNNI */
     return level;
 #else
     return LVL_SCALAR;
@@ -60,7 +62,7 @@ static int detect_level(void)
 static const chrys_kernels *table_for(int level)
 {
     switch (level) {
-    case LVL_AVX512: return &chrys_kernels_avx512;
+    case LVL_AVX512: return g_vnni ? &chrys_kernels_avx512_vnni : &chrys_kernels_avx512;
     case LVL_AVX2: return &chrys_kernels_avx2;
     default: return &chrys_kernels_scalar;
     }
@@ -92,7 +94,7 @@ const chrys_kernels *chrys_kernels_level(const char *name)
     pthread_once(&g_once, select_once);
     int want = !strcmp(name, "scalar") ? LVL_SCALAR
              : !strcmp(name, "avx2")   ? LVL_AVX2
-             : !strcmp(name, "avx512") ? LVL_AVX512
+             : !strcmp(name, "avx512") || !strcmp(name, "avx512+vnni") ? LVL_AVX512
                                        : -1;
     if (want < 0 || want > g_max_level) return NULL;
     return table_for(want);

@@ -34,6 +34,9 @@ typedef struct chrys_kernels {
                       size_t ldo);
     /* sum w[i] * c[i] over one-byte codes (SQ8 scan: w = query * step) */
     float (*dot_u8)(const float *w, const uint8_t *c, size_t n);
+    /* sum c[i] * w[i] in exact int32 arithmetic, unsigned codes times signed int8 weights (the
+     * HNSW SQ8 graph walk; AVX-512 VNNI vpdpbusd where present). n <= 2^16 keeps it exact. */
+    int32_t (*dot_u8i8)(const uint8_t *c, const int8_t *w, size_t n);
 } chrys_kernels;
 
 /* The active table (selected on first call). */
@@ -46,10 +49,14 @@ void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, s
                          size_t ldo);
 
 float chrys_dot_u8_ref(const float *w, const uint8_t *c, size_t n);
+int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
+/* dist_vnni.c: the VNNI version of dot_u8i8 (compiled with -mavx512vnni; used only when CPUID says so). */
+int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
 
 extern const chrys_kernels chrys_kernels_scalar;
 extern const chrys_kernels chrys_kernels_avx2;
 extern const chrys_kernels chrys_kernels_avx512;
+extern const chrys_kernels chrys_kernels_avx512_vnni; /* avx512 with the VNNI dot_u8i8 */
 
 /* CRC32C (Castagnoli) of buf, continuing from crc (start with 0). Hardware (SSE4.2) when present. */
 uint32_t chrys_crc32c(uint32_t crc, const void *buf, size_t n);

@@ -160,6 +160,24 @@ static float dot_u8_avx2(const float *w, const uint8_t *c, size_t n)
     return s;
 }
 
+/* u8 x s8: both widened to 16 bits, then pairwise multiply-add into 32 bits (no saturation). */
+static int32_t dot_u8i8_avx2(const uint8_t *c, const int8_t *w, size_t n)
+{
+    __m256i acc = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(c + i)));
+        __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + i)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    int32_t r = _mm_cvtsi128_si32(s);
+    for (; i < n; i++) r += (int32_t)c[i] * w[i];
+    return r;
+}
+
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
                                           l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
-                                          dot_u8_avx2};
+                                          dot_u8_avx2, dot_u8i8_avx2};

@@ -201,6 +201,23 @@ static float dot_u8_avx512(const float *w, const uint8_t *c, size_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+/* u8 x s8 without VNNI: 32 codes widened to 16 bits per step, vpmaddwd into 32 bits. */
+static int32_t dot_u8i8_avx512(const uint8_t *c, const int8_t *w, size_t n)
+{
+    __m512i acc = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i < n; i += 32) {
+        __mmask32 m = n - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (n - i)) - 1);
+        __m512i a = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, c + i));
+        __m512i b = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, w + i));
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}
+
 const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                             l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
-                                            dot_block_avx512, dot_u8_avx512};
+                                            dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512};
+const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
+                                                 l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
+                                                 dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni};

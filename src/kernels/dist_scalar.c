@@ -94,6 +94,13 @@ static float dot_u8_scalar(const float *w, const uint8_t *c, size_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
+static int32_t dot_u8i8_scalar(const uint8_t *c, const int8_t *w, size_t n)
+{
+    int32_t s = 0;
+    for (size_t i = 0; i < n; i++) s += (int32_t)c[i] * w[i];
+    return s;
+}
+
 /* Reference for dot_block implementations (tests compare them with this). */
 void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out, size_t ldo)
 {
@@ -102,7 +109,8 @@ void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, s
 }
 
 float chrys_dot_u8_ref(const float *w, const uint8_t *c, size_t n) { return dot_u8_scalar(w, c, n); }
+int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n) { return dot_u8i8_scalar(c, w, n); }
 
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
-                                            dot_u8_scalar};
+                                            dot_u8_scalar, dot_u8i8_scalar};

@@ -6,6 +6,9 @@
  *   1.0  header, section table, META, IDS_, NORM, VF32, optional MDAT; merger state in
  *        MRGO, MENT, MASN, MHIS; index plan and IVF/SQ8 in PLAN, IVFC, IVFL, SQ8P, VSQ8
  *        (this library 0.1.0).
+ *   1.1  kind 2 (HNSW) with HNSW, HNLV, HNL0, HNUP; tombstones as id UINT64_MAX in IDS_;
+ *        PLAN flag bit 2; VF32 empty for an SQ8-only HNSW index. A 1.0 reader rejects these
+ *        files by their unknown required sections; 1.0 files read unchanged.
  */
 #ifndef CHRYS_FORMAT_H
 #define CHRYS_FORMAT_H
@@ -15,7 +18,7 @@
 #define STORE_MAGIC "\x89" "CHRY\r\n\x1a"
 #define STORE_MAGIC_LEN 8
 #define STORE_FORMAT_MAJOR 1
-#define STORE_FORMAT_MINOR 0
+#define STORE_FORMAT_MINOR 1
 #define STORE_HEADER_SIZE 64
 #define STORE_ENTRY_SIZE 32
 #define STORE_ALIGN 64
@@ -60,10 +63,14 @@
 #define TAG_MENT FOURCC('M', 'E', 'N', 'T') /* merger: per-entry bookkeeping */
 #define TAG_MASN FOURCC('M', 'A', 'S', 'N') /* merger: record id -> entry */
 #define TAG_MHIS FOURCC('M', 'H', 'I', 'S') /* merger: history of runs */
+#define TAG_HNSW FOURCC('H', 'N', 'S', 'W') /* HNSW: parameters and entry point (64 bytes) */
+#define TAG_HNLV FOURCC('H', 'N', 'L', 'V') /* HNSW: level of each node (u8) */
+#define TAG_HNL0 FOURCC('H', 'N', 'L', '0') /* HNSW: level-0 links, (1 + M0) u32 per node */
+#define TAG_HNUP FOURCC('H', 'N', 'U', 'P') /* HNSW: upper links, level x (1 + M) u32 per node */
 
 /* PLAN payload (256 bytes) */
 #define PLAN_SIZE 256
-#define PLAN_FLAGS 0          /* u32: bit 0 planned ("auto"), bit 1 SQ8 */
+#define PLAN_FLAGS 0          /* u32: bit 0 planned ("auto"), bit 1 SQ8, bit 2 float32 rows kept with SQ8 (HNSW) */
 #define PLAN_NLIST 4          /* u32: lists when trained (0: untrained) */
 #define PLAN_WANT_NLIST 8     /* u32: nlist from the spec */
 #define PLAN_RESERVED0 12     /* u32, zero */
@@ -73,7 +80,7 @@
 #define PLAN_TRAIN_IMBAL 40   /* f64 */
 #define PLAN_REASON 48        /* 160 bytes, NUL-padded text */
 #define PLAN_RESERVED1 208    /* 48 bytes, zero */
-#define PLAN_FLAGS_KNOWN 3u
+#define PLAN_FLAGS_KNOWN 7u
 
 /* MRGO payload (128 bytes) */
 #define MRGO_SIZE 128

@@ -102,12 +102,49 @@ void test_kernels_rows_vs_scalar(void)
     }
 }
 
+/* The int8 kernel is exact integer arithmetic: every level must equal the reference bit for bit,
+ * including the extremes (255 x -128) and every tail length. */
+void test_kernels_u8i8(void)
+{
+    uint64_t s = h_seed;
+    size_t nmax = 65536 + 64;
+    uint8_t *c = malloc(nmax);
+    int8_t *w = malloc(nmax);
+    for (size_t i = 0; i < nmax; i++) {
+        c[i] = (uint8_t)h_rand(&s);
+        w[i] = (int8_t)(h_rand(&s) & 0xff);
+    }
+    const chrys_kernels *tables[] = {chrys_kernels_level("avx2"), chrys_kernels_level("avx512") ? &chrys_kernels_avx512 : NULL,
+                                     chrys_kernels_level("avx512")};
+    const size_t big[] = {511, 1000, 1024, 1536, 3072, 65536};
+    for (size_t t = 0; t < 3; t++) {
+        const chrys_kernels *k = tables[t];
+        if (!k) continue;
+        for (size_t j = 0; j < 300 + sizeof big / sizeof *big; j++) {
+            size_t n = j < 300 ? j + 1 : big[j - 300];
+            for (size_t off = 0; off < 3; off += 2)
+                if (k->dot_u8i8(c + off, w + 1, n) != chrys_dot_u8i8_ref(c + off, w + 1, n)) {
+                    h_fail(__FILE__, __LINE__, "%s dot_u8i8 n=%zu: %d vs %d", k->name, n, k->dot_u8i8(c + off, w + 1, n),
+                           chrys_dot_u8i8_ref(c + off, w + 1, n));
+                    break;
+                }
+        }
+        memset(c, 255, 4096);
+        memset(w, 0x80, 4096);
+        CHECK_EQ(k->dot_u8i8(c, w, 4096), 4096 * 255 * -128);
+    }
+    free(c);
+    free(w);
+}
+
 void test_kernels_forced_level(void)
 {
     const char *force = getenv("CHRYS_SIMD");
     const char *active = chrys_simd_name();
-    CHECK(!strcmp(active, "scalar") || !strcmp(active, "avx2") || !strcmp(active, "avx512"));
-    if (force && chrys_kernels_level(force)) CHECK(!strcmp(active, force));
+    CHECK(!strcmp(active, "scalar") || !strcmp(active, "avx2") || !strcmp(active, "avx512") ||
+          !strcmp(active, "avx512+vnni"));
+    /* "avx512" selects the VNNI table when the CPU has VNNI */
+    if (force && chrys_kernels_level(force)) CHECK(!strncmp(active, force, strlen(force)));
     /* A forced level never exceeds what the CPU supports. */
     CHECK(chrys_kernels_level(active) != NULL);
     CHECK(chrys_kernels_level("neon-or-anything") == NULL);

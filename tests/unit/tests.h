@@ -9,6 +9,15 @@
     X(test_kernels_rows_vs_scalar)                  \
     X(test_kernels_forced_level)                    \
     X(test_kernels_dot_block)                       \
+    X(test_hnsw_recall_vs_exact)                    \
+    X(test_hnsw_sq8_memory_and_get)                 \
+    X(test_hnsw_update_delete_recall)               \
+    X(test_hnsw_remove_all)                         \
+    X(test_hnsw_filter_and_threshold)               \
+    X(test_hnsw_parallel_build_and_concurrent_search) \
+    X(test_hnsw_store)                              \
+    X(test_hnsw_bad_input)                          \
+    X(test_kernels_u8i8)                            \
     X(test_crc32c)                                  \
     X(test_index_exact_all_paths)                   \
     X(test_index_ties_break_by_id)                  \
