@@ -237,6 +237,14 @@ static inline void prefetch_row(const chrys_index *ix, uint32_t v)
     }
 }
 
+/* The whole row, for the neighbour scored next. */
+static inline void prefetch_full(const chrys_index *ix, uint32_t v)
+{
+    size_t bytes = ix->sq8 ? ix->dim : ix->dim * sizeof(float);
+    const char *p = ix->sq8 ? (const char *)(ix->codes + (size_t)v * ix->dim) : (const char *)(ix->vecs + (size_t)v * ix->dim);
+    for (size_t o = 128; o < bytes; o += 64) PREFETCH(p + o);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Scratch
  */
@@ -385,9 +393,19 @@ static size_t search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, 
         hitem c = s->cand[0];
         if (nr >= ef && c.s < s->res[0].s) break;
         maxh_pop(s->cand, &nc);
-        uint32_t n = copy_links(w->h, c.v, l, nb, w->locked), m = 0;
+        if (nc > 0) PREFETCH(links(w->h, s->cand[0].v, l)); /* the next node expanded, likely */
+        const uint32_t *ls;
+        uint32_t n;
+        if (w->locked) {
+            n = copy_links(w->h, c.v, l, nb, 1);
+            ls = nb;
+        } else {
+            ls = links(w->h, c.v, l);
+            n = *ls++;
+        }
+        uint32_t m = 0;
         for (uint32_t j = 0; j < n; j++) { /* keep the unvisited, fetch their rows early */
-            uint32_t v = nb[j];
+            uint32_t v = ls[j];
             if (s->mark[v] == s->epoch) continue;
             s->mark[v] = s->epoch;
             prefetch_row(ix, v);
@@ -395,6 +413,7 @@ static size_t search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, 
         }
         for (uint32_t j = 0; j < m; j++) {
             uint32_t v = nb[j];
+            if (j + 1 < m) prefetch_full(ix, nb[j + 1]);
             float sc = score(ix, w->kr, q, v);
             if (nr < ef || sc > s->res[0].s) {
                 if (nc + 1 > s->cand_cap && grow(&s->cand, &s->cand_cap, nc + 1)) continue; /* out of memory: drop */
@@ -554,7 +573,7 @@ void hnsw_free(chrys_index *ix)
     if (!h) return;
     for (size_t v = 0; v < ix->n && h->up; v++) chrys_free(h->up[v]);
     chrys_free(h->up);
-    chrys_free(h->l0);
+    chrys_free_aligned(h->l0);
     chrys_free(h->level);
     chrys_free((void *)h->locks);
     chrys_free(h->csq);
@@ -569,7 +588,8 @@ int hnsw_reserve(chrys_index *ix, size_t cap)
 {
     hnsw *h = ix->hnsw;
     if (!h || cap <= h->cap) return CHRYS_OK;
-    uint32_t *l0 = chrys_realloc(h->l0, cap * (1 + (size_t)h->M0) * sizeof *l0);
+    /* aligned, and on 2 MiB pages when large: the walk reads link lists at random */
+    uint32_t *l0 = chrys_realloc_aligned(h->l0, h->cap * (1 + (size_t)h->M0) * sizeof *l0, cap * (1 + (size_t)h->M0) * sizeof *l0);
     if (!l0) return CHRYS_NOMEM;
     h->l0 = l0;
     uint8_t *lv = chrys_realloc(h->level, cap);
@@ -1148,7 +1168,7 @@ int hnsw_load(store_reader *r, chrys_index *ix, char **errmsg)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections do not match %zu nodes", r->name, ix->n);
     hnsw *h = ix->hnsw;
     /* the arrays were sized for the default M: size them again for this one */
-    chrys_free(h->l0);
+    chrys_free_aligned(h->l0);
     chrys_free(h->level);
     chrys_free(h->up);
     chrys_free((void *)h->locks);
