@@ -23,7 +23,11 @@ static const char *HELP_BUILD =
     "  --metric cosine|ip|l2   distance (build only; default cosine: vectors normalised on insert)\n"
     "  --format F              fvecs|npy|raw|jsonl|auto (default auto: by extension, then content)\n"
     "  --dim D                 dimension of raw float32 input\n"
-    "  --index SPEC            build: auto (default), Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8\n"
+    "  --index SPEC            build: auto (default), Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8,\n"
+    "                          HNSW<M> (e.g. HNSW32), HNSW<M>,SQ8 (int8 codes only), HNSW<M>,SQ8,RFlat\n"
+    "  --sq8                   build: add int8 codes to the --index spec (HNSW32 -> HNSW32,SQ8)\n"
+    "  --ef-construction N     build: HNSW candidates kept while linking (default 200)\n"
+    "  --threads N             workers linking HNSW nodes (default: all cores)\n"
     "  --auto-threshold N      build: the planner's size threshold (default 1000)\n"
     "  --memory-budget BYTES   build: the planner's budget for vectors (e.g. 8G)\n"
     "  --force                 build: replace an existing STORE\n"
@@ -37,6 +41,18 @@ static int parse_metric(const char *s)
     return -1;
 }
 
+typedef struct build_progress {
+    progress *pb;
+    size_t base; /* rows added before the current chunk */
+} build_progress;
+
+static void on_progress(uint64_t done, uint64_t total, void *ctx)
+{
+    (void)total;
+    build_progress *bp = ctx;
+    progress_update(bp->pb, bp->base + done);
+}
+
 int cmd_build(int argc, char **argv, int is_add)
 {
     static const struct option opts[] = {{"metric", required_argument, 0, 'm'},
@@ -46,10 +62,13 @@ int cmd_build(int argc, char **argv, int is_add)
                                          {"index", required_argument, 0, 'i'},
                                          {"auto-threshold", required_argument, 0, 'a'},
                                          {"memory-budget", required_argument, 0, 'b'},
+                                         {"sq8", no_argument, 0, 'S'},
+                                         {"ef-construction", required_argument, 0, 'e'},
+                                         {"threads", required_argument, 0, 'T'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int metric = CHRYS_METRIC_COSINE, fmt = FMT_AUTO, force = 0, quiet = 0, c;
+    int metric = CHRYS_METRIC_COSINE, fmt = FMT_AUTO, force = 0, quiet = 0, sq8 = 0, c;
     long dim = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
@@ -82,6 +101,13 @@ int cmd_build(int argc, char **argv, int is_add)
             break;
         case 'b':
             if (cfg_set_flag("memory_budget", optarg, "--memory-budget")) return EXIT_USAGE;
+            break;
+        case 'S': sq8 = 1; break;
+        case 'e':
+            if (cfg_set_flag("ef_construction", optarg, "--ef-construction")) return EXIT_USAGE;
+            break;
+        case 'T':
+            if (cfg_set_flag("threads", optarg, "--threads")) return EXIT_USAGE;
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(HELP_BUILD, stdout); return EXIT_OK;
@@ -140,9 +166,25 @@ int cmd_build(int argc, char **argv, int is_add)
             chrys_index_opts_init(&o);
             o.dim = vs.dim;
             o.metric = (chrys_metric)metric;
-            o.spec = cfg_index_spec();
+            char spec[64];
+            snprintf(spec, sizeof spec, "%s", cfg_index_spec());
+            if (sq8 && !strstr(spec, "SQ8")) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
+                char *flat = strstr(spec, "Flat");
+                if (!strcmp(spec, "Flat")) snprintf(spec, sizeof spec, "SQ8");
+                else if (flat) memcpy(flat, "SQ8", 4);
+                else if (!strncmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", sizeof spec - strlen(spec) - 1);
+                else {
+                    cli_error("--sq8: index '%s' has no SQ8 form (use Flat, IVF<nlist>,Flat or HNSW<M>)", spec);
+                    vecset_free(&vs);
+                    code = EXIT_USAGE;
+                    goto done;
+                }
+            }
+            o.spec = spec;
             o.auto_threshold = cfg_uint("auto_threshold");
             o.memory_budget = cfg_uint("memory_budget");
+            o.ef_construction = (uint32_t)cfg_uint("ef_construction");
+            o.build_threads = (uint32_t)cfg_uint("threads");
             if ((rc = chrys_index_new(&o, &ix, &msg))) {
                 cli_error("%s", msg ? msg : chrys_errstr(rc));
                 vecset_free(&vs);
@@ -172,8 +214,11 @@ int cmd_build(int argc, char **argv, int is_add)
         progress pb;
         progress_start(&pb, is_add ? "add" : "build", vs.n);
         const size_t chunk = 16384;
+        build_progress bp = {&pb, 0};
+        chrys_index_set_progress(ix, on_progress, &bp); /* HNSW reports within a chunk */
         for (size_t i = 0; i < vs.n; i += chunk) {
             size_t m = vs.n - i < chunk ? vs.n - i : chunk;
+            bp.base = i;
             rc = chrys_index_add(ix, m, vs.ids + i, vs.data + i * vs.dim,
                                  vs.meta ? (const char *const *)vs.meta + i : NULL);
             if (rc) {

@@ -65,6 +65,9 @@ int cmd_info(int argc, char **argv)
                (unsigned long long)sm.file_bytes, info.spec, info.nlist, info.planned ? "true" : "false",
                info.plan_reason, info.imbalance, info.drift, metric_name(info.metric), info.dim,
                (unsigned long long)info.count, (unsigned long long)info.memory_bytes, sm.n_sections);
+        if (info.kind == CHRYS_INDEX_HNSW)
+            printf(",\"hnsw\":{\"M\":%u,\"ef_construction\":%u,\"max_level\":%d,\"deleted\":%llu}", info.hnsw_m,
+                   info.ef_construction, info.max_level, (unsigned long long)info.deleted);
         if (m) {
             printf(",\"merger\":{\"variant\":\"%s\",\"threshold\":%g,\"weights\":[%g,%g],\"renormalize\":%s,"
                    "\"mean_update\":%s,\"entries\":%llu,\"records\":%llu,\"merged\":%llu,\"added\":%llu,"
@@ -89,6 +92,12 @@ int cmd_info(int argc, char **argv)
             printf("index:    %s%s (%u lists, imbalance %.2f, drift %.2f since training on %llu vectors%s)\n", info.spec,
                    info.planned ? " (auto)" : "", info.nlist, info.imbalance, info.drift,
                    (unsigned long long)info.trained_on, info.drift > 1.5 ? "; consider 'chrysalis retrain'" : "");
+        else if (info.kind == CHRYS_INDEX_HNSW)
+            printf("index:    %s (M %u, ef_construction %u, %d levels above 0%s%s)\n", info.spec, info.hnsw_m, info.ef_construction,
+                   info.max_level > 0 ? info.max_level : 0,
+                   !info.sq8 ? "" : strstr(info.spec, "RFlat") ? "; int8 codes walked, float32 re-ranking"
+                                                                : "; int8 codes only, scores approximate",
+                   info.deleted ? "; tombstones pending compaction" : "");
         else
             printf("index:    %s%s (exact%s)\n", info.spec, info.planned ? " (auto)" : "",
                    info.sq8 ? ", int8 codes scanned, float32 re-ranking" : "");

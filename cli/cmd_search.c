@@ -26,6 +26,8 @@ static const char *HELP_SEARCH =
     "  --meta                 include stored metadata (with --json)\n"
     "  --threads N            worker threads (default: all cores)\n"
     "  --nprobe N             IVF stores: lists searched (default nlist/16; more = higher recall)\n"
+    "  --ef N                 HNSW stores: candidates kept during the walk (default 64, at least k;\n"
+    "                         more = higher recall, slower)\n"
     "  --format F, --dim D    query input format, as for build\n";
 
 int cmd_search(int argc, char **argv)
@@ -35,6 +37,7 @@ int cmd_search(int argc, char **argv)
                                          {"meta", no_argument, 0, 'M'},
                                          {"threads", required_argument, 0, 'T'},
                                          {"nprobe", required_argument, 0, 'P'},
+                                         {"ef", required_argument, 0, 'E'},
                                          {"format", required_argument, 0, 'f'},
                                          {"dim", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
@@ -42,6 +45,7 @@ int cmd_search(int argc, char **argv)
     chrys_search_opts so;
     chrys_search_opts_init(&so);
     so.nprobe = (uint32_t)cfg_uint("nprobe");
+    so.ef_search = (uint32_t)cfg_uint("ef_search");
     so.n_threads = (uint32_t)cfg_uint("threads");
     int json = 0, with_meta = 0, fmt = FMT_AUTO, c;
     long dim = 0;
@@ -80,6 +84,10 @@ int cmd_search(int argc, char **argv)
         case 'P':
             if (cfg_set_flag("nprobe", optarg, "--nprobe")) return EXIT_USAGE;
             so.nprobe = (uint32_t)cfg_uint("nprobe");
+            break;
+        case 'E':
+            if (cfg_set_flag("ef_search", optarg, "--ef")) return EXIT_USAGE;
+            so.ef_search = (uint32_t)cfg_uint("ef_search");
             break;
         case 'f':
             if ((fmt = vec_format_parse(optarg)) < 0) {

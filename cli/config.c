@@ -31,12 +31,14 @@ typedef struct cfg_def {
 
 static const cfg_def DEFS[] = {
     {"index", "CHRYSALIS_INDEX", "FAISS_INDEX_TYPE", "auto",
-     "index for new stores: auto, Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8", T_SPEC},
+     "index for new stores: auto, Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8[,RFlat]", T_SPEC},
     {"enabled", "CHRYSALIS_INDEX_ENABLED", "FAISS_ENABLED", "true", "false: always exact Flat search", T_BOOL},
     {"auto_threshold", "CHRYSALIS_AUTO_THRESHOLD", "FAISS_THRESHOLD", "1000",
      "planner: exact Flat below this many vectors, an index above", T_UINT},
     {"memory_budget", "CHRYSALIS_MEMORY_BUDGET", NULL, "0", "planner: bytes for vectors (K/M/G suffixes; 0 = unlimited)", T_BYTES},
     {"nprobe", "CHRYSALIS_NPROBE", NULL, "0", "IVF lists searched (0 = nlist/16)", T_UINT},
+    {"ef_search", "CHRYSALIS_EF_SEARCH", NULL, "0", "HNSW candidates kept while searching (0 = 64)", T_UINT},
+    {"ef_construction", "CHRYSALIS_EF_CONSTRUCTION", NULL, "200", "HNSW candidates kept while linking a new vector", T_UINT},
     {"threads", "CHRYSALIS_THREADS", NULL, "0", "worker threads (0 = all cores)", T_UINT},
     {"merge_threshold", "CHRYSALIS_MERGE_THRESHOLD", NULL, "0.85", "merge when cosine >= this", T_FLOAT01},
     {"slow_search", "CHRYSALIS_SLOW_SEARCH", NULL, "5", "warn when a merge search takes longer (seconds)", T_POSFLOAT},

@@ -156,6 +156,11 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
         chrys_merger_free(m);
         return rc;
     }
+    if (!index_has_floats(m->ix)) { /* every merge reads and rewrites float32 entries */
+        chrys_merger_free(m);
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID,
+                                "index spec '%s': the merger needs float32 entries (use HNSW<M>,SQ8,RFlat)", io.spec);
+    }
     m->opts.index_spec = NULL; /* not kept: the index carries its own plan */
     *out = m;
     return CHRYS_OK;

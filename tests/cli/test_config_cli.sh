@@ -24,7 +24,8 @@ printf 'nprobe = 2\nbogus = 1\n' > bad.conf
 expect "unknown key names file and line" 2 "bad.conf:2: unknown key 'bogus'" -- "$BIN" --config bad.conf config
 printf 'index = IVF,Flat\n' > bad2.conf
 expect "bad spec names file and line" 2 "config file bad2.conf:1: index: index spec 'IVF,Flat': a number must follow IVF" -- "$BIN" --config bad2.conf config
-expect "flag beats everything" 2 "flag --index: index: index spec 'HNSW32': HNSW is not available" -- "$BIN" build s.chrys x.fvecs --index HNSW32
+expect "flag beats everything" 2 "flag --index: index: index spec 'HNSW1': M must be 2..128" -- "$BIN" build s.chrys x.fvecs --index HNSW1
+expect "FAISS_INDEX_TYPE=hnsw" 0 '"index":{"value":"HNSW32","source":"environment FAISS_INDEX_TYPE"}' -- env FAISS_INDEX_TYPE=hnsw "$BIN" config --json
 rm -f chrysalis.conf
 
 # data: 3000 clustered vectors of dim 16
@@ -45,6 +46,45 @@ n=$("$BIN" search s.chrys q.fvecs -k 1 --nprobe 64 --json | grep -c '"hits":\[{"
 expect "explicit IVF spec" 0 "index:    IVF32,SQ8 (32 lists" -- sh -c "'$BIN' build i.chrys a.fvecs b.fvecs --index IVF32,SQ8 -q && '$BIN' info i.chrys"
 expect "retrain" 0 "retrained IVF32,SQ8 on 3000 vectors" -- "$BIN" retrain i.chrys
 expect "retrain a Flat store" 3 "not IVF" -- sh -c "'$BIN' build f.chrys a.fvecs --index Flat -q && '$BIN' retrain f.chrys"
+# HNSW: build with parameters, info, search with --ef, SQ8 forms, progress, persistence errors
+expect "HNSW build" 0 "index:    HNSW16 (M 16, ef_construction 64," -- sh -c "'$BIN' build h.chrys a.fvecs b.fvecs --index HNSW16 --ef-construction 64 --threads 2 -q && '$BIN' info h.chrys"
+expect "HNSW search finds itself" 0 '"query":0,"hits":[{"id":0,' -- "$BIN" search h.chrys q.fvecs -k 3 --ef 16 --json
+n=$("$BIN" search h.chrys q.fvecs -k 1 --ef 40 --json | grep -c '"hits":\[{"id":')
+[ "$n" -eq 20 ] && ok "HNSW: all queries answered" || bad "HNSW: all queries answered" "$n"
+expect "HNSW exact top hit equals Flat" 0 "same" -- sh -c "'$BIN' build fl.chrys a.fvecs b.fvecs --index Flat -q &&
+    '$BIN' search fl.chrys q.fvecs -k 1 > f.txt && '$BIN' search h.chrys q.fvecs -k 1 --ef 100 > h.txt && cmp -s f.txt h.txt && echo same"
+expect "--sq8 makes HNSW16,SQ8" 0 "HNSW16,SQ8 (M 16, ef_construction 200" -- sh -c "'$BIN' build h8.chrys a.fvecs --index HNSW16 --sq8 -q && '$BIN' info h8.chrys"
+expect "RFlat form" 0 "int8 codes walked, float32 re-ranking" -- sh -c "'$BIN' build hr.chrys a.fvecs --index HNSW16,SQ8,RFlat -q && '$BIN' info hr.chrys"
+expect "add to an HNSW store" 0 "index:    HNSW16,SQ8" -- sh -c "'$BIN' add h8.chrys b.fvecs -q && '$BIN' info h8.chrys"
+expect "--sq8 with auto" 2 "--sq8: index 'auto' has no SQ8 form" -- "$BIN" build z.chrys a.fvecs --sq8
+expect "ef_construction from the environment" 0 "ef_construction 33" -- sh -c "CHRYSALIS_EF_CONSTRUCTION=33 '$BIN' build he.chrys a.fvecs --index HNSW8 -q && '$BIN' info he.chrys"
+expect "--ef bad value" 2 "flag --ef: ef_search: expected a non-negative integer, got 'many'" -- "$BIN" search h.chrys q.fvecs --ef many
+expect "merger refuses codes-only HNSW" 3 "the merger needs float32 entries" -- "$BIN" merge hm.chrys a.fvecs --index HNSW16,SQ8
+/usr/bin/python3 - <<'P'
+# flip one byte inside the level-0 link section and fix its checksums: only the graph check can tell
+import struct, zlib
+b = bytearray(open("h.chrys", "rb").read())
+n = struct.unpack_from("<I", b, 24)[0]
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+for i in range(n):
+    e = 64 + 32 * i
+    tag, flags, off, ln = struct.unpack_from("<4sIQQ", b, e)
+    if tag == b"HNL0":
+        struct.pack_into("<I", b, off + 4, 0)            # node 0's first link -> itself
+        struct.pack_into("<I", b, e + 24, crc32c(b[off:off + ln]))
+table = b[64:64 + 32 * n]
+struct.pack_into("<I", b, 28, crc32c(table))
+struct.pack_into("<I", b, 60, crc32c(b[:60]))
+open("bad.chrys", "wb").write(bytes(b))
+P
+expect "corrupted graph rejected" 4 "bad.chrys: HNSW graph: node 0 level 0 links to itself" -- "$BIN" info bad.chrys
+
 # the planner switches during a merge (threshold 500 entries); decisions stay exact
 /usr/bin/python3 - <<'P'
 import numpy as np
