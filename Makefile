@@ -107,9 +107,9 @@ tsan:
 	$(MAKE) MODE=tsan $(BUILD:release=tsan)/unit_tests
 	build/tsan/unit_tests concurrent
 
-# libFuzzer targets (clang): build/fuzz/fuzz_{load,jsonl,fvecs}; run e.g.
+# libFuzzer targets (clang): build/fuzz/fuzz_{load,jsonl,fvecs,hnsw}; run e.g.
 #   build/fuzz/fuzz_load -max_total_time=60 tests/fuzz/corpus/load
-FUZZ_TARGETS := load jsonl fvecs
+FUZZ_TARGETS := load jsonl fvecs hnsw
 fuzz:
 	$(MAKE) MODE=fuzz-lib CC=clang BUILD=build/fuzz build/fuzz/libchrysalis.a $(CLI_LIB_SRC:%.c=build/fuzz/%.o)
 	for t in $(FUZZ_TARGETS); do \

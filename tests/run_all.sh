@@ -31,7 +31,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 run bash tests/run_sui
 if command -v clang >/dev/null && [ "${CHRYS_SKIP_FUZZ:-0}" != 1 ]; then
     echo "== libFuzzer (20 s per target)"
     make -s fuzz >/dev/null 2>&1 || { echo "fuzz build failed"; status=1; }
-    for t in load jsonl fvecs; do
+    for t in load jsonl fvecs hnsw; do
         d=$(mktemp -d)
         if build/fuzz/fuzz_$t -max_total_time=20 -max_len=4096 "$d" tests/fuzz/corpus/$t >"$d.log" 2>&1; then
             echo "fuzz_$t: $(tail -1 "$d.log")"

@@ -1,6 +1,7 @@
 /*
  * replay_main.c: replays the fuzz corpus as an ordinary test (no clang needed).
- * `fuzz_replay CORPUS_DIR` runs the files of corpus/load through fuzz_load_one, corpus/jsonl through
+ * `fuzz_replay CORPUS_DIR` runs the files of corpus/load through fuzz_load_one, corpus/hnsw through
+ * fuzz_hnsw_one, corpus/jsonl through
  * fuzz_jsonl_one and corpus/fvecs through fuzz_fvecs_one. A crash or sanitizer report fails the
  * run; otherwise it prints "N passed, 0 failed" (one per file).
  */
@@ -43,7 +44,7 @@ int main(int argc, char **argv)
 {
     const char *root = argc > 1 ? argv[1] : "tests/fuzz/corpus";
     int n = replay_dir(root, "load", fuzz_load_one) + replay_dir(root, "jsonl", fuzz_jsonl_one) +
-            replay_dir(root, "fvecs", fuzz_fvecs_one);
+            replay_dir(root, "fvecs", fuzz_fvecs_one) + replay_dir(root, "hnsw", fuzz_hnsw_one);
     printf("fuzz replay: %d inputs\n", n);
     printf("%d passed, 0 failed\n", n);
     return n > 0 ? 0 : 1;
