@@ -224,6 +224,32 @@ static inline float score(const chrys_index *ix, const chrys_kernels *kr, const 
     return ix->metric == CHRYS_METRIC_L2 ? 2 * ip - ix->hnsw->csq[v] - q->qsq : ip;
 }
 
+/* score() of four nodes at once (the four-row kernels). */
+static inline void score4(const chrys_index *ix, const chrys_kernels *kr, const hq *q, const uint32_t *v, float out[4])
+{
+    size_t dim = ix->dim;
+    int l2 = ix->metric == CHRYS_METRIC_L2;
+    if (!ix->sq8) {
+        const float *x[4] = {ix->vecs + (size_t)v[0] * dim, ix->vecs + (size_t)v[1] * dim, ix->vecs + (size_t)v[2] * dim,
+                             ix->vecs + (size_t)v[3] * dim};
+        if (l2) {
+            kr->l2sq_x4(q->f, x, dim, out);
+            for (int r = 0; r < 4; r++) out[r] = -out[r];
+        } else {
+            kr->dot_x4(q->f, x, dim, out);
+        }
+        return;
+    }
+    const uint8_t *c[4] = {ix->codes + (size_t)v[0] * dim, ix->codes + (size_t)v[1] * dim, ix->codes + (size_t)v[2] * dim,
+                           ix->codes + (size_t)v[3] * dim};
+    int32_t d[4];
+    kr->dot_u8i8_x4(c, q->w8, dim, d);
+    for (int r = 0; r < 4; r++) {
+        float ip = q->bias + q->scale * (float)d[r];
+        out[r] = l2 ? 2 * ip - ix->hnsw->csq[v[r]] - q->qsq : ip;
+    }
+}
+
 static inline void prefetch_row(const chrys_index *ix, uint32_t v)
 {
     if (ix->sq8) {
@@ -411,10 +437,20 @@ static size_t search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, 
             prefetch_row(ix, v);
             nb[m++] = v;
         }
+        float sc4[4];
         for (uint32_t j = 0; j < m; j++) {
             uint32_t v = nb[j];
-            if (j + 1 < m) prefetch_full(ix, nb[j + 1]);
-            float sc = score(ix, w->kr, q, v);
+            float sc;
+            if ((j & 3) == 0 && j + 4 <= m) { /* four rows in flight, the next four fetched meanwhile */
+                for (uint32_t t = j + 4; t < j + 8 && t < m; t++) prefetch_full(ix, nb[t]);
+                score4(ix, w->kr, q, nb + j, sc4);
+            }
+            if (j < (m & ~3u)) {
+                sc = sc4[j & 3];
+            } else {
+                if (j + 1 < m) prefetch_full(ix, nb[j + 1]);
+                sc = score(ix, w->kr, q, v);
+            }
             if (nr < ef || sc > s->res[0].s) {
                 if (nc + 1 > s->cand_cap && grow(&s->cand, &s->cand_cap, nc + 1)) continue; /* out of memory: drop */
                 maxh_push(s->cand, &nc, (hitem){sc, v});

@@ -307,8 +307,12 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
     ix->n = count;
     for (size_t i = 0; i < count; i++) {
         uint64_t id = ix->ids[i];
-        if (id == CHRYS_NO_ID && kind == CHRYS_INDEX_HNSW) { /* a tombstone */
+        if (id == CHRYS_NO_ID && kind == CHRYS_INDEX_HNSW) { /* a tombstone: still walked through */
             ix->n_dead++;
+            if (floats && vec_first_nonfinite(ix->vecs + i * dim, dim) >= 0) {
+                rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (a removed node): invalid vector", r->name, i);
+                goto fail;
+            }
             continue;
         }
         if (id == CHRYS_NO_ID || idmap_get(&ix->map, id) != CHRYS_NO_SLOT) {

@@ -37,6 +37,13 @@ typedef struct chrys_kernels {
     /* sum c[i] * w[i] in exact int32 arithmetic, unsigned codes times signed int8 weights (the
      * HNSW SQ8 graph walk; AVX-512 VNNI vpdpbusd where present). n <= 2^16 keeps it exact. */
     int32_t (*dot_u8i8)(const uint8_t *c, const int8_t *w, size_t n);
+    /* The same for four rows at once (scattered pointers): out[r] = dot(q, x[r]), l2sq(q, x[r]),
+     * dot_u8i8(c[r], w). Four streams in flight hide memory latency in graph walks (FAISS's
+     * HNSW batches four distances for the same reason). Results equal the one-row kernels up to
+     * float rounding (the int8 one exactly). */
+    void (*dot_x4)(const float *q, const float *const x[4], size_t n, float out[4]);
+    void (*l2sq_x4)(const float *q, const float *const x[4], size_t n, float out[4]);
+    void (*dot_u8i8_x4)(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
 } chrys_kernels;
 
 /* The active table (selected on first call). */
@@ -52,6 +59,7 @@ float chrys_dot_u8_ref(const float *w, const uint8_t *c, size_t n);
 int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
 /* dist_vnni.c: the VNNI version of dot_u8i8 (compiled with -mavx512vnni; used only when CPUID says so). */
 int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
+void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
 
 extern const chrys_kernels chrys_kernels_scalar;
 extern const chrys_kernels chrys_kernels_avx2;

@@ -178,6 +178,48 @@ static int32_t dot_u8i8_avx2(const uint8_t *c, const int8_t *w, size_t n)
     return r;
 }
 
+static void dot_x4_avx2(const float *q, const float *const x[4], size_t n, float out[4])
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_loadu_ps(q + i);
+        s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x[0] + i), s0);
+        s1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x[1] + i), s1);
+        s2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x[2] + i), s2);
+        s3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x[3] + i), s3);
+    }
+    out[0] = hsum256(s0), out[1] = hsum256(s1), out[2] = hsum256(s2), out[3] = hsum256(s3);
+    for (; i < n; i++)
+        for (int r = 0; r < 4; r++) out[r] += q[i] * x[r][i];
+}
+
+static void l2sq_x4_avx2(const float *q, const float *const x[4], size_t n, float out[4])
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_loadu_ps(q + i);
+        __m256 d0 = _mm256_sub_ps(a, _mm256_loadu_ps(x[0] + i)), d1 = _mm256_sub_ps(a, _mm256_loadu_ps(x[1] + i));
+        __m256 d2 = _mm256_sub_ps(a, _mm256_loadu_ps(x[2] + i)), d3 = _mm256_sub_ps(a, _mm256_loadu_ps(x[3] + i));
+        s0 = _mm256_fmadd_ps(d0, d0, s0);
+        s1 = _mm256_fmadd_ps(d1, d1, s1);
+        s2 = _mm256_fmadd_ps(d2, d2, s2);
+        s3 = _mm256_fmadd_ps(d3, d3, s3);
+    }
+    out[0] = hsum256(s0), out[1] = hsum256(s1), out[2] = hsum256(s2), out[3] = hsum256(s3);
+    for (; i < n; i++)
+        for (int r = 0; r < 4; r++) {
+            float d = q[i] - x[r][i];
+            out[r] += d * d;
+        }
+}
+
+static void dot_u8i8_x4_avx2(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = dot_u8i8_avx2(c[r], w, n);
+}
+
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
                                           l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
-                                          dot_u8_avx2, dot_u8i8_avx2};
+                                          dot_u8_avx2, dot_u8i8_avx2, dot_x4_avx2, l2sq_x4_avx2, dot_u8i8_x4_avx2};

@@ -215,9 +215,59 @@ static int32_t dot_u8i8_avx512(const uint8_t *c, const int8_t *w, size_t n)
     return _mm512_reduce_add_epi32(acc);
 }
 
+static void dot_x4_avx512(const float *q, const float *const x[4], size_t n, float out[4])
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 a = _mm512_loadu_ps(q + i);
+        s0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(x[0] + i), s0);
+        s1 = _mm512_fmadd_ps(a, _mm512_loadu_ps(x[1] + i), s1);
+        s2 = _mm512_fmadd_ps(a, _mm512_loadu_ps(x[2] + i), s2);
+        s3 = _mm512_fmadd_ps(a, _mm512_loadu_ps(x[3] + i), s3);
+    }
+    if (i < n) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, q + i);
+        s0 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x[0] + i), s0);
+        s1 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x[1] + i), s1);
+        s2 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x[2] + i), s2);
+        s3 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x[3] + i), s3);
+    }
+    out[0] = _mm512_reduce_add_ps(s0), out[1] = _mm512_reduce_add_ps(s1);
+    out[2] = _mm512_reduce_add_ps(s2), out[3] = _mm512_reduce_add_ps(s3);
+}
+
+static void l2sq_x4_avx512(const float *q, const float *const x[4], size_t n, float out[4])
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask16(n - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, q + i);
+        __m512 d0 = _mm512_sub_ps(a, _mm512_maskz_loadu_ps(m, x[0] + i));
+        __m512 d1 = _mm512_sub_ps(a, _mm512_maskz_loadu_ps(m, x[1] + i));
+        __m512 d2 = _mm512_sub_ps(a, _mm512_maskz_loadu_ps(m, x[2] + i));
+        __m512 d3 = _mm512_sub_ps(a, _mm512_maskz_loadu_ps(m, x[3] + i));
+        s0 = _mm512_fmadd_ps(d0, d0, s0);
+        s1 = _mm512_fmadd_ps(d1, d1, s1);
+        s2 = _mm512_fmadd_ps(d2, d2, s2);
+        s3 = _mm512_fmadd_ps(d3, d3, s3);
+    }
+    out[0] = _mm512_reduce_add_ps(s0), out[1] = _mm512_reduce_add_ps(s1);
+    out[2] = _mm512_reduce_add_ps(s2), out[3] = _mm512_reduce_add_ps(s3);
+}
+
+static void dot_u8i8_x4_avx512(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = dot_u8i8_avx512(c[r], w, n);
+}
+
 const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                             l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
-                                            dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512};
+                                            dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512, dot_x4_avx512,
+                                            l2sq_x4_avx512, dot_u8i8_x4_avx512};
 const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                                  l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
-                                                 dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni};
+                                                 dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni, dot_x4_avx512,
+                                                 l2sq_x4_avx512, chrys_dot_u8i8_x4_vnni};

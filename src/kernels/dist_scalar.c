@@ -101,6 +101,21 @@ static int32_t dot_u8i8_scalar(const uint8_t *c, const int8_t *w, size_t n)
     return s;
 }
 
+static void dot_x4_scalar(const float *q, const float *const x[4], size_t n, float out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = dot_scalar(q, x[r], n);
+}
+
+static void l2sq_x4_scalar(const float *q, const float *const x[4], size_t n, float out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = l2sq_scalar(q, x[r], n);
+}
+
+static void dot_u8i8_x4_scalar(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = dot_u8i8_scalar(c[r], w, n);
+}
+
 /* Reference for dot_block implementations (tests compare them with this). */
 void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out, size_t ldo)
 {
@@ -113,4 +128,5 @@ int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n) { return
 
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
-                                            dot_u8_scalar, dot_u8i8_scalar};
+                                            dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
+                                            dot_u8i8_x4_scalar};

@@ -22,3 +22,19 @@ int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n)
     }
     return _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
 }
+
+void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4])
+{
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 64) {
+        size_t r = n - i;
+        __mmask64 m = r >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << r) - 1);
+        __m512i b = _mm512_maskz_loadu_epi8(m, w + i);
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(m, c[0] + i), b);
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(m, c[1] + i), b);
+        a2 = _mm512_dpbusd_epi32(a2, _mm512_maskz_loadu_epi8(m, c[2] + i), b);
+        a3 = _mm512_dpbusd_epi32(a3, _mm512_maskz_loadu_epi8(m, c[3] + i), b);
+    }
+    out[0] = _mm512_reduce_add_epi32(a0), out[1] = _mm512_reduce_add_epi32(a1);
+    out[2] = _mm512_reduce_add_epi32(a2), out[3] = _mm512_reduce_add_epi32(a3);
+}

@@ -664,3 +664,71 @@ void test_hnsw_bad_input(void)
     CHECK_EQ(hits[0].id, CHRYS_NO_ID);
     chrys_index_free(ix);
 }
+
+/* A committed HNSW store (format 1.1) must load forever and a fresh single-thread build of the
+ * same data must produce it byte for byte (levels, links and tombstones are deterministic).
+ * CHRYS_WRITE_GOLDEN=1 rewrites it (only when the format changes on purpose). */
+#define GOLDEN_HNSW "tests/golden/store_v1_1_hnsw.chrys"
+static chrys_index *golden_hnsw(void)
+{
+    uint64_t s = 20261124; /* fixed: not the test seed */
+    size_t n = 120, d = 8;
+    float *x = clustered_rows(&s, n, d, 6, 0.4f);
+    uint64_t ids[120];
+    for (size_t i = 0; i < n; i++) ids[i] = 1000 + 3 * i;
+    chrys_index *h = make_index("HNSW4,SQ8,RFlat", (uint32_t)d, CHRYS_METRIC_COSINE, 16, 1);
+    CHECK_EQ(chrys_index_add(h, n, ids, x, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_update(h, ids[7], x + 50 * d), CHRYS_OK);
+    CHECK_EQ(chrys_index_remove(h, ids[11]), CHRYS_OK);
+    free(x);
+    return h;
+}
+
+void test_hnsw_golden_v1_1(void)
+{
+    chrys_index *h = golden_hnsw();
+    if (getenv("CHRYS_WRITE_GOLDEN")) CHECK_EQ(chrys_index_save(h, GOLDEN_HNSW, NULL), CHRYS_OK);
+    chrys_index *g = NULL;
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_load(GOLDEN_HNSW, &g, &msg), CHRYS_OK);
+    if (msg) h_fail(__FILE__, __LINE__, "%s", msg);
+    chrys_free(msg);
+    if (g) {
+        chrys_store_meta sm = {sizeof sm};
+        CHECK_EQ(chrys_store_peek(GOLDEN_HNSW, &sm, NULL), CHRYS_OK);
+        CHECK_EQ(sm.format_major, 1u);
+        CHECK_EQ(sm.format_minor, 1u);
+        chrys_index_info info = {sizeof info};
+        chrys_index_get_info(g, &info);
+        CHECK_EQ(info.count, 119u);
+        CHECK_EQ(info.deleted, 1u);
+        CHECK_EQ(strcmp(info.spec, "HNSW4,SQ8,RFlat"), 0);
+        float q[8];
+        CHECK_EQ(chrys_index_get(h, 1000 + 3 * 20, q), CHRYS_OK);
+        chrys_search_opts so;
+        chrys_search_opts_init(&so);
+        so.k = 5;
+        chrys_hit a[5], b[5];
+        CHECK_EQ(chrys_index_search(h, 1, q, &so, a), CHRYS_OK);
+        CHECK_EQ(chrys_index_search(g, 1, q, &so, b), CHRYS_OK);
+        CHECK_EQ(memcmp(a, b, sizeof a), 0);
+        CHECK_EQ(a[0].id, 1000u + 3 * 20);
+        char path[] = "/tmp/chrys_hnsw_golden_XXXXXX";
+        int fd = mkstemp(path);
+        close(fd);
+        CHECK_EQ(chrys_index_save(h, path, NULL), CHRYS_OK);
+        FILE *f1 = fopen(path, "rb"), *f2 = fopen(GOLDEN_HNSW, "rb");
+        int same = f1 && f2;
+        while (same) {
+            int c1 = fgetc(f1), c2 = fgetc(f2);
+            if (c1 != c2) same = 0;
+            if (c1 == EOF || c2 == EOF) break;
+        }
+        if (f1) fclose(f1);
+        if (f2) fclose(f2);
+        CHECK(same);
+        unlink(path);
+    }
+    chrys_index_free(g);
+    chrys_index_free(h);
+}

@@ -137,6 +137,57 @@ void test_kernels_u8i8(void)
     free(w);
 }
 
+/* The four-row kernels against four one-row scalar calls, every level, every tail length. */
+void test_kernels_x4(void)
+{
+    uint64_t s = h_seed + 9;
+    size_t nmax = 1100;
+    float *q = malloc(nmax * sizeof(float)), *x = malloc(4 * nmax * sizeof(float));
+    uint8_t *c = malloc(4 * nmax);
+    int8_t *w = malloc(nmax);
+    for (size_t i = 0; i < nmax; i++) {
+        q[i] = h_gauss(&s);
+        w[i] = (int8_t)(h_rand(&s) & 0xff);
+    }
+    for (size_t i = 0; i < 4 * nmax; i++) {
+        x[i] = h_gauss(&s);
+        c[i] = (uint8_t)h_rand(&s);
+    }
+    const chrys_kernels *ref = chrys_kernels_level("scalar");
+    const chrys_kernels *tables[] = {ref, chrys_kernels_level("avx2"), chrys_kernels_level("avx512") ? &chrys_kernels_avx512 : NULL,
+                                     chrys_kernels_level("avx512")};
+    for (size_t t = 0; t < 4; t++) {
+        const chrys_kernels *k = tables[t];
+        if (!k) continue;
+        for (size_t n = 1; n <= 1100; n += n < 70 ? 1 : 97) {
+            /* rows in scrambled order, at odd offsets */
+            const float *xs[4] = {x + 3 * nmax + 1, x + 1, x + 2 * nmax + 3, x + nmax};
+            const uint8_t *cs[4] = {c + 2 * nmax + 1, c + 5, c + 3 * nmax, c + nmax + 7};
+            float d4[4], l4[4];
+            int32_t i4[4];
+            k->dot_x4(q, xs, n, d4);
+            k->l2sq_x4(q, xs, n, l4);
+            k->dot_u8i8_x4(cs, w, n, i4);
+            for (int r = 0; r < 4; r++) {
+                double abs_dot = 0, l2 = ref->l2sq_f64(q, xs[r], n);
+                for (size_t i = 0; i < n; i++) abs_dot += fabs((double)q[i] * xs[r][i]);
+                double rd = ref->dot_f64(q, xs[r], n);
+                if (!close_enough(d4[r], rd, abs_dot) || !close_enough(l4[r], l2, l2) ||
+                    i4[r] != chrys_dot_u8i8_ref(cs[r], w, n)) {
+                    h_fail(__FILE__, __LINE__, "%s x4 kernels n=%zu row %d: %.9g/%.9g/%d vs %.9g/%.9g/%d", k->name, n, r, d4[r],
+                           l4[r], i4[r], rd, l2, chrys_dot_u8i8_ref(cs[r], w, n));
+                    n = 2000;
+                    break;
+                }
+            }
+        }
+    }
+    free(q);
+    free(x);
+    free(c);
+    free(w);
+}
+
 void test_kernels_forced_level(void)
 {
     const char *force = getenv("CHRYS_SIMD");

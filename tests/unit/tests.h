@@ -17,7 +17,9 @@
     X(test_hnsw_parallel_build_and_concurrent_search) \
     X(test_hnsw_store)                              \
     X(test_hnsw_bad_input)                          \
+    X(test_hnsw_golden_v1_1)                        \
     X(test_kernels_u8i8)                            \
+    X(test_kernels_x4)                              \
     X(test_crc32c)                                  \
     X(test_index_exact_all_paths)                   \
     X(test_index_ties_break_by_id)                  \
