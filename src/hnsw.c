@@ -190,7 +190,10 @@ static void prepare_vec(const chrys_index *ix, const float *v, hq *q, int8_t *w8
         qsq += v[d] * v[d];
     }
     float inv = mx > 0 ? 127.0f / mx : 0;
-    for (size_t d = 0; d < dim; d++) w8[d] = (int8_t)lrintf(v[d] * ix->sq_step[d] * inv);
+    for (size_t d = 0; d < dim; d++) { /* |t| <= 127; rounded half away from zero (vectorises, no libm call) */
+        float t = v[d] * ix->sq_step[d] * inv;
+        w8[d] = (int8_t)(int)(t + (t >= 0 ? 0.5f : -0.5f));
+    }
     q->scale = mx > 0 ? mx / 127.0f : 0;
     q->bias = (float)bias;
     q->qsq = qsq;
