@@ -99,8 +99,9 @@ int cmd_info(int argc, char **argv)
                                                                 : "; int8 codes only, scores approximate",
                    info.deleted ? "; tombstones pending compaction" : "");
         else
-            printf("index:    %s%s (exact%s)\n", info.spec, info.planned ? " (auto)" : "",
-                   info.sq8 ? ", int8 codes scanned, float32 re-ranking" : "");
+            printf("index:    %s%s (%s)\n", info.spec, info.planned ? " (auto)" : "",
+                   !info.sq8 ? "exact" : strstr(info.spec, "RFlat") ? "int8 codes scanned, float32 re-ranking"
+                                                              : "int8 codes only, scores approximate");
         if (info.planned) printf("plan:     %s\n", info.plan_reason);
         printf("metric:   %s\n", metric_name(info.metric));
         printf("dim:      %u\n", info.dim);

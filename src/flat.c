@@ -28,6 +28,7 @@
 
 #include "hnsw.h"
 #include "index.h"
+#include "sq8.h"
 #include "kernels/dist.h"
 
 #define FLAT_BLOCK_MAX_NQ 64 /* queries per dot_block call */
@@ -408,6 +409,8 @@ int flat_search(const chrys_index *ix, size_t nq, const float *queries, const ch
         rc = hnsw_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
                          o->struct_size >= offsetof(chrys_search_opts, ef_search) + sizeof(uint32_t) ? o->ef_search : 0,
                          ids, scores, fp);
+    else if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && ix->sq_min)
+        rc = sq8_flat_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads, ids, scores, fp);
     else if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
         rc = ivf_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
                         o->struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o->nprobe : 0, ids,

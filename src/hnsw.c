@@ -29,6 +29,7 @@
 
 #include "hnsw.h"
 #include "kernels/dist.h"
+#include "sq8.h"
 #include "store/codec.h"
 #include "store/store.h"
 
@@ -71,7 +72,6 @@ struct hnsw {
     uint8_t *level; /* cap */
     uint32_t **up;  /* cap: NULL, or level[v] * (1 + M) */
     atomic_uchar *locks;
-    float *csq;     /* cap: |decoded row|^2 (SQ8 under L2) */
     uint32_t entry; /* CHRYS_NO_SLOT when the graph is empty */
     int max_level;
     pthread_mutex_t glock;
@@ -167,42 +167,18 @@ static int draw_level(hnsw *h)
 /* ------------------------------------------------------------------------------------------
  * Scoring: prepared queries
  */
-typedef struct hq {
-    const float *f; /* float walk: the query row */
-    const int8_t *w8;
-    float scale, bias, qsq;
-} hq;
+typedef sq8_query hq;
 
 /* Prepare a float row (unit under cosine) as a query; w8 receives dim int8 weights (SQ8). */
-static void prepare_vec(const chrys_index *ix, const float *v, hq *q, int8_t *w8)
+static inline void prepare_vec(const chrys_index *ix, const float *v, hq *q, int8_t *w8)
 {
-    q->f = v;
-    q->w8 = w8;
-    q->scale = q->bias = q->qsq = 0;
-    if (!ix->sq8) return;
-    size_t dim = ix->dim;
-    float mx = 0, qsq = 0;
-    double bias = 0;
-    for (size_t d = 0; d < dim; d++) {
-        float w = fabsf(v[d] * ix->sq_step[d]);
-        mx = w > mx ? w : mx;
-        bias += (double)v[d] * ix->sq_min[d];
-        qsq += v[d] * v[d];
+    if (ix->sq8) {
+        sq8_prepare(ix, v, q, w8);
+    } else {
+        q->f = v;
+        q->w8 = w8;
+        q->scale = q->bias = q->qsq = 0;
     }
-    float inv = mx > 0 ? 127.0f / mx : 0;
-    for (size_t d = 0; d < dim; d++) { /* |t| <= 127; rounded half away from zero (vectorises, no libm call) */
-        float t = v[d] * ix->sq_step[d] * inv;
-        w8[d] = (int8_t)(int)(t + (t >= 0 ? 0.5f : -0.5f));
-    }
-    q->scale = mx > 0 ? mx / 127.0f : 0;
-    q->bias = (float)bias;
-    q->qsq = qsq;
-}
-
-void hnsw_decode(const chrys_index *ix, uint32_t v, float *out)
-{
-    const uint8_t *c = ix->codes + (size_t)v * ix->dim;
-    for (size_t d = 0; d < ix->dim; d++) out[d] = ix->sq_min[d] + ix->sq_step[d] * c[d];
 }
 
 /* Prepare stored node v as a query (its float32 row when kept, else its decoded codes). */
@@ -211,7 +187,7 @@ static void prepare_node(const chrys_index *ix, uint32_t v, hq *q, int8_t *w8, f
     if (ix->vecs) {
         prepare_vec(ix, ix->vecs + (size_t)v * ix->dim, q, w8);
     } else {
-        hnsw_decode(ix, v, fbuf);
+        sq8_decode(ix, v, fbuf);
         prepare_vec(ix, fbuf, q, w8);
     }
 }
@@ -223,8 +199,7 @@ static inline float score(const chrys_index *ix, const chrys_kernels *kr, const 
         const float *x = ix->vecs + (size_t)v * dim;
         return ix->metric == CHRYS_METRIC_L2 ? -kr->l2sq(q->f, x, dim) : kr->dot(q->f, x, dim);
     }
-    float ip = q->bias + q->scale * (float)kr->dot_u8i8(ix->codes + (size_t)v * dim, q->w8, dim);
-    return ix->metric == CHRYS_METRIC_L2 ? 2 * ip - ix->hnsw->csq[v] - q->qsq : ip;
+    return sq8_score_i32(ix, q, kr->dot_u8i8(ix->codes + (size_t)v * dim, q->w8, dim), v);
 }
 
 /* score() of four nodes at once (the four-row kernels). */
@@ -247,10 +222,7 @@ static inline void score4(const chrys_index *ix, const chrys_kernels *kr, const 
                            ix->codes + (size_t)v[3] * dim};
     int32_t d[4];
     kr->dot_u8i8_x4(c, q->w8, dim, d);
-    for (int r = 0; r < 4; r++) {
-        float ip = q->bias + q->scale * (float)d[r];
-        out[r] = l2 ? 2 * ip - ix->hnsw->csq[v[r]] - q->qsq : ip;
-    }
+    for (int r = 0; r < 4; r++) out[r] = sq8_score_i32(ix, q, d[r], v[r]);
 }
 
 static inline void prefetch_row(const chrys_index *ix, uint32_t v)
@@ -615,7 +587,6 @@ void hnsw_free(chrys_index *ix)
     chrys_free_aligned(h->l0);
     chrys_free(h->level);
     chrys_free((void *)h->locks);
-    chrys_free(h->csq);
     for (int i = 0; i < h->pool_n; i++) scratch_free(h->pool[i]);
     pthread_mutex_destroy(&h->glock);
     pthread_mutex_destroy(&h->pool_lock);
@@ -644,11 +615,6 @@ int hnsw_reserve(chrys_index *ix, size_t cap)
         atomic_init(&h->locks[v], 0);
         h->up[v] = NULL;
     }
-    if (ix->sq8 && ix->metric == CHRYS_METRIC_L2) {
-        float *c = chrys_realloc(h->csq, cap * sizeof *c);
-        if (!c) return CHRYS_NOMEM;
-        h->csq = c;
-    }
     h->cap = cap; /* (SQ8 codes are grown by ivf_reserve, for every kind) */
     return CHRYS_OK;
 }
@@ -657,7 +623,7 @@ size_t hnsw_memory(const chrys_index *ix)
 {
     const hnsw *h = ix->hnsw;
     if (!h) return 0;
-    size_t b = sizeof *h + h->cap * ((1 + (size_t)h->M0) * 4 + 1 + sizeof(uint32_t *) + 1 + (h->csq ? 4 : 0));
+    size_t b = sizeof *h + h->cap * ((1 + (size_t)h->M0) * 4 + 1 + sizeof(uint32_t *) + 1);
     for (size_t v = 0; v < ix->n; v++)
         if (h->up[v]) b += (size_t)h->level[v] * (1 + h->M) * 4;
     return b;
@@ -669,39 +635,6 @@ void hnsw_params(const chrys_index *ix, uint32_t *M, uint32_t *efc, int *max_lev
     *M = h ? h->M : 0;
     *efc = h ? h->efc : 0;
     *max_level = h ? h->max_level : -1;
-}
-
-/* ------------------------------------------------------------------------------------------
- * SQ8 codes
- */
-static void encode(chrys_index *ix, uint32_t v, const float *x)
-{
-    uint8_t *c = ix->codes + (size_t)v * ix->dim;
-    double sq = 0;
-    for (uint32_t d = 0; d < ix->dim; d++) {
-        float t = ix->sq_step[d] > 0 ? (x[d] - ix->sq_min[d]) / ix->sq_step[d] : 0;
-        long q = lrintf(t);
-        c[d] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-        double y = ix->sq_min[d] + (double)ix->sq_step[d] * c[d];
-        sq += y * y;
-    }
-    if (ix->hnsw->csq) ix->hnsw->csq[v] = (float)sq;
-}
-
-/* Per-dimension ranges from rows[0..n) (the first batch added). */
-static void train_ranges(chrys_index *ix, const float *rows, size_t n)
-{
-    for (uint32_t d = 0; d < ix->dim; d++) {
-        float lo = INFINITY, hi = -INFINITY;
-        for (size_t i = 0; i < n; i++) {
-            float x = rows[i * ix->dim + d];
-            lo = x < lo ? x : lo;
-            hi = x > hi ? x : hi;
-        }
-        if (n == 0) lo = hi = 0;
-        ix->sq_min[d] = lo;
-        ix->sq_step[d] = (hi - lo) / 255.0f;
-    }
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -742,15 +675,7 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
     int trained_now = 0;
     if (ix->sq8 && !ix->sq_min) {
         trained_now = 1;
-        float *mn = chrys_malloc(ix->dim * sizeof(float)), *st = chrys_malloc(ix->dim * sizeof(float));
-        if (!mn || !st) {
-            chrys_free(mn);
-            chrys_free(st);
-            return CHRYS_NOMEM;
-        }
-        ix->sq_min = mn;
-        ix->sq_step = st;
-        train_ranges(ix, rows, n);
+        if (sq8_train(ix, rows, n)) return CHRYS_NOMEM;
     }
     unsigned nt = ix->build_threads ? ix->build_threads : chrys_online_cpus();
     if (nt > 64) nt = 64;
@@ -784,7 +709,7 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
     }
     /* From here nothing fails. */
     if (ix->sq8)
-        for (size_t v = first; v < ix->n; v++) encode(ix, (uint32_t)v, rows + (v - first) * ix->dim);
+        for (size_t v = first; v < ix->n; v++) sq8_encode(ix, v, rows + (v - first) * ix->dim);
     build_ctx c = {ix, first, ix->n, rows, first, 0, scr, nt > 1};
     chrys_parallel_for(nt, nt, build_worker, &c);
     for (unsigned t = 0; t < nt; t++) scratch_put(ix, scr[t]);
@@ -912,7 +837,7 @@ int hnsw_update(chrys_index *ix, uint32_t x, const float *v)
 {
     walk w;
     if (exclusive_walk(ix, &w)) return CHRYS_NOMEM;
-    if (ix->sq8) encode(ix, x, v);
+    if (ix->sq8) sq8_encode(ix, x, v);
     repair_neighbourhood(&w, x, CHRYS_NO_SLOT);
     /* relink x from scratch: clear its lists, then insert it again at its level */
     hnsw *h = ix->hnsw;
@@ -998,7 +923,7 @@ int hnsw_compact(chrys_index *ix)
         if (t == v) continue;
         if (ix->vecs) memcpy(ix->vecs + (size_t)t * dim, ix->vecs + v * dim, dim * sizeof(float));
         if (ix->codes) memcpy(ix->codes + (size_t)t * dim, ix->codes + v * dim, dim);
-        if (h->csq) h->csq[t] = h->csq[v];
+        if (ix->sq_csq) ix->sq_csq[t] = ix->sq_csq[v];
         ix->norms[t] = ix->norms[v];
         ix->ids[t] = ix->ids[v];
         ix->meta[t] = ix->meta[v];
@@ -1032,18 +957,6 @@ typedef struct search_ctx {
     int rc;
 } search_ctx;
 
-typedef struct fin {
-    double s;
-    uint64_t id;
-} fin;
-
-static int cmp_fin(const void *pa, const void *pb)
-{
-    const fin *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return a->id < b->id ? -1 : (a->id > b->id);
-}
-
 static void search_range(void *arg, unsigned wk, size_t b, size_t e)
 {
     (void)wk;
@@ -1053,8 +966,9 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
     size_t dim = ix->dim, k = c->k;
     int l2 = ix->metric == CHRYS_METRIC_L2;
     hscratch *s = scratch_get(ix);
-    fin *f = NULL;
-    if (!s || scratch_fit(s, ix->n, c->ef) || !(f = chrys_malloc((c->ef + 1) * sizeof *f))) {
+    sq8_fin *f = chrys_malloc((c->ef + 1) * sizeof *f);
+    uint32_t *slots = chrys_malloc((c->ef + 1) * sizeof *slots);
+    if (!s || !f || !slots || scratch_fit(s, ix->n, c->ef)) {
         c->rc = CHRYS_NOMEM;
         goto out;
     }
@@ -1076,35 +990,9 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
             memcpy(r, s->res, nr * sizeof *r);
             qsort(r, nr, sizeof *r, cmp_hitem);
             size_t depth = ix->vecs && !ix->sq8 ? (nr < k + 16 ? nr : k + 16) : nr;
-            float *wf = s->fbuf;
-            double bias = 0, qsq = 0;
-            if (!ix->vecs) {
-                for (size_t d = 0; d < dim; d++) {
-                    wf[d] = qv[d] * ix->sq_step[d];
-                    bias += (double)qv[d] * ix->sq_min[d];
-                    qsq += (double)qv[d] * qv[d];
-                }
-            }
-            for (size_t j = 0; j < depth; j++) {
-                uint32_t v = r[j].v;
-                double sc;
-                if (ix->vecs) {
-                    const float *x = ix->vecs + (size_t)v * dim;
-                    sc = l2 ? -w.kr->l2sq_f64(qv, x, dim) : w.kr->dot_f64(qv, x, dim);
-                } else {
-                    double ip = bias + w.kr->dot_u8(wf, ix->codes + (size_t)v * dim, dim);
-                    sc = l2 ? 2 * ip - h->csq[v] - qsq : ip;
-                }
-                f[j] = (fin){sc, ix->ids[v]};
-            }
-            qsort(f, depth, sizeof *f, cmp_fin);
-            for (size_t j = 0; j < depth && m < k; j++) {
-                double sc = l2 ? -f[j].s : f[j].s;
-                if (c->use_thr && (l2 ? sc > c->thr : sc < c->thr)) break;
-                oid[m] = f[j].id;
-                osc[m] = sc;
-                m++;
-            }
+            for (size_t j = 0; j < depth; j++) slots[j] = r[j].v;
+            sq8_finish(ix, qv, slots, depth, k, c->use_thr, c->thr, oid, osc, s->fbuf, f);
+            m = k;
         }
         for (; m < k; m++) {
             oid[m] = CHRYS_NO_ID;
@@ -1113,6 +1001,7 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
     }
 out:
     chrys_free(f);
+    chrys_free(slots);
     if (s) scratch_put(ix, s);
 }
 
@@ -1211,12 +1100,10 @@ int hnsw_load(store_reader *r, chrys_index *ix, char **errmsg)
     chrys_free(h->level);
     chrys_free(h->up);
     chrys_free((void *)h->locks);
-    chrys_free(h->csq);
     h->l0 = NULL;
     h->level = NULL;
     h->up = NULL;
     h->locks = NULL;
-    h->csq = NULL;
     h->cap = 0;
     h->M = M;
     h->M0 = M0;
@@ -1261,15 +1148,5 @@ int hnsw_load(store_reader *r, chrys_index *ix, char **errmsg)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW entry point %u is invalid", r->name, entry);
     h->entry = live ? entry : CHRYS_NO_SLOT;
     h->max_level = live ? maxl : -1;
-    if (h->csq) /* |decoded row|^2 for SQ8 under L2: derived from the codes, not stored */
-        for (size_t v = 0; v < ix->n; v++) {
-            double sq = 0;
-            const uint8_t *c = ix->codes + v * ix->dim;
-            for (size_t d = 0; d < ix->dim; d++) {
-                double y = ix->sq_min[d] + (double)ix->sq_step[d] * c[d];
-                sq += y * y;
-            }
-            h->csq[v] = (float)sq;
-        }
     return CHRYS_OK;
 }

@@ -34,8 +34,6 @@ CHRYS_PRIVATE int hnsw_search(const chrys_index *ix, size_t nq, const float *q, 
                               const search_filter *filter);
 CHRYS_PRIVATE size_t hnsw_memory(const chrys_index *ix);
 CHRYS_PRIVATE void hnsw_params(const chrys_index *ix, uint32_t *M, uint32_t *efc, int *max_level);
-/* Decode slot's SQ8 codes into out[dim]. */
-CHRYS_PRIVATE void hnsw_decode(const chrys_index *ix, uint32_t slot, float *out);
 
 /* Persistence: sections HNSW (header), HNLV (levels), HNL0 (level-0 links), HNUP (upper links). */
 #define HNSW_MAX_SECTIONS 4

@@ -10,6 +10,7 @@
 
 #include "hnsw.h"
 #include "index.h"
+#include "sq8.h"
 
 int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
 {
@@ -90,6 +91,7 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
     if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, out, errmsg))) return rc;
     chrys_index *ix = *out;
     ix->sq8 = sq8 != 0;
+    ix->refine = sq8 == 2; /* Flat and HNSW: ",RFlat" keeps float32 rows beside the codes */
     ix->planned = is_auto;
     if (kind == CHRYS_INDEX_HNSW) {
         int has_efc = opts->struct_size >= offsetof(chrys_index_opts, build_threads) + sizeof(uint32_t);
@@ -100,7 +102,6 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
             return chrys_set_errmsg(errmsg, CHRYS_INVALID, "ef_construction %u out of range 0..1000000", efc);
         }
         hnsw_free(ix);
-        ix->refine = sq8 == 2;
         ix->build_threads = has_efc ? opts->build_threads : 0;
         if (hnsw_create(ix, nlist ? nlist : 16, efc)) {
             chrys_index_free(ix);
@@ -261,8 +262,8 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
     }
     if ((rc = index_reserve(ix, n))) goto done;
     size_t first = ix->n;
-    int is_hnsw = ix->kind == CHRYS_INDEX_HNSW;
-    if (is_hnsw && !ix->vecs && !(tmp = chrys_malloc_aligned(n * (size_t)ix->dim * sizeof(float)))) {
+    int is_hnsw = ix->kind == CHRYS_INDEX_HNSW, codes_only = !index_has_floats(ix);
+    if (codes_only && !(tmp = chrys_malloc_aligned(n * (size_t)ix->dim * sizeof(float)))) {
         rc = index_fail(ix, CHRYS_NOMEM, "out of memory adding %zu vectors", n);
         goto done;
     }
@@ -274,6 +275,16 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         ix->meta[slot] = copies ? copies[i] : NULL;
         if (copies) copies[i] = NULL;
         idmap_put(&ix->map, ids[i], (uint32_t)slot);
+    }
+    if (codes_only && !is_hnsw) { /* Flat kept as codes: ranges from the first batch, then encode */
+        if (!ix->sq_min && (rc = sq8_train(ix, tmp, n))) {
+            unadd(ix, first);
+            rc = index_fail(ix, rc, "out of memory adding %zu vectors", n);
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) sq8_encode(ix, first + i, tmp + i * ix->dim);
+        rc = CHRYS_OK;
+        goto done;
     }
     if (is_hnsw) { /* the graph: all or nothing too */
         if ((rc = hnsw_after_add(ix, first, tmp ? tmp : ix->vecs + first * ix->dim))) {
@@ -315,7 +326,7 @@ int chrys_index_remove(chrys_index *ix, uint64_t id)
     idmap_del(&ix->map, id);
     chrys_free(ix->meta[slot]);
     if (slot != last) {
-        memcpy(ix->vecs + (size_t)slot * ix->dim, ix->vecs + last * ix->dim, ix->dim * sizeof(float));
+        if (ix->vecs) memcpy(ix->vecs + (size_t)slot * ix->dim, ix->vecs + last * ix->dim, ix->dim * sizeof(float));
         ix->norms[slot] = ix->norms[last];
         ix->ids[slot] = ix->ids[last];
         ix->meta[slot] = ix->meta[last];
@@ -349,6 +360,14 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
         chrys_free_aligned(tmp);
         return rc;
     }
+    if (!ix->vecs) { /* Flat kept as codes */
+        float *tmp = chrys_malloc_aligned(ix->dim * sizeof(float));
+        if (!tmp) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
+        store_row_to(ix, tmp, slot, vec, norm);
+        sq8_encode(ix, slot, tmp);
+        chrys_free_aligned(tmp);
+        return CHRYS_OK;
+    }
     store_row(ix, slot, vec, norm);
     ivf_after_update(ix, slot);
     return CHRYS_OK;
@@ -376,7 +395,7 @@ int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
     if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
     const float *src = ix->vecs + (size_t)slot * ix->dim;
     if (!ix->vecs) { /* SQ8 only: the decoded codes */
-        hnsw_decode(ix, slot, out);
+        sq8_decode(ix, slot, out);
         src = out;
     }
     if (ix->metric == CHRYS_METRIC_COSINE) {

@@ -42,20 +42,22 @@ struct chrys_index {
     int sq8;
     float *sq_min, *sq_step; /* dim each; trained with the lists (or at the first add for Flat) */
     uint8_t *codes;          /* cap*dim */
+    float *sq_csq;           /* cap: |decoded row|^2, SQ8 under L2 (derived from the codes) */
     /* HNSW (hnsw.c): the graph over the slots. Removal leaves a tombstone (ids[slot] ==
      * CHRYS_NO_ID, counted in n_dead) instead of moving the last row into the hole. */
     struct hnsw *hnsw;
     size_t n_dead;
-    int refine;              /* HNSW with SQ8: float32 rows kept for re-ranking; without it vecs is NULL */
+    int refine;              /* Flat/HNSW with SQ8: float32 rows kept for re-ranking ("RFlat"); without it vecs is NULL */
     uint32_t build_threads;
     void (*progress)(uint64_t done, uint64_t total, void *ctx);
     void *progress_ctx;
 };
 
-/* Whether float32 rows are stored (all kinds except an SQ8-only HNSW index). */
+/* Whether float32 rows are stored: always for IVF (its SQ8 re-ranks with them); for Flat and
+ * HNSW unless the spec is SQ8 without ",RFlat". */
 static inline int index_has_floats(const chrys_index *ix)
 {
-    return ix->kind != CHRYS_INDEX_HNSW || !ix->sq8 || ix->refine;
+    return ix->kind == CHRYS_INDEX_IVF || !ix->sq8 || ix->refine;
 }
 
 /* Record a message on the handle; returns rc. */

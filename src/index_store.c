@@ -12,6 +12,7 @@
 
 #include "hnsw.h"
 #include "index.h"
+#include "sq8.h"
 #include "store/codec.h"
 #include "store/store.h"
 
@@ -194,11 +195,11 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
     if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) || (nlist && ix->n < nlist) ||
         get_u32le(plan + PLAN_WANT_NLIST) > (1u << 20))
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN section is invalid", r->name);
-    if ((flags & 4) && (!(flags & 2) || ix->kind != CHRYS_INDEX_HNSW))
-        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN: float32 re-ranking flag without HNSW SQ8", r->name);
+    if ((flags & 4) && (!(flags & 2) || ix->kind == CHRYS_INDEX_IVF))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN: float32 re-ranking flag without Flat or HNSW SQ8", r->name);
     ix->planned = flags & 1;
     ix->sq8 = (flags >> 1) & 1;
-    ix->refine = (flags >> 2) & 1;
+    ix->refine |= (flags >> 2) & 1;
     ix->want_nlist = get_u32le(plan + PLAN_WANT_NLIST);
     ix->auto_threshold = get_u64le(plan + PLAN_THRESHOLD);
     ix->memory_budget = get_u64le(plan + PLAN_BUDGET);
@@ -253,11 +254,14 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
         ix->sq_min = chrys_malloc(ix->dim * sizeof(float));
         ix->sq_step = chrys_malloc(ix->dim * sizeof(float));
         if (!ix->codes) ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim);
-        if (!ix->sq_min || !ix->sq_step || !ix->codes) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+        if (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq) ix->sq_csq = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof(float));
+        if (!ix->sq_min || !ix->sq_step || !ix->codes || (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq))
+            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
         /* codes are loaded as stored, never re-quantised */
         if ((rc = store_read_section(r, im, ix->sq_min, errmsg)) || (rc = store_read_section(r, is, ix->sq_step, errmsg)) ||
             (rc = store_read_section(r, iv, ix->codes, errmsg)))
             return rc;
+        sq8_refresh_norms(ix); /* |decoded row|^2 under L2: derived from the codes, not stored */
         if (vec_first_nonfinite(ix->sq_min, ix->dim) >= 0 || vec_first_nonfinite(ix->sq_step, ix->dim) >= 0)
             return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8P: parameter not finite", r->name);
     } else if (im >= 0 || is >= 0 || iv >= 0) {
@@ -282,7 +286,10 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
     }
     uint32_t pflags;
     if ((rc = peek_plan_flags(r, &pflags, errmsg))) goto fail;
-    int floats = kind != CHRYS_INDEX_HNSW || !(pflags & 2) || (pflags & 4);
+    int floats = kind == CHRYS_INDEX_IVF || !(pflags & 2) || (pflags & 4);
+    /* A 1.0 Flat SQ8 store kept float32 rows without the bit-2 flag: it loads as "SQ8,RFlat". */
+    int compat_refine = 0;
+    if (!floats && kind == CHRYS_INDEX_FLAT && count && r->sec[iv].len == count * dim * 4) floats = compat_refine = 1;
     /* count <= 2^32 and dim <= 2^14, so these products cannot overflow 64 bits. */
     if ((rc = expect_len(r, ii, count * 8, errmsg)) || (rc = expect_len(r, in, count * 4, errmsg)) ||
         (rc = expect_len(r, iv, floats ? count * dim * 4 : 0, errmsg)))
@@ -292,9 +299,9 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
         goto fail;
     }
     if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, &ix, errmsg))) goto fail;
-    if (kind == CHRYS_INDEX_HNSW) { /* before reserving: they decide which arrays exist */
+    if (kind != CHRYS_INDEX_IVF) { /* before reserving: they decide which arrays exist */
         ix->sq8 = (pflags >> 1) & 1;
-        ix->refine = (pflags >> 2) & 1;
+        ix->refine = ((pflags >> 2) & 1) | compat_refine;
     }
     if (count && (rc = index_reserve(ix, count))) {
         rc = chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, ix->errmsg);
@@ -363,11 +370,11 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
         }
     }
     if ((rc = load_plan(r, ix, errmsg))) goto fail;
+    if (!floats && count && (!ix->codes || !ix->sq_min)) {
+        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 index without its codes", r->name);
+        goto fail;
+    }
     if (kind == CHRYS_INDEX_HNSW) {
-        if (ix->sq8 && !ix->codes && count) {
-            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW SQ8 index without its codes", r->name);
-            goto fail;
-        }
         if ((rc = hnsw_load(r, ix, errmsg))) goto fail;
     } else if (store_find(r, TAG_HNSW) >= 0 || store_find(r, TAG_HNL0) >= 0) {
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections in a %s index", r->name,

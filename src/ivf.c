@@ -32,6 +32,7 @@
 
 #include "hnsw.h"
 #include "index.h"
+#include "sq8.h"
 #include "kernels/dist.h"
 
 #define KM_MAX_POINTS_PER_CENTROID 256
@@ -46,7 +47,7 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
                            char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
-    static const char *expected = "expected Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
+    static const char *expected = "expected Flat, SQ8, SQ8,RFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
     *kind = CHRYS_INDEX_FLAT;
     *nlist = 0;
     *sq8 = 0;
@@ -57,8 +58,8 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
         return CHRYS_OK;
     }
     if (!strcmp(spec, "Flat")) return CHRYS_OK;
-    if (!strcmp(spec, "SQ8")) {
-        *sq8 = 1;
+    if (!strcmp(spec, "SQ8") || !strcmp(spec, "SQ8,RFlat")) {
+        *sq8 = spec[3] ? 2 : 1;
         return CHRYS_OK;
     }
     const char *p = spec;
@@ -102,7 +103,7 @@ void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap)
         hnsw_params(ix, &M, &efc, &ml);
         snprintf(buf, cap, "HNSW%u%s", M, !ix->sq8 ? "" : ix->refine ? ",SQ8,RFlat" : ",SQ8");
     } else if (ix->kind == CHRYS_INDEX_IVF) snprintf(buf, cap, "IVF%u,%s", ix->nlist ? ix->nlist : ix->want_nlist, ix->sq8 ? "SQ8" : "Flat");
-    else snprintf(buf, cap, "%s", ix->sq8 ? "SQ8" : "Flat");
+    else snprintf(buf, cap, "%s", !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8");
 }
 
 uint32_t ivf_plan_nlist(size_t n)
@@ -421,6 +422,8 @@ void ivf_free(chrys_index *ix)
     chrys_free(ix->sq_min);
     chrys_free(ix->sq_step);
     chrys_free_aligned(ix->codes);
+    chrys_free(ix->sq_csq);
+    ix->sq_csq = NULL;
     ix->lists = NULL;
     ix->list_n = ix->list_cap = NULL;
     ix->centroids = NULL;
@@ -444,36 +447,22 @@ int ivf_reserve(chrys_index *ix, size_t cap)
         uint8_t *c = chrys_realloc_aligned(ix->codes, ix->n * (size_t)ix->dim, cap * (size_t)ix->dim);
         if (!c) return CHRYS_NOMEM;
         ix->codes = c;
+        if (ix->metric == CHRYS_METRIC_L2) {
+            float *q = chrys_realloc(ix->sq_csq, cap * sizeof *q);
+            if (!q) return CHRYS_NOMEM;
+            ix->sq_csq = q;
+        }
     }
     return CHRYS_OK;
 }
 
-static void encode_row(const chrys_index *ix, size_t slot)
-{
-    const float *v = ix->vecs + slot * ix->dim;
-    uint8_t *c = ix->codes + slot * ix->dim;
-    for (uint32_t d = 0; d < ix->dim; d++) {
-        float t = ix->sq_step[d] > 0 ? (v[d] - ix->sq_min[d]) / ix->sq_step[d] : 0;
-        long q = lrintf(t);
-        c[d] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
-    }
-}
+static void encode_row(chrys_index *ix, size_t slot) { sq8_encode(ix, slot, ix->vecs + slot * ix->dim); }
 
 static int train_sq8(chrys_index *ix)
 {
-    if (!ix->sq_min && (!(ix->sq_min = chrys_malloc(ix->dim * sizeof(float))) || !(ix->sq_step = chrys_malloc(ix->dim * sizeof(float)))))
+    if (sq8_train(ix, ix->vecs, ix->n)) return CHRYS_NOMEM;
+    if (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(ix->sq_csq = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof(float))))
         return CHRYS_NOMEM;
-    for (uint32_t d = 0; d < ix->dim; d++) {
-        float lo = INFINITY, hi = -INFINITY;
-        for (size_t i = 0; i < ix->n; i++) {
-            float v = ix->vecs[i * ix->dim + d];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-        if (ix->n == 0) lo = hi = 0;
-        ix->sq_min[d] = lo;
-        ix->sq_step[d] = (hi - lo) / 255.0f;
-    }
     if (!ix->codes && !(ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim))) return CHRYS_NOMEM;
     for (size_t i = 0; i < ix->n; i++) encode_row(ix, i);
     return CHRYS_OK;
@@ -640,13 +629,15 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
             ix->pos_in_list[slot] = p;
         }
     }
-    if (ix->sq8 && ix->codes && slot != last)
+    if (ix->sq8 && ix->codes && slot != last) {
         memcpy(ix->codes + (size_t)slot * ix->dim, ix->codes + (size_t)last * ix->dim, ix->dim);
+        if (ix->sq_csq) ix->sq_csq[slot] = ix->sq_csq[last];
+    }
 }
 
 void ivf_after_update(chrys_index *ix, uint32_t slot)
 {
-    if (ix->sq8 && ix->codes && ix->sq_min) encode_row(ix, slot);
+    if (ix->sq8 && ix->codes && ix->sq_min && ix->vecs) encode_row(ix, slot); /* (codes-only rows: index.c) */
     if (ix->nlist) {
         uint32_t l = nearest_list(ix, ix->vecs + (size_t)slot * ix->dim);
         if (l != ix->list_of[slot]) {

@@ -159,7 +159,7 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
     if (!index_has_floats(m->ix)) { /* every merge reads and rewrites float32 entries */
         chrys_merger_free(m);
         return chrys_set_errmsg(errmsg, CHRYS_INVALID,
-                                "index spec '%s': the merger needs float32 entries (use HNSW<M>,SQ8,RFlat)", io.spec);
+                                "index spec '%s': the merger needs float32 entries (add ,RFlat to keep them)", io.spec);
     }
     m->opts.index_spec = NULL; /* not kept: the index carries its own plan */
     *out = m;

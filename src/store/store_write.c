@@ -80,8 +80,13 @@ int store_write(const char *path, const store_section *secs, uint32_t n, char **
     /* the lowest minor version that has every section written: a file without 1.1 features
      * stays a 1.0 file, byte for byte (tests/golden/store_v1_0.chrys) */
     int minor = 0;
-    for (uint32_t i = 0; i < n; i++)
+    uint64_t ids_len = 0, vf32_len = 0;
+    for (uint32_t i = 0; i < n; i++) {
         if (secs[i].tag == TAG_HNSW) minor = 1;
+        if (secs[i].tag == TAG_IDS) ids_len = secs[i].len;
+        if (secs[i].tag == TAG_VF32) vf32_len = secs[i].len;
+    }
+    if (ids_len && !vf32_len) minor = 1; /* codes only (1.1) */
     put_u16le(hdr + HDR_MINOR, (uint16_t)(minor < STORE_FORMAT_MINOR ? minor : STORE_FORMAT_MINOR));
     put_u32le(hdr + HDR_N_SECTIONS, n);
     put_u32le(hdr + HDR_TABLE_CRC, chrys_crc32c(0, table, (size_t)n * STORE_ENTRY_SIZE));

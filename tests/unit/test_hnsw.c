@@ -744,3 +744,63 @@ void test_hnsw_golden_v1_1(void)
     chrys_index_free(g);
     chrys_index_free(h);
 }
+
+static void clear_refine_flag(unsigned char *p, size_t n)
+{
+    (void)n;
+    p[0] &= (unsigned char)~4u; /* PLAN flags: as a 1.0 writer wrote a Flat SQ8 store */
+}
+
+/* A Flat SQ8 store of format 1.0 kept float32 rows beside the codes without the RFlat flag: it
+ * must load as "SQ8,RFlat" with its rows; a codes-only Flat store has an empty VF32. */
+void test_flat_sq8_storage_and_compat(void)
+{
+    uint64_t s = h_seed + 7;
+    size_t n = 500, d = 16;
+    float *x = clustered_rows(&s, n, d, 5, 0.5f);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i;
+    chrys_index *rf = make_index("SQ8,RFlat", (uint32_t)d, CHRYS_METRIC_COSINE, 0, 0);
+    chrys_index *co = make_index("SQ8", (uint32_t)d, CHRYS_METRIC_L2, 0, 0);
+    CHECK_EQ(chrys_index_add(rf, n, ids, x, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(co, n, ids, x, NULL), CHRYS_OK);
+    char path[] = "/tmp/chrys_flat_sq8_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    CHECK_EQ(save_patched(rf, path, TAG_PLAN, clear_refine_flag), CHRYS_OK);
+    chrys_index *back = NULL;
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_load(path, &back, &msg), CHRYS_OK);
+    if (msg) h_fail(__FILE__, __LINE__, "%s", msg);
+    chrys_free(msg);
+    chrys_index_info info = {sizeof info};
+    if (back) {
+        chrys_index_get_info(back, &info);
+        CHECK_EQ(strcmp(info.spec, "SQ8,RFlat"), 0);
+        float row[16];
+        CHECK_EQ(chrys_index_get(back, 9, row), CHRYS_OK);
+        for (size_t i = 0; i < d; i++) CHECK_NEAR(row[i], x[9 * d + i], 1e-5 * (1 + fabs(x[9 * d + i])));
+    }
+    chrys_index_free(back);
+    /* codes only: saved without float32 rows, loaded back the same, L2 scores approximate */
+    CHECK_EQ(chrys_index_save(co, path, NULL), CHRYS_OK);
+    back = NULL;
+    CHECK_EQ(chrys_index_load(path, &back, NULL), CHRYS_OK);
+    chrys_store_meta sm = {sizeof sm};
+    CHECK_EQ(chrys_store_peek(path, &sm, NULL), CHRYS_OK);
+    CHECK(sm.file_bytes < n * d * 4); /* no float32 rows in the file */
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    chrys_hit a[10], b[10];
+    CHECK_EQ(chrys_index_search(co, 1, x + 3 * d, &so, a), CHRYS_OK);
+    CHECK_EQ(chrys_index_search(back, 1, x + 3 * d, &so, b), CHRYS_OK);
+    CHECK_EQ(memcmp(a, b, sizeof a), 0);
+    CHECK_EQ(a[0].id, 3u);
+    CHECK(a[0].score < 0.05); /* squared L2 to itself through the codes: small, not exactly 0 */
+    chrys_index_free(back);
+    unlink(path);
+    chrys_index_free(rf);
+    chrys_index_free(co);
+    free(ids);
+    free(x);
+}

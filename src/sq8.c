@@ -1,0 +1,217 @@
+/*
+ * sq8.c: int8 scalar quantisation shared by the index kinds (see sq8.h), and the scan of a Flat
+ * index kept as codes.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels/dist.h"
+#include "sq8.h"
+
+int sq8_train(chrys_index *ix, const float *rows, size_t n)
+{
+    if (!ix->sq_min) {
+        float *mn = chrys_malloc(ix->dim * sizeof(float)), *st = chrys_malloc(ix->dim * sizeof(float));
+        if (!mn || !st) {
+            chrys_free(mn);
+            chrys_free(st);
+            return CHRYS_NOMEM;
+        }
+        ix->sq_min = mn;
+        ix->sq_step = st;
+    }
+    for (uint32_t d = 0; d < ix->dim; d++) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            float x = rows[i * ix->dim + d];
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        if (n == 0) lo = hi = 0;
+        ix->sq_min[d] = lo;
+        ix->sq_step[d] = (hi - lo) / 255.0f;
+    }
+    return CHRYS_OK;
+}
+
+void sq8_encode(chrys_index *ix, size_t slot, const float *x)
+{
+    uint8_t *c = ix->codes + slot * ix->dim;
+    double sq = 0;
+    for (uint32_t d = 0; d < ix->dim; d++) {
+        float t = ix->sq_step[d] > 0 ? (x[d] - ix->sq_min[d]) / ix->sq_step[d] : 0;
+        long q = lrintf(t);
+        c[d] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+        double y = ix->sq_min[d] + (double)ix->sq_step[d] * c[d];
+        sq += y * y;
+    }
+    if (ix->sq_csq) ix->sq_csq[slot] = (float)sq;
+}
+
+void sq8_decode(const chrys_index *ix, size_t slot, float *out)
+{
+    const uint8_t *c = ix->codes + slot * ix->dim;
+    for (size_t d = 0; d < ix->dim; d++) out[d] = ix->sq_min[d] + ix->sq_step[d] * c[d];
+}
+
+void sq8_refresh_norms(chrys_index *ix)
+{
+    if (!ix->sq_csq || !ix->codes || !ix->sq_min) return;
+    for (size_t v = 0; v < ix->n; v++) {
+        double sq = 0;
+        const uint8_t *c = ix->codes + v * ix->dim;
+        for (size_t d = 0; d < ix->dim; d++) {
+            double y = ix->sq_min[d] + (double)ix->sq_step[d] * c[d];
+            sq += y * y;
+        }
+        ix->sq_csq[v] = (float)sq;
+    }
+}
+
+void sq8_prepare(const chrys_index *ix, const float *v, sq8_query *q, int8_t *w8)
+{
+    size_t dim = ix->dim;
+    float mx = 0, qsq = 0;
+    double bias = 0;
+    for (size_t d = 0; d < dim; d++) {
+        float w = fabsf(v[d] * ix->sq_step[d]);
+        mx = w > mx ? w : mx;
+        bias += (double)v[d] * ix->sq_min[d];
+        qsq += v[d] * v[d];
+    }
+    float inv = mx > 0 ? 127.0f / mx : 0;
+    for (size_t d = 0; d < dim; d++) { /* |t| <= 127; rounded half away from zero (vectorises, no libm call) */
+        float t = v[d] * ix->sq_step[d] * inv;
+        w8[d] = (int8_t)(int)(t + (t >= 0 ? 0.5f : -0.5f));
+    }
+    q->f = v;
+    q->w8 = w8;
+    q->scale = mx > 0 ? mx / 127.0f : 0;
+    q->bias = (float)bias;
+    q->qsq = qsq;
+}
+
+static int cmp_fin(const void *pa, const void *pb)
+{
+    const sq8_fin *a = pa, *b = pb;
+    if (a->s != b->s) return a->s > b->s ? -1 : 1;
+    return a->id < b->id ? -1 : (a->id > b->id);
+}
+
+void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_t nc, size_t k, int use_thr, double thr,
+                uint64_t *ids, double *scores, float *wf, sq8_fin *fin)
+{
+    const chrys_kernels *kr = chrys_kernels_active();
+    size_t dim = ix->dim;
+    int l2 = ix->metric == CHRYS_METRIC_L2;
+    double bias = 0, qsq = 0;
+    if (!ix->vecs) {
+        for (size_t d = 0; d < dim; d++) {
+            wf[d] = qv[d] * ix->sq_step[d];
+            bias += (double)qv[d] * ix->sq_min[d];
+            qsq += (double)qv[d] * qv[d];
+        }
+    }
+    for (size_t j = 0; j < nc; j++) {
+        uint32_t v = c[j];
+        double sc;
+        if (ix->vecs) {
+            const float *x = ix->vecs + (size_t)v * dim;
+            sc = l2 ? -kr->l2sq_f64(qv, x, dim) : kr->dot_f64(qv, x, dim);
+        } else {
+            double ip = bias + kr->dot_u8(wf, ix->codes + (size_t)v * dim, dim);
+            sc = l2 ? 2 * ip - ix->sq_csq[v] - qsq : ip;
+        }
+        fin[j] = (sq8_fin){sc, ix->ids[v]};
+    }
+    qsort(fin, nc, sizeof *fin, cmp_fin);
+    size_t m = 0;
+    for (size_t j = 0; j < nc && m < k; j++) {
+        double sc = l2 ? -fin[j].s : fin[j].s;
+        if (use_thr && (l2 ? sc > thr : sc < thr)) break;
+        ids[m] = fin[j].id;
+        scores[m] = sc;
+        m++;
+    }
+    for (; m < k; m++) {
+        ids[m] = CHRYS_NO_ID;
+        scores[m] = l2 ? INFINITY : -INFINITY;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Flat scan over codes
+ */
+typedef struct flat_ctx {
+    const chrys_index *ix;
+    const float *q;
+    size_t k, pool;
+    int use_thr;
+    double thr;
+    uint64_t *ids;
+    double *scores;
+    const search_filter *filter;
+    int rc;
+} flat_ctx;
+
+static void flat_range(void *arg, unsigned w, size_t b, size_t e)
+{
+    (void)w;
+    flat_ctx *c = arg;
+    const chrys_index *ix = c->ix;
+    const chrys_kernels *kr = chrys_kernels_active();
+    size_t dim = ix->dim, n = ix->n;
+    int8_t *w8 = chrys_malloc(dim);
+    float *wf = chrys_malloc(dim * sizeof *wf);
+    topk_item *items = chrys_malloc(c->pool * sizeof *items);
+    uint32_t *slots = chrys_malloc(c->pool * sizeof *slots);
+    sq8_fin *fin = chrys_malloc(c->pool * sizeof *fin);
+    if (!w8 || !wf || !items || !slots || !fin) {
+        c->rc = CHRYS_NOMEM;
+        goto out;
+    }
+    for (size_t qi = b; qi < e; qi++) {
+        const float *qv = c->q + qi * dim;
+        sq8_query q;
+        sq8_prepare(ix, qv, &q, w8);
+        topk best;
+        topk_init(&best, items, c->pool);
+        size_t r = 0;
+        for (; r + 4 <= n; r += 4) {
+            const uint8_t *cs[4] = {ix->codes + r * dim, ix->codes + (r + 1) * dim, ix->codes + (r + 2) * dim,
+                                    ix->codes + (r + 3) * dim};
+            int32_t d4[4];
+            kr->dot_u8i8_x4(cs, w8, dim, d4);
+            for (int t = 0; t < 4; t++) {
+                float sc = sq8_score_i32(ix, &q, d4[t], r + t);
+                uint64_t id = ix->ids[r + t];
+                if (sc >= topk_floor(&best) && id != CHRYS_NO_ID && (!c->filter || c->filter->allow(id, c->filter->ctx)))
+                    topk_push(&best, sc, (uint32_t)(r + t), id);
+            }
+        }
+        for (; r < n; r++) {
+            float sc = sq8_score_i32(ix, &q, kr->dot_u8i8(ix->codes + r * dim, w8, dim), r);
+            uint64_t id = ix->ids[r];
+            if (sc >= topk_floor(&best) && id != CHRYS_NO_ID && (!c->filter || c->filter->allow(id, c->filter->ctx)))
+                topk_push(&best, sc, (uint32_t)r, id);
+        }
+        for (size_t j = 0; j < best.n; j++) slots[j] = best.items[j].slot;
+        sq8_finish(ix, qv, slots, best.n, c->k, c->use_thr, c->thr, c->ids + qi * c->k, c->scores + qi * c->k, wf, fin);
+    }
+out:
+    chrys_free(w8);
+    chrys_free(wf);
+    chrys_free(items);
+    chrys_free(slots);
+    chrys_free(fin);
+}
+
+int sq8_flat_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr, unsigned nt,
+                    uint64_t *ids, double *scores, const search_filter *filter)
+{
+    size_t pool = k * 4 > k + 32 ? k * 4 : k + 32;
+    flat_ctx c = {ix, q, k, pool, use_thr, thr, ids, scores, filter, CHRYS_OK};
+    if (nt == 0) nt = chrys_online_cpus();
+    chrys_parallel_for(nq >= 2 * (size_t)nt ? nt : 1, nq, flat_range, &c);
+    return c.rc;
+}
