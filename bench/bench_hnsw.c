@@ -19,31 +19,12 @@
 #include <time.h>
 
 #include "../cli/cli.h"
+#include "backend.h"
 #include "chrysalis.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void die(const char *what, const char *msg)
-{
-    fprintf(stderr, "bench_hnsw: %s: %s\n", what, msg);
-    exit(1);
-}
-
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) v = atol(line + 6);
-    if (f) fclose(f);
-    return v;
-}
+#define now bk_now
+#define rss_kb bk_rss_kb
+static void die(const char *what, const char *msg) { bk_die("bench_hnsw", what, msg); }
 
 int main(int argc, char **argv)
 {
@@ -82,14 +63,7 @@ int main(int argc, char **argv)
     if (vecset_read(query, FMT_FVECS, 0, &xq, err, sizeof err, note, sizeof note)) die(query, err);
     char spec[64];
     snprintf(spec, sizeof spec, "HNSW%ld%s", M, rflat ? ",SQ8,RFlat" : sq8 ? ",SQ8" : "");
-    int max_t = 1;
-    for (const char *p = threads; *p;) {
-        int t = atoi(p);
-        if (t > max_t) max_t = t;
-        p = strchr(p, ',');
-        if (!p) break;
-        p++;
-    }
+    int max_t = bk_max_threads(threads);
     chrys_index_opts o;
     chrys_index_opts_init(&o);
     o.dim = xb.dim;
@@ -135,23 +109,10 @@ int main(int argc, char **argv)
             so.k = (uint32_t)k;
             so.ef_search = (uint32_t)ef;
             so.n_threads = (uint32_t)t;
-            double best = 1e30;
-            for (int rep = 0; rep < 3; rep++) {
-                double s0 = now();
-                if (chrys_index_search(ix, xq.n, xq.data, &so, hits)) die("search", "failed");
-                double s = now() - s0;
-                if (s < best) best = s;
-                if (s > 2.0) break;
-            }
-            snprintf(path, sizeof path, "%s/ids_%d_%ld.ivecs", out, t, ef);
-            FILE *f = fopen(path, "wb");
-            for (size_t i = 0; f && i < xq.n; i++) {
-                int32_t row[1 + 1024];
-                row[0] = (int32_t)k;
-                for (long j = 0; j < k; j++) row[j + 1] = hits[i * k + j].id == CHRYS_NO_ID ? -1 : (int32_t)hits[i * k + j].id;
-                fwrite(row, 4, (size_t)k + 1, f);
-            }
-            if (f) fclose(f);
+            double best = bk_time_search(ix, xq.n, xq.data, &so, hits, "bench_hnsw");
+            char name[64];
+            snprintf(name, sizeof name, "ids_%d_%ld.ivecs", t, ef);
+            bk_write_ids(out, name, hits, xq.n, k);
             fprintf(rj, "%s\n {\"param\": %ld, \"threads\": %d, \"search_s\": %.6f, \"nq\": %zu, \"ids\": \"ids_%d_%ld.ivecs\", \"rss_growth_mb\": %.1f}",
                     first ? "" : ",", ef, t, best, xq.n, t, ef, (rss1 - rss0) / 1024.0);
             first = 0;

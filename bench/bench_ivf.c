@@ -18,23 +18,14 @@
 #include <time.h>
 
 #include "../cli/cli.h"
+#include "backend.h"
 #include "chrysalis.h"
 #include "index.h"
 
 void openblas_set_num_threads(int);
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void die(const char *what, const char *msg)
-{
-    fprintf(stderr, "bench_ivf: %s: %s\n", what, msg);
-    exit(1);
-}
+#define now bk_now
+static void die(const char *what, const char *msg) { bk_die("bench_ivf", what, msg); }
 
 int main(int argc, char **argv)
 {
@@ -67,14 +58,7 @@ int main(int argc, char **argv)
     char spec[64];
     snprintf(spec, sizeof spec, "IVF%ld,%s", nlist, sq8 ? "SQ8" : "Flat");
     /* build with the largest thread count (as anchors.py does) */
-    int max_t = 1;
-    for (const char *p = threads; *p;) {
-        int t = atoi(p);
-        if (t > max_t) max_t = t;
-        p = strchr(p, ',');
-        if (!p) break;
-        p++;
-    }
+    int max_t = bk_max_threads(threads);
     openblas_set_num_threads(max_t);
     chrys_index_opts o;
     chrys_index_opts_init(&o);
@@ -124,23 +108,10 @@ int main(int argc, char **argv)
             so.k = (uint32_t)k;
             so.nprobe = (uint32_t)np;
             so.n_threads = (uint32_t)t;
-            double best = 1e30;
-            for (int rep = 0; rep < 3; rep++) {
-                double s0 = now();
-                if (chrys_index_search(ix, xq.n, xq.data, &so, hits)) die("search", "failed");
-                double s = now() - s0;
-                if (s < best) best = s;
-                if (s > 2.0) break;
-            }
-            snprintf(path, sizeof path, "%s/ids_%d_%ld.ivecs", out, t, np);
-            FILE *f = fopen(path, "wb");
-            for (size_t i = 0; f && i < xq.n; i++) {
-                int32_t row[1 + 1024];
-                row[0] = (int32_t)k;
-                for (long j = 0; j < k; j++) row[j + 1] = hits[i * k + j].id == CHRYS_NO_ID ? -1 : (int32_t)hits[i * k + j].id;
-                fwrite(row, 4, (size_t)k + 1, f);
-            }
-            if (f) fclose(f);
+            double best = bk_time_search(ix, xq.n, xq.data, &so, hits, "bench_ivf");
+            char name[64];
+            snprintf(name, sizeof name, "ids_%d_%ld.ivecs", t, np);
+            bk_write_ids(out, name, hits, xq.n, k);
             fprintf(rj, "%s\n {\"param\": %ld, \"threads\": %d, \"search_s\": %.6f, \"nq\": %zu, \"ids\": \"ids_%d_%ld.ivecs\"}",
                     first ? "" : ",", np, t, best, xq.n, t, np);
             first = 0;

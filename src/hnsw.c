@@ -945,30 +945,19 @@ int hnsw_compact(chrys_index *ix)
 /* ------------------------------------------------------------------------------------------
  * Search
  */
-typedef struct search_ctx {
-    const chrys_index *ix;
-    const float *q;
-    size_t k, ef;
-    int use_thr;
-    double thr;
-    uint64_t *ids;
-    double *scores;
-    const search_filter *filter;
-    int rc;
-} search_ctx;
 
 static void search_range(void *arg, unsigned wk, size_t b, size_t e)
 {
     (void)wk;
-    search_ctx *c = arg;
+    search_job *c = arg;
     const chrys_index *ix = c->ix;
     const hnsw *h = ix->hnsw;
     size_t dim = ix->dim, k = c->k;
     int l2 = ix->metric == CHRYS_METRIC_L2;
     hscratch *s = scratch_get(ix);
-    sq8_fin *f = chrys_malloc((c->ef + 1) * sizeof *f);
-    uint32_t *slots = chrys_malloc((c->ef + 1) * sizeof *slots);
-    if (!s || !f || !slots || scratch_fit(s, ix->n, c->ef)) {
+    sq8_fin *f = chrys_malloc((c->pool + 1) * sizeof *f);
+    uint32_t *slots = chrys_malloc((c->pool + 1) * sizeof *slots);
+    if (!s || !f || !slots || scratch_fit(s, ix->n, c->pool)) {
         c->rc = CHRYS_NOMEM;
         goto out;
     }
@@ -984,7 +973,7 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
             uint32_t ep = h->entry;
             float ep_s = score(ix, w.kr, &q, ep);
             for (int l = h->max_level; l > 0; l--) greedy(&w, &q, l, &ep, &ep_s);
-            size_t nr = search_level(&w, &q, ep, ep_s, c->ef, 0);
+            size_t nr = search_level(&w, &q, ep, ep_s, c->pool, 0);
             /* re-rank: exact from float32 rows, else from the codes with float weights */
             hitem *r = s->tmp;
             memcpy(r, s->res, nr * sizeof *r);
@@ -1010,7 +999,7 @@ int hnsw_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int 
 {
     size_t e = ef ? ef : HNSW_DEFAULT_EF;
     if (e < k) e = k;
-    search_ctx c = {ix, q, k, e, use_thr, thr, ids, scores, filter, CHRYS_OK};
+    search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, e, 0, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
     chrys_parallel_for(nq >= 2 * (size_t)nt ? nt : 1, nq, search_range, &c);
     return c.rc;

@@ -91,6 +91,22 @@ typedef struct search_filter {
     void *ctx;
 } search_filter;
 
+/* One batched search split over workers by chrys_parallel_for (queries are independent):
+ * IVF (ivf.c), the SQ8 scan (sq8.c) and HNSW (hnsw.c) each run it with their own worker. */
+typedef struct search_job {
+    const chrys_index *ix;
+    const float *q; /* prepared queries (unit under cosine) */
+    size_t k;
+    int use_thr;
+    double thr;
+    uint64_t *ids;   /* nq * k */
+    double *scores;  /* nq * k */
+    const search_filter *filter;
+    size_t pool;     /* candidates kept per query (IVF, SQ8 scan) or ef_search (HNSW) */
+    uint32_t nprobe; /* IVF */
+    int rc;          /* CHRYS_NOMEM from a worker that ran out of memory */
+} search_job;
+
 /* ivf.c */
 CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot); /* assign/encode new rows, run the planner */
 CHRYS_PRIVATE void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last);

@@ -650,18 +650,6 @@ void ivf_after_update(chrys_index *ix, uint32_t slot)
 /* ------------------------------------------------------------------------------------------
  * Search
  */
-typedef struct ivf_ctx {
-    const chrys_index *ix;
-    const float *q;
-    size_t k, pool;
-    int use_thr;
-    double thr;
-    uint32_t nprobe;
-    uint64_t *ids;
-    double *scores;
-    int rc;
-    const search_filter *filter;
-} ivf_ctx;
 
 static int cmp_desc(const void *a, const void *b)
 {
@@ -673,7 +661,7 @@ static int cmp_desc(const void *a, const void *b)
 static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
 {
     (void)w;
-    ivf_ctx *c = arg;
+    search_job *c = arg;
     const chrys_index *ix = c->ix;
     const chrys_kernels *kr = chrys_kernels_active();
     size_t dim = ix->dim;
@@ -750,7 +738,7 @@ int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int u
 {
     if (!nprobe) nprobe = ix->nlist / 16 > 1 ? ix->nlist / 16 : 1;
     size_t pool = ix->sq8 ? (k * 4 > k + 32 ? k * 4 : k + 32) : k + 8;
-    ivf_ctx c = {ix, q, k, pool, use_thr, thr, nprobe, ids, scores, CHRYS_OK, filter};
+    search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, pool, nprobe, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
     chrys_parallel_for(nq >= nt * 2 ? nt : 1, nq, ivf_query_range, &c);
     return c.rc;

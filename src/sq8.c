@@ -142,22 +142,11 @@ void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_
 /* ------------------------------------------------------------------------------------------
  * Flat scan over codes
  */
-typedef struct flat_ctx {
-    const chrys_index *ix;
-    const float *q;
-    size_t k, pool;
-    int use_thr;
-    double thr;
-    uint64_t *ids;
-    double *scores;
-    const search_filter *filter;
-    int rc;
-} flat_ctx;
 
 static void flat_range(void *arg, unsigned w, size_t b, size_t e)
 {
     (void)w;
-    flat_ctx *c = arg;
+    search_job *c = arg;
     const chrys_index *ix = c->ix;
     const chrys_kernels *kr = chrys_kernels_active();
     size_t dim = ix->dim, n = ix->n;
@@ -210,7 +199,7 @@ int sq8_flat_search(const chrys_index *ix, size_t nq, const float *q, size_t k, 
                     uint64_t *ids, double *scores, const search_filter *filter)
 {
     size_t pool = k * 4 > k + 32 ? k * 4 : k + 32;
-    flat_ctx c = {ix, q, k, pool, use_thr, thr, ids, scores, filter, CHRYS_OK};
+    search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, pool, 0, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
     chrys_parallel_for(nq >= 2 * (size_t)nt ? nt : 1, nq, flat_range, &c);
     return c.rc;
