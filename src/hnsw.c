@@ -142,6 +142,17 @@ static inline int alive(const chrys_index *ix, uint32_t v) { return ix->ids[v] !
 HEAP_FUNCS(maxh, HI_BETTER)
 HEAP_FUNCS(minh, HI_WORSE)
 
+/* Sort a min-heap (worst on top, e.g. a copy of the results) best first, in place: each pop
+ * frees the last slot, which takes the item popped. Same order as cmp_hitem, no comparator calls. */
+static void heap_sort_best_first(hitem *a, size_t n)
+{
+    size_t m = n;
+    while (m > 1) {
+        hitem worst = minh_pop(a, &m);
+        a[m] = worst;
+    }
+}
+
 static int cmp_hitem(const void *pa, const void *pb)
 {
     const hitem *a = pa, *b = pb;
@@ -533,7 +544,7 @@ static void link_node(walk *w, uint32_t x, const float *xv)
         size_t nr = search_level(w, &q, ep, ep_s, h->efc, l);
         hitem *c = s->tmp;
         memcpy(c, s->res, nr * sizeof *c);
-        qsort(c, nr, sizeof *c, cmp_hitem);
+        heap_sort_best_first(c, nr);
         if (nr > 0) { /* the next level starts from the closest node found */
             ep = c[0].v;
             ep_s = c[0].s;
@@ -977,7 +988,7 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
             /* re-rank: exact from float32 rows, else from the codes with float weights */
             hitem *r = s->tmp;
             memcpy(r, s->res, nr * sizeof *r);
-            qsort(r, nr, sizeof *r, cmp_hitem);
+            heap_sort_best_first(r, nr);
             size_t depth = ix->vecs && !ix->sq8 ? (nr < k + 16 ? nr : k + 16) : nr;
             for (size_t j = 0; j < depth; j++) slots[j] = r[j].v;
             sq8_finish(ix, qv, slots, depth, k, c->use_thr, c->thr, oid, osc, s->fbuf, f);

@@ -124,7 +124,19 @@ void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_
         }
         fin[j] = (sq8_fin){sc, ix->ids[v]};
     }
-    qsort(fin, nc, sizeof *fin, cmp_fin);
+    if (nc <= 48) { /* the usual few candidates: insertion sort, no comparator calls */
+        for (size_t i = 1; i < nc; i++) {
+            sq8_fin x = fin[i];
+            size_t j = i;
+            while (j > 0 && (fin[j - 1].s < x.s || (fin[j - 1].s == x.s && fin[j - 1].id > x.id))) {
+                fin[j] = fin[j - 1];
+                j--;
+            }
+            fin[j] = x;
+        }
+    } else {
+        qsort(fin, nc, sizeof *fin, cmp_fin);
+    }
     size_t m = 0;
     for (size_t j = 0; j < nc && m < k; j++) {
         double sc = l2 ? -fin[j].s : fin[j].s;
