@@ -4,12 +4,14 @@
  * run side by side: same M, same ef_construction, the same ef_search sweep.
  *
  *   bench_hnsw --base B.fvecs --query Q.fvecs --k K --threads T1,T2 --out DIR
- *              [--M 16] [--efc 200] [--efs 10,16,...] [--sq8] [--rflat] [--save FILE]
+ *              [--M 16] [--efc 200] [--efs 10,16,...] [--sq8] [--rflat] [--mmap] [--save FILE]
  *
  * Build: every vector in one chrys_index_add on the largest thread count (build_s). Search: for
  * each thread count and ef, all queries in one chrys_index_search call (the library splits them
  * over the workers); the fastest of up to three runs counts. index_bytes is the library's own
- * memory_bytes (vectors, graph, ids, id map). --save FILE keeps the index; --load FILE searches a
+ * memory_bytes (vectors, graph, ids, id map). --mmap saves the index under --out, frees it and
+ * searches it opened with chrys_index_open_mmap (rows left in the file; rss_growth_mb is then the
+ * growth from opening it). --save FILE keeps the index; --load FILE searches a
  * saved one instead of building (for quick search-only comparisons).
  */
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../cli/cli.h"
 #include "backend.h"
@@ -31,7 +34,7 @@ int main(int argc, char **argv)
     const char *base = NULL, *query = NULL, *out = NULL, *threads = "1", *save = NULL, *load = NULL;
     const char *efs = "10,16,24,32,48,64,96,128,192,256,384,512";
     long k = 10, M = 16, efc = 200;
-    int sq8 = 0, rflat = 0;
+    int sq8 = 0, rflat = 0, use_mmap = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--sq8")) {
             sq8 = 1;
@@ -39,6 +42,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--rflat")) {
             sq8 = rflat = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--mmap")) { /* build, save next to --out, search the store opened with mmap */
+            use_mmap = 1;
             continue;
         }
         if (i + 1 >= argc) die("usage", "bench_hnsw --base B --query Q --k K --threads T --out DIR [--M 16] [--efc 200] [--efs LIST] [--sq8] [--rflat]");
@@ -86,11 +93,20 @@ int main(int argc, char **argv)
     }
     double build_s = now() - t0;
     long rss1 = rss_kb();
+    char mpath[4096];
+    if (use_mmap) { /* memory is then what the opened index holds, the rows staying in the file */
+        snprintf(mpath, sizeof mpath, "%s/index.chrys", out);
+        if (chrys_index_save(ix, mpath, &msg)) die(mpath, msg);
+        chrys_index_free(ix);
+        rss0 = rss_kb();
+        if (chrys_index_open_mmap(mpath, &ix, &msg)) die(mpath, msg);
+        rss1 = rss_kb();
+    }
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(ix, &info);
-    fprintf(stderr, "bench_hnsw: %s efc %ld on %zu x %u: build %.2f s on %d threads, %.1f MB (vectors %.1f MB), max level %d, SIMD %s\n",
-            info.spec, efc, xb.n, xb.dim, build_s, max_t, info.memory_bytes / 1e6, info.vector_bytes / 1e6, info.max_level,
-            chrys_simd_name());
+    fprintf(stderr, "bench_hnsw: %s efc %ld on %zu x %u: build %.2f s on %d threads, %.1f MB (vectors %.1f MB)%s, max level %d, SIMD %s\n",
+            info.spec, efc, xb.n, xb.dim, build_s, max_t, info.memory_bytes / 1e6, info.vector_bytes / 1e6,
+            use_mmap ? ", opened with mmap" : "", info.max_level, chrys_simd_name());
     if (save && chrys_index_save(ix, save, &msg)) die(save, msg);
     char path[4096];
     snprintf(path, sizeof path, "%s/result.json", out);
@@ -124,6 +140,16 @@ int main(int argc, char **argv)
     }
     fprintf(rj, "\n]}\n");
     fclose(rj);
+    if (use_mmap) { /* what the searches made resident: anonymous (the index) and file pages (rows read) */
+        FILE *st = fopen("/proc/self/status", "r");
+        char line[256];
+        while (st && fgets(line, sizeof line, st))
+            if (!strncmp(line, "RssAnon:", 8) || !strncmp(line, "RssFile:", 8)) fprintf(stderr, "bench_hnsw: after the searches %s", line);
+        if (st) fclose(st);
+        chrys_index_free(ix);
+        ix = NULL;
+        unlink(mpath);
+    }
     free(hits);
     free(ids);
     chrys_index_free(ix);

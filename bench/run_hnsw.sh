@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run_hnsw.sh: the HNSW issue's benchmark. In one ../shared/tools/anchors.py run per data set:
-#   chrysalis HNSW float32, HNSW SQ8 (codes only) and HNSW SQ8,RFlat (build/release/bench_hnsw),
+#   chrysalis HNSW float32, HNSW SQ8 (codes only), HNSW SQ8,RFlat, and HNSW SQ8,RFlat opened with
+#   mmap (float32 rows left in the file, read only for re-ranking) (build/release/bench_hnsw),
 #   hnswlib compiled here with -O3 -march=native (../shared/tools/hnswlib_native.cpp, the strong
 #   anchor), Debian's hnswlib 0.6.2 and FAISS 1.7.3 IndexHNSWFlat (generic SSE2 builds),
 # all with M=16 and ef_construction=200, ef_search swept, recall@10 (tie-aware) beside QPS, build
@@ -11,7 +12,8 @@
 # Environment: THREADS (default 1,2), BUDGET (seconds per measured point, default 4), SETS (subset of:
 # minilm sift chrysalis fashion-mnist clustered200k clustered1m; default all but clustered1m),
 # QUIET_WAIT (seconds to wait for a quiet machine before each set, default 1800; 0 = don't),
-# M (default 16), EFC (default 200).
+# M (default 16), EFC (default 200), ANCHOR_METHODS (anchors.py's own methods, default hnsw16,hnswlib16:
+# FAISS IndexHNSWFlat and Debian's hnswlib; empty for none, e.g. on the 1M set).
 # Writes bench/out/hnsw_<set>.json and .log, bench/out/hnsw_table.txt (.json), bench/out/hnsw_curves.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,12 +47,13 @@ anchors() { # name, anchors args...
     shift
     echo "== $name"
     wait_quiet | tee "$OUT/hnsw_$name.log"
-    $PY $TOOLS/anchors.py "$@" --name "$name" --methods hnsw$M,hnswlib$M --threads "$THREADS" --budget "$BUDGET" \
+    $PY $TOOLS/anchors.py "$@" --name "$name" --methods "${ANCHOR_METHODS-hnsw$M,hnswlib$M}" --threads "$THREADS" --budget "$BUDGET" \
         --cache "$CACHE" \
         --cli "hnswlib-native=$NATIVE --M $M --efc $EFC --efs $EFS" \
         --cli "chrysalis-hnsw=$BENCH --M $M --efc $EFC --efs $EFS" \
         --cli "chrysalis-hnsw-sq8=$BENCH --M $M --efc $EFC --efs $EFS --sq8" \
         --cli "chrysalis-hnsw-sq8-rflat=$BENCH --M $M --efc $EFC --efs $EFS --rflat" \
+        --cli "chrysalis-hnsw-sq8-rflat-mmap=$BENCH --M $M --efc $EFC --efs $EFS --rflat --mmap" \
         --json "$OUT/hnsw_$name.json" 2>&1 | tee -a "$OUT/hnsw_$name.log"
 }
 

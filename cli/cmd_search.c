@@ -28,6 +28,8 @@ static const char *HELP_SEARCH =
     "  --nprobe N             IVF stores: lists searched (default nlist/16; more = higher recall)\n"
     "  --ef N                 HNSW stores: candidates kept during the walk (default 64, at least k;\n"
     "                         more = higher recall, slower)\n"
+    "  --mmap                 open the store read-only with its float32 rows left in the file\n"
+    "                         (fast open; with SQ8,RFlat specs memory holds only the codes)\n"
     "  --format F, --dim D    query input format, as for build\n";
 
 int cmd_search(int argc, char **argv)
@@ -38,6 +40,7 @@ int cmd_search(int argc, char **argv)
                                          {"threads", required_argument, 0, 'T'},
                                          {"nprobe", required_argument, 0, 'P'},
                                          {"ef", required_argument, 0, 'E'},
+                                         {"mmap", no_argument, 0, 'm'},
                                          {"format", required_argument, 0, 'f'},
                                          {"dim", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
@@ -47,7 +50,7 @@ int cmd_search(int argc, char **argv)
     so.nprobe = (uint32_t)cfg_uint("nprobe");
     so.ef_search = (uint32_t)cfg_uint("ef_search");
     so.n_threads = (uint32_t)cfg_uint("threads");
-    int json = 0, with_meta = 0, fmt = FMT_AUTO, c;
+    int json = 0, with_meta = 0, fmt = FMT_AUTO, use_mmap = 0, c;
     long dim = 0;
     char *end;
     optind = 1;
@@ -71,6 +74,7 @@ int cmd_search(int argc, char **argv)
             so.use_threshold = 1;
             break;
         case 'j': json = 1; break;
+        case 'm': use_mmap = 1; break;
         case 'M': with_meta = 1; break;
         case 'T': {
             long t = strtol(optarg, &end, 10);
@@ -112,7 +116,7 @@ int cmd_search(int argc, char **argv)
     vecset qs = {0};
     chrys_hit *hits = NULL;
     int rc, code = EXIT_OK;
-    if ((rc = chrys_index_load(store, &ix, &msg))) {
+    if ((rc = use_mmap ? chrys_index_open_mmap(store, &ix, &msg) : chrys_index_load(store, &ix, &msg))) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
         chrys_free(msg);
         return cli_exit_for(rc);

@@ -204,7 +204,8 @@ typedef struct chrys_index_info {
     uint32_t hnsw_m, ef_construction;
     int32_t max_level;     /* -1 when empty */
     uint64_t deleted;      /* tombstones not yet compacted */
-    uint64_t vector_bytes; /* of memory_bytes: float32 rows and SQ8 codes */
+    uint64_t vector_bytes; /* of memory_bytes: float32 rows and SQ8 codes in memory */
+    uint64_t mapped_bytes; /* chrys_index_open_mmap: the mapped file (rows read from it, not counted above) */
 } chrys_index_info;
 
 /* Parse an index specification (see chrys_index_opts.spec). out: kind, nlist (IVF lists, 0 =
@@ -271,6 +272,15 @@ CHRYS_API int chrys_index_save(const chrys_index *ix, const char *path, char **e
  * out: *out (free with chrys_index_free), *errmsg (optional; owned; names the file and the part at fault).
  * Returns CHRYS_OK, CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT, CHRYS_LIMIT, CHRYS_NOMEM. */
 CHRYS_API int chrys_index_load(const char *path, chrys_index **out, char **errmsg);
+
+/* Open a store read-only with its float32 rows left in the file: the file is mapped (mmap), every
+ * check of chrys_index_load runs, then only the rows a search touches are read (the page cache
+ * holds them; the process keeps the ids, graph and SQ8 codes). Opening is fast and, for
+ * "HNSW<M>,SQ8,RFlat" or "SQ8,RFlat", memory is about that of the codes while the best candidates
+ * are still re-ranked exactly. Searches are thread-safe as usual; add, remove, update, compact and
+ * retrain return CHRYS_INVALID. The file must not be rewritten in place while open (chrysalis
+ * saves by rename, which leaves the mapped old file intact). Same return codes as chrys_index_load. */
+CHRYS_API int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg);
 
 /* Load from a memory buffer (same checks as chrys_index_load; 'name' labels messages). */
 CHRYS_API int chrys_index_load_buffer(const void *buf, size_t size, const char *name,

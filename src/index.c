@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <sys/mman.h>
 
 #include "hnsw.h"
 #include "index.h"
@@ -21,6 +22,12 @@ int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
     chrys_free(ix->errmsg);
     ix->errmsg = m;
     return rc;
+}
+
+int index_check_writable(chrys_index *ix)
+{
+    if (!ix->read_only) return CHRYS_OK;
+    return index_fail(ix, CHRYS_INVALID, "the index is read-only (opened with chrys_index_open_mmap): load it to change it");
 }
 
 const char *chrys_index_errmsg(const chrys_index *ix)
@@ -126,7 +133,8 @@ void chrys_index_free(chrys_index *ix)
     if (!ix) return;
     for (size_t i = 0; i < ix->n; i++) chrys_free(ix->meta[i]);
     chrys_free(ix->meta);
-    chrys_free_aligned(ix->vecs);
+    if (ix->map_base) munmap(ix->map_base, ix->map_len); /* vecs pointed into it */
+    else chrys_free_aligned(ix->vecs);
     chrys_free(ix->norms);
     chrys_free(ix->ids);
     idmap_free(&ix->map);
@@ -213,6 +221,7 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
                     const char *const *meta)
 {
     if (!ix) return CHRYS_INVALID;
+    if (index_check_writable(ix)) return CHRYS_INVALID;
     if (n == 0) return CHRYS_OK;
     if (!ids || !vecs) return index_fail(ix, CHRYS_INVALID, "ids and vecs must not be NULL");
     int rc;
@@ -308,6 +317,7 @@ done:
 int chrys_index_remove(chrys_index *ix, uint64_t id)
 {
     if (!ix) return CHRYS_INVALID;
+    if (index_check_writable(ix)) return CHRYS_INVALID;
     uint32_t slot = idmap_get(&ix->map, id);
     if (slot == CHRYS_NO_SLOT)
         return index_fail(ix, CHRYS_NOTFOUND, "id %llu not found", (unsigned long long)id);
@@ -339,6 +349,7 @@ int chrys_index_remove(chrys_index *ix, uint64_t id)
 int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
 {
     if (!ix || !vec) return CHRYS_INVALID;
+    if (index_check_writable(ix)) return CHRYS_INVALID;
     uint32_t slot = idmap_get(&ix->map, id);
     if (slot == CHRYS_NO_SLOT)
         return index_fail(ix, CHRYS_NOTFOUND, "id %llu not found", (unsigned long long)id);
@@ -376,6 +387,7 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
 int chrys_index_compact(chrys_index *ix)
 {
     if (!ix) return CHRYS_INVALID;
+    if (index_check_writable(ix)) return CHRYS_INVALID;
     if (ix->kind != CHRYS_INDEX_HNSW) return CHRYS_OK;
     int rc = hnsw_compact(ix);
     return rc ? index_fail(ix, rc, "out of memory compacting") : CHRYS_OK;
@@ -445,7 +457,8 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     full.kind = ix->kind;
     full.count = ix->n - ix->n_dead;
     full.seed = ix->seed;
-    size_t vbytes = (ix->vecs ? ix->cap * (size_t)ix->dim * sizeof(float) : 0) + (ix->codes ? ix->cap * (size_t)ix->dim : 0);
+    size_t vbytes = (ix->vecs && !ix->map_base ? ix->cap * (size_t)ix->dim * sizeof(float) : 0) +
+                    (ix->codes ? ix->cap * (size_t)ix->dim : 0);
     size_t bytes = sizeof *ix + vbytes + ix->cap * (sizeof(float) + sizeof(uint64_t) + sizeof(char *)) +
                    idmap_bytes(&ix->map) + hnsw_memory(ix);
     for (size_t i = 0; i < ix->n; i++)
@@ -461,6 +474,7 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     ivf_spec_string(ix, full.spec, sizeof full.spec);
     snprintf(full.plan_reason, sizeof full.plan_reason, "%s", ix->plan_reason);
     full.vector_bytes = vbytes;
+    full.mapped_bytes = ix->map_base ? ix->map_len : 0;
     full.deleted = ix->n_dead;
     full.max_level = -1;
     if (ix->hnsw) {

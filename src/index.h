@@ -49,6 +49,10 @@ struct chrys_index {
     size_t n_dead;
     int refine;              /* Flat/HNSW with SQ8: float32 rows kept for re-ranking ("RFlat"); without it vecs is NULL */
     uint32_t build_threads;
+    /* chrys_index_open_mmap: vecs points into a read-only mapping of the store file */
+    void *map_base;
+    size_t map_len;
+    int read_only;           /* opened with chrys_index_open_mmap: every mutation is refused */
     void (*progress)(uint64_t done, uint64_t total, void *ctx);
     void *progress_ctx;
 };
@@ -84,6 +88,10 @@ typedef struct index_sections {
 CHRYS_PRIVATE int index_store_sections(const chrys_index *ix, index_sections *out);
 CHRYS_PRIVATE void index_sections_free(index_sections *s);
 CHRYS_PRIVATE int index_load_reader(struct store_reader *r, chrys_index **out, char **errmsg);
+/* The same; with map != 0 (a reader over a mapped file) the float32 rows stay in the mapping. */
+CHRYS_PRIVATE int index_load_reader_ex(struct store_reader *r, int map, chrys_index **out, char **errmsg);
+/* CHRYS_INVALID with a message when ix was opened read-only (mapped). */
+CHRYS_PRIVATE int index_check_writable(chrys_index *ix);
 
 /* A search filter (chrys_search_opts.allow), NULL when none. */
 typedef struct search_filter {

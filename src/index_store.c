@@ -8,7 +8,12 @@
  * must also fit in the file. After reading, it checks what a checksum cannot: ids unique, values
  * finite, cosine rows of unit length, metadata offsets in order.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "hnsw.h"
 #include "index.h"
@@ -270,7 +275,9 @@ static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
     return CHRYS_OK;
 }
 
-int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
+int index_load_reader(store_reader *r, chrys_index **out, char **errmsg) { return index_load_reader_ex(r, 0, out, errmsg); }
+
+int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **errmsg)
 {
     uint32_t dim, metric, kind;
     uint64_t count, seed;
@@ -307,9 +314,17 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
         rc = chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, ix->errmsg);
         goto fail;
     }
-    if ((rc = store_read_section(r, ii, ix->ids, errmsg)) || (rc = store_read_section(r, in, ix->norms, errmsg)) ||
-        (floats && (rc = store_read_section(r, iv, ix->vecs, errmsg))))
+    if ((rc = store_read_section(r, ii, ix->ids, errmsg)) || (rc = store_read_section(r, in, ix->norms, errmsg))) goto fail;
+    if (floats && map && count) { /* rows stay in the file: the index points into the mapping */
+        const void *rows;
+        if ((rc = store_map_section(r, iv, &rows, errmsg))) goto fail;
+        chrys_free_aligned(ix->vecs);
+        ix->vecs = (float *)rows;
+        ix->map_base = (void *)r->buf;
+        ix->map_len = (size_t)r->size;
+    } else if (floats && (rc = store_read_section(r, iv, ix->vecs, errmsg))) {
         goto fail;
+    }
     for (size_t i = 0; i < count; i++) ix->meta[i] = NULL;
     ix->n = count;
     for (size_t i = 0; i < count; i++) {
@@ -386,6 +401,10 @@ int index_load_reader(store_reader *r, chrys_index **out, char **errmsg)
     return CHRYS_OK;
 fail:
     chrys_free(mdat);
+    if (ix && ix->map_base) { /* the mapping belongs to the caller until the load succeeds */
+        ix->vecs = NULL;
+        ix->map_base = NULL;
+    }
     chrys_index_free(ix);
     return rc;
 }
@@ -402,6 +421,42 @@ int chrys_index_load(const char *path, chrys_index **out, char **errmsg)
     rc = index_load_reader(&r, out, errmsg);
     store_reader_close(&r);
     return rc;
+}
+
+int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!out) return CHRYS_INVALID;
+    *out = NULL;
+    if (!path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "path is required");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return chrys_set_errmsg(errmsg, CHRYS_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return chrys_set_errmsg(errmsg, CHRYS_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    size_t size = (size_t)st.st_size;
+    void *map = size ? mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    close(fd); /* the mapping keeps the file */
+    if (map == MAP_FAILED) {
+        if (!size) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT_TRUNCATED, "%s: empty file", path);
+        return chrys_set_errmsg(errmsg, CHRYS_IO, "%s: cannot map: %s", path, strerror(errno));
+    }
+    store_reader r;
+    int rc = store_reader_open_buffer(&r, map, size, path, errmsg);
+    if (!rc) rc = index_load_reader_ex(&r, 1, out, errmsg);
+    if (rc || !(*out)->map_base) { /* failed, or nothing kept in the mapping (no float32 rows) */
+        munmap(map, size);
+        if (!rc) (*out)->read_only = 1;
+        return rc;
+    }
+    (*out)->read_only = 1;
+    /* the checks read every page once; drop them from this process (they stay in the page
+     * cache) so only the rows a search touches count against it */
+    madvise(map, size, MADV_DONTNEED);
+    return CHRYS_OK;
 }
 
 int chrys_index_load_buffer(const void *buf, size_t size, const char *name, chrys_index **out,

@@ -566,6 +566,7 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
 int chrys_index_retrain(chrys_index *ix)
 {
     if (!ix) return CHRYS_INVALID;
+    if (index_check_writable(ix)) return CHRYS_INVALID;
     if (ix->kind != CHRYS_INDEX_IVF) return index_fail(ix, CHRYS_INVALID, "retrain: the index is not IVF");
     uint32_t nlist = ix->planned ? ivf_plan_nlist(ix->n) : (ix->nlist ? ix->nlist : ix->want_nlist);
     return ivf_train(ix, nlist);

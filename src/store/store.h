@@ -45,6 +45,8 @@ CHRYS_PRIVATE void store_reader_close(store_reader *r);
 CHRYS_PRIVATE int store_find(const store_reader *r, uint32_t tag);
 /* Read section i (its whole length) into dst and verify its CRC. */
 CHRYS_PRIVATE int store_read_section(store_reader *r, int i, void *dst, char **errmsg);
+/* A buffer reader's section i in place (no copy), its CRC verified. */
+CHRYS_PRIVATE int store_map_section(store_reader *r, int i, const void **out, char **errmsg);
 /* Name of a tag as 4 printable characters (buffer of 5). */
 CHRYS_PRIVATE const char *store_tag_name(uint32_t tag, char out[5]);
 

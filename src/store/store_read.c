@@ -188,3 +188,18 @@ int store_read_section(store_reader *r, int i, void *dst, char **errmsg)
     }
     return CHRYS_OK;
 }
+
+int store_map_section(store_reader *r, int i, const void **out, char **errmsg)
+{
+    const store_entry *s = &r->sec[i];
+    *out = NULL;
+    if (!r->buf) return chrys_set_errmsg(errmsg, CHRYS_ERROR, "%s: not a mapped store", r->name);
+    const unsigned char *p = r->buf + s->off; /* bounds checked when the table was read */
+    if (chrys_crc32c(0, p, (size_t)s->len) != s->crc) {
+        char t[5];
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT_CHECKSUM, "%s: section %s checksum mismatch", r->name,
+                                store_tag_name(s->tag, t));
+    }
+    *out = p;
+    return CHRYS_OK;
+}

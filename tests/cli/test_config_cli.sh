@@ -56,6 +56,7 @@ expect "HNSW exact top hit equals Flat" 0 "same" -- sh -c "'$BIN' build fl.chrys
 expect "--sq8 makes HNSW16,SQ8" 0 "HNSW16,SQ8 (M 16, ef_construction 200" -- sh -c "'$BIN' build h8.chrys a.fvecs --index HNSW16 --sq8 -q && '$BIN' info h8.chrys"
 expect "RFlat form" 0 "int8 codes walked, float32 re-ranking" -- sh -c "'$BIN' build hr.chrys a.fvecs --index HNSW16,SQ8,RFlat -q && '$BIN' info hr.chrys"
 expect "add to an HNSW store" 0 "index:    HNSW16,SQ8" -- sh -c "'$BIN' add h8.chrys b.fvecs -q && '$BIN' info h8.chrys"
+expect "search --mmap answers the same" 0 "same" -- sh -c "'$BIN' search hr.chrys q.fvecs -k 5 > m1.txt && '$BIN' search hr.chrys q.fvecs -k 5 --mmap > m2.txt && cmp -s m1.txt m2.txt && echo same"
 expect "Flat --sq8: codes only" 0 "index:    SQ8 (int8 codes only, scores approximate)" -- sh -c "'$BIN' build fs.chrys a.fvecs --index Flat --sq8 -q && '$BIN' info fs.chrys"
 expect "Flat SQ8 search finds itself" 0 '"query":0,"hits":[{"id":0,' -- "$BIN" search fs.chrys q.fvecs -k 3 --json
 expect "--sq8 with auto" 2 "--sq8: index 'auto' has no SQ8 form" -- "$BIN" build z.chrys a.fvecs --sq8
