@@ -306,7 +306,7 @@ static int grow(hitem **a, size_t *cap, size_t need)
 }
 
 /* Size s for a walk over n nodes with lists of up to ef results. */
-static int scratch_fit(hscratch *s, size_t n, size_t ef)
+static int scratch_fit(hscratch *s, size_t n, size_t ef, size_t m0)
 {
     if (s->mark_n < n) {
         size_t c = n + n / 4 + 64;
@@ -316,7 +316,9 @@ static int scratch_fit(hscratch *s, size_t n, size_t ef)
         s->mark = m;
         s->mark_n = c;
     }
-    if (grow(&s->res, &s->res_cap, ef + 1) || grow(&s->cand, &s->cand_cap, ef + 64) || grow(&s->tmp, &s->tmp_cap, ef + 64))
+    /* tmp also holds a full list plus one in connect(): M0 + 1 items, which ef need not cover */
+    if (grow(&s->res, &s->res_cap, ef + 1) || grow(&s->cand, &s->cand_cap, ef + 64) ||
+        grow(&s->tmp, &s->tmp_cap, ef + 64 > m0 + 2 ? ef + 64 : m0 + 2))
         return CHRYS_NOMEM;
     return CHRYS_OK;
 }
@@ -554,9 +556,18 @@ static void link_node(walk *w, uint32_t x, const float *xv)
         hitem sel[2 * 128 + 1];
         memcpy(sel, s->sel, k * sizeof *sel);
         if (w->locked) node_lock(h, x);
-        uint32_t *ls = links(h, x, l);
+        uint32_t *ls = links(h, x, l), had = ls[0], cap = max_links(h, l), keep[2 * 128];
+        /* in a parallel build another worker may already have linked to x here (it reached x
+         * through a level above): keep those back-links after the selected ones */
+        memcpy(keep, ls + 1, had * sizeof *keep);
         for (size_t j = 0; j < k; j++) ls[1 + j] = sel[j].v;
-        ls[0] = (uint32_t)k;
+        uint32_t cnt = (uint32_t)k;
+        for (uint32_t i = 0; i < had && cnt < cap; i++) {
+            int dup = 0;
+            for (size_t j = 0; j < k && !dup; j++) dup = sel[j].v == keep[i];
+            if (!dup) ls[1 + cnt++] = keep[i];
+        }
+        ls[0] = cnt;
         if (w->locked) node_unlock(h, x);
         for (size_t j = 0; j < k; j++) connect(w, sel[j].v, x, sel[j].s, l);
         prepare_vec(w->ix, xv, &q, s->w8); /* connect() reused w8[0] */
@@ -593,7 +604,7 @@ void hnsw_free(chrys_index *ix)
 {
     hnsw *h = ix->hnsw;
     if (!h) return;
-    for (size_t v = 0; v < ix->n && h->up; v++) chrys_free(h->up[v]);
+    for (size_t v = 0; v < ix->n && v < h->cap && h->up; v++) chrys_free(h->up[v]);
     chrys_free(h->up);
     chrys_free_aligned(h->l0);
     chrys_free(h->level);
@@ -619,13 +630,11 @@ int hnsw_reserve(chrys_index *ix, size_t cap)
     uint32_t **up = chrys_realloc(h->up, cap * sizeof *up);
     if (!up) return CHRYS_NOMEM;
     h->up = up;
+    for (size_t v = h->cap; v < cap; v++) h->up[v] = NULL; /* before anything else can fail */
     atomic_uchar *lk = chrys_realloc((void *)h->locks, cap * sizeof *lk);
     if (!lk) return CHRYS_NOMEM;
     h->locks = lk;
-    for (size_t v = h->cap; v < cap; v++) {
-        atomic_init(&h->locks[v], 0);
-        h->up[v] = NULL;
-    }
+    for (size_t v = h->cap; v < cap; v++) atomic_init(&h->locks[v], 0);
     h->cap = cap; /* (SQ8 codes are grown by ivf_reserve, for every kind) */
     return CHRYS_OK;
 }
@@ -639,6 +648,8 @@ size_t hnsw_memory(const chrys_index *ix)
         if (h->up[v]) b += (size_t)h->level[v] * (1 + h->M) * 4;
     return b;
 }
+
+uint32_t hnsw_entry(const chrys_index *ix) { return ix->hnsw ? ix->hnsw->entry : CHRYS_NO_SLOT; }
 
 void hnsw_params(const chrys_index *ix, uint32_t *M, uint32_t *efc, int *max_level)
 {
@@ -702,7 +713,7 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
         if (l > 0 && !(h->up[v] = chrys_calloc((size_t)l * (1 + h->M), sizeof(uint32_t)))) rc = CHRYS_NOMEM;
     }
     for (unsigned t = 0; t < nt && !rc; t++)
-        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, h->efc)) rc = CHRYS_NOMEM;
+        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, h->efc, h->M0)) rc = CHRYS_NOMEM;
     if (rc) {
         for (size_t v = first; v < ix->n; v++) {
             chrys_free(h->up[v]);
@@ -822,7 +833,7 @@ static int exclusive_walk(chrys_index *ix, walk *w)
 {
     hscratch *s = scratch_get(ix);
     size_t m1 = ix->hnsw->M0 + 1;
-    if (!s || scratch_fit(s, ix->n, ix->hnsw->efc + HNSW_MAX_EXTRA + 2 * (size_t)ix->hnsw->M0 + 2) ||
+    if (!s || scratch_fit(s, ix->n, ix->hnsw->efc + HNSW_MAX_EXTRA + 2 * (size_t)ix->hnsw->M0 + 2, ix->hnsw->M0) ||
         grow(&s->cand, &s->cand_cap, m1 * m1)) {
         if (s) scratch_put(ix, s);
         return CHRYS_NOMEM;
@@ -968,7 +979,7 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
     hscratch *s = scratch_get(ix);
     sq8_fin *f = chrys_malloc((c->pool + 1) * sizeof *f);
     uint32_t *slots = chrys_malloc((c->pool + 1) * sizeof *slots);
-    if (!s || !f || !slots || scratch_fit(s, ix->n, c->pool)) {
+    if (!s || !f || !slots || scratch_fit(s, ix->n, c->pool, h->M0)) {
         c->rc = CHRYS_NOMEM;
         goto out;
     }
@@ -1115,9 +1126,10 @@ int hnsw_load(store_reader *r, chrys_index *ix, char **errmsg)
     if ((rc = store_read_section(r, il, h->level, errmsg)) || (rc = store_read_section(r, i0, h->l0, errmsg))) return rc;
     uint64_t want = 0;
     for (size_t v = 0; v < ix->n; v++) {
-        if ((int)h->level[v] > maxl)
+        /* a tombstone may sit above the live maximum (it was the entry point when removed) */
+        if ((int)h->level[v] > (alive(ix, (uint32_t)v) ? maxl : HNSW_MAX_LEVEL - 1))
             return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNLV: node %zu has level %u above the maximum %d", r->name, v,
-                                    h->level[v], maxl);
+                                    h->level[v], alive(ix, (uint32_t)v) ? maxl : HNSW_MAX_LEVEL - 1);
         want += (uint64_t)h->level[v] * (1 + M);
     }
     if (want != words) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNUP: %llu words, levels need %llu", r->name,

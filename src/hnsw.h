@@ -34,6 +34,8 @@ CHRYS_PRIVATE int hnsw_search(const chrys_index *ix, size_t nq, const float *q, 
                               const search_filter *filter);
 CHRYS_PRIVATE size_t hnsw_memory(const chrys_index *ix);
 CHRYS_PRIVATE void hnsw_params(const chrys_index *ix, uint32_t *M, uint32_t *efc, int *max_level);
+/* The entry point's slot (CHRYS_NO_SLOT when empty); for tests. */
+CHRYS_PRIVATE uint32_t hnsw_entry(const chrys_index *ix);
 
 /* Persistence: sections HNSW (header), HNLV (levels), HNL0 (level-0 links), HNUP (upper links). */
 #define HNSW_MAX_SECTIONS 4

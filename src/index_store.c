@@ -385,7 +385,7 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
         }
     }
     if ((rc = load_plan(r, ix, errmsg))) goto fail;
-    if (!floats && count && (!ix->codes || !ix->sq_min)) {
+    if (ix->sq8 && kind != CHRYS_INDEX_IVF && count && (!ix->codes || !ix->sq_min)) { /* searches walk the codes */
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 index without its codes", r->name);
         goto fail;
     }

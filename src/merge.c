@@ -823,6 +823,10 @@ int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg)
         if (!rc) rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MRGO has the wrong size", path);
         goto fail;
     }
+    if (!index_has_floats(ix) || ix->n_dead) { /* merges rewrite float32 entries, in dense slots */
+        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a merger store needs float32 entries without removed ones", path);
+        goto fail;
+    }
     if (ix->metric != CHRYS_METRIC_COSINE || n_ent != ix->n) {
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: merger has %llu entries but the index holds %zu cosine rows",
                               path, (unsigned long long)n_ent, ix->n);

@@ -29,7 +29,7 @@ int sq8_train(chrys_index *ix, const float *rows, size_t n)
         }
         if (n == 0) lo = hi = 0;
         ix->sq_min[d] = lo;
-        ix->sq_step[d] = (hi - lo) / 255.0f;
+        ix->sq_step[d] = (float)(((double)hi - lo) / 255.0); /* in double: hi - lo may overflow float */
     }
     return CHRYS_OK;
 }
@@ -40,8 +40,8 @@ void sq8_encode(chrys_index *ix, size_t slot, const float *x)
     double sq = 0;
     for (uint32_t d = 0; d < ix->dim; d++) {
         float t = ix->sq_step[d] > 0 ? (x[d] - ix->sq_min[d]) / ix->sq_step[d] : 0;
-        long q = lrintf(t);
-        c[d] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+        t = t < 0 ? 0 : t > 255 ? 255 : t; /* clamp first: lrintf of a huge t is undefined */
+        c[d] = (uint8_t)lrintf(t);
         double y = ix->sq_min[d] + (double)ix->sq_step[d] * c[d];
         sq += y * y;
     }

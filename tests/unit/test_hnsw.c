@@ -886,3 +886,86 @@ void test_hnsw_open_mmap(void)
     free(ids);
     free(x);
 }
+
+/* Regressions found in review: tombstones above the live top level survive save/load; a large M
+ * with a small ef_construction (full lists re-selected in connect) stays in bounds; an HNSW SQ8
+ * store without its codes is refused; out-of-range values clamp to the last code. */
+void test_hnsw_review_regressions(void)
+{
+    uint64_t s = h_seed + 10;
+    size_t n = 600, d = 8;
+    float *x = clustered_rows(&s, n, d, 6, 0.5f);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i + 1;
+    char path[] = "/tmp/chrys_hnsw_rev_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    /* remove all of a small index (no compaction below 64 tombstones), then the entry point only */
+    chrys_index *h = make_index("HNSW16", (uint32_t)d, CHRYS_METRIC_COSINE, 32, 1);
+    CHECK_EQ(chrys_index_add(h, 10, ids, x, NULL), CHRYS_OK);
+    for (int i = 0; i < 10; i++) CHECK_EQ(chrys_index_remove(h, ids[i]), CHRYS_OK);
+    char *msg = NULL;
+    chrys_index *back = NULL;
+    CHECK_EQ(chrys_index_save(h, path, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_load(path, &back, &msg), CHRYS_OK);
+    if (msg) h_fail(__FILE__, __LINE__, "%s", msg);
+    chrys_free(msg);
+    msg = NULL;
+    chrys_index_free(back);
+    chrys_index_free(h);
+    h = make_index("HNSW16", (uint32_t)d, CHRYS_METRIC_COSINE, 32, 1);
+    CHECK_EQ(chrys_index_add(h, 200, ids, x, NULL), CHRYS_OK);
+    for (int rep = 0; rep < 3; rep++) { /* the entry point, three times */
+        uint32_t e = hnsw_entry(h);
+        CHECK(e != CHRYS_NO_SLOT);
+        uint64_t top = h->ids[e];
+        CHECK_EQ(chrys_index_remove(h, top), CHRYS_OK);
+        CHECK_EQ(chrys_index_save(h, path, NULL), CHRYS_OK);
+        back = NULL;
+        CHECK_EQ(chrys_index_load(path, &back, &msg), CHRYS_OK);
+        if (msg) h_fail(__FILE__, __LINE__, "%s", msg);
+        chrys_free(msg);
+        msg = NULL;
+        chrys_index_free(back);
+    }
+    chrys_index_free(h);
+    /* M 128, ef_construction 16: level-0 lists of 256 fill up and are re-selected */
+    h = make_index("HNSW128", (uint32_t)d, CHRYS_METRIC_L2, 16, 2);
+    CHECK_EQ(chrys_index_add(h, n, ids, x, NULL), CHRYS_OK);
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    chrys_hit hit;
+    so.k = 1;
+    CHECK_EQ(chrys_index_search(h, 1, x + 9 * d, &so, &hit), CHRYS_OK);
+    CHECK_EQ(hit.id, ids[9]);
+    chrys_index_free(h);
+    /* an HNSW SQ8,RFlat store whose codes were dropped */
+    h = make_index("HNSW8,SQ8,RFlat", (uint32_t)d, CHRYS_METRIC_COSINE, 16, 1);
+    CHECK_EQ(chrys_index_add(h, 50, ids, x, NULL), CHRYS_OK);
+    store_section secs[INDEX_MAX_SECTIONS];
+    index_sections is = {secs};
+    CHECK_EQ(index_store_sections(h, &is), CHRYS_OK);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < is.n; i++)
+        if (secs[i].tag != TAG_SQ8P && secs[i].tag != TAG_SQ8P + 1 && secs[i].tag != TAG_VSQ8) secs[kept++] = secs[i];
+    CHECK_EQ(store_write(path, secs, kept, NULL), CHRYS_OK);
+    index_sections_free(&is);
+    back = NULL;
+    CHECK_EQ(chrys_index_load(path, &back, &msg) & 0xff, CHRYS_CORRUPT);
+    CHECK_STR_CONTAINS(msg, "without its codes");
+    chrys_free(msg);
+    chrys_index_free(h);
+    /* values far outside the first batch's ranges clamp to the extreme codes */
+    chrys_index *f = make_index("SQ8", 2, CHRYS_METRIC_L2, 0, 0);
+    float first[4] = {0, 0, 1, 1}, far[2] = {1e30f, -1e30f}, got[2];
+    uint64_t fid[2] = {1, 2}, gid = 3;
+    CHECK_EQ(chrys_index_add(f, 2, fid, first, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(f, 1, &gid, far, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_get(f, 3, got), CHRYS_OK);
+    CHECK_NEAR(got[0], 1.0, 1e-6);
+    CHECK_NEAR(got[1], 0.0, 1e-6);
+    chrys_index_free(f);
+    unlink(path);
+    free(ids);
+    free(x);
+}
