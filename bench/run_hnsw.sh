@@ -42,6 +42,17 @@ echo "== library at $LIBREV; machine: $(nproc) cores, load $(cut -d' ' -f1-3 /pr
 monitor $$ >> "$OUT/hnsw_cpu_monitor.log" 2>&1 &
 echo "== $(date '+%F %T') run_hnsw.sh SETS=$SETS" >> "$OUT/hnsw_cpu_monitor.log"
 
+ours=()
+for v in ${VARIANTS:-float sq8 rflat rflat-mmap}; do
+    case $v in
+    float) ours+=(--cli "chrysalis-hnsw=$BENCH --M $M --efc $EFC --efs $EFS") ;;
+    sq8) ours+=(--cli "chrysalis-hnsw-sq8=$BENCH --M $M --efc $EFC --efs $EFS --sq8") ;;
+    rflat) ours+=(--cli "chrysalis-hnsw-sq8-rflat=$BENCH --M $M --efc $EFC --efs $EFS --rflat") ;;
+    rflat-mmap) ours+=(--cli "chrysalis-hnsw-sq8-rflat-mmap=$BENCH --M $M --efc $EFC --efs $EFS --rflat --mmap") ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+    esac
+done
+
 anchors() { # name, anchors args...
     local name=$1
     shift
@@ -49,11 +60,7 @@ anchors() { # name, anchors args...
     wait_quiet | tee "$OUT/hnsw_$name.log"
     $PY $TOOLS/anchors.py "$@" --name "$name" --methods "${ANCHOR_METHODS-hnsw$M,hnswlib$M}" --threads "$THREADS" --budget "$BUDGET" \
         --cache "$CACHE" \
-        --cli "hnswlib-native=$NATIVE --M $M --efc $EFC --efs $EFS" \
-        --cli "chrysalis-hnsw=$BENCH --M $M --efc $EFC --efs $EFS" \
-        --cli "chrysalis-hnsw-sq8=$BENCH --M $M --efc $EFC --efs $EFS --sq8" \
-        --cli "chrysalis-hnsw-sq8-rflat=$BENCH --M $M --efc $EFC --efs $EFS --rflat" \
-        --cli "chrysalis-hnsw-sq8-rflat-mmap=$BENCH --M $M --efc $EFC --efs $EFS --rflat --mmap" \
+        --cli "hnswlib-native=$NATIVE --M $M --efc $EFC --efs $EFS" "${ours[@]}" \
         --json "$OUT/hnsw_$name.json" 2>&1 | tee -a "$OUT/hnsw_$name.log"
 }
 
