@@ -60,4 +60,17 @@ static inline float h_gauss(uint64_t *s)
     return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+/* n x d rows around nc Gaussian centres, spread = noise / centre scale (caller frees). */
+static inline float *h_clustered(uint64_t *s, size_t n, size_t d, size_t nc, float spread)
+{
+    float *c = malloc(nc * d * sizeof(float)), *x = malloc(n * d * sizeof(float));
+    for (size_t i = 0; i < nc * d; i++) c[i] = h_gauss(s);
+    for (size_t r = 0; r < n; r++) {
+        size_t k = h_rand(s) % nc;
+        for (size_t i = 0; i < d; i++) x[r * d + i] = c[k * d + i] + spread * h_gauss(s);
+    }
+    free(c);
+    return x;
+}
+
 #endif

@@ -15,18 +15,6 @@
 #include "store/store.h"
 #include "tests.h"
 
-static float *clustered_rows(uint64_t *s, size_t n, size_t d, size_t nc, float spread)
-{
-    float *c = malloc(nc * d * sizeof(float)), *x = malloc(n * d * sizeof(float));
-    for (size_t i = 0; i < nc * d; i++) c[i] = h_gauss(s);
-    for (size_t r = 0; r < n; r++) {
-        size_t k = h_rand(s) % nc;
-        for (size_t i = 0; i < d; i++) x[r * d + i] = c[k * d + i] + spread * h_gauss(s);
-    }
-    free(c);
-    return x;
-}
-
 static chrys_index *make_index(const char *spec, uint32_t dim, chrys_metric metric, uint32_t efc, uint32_t threads)
 {
     chrys_index_opts o;
@@ -90,7 +78,7 @@ void test_hnsw_recall_vs_exact(void)
 {
     uint64_t s = h_seed;
     size_t n = 4000, d = 48, nq = 200;
-    float *x = clustered_rows(&s, n + nq, d, 40, 0.6f);
+    float *x = h_clustered(&s, n + nq, d, 40, 0.6f);
     const float *q = x + n * d;
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = 1000 + 7 * i;
@@ -161,7 +149,7 @@ void test_hnsw_sq8_memory_and_get(void)
 {
     uint64_t s = h_seed + 1;
     size_t n = 3000, d = 128;
-    float *x = clustered_rows(&s, n, d, 20, 0.5f);
+    float *x = h_clustered(&s, n, d, 20, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i;
     chrys_index *a = make_index("HNSW16", (uint32_t)d, CHRYS_METRIC_COSINE, 64, 0);
@@ -207,7 +195,7 @@ void test_hnsw_update_delete_recall(void)
 {
     uint64_t s = h_seed + 2;
     size_t n = 5000, d = 32, nq = 300;
-    float *x = clustered_rows(&s, n + n / 5 + nq, d, 50, 0.5f);
+    float *x = h_clustered(&s, n + n / 5 + nq, d, 50, 0.5f);
     float *moved = x + n * d, *q = x + (n + n / 5) * d;
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i;
@@ -316,7 +304,7 @@ void test_hnsw_remove_all(void)
 {
     uint64_t s = h_seed + 3;
     size_t n = 600, d = 8;
-    float *x = clustered_rows(&s, n, d, 5, 0.5f);
+    float *x = h_clustered(&s, n, d, 5, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i + 1;
     chrys_index *h = make_index("HNSW8", (uint32_t)d, CHRYS_METRIC_L2, 32, 1);
@@ -358,7 +346,7 @@ void test_hnsw_filter_and_threshold(void)
 {
     uint64_t s = h_seed + 4;
     size_t n = 3000, d = 24, nq = 100;
-    float *x = clustered_rows(&s, n + nq, d, 30, 0.5f);
+    float *x = h_clustered(&s, n + nq, d, 30, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i;
     chrys_index *h = make_index("HNSW16", (uint32_t)d, CHRYS_METRIC_COSINE, 64, 1);
@@ -427,7 +415,7 @@ void test_hnsw_parallel_build_and_concurrent_search(void)
 {
     uint64_t s = h_seed + 5;
     size_t n = 6000, d = 16, nq = 200;
-    float *x = clustered_rows(&s, n + nq, d, 60, 0.4f);
+    float *x = h_clustered(&s, n + nq, d, 60, 0.4f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i * 3;
     chrys_index *one = make_index("HNSW16", (uint32_t)d, CHRYS_METRIC_L2, 100, 1);
@@ -537,7 +525,7 @@ void test_hnsw_store(void)
 {
     uint64_t s = h_seed + 6;
     size_t n = 800, d = 12;
-    float *x = clustered_rows(&s, n, d, 8, 0.5f);
+    float *x = h_clustered(&s, n, d, 8, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = 10 * i + 1;
     char path[] = "/tmp/chrys_hnsw_store_XXXXXX";
@@ -674,7 +662,7 @@ static chrys_index *golden_hnsw(void)
 {
     uint64_t s = 20261124; /* fixed: not the test seed */
     size_t n = 120, d = 8;
-    float *x = clustered_rows(&s, n, d, 6, 0.4f);
+    float *x = h_clustered(&s, n, d, 6, 0.4f);
     uint64_t ids[120];
     for (size_t i = 0; i < n; i++) ids[i] = 1000 + 3 * i;
     chrys_index *h = make_index("HNSW4,SQ8,RFlat", (uint32_t)d, CHRYS_METRIC_COSINE, 16, 1);
@@ -757,7 +745,7 @@ void test_flat_sq8_storage_and_compat(void)
 {
     uint64_t s = h_seed + 7;
     size_t n = 500, d = 16;
-    float *x = clustered_rows(&s, n, d, 5, 0.5f);
+    float *x = h_clustered(&s, n, d, 5, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i;
     chrys_index *rf = make_index("SQ8,RFlat", (uint32_t)d, CHRYS_METRIC_COSINE, 0, 0);
@@ -811,7 +799,7 @@ void test_hnsw_open_mmap(void)
 {
     uint64_t s = h_seed + 8;
     size_t n = 2000, d = 32;
-    float *x = clustered_rows(&s, n, d, 20, 0.5f);
+    float *x = h_clustered(&s, n, d, 20, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i + 5;
     char path[] = "/tmp/chrys_mmap_XXXXXX";
@@ -894,7 +882,7 @@ void test_hnsw_review_regressions(void)
 {
     uint64_t s = h_seed + 10;
     size_t n = 600, d = 8;
-    float *x = clustered_rows(&s, n, d, 6, 0.5f);
+    float *x = h_clustered(&s, n, d, 6, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i + 1;
     char path[] = "/tmp/chrys_hnsw_rev_XXXXXX";

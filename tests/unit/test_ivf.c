@@ -41,23 +41,11 @@ void test_ivf_spec_parse(void)
     CHECK(kind == CHRYS_INDEX_HNSW && nlist == 32);
 }
 
-static float *clustered(uint64_t *s, size_t n, size_t d, size_t nc, float spread)
-{
-    float *c = malloc(nc * d * sizeof(float)), *x = malloc(n * d * sizeof(float));
-    for (size_t i = 0; i < nc * d; i++) c[i] = h_gauss(s);
-    for (size_t r = 0; r < n; r++) {
-        size_t k = h_rand(s) % nc;
-        for (size_t i = 0; i < d; i++) x[r * d + i] = c[k * d + i] + spread * h_gauss(s);
-    }
-    free(c);
-    return x;
-}
-
 void test_kmeans_basics(void)
 {
     uint64_t s = h_seed;
     size_t n = 4000, d = 16;
-    float *x = clustered(&s, n, d, 20, 0.1f);
+    float *x = h_clustered(&s, n, d, 20, 0.1f);
     float *c1 = malloc(20 * d * sizeof(float)), *c2 = malloc(20 * d * sizeof(float));
     double o1, o2, o_few;
     CHECK_EQ(kmeans_train(x, n, d, 20, 0, 7, 20, 2, c1, &o1), CHRYS_OK);
@@ -139,7 +127,7 @@ void test_ivf_recall_and_mutation(void)
 {
     uint64_t s = h_seed + 2;
     size_t n = 6000, d = 48, nq = 200;
-    float *x = clustered(&s, n + nq, d, 60, 0.6f);
+    float *x = h_clustered(&s, n + nq, d, 60, 0.6f);
     const float *q = x + n * d;
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i * 11 + 3;
@@ -221,7 +209,7 @@ void test_ivf_planner(void)
 {
     uint64_t s = h_seed + 4;
     size_t d = 32, n = 3000;
-    float *x = clustered(&s, n, d, 30, 0.5f);
+    float *x = h_clustered(&s, n, d, 30, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = i;
     chrys_index_opts o;
@@ -270,7 +258,7 @@ void test_search_filter(void)
 {
     uint64_t s = h_seed + 8;
     size_t n = 3000, d = 24, nq = 70; /* 70 queries: the sgemm path; 3: the SIMD path */
-    float *x = clustered(&s, n + nq, d, 20, 0.5f);
+    float *x = h_clustered(&s, n + nq, d, 20, 0.5f);
     uint64_t *ids = malloc(n * sizeof *ids), *even = malloc(n * sizeof *even);
     size_t ne = 0;
     for (size_t i = 0; i < n; i++) ids[i] = i;
