@@ -842,14 +842,14 @@ static int exclusive_walk(chrys_index *ix, walk *w)
     return CHRYS_OK;
 }
 
-/* Highest-level live node, or CHRYS_NO_SLOT. */
-static void pick_entry(chrys_index *ix)
+/* Make the highest-level live node other than 'except' the entry point (CHRYS_NO_SLOT when none). */
+static void pick_entry(chrys_index *ix, uint32_t except)
 {
     hnsw *h = ix->hnsw;
     h->entry = CHRYS_NO_SLOT;
     h->max_level = -1;
     for (size_t v = 0; v < ix->n; v++)
-        if (alive(ix, (uint32_t)v) && (int)h->level[v] > h->max_level) {
+        if (v != except && alive(ix, (uint32_t)v) && (int)h->level[v] > h->max_level) {
             h->entry = (uint32_t)v;
             h->max_level = h->level[v];
         }
@@ -865,19 +865,14 @@ int hnsw_update(chrys_index *ix, uint32_t x, const float *v)
     hnsw *h = ix->hnsw;
     for (int l = 0; l <= h->level[x]; l++) links(h, x, l)[0] = 0;
     if (h->entry == x) { /* start the descent from another node so x can find its new place */
-        uint32_t best = CHRYS_NO_SLOT;
-        int bl = -1;
-        for (size_t u = 0; u < ix->n; u++)
-            if (u != x && alive(ix, (uint32_t)u) && (int)h->level[u] > bl) {
-                best = (uint32_t)u;
-                bl = h->level[u];
-            }
-        if (best == CHRYS_NO_SLOT) { /* x is the only live node */
+        int lx = h->max_level;
+        pick_entry(ix, x);
+        if (h->entry == CHRYS_NO_SLOT) { /* x is the only live node: it stays the entry */
+            h->entry = x;
+            h->max_level = lx;
             scratch_put(ix, w.s);
             return CHRYS_OK;
         }
-        h->entry = best;
-        h->max_level = bl;
     }
     link_node(&w, x, v);
     scratch_put(ix, w.s);
@@ -892,7 +887,7 @@ int hnsw_remove(chrys_index *ix, uint32_t x)
     ix->ids[x] = CHRYS_NO_ID;
     repair_neighbourhood(&w, x, x);
     scratch_put(ix, w.s);
-    if (ix->hnsw->entry == x) pick_entry(ix);
+    if (ix->hnsw->entry == x) pick_entry(ix, CHRYS_NO_SLOT);
     return CHRYS_OK;
 }
 
@@ -959,7 +954,7 @@ int hnsw_compact(chrys_index *ix)
     ix->n = live;
     ix->n_dead = 0;
     if (e != CHRYS_NO_SLOT && map[e] != CHRYS_NO_SLOT) h->entry = map[e];
-    else pick_entry(ix);
+    else pick_entry(ix, CHRYS_NO_SLOT);
     chrys_free(map);
     return CHRYS_OK;
 }
