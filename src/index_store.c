@@ -169,31 +169,30 @@ static int check_sections_known(store_reader *r, char **errmsg)
     return CHRYS_OK;
 }
 
-/* PLAN, IVF lists and SQ8 codes (all optional; lengths checked before allocation). */
-/* PLAN's SQ8 and re-ranking bits, read ahead: they decide whether VF32 holds rows. */
-static int peek_plan_flags(store_reader *r, uint32_t *flags, char **errmsg)
+/* Read the PLAN section (if any) into plan; *present says whether there was one. It is read
+ * first because its SQ8 and re-ranking bits decide whether VF32 holds rows. */
+static int read_plan(store_reader *r, unsigned char plan[PLAN_SIZE], int *present, char **errmsg)
 {
-    *flags = 0;
     int ip = store_find(r, TAG_PLAN), rc;
+    *present = ip >= 0;
+    memset(plan, 0, PLAN_SIZE);
     if (ip < 0) return CHRYS_OK;
-    unsigned char plan[PLAN_SIZE];
     if ((rc = expect_len(r, ip, PLAN_SIZE, errmsg)) || (rc = store_read_section(r, ip, plan, errmsg))) return rc;
-    *flags = get_u32le(plan + PLAN_FLAGS);
     return CHRYS_OK;
 }
 
-static int load_plan(store_reader *r, chrys_index *ix, char **errmsg)
+/* PLAN (read by read_plan; NULL when absent), IVF lists and SQ8 codes (all optional; lengths
+ * checked before allocation). */
+static int load_plan(store_reader *r, const unsigned char *plan, chrys_index *ix, char **errmsg)
 {
-    int ip = store_find(r, TAG_PLAN), rc;
+    int rc;
     int ic = store_find(r, TAG_IVFC), il = store_find(r, TAG_IVFL);
     int im = store_find(r, TAG_SQ8P), is = store_find(r, TAG_SQ8P + 1), iv = store_find(r, TAG_VSQ8);
-    if (ip < 0) {
+    if (!plan) {
         if (ix->kind != CHRYS_INDEX_FLAT || ic >= 0 || il >= 0 || im >= 0 || iv >= 0)
             return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVF/SQ8 sections without a PLAN section", r->name);
         return CHRYS_OK;
     }
-    unsigned char plan[PLAN_SIZE];
-    if ((rc = expect_len(r, ip, PLAN_SIZE, errmsg)) || (rc = store_read_section(r, ip, plan, errmsg))) return rc;
     uint32_t flags = get_u32le(plan + PLAN_FLAGS), nlist = get_u32le(plan + PLAN_NLIST);
     int bad = (flags & ~PLAN_FLAGS_KNOWN) || get_u32le(plan + PLAN_RESERVED0) || plan[PLAN_REASON + 159];
     for (int i = PLAN_RESERVED1; i < PLAN_SIZE; i++) bad |= plan[i];
@@ -291,8 +290,10 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a required section (IDS_, NORM, VF32) is missing", r->name);
         goto fail;
     }
-    uint32_t pflags;
-    if ((rc = peek_plan_flags(r, &pflags, errmsg))) goto fail;
+    unsigned char plan[PLAN_SIZE];
+    int has_plan;
+    if ((rc = read_plan(r, plan, &has_plan, errmsg))) goto fail;
+    uint32_t pflags = get_u32le(plan + PLAN_FLAGS);
     int floats = kind == CHRYS_INDEX_IVF || !(pflags & 2) || (pflags & 4);
     /* A 1.0 Flat SQ8 store kept float32 rows without the bit-2 flag: it loads as "SQ8,RFlat". */
     int compat_refine = 0;
@@ -384,7 +385,7 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
             prev = o;
         }
     }
-    if ((rc = load_plan(r, ix, errmsg))) goto fail;
+    if ((rc = load_plan(r, has_plan ? plan : NULL, ix, errmsg))) goto fail;
     if (ix->sq8 && kind != CHRYS_INDEX_IVF && count && (!ix->codes || !ix->sq_min)) { /* searches walk the codes */
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 index without its codes", r->name);
         goto fail;
