@@ -1086,44 +1086,40 @@ static int bad_list(const chrys_index *ix, const hnsw *h, uint32_t v, int l, con
     return 0;
 }
 
-int hnsw_load(store_reader *r, chrys_index *ix, char **errmsg)
+int hnsw_read_header(store_reader *r, unsigned char *hdr, uint32_t *M, uint32_t *efc, char **errmsg)
 {
-    int ih = store_find(r, TAG_HNSW), il = store_find(r, TAG_HNLV), i0 = store_find(r, TAG_HNL0), iu = store_find(r, TAG_HNUP);
-    if (ih < 0 || il < 0 || i0 < 0 || iu < 0)
-        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW index without its graph sections", r->name);
-    unsigned char hdr[HH_SIZE];
+    int ih = store_find(r, TAG_HNSW);
+    if (ih < 0) return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW index without its graph sections", r->name);
     if (r->sec[ih].len != HH_SIZE)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW header has %llu bytes", r->name, (unsigned long long)r->sec[ih].len);
     int rc = store_read_section(r, ih, hdr, errmsg);
     if (rc) return rc;
-    uint32_t M = get_u32le(hdr + HH_M), M0 = get_u32le(hdr + HH_M0), efc = get_u32le(hdr + HH_EFC);
+    uint32_t m = get_u32le(hdr + HH_M), m0 = get_u32le(hdr + HH_M0), e = get_u32le(hdr + HH_EFC);
+    int32_t maxl = (int32_t)get_u32le(hdr + HH_MAXLEVEL);
+    int bad = get_u32le(hdr + HH_RESERVED0) != 0;
+    for (int i = HH_RESERVED1; i < HH_SIZE; i++) bad |= hdr[i];
+    if (bad || m < 2 || m > 128 || m0 != 2 * m || e < 1 || e > 1000000 || maxl < -1 || maxl >= HNSW_MAX_LEVEL)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW header is invalid (M %u, M0 %u, efc %u, max level %d)", r->name,
+                                m, m0, e, maxl);
+    *M = m;
+    *efc = e;
+    return CHRYS_OK;
+}
+
+int hnsw_load(store_reader *r, const unsigned char *hdr, chrys_index *ix, char **errmsg)
+{
+    int il = store_find(r, TAG_HNLV), i0 = store_find(r, TAG_HNL0), iu = store_find(r, TAG_HNUP), rc;
+    if (il < 0 || i0 < 0 || iu < 0)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW index without its graph sections", r->name);
+    hnsw *h = ix->hnsw; /* created with the header's M and ef_construction (hnsw_read_header) */
+    uint32_t M = h->M, M0 = h->M0;
     int32_t maxl = (int32_t)get_u32le(hdr + HH_MAXLEVEL);
     uint32_t entry = get_u32le(hdr + HH_ENTRY);
     uint64_t words = get_u64le(hdr + HH_UPWORDS);
-    int bad = get_u32le(hdr + HH_RESERVED0) != 0;
-    for (int i = HH_RESERVED1; i < HH_SIZE; i++) bad |= hdr[i];
-    if (bad || M < 2 || M > 128 || M0 != 2 * M || efc < 1 || efc > 1000000 || maxl < -1 || maxl >= HNSW_MAX_LEVEL)
-        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW header is invalid (M %u, M0 %u, efc %u, max level %d)", r->name,
-                                M, M0, efc, maxl);
     if (r->sec[il].len != ix->n || r->sec[i0].len != ix->n * (1 + (uint64_t)M0) * 4 || r->sec[iu].len != words * 4)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections do not match %zu nodes", r->name, ix->n);
-    hnsw *h = ix->hnsw;
-    /* the arrays were sized for the default M: size them again for this one */
-    chrys_free_aligned(h->l0);
-    chrys_free(h->level);
-    chrys_free(h->up);
-    chrys_free((void *)h->locks);
-    h->l0 = NULL;
-    h->level = NULL;
-    h->up = NULL;
-    h->locks = NULL;
-    h->cap = 0;
-    h->M = M;
-    h->M0 = M0;
-    h->efc = efc;
-    h->ml = 1.0 / log((double)M);
     h->rng = get_u64le(hdr + HH_RNG);
-    if ((rc = hnsw_reserve(ix, ix->cap ? ix->cap : 1)))
+    if ((rc = hnsw_reserve(ix, ix->cap ? ix->cap : 1))) /* index_reserve sized it unless the index is empty */
         return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
     if ((rc = store_read_section(r, il, h->level, errmsg)) || (rc = store_read_section(r, i0, h->l0, errmsg))) return rc;
     uint64_t want = 0;

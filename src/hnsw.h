@@ -41,7 +41,11 @@ CHRYS_PRIVATE uint32_t hnsw_entry(const chrys_index *ix);
 #define HNSW_MAX_SECTIONS 4
 CHRYS_PRIVATE int hnsw_store_sections(const chrys_index *ix, struct store_section *secs, uint32_t *ns,
                                       unsigned char *hdr /* 64 bytes */, unsigned char **up_out);
-/* Load and check the graph (links in range, no self-links, degree and level caps, entry point). */
-CHRYS_PRIVATE int hnsw_load(struct store_reader *r, chrys_index *ix, char **errmsg);
+/* Read and check the HNSW header section into hdr (64 bytes); out: M and ef_construction, with
+ * which the loader creates the graph before sizing any array. */
+CHRYS_PRIVATE int hnsw_read_header(struct store_reader *r, unsigned char *hdr, uint32_t *M, uint32_t *efc, char **errmsg);
+/* Load and check the graph (links in range, no self-links, degree and level caps, entry point)
+ * into ix, created from that header. */
+CHRYS_PRIVATE int hnsw_load(struct store_reader *r, const unsigned char *hdr, chrys_index *ix, char **errmsg);
 
 #endif

@@ -51,8 +51,8 @@ void chrys_search_opts_init(chrys_search_opts *o)
     o->k = 10;
 }
 
-int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed,
-                 chrys_index **out, char **errmsg)
+int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed, uint32_t hnsw_m,
+                 uint32_t efc, chrys_index **out, char **errmsg)
 {
     *out = NULL;
     if (dim < 1 || dim > CHRYS_MAX_DIM)
@@ -73,7 +73,7 @@ int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint6
     ix->seed = seed;
     ix->auto_threshold = 1000;
     ix->want_nlist = kind == CHRYS_INDEX_IVF ? 64 : 0;
-    if (kind == CHRYS_INDEX_HNSW && hnsw_create(ix, 16, 0)) {
+    if (kind == CHRYS_INDEX_HNSW && hnsw_create(ix, hnsw_m, efc)) {
         idmap_free(&ix->map);
         chrys_free(ix);
         return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating index");
@@ -95,28 +95,21 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
     int has_spec = opts->struct_size >= offsetof(chrys_index_opts, memory_budget) + sizeof(uint64_t);
     if (has_spec && opts->spec && (rc = chrys_index_spec_parse(opts->spec, &kind, &nlist, &sq8, &is_auto, errmsg)))
         return rc;
-    if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, out, errmsg))) return rc;
+    uint32_t efc = 0, hnsw_m = 0;
+    int has_efc = opts->struct_size >= offsetof(chrys_index_opts, build_threads) + sizeof(uint32_t);
+    if (kind == CHRYS_INDEX_HNSW) { /* the spec's number is M */
+        hnsw_m = nlist ? nlist : 16;
+        nlist = 0;
+        efc = has_efc ? opts->ef_construction : 0;
+        if (efc > 1000000)
+            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "ef_construction %u out of range 0..1000000", efc);
+    }
+    if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, hnsw_m, efc, out, errmsg))) return rc;
     chrys_index *ix = *out;
     ix->sq8 = sq8 != 0;
     ix->refine = sq8 == 2; /* Flat and HNSW: ",RFlat" keeps float32 rows beside the codes */
     ix->planned = is_auto;
-    if (kind == CHRYS_INDEX_HNSW) {
-        int has_efc = opts->struct_size >= offsetof(chrys_index_opts, build_threads) + sizeof(uint32_t);
-        uint32_t efc = has_efc ? opts->ef_construction : 0;
-        if (efc > 1000000) {
-            chrys_index_free(ix);
-            *out = NULL;
-            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "ef_construction %u out of range 0..1000000", efc);
-        }
-        hnsw_free(ix);
-        ix->build_threads = has_efc ? opts->build_threads : 0;
-        if (hnsw_create(ix, nlist ? nlist : 16, efc)) {
-            chrys_index_free(ix);
-            *out = NULL;
-            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating index");
-        }
-        nlist = 0;
-    }
+    ix->build_threads = has_efc ? opts->build_threads : 0;
     if (nlist) ix->want_nlist = nlist;
     if (has_spec) {
         if (opts->auto_threshold) ix->auto_threshold = opts->auto_threshold;

@@ -69,9 +69,10 @@ CHRYS_PRIVATE int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Make room for n more rows. */
 CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
-/* Validate opts and allocate an empty index. */
-CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind,
-                               uint64_t seed, chrys_index **out, char **errmsg);
+/* Validate opts and allocate an empty index (with its HNSW graph of M links and ef_construction
+ * efc when kind is HNSW; both ignored otherwise). */
+CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed, uint32_t hnsw_m,
+                               uint32_t efc, chrys_index **out, char **errmsg);
 
 /* index_store.c: the index's sections of a store file, and loading them from an open reader
  * (the merger adds its own sections around these). */

@@ -306,7 +306,10 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT section too short", r->name);
         goto fail;
     }
-    if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, &ix, errmsg))) goto fail;
+    unsigned char hnsw_hdr[64];
+    uint32_t hnsw_m = 0, hnsw_efc = 0;
+    if (kind == CHRYS_INDEX_HNSW && (rc = hnsw_read_header(r, hnsw_hdr, &hnsw_m, &hnsw_efc, errmsg))) goto fail;
+    if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, hnsw_m, hnsw_efc, &ix, errmsg))) goto fail;
     if (kind != CHRYS_INDEX_IVF) { /* before reserving: they decide which arrays exist */
         ix->sq8 = (pflags >> 1) & 1;
         ix->refine = ((pflags >> 2) & 1) | compat_refine;
@@ -391,7 +394,7 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
         goto fail;
     }
     if (kind == CHRYS_INDEX_HNSW) {
-        if ((rc = hnsw_load(r, ix, errmsg))) goto fail;
+        if ((rc = hnsw_load(r, hnsw_hdr, ix, errmsg))) goto fail;
     } else if (store_find(r, TAG_HNSW) >= 0 || store_find(r, TAG_HNL0) >= 0) {
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections in a %s index", r->name,
                               kind == CHRYS_INDEX_IVF ? "IVF" : "Flat");
