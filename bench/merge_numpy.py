@@ -98,6 +98,27 @@ def compare_assign(a, b):
                 first_difference=(int(diff[0]) if len(diff) else None))
 
 
+def creators(assign):
+    """For each record, the record that created the entry it ended in (itself when appended).
+    Unlike canonical labels, one extra or missing entry does not shift every later label."""
+    assign = np.asarray(assign, dtype=np.int64)
+    first = {}
+    return np.array([first.setdefault(int(e), i) for i, e in enumerate(assign)], dtype=np.int64)
+
+
+def agreement(a, b):
+    """Decision agreement of two runs over the same records: a record agrees when it ended in the
+    entry created by the same record in both (both appended, or both merged into that entry)."""
+    if len(a) != len(b):
+        return dict(records=0, agree=0, rate=0.0, reason=f"lengths {len(a)} != {len(b)}")
+    ca, cb = creators(a), creators(b)
+    same = ca == cb
+    diff = np.nonzero(~same)[0]
+    return dict(records=int(len(a)), agree=int(same.sum()), rate=float(same.mean()) if len(a) else 1.0,
+                appended_in_one_only=int(((ca == np.arange(len(a))) != (cb == np.arange(len(b)))).sum()),
+                first_difference=(int(diff[0]) if len(diff) else None))
+
+
 def histogram(assign):
     counts = np.bincount(canonical(assign))
     h = np.bincount(counts)

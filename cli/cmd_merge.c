@@ -42,11 +42,13 @@ static const char *HELP_MERGE =
     "  --metrics-log FILE     append one JSON line per search (time, entries, path)\n"
     "  --slow-search S        warn when a search takes longer than S seconds (default 5)\n"
     "  --json                 print the summary as JSON\n"
-    "  --index SPEC           new store: the entries' index (default auto: Flat, then IVF past the\n"
-    "                         planner's threshold; decisions stay exact)\n"
+    "  --index SPEC           new store: the entries' index (default auto: Flat, then an HNSW graph\n"
+    "                         past the planner's threshold)\n"
     "  --auto-threshold N     new store: the planner's threshold (default 1000)\n"
-    "  --exact                always decide by exact scan (default: once the index is IVF, take its\n"
-    "                         candidates and confirm near-threshold decisions by exact scan)\n"
+    "  --exact                always decide by exact scan (default: once the index is HNSW or IVF,\n"
+    "                         take its candidates and confirm near-threshold decisions by exact scan)\n"
+    "  --ef N                 HNSW candidates kept per record's search (default 64)\n"
+    "  --ef-construction N    new store: HNSW candidates kept while linking an entry (default 100)\n"
     "  --nprobe N             IVF lists searched per record (default max(16, nlist/8))\n"
     "  --confirm-margin M     confirm by exact scan when |best - threshold| < M (default 0.02)\n"
     "  --verify               also check every decision against an exact scan and report disagreements\n"
@@ -260,6 +262,8 @@ int cmd_merge(int argc, char **argv)
                                          {"nprobe", required_argument, 0, 'p'},
                                          {"confirm-margin", required_argument, 0, 'c'},
                                          {"verify", no_argument, 0, 'v'},
+                                         {"ef", required_argument, 0, 'e'},
+                                         {"ef-construction", required_argument, 0, 'C'},
                                          EMBED_LONG_OPTIONS,
                                          {0, 0, 0, 0}};
     embed_cli ec;
@@ -267,6 +271,8 @@ int cmd_merge(int argc, char **argv)
     chrys_embedder *embedder = NULL;
     int do_embed = 0, er, exact = 0, verify = 0;
     long nprobe = (long)cfg_uint("nprobe");
+    long ef = (long)cfg_uint("ef_search");
+    long efc = strcmp(cfg_source("ef_construction"), "default") ? (long)cfg_uint("ef_construction") : 0;
     double margin = 0.02;
     double threshold = NAN, w_old = NAN, w_new = NAN, slow = cfg_double("slow_search");
     int variant = -1, renorm = -1, mean = -1, skip_invalid = 0, json = 0, quiet = 0, fmt = FMT_AUTO, c;
@@ -288,6 +294,17 @@ int cmd_merge(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
+        case 'e':
+        case 'C': {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 100000) {
+                cli_error("--%s: expected 1..100000, got '%s'", c == 'e' ? "ef" : "ef-construction", optarg);
+                return EXIT_USAGE;
+            }
+            if (c == 'e') ef = v;
+            else efc = v;
+            break;
+        }
         case 'c':
             margin = strtod(optarg, &end);
             if (*end || !(margin >= 0 && margin <= 2)) {
@@ -436,6 +453,7 @@ int cmd_merge(int argc, char **argv)
             o.index_spec = cfg_index_spec();
             o.auto_threshold = cfg_uint("auto_threshold");
             o.memory_budget = cfg_uint("memory_budget");
+            o.ef_construction = (uint32_t)efc;
             if ((rc = chrys_merger_new(&o, &m, &msg))) {
                 cli_error("%s", msg ? msg : chrys_errstr(rc));
                 vecset_free(&vs);
@@ -468,6 +486,7 @@ int cmd_merge(int argc, char **argv)
         o.verify = verify;
         o.nprobe = (uint32_t)nprobe;
         o.confirm_margin = margin;
+        o.ef_search = (uint32_t)ef;
         if ((rc = chrys_merger_configure(m, &o))) {
             cli_error("%s", chrys_merger_errmsg(m));
             vecset_free(&vs);

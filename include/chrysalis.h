@@ -349,21 +349,23 @@ typedef struct chrys_merge_opts {
     void (*on_search)(void *user, const chrys_merge_metrics *m); /* optional */
     void *user;
     /* The entries' index, for a new merger (see chrys_index_opts.spec; default "auto": exact Flat
-     * below auto_threshold entries, then the planner's IVF, switched during a merge). Decisions
-     * stay exact whatever the index: the merger scores candidates by exact scan. */
+     * below auto_threshold entries, then an HNSW16,SQ8,RFlat graph built by the planner during
+     * the merge; a store planned as IVF by an earlier version becomes HNSW at its next merge). */
     const char *index_spec;
     uint64_t auto_threshold; /* default 1000 */
     uint64_t memory_budget;  /* default 0 = unlimited */
-    /* Index-backed merging. Once the entries' index is IVF, candidates come from it (nprobe lists)
+    /* Index-backed merging. Once the entries' index is HNSW (or IVF), candidates come from it
      * instead of an exact scan, and a decision is confirmed by an exact scan when the best score
      * found lies within confirm_margin of the threshold, or when nothing was found. exact = 1
      * keeps the exact scan always. verify = 1 also checks every decision against an exact scan
-     * and counts disagreements (stats.verified, stats.disagreements). */
+     * of the same state and counts disagreements (stats.verified, stats.disagreements). */
     int exact;
-    uint32_t nprobe;        /* 0 = max(16, nlist / 8), and the index is used only from 256 lists on
-                               (below, the exact block search is cheaper); set: used whenever IVF */
+    uint32_t nprobe;        /* IVF: 0 = max(16, nlist / 8), and the index is used only from 256 lists
+                               on (below, the exact block search is cheaper); set: used whenever IVF */
     double confirm_margin;  /* default 0.02 */
     int verify;
+    uint32_t ef_search;     /* HNSW: candidates kept by the walk (0 = default 64) */
+    uint32_t ef_construction; /* HNSW built by the planner for a new merger (0 = default 100) */
 } chrys_merge_opts;
 
 CHRYS_API void chrys_merge_opts_init(chrys_merge_opts *opts);

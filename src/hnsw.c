@@ -701,7 +701,7 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
     }
     unsigned nt = ix->build_threads ? ix->build_threads : chrys_online_cpus();
     if (nt > 64) nt = 64;
-    if (n < 256) nt = 1;
+    if (n < 64) nt = 1; /* (a thread start costs about one insertion) */
     hscratch *scr[64] = {0};
     uint64_t rng0 = h->rng;
     int rc = CHRYS_OK;

@@ -288,6 +288,10 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         rc = CHRYS_OK;
         goto done;
     }
+    if (is_hnsw && ix->defer_links && !tmp) { /* linked later, by index_link_pending */
+        ix->pending += n;
+        goto done;
+    }
     if (is_hnsw) { /* the graph: all or nothing too */
         if ((rc = hnsw_after_add(ix, first, tmp ? tmp : ix->vecs + first * ix->dim))) {
             unadd(ix, first);
@@ -305,6 +309,25 @@ done:
     chrys_free(norms);
     idmap_free(&batch);
     return rc;
+}
+
+int index_link_pending(chrys_index *ix)
+{
+    if (!ix->pending) return CHRYS_OK;
+    size_t first = ix->n - ix->pending;
+    int rc = hnsw_after_add(ix, first, ix->vecs + first * ix->dim);
+    if (rc) return index_fail(ix, rc, "out of memory linking %zu vectors", ix->pending);
+    ix->pending = 0;
+    return CHRYS_OK;
+}
+
+int index_update_keep_links(chrys_index *ix, uint32_t slot, const float *vec)
+{
+    if (ix->kind != CHRYS_INDEX_HNSW || !ix->vecs) return chrys_index_update(ix, ix->ids[slot], vec);
+    double norm = vec_norm(vec, ix->dim);
+    store_row(ix, slot, vec, norm);
+    if (ix->sq8 && ix->sq_min && slot < ix->n - ix->pending) sq8_encode(ix, slot, ix->vecs + (size_t)slot * ix->dim);
+    return CHRYS_OK;
 }
 
 int chrys_index_remove(chrys_index *ix, uint64_t id)

@@ -55,6 +55,14 @@ struct chrys_index {
     int read_only;           /* opened with chrys_index_open_mmap: every mutation is refused */
     void (*progress)(uint64_t done, uint64_t total, void *ctx);
     void *progress_ctx;
+    /* Set by the merger (never stored): the kind the planner builds at auto_threshold (IVF by
+     * default; HNSW for merger stores, whose entries move and grow one at a time), and deferred
+     * linking: with defer_links, chrys_index_add stores HNSW rows without linking them; the last
+     * `pending` slots wait for index_link_pending (searches cannot reach them until then). */
+    chrys_index_kind plan_kind;
+    uint32_t plan_efc;
+    int defer_links;
+    size_t pending;
 };
 
 /* Whether float32 rows are stored: always for IVF (its SQ8 re-ranks with them); for Flat and
@@ -73,6 +81,14 @@ CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
  * efc when kind is HNSW; both ignored otherwise). */
 CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed, uint32_t hnsw_m,
                                uint32_t efc, chrys_index **out, char **errmsg);
+
+/* Link the rows chrys_index_add left unlinked under defer_links (all cores, build_threads). */
+CHRYS_PRIVATE int index_link_pending(chrys_index *ix);
+/* Replace the row of slot with vec (validated by the caller; normalised here under cosine). HNSW:
+ * the SQ8 code is re-encoded and the links kept as they are (the row moved within its
+ * neighbourhood; the merger's exact safeguards absorb what the graph misses); others as
+ * chrys_index_update. */
+CHRYS_PRIVATE int index_update_keep_links(chrys_index *ix, uint32_t slot, const float *vec);
 
 /* index_store.c: the index's sections of a store file, and loading them from an open reader
  * (the merger adds its own sections around these). */
@@ -128,6 +144,8 @@ CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, s
 CHRYS_PRIVATE void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap);
 CHRYS_PRIVATE double ivf_imbalance(const chrys_index *ix);
 CHRYS_PRIVATE int ivf_train(chrys_index *ix, uint32_t nlist);
+/* Run the planner now (ix->planned): build the index it chooses for the current size. */
+CHRYS_PRIVATE int index_replan(chrys_index *ix);
 CHRYS_PRIVATE uint32_t ivf_plan_nlist(size_t n);
 /* k-means (ivf.c): nlist centroids of n rows; spherical under cosine/IP. Returns the objective
  * (sum of squared distances to the assigned centroid) through *objective when non-NULL. */

@@ -39,6 +39,7 @@
 #define KM_INIT_POINTS_PER_CENTROID 16
 #define KM_ITERS 10 /* FAISS trains IVF quantizers with 10 iterations (IndexIVF cp.niter) */
 #define IVF_MIN_POINTS_PER_LIST 39
+#define MERGE_PLAN_M 16 /* HNSW links per node when the planner builds a graph for a merger store */
 
 /* ------------------------------------------------------------------------------------------
  * Specifications
@@ -572,9 +573,47 @@ int chrys_index_retrain(chrys_index *ix)
     return ivf_train(ix, nlist);
 }
 
+/* The planner for merger stores (plan_kind HNSW): an HNSW graph over the rows, SQ8 codes for the
+ * walk, float32 rows kept (the merger rescores, confirms and updates entries with them). Replaces
+ * a Flat or IVF index in place; on failure (memory) the index is left exact (Flat). */
+static int plan_hnsw(chrys_index *ix)
+{
+    size_t cap = ix->cap, dim = ix->dim;
+    if (hnsw_create(ix, MERGE_PLAN_M, ix->plan_efc)) return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
+    uint8_t *codes = NULL;
+    float *csq = NULL;
+    if (hnsw_reserve(ix, cap) || !(codes = chrys_malloc_aligned(cap * dim)) ||
+        (ix->metric == CHRYS_METRIC_L2 && !(csq = chrys_malloc(cap * sizeof *csq)))) {
+        chrys_free_aligned(codes);
+        hnsw_free(ix);
+        return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
+    }
+    ivf_free(ix); /* IVF lists (if any) and their codes: from here the rows alone are the index */
+    ix->kind = CHRYS_INDEX_HNSW;
+    ix->sq8 = 1;
+    ix->refine = 1;
+    ix->codes = codes;
+    ix->sq_csq = csq;
+    ix->pending = 0;
+    int rc = hnsw_after_add(ix, 0, ix->vecs);
+    if (rc) {
+        hnsw_free(ix);
+        ivf_free(ix);
+        ix->kind = CHRYS_INDEX_FLAT;
+        ix->sq8 = ix->refine = 0;
+        return index_fail(ix, rc, "out of memory building the planned HNSW graph");
+    }
+    snprintf(ix->plan_reason, sizeof ix->plan_reason,
+             "%zu vectors >= threshold %llu: HNSW%u,SQ8,RFlat (entries move and grow one at a time: "
+             "a graph, no retraining; float32 kept for exact merging)",
+             ix->n, (unsigned long long)ix->auto_threshold, MERGE_PLAN_M);
+    return CHRYS_OK;
+}
+
 /* The planner: choose and build the index for the current size. */
 static int plan(chrys_index *ix)
 {
+    if (ix->plan_kind == CHRYS_INDEX_HNSW) return plan_hnsw(ix);
     size_t n = ix->n;
     uint32_t nlist = ivf_plan_nlist(n);
     uint64_t float_bytes = (uint64_t)n * ix->dim * 4;
@@ -590,6 +629,8 @@ static int plan(chrys_index *ix)
              sq8 ? "; SQ8 codes: float32 rows exceed the memory budget" : "");
     return CHRYS_OK;
 }
+
+int index_replan(chrys_index *ix) { return plan(ix); }
 
 int ivf_after_add(chrys_index *ix, size_t first)
 {

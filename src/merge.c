@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "hnsw.h"
 #include "index.h"
 #include "kernels/dist.h"
 #include "store/codec.h"
@@ -39,6 +40,10 @@
 
 #define MERGE_K 8 /* candidates per record from the block search */
 #define MERGE_MIN_NLIST 256 /* below this, exact block search is cheaper than the IVF index */
+#define MERGE_MAX_BLOCK 2048 /* records settled together, at most (automatic block size) */
+#define MERGE_INDEX_BLOCK 1024 /* records per block when the index gives the candidates */
+#define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
+#define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
 
 struct chrys_merger {
     chrys_merge_opts opts;
@@ -105,7 +110,19 @@ static int check_opts(const chrys_merge_opts *o, char **msg)
     if (o->struct_size >= offsetof(chrys_merge_opts, verify) + sizeof(int) &&
         !(o->confirm_margin >= 0 && o->confirm_margin <= 2))
         return chrys_set_errmsg(msg, CHRYS_INVALID, "confirm_margin must be in [0, 2]");
+    if (o->struct_size >= offsetof(chrys_merge_opts, ef_construction) + sizeof(uint32_t) &&
+        (o->ef_search > 100000 || o->ef_construction > 100000))
+        return chrys_set_errmsg(msg, CHRYS_INVALID, "ef_search and ef_construction must be at most 100000");
     return CHRYS_OK;
+}
+
+/* The entries' index as the merger drives it: the planner builds HNSW at its threshold, and the
+ * rows a block appends are linked together at the block's end. */
+static void index_for_merging(chrys_merger *m)
+{
+    m->ix->plan_kind = CHRYS_INDEX_HNSW;
+    m->ix->plan_efc = m->opts.ef_construction ? m->opts.ef_construction : MERGE_HNSW_EFC;
+    m->ix->defer_links = 1;
 }
 
 static chrys_merger *merger_alloc(const chrys_merge_opts *o)
@@ -162,6 +179,7 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
                                 "index spec '%s': the merger needs float32 entries (add ,RFlat to keep them)", io.spec);
     }
     m->opts.index_spec = NULL; /* not kept: the index carries its own plan */
+    index_for_merging(m);
     *out = m;
     return CHRYS_OK;
 }
@@ -181,6 +199,7 @@ int chrys_merger_configure(chrys_merger *m, const chrys_merge_opts *opts)
         return rc;
     }
     m->opts = o;
+    index_for_merging(m);
     return CHRYS_OK;
 }
 
@@ -460,7 +479,7 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
     char *meta = merged_meta(m, old_meta, r->meta, &rc);
     if (rc) return fail(m, rc, "entry %llu: %s", (unsigned long long)e,
                         rc == CHRYS_CORRUPT ? "stored metadata is not a JSON object" : "out of memory merging metadata");
-    if ((rc = chrys_index_update(m->ix, e, tmp_new))) {
+    if ((rc = index_update_keep_links(m->ix, idmap_get(&m->ix->map, e), tmp_new))) {
         chrys_free(meta);
         return fail(m, rc, "updating entry %llu: %s", (unsigned long long)e, chrys_index_errmsg(m->ix));
     }
@@ -509,6 +528,116 @@ static double now_s(void)
 /* ------------------------------------------------------------------------------------------
  * The batch merge.
  */
+
+/* Whether this block's candidates come from the index (approximate) rather than an exact scan. */
+static int use_index(const chrys_merger *m)
+{
+    const chrys_index *ix = m->ix;
+    if (m->opts.exact) return 0;
+    if (ix->kind == CHRYS_INDEX_HNSW) return 1;
+    /* IVF pays only once its lists are many (a scan of nprobe of them is then a small part) */
+    return ix->kind == CHRYS_INDEX_IVF && ix->nlist && (m->opts.nprobe || ix->nlist >= MERGE_MIN_NLIST);
+}
+
+/* The index's (approximate) top-k for prepared queries; scores exact (double, current rows). */
+static int index_search(const chrys_merger *m, size_t nq, const float *q, size_t k, unsigned nt, uint64_t *ids,
+                        double *sc)
+{
+    const chrys_index *ix = m->ix;
+    if (ix->kind == CHRYS_INDEX_HNSW) {
+        uint32_t ef = m->opts.ef_search ? m->opts.ef_search : MERGE_HNSW_EF;
+        return hnsw_search(ix, nq, q, k, 0, 0, nt, ef < k ? (uint32_t)k : ef, ids, sc, NULL);
+    }
+    uint32_t np = m->opts.nprobe ? m->opts.nprobe : (ix->nlist / 8 > 16 ? ix->nlist / 8 : 16);
+    return ivf_search(ix, nq, q, k, 0, 0, nt, np, ids, sc, NULL);
+}
+
+/* The best of a candidate list (computed before the block, in (score, id) order): its first
+ * entry that no earlier record of the block changed. *all_dirty: all k were changed (the list then
+ * says nothing about the untouched entries). */
+static void first_untouched(const uint64_t *cid, const double *csc, size_t k, const unsigned char *dirty,
+                            uint64_t *best, double *best_s, int *all_dirty)
+{
+    *best = CHRYS_NO_ID;
+    *best_s = 0.0;
+    *all_dirty = k > 0;
+    for (size_t c = 0; c < k; c++) {
+        uint64_t e = cid[c];
+        if (e == CHRYS_NO_ID) {
+            *all_dirty = 0;
+            return;
+        }
+        if (dirty[e]) continue;
+        *all_dirty = 0;
+        if (csc[c] > 0) {
+            *best_s = csc[c];
+            *best = e;
+        }
+        return;
+    }
+}
+
+/* Rescore the entries changed or created earlier in the block against qn and keep the best (ties:
+ * smaller id). A float32 score screens each one; only those that could win are scored in double,
+ * with the function the searches use. */
+static void rescore_dirty(const chrys_merger *m, const float *qn, const uint64_t *dlist, size_t nd, uint64_t *best,
+                          double *best_s)
+{
+    const chrys_kernels *kr = chrys_kernels_active();
+    uint32_t dim = m->opts.dim;
+    for (size_t d = 0; d < nd; d++) {
+        uint64_t e = dlist[d];
+        const float *row = m->ix->vecs + (size_t)idmap_get(&m->ix->map, e) * dim;
+        float s32 = kr->dot(qn, row, dim);
+        if ((double)s32 < *best_s - 1e-4) continue;
+        double s = kr->dot_f64(qn, row, dim);
+        if (s > *best_s || (s == *best_s && *best != CHRYS_NO_ID && e < *best)) {
+            *best_s = s;
+            *best = e;
+        }
+    }
+}
+
+/* Best over the live state by one search: exact (every row, linked or not), or the index's
+ * candidates (which cannot see rows still waiting to be linked: the caller rescores those). */
+static int live_best(chrys_merger *m, const float *qn, int exact, unsigned nt, uint64_t *best, double *best_s)
+{
+    uint64_t lid[MERGE_K];
+    double ls[MERGE_K];
+    double t0 = now_s();
+    size_t k = exact ? 1 : MERGE_K;
+    int rc = exact ? flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, lid, ls, NULL)
+                   : index_search(m, 1, qn, k, nt, lid, ls);
+    if (rc) return fail(m, rc, "search failed");
+    report(m, t0, m->n_entries, 1, exact ? "flat-recheck" : "index-recheck");
+    *best = CHRYS_NO_ID;
+    *best_s = 0.0;
+    for (size_t c = 0; c < k; c++)
+        if (lid[c] != CHRYS_NO_ID && ls[c] > *best_s) { /* (score, id) order: the first is the best */
+            *best = lid[c];
+            *best_s = ls[c];
+            break;
+        }
+    return CHRYS_OK;
+}
+
+/* One record's decision from its candidate list: the first untouched candidate and the entries
+ * changed in the block; when every candidate was changed, a search of the live state. */
+static int decide(chrys_merger *m, const float *qn, const uint64_t *cid, const double *csc, size_t k, int exact,
+                  int can_recheck, const unsigned char *dirty, const uint64_t *dlist, size_t nd, unsigned nt,
+                  uint64_t *best, double *best_s)
+{
+    int all_dirty;
+    first_untouched(cid, csc, k, dirty, best, best_s, &all_dirty);
+    if (all_dirty && can_recheck) {
+        int rc = live_best(m, qn, exact, nt, best, best_s);
+        if (rc) return rc;
+        if (exact) return CHRYS_OK; /* complete: every row was scanned */
+    }
+    rescore_dirty(m, qn, dlist, nd, best, best_s);
+    return CHRYS_OK;
+}
+
 int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs, chrys_merge_result *results)
 {
     if (!m || (n && !recs)) return CHRYS_INVALID;
@@ -527,34 +656,48 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     }
     size_t B = m->opts.batch_size;
     unsigned nt = m->opts.n_threads ? m->opts.n_threads : chrys_online_cpus();
-    float *qblock = NULL, *tmp_old = NULL, *tmp_new = NULL;
-    uint64_t *cid = NULL;
-    double *csc = NULL;
-    unsigned char *dirty = NULL;
-    uint64_t *dlist = NULL;
+    m->ix->build_threads = nt;
+    if (m->ix->planned && m->ix->kind == CHRYS_INDEX_IVF && m->ix->plan_kind == CHRYS_INDEX_HNSW &&
+        (rc = index_replan(m->ix))) { /* a store an earlier version planned as IVF */
+        chrys_free(skip);
+        return fail(m, rc, "re-planning the entries' index: %s", chrys_index_errmsg(m->ix));
+    }
+    float *qblock = NULL, *xq = NULL, *tmp_old = NULL, *tmp_new = NULL;
+    uint64_t *cid = NULL, *xid = NULL, *dlist = NULL;
+    double *csc = NULL, *xsc = NULL;
+    uint32_t *xpos = NULL;
+    unsigned char *dirty = NULL, *conf = NULL;
     size_t dirty_cap = 0;
-    const chrys_kernels *kr = chrys_kernels_active();
-    size_t max_b = B ? B : 2048;
+    size_t max_b = B ? B : MERGE_MAX_BLOCK;
     if (max_b > n) max_b = n;
     qblock = chrys_malloc_aligned(max_b * dim * sizeof(float));
+    xq = chrys_malloc_aligned(max_b * dim * sizeof(float));
     tmp_old = chrys_malloc(dim * sizeof(float));
     tmp_new = chrys_malloc(dim * sizeof(float));
     cid = chrys_malloc(max_b * MERGE_K * sizeof *cid);
     csc = chrys_malloc(max_b * MERGE_K * sizeof *csc);
+    xid = chrys_malloc(max_b * MERGE_K * sizeof *xid);
+    xsc = chrys_malloc(max_b * MERGE_K * sizeof *xsc);
+    xpos = chrys_malloc(max_b * sizeof *xpos);
+    conf = chrys_malloc(max_b);
     dlist = chrys_malloc(max_b * sizeof *dlist);
-    if (!qblock || !tmp_old || !tmp_new || !cid || !csc || !dlist) {
+    if (!qblock || !xq || !tmp_old || !tmp_new || !cid || !csc || !xid || !xsc || !xpos || !conf || !dlist) {
         rc = fail(m, CHRYS_NOMEM, "out of memory");
         goto done;
     }
     size_t i0 = 0;
     while (i0 < n) {
-        /* Block size: the settle step costs about B^2/2 rescorings against B*E for the search,
-         * so B grows with the number of entries E. */
+        int approx = use_index(m);
+        /* Block size. Exact: the settle step costs about B^2/2 rescorings against B*E for the
+         * search, so B grows with the number of entries E. Index: the search costs the same per
+         * record whatever B; B is large enough that one scan of the entries serves all of the
+         * block's exact confirmations. */
         size_t b = B;
+        if (!b && approx) b = MERGE_INDEX_BLOCK;
         if (!b) {
             b = m->n_entries / 16;
             if (b < 16) b = 16;
-            if (b > 2048) b = 2048;
+            if (b > MERGE_MAX_BLOCK) b = MERGE_MAX_BLOCK;
         }
         if (b > max_b) b = max_b;
         if (b > n - i0) b = n - i0;
@@ -568,22 +711,38 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         }
         size_t e_before = m->n_entries;
         size_t k = MERGE_K < e_before ? MERGE_K : e_before;
-        /* the index pays only once its lists are many (a scan of nprobe of them is then a small part) */
-        int approx = !m->opts.exact && m->ix->kind == CHRYS_INDEX_IVF && m->ix->nlist &&
-                     (m->opts.nprobe || m->ix->nlist >= MERGE_MIN_NLIST); /* an explicit nprobe: always */
+        size_t nx = 0; /* queries with exact candidates too (xid/xsc, at xpos[q]) */
         if (nb && k) {
             double t0 = now_s();
-            if (approx) {
-                uint32_t np = m->opts.nprobe ? m->opts.nprobe : (m->ix->nlist / 8 > 16 ? m->ix->nlist / 8 : 16);
-                rc = ivf_search(m->ix, nb, qblock, k, 0, 0, nt, np, cid, csc, NULL);
-            } else {
-                rc = flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL);
-            }
+            rc = approx ? index_search(m, nb, qblock, k, nt, cid, csc)
+                        : flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL);
             if (rc) {
                 rc = fail(m, rc, "search failed");
                 goto done;
             }
-            report(m, t0, e_before, nb, approx ? "ivf" : nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd");
+            report(m, t0, e_before, nb, !approx                     ? (nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd")
+                                        : m->ix->kind == CHRYS_INDEX_HNSW ? "hnsw"
+                                                                          : "ivf");
+            /* Near-threshold safeguard, in one exact scan for the whole block: a record whose best
+             * candidate lies within confirm_margin of the threshold (or that has none) gets exact
+             * candidates; so does every record under verify. */
+            for (size_t q = 0; approx && q < nb; q++) {
+                double s0 = cid[q * k] == CHRYS_NO_ID ? 0.0 : csc[q * k];
+                conf[q] = s0 <= 0 || fabs(s0 - m->opts.threshold) < m->opts.confirm_margin;
+                xpos[q] = UINT32_MAX;
+                if (conf[q] || m->opts.verify) {
+                    memcpy(xq + nx * dim, qblock + q * dim, dim * sizeof(float));
+                    xpos[q] = (uint32_t)nx++;
+                }
+            }
+            if (nx) {
+                t0 = now_s();
+                if ((rc = flat_search_prepared(m->ix, nx, xq, k, 0, 0, nt, xid, xsc, NULL))) {
+                    rc = fail(m, rc, "search failed");
+                    goto done;
+                }
+                report(m, t0, e_before, nx, "flat-confirm");
+            }
         }
         /* Settle in order. */
         if (dirty_cap < m->n_entries + b) {
@@ -598,6 +757,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
             dirty_cap = nc;
         }
         size_t nd = 0, q = 0;
+        int can_recheck = k == MERGE_K && e_before > k;
         for (size_t j = 0; j < b; j++) {
             size_t i = i0 + j;
             const chrys_merge_record *r = &recs[i];
@@ -609,78 +769,30 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
                 continue;
             }
             const float *qn = qblock + q * dim;
-            uint64_t best = CHRYS_NO_ID;
-            double best_s = 0.0;
-            int all_dirty = 1;
-            for (size_t c = 0; c < k; c++) {
-                uint64_t e = cid[q * k + c];
-                if (e == CHRYS_NO_ID) {
-                    all_dirty = 0;
-                    break;
-                }
-                if (dirty[e]) continue;
-                all_dirty = 0;
-                if (csc[q * k + c] > best_s) {
-                    best_s = csc[q * k + c];
-                    best = e;
-                }
-                break;
-            }
-            if (all_dirty && k == MERGE_K && e_before > k) {
-                /* Every candidate changed in this block: search the live state for this record. */
-                uint64_t lid;
-                double ls;
-                double t0 = now_s();
-                if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls, NULL))) {
-                    rc = fail(m, rc, "search failed");
-                    goto done;
-                }
-                report(m, t0, m->n_entries, 1, "flat-recheck");
-                best = (lid != CHRYS_NO_ID && ls > 0) ? lid : CHRYS_NO_ID;
-                best_s = best == CHRYS_NO_ID ? 0.0 : ls;
-            } else {
-                /* Rescore the entries changed or created earlier in this block. A float32 score
-                 * screens each one; only those that could win are rescored in double. */
-                for (size_t d = 0; d < nd; d++) {
-                    uint64_t e = dlist[d];
-                    uint32_t slot = idmap_get(&m->ix->map, e);
-                    const float *row = m->ix->vecs + (size_t)slot * dim;
-                    float s32 = kr->dot(qn, row, dim);
-                    if ((double)s32 < best_s - 1e-4) continue;
-                    double s = kr->dot_f64(qn, row, dim);
-                    if (s > best_s || (s == best_s && best != CHRYS_NO_ID && e < best)) {
-                        best_s = s;
-                        best = e;
-                    }
-                }
-            }
+            uint64_t best;
+            double best_s;
+            int exact_cands = !approx || !k || conf[q];
+            const uint64_t *ci = exact_cands && approx && k ? xid + (size_t)xpos[q] * k : cid + q * k;
+            const double *cs = exact_cands && approx && k ? xsc + (size_t)xpos[q] * k : csc + q * k;
+            if ((rc = decide(m, qn, ci, cs, k, exact_cands, can_recheck, dirty, dlist, nd, nt, &best, &best_s)))
+                goto done;
             if (approx) {
-                /* Near-threshold safeguard: the index may have missed a better entry; where that
-                 * could change the decision (or nothing was found), ask the exact scan. */
                 m->approx_records++;
-                if (best == CHRYS_NO_ID || fabs(best_s - m->opts.threshold) < m->opts.confirm_margin) {
-                    uint64_t lid;
-                    double ls;
-                    double t0 = now_s();
-                    if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls, NULL))) {
-                        rc = fail(m, rc, "search failed");
-                        goto done;
-                    }
-                    report(m, t0, m->n_entries, 1, "flat-confirm");
-                    best = (lid != CHRYS_NO_ID && ls > 0) ? lid : CHRYS_NO_ID;
-                    best_s = best == CHRYS_NO_ID ? 0.0 : ls;
+                if (exact_cands) m->confirmations++;
+                else if (best == CHRYS_NO_ID || fabs(best_s - m->opts.threshold) < m->opts.confirm_margin) {
+                    /* the block's changes brought it near the threshold: confirm on the live state */
+                    if ((rc = live_best(m, qn, 1, nt, &best, &best_s))) goto done;
                     m->confirmations++;
                 }
             }
-            if (m->opts.verify) {
-                uint64_t lid;
-                double ls;
-                if ((rc = flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, &lid, &ls, NULL))) {
-                    rc = fail(m, rc, "search failed");
+            if (m->opts.verify) { /* the exact decision on the same state */
+                uint64_t xbest = best;
+                double xs = best_s;
+                if (approx && k &&
+                    (rc = decide(m, qn, xid + (size_t)xpos[q] * k, xsc + (size_t)xpos[q] * k, k, 1, can_recheck, dirty,
+                                 dlist, nd, nt, &xbest, &xs)))
                     goto done;
-                }
-                uint64_t xbest = (lid != CHRYS_NO_ID && ls > 0) ? lid : CHRYS_NO_ID;
-                int x_merge = xbest != CHRYS_NO_ID && ls >= m->opts.threshold;
+                int x_merge = xbest != CHRYS_NO_ID && xs >= m->opts.threshold;
                 int a_merge = best != CHRYS_NO_ID && best_s >= m->opts.threshold;
                 m->verified++;
                 if (x_merge != a_merge || (x_merge && xbest != best)) m->disagreements++;
@@ -712,15 +824,31 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
             q++;
         }
         for (size_t d = 0; d < nd; d++) dirty[dlist[d]] = 0;
+        /* The block's new entries join the graph (all cores) before the next block's search. */
+        if (m->ix->pending) {
+            double t0 = now_s();
+            size_t np = m->ix->pending;
+            if ((rc = index_link_pending(m->ix))) {
+                rc = fail(m, rc, "%s", chrys_index_errmsg(m->ix));
+                goto done;
+            }
+            report(m, t0, m->n_entries, np, "hnsw-link");
+        }
         i0 += b;
     }
 done:
+    if (m->ix->pending && index_link_pending(m->ix) && !rc) rc = fail(m, CHRYS_NOMEM, "%s", chrys_index_errmsg(m->ix));
     chrys_free(skip);
     chrys_free_aligned(qblock);
+    chrys_free_aligned(xq);
     chrys_free(tmp_old);
     chrys_free(tmp_new);
     chrys_free(cid);
     chrys_free(csc);
+    chrys_free(xid);
+    chrys_free(xsc);
+    chrys_free(xpos);
+    chrys_free(conf);
     chrys_free(dirty);
     chrys_free(dlist);
     return rc;
@@ -863,6 +991,7 @@ int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg)
     }
     m->ix = ix;
     ix = NULL;
+    index_for_merging(m);
     m->n_entries = n_ent;
     m->records = get_u64le(mrgo + MRGO_RECORDS);
     m->merged = get_u64le(mrgo + MRGO_MERGED);

@@ -674,45 +674,51 @@ void test_merge_semantics_details(void)
 
 void test_merge_index_backed(void)
 {
-    /* A clustered stream of 6000 records; the entries' index becomes IVF at 500 entries. The
-     * index-backed merge must agree with the exact merge on >= 99.9% of the records, and its
-     * verify mode must report the disagreements it makes. */
+    /* A clustered stream of 6000 records; the entries' index becomes an index at 500 entries: the
+     * planner's HNSW (auto), or IVF when the spec asks. The index-backed merge must agree with the
+     * exact merge on >= 99.9% of the records, and its verify mode must report the disagreements
+     * it makes. */
     uint64_t s = h_seed + 31;
     const size_t d = 32, n = 6000;
     float *x = make_stream(&s, 1, n, d, 0.85);
     chrys_merge_record *recs = malloc(n * sizeof *recs);
     chrys_merge_result *ex = malloc(n * sizeof *ex), *ap = malloc(n * sizeof *ap);
     for (size_t i = 0; i < n; i++) recs[i] = (chrys_merge_record){i, x + i * d, (uint32_t)d, NULL};
-    chrys_merge_stats se = {sizeof se}, sa = {sizeof sa};
-    for (int mode = 0; mode < 2; mode++) {
-        chrys_merge_opts o;
-        chrys_merge_opts_init(&o);
-        o.dim = (uint32_t)d;
-        o.auto_threshold = 500;
-        o.exact = mode == 0;
-        o.verify = mode == 1;
-        o.nprobe = 4; /* explicit: use the (small) index although exact search would be cheaper */
-        chrys_merger *m = NULL;
-        CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
-        CHECK_EQ(chrys_merger_merge(m, n, recs, mode ? ap : ex), CHRYS_OK);
-        chrys_merger_get_stats(m, mode ? &sa : &se);
-        chrys_index_info info = {sizeof info};
-        chrys_index_get_info(chrys_merger_index(m), &info);
-        CHECK_EQ(info.kind, CHRYS_INDEX_IVF);
-        chrys_merger_free(m);
+    const char *specs[2] = {"auto", "IVF32,Flat"};
+    for (int sp = 0; sp < 2; sp++) {
+        chrys_merge_stats se = {sizeof se}, sa = {sizeof sa};
+        for (int mode = 0; mode < 2; mode++) {
+            chrys_merge_opts o;
+            chrys_merge_opts_init(&o);
+            o.dim = (uint32_t)d;
+            o.auto_threshold = 500;
+            o.index_spec = specs[sp];
+            o.exact = mode == 0;
+            o.verify = mode == 1;
+            o.nprobe = 4; /* explicit: use the (small) IVF index although exact search would be cheaper */
+            chrys_merger *m = NULL;
+            CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
+            CHECK_EQ(chrys_merger_merge(m, n, recs, mode ? ap : ex), CHRYS_OK);
+            chrys_merger_get_stats(m, mode ? &sa : &se);
+            chrys_index_info info = {sizeof info};
+            chrys_index_get_info(chrys_merger_index(m), &info);
+            CHECK_EQ(info.kind, sp ? CHRYS_INDEX_IVF : CHRYS_INDEX_HNSW);
+            chrys_merger_free(m);
+        }
+        size_t agree = 0;
+        for (size_t i = 0; i < n; i++) agree += ex[i].entry == ap[i].entry && ex[i].action == ap[i].action;
+        fprintf(stderr, "    index-backed (%s): %zu of %zu agree; %llu approx, %llu confirmed, %llu disagreements (verify)\n",
+                specs[sp], agree, n, (unsigned long long)sa.approx_records, (unsigned long long)sa.confirmations,
+                (unsigned long long)sa.disagreements);
+        CHECK(se.approx_records == 0);
+        CHECK(sa.approx_records > n / 2);
+        CHECK_EQ(sa.verified, n);
+        if (agree * 1000 < n * 999)
+            h_fail(__FILE__, __LINE__, "index-backed merge (%s) agrees on %zu of %zu records (< 99.9%%)", specs[sp], agree, n);
+        if (sa.disagreements * 1000 > n)
+            h_fail(__FILE__, __LINE__, "verify: %llu disagreements in %zu records", (unsigned long long)sa.disagreements, n);
+        CHECK(sa.confirmations > 0); /* the clustered stream has records near the threshold */
     }
-    size_t agree = 0;
-    for (size_t i = 0; i < n; i++) agree += ex[i].entry == ap[i].entry && ex[i].action == ap[i].action;
-    fprintf(stderr, "    index-backed: %zu of %zu agree; %llu approx, %llu confirmed, %llu disagreements (verify)\n", agree, n,
-            (unsigned long long)sa.approx_records, (unsigned long long)sa.confirmations, (unsigned long long)sa.disagreements);
-    CHECK(se.approx_records == 0);
-    CHECK(sa.approx_records > n / 2);
-    CHECK_EQ(sa.verified, n);
-    if (agree * 1000 < n * 999)
-        h_fail(__FILE__, __LINE__, "index-backed merge agrees on %zu of %zu records (< 99.9%%)", agree, n);
-    if (sa.disagreements * 1000 > n)
-        h_fail(__FILE__, __LINE__, "verify: %llu disagreements in %zu records", (unsigned long long)sa.disagreements, n);
-    CHECK(sa.confirmations > 0); /* the clustered stream has records near the threshold */
     free(recs);
     free(ex);
     free(ap);
