@@ -57,6 +57,8 @@ static const char *HELP_MERGE =
     "  --embed                JSONL inputs carry text, not vectors: embed the --text-field of each\n"
     "                         record first (through --cache), with these provider options:\n";
 
+#define MERGE_STREAM_ROWS 65536 /* records per chunk of a streamed input */
+
 typedef struct metrics_ctx {
     FILE *log;
     double warn_s;
@@ -403,6 +405,7 @@ int cmd_merge(int argc, char **argv)
         return EXIT_FAIL;
     }
     chrys_merger *m = NULL;
+    vstream vsm = {0};
     char *msg = NULL, err[512];
     int rc, code = EXIT_OK;
     size_t read_records = 0, parse_skipped = 0;
@@ -432,106 +435,123 @@ int cmd_merge(int argc, char **argv)
         goto done;
     }
     for (int a = optind + 1; a < argc; a++) {
-        vecset vs;
-        if (do_embed) rc = embed_input(argv[a], &ec, embedder, select, &vs, err, sizeof err);
-        else rc = read_input(argv[a], fmt, (uint32_t)dim, select, skip_invalid, meta_path, &vs, err, sizeof err);
-        if (rc) {
-            cli_error("%s", err);
-            code = cli_exit_for(rc);
-            goto done;
-        }
-        if (embedder) embed_cli_report(embedder);
-        parse_skipped += vs.n_skipped;
-        if (vs.n_skipped) fprintf(stderr, "chrysalis: %s: skipped %zu invalid records\n", argv[a], vs.n_skipped);
-        chrys_merge_opts o;
-        if (!m) {
-            chrys_merge_opts_init(&o);
-            o.dim = vs.dim;
-            /* threshold: the flag, else the configured one, else 0.85 (0.90 for the skill merger) */
-            if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
-            else if (variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
-            o.index_spec = cfg_index_spec();
-            o.auto_threshold = cfg_uint("auto_threshold");
-            o.memory_budget = cfg_uint("memory_budget");
-            o.ef_construction = (uint32_t)efc;
-            if ((rc = chrys_merger_new(&o, &m, &msg))) {
-                cli_error("%s", msg ? msg : chrys_errstr(rc));
-                vecset_free(&vs);
-                code = cli_exit_for(rc);
-                goto done;
-            }
-        }
-        chrys_merger_get_opts(m, &o);
-        if (vs.n && vs.dim != o.dim) {
-            cli_error("%s: vectors have dimension %u but %s has %u", argv[a], vs.dim, store, o.dim);
-            vecset_free(&vs);
-            code = EXIT_DATA;
-            goto done;
-        }
-        if (!isnan(threshold)) o.threshold = threshold;
-        if (variant >= 0) o.variant = (chrys_merge_variant)variant;
-        if (!isnan(w_old)) {
-            o.weight_old = w_old;
-            o.weight_new = w_new;
-        }
-        if (renorm >= 0) o.renormalize = renorm;
-        if (mean >= 0) o.mean_update = mean;
-        o.skip_invalid = skip_invalid;
-        if (batch >= 0) o.batch_size = (uint32_t)batch;
-        o.n_threads = (uint32_t)threads;
-        o.slow_search_s = slow;
-        o.on_search = on_search;
-        o.user = &mc;
-        o.exact = exact;
-        o.verify = verify;
-        o.nprobe = (uint32_t)nprobe;
-        o.confirm_margin = margin;
-        o.ef_search = (uint32_t)ef;
-        if ((rc = chrys_merger_configure(m, &o))) {
-            cli_error("%s", chrys_merger_errmsg(m));
-            vecset_free(&vs);
-            code = EXIT_USAGE;
-            goto done;
-        }
-        chrys_merge_stats now = {sizeof now};
-        chrys_merger_get_stats(m, &now);
-        chrys_merge_record *recs = malloc((vs.n ? vs.n : 1) * sizeof *recs);
-        if (!recs) {
-            cli_error("out of memory");
-            vecset_free(&vs);
-            code = EXIT_FAIL;
-            goto done;
-        }
-        for (size_t i = 0; i < vs.n; i++) {
-            int empty = vs.empty && vs.empty[i];
-            recs[i] = (chrys_merge_record){vs.ids ? vs.ids[i] : now.next_record_id + i, empty ? NULL : vs.data + i * vs.dim,
-                                           empty ? 0 : vs.dim, vs.meta ? vs.meta[i] : NULL};
-        }
+        /* a large fvecs / raw file is merged a chunk at a time, never read whole */
+        int streaming = !do_embed && !meta_path && !strcmp(select, "all") &&
+                        vstream_open(argv[a], fmt, (uint32_t)dim, &vsm, err, sizeof err) == CHRYS_OK;
         progress pb;
-        progress_start(&pb, "merge", vs.n);
-        const size_t chunk = 8192;
-        for (size_t i = 0; i < vs.n; i += chunk) {
-            size_t n = vs.n - i < chunk ? vs.n - i : chunk;
-            if ((rc = chrys_merger_merge(m, n, recs + i, NULL))) {
-                progress_end(&pb);
-                const char *em = chrys_merger_errmsg(m);
-                size_t row;
-                const char *rest;
-                if (sscanf(em, "record %zu", &row) == 1 && (rest = strchr(em, ' ')) && (rest = strchr(rest + 1, ' ')))
-                    cli_error("%s: record %zu %s", argv[a], i + row, rest + 1);
-                else
-                    cli_error("%s: %s", argv[a], em);
-                free(recs);
-                vecset_free(&vs);
+        int pb_on = 0;
+        size_t base = 0; /* records of this input merged before the current chunk */
+        for (;;) {
+            vecset vs;
+            if (streaming) rc = vstream_next(&vsm, MERGE_STREAM_ROWS, &vs, err, sizeof err);
+            else if (do_embed) rc = embed_input(argv[a], &ec, embedder, select, &vs, err, sizeof err);
+            else rc = read_input(argv[a], fmt, (uint32_t)dim, select, skip_invalid, meta_path, &vs, err, sizeof err);
+            if (rc) {
+                if (pb_on) progress_end(&pb);
+                cli_error("%s", err);
                 code = cli_exit_for(rc);
                 goto done;
             }
-            progress_update(&pb, i + n);
+            if (embedder) embed_cli_report(embedder);
+            parse_skipped += vs.n_skipped;
+            if (vs.n_skipped) fprintf(stderr, "chrysalis: %s: skipped %zu invalid records\n", argv[a], vs.n_skipped);
+            chrys_merge_opts o;
+            if (!m) {
+                chrys_merge_opts_init(&o);
+                o.dim = vs.dim;
+                /* threshold: the flag, else the configured one, else 0.85 (0.90 for the skill merger) */
+                if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
+                else if (variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
+                o.index_spec = cfg_index_spec();
+                o.auto_threshold = cfg_uint("auto_threshold");
+                o.memory_budget = cfg_uint("memory_budget");
+                o.ef_construction = (uint32_t)efc;
+                if ((rc = chrys_merger_new(&o, &m, &msg))) {
+                    cli_error("%s", msg ? msg : chrys_errstr(rc));
+                    vecset_free(&vs);
+                    code = cli_exit_for(rc);
+                    goto done;
+                }
+            }
+            chrys_merger_get_opts(m, &o);
+            if (vs.n && vs.dim != o.dim) {
+                cli_error("%s: vectors have dimension %u but %s has %u", argv[a], vs.dim, store, o.dim);
+                vecset_free(&vs);
+                code = EXIT_DATA;
+                goto done;
+            }
+            if (!isnan(threshold)) o.threshold = threshold;
+            if (variant >= 0) o.variant = (chrys_merge_variant)variant;
+            if (!isnan(w_old)) {
+                o.weight_old = w_old;
+                o.weight_new = w_new;
+            }
+            if (renorm >= 0) o.renormalize = renorm;
+            if (mean >= 0) o.mean_update = mean;
+            o.skip_invalid = skip_invalid;
+            if (batch >= 0) o.batch_size = (uint32_t)batch;
+            o.n_threads = (uint32_t)threads;
+            o.slow_search_s = slow;
+            o.on_search = on_search;
+            o.user = &mc;
+            o.exact = exact;
+            o.verify = verify;
+            o.nprobe = (uint32_t)nprobe;
+            o.confirm_margin = margin;
+            o.ef_search = (uint32_t)ef;
+            if ((rc = chrys_merger_configure(m, &o))) {
+                cli_error("%s", chrys_merger_errmsg(m));
+                vecset_free(&vs);
+                code = EXIT_USAGE;
+                goto done;
+            }
+            chrys_merge_stats now = {sizeof now};
+            chrys_merger_get_stats(m, &now);
+            chrys_merge_record *recs = malloc((vs.n ? vs.n : 1) * sizeof *recs);
+            if (!recs) {
+                cli_error("out of memory");
+                vecset_free(&vs);
+                code = EXIT_FAIL;
+                goto done;
+            }
+            for (size_t i = 0; i < vs.n; i++) {
+                int empty = vs.empty && vs.empty[i];
+                recs[i] = (chrys_merge_record){vs.ids ? vs.ids[i] : now.next_record_id + i, empty ? NULL : vs.data + i * vs.dim,
+                                               empty ? 0 : vs.dim, vs.meta ? vs.meta[i] : NULL};
+            }
+            if (streaming && vs.n == 0) {
+                free(recs);
+                break;
+            }
+            if (!pb_on) progress_start(&pb, "merge", streaming ? vsm.n : vs.n);
+            pb_on = 1;
+            const size_t chunk = 8192;
+            for (size_t i = 0; i < vs.n; i += chunk) {
+                size_t n = vs.n - i < chunk ? vs.n - i : chunk;
+                if ((rc = chrys_merger_merge(m, n, recs + i, NULL))) {
+                    progress_end(&pb);
+                    const char *em = chrys_merger_errmsg(m);
+                    size_t row;
+                    const char *rest;
+                    if (sscanf(em, "record %zu", &row) == 1 && (rest = strchr(em, ' ')) && (rest = strchr(rest + 1, ' ')))
+                        cli_error("%s: record %zu %s", argv[a], base + i + row, rest + 1);
+                    else
+                        cli_error("%s: %s", argv[a], em);
+                    free(recs);
+                    vecset_free(&vs);
+                    code = cli_exit_for(rc);
+                    goto done;
+                }
+                progress_update(&pb, base + i + n);
+            }
+            read_records += vs.n;
+            base += vs.n;
+            free(recs);
+            vecset_free(&vs);
+            if (!streaming) break;
         }
-        progress_end(&pb);
-        read_records += vs.n;
-        free(recs);
-        vecset_free(&vs);
+        if (pb_on) progress_end(&pb);
+        vstream_close(&vsm);
     }
     if ((rc = chrys_merger_mark_run(m)) || (rc = chrys_merger_save(m, store, &msg))) {
         cli_error("%s", msg ? msg : chrys_merger_errmsg(m));
@@ -595,6 +615,7 @@ int cmd_merge(int argc, char **argv)
         free(counts);
     }
 done:
+    vstream_close(&vsm);
     if (mc.log) fclose(mc.log);
     chrys_free(msg);
     chrys_merger_free(m);

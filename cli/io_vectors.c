@@ -8,6 +8,8 @@
  */
 #include <ctype.h>
 #include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,4 +269,104 @@ int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out,
     int rc = read_all(path, &buf, &len, err, errlen);
     if (rc) return rc;
     return vecset_parse(strcmp(path, "-") ? path : "(stdin)", fmt, raw_dim, buf, len, out, err, errlen, note, notelen);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Streaming: large fvecs / raw float32 files read a chunk of rows at a time (merge), so the
+ * file is never in memory whole. The file's size is checked against its record size first;
+ * each chunk is checked (dimension headers, NaN/Inf) as it is read, with the same messages.
+ */
+int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    if (!strcmp(path, "-")) return 1;
+    const char *dot = strrchr(path, '.');
+    if (fmt == FMT_AUTO && dot)
+        fmt = !strcmp(dot, ".fvecs") ? FMT_FVECS
+              : (!strcmp(dot, ".f32") || !strcmp(dot, ".raw") || !strcmp(dot, ".bin")) ? FMT_RAW
+                                                                                         : FMT_AUTO;
+    if (fmt != FMT_FVECS && fmt != FMT_RAW) return 1;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 1; /* the whole-file reader reports it */
+    struct stat st;
+    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size == 0) {
+        fclose(f);
+        return 1;
+    }
+    size_t len = (size_t)st.st_size;
+    uint32_t d = raw_dim;
+    if (fmt == FMT_FVECS) {
+        int32_t hd;
+        if (len < 4 || fread(&hd, 4, 1, f) != 1 || hd < 1 || hd > CHRYS_MAX_DIM) {
+            fclose(f);
+            return 1;
+        }
+        d = (uint32_t)hd;
+    } else if (d < 1 || d > CHRYS_MAX_DIM) {
+        fclose(f);
+        return 1;
+    }
+    size_t row = (fmt == FMT_FVECS ? 4 : 0) + (size_t)d * 4;
+    if (len % row) { /* the whole-file reader names the truncated record */
+        fclose(f);
+        return 1;
+    }
+    snprintf(s->name, sizeof s->name, "%s", path);
+    s->f = f;
+    s->fvecs = fmt == FMT_FVECS;
+    s->dim = d;
+    s->row = row;
+    s->n = len / row;
+    (void)err;
+    (void)errlen;
+    return CHRYS_OK;
+}
+
+int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    size_t n = s->n - s->next < max_rows ? s->n - s->next : max_rows;
+    if (n == 0) return CHRYS_OK;
+    unsigned char *buf = malloc(n * s->row);
+    if (!buf) {
+        snprintf(err, errlen, "%s: out of memory reading %zu records", s->name, n);
+        return CHRYS_NOMEM;
+    }
+    if (fseeko(s->f, (off_t)(s->next * s->row), SEEK_SET) || fread(buf, s->row, n, s->f) != n) {
+        snprintf(err, errlen, "%s: read error at record %zu", s->name, s->next);
+        free(buf);
+        return CHRYS_IO;
+    }
+    for (size_t r = 0; s->fvecs && r < n; r++) {
+        int32_t dr;
+        memcpy(&dr, buf + r * s->row, 4);
+        if (dr != (int32_t)s->dim) {
+            snprintf(err, errlen, "%s: record %zu (byte offset %zu): dimension %d differs from %u", s->name, s->next + r,
+                     (s->next + r) * s->row, dr, s->dim);
+            free(buf);
+            return CHRYS_DIM;
+        }
+        memmove(buf + r * (size_t)s->dim * 4, buf + r * s->row + 4, (size_t)s->dim * 4);
+    }
+    float *x = (float *)buf;
+    for (size_t r = 0; r < n; r++)
+        for (uint32_t j = 0; j < s->dim; j++)
+            if (!isfinite(x[r * s->dim + j])) {
+                snprintf(err, errlen, "%s: record %zu (byte offset %zu): component %u is %s", s->name, s->next + r,
+                         (s->next + r) * s->row + (s->fvecs ? 4 : 0) + (size_t)j * 4, j,
+                         isnan(x[r * s->dim + j]) ? "NaN" : "infinite");
+                free(buf);
+                return CHRYS_INVALID;
+            }
+    out->n = n;
+    out->dim = s->dim;
+    out->data = x;
+    s->next += n;
+    return CHRYS_OK;
+}
+
+void vstream_close(vstream *s)
+{
+    if (s->f) fclose(s->f);
+    s->f = NULL;
 }

@@ -111,13 +111,22 @@ void chrys_free_aligned(void *p)
 
 void *chrys_realloc_aligned(void *p, size_t old_n, size_t new_n)
 {
-    void *q = chrys_malloc_aligned(new_n);
-    if (!q) return NULL;
-    if (p) {
-        memcpy(q, p, old_n < new_n ? old_n : new_n);
-        chrys_free_aligned(p);
-    }
-    return q;
+    if (!p) return chrys_malloc_aligned(new_n);
+    /* Grown in place by the host's realloc (glibc moves large blocks with mremap: no copy, and no
+     * moment holding both the old and the new block), then the rows are moved if the new block's
+     * alignment offset differs from the old one's. */
+    size_t off, total;
+    if (chrys_add_size(new_n, 64 + sizeof(size_t), &total)) return NULL;
+    memcpy(&off, (unsigned char *)p - sizeof(size_t), sizeof off);
+    unsigned char *raw = chrys_realloc((unsigned char *)p - off, total);
+    if (!raw) return NULL;
+    uintptr_t start = (uintptr_t)(raw + sizeof(size_t));
+    uintptr_t aligned = (start + 63) & ~(uintptr_t)63;
+    size_t noff = (size_t)(aligned - (uintptr_t)raw);
+    if (noff != off) memmove(raw + noff, raw + off, old_n < new_n ? old_n : new_n);
+    memcpy((unsigned char *)aligned - sizeof(size_t), &noff, sizeof noff);
+    chrys_advise_huge((void *)aligned, new_n);
+    return (void *)aligned;
 }
 
 char *chrys_strdup(const char *s)

@@ -629,12 +629,22 @@ static int decide(chrys_merger *m, const float *qn, const uint64_t *cid, const d
 {
     int all_dirty;
     first_untouched(cid, csc, k, dirty, best, best_s, &all_dirty);
-    if (all_dirty && can_recheck) {
-        int rc = live_best(m, qn, exact, nt, best, best_s);
-        if (rc) return rc;
-        if (exact) return CHRYS_OK; /* complete: every row was scanned */
-    }
     rescore_dirty(m, qn, dlist, nd, best, best_s);
+    /* Every candidate was changed: an untouched entry outside the list scores at most the last
+     * candidate's score, so a changed entry above that is the best; otherwise search again. */
+    if (all_dirty && can_recheck && !(*best != CHRYS_NO_ID && *best_s > csc[k - 1])) {
+        uint64_t lb;
+        double ls;
+        int rc = live_best(m, qn, exact, nt, &lb, &ls);
+        if (rc) return rc;
+        if (exact) { /* complete: every row was scanned */
+            *best = lb;
+            *best_s = ls;
+        } else if (lb != CHRYS_NO_ID && (ls > *best_s || (ls == *best_s && lb < *best))) {
+            *best = lb; /* (the index cannot see rows still waiting to be linked: rescored above) */
+            *best_s = ls;
+        }
+    }
     return CHRYS_OK;
 }
 
