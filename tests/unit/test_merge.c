@@ -13,7 +13,9 @@
 
 #include "../harness.h"
 #include "chrysalis.h"
+#include "index.h"
 #include "internal.h"
+#include "sq8.h"
 #include "kernels/dist.h"
 #include "tests.h"
 
@@ -722,5 +724,232 @@ void test_merge_index_backed(void)
     free(recs);
     free(ex);
     free(ap);
+    free(x);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The merger at scale: the planner's HNSW.
+ */
+
+/* A stream of n records around nc centres, cluster sizes skewed, per-cluster spreads between a
+ * tight cluster (cosine to its centre ~0.98, merges into one entry) and a loose one (~0.75, never
+ * merges), so that many records fall near the threshold. */
+static float *varied_stream(uint64_t *s, size_t n, size_t d, size_t nc)
+{
+    float *c = malloc(nc * d * sizeof(float)), *sp = malloc(nc * sizeof(float)), *x = malloc(n * d * sizeof(float));
+    for (size_t i = 0; i < nc * d; i++) c[i] = h_gauss(s);
+    for (size_t k = 0; k < nc; k++) sp[k] = 0.2f + 0.7f * (float)h_uniform(s);
+    for (size_t r = 0; r < n; r++) {
+        double u = h_uniform(s);
+        size_t k = (size_t)(u * u * (double)nc) % nc; /* skewed: low-numbered clusters are larger */
+        for (size_t i = 0; i < d; i++) x[r * d + i] = c[k * d + i] + sp[k] * h_gauss(s);
+    }
+    free(c);
+    free(sp);
+    return x;
+}
+
+/* Agreement of two runs over the same records: a record agrees when it ended in the entry created
+ * by the same record in both runs (entry numbers shift after one extra or missing entry; the
+ * creating record does not). first: the first record that differs (n when none). */
+static size_t creator_agreement(const chrys_merge_result *a, const chrys_merge_result *b, size_t n, size_t *first)
+{
+    /* entry -> the record that created it (entries are numbered 0, 1, ... in creation order) */
+    uint64_t *ea = calloc(n + 1, sizeof *ea), *eb = calloc(n + 1, sizeof *eb);
+    size_t agree = 0;
+    *first = n;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].action == CHRYS_MERGE_ADDED && a[i].entry < n) ea[a[i].entry] = i;
+        if (b[i].action == CHRYS_MERGE_ADDED && b[i].entry < n) eb[b[i].entry] = i;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t xa = a[i].entry < n ? ea[a[i].entry] : UINT64_MAX, xb = b[i].entry < n ? eb[b[i].entry] : UINT64_MAX;
+        if (xa == xb) agree++;
+        else if (*first == n) *first = i;
+    }
+    free(ea);
+    free(eb);
+    return agree;
+}
+
+static chrys_merger *hnsw_merger(uint32_t d, uint64_t auto_threshold, int exact)
+{
+    chrys_merge_opts o;
+    chrys_merge_opts_init(&o);
+    o.dim = d;
+    o.auto_threshold = auto_threshold;
+    o.exact = exact;
+    chrys_merger *m = NULL;
+    CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
+    return m;
+}
+
+void test_merge_hnsw_scale(void)
+{
+    /* 20,000 records, 64-d, 400 clusters: the planner switches to HNSW at 1,000 entries. The
+     * index-backed merge agrees with the exact merge on >= 99.9% of the records and takes most
+     * of its candidates from the graph; with the safeguard off and a narrow walk, verify reports
+     * a disagreement exactly when the runs differ (up to the first difference both runs hold the
+     * same state, so that record's decision differs from the exact one on the same state). */
+    uint64_t s = h_seed + 77;
+    const size_t d = 64, n = 20000;
+    float *x = varied_stream(&s, n, d, 400);
+    chrys_merge_record *recs = malloc(n * sizeof *recs);
+    chrys_merge_result *ex = malloc(n * sizeof *ex), *ap = malloc(n * sizeof *ap);
+    for (size_t i = 0; i < n; i++) recs[i] = (chrys_merge_record){i, x + i * d, (uint32_t)d, NULL};
+    chrys_merger *m = hnsw_merger((uint32_t)d, 1000, 1);
+    CHECK_EQ(chrys_merger_merge(m, n, recs, ex), CHRYS_OK);
+    chrys_merge_stats se = {sizeof se};
+    chrys_merger_get_stats(m, &se);
+    chrys_merger_free(m);
+    CHECK_EQ(se.approx_records, 0);
+    CHECK(se.merged > n / 5 && se.added > n / 5); /* a real mix of merges and appends */
+
+    m = hnsw_merger((uint32_t)d, 1000, 0);
+    CHECK_EQ(chrys_merger_merge(m, n, recs, ap), CHRYS_OK);
+    chrys_merge_stats sa = {sizeof sa};
+    chrys_merger_get_stats(m, &sa);
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(chrys_merger_index(m), &info);
+    CHECK_EQ(info.kind, CHRYS_INDEX_HNSW);
+    CHECK(info.planned);
+    chrys_merger_free(m);
+    size_t first, agree = creator_agreement(ex, ap, n, &first);
+    fprintf(stderr, "    hnsw merge: %zu of %zu agree (first difference %zu); %llu from the index, %llu confirmed\n", agree,
+            n, first, (unsigned long long)sa.approx_records, (unsigned long long)sa.confirmations);
+    if (agree * 1000 < n * 999) h_fail(__FILE__, __LINE__, "HNSW merge agrees on %zu of %zu records (< 99.9%%)", agree, n);
+    CHECK(sa.approx_records > n * 9 / 10);
+    CHECK(sa.confirmations > 0 && sa.confirmations < sa.approx_records / 2);
+
+    chrys_merge_opts o;
+    chrys_merge_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.confirm_margin = 0;
+    o.ef_search = 8;
+    o.verify = 1;
+    m = NULL;
+    CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_merger_merge(m, n, recs, ap), CHRYS_OK);
+    chrys_merger_get_stats(m, &sa);
+    chrys_merger_free(m);
+    agree = creator_agreement(ex, ap, n, &first);
+    fprintf(stderr, "    no safeguard, ef 8: %zu of %zu agree; verify: %llu disagreements\n", agree, n,
+            (unsigned long long)sa.disagreements);
+    CHECK_EQ(sa.verified, n);
+    CHECK_EQ(agree == n, sa.disagreements == 0);
+    free(recs);
+    free(ex);
+    free(ap);
+    free(x);
+}
+
+void test_merge_hnsw_continuation(void)
+{
+    /* A store continued across the planner's switch (Flat, saved, reopened, then past the
+     * threshold) and a store an earlier version planned as IVF (reopened: it becomes HNSW at its
+     * next merge) both agree with one exact run over the whole stream. */
+    uint64_t s = h_seed + 78;
+    const size_t d = 48, n = 6000;
+    float *x = varied_stream(&s, n, d, 150);
+    chrys_merge_record *recs = malloc(n * sizeof *recs);
+    chrys_merge_result *ex = malloc(n * sizeof *ex), *ap = malloc(n * sizeof *ap);
+    for (size_t i = 0; i < n; i++) recs[i] = (chrys_merge_record){i, x + i * d, (uint32_t)d, NULL};
+    chrys_merger *m = hnsw_merger((uint32_t)d, 500, 1);
+    CHECK_EQ(chrys_merger_merge(m, n, recs, ex), CHRYS_OK);
+    chrys_merger_free(m);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/chrys_merge_cont_%d.chrys", (int)getpid());
+    for (int old_ivf = 0; old_ivf < 2; old_ivf++) {
+        size_t cut = old_ivf ? 2500 : 300;
+        m = hnsw_merger((uint32_t)d, 500, 0);
+        if (old_ivf) ((chrys_index *)chrys_merger_index(m))->plan_kind = CHRYS_INDEX_IVF; /* as before HNSW */
+        CHECK_EQ(chrys_merger_merge(m, cut, recs, ap), CHRYS_OK);
+        chrys_index_info info = {sizeof info};
+        chrys_index_get_info(chrys_merger_index(m), &info);
+        CHECK_EQ(info.kind, old_ivf ? CHRYS_INDEX_IVF : CHRYS_INDEX_FLAT);
+        CHECK_EQ(chrys_merger_save(m, path, NULL), CHRYS_OK);
+        chrys_merger_free(m);
+        CHECK_EQ(chrys_merger_open(path, &m, NULL), CHRYS_OK);
+        CHECK_EQ(chrys_merger_merge(m, n - cut, recs + cut, ap + cut), CHRYS_OK);
+        chrys_index_get_info(chrys_merger_index(m), &info);
+        CHECK_EQ(info.kind, CHRYS_INDEX_HNSW);
+        CHECK_EQ(chrys_merger_save(m, path, NULL), CHRYS_OK);
+        chrys_merger_free(m);
+        CHECK_EQ(chrys_merger_open(path, &m, NULL), CHRYS_OK); /* the graph store loads and checks */
+        chrys_merge_stats st = {sizeof st};
+        chrys_merger_get_stats(m, &st);
+        CHECK_EQ(st.records, n);
+        chrys_merger_free(m);
+        size_t first, agree = creator_agreement(ex, ap, n, &first);
+        if (agree * 1000 < n * 999)
+            h_fail(__FILE__, __LINE__, "continued store (%s) agrees on %zu of %zu records", old_ivf ? "IVF" : "Flat", agree, n);
+    }
+    unlink(path);
+    free(recs);
+    free(ex);
+    free(ap);
+    free(x);
+}
+
+void test_merge_hnsw_index_current(void)
+{
+    /* With the graph in use: a merge rewrites the entry's float32 row and its SQ8 code at once;
+     * an entry appended earlier in the same block takes a later near-duplicate; when the merge
+     * returns every entry is linked and found by a search of the merger's index. */
+    uint64_t s = h_seed + 79;
+    const size_t d = 32, n = 3000;
+    float *x = varied_stream(&s, n, d, 60);
+    chrys_merge_record *recs = malloc((n + 2) * sizeof *recs);
+    chrys_merge_result *res = malloc((n + 2) * sizeof *res);
+    for (size_t i = 0; i < n; i++) recs[i] = (chrys_merge_record){i, x + i * d, (uint32_t)d, NULL};
+    chrys_merger *m = hnsw_merger((uint32_t)d, 200, 0);
+    CHECK_EQ(chrys_merger_merge(m, n, recs, res), CHRYS_OK);
+    const chrys_index *ix = chrys_merger_index(m);
+    CHECK_EQ(ix->kind, CHRYS_INDEX_HNSW);
+    CHECK_EQ(ix->pending, 0);
+    chrys_merge_stats st = {sizeof st};
+    chrys_merger_get_stats(m, &st);
+    float *v = malloc(d * sizeof(float)), *dec = malloc(d * sizeof(float));
+    size_t found = 0, code_bad = 0;
+    for (uint64_t e = 0; e < st.entries; e++) {
+        chrys_merge_entry en = {sizeof en};
+        CHECK_EQ(chrys_merger_get_entry(m, e, &en, v), CHRYS_OK);
+        uint32_t slot = idmap_get(&ix->map, e);
+        sq8_decode(ix, slot, dec); /* the code follows the row */
+        for (size_t i = 0; i < d; i++)
+            if (fabsf(dec[i] - ix->vecs[(size_t)slot * d + i]) > ix->sq_step[i] * 0.5f + 1e-6f &&
+                ix->vecs[(size_t)slot * d + i] >= ix->sq_min[i] && ix->vecs[(size_t)slot * d + i] <= ix->sq_min[i] + 255 * ix->sq_step[i])
+                code_bad++;
+        chrys_search_opts so;
+        chrys_search_opts_init(&so);
+        so.k = 1;
+        so.ef_search = 64;
+        chrys_hit h;
+        CHECK_EQ(chrys_index_search(ix, 1, v, &so, &h), CHRYS_OK);
+        found += h.id == e && h.score > 0.99999;
+    }
+    CHECK_EQ(code_bad, 0);
+    if (found * 100 < st.entries * 99) h_fail(__FILE__, __LINE__, "%zu of %llu entries found by their own vector", found, (unsigned long long)st.entries);
+    /* a new direction, then its near-duplicate in the same block: merged into the new entry */
+    float *nv = malloc(2 * d * sizeof(float));
+    for (size_t i = 0; i < d; i++) nv[i] = h_gauss(&s) * 10.0f;
+    for (size_t i = 0; i < d; i++) nv[d + i] = nv[i] * 1.5f + 0.01f * h_gauss(&s);
+    chrys_merge_record two[2] = {{n, nv, (uint32_t)d, NULL}, {n + 1, nv + d, (uint32_t)d, NULL}};
+    CHECK_EQ(chrys_merger_merge(m, 2, two, res), CHRYS_OK);
+    CHECK_EQ(res[0].action, CHRYS_MERGE_ADDED);
+    CHECK_EQ(res[1].action, CHRYS_MERGE_MERGED);
+    CHECK_EQ(res[1].entry, res[0].entry);
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.k = 1;
+    chrys_hit h;
+    CHECK_EQ(chrys_index_search(ix, 1, nv, &so, &h), CHRYS_OK);
+    CHECK_EQ(h.id, res[0].entry);
+    chrys_merger_free(m);
+    free(nv);
+    free(v);
+    free(dec);
+    free(recs);
+    free(res);
     free(x);
 }

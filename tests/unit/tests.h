@@ -47,6 +47,9 @@
     X(test_merge_bad_records)                       \
     X(test_merge_semantics_details)                 \
     X(test_merge_index_backed)                      \
+    X(test_merge_hnsw_scale)                        \
+    X(test_merge_hnsw_continuation)                 \
+    X(test_merge_hnsw_index_current)                \
     X(test_embed_deterministic_chrysalis_rows)      \
     X(test_embed_cache_incremental)                 \
     X(test_embed_cache_two_processes)               \
