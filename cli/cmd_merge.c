@@ -50,7 +50,7 @@ static const char *HELP_MERGE =
     "  --ef N                 HNSW candidates kept per record's search (default 64)\n"
     "  --ef-construction N    new store: HNSW candidates kept while linking an entry (default 100)\n"
     "  --nprobe N             IVF lists searched per record (default max(16, nlist/8))\n"
-    "  --confirm-margin M     confirm by exact scan when |best - threshold| < M (default 0.02)\n"
+    "  --confirm-margin M     confirm by exact scan when |best - threshold| < M (default 0.01)\n"
     "  --verify               also check every decision against an exact scan and report disagreements\n"
     "  --format F, --dim D    input format, as for build\n"
     "  -q, --quiet            no summary\n"
@@ -275,7 +275,7 @@ int cmd_merge(int argc, char **argv)
     long nprobe = (long)cfg_uint("nprobe");
     long ef = (long)cfg_uint("ef_search");
     long efc = strcmp(cfg_source("ef_construction"), "default") ? (long)cfg_uint("ef_construction") : 0;
-    double margin = 0.02;
+    double margin = 0.01;
     double threshold = NAN, w_old = NAN, w_new = NAN, slow = cfg_double("slow_search");
     int variant = -1, renorm = -1, mean = -1, skip_invalid = 0, json = 0, quiet = 0, fmt = FMT_AUTO, c;
     long batch = -1, threads = (long)cfg_uint("threads"), dim = 0;

@@ -362,7 +362,7 @@ typedef struct chrys_merge_opts {
     int exact;
     uint32_t nprobe;        /* IVF: 0 = max(16, nlist / 8), and the index is used only from 256 lists
                                on (below, the exact block search is cheaper); set: used whenever IVF */
-    double confirm_margin;  /* default 0.02 */
+    double confirm_margin;  /* default 0.01 */
     int verify;
     uint32_t ef_search;     /* HNSW: candidates kept by the walk (0 = default 64) */
     uint32_t ef_construction; /* HNSW built by the planner for a new merger (0 = default 100) */

@@ -41,7 +41,6 @@
 #define MERGE_K 8 /* candidates per record from the block search */
 #define MERGE_MIN_NLIST 256 /* below this, exact block search is cheaper than the IVF index */
 #define MERGE_MAX_BLOCK 2048 /* records settled together, at most (automatic block size) */
-#define MERGE_INDEX_BLOCK 1024 /* records per block when the index gives the candidates */
 #define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
 #define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
 
@@ -89,7 +88,7 @@ void chrys_merge_opts_init(chrys_merge_opts *o)
     o->slow_search_s = 5.0;
     o->index_spec = "auto";
     o->auto_threshold = 1000;
-    o->confirm_margin = 0.02;
+    o->confirm_margin = 0.01;
 }
 
 static int check_opts(const chrys_merge_opts *o, char **msg)
@@ -703,7 +702,11 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
          * record whatever B; B is large enough that one scan of the entries serves all of the
          * block's exact confirmations. */
         size_t b = B;
-        if (!b && approx) b = MERGE_INDEX_BLOCK;
+        if (!b && approx) { /* each block costs one scan of the entries for its confirmations, each
+                               record about B/2 rescorings of the block's changed entries: B ~ sqrt(E) */
+            b = (size_t)(2.5 * sqrt((double)m->n_entries));
+            if (b < 256) b = 256;
+        }
         if (!b) {
             b = m->n_entries / 16;
             if (b < 16) b = 16;

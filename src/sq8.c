@@ -70,25 +70,39 @@ void sq8_refresh_norms(chrys_index *ix)
 
 void sq8_prepare(const chrys_index *ix, const float *v, sq8_query *q, int8_t *w8)
 {
-    size_t dim = ix->dim;
-    float mx = 0, qsq = 0;
-    double bias = 0;
-    for (size_t d = 0; d < dim; d++) {
-        float w = fabsf(v[d] * ix->sq_step[d]);
-        mx = w > mx ? w : mx;
-        bias += (double)v[d] * ix->sq_min[d];
-        qsq += v[d] * v[d];
+    size_t dim = ix->dim, d = 0;
+    /* 16 independent lanes so the compiler vectorises the sums (the lanes are added in double) */
+    float mx[16] = {0}, bs[16] = {0}, qs[16] = {0};
+    for (; d + 16 <= dim; d += 16)
+        for (int l = 0; l < 16; l++) {
+            float x = v[d + l], w = fabsf(x * ix->sq_step[d + l]);
+            mx[l] = w > mx[l] ? w : mx[l];
+            bs[l] += x * ix->sq_min[d + l];
+            qs[l] += x * x;
+        }
+    for (; d < dim; d++) {
+        float x = v[d], w = fabsf(x * ix->sq_step[d]);
+        mx[0] = w > mx[0] ? w : mx[0];
+        bs[0] += x * ix->sq_min[d];
+        qs[0] += x * x;
     }
-    float inv = mx > 0 ? 127.0f / mx : 0;
-    for (size_t d = 0; d < dim; d++) { /* |t| <= 127; rounded half away from zero (vectorises, no libm call) */
+    float m = 0;
+    double bias = 0, qsq = 0;
+    for (int l = 0; l < 16; l++) {
+        m = mx[l] > m ? mx[l] : m;
+        bias += bs[l];
+        qsq += qs[l];
+    }
+    float inv = m > 0 ? 127.0f / m : 0;
+    for (d = 0; d < dim; d++) { /* |t| <= 127; rounded half away from zero (vectorises, no libm call) */
         float t = v[d] * ix->sq_step[d] * inv;
         w8[d] = (int8_t)(int)(t + (t >= 0 ? 0.5f : -0.5f));
     }
     q->f = v;
     q->w8 = w8;
-    q->scale = mx > 0 ? mx / 127.0f : 0;
+    q->scale = m > 0 ? m / 127.0f : 0;
     q->bias = (float)bias;
-    q->qsq = qsq;
+    q->qsq = (float)qsq;
 }
 
 static int cmp_fin(const void *pa, const void *pb)
@@ -96,6 +110,23 @@ static int cmp_fin(const void *pa, const void *pb)
     const sq8_fin *a = pa, *b = pb;
     if (a->s != b->s) return a->s > b->s ? -1 : 1;
     return a->id < b->id ? -1 : (a->id > b->id);
+}
+
+static void sort_fin(sq8_fin *fin, size_t nc)
+{
+    if (nc <= 48) { /* the usual few candidates: insertion sort, no comparator calls */
+        for (size_t i = 1; i < nc; i++) {
+            sq8_fin x = fin[i];
+            size_t j = i;
+            while (j > 0 && (fin[j - 1].s < x.s || (fin[j - 1].s == x.s && fin[j - 1].id > x.id))) {
+                fin[j] = fin[j - 1];
+                j--;
+            }
+            fin[j] = x;
+        }
+    } else {
+        qsort(fin, nc, sizeof *fin, cmp_fin);
+    }
 }
 
 void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_t nc, size_t k, int use_thr, double thr,
@@ -112,31 +143,38 @@ void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_
             qsq += (double)qv[d] * qv[d];
         }
     }
-    for (size_t j = 0; j < nc; j++) {
-        uint32_t v = c[j];
-        double sc;
-        if (ix->vecs) {
+    if (ix->vecs && k > 0 && nc > k + 8) {
+        /* Float32 rows: score every candidate in float32, then again in double only the k best
+         * and those within float32 error of the k-th (only they can be in the top k). */
+        for (size_t j = 0; j < nc; j++) {
+            const float *x = ix->vecs + (size_t)c[j] * dim;
+            fin[j] = (sq8_fin){l2 ? -kr->l2sq(qv, x, dim) : kr->dot(qv, x, dim), j};
+        }
+        sort_fin(fin, nc);
+        double kth = fin[k - 1].s, tol = 1e-4 * (fabs(kth) > 1 ? fabs(kth) : 1);
+        size_t depth = k;
+        while (depth < nc && fin[depth].s >= kth - tol) depth++;
+        for (size_t j = 0; j < depth; j++) {
+            uint32_t v = c[fin[j].id];
             const float *x = ix->vecs + (size_t)v * dim;
-            sc = l2 ? -kr->l2sq_f64(qv, x, dim) : kr->dot_f64(qv, x, dim);
-        } else {
-            double ip = bias + kr->dot_u8(wf, ix->codes + (size_t)v * dim, dim);
-            sc = l2 ? 2 * ip - ix->sq_csq[v] - qsq : ip;
+            fin[j] = (sq8_fin){l2 ? -kr->l2sq_f64(qv, x, dim) : kr->dot_f64(qv, x, dim), ix->ids[v]};
         }
-        fin[j] = (sq8_fin){sc, ix->ids[v]};
-    }
-    if (nc <= 48) { /* the usual few candidates: insertion sort, no comparator calls */
-        for (size_t i = 1; i < nc; i++) {
-            sq8_fin x = fin[i];
-            size_t j = i;
-            while (j > 0 && (fin[j - 1].s < x.s || (fin[j - 1].s == x.s && fin[j - 1].id > x.id))) {
-                fin[j] = fin[j - 1];
-                j--;
-            }
-            fin[j] = x;
-        }
+        nc = depth;
     } else {
-        qsort(fin, nc, sizeof *fin, cmp_fin);
+        for (size_t j = 0; j < nc; j++) {
+            uint32_t v = c[j];
+            double sc;
+            if (ix->vecs) {
+                const float *x = ix->vecs + (size_t)v * dim;
+                sc = l2 ? -kr->l2sq_f64(qv, x, dim) : kr->dot_f64(qv, x, dim);
+            } else {
+                double ip = bias + kr->dot_u8(wf, ix->codes + (size_t)v * dim, dim);
+                sc = l2 ? 2 * ip - ix->sq_csq[v] - qsq : ip;
+            }
+            fin[j] = (sq8_fin){sc, ix->ids[v]};
+        }
     }
+    sort_fin(fin, nc);
     size_t m = 0;
     for (size_t j = 0; j < nc && m < k; j++) {
         double sc = l2 ? -fin[j].s : fin[j].s;
