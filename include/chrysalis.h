@@ -396,6 +396,7 @@ typedef struct chrys_merge_stats {
     uint64_t confirmations;  /* of those, confirmed by an exact scan (near the threshold or none found) */
     uint64_t verified;       /* records checked against an exact scan (verify) */
     uint64_t disagreements;  /* of those, a different decision (action or entry) */
+    uint64_t relinks;        /* entries linked again into the HNSW graph after moving (see docs/MERGER.md) */
 } chrys_merge_stats;
 
 typedef struct chrys_merge_entry {

@@ -688,6 +688,48 @@ static void build_worker(void *arg, unsigned wk, size_t b, size_t e)
     }
 }
 
+typedef struct relink_ctx {
+    chrys_index *ix;
+    const uint32_t *slots;
+    size_t n;
+    atomic_size_t next;
+    hscratch **scratch;
+    int locked;
+} relink_ctx;
+
+static void relink_worker(void *arg, unsigned wk, size_t b, size_t e)
+{
+    (void)b;
+    (void)e;
+    relink_ctx *c = arg;
+    chrys_index *ix = c->ix;
+    walk w = {ix, ix->hnsw, chrys_kernels_active(), c->scratch[wk], c->locked, CHRYS_NO_SLOT, NULL};
+    for (;;) {
+        size_t i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->n) break;
+        link_node(&w, c->slots[i], ix->vecs + (size_t)c->slots[i] * ix->dim);
+    }
+}
+
+int hnsw_relink(chrys_index *ix, const uint32_t *slots, size_t n)
+{
+    if (n == 0) return CHRYS_OK;
+    unsigned nt = ix->build_threads ? ix->build_threads : chrys_online_cpus();
+    if (nt > 64) nt = 64;
+    if (n < 16) nt = 1;
+    hscratch *scr[64] = {0};
+    int rc = CHRYS_OK;
+    for (unsigned t = 0; t < nt && !rc; t++)
+        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, ix->hnsw->efc, ix->hnsw->M0)) rc = CHRYS_NOMEM;
+    if (!rc) {
+        relink_ctx c = {ix, slots, n, 0, scr, nt > 1};
+        chrys_parallel_for(nt, nt, relink_worker, &c);
+    }
+    for (unsigned t = 0; t < nt; t++)
+        if (scr[t]) scratch_put(ix, scr[t]);
+    return rc;
+}
+
 int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
 {
     hnsw *h = ix->hnsw;

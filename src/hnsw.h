@@ -26,6 +26,11 @@ CHRYS_PRIVATE int hnsw_reserve(chrys_index *ix, size_t cap);
 CHRYS_PRIVATE int hnsw_after_add(chrys_index *ix, size_t first, const float *rows);
 /* Slot's row was replaced by v (unit under cosine): re-encode, repair the old neighbourhood, relink. */
 CHRYS_PRIVATE int hnsw_update(chrys_index *ix, uint32_t slot, const float *v);
+/* The float32 rows of these linked slots moved (merger; their codes already re-encoded): link
+ * each again from where it is now, on all cores (build_threads): new out-links first, the old ones
+ * kept after them while there is room, back-links from its new neighbours. Links to it from its
+ * old neighbourhood stay. Fails (memory) before changing anything. */
+CHRYS_PRIVATE int hnsw_relink(chrys_index *ix, const uint32_t *slots, size_t n);
 /* Tombstone slot (its id is already unmapped): repair its neighbours, move the entry point. */
 CHRYS_PRIVATE int hnsw_remove(chrys_index *ix, uint32_t slot);
 CHRYS_PRIVATE int hnsw_compact(chrys_index *ix);

@@ -41,6 +41,7 @@
 #define MERGE_K 8 /* candidates per record from the block search */
 #define MERGE_MIN_NLIST 256 /* below this, exact block search is cheaper than the IVF index */
 #define MERGE_MAX_BLOCK 2048 /* records settled together, at most (automatic block size) */
+#define MERGE_RELINK_DRIFT 0.5 /* radians an entry may move before it is linked again into the graph */
 #define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
 #define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
 
@@ -49,6 +50,8 @@ struct chrys_merger {
     chrys_index *ix;      /* entries: id == entry number */
     size_t n_entries, cap;
     uint32_t *merged_count;
+    float *drift;         /* radians the entry moved since it was last linked into the HNSW graph */
+    uint64_t relinks;
     double *similarity;   /* NaN: never merged */
     uint64_t *first_record;
     /* record id -> entry, in merge order, plus a hash for duplicate detection */
@@ -141,6 +144,7 @@ void chrys_merger_free(chrys_merger *m)
     if (!m) return;
     chrys_index_free(m->ix);
     chrys_free(m->merged_count);
+    chrys_free(m->drift);
     chrys_free(m->similarity);
     chrys_free(m->first_record);
     chrys_free(m->asn_rec);
@@ -219,7 +223,7 @@ int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *st)
         if (m->asn_rec[a] + 1 > next) next = m->asn_rec[a] + 1;
     chrys_merge_stats s = {sizeof s,      m->n_entries,     m->records,       m->merged,
                            m->added,      m->skipped,       m->n_hist,        next,
-                           m->approx_records, m->confirmations, m->verified, m->disagreements};
+                           m->approx_records, m->confirmations, m->verified, m->disagreements, m->relinks};
     size_t sz = st->struct_size && st->struct_size < sizeof s ? st->struct_size : sizeof s;
     memcpy(st, &s, sz);
     st->struct_size = (uint32_t)sz;
@@ -288,6 +292,10 @@ static int reserve_entries(chrys_merger *m, size_t extra)
     uint32_t *mc = chrys_realloc(m->merged_count, cap * sizeof *mc);
     if (!mc) return CHRYS_NOMEM;
     m->merged_count = mc;
+    float *dr = chrys_realloc(m->drift, cap * sizeof *dr);
+    if (!dr) return CHRYS_NOMEM;
+    m->drift = dr;
+    for (size_t e = m->cap; e < cap; e++) dr[e] = 0;
     double *sim = chrys_realloc(m->similarity, cap * sizeof *sim);
     if (!sim) return CHRYS_NOMEM;
     m->similarity = sim;
@@ -489,6 +497,12 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
         m->ix->meta[slot] = meta;
     }
     m->merged_count[e] = c + 1;
+    if (m->ix->kind == CHRYS_INDEX_HNSW) { /* how far the entry moved: relinked at the block's end past a limit */
+        double no = vec_norm(tmp_old, dim), nn = vec_norm(tmp_new, dim), dp = 0;
+        for (uint32_t i = 0; i < dim; i++) dp += (double)tmp_old[i] * tmp_new[i];
+        double cs = no > 0 && nn > 0 ? dp / (no * nn) : 1;
+        m->drift[e] += (float)acos(cs > 1 ? 1 : cs < -1 ? -1 : cs);
+    }
     m->similarity[e] = score;
     return CHRYS_OK;
 }
@@ -500,6 +514,7 @@ static int apply_append(chrys_merger *m, const chrys_merge_record *r, uint64_t *
     int rc = chrys_index_add(m->ix, 1, &e, r->vec, meta);
     if (rc) return fail(m, rc, "adding entry: %s", chrys_index_errmsg(m->ix));
     m->merged_count[e] = 1;
+    m->drift[e] = 0;
     m->similarity[e] = NAN;
     m->first_record[e] = r->id;
     m->n_entries++;
@@ -674,7 +689,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     float *qblock = NULL, *xq = NULL, *tmp_old = NULL, *tmp_new = NULL;
     uint64_t *cid = NULL, *xid = NULL, *dlist = NULL;
     double *csc = NULL, *xsc = NULL;
-    uint32_t *xpos = NULL;
+    uint32_t *xpos = NULL, *relink = NULL;
     unsigned char *dirty = NULL, *conf = NULL;
     size_t dirty_cap = 0;
     size_t max_b = B ? B : MERGE_MAX_BLOCK;
@@ -690,7 +705,8 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     xpos = chrys_malloc(max_b * sizeof *xpos);
     conf = chrys_malloc(max_b);
     dlist = chrys_malloc(max_b * sizeof *dlist);
-    if (!qblock || !xq || !tmp_old || !tmp_new || !cid || !csc || !xid || !xsc || !xpos || !conf || !dlist) {
+    relink = chrys_malloc(max_b * sizeof *relink);
+    if (!qblock || !xq || !tmp_old || !tmp_new || !cid || !csc || !xid || !xsc || !xpos || !conf || !dlist || !relink) {
         rc = fail(m, CHRYS_NOMEM, "out of memory");
         goto done;
     }
@@ -837,15 +853,26 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
             q++;
         }
         for (size_t d = 0; d < nd; d++) dirty[dlist[d]] = 0;
-        /* The block's new entries join the graph (all cores) before the next block's search. */
-        if (m->ix->pending) {
+        /* Before the next block's search, on all cores: the block's new entries join the graph,
+         * and entries that moved more than MERGE_RELINK_DRIFT since they were linked are linked
+         * again from where they are now (without it, an entry that many merges dragged across its
+         * cluster is missed by walks from its new neighbourhood). */
+        if (m->ix->kind == CHRYS_INDEX_HNSW) {
             double t0 = now_s();
-            size_t np = m->ix->pending;
-            if ((rc = index_link_pending(m->ix))) {
-                rc = fail(m, rc, "%s", chrys_index_errmsg(m->ix));
+            size_t np = m->ix->pending, nr = 0, linked = m->ix->n - np;
+            for (size_t d = 0; d < nd; d++) {
+                uint64_t e = dlist[d];
+                if (!(m->drift[e] > MERGE_RELINK_DRIFT)) continue;
+                m->drift[e] = 0;
+                uint32_t slot = idmap_get(&m->ix->map, e);
+                if (slot < linked) relink[nr++] = slot; /* (a new entry is linked where it is now) */
+            }
+            if ((rc = index_link_pending(m->ix)) || (rc = hnsw_relink(m->ix, relink, nr))) {
+                rc = fail(m, rc, "out of memory linking entries into the graph");
                 goto done;
             }
-            report(m, t0, m->n_entries, np, "hnsw-link");
+            m->relinks += nr;
+            if (np + nr) report(m, t0, m->n_entries, np + nr, "hnsw-link");
         }
         i0 += b;
     }
@@ -864,6 +891,7 @@ done:
     chrys_free(conf);
     chrys_free(dirty);
     chrys_free(dlist);
+    chrys_free(relink);
     return rc;
 }
 
