@@ -111,4 +111,35 @@ expect "slow search warning" 0 "warning: a merge search took" -- \
     "$BIN" merge "$T/m.chrys" $EX/vectors.f32 --dim 1024 --slow-search 0.0000001 --metrics-log "$T/metrics.jsonl" -q
 head -1 "$T/metrics.jsonl" | grep -q '"seconds":.*"entries":.*"ms_per_record":.*"path":"flat-' && ok "metrics log lines" || bad "metrics log lines" "$(head -1 "$T/metrics.jsonl")"
 
+# 6. Streamed fvecs (read a chunk of 65,536 records at a time): errors name the record by its
+# place in the file, also past the first chunk, and leave the store unchanged; the graph.
+/usr/bin/python3 - "$T" <<'P'
+import sys, numpy as np
+t = sys.argv[1]
+def fvecs(path, x):
+    d = np.empty((x.shape[0], x.shape[1] + 1), np.float32)
+    d[:, 0] = np.array([x.shape[1]], np.int32).view(np.float32)[0]; d[:, 1:] = x; d.tofile(path)
+rng = np.random.default_rng(5)
+x = rng.standard_normal((3, 3)).astype(np.float32)
+fvecs(t + "/hdr.fvecs", x)
+b = bytearray(open(t + "/hdr.fvecs", "rb").read()); b[16:20] = np.array([4], np.int32).tobytes()
+open(t + "/hdr.fvecs", "wb").write(b)
+x[2, 1] = np.nan; fvecs(t + "/nan.fvecs", x)
+big = rng.standard_normal((65600, 4)).astype(np.float32); big[65541] = 0; fvecs(t + "/big.fvecs", big)
+g = rng.standard_normal((3000, 16)).astype(np.float32); fvecs(t + "/g1.fvecs", g[:1500]); fvecs(t + "/g2.fvecs", g[1500:])
+fvecs(t + "/small4.fvecs", rng.standard_normal((10, 4)).astype(np.float32))
+P
+expect "streamed: dimension header" 3 "hdr.fvecs: record 1 (byte offset 16): dimension 4 differs from 3" -- "$BIN" merge "$T/s3.chrys" "$T/hdr.fvecs"
+expect "streamed: NaN" 3 "nan.fvecs: record 2 (byte offset 40): component 1 is NaN" -- "$BIN" merge "$T/s3.chrys" "$T/nan.fvecs"
+[ ! -e "$T/s3.chrys" ] && ok "failed first run writes no store" || bad "failed first run writes no store"
+"$BIN" merge "$T/s4.chrys" "$T/small4.fvecs" -q
+cp "$T/s4.chrys" "$T/s4.bak"
+expect "streamed: error in the second chunk" 3 "big.fvecs: record 65541 (id 65551): zero vector" -- "$BIN" merge "$T/s4.chrys" "$T/big.fvecs" --dim 4 --format fvecs
+cmp -s "$T/s4.chrys" "$T/s4.bak" && ok "second-chunk error: store unchanged" || bad "second-chunk error: store unchanged"
+expect "graph: planner switches during the merge" 0 "plan:     1000 vectors >= threshold 1000: HNSW16,SQ8,RFlat" -- \
+    sh -c "'$BIN' merge '$T/gr.chrys' '$T/g1.fvecs' -q && '$BIN' info '$T/gr.chrys'"
+expect "graph: continued store, verify" 0 " of 1500 decisions differ from the exact scan" -- "$BIN" merge "$T/gr.chrys" "$T/g2.fvecs" --verify --ef 32
+expect "graph: history of two runs" 0 "history:  2 runs" -- "$BIN" info "$T/gr.chrys"
+expect "bad --ef" 2 "--ef: expected 1..100000" -- "$BIN" merge "$T/gr.chrys" "$T/g2.fvecs" --ef 0
+
 finish "merge cli"
