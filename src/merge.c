@@ -24,6 +24,12 @@
  * record is searched again against the live index. Decisions therefore equal the one-at-a-time
  * algorithm's exactly; tests/unit/test_merge.c checks this against an independent oracle.
  *
+ * Index-backed (past the planner's threshold, docs/MERGER.md): the block's candidates come from
+ * the planner's HNSW graph (or an IVF index) instead of the exact scan; records whose best
+ * candidate lies within confirm_margin of the threshold get exact candidates from one exact scan
+ * for the block; settling is the same. Merges rewrite an entry's row and code in place; at the
+ * block's end the new entries are linked and those that moved far are linked again.
+ *
  * Ownership: the merger owns its index; chrys_merger_index lends it out read-only.
  * Threads: a merger is used by one thread at a time; merges use n_threads workers internally.
  */
