@@ -587,9 +587,11 @@ int cmd_merge(int argc, char **argv)
                 first = 0;
                 e = f;
             }
-            printf("},\"index_backed\":{\"records\":%llu,\"confirmed\":%llu,\"verified\":%llu,\"disagreements\":%llu}}\n",
+            printf("},\"index_backed\":{\"records\":%llu,\"confirmed\":%llu,\"verified\":%llu,\"disagreements\":%llu,"
+                   "\"relinked\":%llu}}\n",
                    (unsigned long long)after.approx_records, (unsigned long long)after.confirmations,
-                   (unsigned long long)after.verified, (unsigned long long)after.disagreements);
+                   (unsigned long long)after.verified, (unsigned long long)after.disagreements,
+                   (unsigned long long)after.relinks);
         } else {
             printf("%s: merged %zu records in %.3f s (threshold %g, %s merger)\n", store, read_records + parse_skipped,
                    secs, o.threshold, o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding");
@@ -605,8 +607,10 @@ int cmd_merge(int argc, char **argv)
             }
             printf("\n  searches: %zu (%.3f s), slow: %zu\n", mc.n_searches, mc.total_s, mc.n_slow);
             if (after.approx_records)
-                printf("  index-backed: %llu records from the index's candidates, %llu confirmed by exact scan\n",
-                       (unsigned long long)after.approx_records, (unsigned long long)after.confirmations);
+                printf("  index-backed: %llu records from the index's candidates, %llu confirmed by exact scan, "
+                       "%llu entries relinked\n",
+                       (unsigned long long)after.approx_records, (unsigned long long)after.confirmations,
+                       (unsigned long long)after.relinks);
             if (after.verified)
                 printf("  verify: %llu of %llu decisions differ from the exact scan (%.4f%%)\n",
                        (unsigned long long)after.disagreements, (unsigned long long)after.verified,
