@@ -349,7 +349,7 @@ typedef struct chrys_merge_opts {
     void (*on_search)(void *user, const chrys_merge_metrics *m); /* optional */
     void *user;
     /* The entries' index, for a new merger (see chrys_index_opts.spec; default "auto": exact Flat
-     * below auto_threshold entries, then an HNSW16,SQ8,RFlat graph built by the planner during
+     * below auto_threshold entries, then an HNSW32,SQ8,RFlat graph built by the planner during
      * the merge; a store planned as IVF by an earlier version becomes HNSW at its next merge). */
     const char *index_spec;
     uint64_t auto_threshold; /* default 1000 */

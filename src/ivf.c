@@ -39,7 +39,8 @@
 #define KM_INIT_POINTS_PER_CENTROID 16
 #define KM_ITERS 10 /* FAISS trains IVF quantizers with 10 iterations (IndexIVF cp.niter) */
 #define IVF_MIN_POINTS_PER_LIST 39
-#define MERGE_PLAN_M 16 /* HNSW links per node when the planner builds a graph for a merger store */
+#define MERGE_PLAN_M 32 /* HNSW links per node when the planner builds a graph for a merger store (16: 4x the
+                           disagreements on the 1M stream's first 100k records, bench/MERGE_SCALE.md) */
 
 /* ------------------------------------------------------------------------------------------
  * Specifications

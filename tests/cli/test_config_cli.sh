@@ -54,7 +54,7 @@ n=$("$BIN" search h.chrys q.fvecs -k 1 --ef 40 --json | grep -c '"hits":\[{"id":
 expect "HNSW exact top hit equals Flat" 0 "same" -- sh -c "'$BIN' build fl.chrys a.fvecs b.fvecs --index Flat -q &&
     '$BIN' search fl.chrys q.fvecs -k 1 > f.txt && '$BIN' search h.chrys q.fvecs -k 1 --ef 100 > h.txt && cmp -s f.txt h.txt && echo same"
 expect "--sq8 makes HNSW16,SQ8" 0 "HNSW16,SQ8 (M 16, ef_construction 200" -- sh -c "'$BIN' build h8.chrys a.fvecs --index HNSW16 --sq8 -q && '$BIN' info h8.chrys"
-expect "RFlat form" 0 "int8 codes walked, float32 re-ranking" -- sh -c "'$BIN' build hr.chrys a.fvecs --index HNSW16,SQ8,RFlat -q && '$BIN' info hr.chrys"
+expect "RFlat form" 0 "int8 codes walked, float32 re-ranking" -- sh -c "'$BIN' build hr.chrys a.fvecs --index HNSW32,SQ8,RFlat -q && '$BIN' info hr.chrys"
 expect "add to an HNSW store" 0 "index:    HNSW16,SQ8" -- sh -c "'$BIN' add h8.chrys b.fvecs -q && '$BIN' info h8.chrys"
 expect "search --mmap answers the same" 0 "same" -- sh -c "'$BIN' search hr.chrys q.fvecs -k 5 > m1.txt && '$BIN' search hr.chrys q.fvecs -k 5 --mmap > m2.txt && cmp -s m1.txt m2.txt && echo same"
 expect "Flat --sq8: codes only" 0 "index:    SQ8 (int8 codes only, scores approximate)" -- sh -c "'$BIN' build fs.chrys a.fvecs --index Flat --sq8 -q && '$BIN' info fs.chrys"
@@ -96,7 +96,7 @@ rng = np.random.default_rng(9)
 x = rng.standard_normal((1500, 16)).astype(np.float32)
 d = np.empty((1500, 17), np.float32); d[:, 0] = np.array([16], np.int32).view(np.float32)[0]; d[:, 1:] = x; d.tofile("m.fvecs")
 P
-expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: HNSW16,SQ8,RFlat" -- \
+expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: HNSW32,SQ8,RFlat" -- \
     sh -c "'$BIN' merge m.chrys m.fvecs --auto-threshold 500 -q && '$BIN' info m.chrys"
 "$BIN" merge m2.chrys m.fvecs --index Flat -q
 "$BIN" export m.chrys --format fvecs -o m.out
