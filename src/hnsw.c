@@ -664,8 +664,9 @@ void hnsw_params(const chrys_index *ix, uint32_t *M, uint32_t *efc, int *max_lev
  */
 typedef struct build_ctx {
     chrys_index *ix;
-    size_t first, end;
-    const float *rows;
+    size_t first, end;    /* items [first, end): slots, or indexes into slots */
+    const float *rows;    /* row of slot v at rows + (v - first) * dim (new nodes) */
+    const uint32_t *slots; /* non-NULL: relink these slots, rows from ix->vecs */
     atomic_size_t next, done;
     hscratch **scratch;
     int locked;
@@ -682,51 +683,47 @@ static void build_worker(void *arg, unsigned wk, size_t b, size_t e)
         size_t i0 = atomic_fetch_add(&c->next, 16);
         if (i0 >= c->end) break;
         size_t i1 = i0 + 16 < c->end ? i0 + 16 : c->end;
-        for (size_t v = i0; v < i1; v++) link_node(&w, (uint32_t)v, c->rows + (v - c->first) * ix->dim);
+        for (size_t i = i0; i < i1; i++) {
+            uint32_t v = c->slots ? c->slots[i] : (uint32_t)i;
+            link_node(&w, v, c->slots ? ix->vecs + (size_t)v * ix->dim : c->rows + (i - c->first) * ix->dim);
+        }
         size_t d = atomic_fetch_add(&c->done, i1 - i0) + (i1 - i0);
-        if (wk == 0 && ix->progress) ix->progress(d, c->end - c->first, ix->progress_ctx);
+        if (wk == 0 && ix->progress && !c->slots) ix->progress(d, c->end - c->first, ix->progress_ctx);
     }
 }
 
-typedef struct relink_ctx {
-    chrys_index *ix;
-    const uint32_t *slots;
-    size_t n;
-    atomic_size_t next;
-    hscratch **scratch;
-    int locked;
-} relink_ctx;
-
-static void relink_worker(void *arg, unsigned wk, size_t b, size_t e)
+/* Workers for n links: all cores (build_threads) unless n is small; one scratch each. */
+static unsigned link_workers(const chrys_index *ix, size_t n)
 {
-    (void)b;
-    (void)e;
-    relink_ctx *c = arg;
-    chrys_index *ix = c->ix;
-    walk w = {ix, ix->hnsw, chrys_kernels_active(), c->scratch[wk], c->locked, CHRYS_NO_SLOT, NULL};
-    for (;;) {
-        size_t i = atomic_fetch_add(&c->next, 1);
-        if (i >= c->n) break;
-        link_node(&w, c->slots[i], ix->vecs + (size_t)c->slots[i] * ix->dim);
-    }
+    unsigned nt = ix->build_threads ? ix->build_threads : chrys_online_cpus();
+    if (nt > 64) nt = 64;
+    return n < 64 ? 1 : nt; /* (a thread start costs about one insertion) */
+}
+
+static int scratch_get_all(chrys_index *ix, unsigned nt, hscratch **scr)
+{
+    for (unsigned t = 0; t < nt; t++)
+        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, ix->hnsw->efc, ix->hnsw->M0)) return CHRYS_NOMEM;
+    return CHRYS_OK;
+}
+
+static void scratch_put_all(chrys_index *ix, unsigned nt, hscratch **scr)
+{
+    for (unsigned t = 0; t < nt; t++)
+        if (scr[t]) scratch_put(ix, scr[t]);
 }
 
 int hnsw_relink(chrys_index *ix, const uint32_t *slots, size_t n)
 {
     if (n == 0) return CHRYS_OK;
-    unsigned nt = ix->build_threads ? ix->build_threads : chrys_online_cpus();
-    if (nt > 64) nt = 64;
-    if (n < 16) nt = 1;
+    unsigned nt = link_workers(ix, n);
     hscratch *scr[64] = {0};
-    int rc = CHRYS_OK;
-    for (unsigned t = 0; t < nt && !rc; t++)
-        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, ix->hnsw->efc, ix->hnsw->M0)) rc = CHRYS_NOMEM;
+    int rc = scratch_get_all(ix, nt, scr);
     if (!rc) {
-        relink_ctx c = {ix, slots, n, 0, scr, nt > 1};
-        chrys_parallel_for(nt, nt, relink_worker, &c);
+        build_ctx c = {ix, 0, n, NULL, slots, 0, 0, scr, nt > 1};
+        chrys_parallel_for(nt, nt, build_worker, &c);
     }
-    for (unsigned t = 0; t < nt; t++)
-        if (scr[t]) scratch_put(ix, scr[t]);
+    scratch_put_all(ix, nt, scr);
     return rc;
 }
 
@@ -741,9 +738,7 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
         trained_now = 1;
         if (sq8_train(ix, rows, n)) return CHRYS_NOMEM;
     }
-    unsigned nt = ix->build_threads ? ix->build_threads : chrys_online_cpus();
-    if (nt > 64) nt = 64;
-    if (n < 64) nt = 1; /* (a thread start costs about one insertion) */
+    unsigned nt = link_workers(ix, n);
     hscratch *scr[64] = {0};
     uint64_t rng0 = h->rng;
     int rc = CHRYS_OK;
@@ -754,8 +749,7 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
         h->up[v] = NULL;
         if (l > 0 && !(h->up[v] = chrys_calloc((size_t)l * (1 + h->M), sizeof(uint32_t)))) rc = CHRYS_NOMEM;
     }
-    for (unsigned t = 0; t < nt && !rc; t++)
-        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, h->efc, h->M0)) rc = CHRYS_NOMEM;
+    if (!rc) rc = scratch_get_all(ix, nt, scr);
     if (rc) {
         for (size_t v = first; v < ix->n; v++) {
             chrys_free(h->up[v]);
@@ -767,16 +761,15 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
             chrys_free(ix->sq_step);
             ix->sq_min = ix->sq_step = NULL;
         }
-        for (unsigned t = 0; t < nt; t++)
-            if (scr[t]) scratch_put(ix, scr[t]);
+        scratch_put_all(ix, nt, scr);
         return rc;
     }
     /* From here nothing fails. */
     if (ix->sq8)
         for (size_t v = first; v < ix->n; v++) sq8_encode(ix, v, rows + (v - first) * ix->dim);
-    build_ctx c = {ix, first, ix->n, rows, first, 0, scr, nt > 1};
+    build_ctx c = {ix, first, ix->n, rows, NULL, first, 0, scr, nt > 1};
     chrys_parallel_for(nt, nt, build_worker, &c);
-    for (unsigned t = 0; t < nt; t++) scratch_put(ix, scr[t]);
+    scratch_put_all(ix, nt, scr);
     return CHRYS_OK;
 }
 

@@ -504,9 +504,8 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
     }
     m->merged_count[e] = c + 1;
     if (m->ix->kind == CHRYS_INDEX_HNSW) { /* how far the entry moved: relinked at the block's end past a limit */
-        double no = vec_norm(tmp_old, dim), nn = vec_norm(tmp_new, dim), dp = 0;
-        for (uint32_t i = 0; i < dim; i++) dp += (double)tmp_old[i] * tmp_new[i];
-        double cs = no > 0 && nn > 0 ? dp / (no * nn) : 1;
+        double no = vec_norm(tmp_old, dim), nn = vec_norm(tmp_new, dim);
+        double cs = no > 0 && nn > 0 ? vec_dot_f64(tmp_old, tmp_new, dim) / (no * nn) : 1;
         m->drift[e] += (float)acos(cs > 1 ? 1 : cs < -1 ? -1 : cs);
     }
     m->similarity[e] = score;
