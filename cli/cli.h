@@ -45,7 +45,8 @@ int vec_format_parse(const char *s);
 int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out, char *err,
                 size_t errlen, char *note, size_t notelen);
 /* Streaming reader of a large fvecs or raw float32 file (merge): vstream_open returns CHRYS_OK
- * when path is a regular file of that format (by --format or extension) whose size is a whole
+ * when path is a regular file of that format (by --format, else as the whole-file reader guesses
+ * it from extension and content) whose size is a whole
  * number of records, 1 when the whole-file reader should take it (it gives the messages);
  * vstream_next reads the next max_rows records at most into out (out->n == 0 at the end),
  * checked as the whole-file reader checks them, with file-wide record numbers. */
@@ -56,7 +57,7 @@ typedef struct vstream {
     uint32_t dim;
     size_t row, n, next; /* bytes per record, records in the file, next record to read */
 } vstream;
-int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s, char *err, size_t errlen);
+int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s);
 int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t errlen);
 void vstream_close(vstream *s);
 /* Parse an in-memory buffer (used by the reader and by fuzz targets). */

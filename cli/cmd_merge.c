@@ -437,7 +437,7 @@ int cmd_merge(int argc, char **argv)
     for (int a = optind + 1; a < argc; a++) {
         /* a large fvecs / raw file is merged a chunk at a time, never read whole */
         int streaming = !do_embed && !meta_path && !strcmp(select, "all") &&
-                        vstream_open(argv[a], fmt, (uint32_t)dim, &vsm, err, sizeof err) == CHRYS_OK;
+                        vstream_open(argv[a], fmt, (uint32_t)dim, &vsm) == CHRYS_OK;
         progress pb;
         int pb_on = 0;
         size_t base = 0; /* records of this input merged before the current chunk */
@@ -452,6 +452,7 @@ int cmd_merge(int argc, char **argv)
                 code = cli_exit_for(rc);
                 goto done;
             }
+            if (streaming && vs.n == 0) break; /* the end of a streamed file */
             if (embedder) embed_cli_report(embedder);
             parse_skipped += vs.n_skipped;
             if (vs.n_skipped) fprintf(stderr, "chrysalis: %s: skipped %zu invalid records\n", argv[a], vs.n_skipped);
@@ -518,10 +519,6 @@ int cmd_merge(int argc, char **argv)
                 int empty = vs.empty && vs.empty[i];
                 recs[i] = (chrys_merge_record){vs.ids ? vs.ids[i] : now.next_record_id + i, empty ? NULL : vs.data + i * vs.dim,
                                                empty ? 0 : vs.dim, vs.meta ? vs.meta[i] : NULL};
-            }
-            if (streaming && vs.n == 0) {
-                free(recs);
-                break;
             }
             if (!pb_on) progress_start(&pb, "merge", streaming ? vsm.n : vs.n);
             pb_on = 1;

@@ -276,28 +276,26 @@ int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out,
  * file is never in memory whole. The file's size is checked against its record size first;
  * each chunk is checked (dimension headers, NaN/Inf) as it is read, with the same messages.
  */
-int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s, char *err, size_t errlen)
+int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s)
 {
     memset(s, 0, sizeof *s);
     if (!strcmp(path, "-")) return 1;
-    const char *dot = strrchr(path, '.');
-    if (fmt == FMT_AUTO && dot)
-        fmt = !strcmp(dot, ".fvecs") ? FMT_FVECS
-              : (!strcmp(dot, ".f32") || !strcmp(dot, ".raw") || !strcmp(dot, ".bin")) ? FMT_RAW
-                                                                                         : FMT_AUTO;
-    if (fmt != FMT_FVECS && fmt != FMT_RAW) return 1;
     FILE *f = fopen(path, "rb");
     if (!f) return 1; /* the whole-file reader reports it */
     struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size == 0) {
+    unsigned char head[64];
+    size_t got = fread(head, 1, sizeof head, f);
+    if (fmt == FMT_AUTO) fmt = guess_format(path, head, got); /* as the whole-file reader decides */
+    if ((fmt != FMT_FVECS && fmt != FMT_RAW) || fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || st.st_size == 0) {
         fclose(f);
         return 1;
     }
     size_t len = (size_t)st.st_size;
     uint32_t d = raw_dim;
     if (fmt == FMT_FVECS) {
-        int32_t hd;
-        if (len < 4 || fread(&hd, 4, 1, f) != 1 || hd < 1 || hd > CHRYS_MAX_DIM) {
+        int32_t hd = 0;
+        if (got >= 4) memcpy(&hd, head, 4);
+        if (hd < 1 || hd > CHRYS_MAX_DIM) {
             fclose(f);
             return 1;
         }
@@ -317,8 +315,6 @@ int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s, char *
     s->dim = d;
     s->row = row;
     s->n = len / row;
-    (void)err;
-    (void)errlen;
     return CHRYS_OK;
 }
 
