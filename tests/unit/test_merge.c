@@ -1,7 +1,7 @@
 /*
  * test_merge.c: the semantic merger.
- *  - golden: every pass of the original Python merger over the 926 real rows (shared data)
- *    reproduced: assignments, merged counts, final vectors within 1e-6, unions of descriptors
+ *  - golden: every pass of the original Python merger over the 926 real rows (the compact copy
+ *    in tests/data/chrysalis/golden, see its README) reproduced: assignments, merged counts, final vectors within 1e-6, unions of descriptors
  *    and salts; with one-at-a-time, automatic and odd batch sizes, on 1 and 2 threads;
  *  - property: batch merging gives exactly the decisions of an independent one-at-a-time oracle
  *    written here, on random, clustered and near-threshold data (candidates within 1e-6 of the
@@ -9,6 +9,7 @@
  *  - persistence, continuation across runs, bad records, skip_invalid, options.
  */
 #include <cJSON.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include "../harness.h"
@@ -19,11 +20,8 @@
 #include "kernels/dist.h"
 #include "tests.h"
 
-static const char *shared_dir(void)
-{
-    const char *d = getenv("CHRYS_SHARED_DATA");
-    return d ? d : "../shared/data";
-}
+/* The golden outputs travel with the repository (tests/data/chrysalis/README.md). */
+#define GOLDEN_DIR "tests/data/chrysalis/golden"
 
 static void *load_file(const char *path, size_t *len)
 {
@@ -66,6 +64,59 @@ static void free_dataset(dataset *ds)
     for (size_t i = 0; i < ds->n; i++) cJSON_Delete(ds->rec[i]);
     free(ds->rec);
     free(ds->vecs);
+}
+
+/* The original merger's final slot vectors of a pass: rows of vectors.f32 named by
+ * <name>.slot_first_row.i32, overwritten by the vectors in <name>.final.delta, then checked
+ * against the SHA-256 of the original <name>.final.f32 (final.sha256). NULL (and a failed check)
+ * when anything is missing or does not match. */
+static float *golden_final(const dataset *ds, const char *name, size_t *n_slots)
+{
+    char path[512];
+    size_t lfirst, ldelta, lsum;
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s.slot_first_row.i32", name);
+    int32_t *first = load_file(path, &lfirst);
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s.final.delta", name);
+    unsigned char *delta = load_file(path, &ldelta);
+    char *sums = load_file(GOLDEN_DIR "/final.sha256", &lsum);
+    float *fin = NULL;
+    if (!first || !delta || !sums || ldelta < 4) {
+        h_fail(__FILE__, __LINE__, "golden files for %s missing under " GOLDEN_DIR, name);
+        goto out;
+    }
+    size_t n = lfirst / 4;
+    fin = malloc(n * 1024 * sizeof(float) + 1);
+    for (size_t s = 0; s < n; s++) {
+        CHECK(first[s] >= 0 && (size_t)first[s] < ds->n);
+        memcpy(fin + s * 1024, ds->vecs + (size_t)first[s] * 1024, 1024 * sizeof(float));
+    }
+    int32_t nd;
+    memcpy(&nd, delta, 4);
+    CHECK_EQ((size_t)ldelta, 4 + (size_t)nd * (4 + 1024 * 4));
+    for (int32_t k = 0; k < nd && ldelta == 4 + (size_t)nd * (4 + 1024 * 4); k++) {
+        int32_t s;
+        memcpy(&s, delta + 4 + (size_t)k * 4100, 4);
+        CHECK(s >= 0 && (size_t)s < n);
+        if (s >= 0 && (size_t)s < n) memcpy(fin + (size_t)s * 1024, delta + 8 + (size_t)k * 4100, 4096);
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(fin, n * 1024 * sizeof(float), md, &mdlen, EVP_sha256(), NULL);
+    char hex[65], want[128];
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", md[i]);
+    snprintf(want, sizeof want, "%s  %s.final.f32", hex, name);
+    if (!strstr(sums, want)) {
+        h_fail(__FILE__, __LINE__, "%s: the rebuilt final vectors do not match final.sha256", name);
+        free(fin);
+        fin = NULL;
+        goto out;
+    }
+    *n_slots = n;
+out:
+    free(first);
+    free(delta);
+    free(sums);
+    return fin;
 }
 
 /* Record metadata in the shape the original merger was given (golden/README.md). */
@@ -142,19 +193,18 @@ static int same_set(const char *meta, const char *key, const cJSON *golden)
 static void check_golden_pass(const dataset *ds, const char *pass, double t, int skill)
 {
     char path[512];
-    size_t lr, la, lc, lf, lj;
-    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.rows.i32", shared_dir(), pass);
+    size_t lr, la, lc, lj, n_fin = 0;
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s.rows.i32", pass);
     int32_t *rows = load_file(path, &lr);
-    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.assign.i32", shared_dir(), pass);
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s.assign.i32", pass);
     int32_t *assign = load_file(path, &la);
-    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.merged_count.i32", shared_dir(), pass);
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s.merged_count.i32", pass);
     int32_t *mc = load_file(path, &lc);
-    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.final.f32", shared_dir(), pass);
-    float *fin = load_file(path, &lf);
-    snprintf(path, sizeof path, "%s/chrysalis/golden/%s.json", shared_dir(), pass);
+    float *fin = golden_final(ds, pass, &n_fin);
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s.slots.json", pass);
     char *js = load_file(path, &lj);
-    if (!rows || !assign || !mc || !fin || !js) {
-        h_fail(__FILE__, __LINE__, "golden files for %s missing under %s (set CHRYS_SHARED_DATA)", pass, shared_dir());
+    if (!rows || !assign || !mc || !fin || !js || la != lr || n_fin != lc / 4) {
+        h_fail(__FILE__, __LINE__, "golden files for %s missing or inconsistent under " GOLDEN_DIR, pass);
         goto out;
     }
     size_t n = lr / 4, n_slots = lc / 4;
@@ -232,14 +282,10 @@ void test_merge_golden_per_legend(void)
     const char *files[3] = {"per_legend_kb", "per_legend_sb", "per_legend_skills"};
     const size_t want_slots[3] = {147, 147, 346};
     for (int k = 0; k < 3; k++) {
-        char path[512];
-        size_t lf;
-        snprintf(path, sizeof path, "%s/chrysalis/golden/%s.final.f32", shared_dir(), files[k]);
-        float *fin = load_file(path, &lf);
-        if (!fin) {
-            h_fail(__FILE__, __LINE__, "%s missing", path);
-            continue;
-        }
+        size_t n_fin = 0;
+        float *fin = golden_final(&ds, files[k], &n_fin);
+        if (!fin) continue;
+        size_t lf = n_fin * 1024 * 4;
         size_t slot = 0;
         double max_diff = 0;
         float v[1024];
