@@ -94,7 +94,7 @@ $(REPLAY): $(BUILD)/tests/fuzz/fuzz_targets.o $(BUILD)/tests/fuzz/replay_main.o 
 $(BUILD)/bench_anchor: $(BUILD)/bench/bench_anchor.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
-units: $(UNIT) $(CLI) $(REPLAY)
+units: $(UNIT) $(CLI) $(REPLAY) $(SHARED)
 
 test:
 	bash tests/run_all.sh

@@ -46,7 +46,7 @@ int cmd_info(int argc, char **argv)
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(m ? chrys_merger_index(m) : ix, &info);
     chrys_merge_stats ms = {sizeof ms};
-    chrys_merge_opts mo;
+    chrys_merge_opts mo = {sizeof mo};
     size_t n_hist = 0;
     uint64_t(*hist)[5] = NULL;
     if (m) {

@@ -474,6 +474,7 @@ int cmd_merge(int argc, char **argv)
                     goto done;
                 }
             }
+            o.struct_size = sizeof o;
             chrys_merger_get_opts(m, &o);
             if (vs.n && vs.dim != o.dim) {
                 cli_error("%s: vectors have dimension %u but %s has %u", argv[a], vs.dim, store, o.dim);
@@ -568,7 +569,7 @@ int cmd_merge(int argc, char **argv)
         double secs = now_seconds() - t0;
         uint64_t merged = after.merged - before.merged, added = after.added - before.added;
         uint64_t skipped = after.skipped - before.skipped + parse_skipped;
-        chrys_merge_opts o;
+        chrys_merge_opts o = {sizeof o};
         chrys_merger_get_opts(m, &o);
         if (json) {
             printf("{\"store\":\"%s\",\"records\":%zu,\"merged\":%llu,\"added\":%llu,\"skipped\":%llu,\"entries\":%llu,"

@@ -415,8 +415,11 @@ CHRYS_API int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out,
  * chrys_merger_configure). Same checks as chrys_index_load. */
 CHRYS_API int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg);
 
-/* Replace the options (dim must match or be 0). Returns CHRYS_OK or CHRYS_INVALID. */
+/* Replace the options (dim must match or be 0). Only the fields opts->struct_size covers are
+ * read; later fields take their defaults. Returns CHRYS_OK or CHRYS_INVALID. */
 CHRYS_API int chrys_merger_configure(chrys_merger *m, const chrys_merge_opts *opts);
+/* The current options, as much as opts->struct_size holds (0: the whole struct); struct_size is
+ * set to the bytes written. */
 CHRYS_API int chrys_merger_get_opts(const chrys_merger *m, chrys_merge_opts *opts);
 
 /* Merge n records in order. results[n] is optional (caller-owned).

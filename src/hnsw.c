@@ -61,6 +61,7 @@ typedef struct hscratch {
     float *fbuf;  /* 2 * dim: decoded rows, float weights */
     uint32_t *nb; /* M0 + 1: a copy of one link list */
     hitem *sel;   /* M0 + 1 */
+    int oom;      /* a search's candidate heap could not grow: the search fails with CHRYS_NOMEM */
 } hscratch;
 
 struct hnsw {
@@ -440,7 +441,11 @@ static size_t search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, 
                 sc = score(ix, w->kr, q, v);
             }
             if (nr < ef || sc > s->res[0].s) {
-                if (nc + 1 > s->cand_cap && grow(&s->cand, &s->cand_cap, nc + 1)) continue; /* out of memory: drop */
+                /* (walks that change the graph reserved n + 1 candidates first: one per node) */
+                if (nc + 1 > s->cand_cap && grow(&s->cand, &s->cand_cap, nc + 1)) {
+                    s->oom = 1; /* never a silently worse answer: the caller reports CHRYS_NOMEM */
+                    return nr;
+                }
                 maxh_push(s->cand, &nc, (hitem){sc, v});
                 if (acceptable(w, v)) {
                     minh_push(s->res, &nr, (hitem){sc, v});
@@ -623,6 +628,9 @@ int hnsw_reserve(chrys_index *ix, size_t cap)
     /* aligned, and on 2 MiB pages when large: the walk reads link lists at random */
     uint32_t *l0 = chrys_realloc_aligned(h->l0, h->cap * (1 + (size_t)h->M0) * sizeof *l0, cap * (1 + (size_t)h->M0) * sizeof *l0);
     if (!l0) return CHRYS_NOMEM;
+    /* unused link slots are saved too: zero, so a store never carries stale heap bytes and the
+     * same index always writes the same file */
+    memset(l0 + h->cap * (1 + (size_t)h->M0), 0, (cap - h->cap) * (1 + (size_t)h->M0) * sizeof *l0);
     h->l0 = l0;
     uint8_t *lv = chrys_realloc(h->level, cap);
     if (!lv) return CHRYS_NOMEM;
@@ -703,7 +711,9 @@ static unsigned link_workers(const chrys_index *ix, size_t n)
 static int scratch_get_all(chrys_index *ix, unsigned nt, hscratch **scr)
 {
     for (unsigned t = 0; t < nt; t++)
-        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, ix->hnsw->efc, ix->hnsw->M0)) return CHRYS_NOMEM;
+        if (!(scr[t] = scratch_get(ix)) || scratch_fit(scr[t], ix->n, ix->hnsw->efc, ix->hnsw->M0) ||
+            grow(&scr[t]->cand, &scr[t]->cand_cap, ix->n + 1)) /* a walk visits each node once */
+            return CHRYS_NOMEM;
     return CHRYS_OK;
 }
 
@@ -869,7 +879,7 @@ static int exclusive_walk(chrys_index *ix, walk *w)
     hscratch *s = scratch_get(ix);
     size_t m1 = ix->hnsw->M0 + 1;
     if (!s || scratch_fit(s, ix->n, ix->hnsw->efc + HNSW_MAX_EXTRA + 2 * (size_t)ix->hnsw->M0 + 2, ix->hnsw->M0) ||
-        grow(&s->cand, &s->cand_cap, m1 * m1)) {
+        grow(&s->cand, &s->cand_cap, m1 * m1 > ix->n + 1 ? m1 * m1 : ix->n + 1)) {
         if (s) scratch_put(ix, s);
         return CHRYS_NOMEM;
     }
@@ -1026,6 +1036,11 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
             float ep_s = score(ix, w.kr, &q, ep);
             for (int l = h->max_level; l > 0; l--) greedy(&w, &q, l, &ep, &ep_s);
             size_t nr = search_level(&w, &q, ep, ep_s, c->pool, 0);
+            if (s->oom) {
+                s->oom = 0;
+                c->rc = CHRYS_NOMEM;
+                goto out;
+            }
             /* re-rank: exact from float32 rows, else from the codes with float weights */
             hitem *r = s->tmp;
             memcpy(r, s->res, nr * sizeof *r);

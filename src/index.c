@@ -299,8 +299,9 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         }
         goto done;
     }
-    /* IVF lists, SQ8 codes and the planner; only memory can fail here (the rows are in). */
-    rc = ivf_after_add(ix, first);
+    /* IVF lists, SQ8 codes and the planner: all or nothing as well (ivf_after_add changes
+     * nothing when it fails), so the rows come out again. */
+    if ((rc = ivf_after_add(ix, first))) unadd(ix, first);
 done:
     chrys_free_aligned(tmp);
     if (copies)
@@ -395,9 +396,22 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
         chrys_free_aligned(tmp);
         return CHRYS_OK;
     }
+    if (!ix->nlist) { /* Flat (SQ8 codes re-encoded): nothing can fail */
+        store_row(ix, slot, vec, norm);
+        return ivf_after_update(ix, slot);
+    }
+    /* IVF: the old row is kept until the lists have taken the new one */
+    float *old = chrys_malloc_aligned(ix->dim * sizeof(float)), old_norm = ix->norms[slot];
+    if (!old) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
+    memcpy(old, ix->vecs + (size_t)slot * ix->dim, ix->dim * sizeof(float));
     store_row(ix, slot, vec, norm);
-    ivf_after_update(ix, slot);
-    return CHRYS_OK;
+    if ((rc = ivf_after_update(ix, slot))) {
+        memcpy(ix->vecs + (size_t)slot * ix->dim, old, ix->dim * sizeof(float));
+        ix->norms[slot] = old_norm;
+        rc = index_fail(ix, rc, "out of memory updating id %llu", (unsigned long long)id);
+    }
+    chrys_free_aligned(old);
+    return rc;
 }
 
 int chrys_index_compact(chrys_index *ix)

@@ -135,7 +135,7 @@ typedef struct search_job {
 /* ivf.c */
 CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot); /* assign/encode new rows, run the planner */
 CHRYS_PRIVATE void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last);
-CHRYS_PRIVATE void ivf_after_update(chrys_index *ix, uint32_t slot);
+CHRYS_PRIVATE int ivf_after_update(chrys_index *ix, uint32_t slot); /* CHRYS_NOMEM: nothing changed */
 CHRYS_PRIVATE int ivf_reserve(chrys_index *ix, size_t cap);
 CHRYS_PRIVATE void ivf_free(chrys_index *ix);
 CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr,

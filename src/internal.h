@@ -42,11 +42,13 @@ CHRYS_PRIVATE void chrys_free_aligned(void *p);
 CHRYS_PRIVATE char *chrys_strdup(const char *s);
 /* Ask for transparent huge pages on a large block (advice only). */
 CHRYS_PRIVATE void chrys_advise_huge(void *p, size_t n);
-/* Test hook: make the Nth allocation from now fail (0 disables). Only for tests. */
-CHRYS_API void chrys__test_fail_alloc_after(long n);
-CHRYS_API long chrys__test_alloc_count(void);
+/* Test hooks, linked into the tests from the static library and never exported by the shared
+ * one (tests/cli/test_cli.sh checks its dynamic symbols). Make the Nth allocation from now fail
+ * (0 disables); count allocations. */
+CHRYS_PRIVATE void chrys__test_fail_alloc_after(long n);
+CHRYS_PRIVATE long chrys__test_alloc_count(void);
 /* Test hook: make the Nth write() of the store writer fail with ENOSPC (0 disables). */
-CHRYS_API void chrys__test_fail_write_after(long n);
+CHRYS_PRIVATE void chrys__test_fail_write_after(long n);
 CHRYS_PRIVATE int chrys__write_should_fail(void);
 
 /* ---- checked arithmetic ---- */

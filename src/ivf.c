@@ -144,27 +144,16 @@ typedef struct assign_ctx {
     uint32_t *out;
     float *dist; /* optional: squared distance to the assigned centroid */
     const chrys_kernels *kr;
+    float *tiles; /* one ASSIGN_RB x k score tile per worker */
 } assign_ctx;
+
+enum { ASSIGN_RB = 64 }; /* rows per score tile */
 
 static void assign_range(void *arg, unsigned w, size_t begin, size_t end)
 {
-    (void)w;
     assign_ctx *a = arg;
-    enum { RB = 64 };
-    float *tile = chrys_malloc((size_t)RB * a->k * sizeof(float));
-    if (!tile) { /* fall back to one row at a time */
-        for (size_t i = begin; i < end; i++) {
-            size_t best = 0;
-            float bs = -INFINITY;
-            for (size_t j = 0; j < a->k; j++) {
-                float s = a->spherical ? a->kr->dot(a->x + i * a->dim, a->c + j * a->dim, a->dim)
-                                       : -a->kr->l2sq(a->x + i * a->dim, a->c + j * a->dim, a->dim);
-                if (s > bs) bs = s, best = j;
-            }
-            a->out[i] = (uint32_t)best;
-        }
-        return;
-    }
+    enum { RB = ASSIGN_RB };
+    float *tile = a->tiles + (size_t)w * RB * a->k; /* allocated by assign_all: nothing fails here */
     for (size_t r0 = begin; r0 < end; r0 += RB) {
         size_t nr = end - r0 < RB ? end - r0 : RB;
         const float *xr = a->x + r0 * a->dim;
@@ -186,7 +175,6 @@ static void assign_range(void *arg, unsigned w, size_t begin, size_t end)
             }
         }
     }
-    chrys_free(tile);
 }
 
 #ifdef CHRYS_HAVE_BLAS
@@ -215,8 +203,10 @@ static void argmax_range(void *arg, unsigned w, size_t begin, size_t end)
 }
 #endif
 
-static void assign_all(const float *x, size_t n, size_t dim, const float *c, size_t k, int spherical,
-                       unsigned nt, uint32_t *out, float *dist, float *c_sq)
+/* Nearest centroid of every row. All memory is taken first, so the only failure is
+ * CHRYS_NOMEM, before any work (no slower fallback that could give other assignments). */
+static int assign_all(const float *x, size_t n, size_t dim, const float *c, size_t k, int spherical,
+                      unsigned nt, uint32_t *out, float *dist, float *c_sq)
 {
     const chrys_kernels *kr = chrys_kernels_active();
     if (!spherical)
@@ -227,23 +217,30 @@ static void assign_all(const float *x, size_t n, size_t dim, const float *c, siz
     if (!dist && k >= 256 && n >= 4096) {
         const size_t RB = 1024;
         float *scores = chrys_malloc(RB * k * sizeof(float));
-        if (scores) {
-            for (size_t r0 = 0; r0 < n; r0 += RB) {
-                size_t nr = n - r0 < RB ? n - r0 : RB;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)k, (int)dim, 1.0f, x + r0 * dim,
-                            (int)dim, c, (int)dim, 0.0f, scores, (int)k);
-                argmax_ctx am = {scores, c_sq, k, r0, spherical, out};
-                chrys_parallel_for(nt, nr, argmax_range, &am);
-            }
-            chrys_free(scores);
-            return;
+        if (!scores) return CHRYS_NOMEM;
+        for (size_t r0 = 0; r0 < n; r0 += RB) {
+            size_t nr = n - r0 < RB ? n - r0 : RB;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)k, (int)dim, 1.0f, x + r0 * dim,
+                        (int)dim, c, (int)dim, 0.0f, scores, (int)k);
+            argmax_ctx am = {scores, c_sq, k, r0, spherical, out};
+            chrys_parallel_for(nt, nr, argmax_range, &am);
         }
+        chrys_free(scores);
+        return CHRYS_OK;
     }
 #endif
-    assign_ctx a = {x, c, c_sq, n, dim, k, spherical, out, dist, kr};
     unsigned nw = nt;
     if (n * k * dim < (1u << 20)) nw = 1;
+    if (nw > n) nw = (unsigned)(n ? n : 1);
+    if (nw > 64) nw = 64; /* chrys_parallel_for's most workers */
+    size_t tile_bytes;
+    if (chrys_mul_size((size_t)nw * ASSIGN_RB, k * sizeof(float), &tile_bytes)) return CHRYS_NOMEM;
+    float *tiles = chrys_malloc(tile_bytes);
+    if (!tiles) return CHRYS_NOMEM;
+    assign_ctx a = {x, c, c_sq, n, dim, k, spherical, out, dist, kr, tiles};
     chrys_parallel_for(nw, n, assign_range, &a);
+    chrys_free(tiles);
+    return CHRYS_OK;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -352,7 +349,10 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
         goto free_all;
     }
     for (int it = 0; it < iters; it++) {
-        assign_all(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq);
+        if ((rc = assign_all(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq))) {
+            chrys_free(prev);
+            goto free_all;
+        }
         /* converged: no point changed cluster, so another update would give the same centroids */
         if (it > 0 && memcmp(prev, asg, n * sizeof *asg) == 0) break;
         memcpy(prev, asg, n * sizeof *asg);
@@ -388,7 +388,7 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
     }
     chrys_free(prev);
     if (objective) {
-        assign_all(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq);
+        if ((rc = assign_all(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq))) goto free_all;
         double obj = 0;
         for (size_t i = 0; i < n; i++) obj += dist[i];
         *objective = obj;
@@ -411,7 +411,8 @@ done:
 /* ------------------------------------------------------------------------------------------
  * Lists and codes
  */
-void ivf_free(chrys_index *ix)
+/* The lists and centroids only (the SQ8 ranges and codes stay). */
+static void ivf_free_lists(chrys_index *ix)
 {
     if (ix->lists)
         for (uint32_t l = 0; l < ix->nlist; l++) chrys_free(ix->lists[l]);
@@ -421,18 +422,23 @@ void ivf_free(chrys_index *ix)
     chrys_free_aligned(ix->centroids);
     chrys_free(ix->list_of);
     chrys_free(ix->pos_in_list);
+    ix->lists = NULL;
+    ix->list_n = ix->list_cap = NULL;
+    ix->centroids = NULL;
+    ix->list_of = ix->pos_in_list = NULL;
+    ix->nlist = 0;
+}
+
+void ivf_free(chrys_index *ix)
+{
+    ivf_free_lists(ix);
     chrys_free(ix->sq_min);
     chrys_free(ix->sq_step);
     chrys_free_aligned(ix->codes);
     chrys_free(ix->sq_csq);
     ix->sq_csq = NULL;
-    ix->lists = NULL;
-    ix->list_n = ix->list_cap = NULL;
-    ix->centroids = NULL;
-    ix->list_of = ix->pos_in_list = NULL;
     ix->sq_min = ix->sq_step = NULL;
     ix->codes = NULL;
-    ix->nlist = 0;
 }
 
 int ivf_reserve(chrys_index *ix, size_t cap)
@@ -460,12 +466,20 @@ int ivf_reserve(chrys_index *ix, size_t cap)
 
 static void encode_row(chrys_index *ix, size_t slot) { sq8_encode(ix, slot, ix->vecs + slot * ix->dim); }
 
+/* SQ8 ranges from the rows, then every row encoded; on failure nothing has changed. */
 static int train_sq8(chrys_index *ix)
 {
-    if (sq8_train(ix, ix->vecs, ix->n)) return CHRYS_NOMEM;
-    if (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(ix->sq_csq = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof(float))))
-        return CHRYS_NOMEM;
-    if (!ix->codes && !(ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim))) return CHRYS_NOMEM;
+    size_t cap = ix->cap ? ix->cap : 1;
+    float *csq = NULL;
+    uint8_t *codes = NULL;
+    if ((ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(csq = chrys_malloc(cap * sizeof *csq))) ||
+        (!ix->codes && !(codes = chrys_malloc_aligned(cap * (size_t)ix->dim))) || sq8_train(ix, ix->vecs, ix->n)) {
+        chrys_free(csq);
+        chrys_free_aligned(codes);
+        return CHRYS_NOMEM; /* (sq8_train allocates nothing, or frees what it allocated) */
+    }
+    if (csq) ix->sq_csq = csq;
+    if (codes) ix->codes = codes;
     for (size_t i = 0; i < ix->n; i++) encode_row(ix, i);
     return CHRYS_OK;
 }
@@ -515,54 +529,88 @@ double ivf_imbalance(const chrys_index *ix)
     return s * ix->nlist / ((double)ix->n * ix->n);
 }
 
+/* Train nlist lists over the rows and replace the index's lists (and SQ8 ranges and codes) with
+ * them. All or nothing: every allocation comes before the first change, so on failure the index
+ * is exactly as it was. */
 int ivf_train(chrys_index *ix, uint32_t nlist)
 {
     if (nlist < 1 || ix->n < nlist)
         return index_fail(ix, CHRYS_INVALID, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
+    int spherical = ix->metric != CHRYS_METRIC_L2, rc = CHRYS_NOMEM;
+    size_t cap = ix->cap ? ix->cap : 1, n = ix->n;
     float *cent = chrys_malloc_aligned((size_t)nlist * ix->dim * sizeof(float));
-    if (!cent) return index_fail(ix, CHRYS_NOMEM, "out of memory training IVF%u", nlist);
-    int spherical = ix->metric != CHRYS_METRIC_L2;
-    int rc = kmeans_train(ix->vecs, ix->n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL);
-    if (rc) {
-        chrys_free_aligned(cent);
-        return index_fail(ix, rc, "k-means failed");
-    }
-    /* Replace lists (keep SQ8 settings). */
+    uint32_t **lists = chrys_calloc(nlist, sizeof *lists);
+    uint32_t *list_n = chrys_calloc(nlist, sizeof *list_n), *list_cap = chrys_calloc(nlist, sizeof *list_cap);
+    uint32_t *list_of = chrys_malloc(cap * sizeof *list_of), *pos = chrys_malloc(cap * sizeof *pos);
+    uint32_t *asg = chrys_malloc((n ? n : 1) * sizeof *asg);
+    float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
+    /* SQ8: new ranges, and the codes (and |code|^2 for L2) where the index has none yet */
     int sq8 = ix->sq8;
-    float *smin = ix->sq_min, *sstep = ix->sq_step;
-    uint8_t *codes = ix->codes;
-    ix->sq_min = ix->sq_step = NULL;
-    ix->codes = NULL;
-    ivf_free(ix);
-    ix->sq_min = smin;
-    ix->sq_step = sstep;
-    ix->codes = codes;
-    ix->sq8 = sq8;
+    float *smin = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
+    float *sstep = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
+    uint8_t *codes = sq8 && !ix->codes ? chrys_malloc_aligned(cap * (size_t)ix->dim) : NULL;
+    float *csq = sq8 && ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq ? chrys_malloc(cap * sizeof *csq) : NULL;
+    if (!cent || !lists || !list_n || !list_cap || !list_of || !pos || !asg || !c_sq ||
+        (sq8 && (!smin || !sstep || (!ix->codes && !codes) || (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !csq))))
+        goto fail;
+    if ((rc = kmeans_train(ix->vecs, n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL)))
+        goto fail;
+    if ((rc = assign_all(ix->vecs, n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq)))
+        goto fail;
+    rc = CHRYS_NOMEM;
+    for (size_t i = 0; i < n; i++) list_n[asg[i]]++;
+    for (uint32_t l = 0; l < nlist; l++) {
+        list_cap[l] = list_n[l] > 16 ? list_n[l] : 16;
+        if (!(lists[l] = chrys_malloc(list_cap[l] * sizeof **lists))) goto fail;
+        list_n[l] = 0;
+    }
+    /* From here nothing can fail. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t l = asg[i];
+        pos[i] = list_n[l];
+        list_of[i] = l;
+        lists[l][list_n[l]++] = (uint32_t)i;
+    }
+    ivf_free_lists(ix);
     ix->kind = CHRYS_INDEX_IVF;
     ix->centroids = cent;
     ix->nlist = nlist;
-    ix->lists = chrys_calloc(nlist, sizeof *ix->lists);
-    ix->list_n = chrys_calloc(nlist, sizeof *ix->list_n);
-    ix->list_cap = chrys_calloc(nlist, sizeof *ix->list_cap);
-    size_t cap = ix->cap ? ix->cap : 1;
-    ix->list_of = chrys_malloc(cap * sizeof *ix->list_of);
-    ix->pos_in_list = chrys_malloc(cap * sizeof *ix->pos_in_list);
-    uint32_t *asg = chrys_malloc((ix->n ? ix->n : 1) * sizeof *asg);
-    float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
-    if (!ix->lists || !ix->list_n || !ix->list_cap || !ix->list_of || !ix->pos_in_list || !asg || !c_sq) {
-        chrys_free(asg);
-        chrys_free(c_sq);
-        return index_fail(ix, CHRYS_NOMEM, "out of memory building IVF lists");
+    ix->lists = lists;
+    ix->list_n = list_n;
+    ix->list_cap = list_cap;
+    ix->list_of = list_of;
+    ix->pos_in_list = pos;
+    if (sq8) {
+        chrys_free(ix->sq_min);
+        chrys_free(ix->sq_step);
+        ix->sq_min = smin;
+        ix->sq_step = sstep;
+        if (codes) ix->codes = codes;
+        if (csq) ix->sq_csq = csq;
+        sq8_train(ix, ix->vecs, n); /* ranges into the arrays just installed: cannot fail */
+        for (size_t i = 0; i < n; i++) encode_row(ix, i);
     }
-    assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq);
-    for (size_t i = 0; i < ix->n && !rc; i++) rc = list_push(ix, asg[i], (uint32_t)i);
     chrys_free(asg);
     chrys_free(c_sq);
-    if (rc) return index_fail(ix, rc, "out of memory building IVF lists");
-    if (ix->sq8 && (rc = train_sq8(ix))) return index_fail(ix, rc, "out of memory training SQ8");
-    ix->trained_on = ix->n;
+    ix->trained_on = n;
     ix->train_imbalance = ivf_imbalance(ix);
     return CHRYS_OK;
+fail:
+    if (lists)
+        for (uint32_t l = 0; l < nlist; l++) chrys_free(lists[l]);
+    chrys_free_aligned(cent);
+    chrys_free(lists);
+    chrys_free(list_n);
+    chrys_free(list_cap);
+    chrys_free(list_of);
+    chrys_free(pos);
+    chrys_free(asg);
+    chrys_free(c_sq);
+    chrys_free(smin);
+    chrys_free(sstep);
+    chrys_free_aligned(codes);
+    chrys_free(csq);
+    return index_fail(ix, rc, rc == CHRYS_NOMEM ? "out of memory training IVF%u" : "k-means for IVF%u failed", nlist);
 }
 
 int chrys_index_retrain(chrys_index *ix)
@@ -589,21 +637,37 @@ static int plan_hnsw(chrys_index *ix)
         hnsw_free(ix);
         return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
     }
-    ivf_free(ix); /* IVF lists (if any) and their codes: from here the rows alone are the index */
+    /* The graph gets its own codes and ranges; the old index's are kept until it is built. */
+    chrys_index_kind kind = ix->kind;
+    int sq8 = ix->sq8, refine = ix->refine;
+    uint8_t *old_codes = ix->codes;
+    float *old_csq = ix->sq_csq, *old_min = ix->sq_min, *old_step = ix->sq_step;
     ix->kind = CHRYS_INDEX_HNSW;
     ix->sq8 = 1;
     ix->refine = 1;
     ix->codes = codes;
     ix->sq_csq = csq;
+    ix->sq_min = ix->sq_step = NULL;
     ix->pending = 0;
-    int rc = hnsw_after_add(ix, 0, ix->vecs);
+    int rc = hnsw_after_add(ix, 0, ix->vecs); /* fails only before it links anything */
     if (rc) {
         hnsw_free(ix);
-        ivf_free(ix);
-        ix->kind = CHRYS_INDEX_FLAT;
-        ix->sq8 = ix->refine = 0;
+        chrys_free_aligned(codes);
+        chrys_free(csq);
+        ix->kind = kind;
+        ix->sq8 = sq8;
+        ix->refine = refine;
+        ix->codes = old_codes;
+        ix->sq_csq = old_csq;
+        ix->sq_min = old_min;
+        ix->sq_step = old_step;
         return index_fail(ix, rc, "out of memory building the planned HNSW graph");
     }
+    ivf_free_lists(ix); /* IVF lists (if any) and their codes: from here the rows alone are the index */
+    chrys_free_aligned(old_codes);
+    chrys_free(old_csq);
+    chrys_free(old_min);
+    chrys_free(old_step);
     snprintf(ix->plan_reason, sizeof ix->plan_reason,
              "%zu vectors >= threshold %llu: HNSW%u,SQ8,RFlat (entries move and grow one at a time: "
              "a graph, no retraining; float32 kept for exact merging)",
@@ -620,9 +684,13 @@ static int plan(chrys_index *ix)
     uint64_t float_bytes = (uint64_t)n * ix->dim * 4;
     int sq8 = ix->memory_budget && float_bytes > ix->memory_budget;
     char spec[32];
+    int old_sq8 = ix->sq8;
     ix->sq8 = sq8;
     int rc = ivf_train(ix, nlist);
-    if (rc) return rc;
+    if (rc) {
+        ix->sq8 = old_sq8; /* ivf_train changed nothing */
+        return rc;
+    }
     ivf_spec_string(ix, spec, sizeof spec);
     snprintf(ix->plan_reason, sizeof ix->plan_reason,
              "%zu vectors >= threshold %llu: %s (nlist ~ sqrt(n), >= %d points per list)%s", n,
@@ -651,13 +719,26 @@ int ivf_after_add(chrys_index *ix, size_t first)
         if (rc) return index_fail(ix, rc, "out of memory training SQ8");
         return CHRYS_OK;
     }
-    for (size_t s = first; s < ix->n; s++) {
-        if (ix->sq8) encode_row(ix, s);
-        if (ix->nlist) {
-            int rc = list_push(ix, nearest_list(ix, ix->vecs + s * ix->dim), (uint32_t)s);
-            if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
+    if (ix->nlist) { /* room in every list first, then the pushes cannot fail */
+        size_t m = ix->n - first;
+        uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
+        int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
+        for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, ix->vecs + (first + i) * ix->dim)]++;
+        for (uint32_t l = 0; l < ix->nlist && !rc; l++) {
+            if (!need[l] || ix->list_n[l] + (uint64_t)need[l] <= ix->list_cap[l]) continue;
+            uint64_t nc = ix->list_cap[l] ? ix->list_cap[l] : 16;
+            while (nc < ix->list_n[l] + (uint64_t)need[l]) nc *= 2;
+            uint32_t *p = nc <= UINT32_MAX ? chrys_realloc(ix->lists[l], nc * sizeof *p) : NULL;
+            if (!p) rc = CHRYS_NOMEM;
+            else ix->lists[l] = p, ix->list_cap[l] = (uint32_t)nc;
         }
+        for (size_t i = 0; i < m && !rc; i++) list_push(ix, near[i], (uint32_t)(first + i));
+        chrys_free(near);
+        chrys_free(need);
+        if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
     }
+    if (ix->sq8)
+        for (size_t s = first; s < ix->n; s++) encode_row(ix, s);
     return CHRYS_OK;
 }
 
@@ -678,16 +759,24 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
     }
 }
 
-void ivf_after_update(chrys_index *ix, uint32_t slot)
+/* The row of slot has changed: its codes and its list follow. Room in the new list comes first,
+ * so on failure (CHRYS_NOMEM) nothing here has changed. */
+int ivf_after_update(chrys_index *ix, uint32_t slot)
 {
-    if (ix->sq8 && ix->codes && ix->sq_min && ix->vecs) encode_row(ix, slot); /* (codes-only rows: index.c) */
-    if (ix->nlist) {
-        uint32_t l = nearest_list(ix, ix->vecs + (size_t)slot * ix->dim);
-        if (l != ix->list_of[slot]) {
-            list_pop(ix, slot);
-            list_push(ix, l, slot); /* the list had room for it before: cannot need more than cap */
-        }
+    uint32_t l = ix->nlist ? nearest_list(ix, ix->vecs + (size_t)slot * ix->dim) : 0;
+    if (ix->nlist && l != ix->list_of[slot] && ix->list_n[l] == ix->list_cap[l]) {
+        uint32_t nc = ix->list_cap[l] ? ix->list_cap[l] * 2 : 16;
+        uint32_t *p = chrys_realloc(ix->lists[l], nc * sizeof *p);
+        if (!p) return CHRYS_NOMEM;
+        ix->lists[l] = p;
+        ix->list_cap[l] = nc;
     }
+    if (ix->sq8 && ix->codes && ix->sq_min && ix->vecs) encode_row(ix, slot); /* (codes-only rows: index.c) */
+    if (ix->nlist && l != ix->list_of[slot]) {
+        list_pop(ix, slot);
+        list_push(ix, l, slot); /* room made above: cannot fail */
+    }
+    return CHRYS_OK;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -124,6 +124,19 @@ static int check_opts(const chrys_merge_opts *o, char **msg)
     return CHRYS_OK;
 }
 
+/* A caller's options into a full struct: the fields its struct_size covers, defaults for the
+ * rest (a caller built against an older, smaller chrys_merge_opts is never read past its end).
+ * Returns CHRYS_INVALID when struct_size does not cover the first version's fields. */
+static int import_opts(chrys_merge_opts *dst, const chrys_merge_opts *src, char **msg)
+{
+    chrys_merge_opts_init(dst);
+    if (!src || src->struct_size < offsetof(chrys_merge_opts, user) + sizeof(void *))
+        return chrys_set_errmsg(msg, CHRYS_INVALID, "merge opts missing or struct_size too small");
+    memcpy(dst, src, src->struct_size < sizeof *dst ? src->struct_size : sizeof *dst);
+    dst->struct_size = sizeof *dst;
+    return CHRYS_OK;
+}
+
 /* The entries' index as the merger drives it: the planner builds HNSW at its threshold, and the
  * rows a block appends are linked together at the block's end. */
 static void index_for_merging(chrys_merger *m)
@@ -166,18 +179,18 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
     if (errmsg) *errmsg = NULL;
     if (!out) return CHRYS_INVALID;
     *out = NULL;
-    int rc = check_opts(opts, errmsg);
-    if (rc) return rc;
-    chrys_merger *m = merger_alloc(opts);
+    chrys_merge_opts o;
+    int rc = import_opts(&o, opts, errmsg);
+    if (rc || (rc = check_opts(&o, errmsg))) return rc;
+    chrys_merger *m = merger_alloc(&o);
     if (!m) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory creating merger");
     chrys_index_opts io;
     chrys_index_opts_init(&io);
-    io.dim = opts->dim;
+    io.dim = o.dim;
     io.metric = CHRYS_METRIC_COSINE;
-    int has_spec = opts->struct_size >= offsetof(chrys_merge_opts, memory_budget) + sizeof(uint64_t);
-    io.spec = has_spec && opts->index_spec ? opts->index_spec : "auto";
-    io.auto_threshold = has_spec && opts->auto_threshold ? opts->auto_threshold : 1000;
-    io.memory_budget = has_spec ? opts->memory_budget : 0;
+    io.spec = o.index_spec ? o.index_spec : "auto";
+    io.auto_threshold = o.auto_threshold ? o.auto_threshold : 1000;
+    io.memory_budget = o.memory_budget;
     if ((rc = chrys_index_new(&io, &m->ix, errmsg))) {
         chrys_merger_free(m);
         return rc;
@@ -197,10 +210,11 @@ int chrys_merger_configure(chrys_merger *m, const chrys_merge_opts *opts)
 {
     if (!m || !opts) return CHRYS_INVALID;
     char *msg = NULL;
-    chrys_merge_opts o = *opts;
+    chrys_merge_opts o;
+    int rc = import_opts(&o, opts, &msg);
     if (o.dim == 0) o.dim = m->opts.dim;
     o.index_spec = NULL; /* fixed at creation */
-    int rc = check_opts(&o, &msg);
+    if (!rc) rc = check_opts(&o, &msg);
     if (!rc && o.dim != m->opts.dim) rc = chrys_set_errmsg(&msg, CHRYS_INVALID, "dim %u differs from the merger's %u", o.dim, m->opts.dim);
     if (rc) {
         fail(m, rc, "%s", msg ? msg : "invalid options");
@@ -215,7 +229,10 @@ int chrys_merger_configure(chrys_merger *m, const chrys_merge_opts *opts)
 int chrys_merger_get_opts(const chrys_merger *m, chrys_merge_opts *opts)
 {
     if (!m || !opts) return CHRYS_INVALID;
-    *opts = m->opts;
+    /* as much as the caller's struct holds (struct_size 0: all of it), like chrys_merger_get_stats */
+    size_t sz = opts->struct_size && opts->struct_size < sizeof m->opts ? opts->struct_size : sizeof m->opts;
+    memcpy(opts, &m->opts, sz);
+    opts->struct_size = (uint32_t)sz;
     return CHRYS_OK;
 }
 

@@ -19,6 +19,17 @@ cat > "$T/a.jsonl" <<'J'
 J
 printf '{"embedding": [1, 0.05, 0]}\n{"embedding": [0, 0, 1]}\n' > "$T/q.jsonl"
 
+# The shared library exports the public API and nothing else (no test hooks).
+SO="$(dirname "$BIN")/libchrysalis.so"
+if [ -f "$SO" ]; then
+    syms=$(nm -D --defined-only "$SO" | awk '{print $3}')
+    echo "$syms" | grep -qx chrys_index_new && ! echo "$syms" | grep -v '^chrys_[a-z]' | grep -q . &&
+        ok "libchrysalis.so exports only chrys_* API symbols" ||
+        bad "libchrysalis.so exports only chrys_* API symbols" "$(echo "$syms" | grep -v '^chrys_[a-z]' | head -5)"
+else
+    bad "libchrysalis.so exports only chrys_* API symbols" "$SO missing"
+fi
+
 expect "help" 0 "usage: chrysalis [--config FILE] COMMAND" -- "$BIN" --help
 expect "help per command" 0 "usage: chrysalis search" -- "$BIN" search --help
 expect "unknown command" 2 "unknown command" -- "$BIN" frobnicate

@@ -612,7 +612,7 @@ void test_merge_bad_records(void)
     chrys_merge_record dup[2] = {{7, good, 3, NULL}, {7, good, 3, NULL}};
     CHECK_EQ(chrys_merger_merge(m, 2, dup, NULL), CHRYS_EXISTS);
     /* with skip_invalid: bad records are skipped and counted; an empty embedding is skipped */
-    chrys_merge_opts o;
+    chrys_merge_opts o = {sizeof o};
     chrys_merger_get_opts(m, &o);
     o.skip_invalid = 1;
     CHECK_EQ(chrys_merger_configure(m, &o), CHRYS_OK);
@@ -852,7 +852,7 @@ static void exact_merge(const chrys_merge_record *recs, size_t n, uint32_t d, ui
 /* Check every later decision of m against the exact one on the same state (decides nothing). */
 static void turn_on_verify(chrys_merger *m)
 {
-    chrys_merge_opts o;
+    chrys_merge_opts o = {sizeof o};
     chrys_merger_get_opts(m, &o);
     o.verify = 1;
     CHECK_EQ(chrys_merger_configure(m, &o), CHRYS_OK);
@@ -1043,4 +1043,61 @@ void test_merge_hnsw_index_current(void)
     free(recs);
     free(res);
     free(x);
+}
+
+/* A caller built against the first chrys_merge_opts (ending at `user`) passes a smaller struct:
+ * the library reads only its struct_size bytes (later fields take their defaults) and
+ * chrys_merger_get_opts writes no more than that. The bytes after the small struct are filled
+ * with 0xAB, which would read as verify = exact = 1, a garbage index_spec and ef_search far above
+ * its cap. */
+void test_merge_opts_older_struct(void)
+{
+    size_t v1 = offsetof(chrys_merge_opts, user) + sizeof(void *);
+    unsigned char *buf = malloc(sizeof(chrys_merge_opts) + 64);
+    memset(buf, 0xAB, sizeof(chrys_merge_opts) + 64);
+    chrys_merge_opts full;
+    chrys_merge_opts_init(&full);
+    full.dim = 8;
+    full.threshold = 0.9;
+    memcpy(buf, &full, v1);
+    chrys_merge_opts *small = (chrys_merge_opts *)buf;
+    small->struct_size = (uint32_t)v1;
+    chrys_merger *m = NULL;
+    char *msg = NULL;
+    CHECK_EQ(chrys_merger_new(small, &m, &msg), CHRYS_OK);
+    chrys_free(msg);
+    if (!m) {
+        free(buf);
+        return;
+    }
+    chrys_merge_opts got = {sizeof got};
+    CHECK_EQ(chrys_merger_get_opts(m, &got), CHRYS_OK);
+    CHECK_EQ(got.dim, 8);
+    CHECK(got.threshold == 0.9);
+    CHECK_EQ(got.exact, 0);
+    CHECK_EQ(got.verify, 0);
+    CHECK_EQ(got.ef_search, 0);
+    CHECK(got.confirm_margin == 0.01);
+    /* configure with the small struct: same rule */
+    small->threshold = 0.8;
+    CHECK_EQ(chrys_merger_configure(m, small), CHRYS_OK);
+    got.struct_size = sizeof got;
+    chrys_merger_get_opts(m, &got);
+    CHECK(got.threshold == 0.8);
+    CHECK_EQ(got.verify, 0);
+    CHECK_EQ(got.nprobe, 0);
+    /* get_opts into the small struct writes v1 bytes and no more */
+    memset(buf, 0xAB, sizeof(chrys_merge_opts) + 64);
+    small->struct_size = (uint32_t)v1;
+    CHECK_EQ(chrys_merger_get_opts(m, small), CHRYS_OK);
+    CHECK_EQ(small->struct_size, v1);
+    CHECK_EQ(small->dim, 8);
+    size_t touched = 0;
+    for (size_t i = v1; i < sizeof(chrys_merge_opts) + 64; i++) touched += buf[i] != 0xAB;
+    CHECK_EQ(touched, 0);
+    /* too small to hold the first version: refused */
+    small->struct_size = 8;
+    CHECK_EQ(chrys_merger_configure(m, small), CHRYS_INVALID);
+    chrys_merger_free(m);
+    free(buf);
 }

@@ -39,7 +39,10 @@
     X(test_io_fvecs)                                \
     X(test_io_raw_and_npy)                          \
     X(test_io_jsonl)                                \
-    X(test_alloc_fault_injection)                   \
+    X(test_alloc_index_calls)                       \
+    X(test_alloc_save_load)                         \
+    X(test_alloc_merger)                            \
+    X(test_merge_opts_older_struct)                 \
     X(test_merge_golden_passes)                     \
     X(test_merge_golden_per_legend)                 \
     X(test_merge_batch_equals_sequential)           \
