@@ -24,6 +24,7 @@ run bash tests/cli/test_cli.sh build/release/chrysalis
 run bash tests/cli/test_merge_cli.sh build/release/chrysalis
 run bash tests/cli/test_embed_cli.sh build/release/chrysalis
 run bash tests/cli/test_config_cli.sh build/release/chrysalis
+run bash tests/cli/test_lock_cli.sh build/release/chrysalis
 run build/release/fuzz_replay tests/fuzz/corpus
 echo "== build (ASan+UBSan)"
 make -s -j"$JOBS" MODE=asan WERROR=-Werror units || exit 1
