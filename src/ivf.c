@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #ifdef CHRYS_HAVE_BLAS
 #include <cblas.h>
@@ -49,17 +50,30 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
                            char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
-    static const char *expected = "expected Flat, SQ8, SQ8,RFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
+    static const char *expected = "expected Flat, SQ8, SQ8,RFlat, IVFFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, "
+                                  "IVF<nlist>,SQ8,RFlat, HNSW, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
     *kind = CHRYS_INDEX_FLAT;
     *nlist = 0;
     *sq8 = 0;
     *is_auto = 0;
     if (!spec) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec missing: %s", expected);
-    if (!strcmp(spec, "auto")) {
+    if (!strcasecmp(spec, "auto")) {
         *is_auto = 1;
         return CHRYS_OK;
     }
-    if (!strcmp(spec, "Flat")) return CHRYS_OK;
+    /* The Chrysalis roadmap's index types (FAISS_INDEX_TYPE), in any case: Flat; IVFFlat, whose
+     * list count comes from chrys_index_opts.nlist or, when that is 0, from the planner when the
+     * index trains; HNSW, with M 32. */
+    if (!strcasecmp(spec, "Flat")) return CHRYS_OK;
+    if (!strcasecmp(spec, "IVFFlat")) {
+        *kind = CHRYS_INDEX_IVF;
+        return CHRYS_OK;
+    }
+    if (!strcasecmp(spec, "HNSW")) {
+        *kind = CHRYS_INDEX_HNSW;
+        *nlist = CHRYS_HNSW_DEFAULT_M;
+        return CHRYS_OK;
+    }
     if (!strcmp(spec, "SQ8") || !strcmp(spec, "SQ8,RFlat")) {
         *sq8 = spec[3] ? 2 : 1;
         return CHRYS_OK;
@@ -76,7 +90,7 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
         const char *rest = end;
         int with_sq8 = 0;
         if (!strcmp(rest, ",SQ8")) with_sq8 = 1;
-        else if (is_hnsw && !strcmp(rest, ",SQ8,RFlat")) with_sq8 = 2;
+        else if (!strcmp(rest, ",SQ8,RFlat")) with_sq8 = 2;
         else if (ivf ? strcmp(rest, ",Flat") != 0 : (*rest != 0 && strcmp(rest, ",Flat") != 0))
             return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': unexpected '%s' (%s)", spec, rest, expected);
         if (ivf && (v < 1 || v > 1u << 20))
@@ -104,7 +118,12 @@ void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap)
         int ml;
         hnsw_params(ix, &M, &efc, &ml);
         snprintf(buf, cap, "HNSW%u%s", M, !ix->sq8 ? "" : ix->refine ? ",SQ8,RFlat" : ",SQ8");
-    } else if (ix->kind == CHRYS_INDEX_IVF) snprintf(buf, cap, "IVF%u,%s", ix->nlist ? ix->nlist : ix->want_nlist, ix->sq8 ? "SQ8" : "Flat");
+    } else if (ix->kind == CHRYS_INDEX_IVF) {
+        uint32_t nl = ix->nlist ? ix->nlist : ix->want_nlist;
+        const char *codes = !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8";
+        if (nl) snprintf(buf, cap, "IVF%u,%s", nl, codes);
+        else snprintf(buf, cap, "IVF%s%s", ix->sq8 ? "," : "", codes); /* untrained, nlist from the planner */
+    }
     else snprintf(buf, cap, "%s", !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8");
 }
 
@@ -458,16 +477,26 @@ int ivf_reserve(chrys_index *ix, size_t cap)
     return CHRYS_OK;
 }
 
-static void encode_row(chrys_index *ix, size_t slot) { sq8_encode(ix, slot, ix->vecs + slot * ix->dim); }
-
+/* Ranges from the float32 rows (ix->vecs), then the codes of every row. */
 static int train_sq8(chrys_index *ix)
 {
     if (sq8_train(ix, ix->vecs, ix->n)) return CHRYS_NOMEM;
     if (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(ix->sq_csq = chrys_malloc((ix->cap ? ix->cap : 1) * sizeof(float))))
         return CHRYS_NOMEM;
     if (!ix->codes && !(ix->codes = chrys_malloc_aligned((ix->cap ? ix->cap : 1) * (size_t)ix->dim))) return CHRYS_NOMEM;
-    for (size_t i = 0; i < ix->n; i++) encode_row(ix, i);
+    for (size_t i = 0; i < ix->n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
     return CHRYS_OK;
+}
+
+/* Rows [s0, s0 + m) decoded from the codes into out (m x dim), made unit under cosine as the
+ * stored rows were (training and assignment of a codes-only index). */
+static void decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out)
+{
+    for (size_t i = 0; i < m; i++) {
+        float *o = out + i * ix->dim;
+        sq8_decode(ix, s0 + i, o);
+        if (ix->metric == CHRYS_METRIC_COSINE) normalize_row(o, ix->dim);
+    }
 }
 
 static int list_push(chrys_index *ix, uint32_t l, uint32_t slot)
@@ -515,27 +544,71 @@ double ivf_imbalance(const chrys_index *ix)
     return s * ix->nlist / ((double)ix->n * ix->n);
 }
 
+/* Nearest centroid of every row: the float32 rows in place, or a codes-only index's rows decoded
+ * in blocks (never all at once: that would be the float32 memory the codes save). */
+static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist, int spherical, uint32_t *asg, float *c_sq)
+{
+    if (ix->vecs) {
+        assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq);
+        return CHRYS_OK;
+    }
+    const size_t B = 4096;
+    float *blk = chrys_malloc_aligned((ix->n < B ? ix->n : B) * (size_t)ix->dim * sizeof(float) + 64);
+    if (!blk) return CHRYS_NOMEM;
+    for (size_t s0 = 0; s0 < ix->n; s0 += B) {
+        size_t m = ix->n - s0 < B ? ix->n - s0 : B;
+        decode_rows(ix, s0, m, blk);
+        assign_all(blk, m, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg + s0, NULL, c_sq);
+    }
+    chrys_free_aligned(blk);
+    return CHRYS_OK;
+}
+
+/* k-means on the rows: the float32 rows when kept; for a codes-only index (IVF,SQ8 after its
+ * first training) the decoded codes of at most 256 rows per list, evenly spaced over the slots
+ * (k-means samples no more than that anyway). The codes and their ranges are kept as they are
+ * (never re-quantised); with float32 rows the ranges are trained again and every row re-encoded.
+ * A codes-only spec drops its float32 rows here, once the lists and codes exist. */
 int ivf_train(chrys_index *ix, uint32_t nlist)
 {
     if (nlist < 1 || ix->n < nlist)
         return index_fail(ix, CHRYS_INVALID, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
     float *cent = chrys_malloc_aligned((size_t)nlist * ix->dim * sizeof(float));
     if (!cent) return index_fail(ix, CHRYS_NOMEM, "out of memory training IVF%u", nlist);
-    int spherical = ix->metric != CHRYS_METRIC_L2;
-    int rc = kmeans_train(ix->vecs, ix->n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL);
+    int spherical = ix->metric != CHRYS_METRIC_L2, rc;
+    const float *train_x = ix->vecs;
+    size_t train_n = ix->n;
+    float *dec = NULL;
+    if (!ix->vecs) { /* codes only: train on decoded codes */
+        if (!ix->codes || !ix->sq_min) {
+            chrys_free_aligned(cent);
+            return index_fail(ix, CHRYS_INVALID, "retrain: the index keeps neither float32 rows nor codes");
+        }
+        size_t max_pts = (size_t)nlist * KM_MAX_POINTS_PER_CENTROID;
+        train_n = ix->n < max_pts ? ix->n : max_pts;
+        if (!(dec = chrys_malloc_aligned(train_n * (size_t)ix->dim * sizeof(float)))) {
+            chrys_free_aligned(cent);
+            return index_fail(ix, CHRYS_NOMEM, "out of memory training IVF%u", nlist);
+        }
+        for (size_t i = 0; i < train_n; i++) decode_rows(ix, (size_t)((double)i * ix->n / train_n), 1, dec + i * ix->dim);
+        train_x = dec;
+    }
+    rc = kmeans_train(train_x, train_n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL);
+    chrys_free_aligned(dec);
     if (rc) {
         chrys_free_aligned(cent);
         return index_fail(ix, rc, "k-means failed");
     }
-    /* Replace lists (keep SQ8 settings). */
+    /* Replace lists (keep SQ8 settings and codes). */
     int sq8 = ix->sq8;
-    float *smin = ix->sq_min, *sstep = ix->sq_step;
+    float *smin = ix->sq_min, *sstep = ix->sq_step, *csq = ix->sq_csq;
     uint8_t *codes = ix->codes;
-    ix->sq_min = ix->sq_step = NULL;
+    ix->sq_min = ix->sq_step = ix->sq_csq = NULL;
     ix->codes = NULL;
     ivf_free(ix);
     ix->sq_min = smin;
     ix->sq_step = sstep;
+    ix->sq_csq = csq;
     ix->codes = codes;
     ix->sq8 = sq8;
     ix->kind = CHRYS_INDEX_IVF;
@@ -549,17 +622,21 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     ix->pos_in_list = chrys_malloc(cap * sizeof *ix->pos_in_list);
     uint32_t *asg = chrys_malloc((ix->n ? ix->n : 1) * sizeof *asg);
     float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
-    if (!ix->lists || !ix->list_n || !ix->list_cap || !ix->list_of || !ix->pos_in_list || !asg || !c_sq) {
+    if (!ix->lists || !ix->list_n || !ix->list_cap || !ix->list_of || !ix->pos_in_list || !asg || !c_sq ||
+        assign_rows(ix, cent, nlist, spherical, asg, c_sq)) {
         chrys_free(asg);
         chrys_free(c_sq);
         return index_fail(ix, CHRYS_NOMEM, "out of memory building IVF lists");
     }
-    assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq);
     for (size_t i = 0; i < ix->n && !rc; i++) rc = list_push(ix, asg[i], (uint32_t)i);
     chrys_free(asg);
     chrys_free(c_sq);
     if (rc) return index_fail(ix, rc, "out of memory building IVF lists");
-    if (ix->sq8 && (rc = train_sq8(ix))) return index_fail(ix, rc, "out of memory training SQ8");
+    if (ix->sq8 && ix->vecs && (rc = train_sq8(ix))) return index_fail(ix, rc, "out of memory training SQ8");
+    if (!index_keeps_floats(ix) && ix->vecs && !ix->map_base) { /* codes only from here on */
+        chrys_free_aligned(ix->vecs);
+        ix->vecs = NULL;
+    }
     ix->trained_on = ix->n;
     ix->train_imbalance = ivf_imbalance(ix);
     return CHRYS_OK;
@@ -570,7 +647,8 @@ int chrys_index_retrain(chrys_index *ix)
     if (!ix) return CHRYS_INVALID;
     if (index_check_writable(ix)) return CHRYS_INVALID;
     if (ix->kind != CHRYS_INDEX_IVF) return index_fail(ix, CHRYS_INVALID, "retrain: the index is not IVF");
-    uint32_t nlist = ix->planned ? ivf_plan_nlist(ix->n) : (ix->nlist ? ix->nlist : ix->want_nlist);
+    /* the planner's choice (auto, or IVFFlat without nlist) is made again for the current size */
+    uint32_t nlist = !ix->want_nlist ? ivf_plan_nlist(ix->n) : ix->nlist ? ix->nlist : ix->want_nlist;
     return ivf_train(ix, nlist);
 }
 
@@ -580,6 +658,7 @@ int chrys_index_retrain(chrys_index *ix)
 static int plan_hnsw(chrys_index *ix)
 {
     size_t cap = ix->cap, dim = ix->dim;
+    if (!ix->vecs) return index_fail(ix, CHRYS_INVALID, "planning HNSW: the index keeps no float32 rows");
     if (hnsw_create(ix, MERGE_PLAN_M, ix->plan_efc)) return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
     uint8_t *codes = NULL;
     float *csq = NULL;
@@ -618,9 +697,11 @@ static int plan(chrys_index *ix)
     size_t n = ix->n;
     uint32_t nlist = ivf_plan_nlist(n);
     uint64_t float_bytes = (uint64_t)n * ix->dim * 4;
-    int sq8 = ix->memory_budget && float_bytes > ix->memory_budget;
+    /* SQ8 codes only when the rows exceed the budget (and for good once the rows are gone) */
+    int sq8 = (ix->memory_budget && float_bytes > ix->memory_budget) || !ix->vecs;
     char spec[32];
     ix->sq8 = sq8;
+    ix->refine = 0;
     int rc = ivf_train(ix, nlist);
     if (rc) return rc;
     ivf_spec_string(ix, spec, sizeof spec);
@@ -633,31 +714,39 @@ static int plan(chrys_index *ix)
 
 int index_replan(chrys_index *ix) { return plan(ix); }
 
-int ivf_after_add(chrys_index *ix, size_t first)
+int ivf_after_add(chrys_index *ix, size_t first, const float *rows)
 {
-    if (ix->planned) {
-        if (ix->kind == CHRYS_INDEX_FLAT && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
-            return plan(ix);
-        if (ix->kind == CHRYS_INDEX_IVF && ix->n >= 4 * ix->trained_on) return plan(ix); /* re-plan */
+    size_t dim = ix->dim;
+    if (ix->planned && ix->kind == CHRYS_INDEX_FLAT) {
+        if (ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST) return plan(ix);
+        return CHRYS_OK; /* exact Flat below the threshold: nothing to assign */
     }
     if (ix->kind == CHRYS_INDEX_IVF && !ix->nlist) {
-        /* untrained: train once there are enough vectors (searches are exact until then) */
+        /* untrained (its rows are kept, index_has_floats): searches are exact until it trains, at
+         * 8 x nlist vectors, or at auto_threshold with the planner's nlist (IVFFlat without nlist) */
         uint32_t want = ix->want_nlist;
-        if (ix->n >= (size_t)want * 8 || ix->n >= (size_t)want * IVF_MIN_POINTS_PER_LIST) return ivf_train(ix, want);
+        if (!want && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
+            return ivf_train(ix, ivf_plan_nlist(ix->n));
+        if (want && ix->n >= (size_t)want * 8) return ivf_train(ix, want);
         return CHRYS_OK;
     }
-    if (ix->sq8 && !ix->sq_min) { /* Flat + SQ8: ranges from the first batch */
+    if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && !ix->sq_min) { /* Flat SQ8,RFlat: ranges from the first batch */
         int rc = train_sq8(ix);
         if (rc) return index_fail(ix, rc, "out of memory training SQ8");
         return CHRYS_OK;
     }
     for (size_t s = first; s < ix->n; s++) {
-        if (ix->sq8) encode_row(ix, s);
+        const float *row = rows + (s - first) * dim;
+        if (ix->sq8) sq8_encode(ix, s, row);
         if (ix->nlist) {
-            int rc = list_push(ix, nearest_list(ix, ix->vecs + s * ix->dim), (uint32_t)s);
+            int rc = list_push(ix, nearest_list(ix, row), (uint32_t)s);
             if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
         }
     }
+    /* The planner's nlist (auto, or IVFFlat without nlist) is chosen again once the index has grown
+     * 4x since its training (a codes-only index trains on its decoded codes). */
+    if (ix->kind == CHRYS_INDEX_IVF && !ix->want_nlist && ix->n >= 4 * ix->trained_on)
+        return ix->planned ? plan(ix) : ivf_train(ix, ivf_plan_nlist(ix->n));
     return CHRYS_OK;
 }
 
@@ -678,11 +767,11 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
     }
 }
 
-void ivf_after_update(chrys_index *ix, uint32_t slot)
+void ivf_after_update(chrys_index *ix, uint32_t slot, const float *row)
 {
-    if (ix->sq8 && ix->codes && ix->sq_min && ix->vecs) encode_row(ix, slot); /* (codes-only rows: index.c) */
+    if (ix->sq8 && ix->codes && ix->sq_min) sq8_encode(ix, slot, row);
     if (ix->nlist) {
-        uint32_t l = nearest_list(ix, ix->vecs + (size_t)slot * ix->dim);
+        uint32_t l = nearest_list(ix, row);
         if (l != ix->list_of[slot]) {
             list_pop(ix, slot);
             list_push(ix, l, slot); /* the list had room for it before: cannot need more than cap */
@@ -701,6 +790,41 @@ static int cmp_desc(const void *a, const void *b)
     return x->id < y->id ? -1 : (x->id > y->id);
 }
 
+/* One query's scan of its nprobe lists over SQ8 codes: each row costs one exact int32 dot product
+ * of its code bytes with the query's int8 weights (sq8.h; the VNNI kernel, four rows at a time);
+ * the best c->pool candidates are ranked by sq8_finish, with the float32 rows in double when kept
+ * (",RFlat"), else from the codes with float weights. */
+static void scan_sq8(const search_job *c, const chrys_index *ix, const chrys_kernels *kr, const float *qv,
+                     const topk *probe, topk *best, int8_t *w8)
+{
+    size_t dim = ix->dim;
+    sq8_query q;
+    sq8_prepare(ix, qv, &q, w8);
+    for (size_t p = 0; p < probe->n; p++) {
+        uint32_t l = probe->items[p].slot, ln = ix->list_n[l];
+        const uint32_t *slots = ix->lists[l];
+        uint32_t j = 0;
+        for (; j + 4 <= ln; j += 4) {
+            const uint8_t *cs[4] = {ix->codes + (size_t)slots[j] * dim, ix->codes + (size_t)slots[j + 1] * dim,
+                                    ix->codes + (size_t)slots[j + 2] * dim, ix->codes + (size_t)slots[j + 3] * dim};
+            int32_t d4[4];
+            kr->dot_u8i8_x4(cs, w8, dim, d4);
+            for (int t = 0; t < 4; t++) {
+                uint32_t s = slots[j + t];
+                float sc = sq8_score_i32(ix, &q, d4[t], s);
+                if (sc >= topk_floor(best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
+                    topk_push(best, sc, s, ix->ids[s]);
+            }
+        }
+        for (; j < ln; j++) {
+            uint32_t s = slots[j];
+            float sc = sq8_score_i32(ix, &q, kr->dot_u8i8(ix->codes + (size_t)s * dim, w8, dim), s);
+            if (sc >= topk_floor(best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
+                topk_push(best, sc, s, ix->ids[s]);
+        }
+    }
+}
+
 static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
 {
     (void)w;
@@ -712,8 +836,11 @@ static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
     uint32_t nl = ix->nlist, np = c->nprobe < nl ? c->nprobe : nl;
     float *cs = chrys_malloc(nl * sizeof *cs);
     topk_item *pitems = chrys_malloc(np * sizeof *pitems), *items = chrys_malloc(c->pool * sizeof *items);
-    float *qw = chrys_malloc(dim * sizeof *qw);
-    if (!cs || !pitems || !items || !qw) {
+    int8_t *w8 = chrys_malloc(dim);
+    float *wf = chrys_malloc(dim * sizeof *wf);
+    uint32_t *cand = chrys_malloc(c->pool * sizeof *cand);
+    sq8_fin *fin = chrys_malloc(c->pool * sizeof *fin);
+    if (!cs || !pitems || !items || !w8 || !wf || !cand || !fin) {
         c->rc = CHRYS_NOMEM;
         goto out;
     }
@@ -725,25 +852,21 @@ static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
         topk probe;
         topk_init(&probe, pitems, np);
         for (uint32_t l = 0; l < nl; l++) topk_push(&probe, l2 ? -cs[l] : cs[l], l, l);
-        /* 2. scan them (float32, or SQ8 codes) */
+        /* 2. scan them (float32 rows, or SQ8 codes) */
         topk best;
         topk_init(&best, items, c->pool);
-        double bias = 0;
-        if (ix->sq8 && !l2) {
-            for (size_t d = 0; d < dim; d++) {
-                qw[d] = q[d] * ix->sq_step[d];
-                bias += (double)q[d] * ix->sq_min[d];
-            }
+        if (ix->sq8) {
+            scan_sq8(c, ix, kr, q, &probe, &best, w8);
+            for (size_t j = 0; j < best.n; j++) cand[j] = best.items[j].slot;
+            sq8_finish(ix, q, cand, best.n, c->k, c->use_thr, c->thr, c->ids + qi * c->k, c->scores + qi * c->k, wf, fin);
+            continue;
         }
         for (size_t p = 0; p < probe.n; p++) {
             uint32_t l = probe.items[p].slot;
             const uint32_t *slots = ix->lists[l];
             for (uint32_t j = 0; j < ix->list_n[l]; j++) {
                 uint32_t s = slots[j];
-                float sc;
-                if (ix->sq8 && !l2) sc = (float)bias + kr->dot_u8(qw, ix->codes + (size_t)s * dim, dim);
-                else if (l2) sc = -kr->l2sq(q, ix->vecs + (size_t)s * dim, dim);
-                else sc = kr->dot(q, ix->vecs + (size_t)s * dim, dim);
+                float sc = l2 ? -kr->l2sq(q, ix->vecs + (size_t)s * dim, dim) : kr->dot(q, ix->vecs + (size_t)s * dim, dim);
                 if (sc >= topk_floor(&best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
                     topk_push(&best, sc, s, ix->ids[s]);
             }
@@ -773,7 +896,10 @@ out:
     chrys_free(cs);
     chrys_free(pitems);
     chrys_free(items);
-    chrys_free(qw);
+    chrys_free(w8);
+    chrys_free(wf);
+    chrys_free(cand);
+    chrys_free(fin);
 }
 
 int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr, unsigned nt,

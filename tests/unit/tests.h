@@ -58,7 +58,11 @@
     X(test_kmeans_basics)                           \
     X(test_ivf_recall_and_mutation)                 \
     X(test_ivf_planner)                             \
-    X(test_search_filter)
+    X(test_search_filter)                           \
+    X(test_ivf_roadmap_names)                       \
+    X(test_ivf_sq8_codes_only)                      \
+    X(test_ivf_sq8_rflat_exact)                     \
+    X(test_ivf_golden_v1_0_sq8)
 
 #define X(name) void name(void);
 TEST_LIST
