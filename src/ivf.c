@@ -4,9 +4,18 @@
  *
  * Layout: an IVF index keeps its rows where a Flat index does (contiguous, slot order); the lists
  * are arrays of slots, so adding, removing and updating rows stays O(1) and exact search over the
- * same index remains possible. With SQ8, each row also has dim one-byte codes,
- * value = min[d] + code * step[d] (per-dimension range from the data, codes clamped); a search
- * scans the codes and re-ranks its best candidates with the float32 rows in double precision.
+ * same index remains possible. With SQ8, each row has dim one-byte codes,
+ * value = min[d] + code * step[d] (per-dimension range from the training set, codes clamped), kept
+ * where a codes-only Flat or HNSW index keeps them (sq8.c); a search scans the codes with the int8
+ * kernel and ranks its best candidates with sq8_finish. "IVF<n>,SQ8" keeps the codes only: the
+ * float32 rows stay until k-means has trained on them (an untrained index searches them exactly)
+ * and are then dropped, so a retrain or re-plan trains on decoded codes (the codes themselves are
+ * kept, never re-quantised); "IVF<n>,SQ8,RFlat" keeps the rows and re-ranks exactly in double.
+ *
+ * Specifications: FAISS's index_factory forms plus the Chrysalis roadmap's names in any case
+ * (Flat; IVFFlat, whose nlist comes from chrys_index_opts.nlist or, when 0, from the planner's
+ * ivf_plan_nlist(n) each time it trains: at auto_threshold vectors and again at 4x growth; HNSW =
+ * HNSW32). They are resolved here so that every caller (CLI, C, bindings) reads them alike.
  *
  * k-means: greedy k-means++ seeding (plain k-means++ above 256 centroids; seeded, on a sample of at
  * most 16 points per centroid), then Lloyd
