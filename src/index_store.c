@@ -196,7 +196,8 @@ static int load_plan(store_reader *r, const unsigned char *plan, chrys_index *ix
     uint32_t flags = get_u32le(plan + PLAN_FLAGS), nlist = get_u32le(plan + PLAN_NLIST);
     int bad = (flags & ~PLAN_FLAGS_KNOWN) || get_u32le(plan + PLAN_RESERVED0) || plan[PLAN_REASON + 159];
     for (int i = PLAN_RESERVED1; i < PLAN_SIZE; i++) bad |= plan[i];
-    if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) || (nlist && ix->n < nlist) ||
+    /* (fewer rows than lists is valid: removals after training leave lists empty) */
+    if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) ||
         get_u32le(plan + PLAN_WANT_NLIST) > (1u << 20))
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN section is invalid", r->name);
     if ((flags & 4) && !(flags & 2))

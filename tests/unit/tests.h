@@ -62,7 +62,8 @@
     X(test_ivf_roadmap_names)                       \
     X(test_ivf_sq8_codes_only)                      \
     X(test_ivf_sq8_rflat_exact)                     \
-    X(test_ivf_golden_v1_0_sq8)
+    X(test_ivf_golden_v1_0_sq8)                     \
+    X(test_regress_ivf_store_fewer_rows_than_lists)
 
 #define X(name) void name(void);
 TEST_LIST
