@@ -13,7 +13,9 @@
 #
 # Environment: N (default 100000), NLIST (default 256), NPROBE (default 1,2,4,8,16,32,64,128),
 # FAISS_NPROBE (default 1,2,4,8,16,32: Debian's generic FAISS build is slow at high nprobe),
-# THREADS (default 1,2), BUILD (default build/release). OPENBLAS_CORETYPE is left as it is.
+# THREADS (default 1,2), BUILD (default build/release), QUIET_WAIT (seconds to wait, before each
+# method, until no other process uses more than 0.3 core: the lock keeps other heavy runs out, not
+# everything; default 120). OPENBLAS_CORETYPE is left as it is.
 # Writes bench/out/ivf_sq8_<method>.json, bench/out/ivf_sq8_table.md and bench/out/ivf_sq8_run.txt;
 # the data set goes to bench/out/tmp/data/ (git-ignored).
 set -euo pipefail
@@ -27,7 +29,10 @@ THREADS=${THREADS:-1,2}
 BUILD=${BUILD:-build/release}
 OUT=bench/out
 DATA=$OUT/tmp/data/clustered$((N / 1000))k
+QUIET_WAIT=${QUIET_WAIT:-120}
 mkdir -p "$OUT/tmp"
+. bench/lib.sh
+monitor $$ > "$OUT/ivf_sq8_cpu_monitor.log" 2>&1 &
 make -s BUILD="$BUILD" MODE=release "$BUILD/bench_ivf_sq8"
 if [ ! -f "$DATA/groundtruth.ivecs" ]; then
     $PY ../shared/tools/gen_clustered.py --n "$N" --d 1024 --nq 1000 --out "$DATA"
@@ -43,10 +48,12 @@ fi
 B="--base $DATA/base.fvecs --query $DATA/query.fvecs --gt $DATA/groundtruth.ivecs"
 for spec in Flat "IVF$NLIST,SQ8" "IVF$NLIST,SQ8,RFlat"; do
     name=$(echo "$spec" | tr ',' '_')
+    echo "== $spec $(wait_quiet 2>&1)" | tee -a "$OUT/ivf_sq8_run.txt"
     "$BUILD/bench_ivf_sq8" $B --spec "$spec" --store "$OUT/tmp/ivf_sq8.chrys" --threads "$THREADS" --nprobe "$NPROBE" \
         --json "$OUT/ivf_sq8_chrysalis_$name.json" 2>&1 | tee -a "$OUT/ivf_sq8_run.txt"
 done
 for res in 0 1; do # 0: codes of x, as chrysalis encodes (like for like); 1: FAISS's default, codes of x - centroid
+    echo "== faiss by_residual=$res $(wait_quiet 2>&1)" | tee -a "$OUT/ivf_sq8_run.txt"
     $PY bench/faiss_ivf_sq8_anchor.py $B --nlist "$NLIST" --index-file "$OUT/tmp/ivf_sq8.faiss" --threads "$THREADS" \
         --nprobe "$FAISS_NPROBE" --by-residual $res --json "$OUT/ivf_sq8_faiss_res$res.json" 2>&1 | tee -a "$OUT/ivf_sq8_run.txt"
 done
