@@ -125,6 +125,9 @@ $(BUILD)/bench_embed: $(BUILD)/bench/bench_embed.o $(STATIC)
 $(BUILD)/bench_ivf: $(BUILD)/bench/bench_ivf.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
+$(BUILD)/bench_ivf_sq8: $(BUILD)/bench/bench_ivf_sq8.o $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
 $(BUILD)/bench_hnsw: $(BUILD)/bench/bench_hnsw.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
@@ -132,7 +135,7 @@ $(BUILD)/hnswlib_native: ../shared/tools/hnswlib_native.cpp
 	@mkdir -p $(dir $@)
 	g++ -O3 -march=native -std=c++17 -pthread $< -o $@
 
-bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(BUILD)/bench_ivf $(BUILD)/bench_hnsw $(CLI)
+bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(BUILD)/bench_ivf $(BUILD)/bench_ivf_sq8 $(BUILD)/bench_hnsw $(CLI)
 
 example: $(CLI)
 	bash examples/run.sh $(CLI)

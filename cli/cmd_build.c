@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -24,8 +25,13 @@ static const char *HELP_BUILD =
     "  --metric cosine|ip|l2   distance (build only; default cosine: vectors normalised on insert)\n"
     "  --format F              fvecs|npy|raw|jsonl|auto (default auto: by extension, then content)\n"
     "  --dim D                 dimension of raw float32 input\n"
-    "  --index SPEC            build: auto (default), Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8,\n"
-    "                          HNSW<M> (e.g. HNSW32), HNSW<M>,SQ8 (int8 codes only), HNSW<M>,SQ8,RFlat\n"
+    "  --index SPEC            build: auto (default), Flat, SQ8 (int8 codes only), SQ8,RFlat,\n"
+    "                          IVFFlat (nlist lists, or the planner's), IVF<nlist>,Flat,\n"
+    "                          IVF<nlist>,SQ8 (int8 codes only), IVF<nlist>,SQ8,RFlat (codes + float32\n"
+    "                          rows, exact re-ranking), HNSW (= HNSW32), HNSW<M>, HNSW<M>,SQ8 (codes only),\n"
+    "                          HNSW<M>,SQ8,RFlat; the names Flat, IVFFlat and HNSW in any case\n"
+    "  --nlist N               build: IVF lists for IVFFlat (default 0: the planner's, ~sqrt(n), when it\n"
+    "                          trains at --auto-threshold vectors)\n"
     "  --sq8                   build: add int8 codes to the --index spec (HNSW32 -> HNSW32,SQ8)\n"
     "  --ef-construction N     build: HNSW candidates kept while linking (default 200)\n"
     "  --threads N             workers linking HNSW nodes (default: all cores)\n"
@@ -63,6 +69,7 @@ int cmd_build(int argc, char **argv, int is_add)
                                          {"dim", required_argument, 0, 'd'},
                                          {"force", no_argument, 0, 'F'},
                                          {"index", required_argument, 0, 'i'},
+                                         {"nlist", required_argument, 0, 'n'},
                                          {"auto-threshold", required_argument, 0, 'a'},
                                          {"memory-budget", required_argument, 0, 'b'},
                                          {"sq8", no_argument, 0, 'S'},
@@ -99,6 +106,9 @@ int cmd_build(int argc, char **argv, int is_add)
         case 'F': force = 1; break;
         case 'i':
             if (cfg_set_flag("index", optarg, "--index")) return EXIT_USAGE;
+            break;
+        case 'n':
+            if (cfg_set_flag("nlist", optarg, "--nlist")) return EXIT_USAGE;
             break;
         case 'a':
             if (cfg_set_flag("auto_threshold", optarg, "--auto-threshold")) return EXIT_USAGE;
@@ -177,12 +187,24 @@ int cmd_build(int argc, char **argv, int is_add)
             o.dim = vs.dim;
             o.metric = (chrys_metric)metric;
             char spec[64];
-            snprintf(spec, sizeof spec, "%s", cfg_index_spec());
+            const char *eff = cfg_index_spec();
+            if (!eff) {
+                vecset_free(&vs);
+                code = EXIT_USAGE;
+                goto done;
+            }
+            snprintf(spec, sizeof spec, "%s", eff);
             if (sq8 && !strstr(spec, "SQ8")) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
                 char *flat = strstr(spec, "Flat");
+                if (!strcasecmp(spec, "IVFFlat")) {
+                    cli_error("--sq8: IVFFlat needs a list count for its SQ8 form (set nlist, or use IVF<nlist>,SQ8)");
+                    vecset_free(&vs);
+                    code = EXIT_USAGE;
+                    goto done;
+                }
                 if (!strcmp(spec, "Flat")) snprintf(spec, sizeof spec, "SQ8");
                 else if (flat) memcpy(flat, "SQ8", 4);
-                else if (!strncmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", sizeof spec - strlen(spec) - 1);
+                else if (!strncasecmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", sizeof spec - strlen(spec) - 1);
                 else {
                     cli_error("--sq8: index '%s' has no SQ8 form (use Flat, IVF<nlist>,Flat or HNSW<M>)", spec);
                     vecset_free(&vs);

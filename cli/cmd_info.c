@@ -89,9 +89,11 @@ int cmd_info(int argc, char **argv)
                sm.format_major, sm.format_minor, wv >> 16, (wv >> 8) & 0xff, wv & 0xff,
                (unsigned long long)sm.file_bytes, sm.n_sections);
         if (info.kind == CHRYS_INDEX_IVF)
-            printf("index:    %s%s (%u lists, imbalance %.2f, drift %.2f since training on %llu vectors%s)\n", info.spec,
+            printf("index:    %s%s (%u lists, imbalance %.2f, drift %.2f since training on %llu vectors%s%s)\n", info.spec,
                    info.planned ? " (auto)" : "", info.nlist, info.imbalance, info.drift,
-                   (unsigned long long)info.trained_on, info.drift > 1.5 ? "; consider 'chrysalis retrain'" : "");
+                   (unsigned long long)info.trained_on, info.drift > 1.5 ? "; consider 'chrysalis retrain'" : "",
+                   !info.sq8 ? "" : strstr(info.spec, "RFlat") ? "; int8 codes scanned, float32 re-ranking"
+                                                            : "; int8 codes only, scores approximate");
         else if (info.kind == CHRYS_INDEX_HNSW)
             printf("index:    %s (M %u, ef_construction %u, %d levels above 0%s%s)\n", info.spec, info.hnsw_m, info.ef_construction,
                    info.max_level > 0 ? info.max_level : 0,

@@ -473,7 +473,11 @@ int cmd_merge(int argc, char **argv)
                 /* threshold: the flag, else the configured one, else 0.85 (0.90 for the skill merger) */
                 if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
                 else if (variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
-                o.index_spec = cfg_index_spec();
+                if (!(o.index_spec = cfg_index_spec())) {
+                    vecset_free(&vs);
+                    code = EXIT_USAGE;
+                    goto done;
+                }
                 o.auto_threshold = cfg_uint("auto_threshold");
                 o.memory_budget = cfg_uint("memory_budget");
                 o.ef_construction = (uint32_t)efc;

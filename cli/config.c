@@ -8,9 +8,13 @@
  * values are errors that name the file and line (or the variable, or the flag).
  *
  * The Chrysalis roadmap's variables are accepted as they are: FAISS_ENABLED (false: always exact
- * Flat), FAISS_THRESHOLD (the planner's size threshold), FAISS_INDEX_TYPE (flat, ivf, hnsw, or a
- * spec) and FAISS_USE_GPU (accepted; this build has no GPU path, which `config` reports).
- * A CHRYSALIS_* variable wins over its FAISS_* alias.
+ * Flat), FAISS_THRESHOLD (the planner's size threshold), FAISS_INDEX_TYPE (the roadmap's types
+ * IVFFlat, HNSW and Flat in any case, ivf for auto, or a spec), FAISS_NLIST (IVFFlat's list count)
+ * and FAISS_USE_GPU (accepted; this build has no GPU path, which `config` reports).
+ * A CHRYSALIS_* variable wins over its FAISS_* alias. The index names are resolved by the
+ * library's chrys_index_spec_parse (IVFFlat: IVF with chrys_index_opts.nlist lists, or the
+ * planner's when nlist is 0; HNSW: HNSW32); here they are only shown in their canonical form,
+ * with the text as given beside it.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -22,7 +26,7 @@
 
 #include "cli.h"
 
-typedef enum { T_SPEC, T_UINT, T_BYTES, T_FLOAT01, T_POSFLOAT, T_BOOL, T_PATH } cfg_type;
+typedef enum { T_SPEC, T_NLIST, T_UINT, T_BYTES, T_FLOAT01, T_POSFLOAT, T_BOOL, T_PATH } cfg_type;
 
 typedef struct cfg_def {
     const char *key, *env, *alias_env, *def, *help;
@@ -31,7 +35,11 @@ typedef struct cfg_def {
 
 static const cfg_def DEFS[] = {
     {"index", "CHRYSALIS_INDEX", "FAISS_INDEX_TYPE", "auto",
-     "index for new stores: auto, Flat, SQ8, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8[,RFlat]", T_SPEC},
+     "index for new stores: auto, Flat, SQ8[,RFlat], IVFFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8[,RFlat], HNSW, HNSW<M>, "
+     "HNSW<M>,SQ8[,RFlat]",
+     T_SPEC},
+    {"nlist", "CHRYSALIS_NLIST", "FAISS_NLIST", "0", "IVFFlat's list count (0 = the planner's, ~sqrt(n), when it trains)",
+     T_NLIST},
     {"enabled", "CHRYSALIS_INDEX_ENABLED", "FAISS_ENABLED", "true", "false: always exact Flat search", T_BOOL},
     {"auto_threshold", "CHRYSALIS_AUTO_THRESHOLD", "FAISS_THRESHOLD", "1000",
      "planner: exact Flat below this many vectors, an index above", T_UINT},
@@ -48,6 +56,7 @@ static const cfg_def DEFS[] = {
 #define N_DEFS (sizeof DEFS / sizeof *DEFS)
 
 static char g_val[N_DEFS][512];
+static char g_given[N_DEFS][512]; /* the text as given, when it differs from the canonical value */
 static char g_src[N_DEFS][600];
 static char g_file[512];
 
@@ -89,9 +98,7 @@ static int check_value(size_t i, const char *in, char *out, size_t cap, char *wh
     snprintf(out, cap, "%s", in);
     switch (d->type) {
     case T_SPEC: {
-        if (!strcasecmp(in, "flat")) snprintf(out, cap, "Flat");
-        else if (!strcasecmp(in, "ivf")) snprintf(out, cap, "auto");
-        else if (!strcasecmp(in, "hnsw")) snprintf(out, cap, "HNSW32");
+        if (!strcasecmp(in, "ivf")) snprintf(out, cap, "auto"); /* the roadmap's short name, kept */
         chrys_index_kind k;
         uint32_t nl;
         int sq8, is_auto;
@@ -99,7 +106,21 @@ static int check_value(size_t i, const char *in, char *out, size_t cap, char *wh
         int rc = chrys_index_spec_parse(out, &k, &nl, &sq8, &is_auto, &msg);
         if (rc) snprintf(why, whylen, "%s", msg ? msg : "invalid index spec");
         chrys_free(msg);
+        /* the roadmap's names in their canonical spelling (the library takes any case) */
+        if (!rc && is_auto) snprintf(out, cap, "auto");
+        else if (!rc && !strcasecmp(in, "flat")) snprintf(out, cap, "Flat");
+        else if (!rc && !strcasecmp(in, "ivfflat")) snprintf(out, cap, "IVFFlat");
+        else if (!rc && !strcasecmp(in, "hnsw")) snprintf(out, cap, "HNSW%u", nl);
         return rc ? -1 : 0;
+    }
+    case T_NLIST: {
+        errno = 0;
+        unsigned long long v = strtoull(in, &end, 10);
+        if (!*in || *end || errno || in[0] == '-' || v > (1u << 20)) {
+            snprintf(why, whylen, "expected a list count 0..%u (0 = the planner's), got '%s'", 1u << 20, in);
+            return -1;
+        }
+        return 0;
     }
     case T_UINT: {
         errno = 0;
@@ -158,6 +179,7 @@ static int set_value(size_t i, const char *v, const char *source)
     }
     snprintf(g_val[i], sizeof g_val[i], "%s", norm);
     snprintf(g_src[i], sizeof g_src[i], "%s", source);
+    snprintf(g_given[i], sizeof g_given[i], "%s", strcmp(norm, v) ? v : "");
     return 0;
 }
 
@@ -199,8 +221,10 @@ static int load_file(const char *path, int required)
         }
         int i = find_key(k);
         if (i < 0) {
-            cli_error("%s:%d: unknown key '%s' (known: index, enabled, auto_threshold, memory_budget, nprobe, threads, "
-                      "merge_threshold, slow_search, cache, use_gpu)", path, ln, k);
+            char known[512] = "";
+            for (size_t j = 0; j < N_DEFS; j++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", j ? ", " : "", DEFS[j].key);
+            cli_error("%s:%d: unknown key '%s' (known: %s)", path, ln, k, known);
             rc = -1;
             break;
         }
@@ -216,6 +240,7 @@ int cfg_load(const char *explicit_path)
     for (size_t i = 0; i < N_DEFS; i++) {
         snprintf(g_val[i], sizeof g_val[i], "%s", DEFS[i].def);
         snprintf(g_src[i], sizeof g_src[i], "default");
+        g_given[i][0] = 0;
     }
     g_file[0] = 0;
     const char *envp = getenv("CHRYSALIS_CONFIG");
@@ -271,8 +296,53 @@ unsigned long long cfg_uint(const char *key) { return strtoull(cfg_get(key), NUL
 double cfg_double(const char *key) { return strtod(cfg_get(key), NULL); }
 int cfg_bool(const char *key) { return !strcmp(cfg_get(key), "true"); }
 
-/* The index spec to use for a new store, with FAISS_ENABLED=false meaning exact Flat. */
-const char *cfg_index_spec(void) { return cfg_bool("enabled") ? cfg_get("index") : "Flat"; }
+/* The index spec for a new store: FAISS_ENABLED=false means exact Flat; IVFFlat with a non-zero
+ * nlist becomes IVF<nlist>,Flat (without one the library lets the planner choose when it
+ * trains). A spec that names its own list count must agree with nlist: the error names both
+ * sources. Returns the spec (static), or NULL after printing the error. */
+const char *cfg_index_spec(void)
+{
+    static char buf[600];
+    if (!cfg_bool("enabled")) return "Flat";
+    const char *spec = cfg_get("index");
+    unsigned long long nlist = cfg_uint("nlist");
+    chrys_index_kind k;
+    uint32_t nl;
+    int sq8, is_auto;
+    if (chrys_index_spec_parse(spec, &k, &nl, &sq8, &is_auto, NULL) || k != CHRYS_INDEX_IVF || !nlist) return spec;
+    if (!nl) {
+        snprintf(buf, sizeof buf, "IVF%llu,Flat", nlist);
+        return buf;
+    }
+    if (nl != nlist) {
+        cli_error("index %s (%s) names %u lists but nlist is %llu (%s)", spec, cfg_source("index"), nl, nlist,
+                  cfg_source("nlist"));
+        return NULL;
+    }
+    return spec;
+}
+
+/* How the effective index was read, in words. */
+static void describe_index(const char *eff, char *out, size_t cap)
+{
+    chrys_index_kind k;
+    uint32_t nl;
+    int sq8, is_auto;
+    if (!eff || chrys_index_spec_parse(eff, &k, &nl, &sq8, &is_auto, NULL)) {
+        snprintf(out, cap, "invalid");
+        return;
+    }
+    if (is_auto) snprintf(out, cap, "the planner: Flat below auto_threshold vectors, IVF above");
+    else if (k == CHRYS_INDEX_IVF && !nl)
+        snprintf(out, cap, "IVF over float32 rows, nlist from the planner (~sqrt(n)) when it trains at auto_threshold vectors");
+    else if (k == CHRYS_INDEX_IVF)
+        snprintf(out, cap, "IVF, %u lists (%s), %s", nl, strcmp(cfg_get("nlist"), "0") ? cfg_source("nlist") : "from the spec",
+                 !sq8 ? "float32 rows" : sq8 == 2 ? "int8 codes + float32 rows (exact re-ranking)" : "int8 codes only");
+    else if (k == CHRYS_INDEX_HNSW)
+        snprintf(out, cap, "HNSW, M %u, %s", nl,
+                 !sq8 ? "float32 rows" : sq8 == 2 ? "int8 codes + float32 rows" : "int8 codes only");
+    else snprintf(out, cap, "%s", !sq8 ? "exact" : sq8 == 2 ? "int8 codes + float32 rows" : "int8 codes only");
+}
 
 int cmd_config(int argc, char **argv)
 {
@@ -282,18 +352,29 @@ int cmd_config(int argc, char **argv)
              "came from\n(flag > environment > config file > default).");
         return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? EXIT_USAGE : EXIT_OK;
     }
+    const char *eff = cfg_index_spec();
+    if (!eff) return EXIT_USAGE;
+    char how[256];
+    describe_index(eff, how, sizeof how);
     if (json) {
         printf("{\"config_file\":\"%s\",\"values\":{", g_file);
         for (size_t i = 0; i < N_DEFS; i++)
             printf("%s\"%s\":{\"value\":\"%s\",\"source\":\"%s\"}", i ? "," : "", DEFS[i].key, g_val[i], g_src[i]);
-        printf("},\"effective_index\":\"%s\",\"gpu\":\"%s\"}\n", cfg_index_spec(),
+        printf("},\"given\":{");
+        for (size_t i = 0, j = 0; i < N_DEFS; i++)
+            if (g_given[i][0]) printf("%s\"%s\":\"%s\"", j++ ? "," : "", DEFS[i].key, g_given[i]);
+        printf("},\"effective_index\":\"%s\",\"effective_index_means\":\"%s\",\"gpu\":\"%s\"}\n", eff, how,
                cfg_bool("use_gpu") ? "requested but not available in this build: CPU used" : "off");
         return EXIT_OK;
     }
     printf("config file: %s\n", g_file[0] ? g_file : "(none)");
-    for (size_t i = 0; i < N_DEFS; i++)
-        printf("  %-16s = %-14s  (%s)  %s\n", DEFS[i].key, g_val[i][0] ? g_val[i] : "\"\"", g_src[i], DEFS[i].help);
-    printf("effective index for new stores: %s\n", cfg_index_spec());
+    for (size_t i = 0; i < N_DEFS; i++) {
+        char src[1200];
+        if (g_given[i][0]) snprintf(src, sizeof src, "%.599s, given as '%.511s'", g_src[i], g_given[i]);
+        else snprintf(src, sizeof src, "%.599s", g_src[i]);
+        printf("  %-16s = %-14s  (%s)  %s\n", DEFS[i].key, g_val[i][0] ? g_val[i] : "\"\"", src, DEFS[i].help);
+    }
+    printf("effective index for new stores: %s (%s)\n", eff, how);
     if (cfg_bool("use_gpu")) printf("note: a GPU was requested (use_gpu), but this build has no GPU path: the CPU is used\n");
     return EXIT_OK;
 }

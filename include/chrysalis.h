@@ -107,21 +107,30 @@ typedef struct chrys_index_opts {
     chrys_metric metric;  /* default CHRYS_METRIC_COSINE */
     chrys_index_kind kind; /* default CHRYS_INDEX_FLAT */
     uint64_t seed;        /* seed for any randomness (default 42) */
-    /* Index specification, as FAISS's index_factory spells them: "Flat", "SQ8", "IVF<nlist>,Flat",
-     * "IVF<nlist>,SQ8", "HNSW<M>" (or "HNSW<M>,Flat"), "HNSW<M>,SQ8", "HNSW<M>,SQ8,RFlat", or
-     * "auto" (the planner: Flat below auto_threshold vectors, an IVF index chosen from size,
-     * dimension and memory budget above, switched automatically when an add crosses the
-     * threshold). NULL: from kind (HNSW: M 16). SQ8 adds int8 codes (per-dimension scale and
-     * offset, from the first batch added) that are scanned first. Flat and IVF keep float32 rows
-     * beside the codes and re-rank with them; "HNSW<M>,SQ8" keeps only the codes (about a
-     * quarter of the memory; scores are then approximate) and ",RFlat" keeps float32 rows too,
-     * for exact re-ranking of the ef_search best candidates. */
+    /* Index specification, as FAISS's index_factory spells them: "Flat", "SQ8", "SQ8,RFlat",
+     * "IVF<nlist>,Flat", "IVF<nlist>,SQ8", "IVF<nlist>,SQ8,RFlat", "HNSW<M>" (or "HNSW<M>,Flat"),
+     * "HNSW<M>,SQ8", "HNSW<M>,SQ8,RFlat", or "auto" (the planner: Flat below auto_threshold
+     * vectors, an IVF index chosen from size, dimension and memory budget above, switched
+     * automatically when an add crosses the threshold). The Chrysalis roadmap's names are
+     * accepted in any case: "Flat", "IVFFlat" (IVF over float32 rows with the list count of
+     * the nlist field below, or when that is 0 the planner's, ivf_plan_nlist(n) ~ sqrt(n), chosen
+     * when the index trains at auto_threshold vectors and again when it has grown 4x) and "HNSW"
+     * (M 32). NULL: from kind (HNSW: M 16).
+     * SQ8 keeps int8 codes (per-dimension scale and offset, from the first batch added or the
+     * IVF training set) that are scanned first. "SQ8", "IVF<nlist>,SQ8" and "HNSW<M>,SQ8" keep
+     * only the codes (about a quarter of the memory; scores are then approximate; an IVF index
+     * keeps its float32 rows until it has trained on them); ",RFlat" keeps float32 rows too, for
+     * exact re-ranking of the best candidates. */
     const char *spec;
     uint64_t auto_threshold; /* default 1000 */
     uint64_t memory_budget;  /* bytes the planner may use for vectors (0 = unlimited) */
     /* HNSW (fields from here on are read only when struct_size covers them) */
     uint32_t ef_construction; /* candidates kept while linking a node (0 = 200) */
     uint32_t build_threads;   /* workers linking a batch (0 = one per online core) */
+    /* IVF lists for a spec that names none ("IVFFlat"); 0 = the planner's choice when the index
+     * trains. A spec that names a count ("IVF256,Flat") must agree with a non-zero nlist;
+     * other kinds ignore it. (Read only when struct_size covers it.) */
+    uint32_t nlist;
 } chrys_index_opts;
 
 /* Fill *opts with the defaults (dim 0: the caller must set it). */
@@ -209,9 +218,11 @@ typedef struct chrys_index_info {
     uint64_t mapped_bytes; /* chrys_index_open_mmap: the mapped file (rows read from it, not counted above) */
 } chrys_index_info;
 
-/* Parse an index specification (see chrys_index_opts.spec). out: kind, nlist (IVF lists, 0 =
- * choose; HNSW: M), sq8 (0 none, 1 SQ8 codes, 2 SQ8 codes with float32 re-ranking, "RFlat"),
- * is_auto. Returns CHRYS_OK or CHRYS_INVALID with *errmsg saying what was expected. */
+/* Parse an index specification (see chrys_index_opts.spec; the roadmap's names Flat, IVFFlat and
+ * HNSW in any case). out: kind, nlist (IVF lists, 0 = not named: chrys_index_opts.nlist or the
+ * planner's; HNSW: M, 32 for "HNSW"), sq8 (0 none, 1 SQ8 codes only, 2 SQ8 codes with float32
+ * re-ranking, "RFlat"), is_auto. Returns CHRYS_OK or CHRYS_INVALID with *errmsg saying what was
+ * expected. */
 CHRYS_API int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *nlist, int *sq8,
                                      int *is_auto, char **errmsg);
 

@@ -97,6 +97,15 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
         return rc;
     uint32_t efc = 0, hnsw_m = 0;
     int has_efc = opts->struct_size >= offsetof(chrys_index_opts, build_threads) + sizeof(uint32_t);
+    /* opts.nlist: the list count of an IVF spec that names none (IVFFlat); 0 = the planner's */
+    uint32_t opt_nlist = opts->struct_size >= offsetof(chrys_index_opts, nlist) + sizeof(uint32_t) ? opts->nlist : 0;
+    if (opt_nlist > 1u << 20)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "nlist %u out of range 0..%u", opt_nlist, 1u << 20);
+    if (kind == CHRYS_INDEX_IVF && opt_nlist && nlist && nlist != opt_nlist)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s' names %u lists but nlist is %u", opts->spec,
+                                nlist, opt_nlist);
+    if (kind == CHRYS_INDEX_IVF && !nlist) nlist = opt_nlist;
+    int nlist_from_planner = has_spec && opts->spec && kind == CHRYS_INDEX_IVF && !nlist;
     if (kind == CHRYS_INDEX_HNSW) { /* the spec's number is M */
         hnsw_m = nlist ? nlist : 16;
         nlist = 0;
@@ -107,10 +116,11 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
     if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, hnsw_m, efc, out, errmsg))) return rc;
     chrys_index *ix = *out;
     ix->sq8 = sq8 != 0;
-    ix->refine = sq8 == 2; /* Flat and HNSW: ",RFlat" keeps float32 rows beside the codes */
+    ix->refine = sq8 == 2; /* ",RFlat" keeps float32 rows beside the codes */
     ix->planned = is_auto;
     ix->build_threads = has_efc ? opts->build_threads : 0;
     if (nlist) ix->want_nlist = nlist;
+    if (nlist_from_planner) ix->want_nlist = 0; /* IVFFlat: ivf_plan_nlist(n) when it trains */
     if (has_spec) {
         if (opts->auto_threshold) ix->auto_threshold = opts->auto_threshold;
         ix->memory_budget = opts->memory_budget;
@@ -278,7 +288,7 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         if (copies) copies[i] = NULL;
         idmap_put(&ix->map, ids[i], (uint32_t)slot);
     }
-    if (codes_only && !is_hnsw) { /* Flat kept as codes: ranges from the first batch, then encode */
+    if (codes_only && ix->kind == CHRYS_INDEX_FLAT) { /* Flat kept as codes: ranges from the first batch, then encode */
         if (!ix->sq_min && (rc = sq8_train(ix, tmp, n))) {
             unadd(ix, first);
             rc = index_fail(ix, rc, "out of memory adding %zu vectors", n);
@@ -300,8 +310,9 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         goto done;
     }
     /* IVF lists, SQ8 codes and the planner: all or nothing as well (ivf_after_add changes
-     * nothing when it fails), so the rows come out again. */
-    if ((rc = ivf_after_add(ix, first))) unadd(ix, first);
+     * nothing when it fails), so the rows come out again. A trained codes-only IVF index encodes
+     * and assigns from the temporary copy. */
+    if ((rc = ivf_after_add(ix, first, tmp ? tmp : ix->vecs + first * ix->dim))) unadd(ix, first);
 done:
     chrys_free_aligned(tmp);
     if (copies)
@@ -388,24 +399,29 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
         chrys_free_aligned(tmp);
         return rc;
     }
-    if (!ix->vecs) { /* Flat kept as codes */
+    if (!ix->vecs) { /* Flat or IVF kept as codes */
         float *tmp = chrys_malloc_aligned(ix->dim * sizeof(float));
         if (!tmp) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
+        float old_norm = ix->norms[slot];
         store_row_to(ix, tmp, slot, vec, norm);
-        sq8_encode(ix, slot, tmp);
+        if (ix->kind != CHRYS_INDEX_IVF) sq8_encode(ix, slot, tmp);
+        else if ((rc = ivf_after_update(ix, slot, tmp))) { /* codes and list; nothing changed on failure */
+            ix->norms[slot] = old_norm;
+            rc = index_fail(ix, rc, "out of memory updating id %llu", (unsigned long long)id);
+        }
         chrys_free_aligned(tmp);
-        return CHRYS_OK;
+        return rc;
     }
     if (!ix->nlist) { /* Flat (SQ8 codes re-encoded): nothing can fail */
         store_row(ix, slot, vec, norm);
-        return ivf_after_update(ix, slot);
+        return ivf_after_update(ix, slot, ix->vecs + (size_t)slot * ix->dim);
     }
     /* IVF: the old row is kept until the lists have taken the new one */
     float *old = chrys_malloc_aligned(ix->dim * sizeof(float)), old_norm = ix->norms[slot];
     if (!old) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
     memcpy(old, ix->vecs + (size_t)slot * ix->dim, ix->dim * sizeof(float));
     store_row(ix, slot, vec, norm);
-    if ((rc = ivf_after_update(ix, slot))) {
+    if ((rc = ivf_after_update(ix, slot, ix->vecs + (size_t)slot * ix->dim))) {
         memcpy(ix->vecs + (size_t)slot * ix->dim, old, ix->dim * sizeof(float));
         ix->norms[slot] = old_norm;
         rc = index_fail(ix, rc, "out of memory updating id %llu", (unsigned long long)id);
@@ -494,6 +510,8 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     for (size_t i = 0; i < ix->n; i++)
         if (ix->meta[i]) bytes += strlen(ix->meta[i]) + 1;
     if (ix->list_of) bytes += ix->cap * 2 * sizeof(uint32_t) + (size_t)ix->nlist * ix->dim * sizeof(float);
+    for (uint32_t l = 0; ix->lists && l < ix->nlist; l++) bytes += ix->list_cap[l] * sizeof(uint32_t);
+    if (ix->sq_csq) bytes += ix->cap * sizeof(float);
     full.memory_bytes = bytes;
     full.nlist = ix->nlist;
     full.sq8 = ix->sq8;

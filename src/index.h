@@ -28,7 +28,8 @@ struct chrys_index {
     int planned;
     uint64_t auto_threshold, memory_budget;
     char plan_reason[160];
-    /* IVF (ivf.c): lists hold slots; rows stay in vecs */
+    /* IVF (ivf.c): lists hold slots; rows stay in vecs (IVF,SQ8 without ",RFlat": codes only once
+     * trained, vecs NULL) */
     uint32_t nlist;          /* 0 until trained */
     float *centroids;        /* nlist*dim (unit length under cosine) */
     uint32_t *list_of;       /* cap: list of each slot */
@@ -37,7 +38,7 @@ struct chrys_index {
     uint32_t *list_n, *list_cap;
     uint64_t trained_on;     /* vectors at the last training */
     double train_imbalance;
-    uint32_t want_nlist;     /* from the spec (0 = choose at training) */
+    uint32_t want_nlist;     /* from the spec or opts.nlist (0 = the planner's ivf_plan_nlist(n) at each training) */
     /* SQ8 (ivf.c): per-dimension offset and step; codes per slot */
     int sq8;
     float *sq_min, *sq_step; /* dim each; trained with the lists (or at the first add for Flat) */
@@ -47,7 +48,7 @@ struct chrys_index {
      * CHRYS_NO_ID, counted in n_dead) instead of moving the last row into the hole. */
     struct hnsw *hnsw;
     size_t n_dead;
-    int refine;              /* Flat/HNSW with SQ8: float32 rows kept for re-ranking ("RFlat"); without it vecs is NULL */
+    int refine;              /* SQ8: float32 rows kept for re-ranking ("RFlat"); without it vecs is NULL (IVF: once trained) */
     uint32_t build_threads;
     /* chrys_index_open_mmap: vecs points into a read-only mapping of the store file */
     void *map_base;
@@ -65,11 +66,14 @@ struct chrys_index {
     size_t pending;
 };
 
-/* Whether float32 rows are stored: always for IVF (its SQ8 re-ranks with them); for Flat and
- * HNSW unless the spec is SQ8 without ",RFlat". */
+/* Whether the spec keeps float32 rows for good: always without SQ8; with SQ8 only with ",RFlat". */
+static inline int index_keeps_floats(const chrys_index *ix) { return !ix->sq8 || ix->refine; }
+
+/* Whether float32 rows are stored now: as index_keeps_floats, and also by an untrained codes-only
+ * IVF index, which keeps its rows until k-means has trained on them (then drops them). */
 static inline int index_has_floats(const chrys_index *ix)
 {
-    return ix->kind == CHRYS_INDEX_IVF || !ix->sq8 || ix->refine;
+    return index_keeps_floats(ix) || (ix->kind == CHRYS_INDEX_IVF && !ix->nlist);
 }
 
 /* Record a message on the handle; returns rc. */
@@ -133,9 +137,14 @@ typedef struct search_job {
 } search_job;
 
 /* ivf.c */
-CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot); /* assign/encode new rows, run the planner */
+/* Assign and encode the new rows [first_slot, n), train or re-plan when due. rows: those rows as
+ * stored (unit under cosine), (n - first_slot) x dim: ix->vecs + first_slot * dim when rows are
+ * kept, else the caller's temporary copy. */
+CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot, const float *rows);
 CHRYS_PRIVATE void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last);
-CHRYS_PRIVATE int ivf_after_update(chrys_index *ix, uint32_t slot); /* CHRYS_NOMEM: nothing changed */
+/* Re-encode slot's codes and move it to its nearest list; row: its new row as stored. Returns
+ * CHRYS_NOMEM with nothing changed when the new list cannot grow. */
+CHRYS_PRIVATE int ivf_after_update(chrys_index *ix, uint32_t slot, const float *row);
 CHRYS_PRIVATE int ivf_reserve(chrys_index *ix, size_t cap);
 CHRYS_PRIVATE void ivf_free(chrys_index *ix);
 CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr,

@@ -196,11 +196,12 @@ static int load_plan(store_reader *r, const unsigned char *plan, chrys_index *ix
     uint32_t flags = get_u32le(plan + PLAN_FLAGS), nlist = get_u32le(plan + PLAN_NLIST);
     int bad = (flags & ~PLAN_FLAGS_KNOWN) || get_u32le(plan + PLAN_RESERVED0) || plan[PLAN_REASON + 159];
     for (int i = PLAN_RESERVED1; i < PLAN_SIZE; i++) bad |= plan[i];
-    if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) || (nlist && ix->n < nlist) ||
+    /* (fewer rows than lists is valid: removals after training leave lists empty) */
+    if (bad || nlist > (1u << 20) || (nlist && ix->kind != CHRYS_INDEX_IVF) ||
         get_u32le(plan + PLAN_WANT_NLIST) > (1u << 20))
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN section is invalid", r->name);
-    if ((flags & 4) && (!(flags & 2) || ix->kind == CHRYS_INDEX_IVF))
-        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN: float32 re-ranking flag without Flat or HNSW SQ8", r->name);
+    if ((flags & 4) && !(flags & 2))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: PLAN: float32 re-ranking flag without SQ8", r->name);
     ix->planned = flags & 1;
     ix->sq8 = (flags >> 1) & 1;
     ix->refine |= (flags >> 2) & 1;
@@ -293,11 +294,15 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
     unsigned char plan[PLAN_SIZE];
     int has_plan;
     if ((rc = read_plan(r, plan, &has_plan, errmsg))) goto fail;
-    uint32_t pflags = get_u32le(plan + PLAN_FLAGS);
-    int floats = kind == CHRYS_INDEX_IVF || !(pflags & 2) || (pflags & 4);
-    /* A 1.0 Flat SQ8 store kept float32 rows without the bit-2 flag: it loads as "SQ8,RFlat". */
+    uint32_t pflags = get_u32le(plan + PLAN_FLAGS), plan_nlist = get_u32le(plan + PLAN_NLIST);
+    /* Float32 rows: without SQ8, with ",RFlat" (flag bit 2), and in an untrained IVF index (it
+     * keeps its rows until it trains). */
+    int floats = !(pflags & 2) || (pflags & 4) || (kind == CHRYS_INDEX_IVF && !plan_nlist);
+    /* A 1.0 Flat SQ8 store kept float32 rows without the bit-2 flag: it loads as "SQ8,RFlat";
+     * so does every IVF SQ8 store written before format 1.2 (IVF,SQ8 kept its rows then). */
     int compat_refine = 0;
     if (!floats && kind == CHRYS_INDEX_FLAT && count && r->sec[iv].len == count * dim * 4) floats = compat_refine = 1;
+    if ((pflags & 2) && !(pflags & 4) && kind == CHRYS_INDEX_IVF && r->minor < 2) floats = compat_refine = 1;
     /* count <= 2^32 and dim <= 2^14, so these products cannot overflow 64 bits. */
     if ((rc = expect_len(r, ii, count * 8, errmsg)) || (rc = expect_len(r, in, count * 4, errmsg)) ||
         (rc = expect_len(r, iv, floats ? count * dim * 4 : 0, errmsg)))
@@ -310,10 +315,11 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
     uint32_t hnsw_m = 0, hnsw_efc = 0;
     if (kind == CHRYS_INDEX_HNSW && (rc = hnsw_read_header(r, hnsw_hdr, &hnsw_m, &hnsw_efc, errmsg))) goto fail;
     if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, hnsw_m, hnsw_efc, &ix, errmsg))) goto fail;
-    if (kind != CHRYS_INDEX_IVF) { /* before reserving: they decide which arrays exist */
-        ix->sq8 = (pflags >> 1) & 1;
-        ix->refine = ((pflags >> 2) & 1) | compat_refine;
-    }
+    /* before reserving: they decide which arrays exist (a trained codes-only IVF index has no
+     * float32 rows: its nlist, checked by load_plan, is known here already) */
+    ix->sq8 = (pflags >> 1) & 1;
+    ix->refine = ((pflags >> 2) & 1) | compat_refine;
+    if (kind == CHRYS_INDEX_IVF && !floats) ix->nlist = plan_nlist;
     if (count && (rc = index_reserve(ix, count))) {
         rc = chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, ix->errmsg);
         goto fail;
@@ -389,7 +395,7 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
         }
     }
     if ((rc = load_plan(r, has_plan ? plan : NULL, ix, errmsg))) goto fail;
-    if (ix->sq8 && kind != CHRYS_INDEX_IVF && count && (!ix->codes || !ix->sq_min)) { /* searches walk the codes */
+    if (ix->sq8 && count && (kind != CHRYS_INDEX_IVF || ix->nlist) && (!ix->codes || !ix->sq_min)) { /* searches scan the codes */
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 index without its codes", r->name);
         goto fail;
     }

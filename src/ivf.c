@@ -4,9 +4,18 @@
  *
  * Layout: an IVF index keeps its rows where a Flat index does (contiguous, slot order); the lists
  * are arrays of slots, so adding, removing and updating rows stays O(1) and exact search over the
- * same index remains possible. With SQ8, each row also has dim one-byte codes,
- * value = min[d] + code * step[d] (per-dimension range from the data, codes clamped); a search
- * scans the codes and re-ranks its best candidates with the float32 rows in double precision.
+ * same index remains possible. With SQ8, each row has dim one-byte codes,
+ * value = min[d] + code * step[d] (per-dimension range from the training set, codes clamped), kept
+ * where a codes-only Flat or HNSW index keeps them (sq8.c); a search scans the codes with the int8
+ * kernel and ranks its best candidates with sq8_finish. "IVF<n>,SQ8" keeps the codes only: the
+ * float32 rows stay until k-means has trained on them (an untrained index searches them exactly)
+ * and are then dropped, so a retrain or re-plan trains on decoded codes (the codes themselves are
+ * kept, never re-quantised); "IVF<n>,SQ8,RFlat" keeps the rows and re-ranks exactly in double.
+ *
+ * Specifications: FAISS's index_factory forms plus the Chrysalis roadmap's names in any case
+ * (Flat; IVFFlat, whose nlist comes from chrys_index_opts.nlist or, when 0, from the planner's
+ * ivf_plan_nlist(n) each time it trains: at auto_threshold vectors and again at 4x growth; HNSW =
+ * HNSW32). They are resolved here so that every caller (CLI, C, bindings) reads them alike.
  *
  * k-means: greedy k-means++ seeding (plain k-means++ above 256 centroids; seeded, on a sample of at
  * most 16 points per centroid), then Lloyd
@@ -25,6 +34,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #ifdef CHRYS_HAVE_BLAS
 #include <cblas.h>
@@ -49,17 +59,30 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
                            char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
-    static const char *expected = "expected Flat, SQ8, SQ8,RFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
+    static const char *expected = "expected Flat, SQ8, SQ8,RFlat, IVFFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, "
+                                  "IVF<nlist>,SQ8,RFlat, HNSW, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
     *kind = CHRYS_INDEX_FLAT;
     *nlist = 0;
     *sq8 = 0;
     *is_auto = 0;
     if (!spec) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec missing: %s", expected);
-    if (!strcmp(spec, "auto")) {
+    if (!strcasecmp(spec, "auto")) {
         *is_auto = 1;
         return CHRYS_OK;
     }
-    if (!strcmp(spec, "Flat")) return CHRYS_OK;
+    /* The Chrysalis roadmap's index types (FAISS_INDEX_TYPE), in any case: Flat; IVFFlat, whose
+     * list count comes from chrys_index_opts.nlist or, when that is 0, from the planner when the
+     * index trains; HNSW, with M 32. */
+    if (!strcasecmp(spec, "Flat")) return CHRYS_OK;
+    if (!strcasecmp(spec, "IVFFlat")) {
+        *kind = CHRYS_INDEX_IVF;
+        return CHRYS_OK;
+    }
+    if (!strcasecmp(spec, "HNSW")) {
+        *kind = CHRYS_INDEX_HNSW;
+        *nlist = CHRYS_HNSW_DEFAULT_M;
+        return CHRYS_OK;
+    }
     if (!strcmp(spec, "SQ8") || !strcmp(spec, "SQ8,RFlat")) {
         *sq8 = spec[3] ? 2 : 1;
         return CHRYS_OK;
@@ -76,7 +99,7 @@ int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *n
         const char *rest = end;
         int with_sq8 = 0;
         if (!strcmp(rest, ",SQ8")) with_sq8 = 1;
-        else if (is_hnsw && !strcmp(rest, ",SQ8,RFlat")) with_sq8 = 2;
+        else if (!strcmp(rest, ",SQ8,RFlat")) with_sq8 = 2;
         else if (ivf ? strcmp(rest, ",Flat") != 0 : (*rest != 0 && strcmp(rest, ",Flat") != 0))
             return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': unexpected '%s' (%s)", spec, rest, expected);
         if (ivf && (v < 1 || v > 1u << 20))
@@ -104,7 +127,12 @@ void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap)
         int ml;
         hnsw_params(ix, &M, &efc, &ml);
         snprintf(buf, cap, "HNSW%u%s", M, !ix->sq8 ? "" : ix->refine ? ",SQ8,RFlat" : ",SQ8");
-    } else if (ix->kind == CHRYS_INDEX_IVF) snprintf(buf, cap, "IVF%u,%s", ix->nlist ? ix->nlist : ix->want_nlist, ix->sq8 ? "SQ8" : "Flat");
+    } else if (ix->kind == CHRYS_INDEX_IVF) {
+        uint32_t nl = ix->nlist ? ix->nlist : ix->want_nlist;
+        const char *codes = !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8";
+        if (nl) snprintf(buf, cap, "IVF%u,%s", nl, codes);
+        else snprintf(buf, cap, "IVF%s%s", ix->sq8 ? "," : "", codes); /* untrained, nlist from the planner */
+    }
     else snprintf(buf, cap, "%s", !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8");
 }
 
@@ -464,9 +492,8 @@ int ivf_reserve(chrys_index *ix, size_t cap)
     return CHRYS_OK;
 }
 
-static void encode_row(chrys_index *ix, size_t slot) { sq8_encode(ix, slot, ix->vecs + slot * ix->dim); }
-
-/* SQ8 ranges from the rows, then every row encoded; on failure nothing has changed. */
+/* SQ8 ranges from the float32 rows (ix->vecs), then every row encoded; on failure nothing has
+ * changed. */
 static int train_sq8(chrys_index *ix)
 {
     size_t cap = ix->cap ? ix->cap : 1;
@@ -480,8 +507,19 @@ static int train_sq8(chrys_index *ix)
     }
     if (csq) ix->sq_csq = csq;
     if (codes) ix->codes = codes;
-    for (size_t i = 0; i < ix->n; i++) encode_row(ix, i);
+    for (size_t i = 0; i < ix->n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
     return CHRYS_OK;
+}
+
+/* Rows [s0, s0 + m) decoded from the codes into out (m x dim), made unit under cosine as the
+ * stored rows were (training and assignment of a codes-only index). */
+static void decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out)
+{
+    for (size_t i = 0; i < m; i++) {
+        float *o = out + i * ix->dim;
+        sq8_decode(ix, s0 + i, o);
+        if (ix->metric == CHRYS_METRIC_COSINE) normalize_row(o, ix->dim);
+    }
 }
 
 static int list_push(chrys_index *ix, uint32_t l, uint32_t slot)
@@ -529,9 +567,32 @@ double ivf_imbalance(const chrys_index *ix)
     return s * ix->nlist / ((double)ix->n * ix->n);
 }
 
-/* Train nlist lists over the rows and replace the index's lists (and SQ8 ranges and codes) with
- * them. All or nothing: every allocation comes before the first change, so on failure the index
- * is exactly as it was. */
+/* Nearest centroid of every row: the float32 rows in place, or a codes-only index's rows decoded
+ * in blocks (never all at once: that would be the float32 memory the codes save). */
+static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist, int spherical, uint32_t *asg, float *c_sq)
+{
+    if (ix->vecs) return assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq);
+    const size_t B = 4096;
+    float *blk = chrys_malloc_aligned((ix->n < B ? ix->n : B) * (size_t)ix->dim * sizeof(float) + 64);
+    if (!blk) return CHRYS_NOMEM;
+    int rc = CHRYS_OK;
+    for (size_t s0 = 0; s0 < ix->n && !rc; s0 += B) {
+        size_t m = ix->n - s0 < B ? ix->n - s0 : B;
+        decode_rows(ix, s0, m, blk);
+        rc = assign_all(blk, m, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg + s0, NULL, c_sq);
+    }
+    chrys_free_aligned(blk);
+    return rc;
+}
+
+/* Train nlist lists and replace the index's lists with them. k-means runs on the float32 rows
+ * when kept; for a codes-only index (IVF,SQ8 after its first training) on the decoded codes of at
+ * most 256 rows per list, evenly spaced over the slots (k-means samples no more than that anyway).
+ * The codes and their ranges of a codes-only index are kept as they are (never re-quantised);
+ * with float32 rows the ranges are trained again and every row re-encoded. A codes-only spec drops
+ * its float32 rows here, once the lists and codes exist.
+ * All or nothing: every allocation comes before the first change, so on failure the index is
+ * exactly as it was. */
 int ivf_train(chrys_index *ix, uint32_t nlist)
 {
     if (nlist < 1 || ix->n < nlist)
@@ -544,8 +605,9 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     uint32_t *list_of = chrys_malloc(cap * sizeof *list_of), *pos = chrys_malloc(cap * sizeof *pos);
     uint32_t *asg = chrys_malloc((n ? n : 1) * sizeof *asg);
     float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
-    /* SQ8: new ranges, and the codes (and |code|^2 for L2) where the index has none yet */
-    int sq8 = ix->sq8;
+    float *dec = NULL;
+    /* SQ8 with float32 rows: new ranges, and the codes (and |code|^2 for L2) where none exist yet */
+    int sq8 = ix->sq8 && ix->vecs;
     float *smin = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
     float *sstep = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
     uint8_t *codes = sq8 && !ix->codes ? chrys_malloc_aligned(cap * (size_t)ix->dim) : NULL;
@@ -553,10 +615,22 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     if (!cent || !lists || !list_n || !list_cap || !list_of || !pos || !asg || !c_sq ||
         (sq8 && (!smin || !sstep || (!ix->codes && !codes) || (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !csq))))
         goto fail;
-    if ((rc = kmeans_train(ix->vecs, n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL)))
+    const float *train_x = ix->vecs;
+    size_t train_n = n;
+    if (!ix->vecs) { /* codes only: train on decoded codes */
+        if (!ix->codes || !ix->sq_min) {
+            rc = CHRYS_INVALID;
+            goto fail;
+        }
+        size_t max_pts = (size_t)nlist * KM_MAX_POINTS_PER_CENTROID;
+        train_n = n < max_pts ? n : max_pts;
+        if (!(dec = chrys_malloc_aligned(train_n * (size_t)ix->dim * sizeof(float)))) goto fail;
+        for (size_t i = 0; i < train_n; i++) decode_rows(ix, (size_t)((double)i * n / train_n), 1, dec + i * ix->dim);
+        train_x = dec;
+    }
+    if ((rc = kmeans_train(train_x, train_n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL)))
         goto fail;
-    if ((rc = assign_all(ix->vecs, n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq)))
-        goto fail;
+    if ((rc = assign_rows(ix, cent, nlist, spherical, asg, c_sq))) goto fail;
     rc = CHRYS_NOMEM;
     for (size_t i = 0; i < n; i++) list_n[asg[i]]++;
     for (uint32_t l = 0; l < nlist; l++) {
@@ -588,8 +662,13 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
         if (codes) ix->codes = codes;
         if (csq) ix->sq_csq = csq;
         sq8_train(ix, ix->vecs, n); /* ranges into the arrays just installed: cannot fail */
-        for (size_t i = 0; i < n; i++) encode_row(ix, i);
+        for (size_t i = 0; i < n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
     }
+    if (!index_keeps_floats(ix) && ix->vecs && !ix->map_base) { /* codes only from here on */
+        chrys_free_aligned(ix->vecs);
+        ix->vecs = NULL;
+    }
+    chrys_free_aligned(dec);
     chrys_free(asg);
     chrys_free(c_sq);
     ix->trained_on = n;
@@ -610,6 +689,8 @@ fail:
     chrys_free(sstep);
     chrys_free_aligned(codes);
     chrys_free(csq);
+    chrys_free_aligned(dec);
+    if (rc == CHRYS_INVALID) return index_fail(ix, rc, "retrain: the index keeps neither float32 rows nor codes");
     return index_fail(ix, rc, rc == CHRYS_NOMEM ? "out of memory training IVF%u" : "k-means for IVF%u failed", nlist);
 }
 
@@ -618,7 +699,8 @@ int chrys_index_retrain(chrys_index *ix)
     if (!ix) return CHRYS_INVALID;
     if (index_check_writable(ix)) return CHRYS_INVALID;
     if (ix->kind != CHRYS_INDEX_IVF) return index_fail(ix, CHRYS_INVALID, "retrain: the index is not IVF");
-    uint32_t nlist = ix->planned ? ivf_plan_nlist(ix->n) : (ix->nlist ? ix->nlist : ix->want_nlist);
+    /* the planner's choice (auto, or IVFFlat without nlist) is made again for the current size */
+    uint32_t nlist = !ix->want_nlist ? ivf_plan_nlist(ix->n) : ix->nlist ? ix->nlist : ix->want_nlist;
     return ivf_train(ix, nlist);
 }
 
@@ -628,6 +710,7 @@ int chrys_index_retrain(chrys_index *ix)
 static int plan_hnsw(chrys_index *ix)
 {
     size_t cap = ix->cap, dim = ix->dim;
+    if (!ix->vecs) return index_fail(ix, CHRYS_INVALID, "planning HNSW: the index keeps no float32 rows");
     if (hnsw_create(ix, MERGE_PLAN_M, ix->plan_efc)) return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
     uint8_t *codes = NULL;
     float *csq = NULL;
@@ -682,10 +765,12 @@ static int plan(chrys_index *ix)
     size_t n = ix->n;
     uint32_t nlist = ivf_plan_nlist(n);
     uint64_t float_bytes = (uint64_t)n * ix->dim * 4;
-    int sq8 = ix->memory_budget && float_bytes > ix->memory_budget;
+    /* SQ8 codes only when the rows exceed the budget (and for good once the rows are gone) */
+    int sq8 = (ix->memory_budget && float_bytes > ix->memory_budget) || !ix->vecs;
     char spec[32];
     int old_sq8 = ix->sq8;
     ix->sq8 = sq8;
+    ix->refine = 0;
     int rc = ivf_train(ix, nlist);
     if (rc) {
         ix->sq8 = old_sq8; /* ivf_train changed nothing */
@@ -701,29 +786,41 @@ static int plan(chrys_index *ix)
 
 int index_replan(chrys_index *ix) { return plan(ix); }
 
-int ivf_after_add(chrys_index *ix, size_t first)
+int ivf_after_add(chrys_index *ix, size_t first, const float *rows)
 {
-    if (ix->planned) {
-        if (ix->kind == CHRYS_INDEX_FLAT && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
-            return plan(ix);
-        if (ix->kind == CHRYS_INDEX_IVF && ix->n >= 4 * ix->trained_on) return plan(ix); /* re-plan */
+    size_t dim = ix->dim;
+    if (ix->planned && ix->kind == CHRYS_INDEX_FLAT) {
+        if (ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST) return plan(ix);
+        return CHRYS_OK; /* exact Flat below the threshold: nothing to assign */
     }
     if (ix->kind == CHRYS_INDEX_IVF && !ix->nlist) {
-        /* untrained: train once there are enough vectors (searches are exact until then) */
+        /* untrained (its rows are kept, index_has_floats): searches are exact until it trains, at
+         * 8 x nlist vectors, or at auto_threshold with the planner's nlist (IVFFlat without nlist) */
         uint32_t want = ix->want_nlist;
-        if (ix->n >= (size_t)want * 8 || ix->n >= (size_t)want * IVF_MIN_POINTS_PER_LIST) return ivf_train(ix, want);
+        if (!want && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
+            return ivf_train(ix, ivf_plan_nlist(ix->n));
+        if (want && ix->n >= (size_t)want * 8) return ivf_train(ix, want);
         return CHRYS_OK;
     }
-    if (ix->sq8 && !ix->sq_min) { /* Flat + SQ8: ranges from the first batch */
+    if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && !ix->sq_min) { /* Flat SQ8,RFlat: ranges from the first batch */
         int rc = train_sq8(ix);
         if (rc) return index_fail(ix, rc, "out of memory training SQ8");
         return CHRYS_OK;
     }
+    /* Codes first: they cannot fail, and a re-plan of a codes-only index reads them (after a
+     * failed add these slots are past n again and never read). */
+    if (ix->sq8)
+        for (size_t s = first; s < ix->n; s++) sq8_encode(ix, s, rows + (s - first) * dim);
+    /* The planner's nlist (auto, or IVFFlat without nlist) is chosen again once the index has grown
+     * 4x since its training (a codes-only index trains on its decoded codes); the training lists
+     * every row, the new ones too. */
+    if (ix->kind == CHRYS_INDEX_IVF && ix->nlist && !ix->want_nlist && ix->n >= 4 * ix->trained_on)
+        return ix->planned ? plan(ix) : ivf_train(ix, ivf_plan_nlist(ix->n));
     if (ix->nlist) { /* room in every list first, then the pushes cannot fail */
         size_t m = ix->n - first;
         uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
         int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
-        for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, ix->vecs + (first + i) * ix->dim)]++;
+        for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, rows + i * dim)]++;
         for (uint32_t l = 0; l < ix->nlist && !rc; l++) {
             if (!need[l] || ix->list_n[l] + (uint64_t)need[l] <= ix->list_cap[l]) continue;
             uint64_t nc = ix->list_cap[l] ? ix->list_cap[l] : 16;
@@ -737,8 +834,6 @@ int ivf_after_add(chrys_index *ix, size_t first)
         chrys_free(need);
         if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
     }
-    if (ix->sq8)
-        for (size_t s = first; s < ix->n; s++) encode_row(ix, s);
     return CHRYS_OK;
 }
 
@@ -759,11 +854,11 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
     }
 }
 
-/* The row of slot has changed: its codes and its list follow. Room in the new list comes first,
- * so on failure (CHRYS_NOMEM) nothing here has changed. */
-int ivf_after_update(chrys_index *ix, uint32_t slot)
+/* The row of slot has changed (row: the new row as stored): its codes and its list follow. Room
+ * in the new list comes first, so on failure (CHRYS_NOMEM) nothing here has changed. */
+int ivf_after_update(chrys_index *ix, uint32_t slot, const float *row)
 {
-    uint32_t l = ix->nlist ? nearest_list(ix, ix->vecs + (size_t)slot * ix->dim) : 0;
+    uint32_t l = ix->nlist ? nearest_list(ix, row) : 0;
     if (ix->nlist && l != ix->list_of[slot] && ix->list_n[l] == ix->list_cap[l]) {
         uint32_t nc = ix->list_cap[l] ? ix->list_cap[l] * 2 : 16;
         uint32_t *p = chrys_realloc(ix->lists[l], nc * sizeof *p);
@@ -771,7 +866,7 @@ int ivf_after_update(chrys_index *ix, uint32_t slot)
         ix->lists[l] = p;
         ix->list_cap[l] = nc;
     }
-    if (ix->sq8 && ix->codes && ix->sq_min && ix->vecs) encode_row(ix, slot); /* (codes-only rows: index.c) */
+    if (ix->sq8 && ix->codes && ix->sq_min) sq8_encode(ix, slot, row);
     if (ix->nlist && l != ix->list_of[slot]) {
         list_pop(ix, slot);
         list_push(ix, l, slot); /* room made above: cannot fail */
@@ -790,6 +885,41 @@ static int cmp_desc(const void *a, const void *b)
     return x->id < y->id ? -1 : (x->id > y->id);
 }
 
+/* One query's scan of its nprobe lists over SQ8 codes: each row costs one exact int32 dot product
+ * of its code bytes with the query's int8 weights (sq8.h; the VNNI kernel, four rows at a time);
+ * the best c->pool candidates are ranked by sq8_finish, with the float32 rows in double when kept
+ * (",RFlat"), else from the codes with float weights. */
+static void scan_sq8(const search_job *c, const chrys_index *ix, const chrys_kernels *kr, const float *qv,
+                     const topk *probe, topk *best, int8_t *w8)
+{
+    size_t dim = ix->dim;
+    sq8_query q;
+    sq8_prepare(ix, qv, &q, w8);
+    for (size_t p = 0; p < probe->n; p++) {
+        uint32_t l = probe->items[p].slot, ln = ix->list_n[l];
+        const uint32_t *slots = ix->lists[l];
+        uint32_t j = 0;
+        for (; j + 4 <= ln; j += 4) {
+            const uint8_t *cs[4] = {ix->codes + (size_t)slots[j] * dim, ix->codes + (size_t)slots[j + 1] * dim,
+                                    ix->codes + (size_t)slots[j + 2] * dim, ix->codes + (size_t)slots[j + 3] * dim};
+            int32_t d4[4];
+            kr->dot_u8i8_x4(cs, w8, dim, d4);
+            for (int t = 0; t < 4; t++) {
+                uint32_t s = slots[j + t];
+                float sc = sq8_score_i32(ix, &q, d4[t], s);
+                if (sc >= topk_floor(best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
+                    topk_push(best, sc, s, ix->ids[s]);
+            }
+        }
+        for (; j < ln; j++) {
+            uint32_t s = slots[j];
+            float sc = sq8_score_i32(ix, &q, kr->dot_u8i8(ix->codes + (size_t)s * dim, w8, dim), s);
+            if (sc >= topk_floor(best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
+                topk_push(best, sc, s, ix->ids[s]);
+        }
+    }
+}
+
 static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
 {
     (void)w;
@@ -801,8 +931,11 @@ static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
     uint32_t nl = ix->nlist, np = c->nprobe < nl ? c->nprobe : nl;
     float *cs = chrys_malloc(nl * sizeof *cs);
     topk_item *pitems = chrys_malloc(np * sizeof *pitems), *items = chrys_malloc(c->pool * sizeof *items);
-    float *qw = chrys_malloc(dim * sizeof *qw);
-    if (!cs || !pitems || !items || !qw) {
+    int8_t *w8 = chrys_malloc(dim);
+    float *wf = chrys_malloc(dim * sizeof *wf);
+    uint32_t *cand = chrys_malloc(c->pool * sizeof *cand);
+    sq8_fin *fin = chrys_malloc(c->pool * sizeof *fin);
+    if (!cs || !pitems || !items || !w8 || !wf || !cand || !fin) {
         c->rc = CHRYS_NOMEM;
         goto out;
     }
@@ -814,25 +947,21 @@ static void ivf_query_range(void *arg, unsigned w, size_t begin, size_t end)
         topk probe;
         topk_init(&probe, pitems, np);
         for (uint32_t l = 0; l < nl; l++) topk_push(&probe, l2 ? -cs[l] : cs[l], l, l);
-        /* 2. scan them (float32, or SQ8 codes) */
+        /* 2. scan them (float32 rows, or SQ8 codes) */
         topk best;
         topk_init(&best, items, c->pool);
-        double bias = 0;
-        if (ix->sq8 && !l2) {
-            for (size_t d = 0; d < dim; d++) {
-                qw[d] = q[d] * ix->sq_step[d];
-                bias += (double)q[d] * ix->sq_min[d];
-            }
+        if (ix->sq8) {
+            scan_sq8(c, ix, kr, q, &probe, &best, w8);
+            for (size_t j = 0; j < best.n; j++) cand[j] = best.items[j].slot;
+            sq8_finish(ix, q, cand, best.n, c->k, c->use_thr, c->thr, c->ids + qi * c->k, c->scores + qi * c->k, wf, fin);
+            continue;
         }
         for (size_t p = 0; p < probe.n; p++) {
             uint32_t l = probe.items[p].slot;
             const uint32_t *slots = ix->lists[l];
             for (uint32_t j = 0; j < ix->list_n[l]; j++) {
                 uint32_t s = slots[j];
-                float sc;
-                if (ix->sq8 && !l2) sc = (float)bias + kr->dot_u8(qw, ix->codes + (size_t)s * dim, dim);
-                else if (l2) sc = -kr->l2sq(q, ix->vecs + (size_t)s * dim, dim);
-                else sc = kr->dot(q, ix->vecs + (size_t)s * dim, dim);
+                float sc = l2 ? -kr->l2sq(q, ix->vecs + (size_t)s * dim, dim) : kr->dot(q, ix->vecs + (size_t)s * dim, dim);
                 if (sc >= topk_floor(&best) && (!c->filter || c->filter->allow(ix->ids[s], c->filter->ctx)))
                     topk_push(&best, sc, s, ix->ids[s]);
             }
@@ -862,7 +991,10 @@ out:
     chrys_free(cs);
     chrys_free(pitems);
     chrys_free(items);
-    chrys_free(qw);
+    chrys_free(w8);
+    chrys_free(wf);
+    chrys_free(cand);
+    chrys_free(fin);
 }
 
 int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr, unsigned nt,

@@ -195,7 +195,7 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
         chrys_merger_free(m);
         return rc;
     }
-    if (!index_has_floats(m->ix)) { /* every merge reads and rewrites float32 entries */
+    if (!index_keeps_floats(m->ix)) { /* every merge reads and rewrites float32 entries */
         chrys_merger_free(m);
         return chrys_set_errmsg(errmsg, CHRYS_INVALID,
                                 "index spec '%s': the merger needs float32 entries (add ,RFlat to keep them)", io.spec);
@@ -1014,7 +1014,7 @@ int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg)
         if (!rc) rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MRGO has the wrong size", path);
         goto fail;
     }
-    if (!index_has_floats(ix) || ix->n_dead) { /* merges rewrite float32 entries, in dense slots */
+    if (!index_keeps_floats(ix) || !index_has_floats(ix) || ix->n_dead) { /* merges rewrite float32 entries, in dense slots */
         rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a merger store needs float32 entries without removed ones", path);
         goto fail;
     }

@@ -84,12 +84,18 @@ int store_write(const char *path, const store_section *secs, uint32_t n, char **
      * stays a 1.0 file, byte for byte (tests/golden/store_v1_0.chrys) */
     int minor = 0;
     uint64_t ids_len = 0, vf32_len = 0;
+    const unsigned char *meta = NULL, *plan = NULL;
     for (uint32_t i = 0; i < n; i++) {
         if (secs[i].tag == TAG_HNSW) minor = 1;
         if (secs[i].tag == TAG_IDS) ids_len = secs[i].len;
         if (secs[i].tag == TAG_VF32) vf32_len = secs[i].len;
+        if (secs[i].tag == TAG_META && secs[i].len == META_SIZE) meta = secs[i].data;
+        if (secs[i].tag == TAG_PLAN && secs[i].len == PLAN_SIZE) plan = secs[i].data;
     }
     if (ids_len && !vf32_len) minor = 1; /* codes only (1.1) */
+    /* IVF with SQ8 (1.2): codes only unless PLAN bit 2 (",RFlat"); a reader takes an older IVF SQ8
+     * file, whose rows were always kept, as ",RFlat" */
+    if (meta && plan && get_u32le(meta + META_KIND) == CHRYS_INDEX_IVF && (get_u32le(plan + PLAN_FLAGS) & 2)) minor = 2;
     put_u16le(hdr + HDR_MINOR, (uint16_t)(minor < STORE_FORMAT_MINOR ? minor : STORE_FORMAT_MINOR));
     put_u32le(hdr + HDR_N_SECTIONS, n);
     put_u32le(hdr + HDR_TABLE_CRC, chrys_crc32c(0, table, (size_t)n * STORE_ENTRY_SIZE));

@@ -7,7 +7,8 @@ BIN=$(cd "$(dirname "${1:-build/release/chrysalis}")" && pwd)/$(basename "${1:-b
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export CHRYS_NO_PROGRESS=1
-unset CHRYSALIS_CONFIG CHRYSALIS_INDEX CHRYSALIS_AUTO_THRESHOLD CHRYSALIS_NPROBE FAISS_ENABLED FAISS_THRESHOLD FAISS_INDEX_TYPE FAISS_USE_GPU
+unset CHRYSALIS_CONFIG CHRYSALIS_INDEX CHRYSALIS_AUTO_THRESHOLD CHRYSALIS_NPROBE FAISS_ENABLED FAISS_THRESHOLD FAISS_INDEX_TYPE FAISS_USE_GPU \
+    CHRYSALIS_NLIST FAISS_NLIST
 export HOME="$T/home" XDG_CONFIG_HOME="$T/xdg"
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$T"
@@ -102,5 +103,59 @@ expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: HNSW32,
 "$BIN" export m.chrys --format fvecs -o m.out
 "$BIN" export m2.chrys --format fvecs -o m2.out
 cmp -s m.out m2.out && ok "merge decisions unchanged by the switch" || bad "merge decisions unchanged by the switch"
+
+# the roadmap's index names (FAISS_INDEX_TYPE=IVFFlat, HNSW, Flat, any case) and nlist from the
+# environment, the config file and --nlist; a 1024-d IVF,SQ8 store keeps codes only
+expect "config shows IVFFlat as read" 0 "index            = IVFFlat         (environment FAISS_INDEX_TYPE, given as 'ivfflat')" -- \
+    env FAISS_INDEX_TYPE=ivfflat "$BIN" config
+expect "config resolves IVFFlat + FAISS_NLIST" 0 '"effective_index":"IVF24,Flat","effective_index_means":"IVF, 24 lists (environment FAISS_NLIST)' -- \
+    env FAISS_INDEX_TYPE=IVFFlat FAISS_NLIST=24 "$BIN" config --json
+expect "CHRYSALIS_NLIST beats FAISS_NLIST" 0 '"nlist":{"value":"20","source":"environment CHRYSALIS_NLIST"}' -- \
+    env FAISS_NLIST=24 CHRYSALIS_NLIST=20 "$BIN" config --json
+expect "FAISS_INDEX_TYPE=IVFFlat builds IVF (planner's nlist)" 0 "index:    IVF54,Flat (54 lists" -- \
+    sh -c "FAISS_INDEX_TYPE=IVFFlat '$BIN' build n1.chrys a.fvecs b.fvecs -q && '$BIN' info n1.chrys"
+expect "FAISS_INDEX_TYPE=ivfflat + FAISS_NLIST" 0 "index:    IVF24,Flat (24 lists" -- \
+    sh -c "FAISS_INDEX_TYPE=ivfflat FAISS_NLIST=24 '$BIN' build n2.chrys a.fvecs b.fvecs -q && '$BIN' info n2.chrys"
+printf 'index = IVFFlat\nnlist = 20\n' > nl.conf
+expect "config file nlist" 0 "index:    IVF20,Flat (20 lists" -- \
+    sh -c "'$BIN' --config nl.conf build n3.chrys a.fvecs b.fvecs -q && '$BIN' info n3.chrys"
+expect "--nlist beats the config file" 0 "index:    IVF18,Flat (18 lists" -- \
+    sh -c "'$BIN' --config nl.conf build n4.chrys a.fvecs b.fvecs --nlist 18 -q && '$BIN' info n4.chrys"
+expect "--index ivfflat --nlist" 0 "index:    IVF22,Flat (22 lists" -- \
+    sh -c "'$BIN' build n5.chrys a.fvecs b.fvecs --index ivfflat --nlist 22 -q && '$BIN' info n5.chrys"
+expect "FAISS_INDEX_TYPE=HNSW builds HNSW32" 0 "index:    HNSW32 (M 32," -- \
+    sh -c "FAISS_INDEX_TYPE=HNSW '$BIN' build n6.chrys a.fvecs -q && '$BIN' info n6.chrys"
+expect "FAISS_INDEX_TYPE=flat builds Flat" 0 "index:    Flat (exact)" -- \
+    sh -c "FAISS_INDEX_TYPE=flat '$BIN' build n7.chrys a.fvecs b.fvecs -q && '$BIN' info n7.chrys"
+expect "nlist disagreeing with the spec names both" 2 "index IVF16,Flat (flag --index) names 16 lists but nlist is 20 (environment CHRYSALIS_NLIST)" -- \
+    env CHRYSALIS_NLIST=20 "$BIN" build n8.chrys a.fvecs --index IVF16,Flat
+expect "bad nlist names the flag" 2 "flag --nlist: nlist: expected a list count" -- "$BIN" build n9.chrys a.fvecs --nlist -3
+printf 'nlist = lots\n' > nl2.conf
+expect "bad nlist names the file line" 2 "config file nl2.conf:1: nlist: expected a list count" -- "$BIN" --config nl2.conf config
+expect "bad FAISS_INDEX_TYPE names the variable" 2 "environment FAISS_INDEX_TYPE: index: index spec 'IVFlat': a number must follow IVF" -- \
+    env FAISS_INDEX_TYPE=IVFlat "$BIN" config
+/usr/bin/python3 - <<'P'
+import numpy as np
+rng = np.random.default_rng(11)
+c = rng.standard_normal((20, 1024)).astype(np.float32)
+x = (c[rng.integers(0, 20, 1200)] + 0.3 * rng.standard_normal((1200, 1024))).astype(np.float32)
+d = np.empty((1200, 1025), np.float32); d[:, 0] = np.array([1024], np.int32).view(np.float32)[0]; d[:, 1:] = x; d.tofile("w.fvecs")
+d[:10].tofile("wq.fvecs")
+P
+"$BIN" build wf.chrys w.fvecs --index Flat -q
+"$BIN" build w8.chrys w.fvecs --index IVF16,SQ8 -q
+"$BIN" build wr.chrys w.fvecs --index IVF16,SQ8,RFlat -q
+sf=$(stat -c %s wf.chrys); s8=$(stat -c %s w8.chrys); sr=$(stat -c %s wr.chrys)
+[ $((s8 * 10)) -le $((sf * 3)) ] && ok "IVF16,SQ8 store <= 0.3x Flat ($s8 / $sf B)" || bad "IVF16,SQ8 store <= 0.3x Flat" "$s8 / $sf"
+[ "$sr" -gt "$sf" ] && ok "IVF16,SQ8,RFlat store keeps rows" || bad "IVF16,SQ8,RFlat store keeps rows" "$sr / $sf"
+expect "info: IVF,SQ8 codes only" 0 "index:    IVF16,SQ8 (16 lists" -- "$BIN" info w8.chrys
+expect "info: IVF,SQ8,RFlat" 0 "index:    IVF16,SQ8,RFlat (16 lists" -- "$BIN" info wr.chrys
+expect "IVF,SQ8 search finds itself" 0 '"query":0,"hits":[{"id":0,' -- "$BIN" search w8.chrys wq.fvecs -k 3 --nprobe 4 --json
+expect "IVF,SQ8 --mmap answers the same" 0 "same" -- sh -c "'$BIN' search w8.chrys wq.fvecs -k 5 > s1.txt && '$BIN' search w8.chrys wq.fvecs -k 5 --mmap > s2.txt && cmp -s s1.txt s2.txt && echo same"
+expect "IVF,SQ8,RFlat top hit equals Flat" 0 "same" -- sh -c "'$BIN' search wf.chrys wq.fvecs -k 1 > f1.txt && '$BIN' search wr.chrys wq.fvecs -k 1 --nprobe 16 > r1.txt && cmp -s f1.txt r1.txt && echo same"
+expect "retrain a codes-only IVF,SQ8 store" 0 "retrained IVF16,SQ8 on 1200 vectors" -- "$BIN" retrain w8.chrys
+expect "add to a codes-only IVF,SQ8 store" 0 "1210 in store" -- "$BIN" add w8.chrys wq.fvecs
+expect "merger refuses codes-only IVF" 3 "the merger needs float32 entries" -- "$BIN" merge im.chrys a.fvecs --index IVF16,SQ8
+expect "old IVF,SQ8 store reads as RFlat" 0 "index:    IVF4,SQ8,RFlat (4 lists" -- "$BIN" info "$OLDPWD/tests/golden/store_v1_0_ivf_sq8.chrys"
 
 finish "config cli"
