@@ -58,7 +58,10 @@
     X(test_kmeans_basics)                           \
     X(test_ivf_recall_and_mutation)                 \
     X(test_ivf_planner)                             \
-    X(test_search_filter)
+    X(test_search_filter)                           \
+    X(test_ivf_concurrent_search_every_kind)        \
+    X(test_ivf_concurrent_kmeans)                   \
+    X(test_merge_concurrent_batch_two_threads)
 
 #define X(name) void name(void);
 TEST_LIST
