@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test, in order: release build with -Werror; the unit tests once per SIMD level
 # (CHRYS_SIMD=scalar|avx2|avx512); CLI tests; fuzz replay; the whole suite again under
-# ASan+UBSan; a short libFuzzer run when clang is present. Ends with the total line
-# "N passed, N failed" summed over every runner.
+# ASan+UBSan; the concurrent tests under TSan; a short libFuzzer run when clang is present.
+# Ends with the total line "N passed, N failed" summed over every runner.
 set -u
 cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -29,6 +29,10 @@ run build/release/fuzz_replay tests/fuzz/corpus
 echo "== build (ASan+UBSan)"
 make -s -j"$JOBS" MODE=asan WERROR=-Werror units || exit 1
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 run bash tests/run_suite.sh build/asan asan
+echo "== build (TSan) and the concurrent tests under ThreadSanitizer"
+make -s -j"$JOBS" MODE=tsan build/tsan/unit_tests || exit 1
+# (one OpenBLAS thread: its own pool synchronises in uninstrumented code TSan cannot see; see Makefile)
+OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 exitcode=66" run build/tsan/unit_tests concurrent
 if command -v clang >/dev/null && [ "${CHRYS_SKIP_FUZZ:-0}" != 1 ]; then
     echo "== libFuzzer (20 s per target)"
     make -s fuzz >/dev/null 2>&1 || { echo "fuzz build failed"; status=1; }

@@ -309,7 +309,13 @@ void test_alloc_save_load(void)
 {
     make_rows();
     const char *specs[] = {"Flat", "SQ8", "IVF8,Flat", "IVF8,SQ8", "HNSW8", "HNSW8,SQ8,RFlat"};
-    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) CHECK(inject_save_load(specs[i]) > 10);
+    long points = 0;
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        long t = inject_save_load(specs[i]);
+        CHECK(t > 10);
+        points += t;
+    }
+    if (getenv("CHRYS_TEST_VERBOSE")) fprintf(stderr, "    save and load: %ld allocation points\n", points);
 }
 
 /* The merger, as the CLI drives it: open the store, merge a batch, save. With any allocation of
@@ -386,6 +392,7 @@ void test_alloc_merger(void)
         if (chrys__test_alloc_count() - c0 < n) break;
     }
     CHECK(n > 50);
+    if (getenv("CHRYS_TEST_VERBOSE")) fprintf(stderr, "    merger open + merge + save: %ld allocation points\n", n - 1);
     free(old_bytes);
     free(new_bytes);
     unlink(path);

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "../harness.h"
@@ -742,6 +743,175 @@ void test_regress_ivf_store_fewer_rows_than_lists(void)
         }
         chrys_index_free(ix);
     }
+    free(ids);
+    free(x);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Concurrency (run under ThreadSanitizer by `make tsan`: `unit_tests concurrent`)
+ */
+
+typedef struct conc_job {
+    const chrys_index *ix;
+    const float *q;
+    size_t nq, d;
+    const chrys_hit *expect; /* nq x 10, from one single-threaded search */
+    size_t mismatches;
+} conc_job;
+
+/* Search the same queries several times, as one batch on 2 workers and one query at a time, and
+ * count every hit that differs (id or score, bit for bit) from the single-threaded result. */
+static void *conc_job_run(void *arg)
+{
+    conc_job *j = arg;
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.k = 10;
+    so.nprobe = 4;
+    so.ef_search = 48;
+    chrys_hit *h = malloc(j->nq * 10 * sizeof *h);
+    for (int rep = 0; rep < 2; rep++) {
+        so.n_threads = 2;
+        if (chrys_index_search(j->ix, j->nq, j->q, &so, h) != CHRYS_OK) j->mismatches++;
+        so.n_threads = 1;
+        for (size_t i = 0; i < j->nq; i += 4)
+            if (chrys_index_search(j->ix, 1, j->q + i * j->d, &so, h + i * 10) != CHRYS_OK) j->mismatches++;
+        for (size_t i = 0; i < j->nq * 10; i++)
+            if (h[i].id != j->expect[i].id || h[i].score != j->expect[i].score) j->mismatches++;
+    }
+    free(h);
+    return NULL;
+}
+
+static chrys_index *build_threads(const char *spec, int metric, size_t d, size_t n, const float *x,
+                                  const uint64_t *ids, uint32_t threads)
+{
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.metric = (chrys_metric)metric;
+    o.spec = spec;
+    o.ef_construction = 64;
+    o.build_threads = threads;
+    chrys_index *ix = NULL;
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    if (ix) CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+    return ix;
+}
+
+/* Every index kind searched by 4 threads at once (each also splitting its batch over 2 workers)
+ * returns exactly the single-threaded result; HNSW graphs built by 2 and 3 workers pass the
+ * loader's graph checks and reach the recall of the single-threaded build against the exact
+ * Flat result. (Flat and float32 HNSW are also covered by test_index_concurrent_search and
+ * test_hnsw_parallel_build_and_concurrent_search.) */
+void test_ivf_concurrent_search_every_kind(void)
+{
+    uint64_t s = h_seed + 31;
+    size_t n = 2000, d = 32, nq = 24;
+    float *x = h_clustered(&s, n + nq, d, 24, 0.4f);
+    const float *q = x + n * d;
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i * 7 + 1;
+    const char *specs[] = {"Flat", "SQ8", "SQ8,RFlat", "IVF16,Flat", "IVF16,SQ8", "HNSW16", "HNSW16,SQ8", "HNSW16,SQ8,RFlat"};
+    for (int si = 0; si < 8; si++) {
+        int metric = si % 3; /* cosine, IP, L2 in turn */
+        chrys_index *ix = build_threads(specs[si], metric, d, n, x, ids, 1);
+        if (!ix) continue;
+        chrys_search_opts so;
+        chrys_search_opts_init(&so);
+        so.k = 10;
+        so.nprobe = 4;
+        so.ef_search = 48;
+        so.n_threads = 1;
+        chrys_hit *expect = malloc(nq * 10 * sizeof *expect);
+        CHECK_EQ(chrys_index_search(ix, nq, q, &so, expect), CHRYS_OK);
+        pthread_t t[4];
+        conc_job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (conc_job){ix, q, nq, d, expect, 0};
+            pthread_create(&t[i], NULL, conc_job_run, &jobs[i]);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            if (jobs[i].mismatches)
+                h_fail(__FILE__, __LINE__, "%s: thread %d saw %zu hits differ from the single-threaded search",
+                       specs[si], i, jobs[i].mismatches);
+        }
+        if (!strncmp(specs[si], "HNSW", 4)) {
+            /* parallel builds: valid graphs (the loader checks them), recall near the 1-worker build */
+            chrys_index *f = build_threads("Flat", metric, d, n, x, ids, 1);
+            chrys_hit *exact = malloc(nq * 10 * sizeof *exact), *got = malloc(nq * 10 * sizeof *got);
+            CHECK_EQ(chrys_index_search(f, nq, q, &so, exact), CHRYS_OK);
+            size_t base = 0;
+            for (size_t i = 0; i < nq * 10; i++)
+                for (size_t j = i / 10 * 10; j < i / 10 * 10 + 10; j++) base += expect[i].id == exact[j].id;
+            for (uint32_t workers = 2; workers <= 3; workers++) {
+                chrys_index *p = build_threads(specs[si], metric, d, n, x, ids, workers);
+                char path[] = "/tmp/chrys_conc_XXXXXX";
+                int fd = mkstemp(path);
+                close(fd);
+                CHECK_EQ(chrys_index_save(p, path, NULL), CHRYS_OK);
+                chrys_index *back = NULL;
+                CHECK_EQ(chrys_index_load(path, &back, NULL), CHRYS_OK);
+                unlink(path);
+                CHECK_EQ(chrys_index_search(back ? back : p, nq, q, &so, got), CHRYS_OK);
+                size_t hit = 0;
+                for (size_t i = 0; i < nq * 10; i++)
+                    for (size_t j = i / 10 * 10; j < i / 10 * 10 + 10; j++) hit += got[i].id == exact[j].id;
+                if (hit + nq * 10 * 3 / 100 < base) /* within 3 points of recall */
+                    h_fail(__FILE__, __LINE__, "%s built by %u workers: recall %zu/%zu vs %zu for 1 worker", specs[si],
+                           workers, hit, nq * 10, base);
+                chrys_index_free(back);
+                chrys_index_free(p);
+            }
+            free(exact);
+            free(got);
+            chrys_index_free(f);
+        }
+        free(expect);
+        chrys_index_free(ix);
+    }
+    free(ids);
+    free(x);
+}
+
+/* k-means on several workers (the block-kernel assignment, and the sgemm path with 256+
+ * centroids) gives the single-threaded centroids bit for bit, and so does an IVF index, which
+ * trains on all cores. */
+void test_ivf_concurrent_kmeans(void)
+{
+    uint64_t s = h_seed + 32;
+    struct { size_t n, d; uint32_t k; } cases[] = {{4000, 16, 20}, {4096, 8, 256}};
+    for (int ci = 0; ci < 2; ci++) {
+        size_t n = cases[ci].n, d = cases[ci].d;
+        uint32_t k = cases[ci].k;
+        float *x = h_clustered(&s, n, d, k, 0.2f);
+        float *c1 = malloc(k * d * sizeof(float)), *cn = malloc(k * d * sizeof(float));
+        double o1, on;
+        CHECK_EQ(kmeans_train(x, n, d, k, ci, 5, 4, 1, c1, &o1), CHRYS_OK);
+        for (unsigned nt = 2; nt <= 4; nt += 2) {
+            CHECK_EQ(kmeans_train(x, n, d, k, ci, 5, 4, nt, cn, &on), CHRYS_OK);
+            if (memcmp(c1, cn, k * d * sizeof(float)) != 0 || o1 != on)
+                h_fail(__FILE__, __LINE__, "k-means n %zu k %u: %u workers differ from 1", n, k, nt);
+        }
+        free(c1);
+        free(cn);
+        free(x);
+    }
+    /* an IVF index trains on all cores (chrys_online_cpus) and gets the 1-worker centroids */
+    size_t n = 3000, d = 24;
+    float *x = h_clustered(&s, n, d, 30, 0.3f);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i;
+    chrys_index *a = build("IVF32,Flat", CHRYS_METRIC_L2, d, n, x, ids);
+    float *c1 = malloc(32 * d * sizeof(float));
+    if (a) {
+        CHECK_EQ(kmeans_train(x, n, d, 32, 0, a->seed, 10 /* KM_ITERS */, 1, c1, NULL), CHRYS_OK);
+        CHECK_EQ(a->nlist, 32);
+        if (a->nlist == 32) CHECK(memcmp(a->centroids, c1, 32 * d * sizeof(float)) == 0);
+    }
+    free(c1);
+    chrys_index_free(a);
     free(ids);
     free(x);
 }

@@ -72,7 +72,10 @@
     X(test_ivf_sq8_codes_only)                      \
     X(test_ivf_sq8_rflat_exact)                     \
     X(test_ivf_golden_v1_0_sq8)                     \
-    X(test_regress_ivf_store_fewer_rows_than_lists)
+    X(test_regress_ivf_store_fewer_rows_than_lists) \
+    X(test_ivf_concurrent_search_every_kind)        \
+    X(test_ivf_concurrent_kmeans)                   \
+    X(test_merge_concurrent_batch_two_threads)
 
 #define X(name) void name(void);
 TEST_LIST
