@@ -16,6 +16,8 @@
 extern int h_check_failures;
 extern uint64_t h_seed;
 void h_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The whole file, NUL-terminated (free it); NULL if it cannot be read. */
+void *h_read_file(const char *path, size_t *len);
 
 #define CHECK(x)                                                        \
     do {                                                                \

@@ -39,19 +39,6 @@ static void make_rows(void)
              (int)getpid());
 }
 
-static void *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    *len = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    return b;
-}
-
 /* The state of an index: its saved bytes and the hits of a batch of searches. Taken with
  * injection off. */
 typedef struct fp {
@@ -66,7 +53,7 @@ static void fp_index(const chrys_index *ix, fp *f)
     char *msg = NULL;
     memset(f, 0, sizeof *f);
     unlink(g_fp_path);
-    if (chrys_index_save(ix, g_fp_path, &msg) == CHRYS_OK) f->bytes = read_all(g_fp_path, &f->len);
+    if (chrys_index_save(ix, g_fp_path, &msg) == CHRYS_OK) f->bytes = h_read_file(g_fp_path, &f->len);
     chrys_free(msg);
     chrys_search_opts so;
     chrys_search_opts_init(&so);
@@ -246,12 +233,12 @@ static long inject_save_load(const char *spec)
     CHECK_EQ(chrys_index_add(ix, 200, ids, g_rows, NULL), CHRYS_OK);
     CHECK_EQ(chrys_index_save(ix, path, &msg), CHRYS_OK);
     size_t old_len, new_len;
-    unsigned char *old_bytes = read_all(path, &old_len);
+    unsigned char *old_bytes = h_read_file(path, &old_len);
     CHECK_EQ(chrys_index_add(ix, 100, ids + 200, g_rows + 200 * AF_DIM, NULL), CHRYS_OK);
     char path2[320];
     snprintf(path2, sizeof path2, "%s.new", path);
     CHECK_EQ(chrys_index_save(ix, path2, &msg), CHRYS_OK);
-    unsigned char *new_bytes = read_all(path2, &new_len);
+    unsigned char *new_bytes = h_read_file(path2, &new_len);
     unlink(path2);
     long total = 0, bad = 0;
     for (long n = 1;; n++) {
@@ -266,7 +253,7 @@ static long inject_save_load(const char *spec)
         chrys_free(msg);
         msg = NULL;
         size_t len;
-        unsigned char *b = read_all(path, &len);
+        unsigned char *b = h_read_file(path, &len);
         int ok = rc == CHRYS_OK ? len == new_len && !memcmp(b, new_bytes, len)
                                 : (rc & 0xff) == CHRYS_NOMEM && len == old_len && !memcmp(b, old_bytes, len);
         if (!ok && bad++ < 3) h_fail(__FILE__, __LINE__, "save %s: allocation %ld failing: rc %d, file not old or new", spec, n, rc);
@@ -365,9 +352,9 @@ void test_alloc_merger(void)
     chrys_merger_free(m);
     CHECK_EQ(merge_step(path, 0, 100), CHRYS_OK);
     size_t old_len, new_len;
-    unsigned char *old_bytes = read_all(path, &old_len);
+    unsigned char *old_bytes = h_read_file(path, &old_len);
     CHECK_EQ(merge_step(path, 100, 200), CHRYS_OK); /* 100 -> past 120 entries: the graph */
-    unsigned char *new_bytes = read_all(path, &new_len);
+    unsigned char *new_bytes = h_read_file(path, &new_len);
     chrys_merger *chk = NULL;
     CHECK_EQ(chrys_merger_open(path, &chk, &msg), CHRYS_OK);
     chrys_index_info info = {sizeof info};
@@ -384,7 +371,7 @@ void test_alloc_merger(void)
         int rc = merge_step(path, 100, 200);
         chrys__test_fail_alloc_after(0);
         size_t len;
-        unsigned char *b = read_all(path, &len);
+        unsigned char *b = h_read_file(path, &len);
         int ok = rc == CHRYS_OK ? len == new_len && !memcmp(b, new_bytes, len)
                                 : (rc & 0xff) == CHRYS_NOMEM && len == old_len && !memcmp(b, old_bytes, len);
         if (!ok && bad++ < 3) h_fail(__FILE__, __LINE__, "merge: allocation %ld failing: rc %d, store not old or new", n, rc);

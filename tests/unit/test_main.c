@@ -11,6 +11,20 @@
 int h_check_failures;
 uint64_t h_seed = 20261124;
 
+void *h_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    *len = b ? fread(b, 1, (size_t)n, f) : 0;
+    if (b) b[*len] = 0;
+    fclose(f);
+    return b;
+}
+
 void h_fail(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;

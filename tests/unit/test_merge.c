@@ -23,20 +23,6 @@
 /* The golden outputs travel with the repository (tests/data/chrysalis/README.md). */
 #define GOLDEN_DIR "tests/data/chrysalis/golden"
 
-static void *load_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    *len = fread(b, 1, (size_t)n, f);
-    b[*len] = 0;
-    fclose(f);
-    return b;
-}
-
 /* The bundled dataset: vectors (926 x 1024) and records.jsonl parsed. */
 typedef struct dataset {
     float *vecs;
@@ -47,9 +33,9 @@ typedef struct dataset {
 static int load_dataset(dataset *ds)
 {
     size_t len;
-    ds->vecs = load_file("examples/chrysalis/vectors.f32", &len);
+    ds->vecs = h_read_file("examples/chrysalis/vectors.f32", &len);
     if (!ds->vecs || len != 926 * 1024 * 4) return -1;
-    char *txt = load_file("examples/chrysalis/records.jsonl", &len);
+    char *txt = h_read_file("examples/chrysalis/records.jsonl", &len);
     if (!txt) return -1;
     ds->rec = calloc(926, sizeof *ds->rec);
     ds->n = 0;
@@ -75,10 +61,10 @@ static float *golden_final(const dataset *ds, const char *name, size_t *n_slots)
     char path[512];
     size_t lfirst, ldelta, lsum;
     snprintf(path, sizeof path, GOLDEN_DIR "/%s.slot_first_row.i32", name);
-    int32_t *first = load_file(path, &lfirst);
+    int32_t *first = h_read_file(path, &lfirst);
     snprintf(path, sizeof path, GOLDEN_DIR "/%s.final.delta", name);
-    unsigned char *delta = load_file(path, &ldelta);
-    char *sums = load_file(GOLDEN_DIR "/final.sha256", &lsum);
+    unsigned char *delta = h_read_file(path, &ldelta);
+    char *sums = h_read_file(GOLDEN_DIR "/final.sha256", &lsum);
     float *fin = NULL;
     if (!first || !delta || !sums || ldelta < 4) {
         h_fail(__FILE__, __LINE__, "golden files for %s missing under " GOLDEN_DIR, name);
@@ -195,14 +181,14 @@ static void check_golden_pass(const dataset *ds, const char *pass, double t, int
     char path[512];
     size_t lr, la, lc, lj, n_fin = 0;
     snprintf(path, sizeof path, GOLDEN_DIR "/%s.rows.i32", pass);
-    int32_t *rows = load_file(path, &lr);
+    int32_t *rows = h_read_file(path, &lr);
     snprintf(path, sizeof path, GOLDEN_DIR "/%s.assign.i32", pass);
-    int32_t *assign = load_file(path, &la);
+    int32_t *assign = h_read_file(path, &la);
     snprintf(path, sizeof path, GOLDEN_DIR "/%s.merged_count.i32", pass);
-    int32_t *mc = load_file(path, &lc);
+    int32_t *mc = h_read_file(path, &lc);
     float *fin = golden_final(ds, pass, &n_fin);
     snprintf(path, sizeof path, GOLDEN_DIR "/%s.slots.json", pass);
-    char *js = load_file(path, &lj);
+    char *js = h_read_file(path, &lj);
     if (!rows || !assign || !mc || !fin || !js || la != lr || n_fin != lc / 4) {
         h_fail(__FILE__, __LINE__, "golden files for %s missing or inconsistent under " GOLDEN_DIR, pass);
         goto out;
