@@ -20,6 +20,10 @@ typedef struct store_section {
 
 CHRYS_PRIVATE int store_write(const char *path, const store_section *secs, uint32_t n,
                               char **errmsg);
+/* The same bytes as store_write would put in a file, into one buffer (owned: *out, free with
+ * chrys_free; *size bytes). Returns CHRYS_OK, CHRYS_LIMIT, CHRYS_NOMEM. */
+CHRYS_PRIVATE int store_write_buffer(const store_section *secs, uint32_t n, void **out, size_t *size,
+                                     char **errmsg);
 
 typedef struct store_entry {
     uint32_t tag, flags, crc;
