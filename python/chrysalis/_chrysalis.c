@@ -193,6 +193,17 @@ typedef struct {
     PyObject *weakrefs;
 } IndexObject;
 
+/* Writer-preferring: with readers searching back to back, a reader-preferring lock (glibc's
+ * default) would starve a writer indefinitely. */
+static void rw_init(pthread_rwlock_t *rw)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(rw, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
 static void rd_lock(pthread_rwlock_t *rw)
 {
     Py_BEGIN_ALLOW_THREADS pthread_rwlock_rdlock(rw);
@@ -211,7 +222,7 @@ static PyObject *Index_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     (void)kw;
     IndexObject *self = (IndexObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    pthread_rwlock_init(&self->rw, NULL);
+    rw_init(&self->rw);
     return (PyObject *)self;
 }
 
@@ -752,7 +763,7 @@ static PyObject *Merger_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     (void)kw;
     MergerObject *self = (MergerObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    pthread_rwlock_init(&self->rw, NULL);
+    rw_init(&self->rw);
     return (PyObject *)self;
 }
 

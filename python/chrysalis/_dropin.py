@@ -185,11 +185,12 @@ class EmbeddingMerger:
 
     def find_best(self, existing: List[Dict[str, Any]], new_embedding: List[float]) -> Tuple[int, float]:
         """(best index, best similarity) as the original's loop finds them: -1 and 0.0 when no entry
-        has a positive similarity."""
-        return self._find_best(existing, new_embedding)
+        has a positive similarity. (The merge itself only needs the best among entries that can
+        reach the threshold, which is cheaper.)"""
+        return self._find_best(existing, new_embedding, -2.0)
 
-    def _find_best(self, existing, new_embedding) -> Tuple[int, float]:
-        thr = self.similarity_threshold
+    def _find_best(self, existing, new_embedding, screen=None) -> Tuple[int, float]:
+        thr = self.similarity_threshold if screen is None else screen
         r = None
         if (type(self).cosine_similarity is EmbeddingMerger.cosine_similarity
                 and isinstance(thr, (int, float)) and not isinstance(thr, bool)):
