@@ -31,7 +31,7 @@ ext = Extension(
     extra_objects=[STATIC],
     libraries=["openblas", "cjson", "curl", "sqlite3", "crypto", "m"],
     # -ffp-contract=off: the drop-in merger's arithmetic must round exactly as Python's does
-    extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-O2", "-ffp-contract=off", "-Wall", "-Wextra",
+    extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-O3", "-ffp-contract=off", "-Wall", "-Wextra",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-pthread"],
     extra_link_args=["-pthread"],
     depends=["include/chrysalis.h"],

@@ -1499,12 +1499,20 @@ typedef struct {
     PyObject *emb;  /* strong reference to the "embedding" value; NULL: key missing */
     Py_ssize_t len; /* its length when read */
     int group;      /* sub-index (by dimension) holding the entry as id = position; -1: none */
+    int64_t row;    /* the entry's row in its group's int8 codes (valid when group >= 0) */
 } dslot;
 
 typedef struct {
     uint32_t dim;
-    chrys_index *ix;
+    chrys_index *ix;   /* float32 unit rows, id = position (the second screen) */
     uint64_t count;
+    /* the first screen: per row, int8 codes c (unit row ~ scale * c), scale, L1 norm of the
+     * float32 unit row, and the position it belongs to */
+    int8_t *codes;
+    float *scale;
+    double *l1;
+    int64_t *pos;
+    uint64_t rows, cap;
 } dgroup;
 
 typedef struct {
@@ -1516,7 +1524,10 @@ typedef struct {
     double *dbuf;
     float *fbuf;
     size_t buf_dim;
-    uint64_t resynced, searches, candidates; /* statistics */
+    uint64_t resynced, searches, candidates, i8_decided; /* statistics */
+    int8_t *qcodes;
+    double *ub, *lb;
+    size_t bound_cap;
     unsigned int threads;
 } DropinObject;
 
@@ -1544,7 +1555,13 @@ static void Dropin_clear_all(DropinObject *self)
     PyMem_Free(self->slots);
     self->slots = NULL;
     self->n = self->cap = 0;
-    for (int g = 0; g < self->n_groups; g++) chrys_index_free(self->groups[g].ix);
+    for (int g = 0; g < self->n_groups; g++) {
+        chrys_index_free(self->groups[g].ix);
+        PyMem_Free(self->groups[g].codes);
+        PyMem_Free(self->groups[g].scale);
+        PyMem_Free(self->groups[g].l1);
+        PyMem_Free(self->groups[g].pos);
+    }
     PyMem_Free(self->groups);
     self->groups = NULL;
     self->n_groups = 0;
@@ -1556,6 +1573,9 @@ static void Dropin_dealloc(DropinObject *self)
     Dropin_clear_all(self);
     PyMem_Free(self->dbuf);
     PyMem_Free(self->fbuf);
+    PyMem_Free(self->qcodes);
+    PyMem_Free(self->ub);
+    PyMem_Free(self->lb);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1645,8 +1665,80 @@ static int group_for(DropinObject *self, uint32_t dim, int create)
     o.spec = "Flat";
     chrys_index *ix = NULL;
     if (chrys_index_new(&o, &ix, NULL)) return -2;
-    gs[self->n_groups] = (dgroup){dim, ix, 0};
+    gs[self->n_groups] = (dgroup){dim, ix, 0, NULL, NULL, NULL, NULL, 0, 0};
     return self->n_groups++;
+}
+
+/* int8 codes of a float32 unit row: c = round(f / scale), scale = max|f| / 127, so that
+ * |f - scale * c| <= scale / 2 per component; also returns the row's L1 norm. */
+static void quantise(const float *f, uint32_t n, int8_t *c, float *scale, double *l1)
+{
+    double m = 0, a = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        double v = fabs((double)f[i]);
+        a += v;
+        if (v > m) m = v;
+    }
+    double sc = m > 0 ? m / 127.0 : 1.0;
+    for (uint32_t i = 0; i < n; i++) {
+        long q = lrint((double)f[i] / sc);
+        c[i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+    }
+    *scale = (float)sc;
+    *l1 = a;
+}
+
+/* Write fbuf as row r of group g (r == g->rows appends). Returns 0 or -1 (no memory). */
+static int group_row_put(dgroup *g, uint64_t r, int64_t position, const float *f)
+{
+    if (r == g->rows) {
+        if (g->rows == g->cap) {
+            uint64_t cap = g->cap ? g->cap * 2 : 64;
+            int8_t *c = PyMem_Realloc(g->codes, (size_t)cap * g->dim);
+            if (!c) return -1;
+            g->codes = c;
+            float *sc = PyMem_Realloc(g->scale, (size_t)cap * sizeof *sc);
+            if (!sc) return -1;
+            g->scale = sc;
+            double *l1 = PyMem_Realloc(g->l1, (size_t)cap * sizeof *l1);
+            if (!l1) return -1;
+            g->l1 = l1;
+            int64_t *ps = PyMem_Realloc(g->pos, (size_t)cap * sizeof *ps);
+            if (!ps) return -1;
+            g->pos = ps;
+            g->cap = cap;
+        }
+        g->rows++;
+    }
+    quantise(f, g->dim, g->codes + (size_t)r * g->dim, &g->scale[r], &g->l1[r]);
+    g->pos[r] = position;
+    return 0;
+}
+
+static void group_row_remove(DropinObject *self, dgroup *g, uint64_t r)
+{
+    uint64_t last = g->rows - 1;
+    if (r != last) {
+        memcpy(g->codes + (size_t)r * g->dim, g->codes + (size_t)last * g->dim, g->dim);
+        g->scale[r] = g->scale[last];
+        g->l1[r] = g->l1[last];
+        g->pos[r] = g->pos[last];
+        self->slots[g->pos[r]].row = (int64_t)r;
+    }
+    g->rows--;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#endif
+static void dot_i8_rows(const int8_t *q, const int8_t *codes, uint64_t rows, uint32_t dim, int32_t *out)
+{
+    for (uint64_t r = 0; r < rows; r++) {
+        const int8_t *c = codes + (size_t)r * dim;
+        int32_t acc = 0;
+        for (uint32_t i = 0; i < dim; i++) acc += (int32_t)q[i] * (int32_t)c[i];
+        out[r] = acc;
+    }
 }
 
 static int slot_unindex(DropinObject *self, Py_ssize_t i)
@@ -1655,6 +1747,7 @@ static int slot_unindex(DropinObject *self, Py_ssize_t i)
     if (s->group >= 0) {
         dgroup *g = &self->groups[s->group];
         if (chrys_index_remove(g->ix, (uint64_t)i) == CHRYS_OK) g->count--;
+        group_row_remove(self, g, (uint64_t)s->row);
         s->group = -1;
     }
     return 0;
@@ -1694,13 +1787,23 @@ static int slot_sync(DropinObject *self, Py_ssize_t i, PyObject *d)
     int rc = CHRYS_OK;
     if (old_group >= 0 && old_group == new_group) {
         rc = chrys_index_update(self->groups[new_group].ix, (uint64_t)i, self->fbuf);
+        if (!rc) group_row_put(&self->groups[new_group], (uint64_t)s->row, i, self->fbuf);
     } else {
         s->group = old_group;
         slot_unindex(self, i);
         if (new_group >= 0) {
+            dgroup *g = &self->groups[new_group];
             uint64_t id = (uint64_t)i;
-            rc = chrys_index_add(self->groups[new_group].ix, 1, &id, self->fbuf, NULL);
-            if (!rc) self->groups[new_group].count++;
+            if (group_row_put(g, g->rows, i, self->fbuf)) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            rc = chrys_index_add(g->ix, 1, &id, self->fbuf, NULL);
+            if (!rc) {
+                g->count++;
+                s->row = (int64_t)(g->rows - 1);
+            } else
+                g->rows--;
         }
     }
     if (rc) {
@@ -1712,6 +1815,65 @@ static int slot_sync(DropinObject *self, Py_ssize_t i, PyObject *d)
     s->dict = Py_NewRef(d);
     s->emb = emb ? Py_NewRef(emb) : NULL;
     s->len = len;
+    return 1;
+}
+
+/* The first screen, over int8 codes. With q and e the float32 unit rows and their codes
+ * (q ~ sq * cq, e ~ se * ce, each component within half a step),
+ *   |q.e - sq se (cq.ce)| <= sq/2 |e|_1 + se/2 |q|_1 + dim sq se / 4,
+ * and q.e is within 2.5e-7 of the exact double cosine: so each row's exact cosine lies in
+ * [lb, ub] = approx -/+ bound. The best row has exact >= max(lb); a row whose ub is below that, or
+ * below the threshold, can be neither the best nor a merge. If the rows left are few (<= 64) they
+ * are the candidates (returns 1); else the float32 screen decides (returns 0). -1: error. */
+static int i8_screen(DropinObject *self, dgroup *g, double thr, PyObject *cands)
+{
+    uint32_t L = g->dim;
+    if (g->rows > self->bound_cap) {
+        size_t cap = (size_t)g->rows * 2;
+        double *ub = PyMem_Realloc(self->ub, cap * sizeof *ub);
+        if (!ub) return -1;
+        self->ub = ub;
+        double *lb = PyMem_Realloc(self->lb, cap * sizeof *lb);
+        if (!lb) return -1;
+        self->lb = lb;
+        self->bound_cap = cap;
+    }
+    int8_t *qc = PyMem_Realloc(self->qcodes, L);
+    if (!qc) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->qcodes = qc;
+    float qs;
+    double ql1;
+    quantise(self->fbuf, L, qc, &qs, &ql1);
+    int32_t *dots = (int32_t *)self->lb; /* reuse as scratch: dots fit in the lb array */
+    dot_i8_rows(qc, g->codes, g->rows, L, dots);
+    double best_lb = -INFINITY;
+    for (uint64_t r = 0; r < g->rows; r++) {
+        double se = g->scale[r];
+        double approx = (double)qs * se * (double)dots[r];
+        double bound = 0.5001 * ((double)qs * g->l1[r] + se * ql1) + 0.2501 * L * (double)qs * se + 1e-6;
+        self->ub[r] = approx + bound;
+        double lbr = approx - bound;
+        if (lbr > best_lb) best_lb = lbr;
+    }
+    double floor_ = best_lb > thr ? best_lb : thr;
+    uint64_t n_c = 0;
+    for (uint64_t r = 0; r < g->rows; r++)
+        if (self->ub[r] >= floor_ && ++n_c > 64) return 0;
+    for (uint64_t r = 0; r < g->rows; r++)
+        if (self->ub[r] >= floor_) {
+            PyObject *v = PyLong_FromLongLong(g->pos[r]);
+            if (!v || PyList_Append(cands, v) < 0) {
+                Py_XDECREF(v);
+                return -1;
+            }
+            Py_DECREF(v);
+        }
+    self->i8_decided++;
+    self->candidates += n_c;
+    if (PyList_Sort(cands) < 0) return -1;
     return 1;
 }
 
@@ -1734,7 +1896,7 @@ static PyObject *Dropin_step(DropinObject *self, PyObject *args)
         while (cap < n) cap *= 2;
         dslot *ns = PyMem_Realloc(self->slots, (size_t)cap * sizeof *ns);
         if (!ns) return PyErr_NoMemory();
-        for (Py_ssize_t i = self->cap; i < cap; i++) ns[i] = (dslot){NULL, NULL, 0, -1};
+        for (Py_ssize_t i = self->cap; i < cap; i++) ns[i] = (dslot){NULL, NULL, 0, -1, -1};
         self->slots = ns;
         self->cap = cap;
     }
@@ -1790,7 +1952,17 @@ static PyObject *Dropin_step(DropinObject *self, PyObject *args)
         return NULL;
     }
     int g = L <= CHRYS_MAX_DIM ? group_for(self, (uint32_t)L, 0) : -1;
-    if (g >= 0 && self->groups[g].count > 0 && normalise(self, L)) {
+    int decided = 0;
+    int q_ok = g >= 0 && self->groups[g].count > 0 && normalise(self, L);
+    if (q_ok) {
+        decided = i8_screen(self, &self->groups[g], thr, cands);
+        if (decided < 0) {
+            Py_DECREF(cands);
+            Py_XDECREF(mism);
+            return NULL;
+        }
+    }
+    if (q_ok && !decided) {
         /* 3. float32 screen. |float32 score - exact cosine| <= eps for unit vectors: the rows and the
          * query are rounded to float32 (2^-24 relative each) and the scan sums L products in
          * float32 before the returned hits are rescored in double. Every entry whose exact cosine
@@ -1868,8 +2040,9 @@ static PyObject *Dropin_stats(DropinObject *self, PyObject *noargs)
     (void)noargs;
     uint64_t indexed = 0;
     for (int g = 0; g < self->n_groups; g++) indexed += self->groups[g].count;
-    return Py_BuildValue("{snsKsKsKsKsi}", "positions", self->n, "indexed", indexed, "resynced", self->resynced,
-                         "searches", self->searches, "candidates", self->candidates, "dimensions", self->n_groups);
+    return Py_BuildValue("{snsKsKsKsKsKsi}", "positions", self->n, "indexed", indexed, "resynced", self->resynced,
+                         "searches", self->searches, "int8_decided", self->i8_decided, "candidates",
+                         self->candidates, "dimensions", self->n_groups);
 }
 
 static PyObject *Dropin_set_threads(DropinObject *self, PyObject *arg)

@@ -4,16 +4,21 @@ Same methods, arguments, return values and side effects on the caller's lists an
 scripts/semantic_embedding_merger.py; change the import line and get the same entries, faster.
 
 How it is fast without changing a decision. The original compares each new embedding with every
-stored embedding list in pure Python. Here the entries are kept in the library between calls (a
-float32 unit-length copy in a Flat inner-product index per dimension), tied to the caller's
-objects: for each position of the list, the entry dict, its "embedding" list object and that
-list's length. Each call revalidates those three by identity in one C pass and re-reads only the
-positions that changed. The float32 scan then returns the few entries that can possibly be the
-best: float32 rounding moves a unit-vector cosine by less than eps = 1.2e-7 x (dim + 16), so every
-entry whose cosine can reach the threshold, and can be the best, is returned. Only those are
-scored with the original's exact double-precision cosine (the same Python expressions, evaluated
-in C in the same order), and the winner is chosen exactly as the original's loop does (strictly
-greater from 0.0, first index wins ties).
+stored embedding list in pure Python. Here the entries are kept in the library between calls,
+tied to the caller's objects: for each position of the list, the entry dict, its "embedding" list
+object and that list's length. Each call revalidates those three by identity in one C pass and
+re-reads only the positions that changed. Two screens then find the few entries that can
+possibly be the best or reach the threshold, with rigorous error bounds:
+  1. int8 codes (one byte per component, scale per entry): each entry's exact cosine lies within
+     approx -/+ bound, bound = sq/2 |e|_1 + se/2 |q|_1 + dim sq se / 4 (+ float32 rounding); an
+     entry whose upper bound is below the threshold or below the best lower bound is out. If at
+     most 64 remain they are the candidates.
+  2. otherwise the float32 unit rows in a Flat inner-product index (libchrysalis), searched with
+     the threshold minus eps = 1.2e-7 x (dim + 16) (the float32 rounding of a unit-vector cosine),
+     keeping every hit within 2 eps of the best.
+Only the candidates are scored with the original's exact double-precision cosine (the same Python
+expressions, evaluated in C in the same order, checked against sum() at import), and the winner
+is chosen exactly as the original's loop does (strictly greater from 0.0, first index wins ties).
 
 Outside edits the cache notices (each is re-read on the next call):
   - a different list object, or the same list with items appended, inserted, removed or replaced;

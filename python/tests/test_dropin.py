@@ -355,3 +355,22 @@ def test_golden_style_large_duplicates(rng):
     X = unit(rng.standard_normal((30, 1024)))
     items = items_from(np.concatenate([X, X, X[:10]]))
     assert_same(*run_both(items, 0.85)[:4])
+
+
+def test_both_screens_many_near_threshold_candidates(rng):
+    """Hundreds of entries within 0.01 of the threshold: the int8 screen leaves too many candidates
+    and the float32 screen decides; elsewhere the int8 screen decides. Same decisions either way."""
+    dim, thr = 256, 0.85
+    u = unit(rng.standard_normal(dim))
+    ents = []
+    for t in rng.uniform(thr - 0.01, thr + 0.01, 300):
+        v = rng.standard_normal(dim)
+        v = unit(v - v.dot(u) * u)
+        ents.append(t * u + np.sqrt(1 - t * t) * v)
+    items = items_from(np.array(ents))
+    probes = items_from(np.array([u, u, unit(u + 0.01 * rng.standard_normal(dim))]))
+    ref, got, dr, dg, m = run_both(items + probes, thr)
+    assert_same(ref, got, dr, dg)
+    st = m.cache_stats()
+    assert st["searches"] > 0 and st["int8_decided"] > 0
+    assert sum(dr[-3:]) >= 1
