@@ -4,7 +4,7 @@
  * The CLI is the only part of the project that prints. Exit codes (documented in README and
  * `chrysalis --help`):
  *   0 success, 1 failure (I/O, memory), 2 usage error, 3 bad input data, 4 store corrupt or of an
- *   unsupported format.
+ *   unsupported format, 5 store locked by another writer (--no-wait).
  */
 #ifndef CHRYS_CLI_H
 #define CHRYS_CLI_H
@@ -15,7 +15,7 @@
 
 #include "chrysalis.h"
 
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_DATA = 3, EXIT_STORE = 4 };
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_DATA = 3, EXIT_STORE = 4, EXIT_LOCKED = 5 };
 
 /* Exit code for a library result code. */
 int cli_exit_for(int rc);
@@ -136,6 +136,12 @@ int cmd_retrain(int argc, char **argv);
 
 /* Apply --threads to BLAS as well (n > 0). */
 void cli_set_threads(long n);
+
+/* Take the writer lock of path (a store, or a cache file) for a mutating command, BEFORE reading
+ * it: waits for another writer, saying once on stderr "waiting for PATH: locked by pid N", or with
+ * no_wait fails at once with "PATH: locked by pid N". Returns EXIT_OK and *lk (release with
+ * chrys_store_unlock after the save), or the exit code after printing the error. */
+int cli_lock_store(const char *path, int no_wait, chrys_lock **lk);
 
 /* Print "chrysalis: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

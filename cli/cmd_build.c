@@ -3,7 +3,8 @@
  *
  * Both read every input fully and add it to an in-memory index before the store is written, and
  * the store is written atomically: a bad record anywhere, or a failed write, leaves the store file
- * exactly as it was (or absent, for build).
+ * exactly as it was (or absent, for build). Each holds STORE's writer lock (STORE.lock) from
+ * before it looks at STORE until after the rename.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -31,7 +32,9 @@ static const char *HELP_BUILD =
     "  --auto-threshold N      build: the planner's size threshold (default 1000)\n"
     "  --memory-budget BYTES   build: the planner's budget for vectors (e.g. 8G)\n"
     "  --force                 build: replace an existing STORE\n"
-    "  -q, --quiet             no summary line\n";
+    "  -q, --quiet             no summary line\n"
+    "  --no-wait               fail at once (exit 5) when another writer holds STORE's lock, instead\n"
+    "                          of waiting for it\n";
 
 static int parse_metric(const char *s)
 {
@@ -66,9 +69,10 @@ int cmd_build(int argc, char **argv, int is_add)
                                          {"ef-construction", required_argument, 0, 'e'},
                                          {"threads", required_argument, 0, 'T'},
                                          {"quiet", no_argument, 0, 'q'},
+                                         {"no-wait", no_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int metric = CHRYS_METRIC_COSINE, fmt = FMT_AUTO, force = 0, quiet = 0, sq8 = 0, c;
+    int metric = CHRYS_METRIC_COSINE, fmt = FMT_AUTO, force = 0, quiet = 0, sq8 = 0, no_wait = 0, c;
     long dim = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
@@ -110,6 +114,7 @@ int cmd_build(int argc, char **argv, int is_add)
             if (cfg_set_flag("threads", optarg, "--threads")) return EXIT_USAGE;
             break;
         case 'q': quiet = 1; break;
+        case 'N': no_wait = 1; break;
         case 'h': fputs(HELP_BUILD, stdout); return EXIT_OK;
         default: fputs(HELP_BUILD, stderr); return EXIT_USAGE;
         }
@@ -121,21 +126,26 @@ int cmd_build(int argc, char **argv, int is_add)
     }
     const char *store = argv[optind];
     struct stat st;
-    if (!is_add && !force && stat(store, &st) == 0) {
-        cli_error("%s already exists (use 'chrysalis add' to extend it, or --force to replace it)", store);
-        return EXIT_USAGE;
-    }
     double t0 = now_seconds();
     chrys_index *ix = NULL;
     char *msg = NULL;
     int rc, code = EXIT_OK;
     uint64_t next_id = 0;
     size_t added = 0;
+    /* The writer lock, from before the store is looked at until after its rename: two builds of
+     * one new store cannot both find it missing, and an add reads the last writer's store. */
+    chrys_lock *lock = NULL;
+    if ((code = cli_lock_store(store, no_wait, &lock))) return code;
+    if (!is_add && !force && stat(store, &st) == 0) {
+        cli_error("%s already exists (use 'chrysalis add' to extend it, or --force to replace it)", store);
+        code = EXIT_USAGE;
+        goto done;
+    }
     if (is_add) {
         if ((rc = chrys_index_load(store, &ix, &msg))) {
             cli_error("%s", msg ? msg : chrys_errstr(rc));
-            chrys_free(msg);
-            return cli_exit_for(rc);
+            code = cli_exit_for(rc);
+            goto done;
         }
         chrys_index_info info = {sizeof info};
         chrys_index_get_info(ix, &info);
@@ -143,8 +153,8 @@ int cmd_build(int argc, char **argv, int is_add)
             uint64_t *ids = malloc(info.count * sizeof *ids);
             if (!ids) {
                 cli_error("out of memory");
-                chrys_index_free(ix);
-                return EXIT_FAIL;
+                code = EXIT_FAIL;
+                goto done;
             }
             chrys_index_ids(ix, ids);
             for (size_t i = 0; i < info.count; i++)
@@ -255,6 +265,7 @@ int cmd_build(int argc, char **argv, int is_add)
                added, (unsigned long long)info.count, info.dim, now_seconds() - t0);
     }
 done:
+    chrys_store_unlock(lock);
     chrys_free(msg);
     chrys_index_free(ix);
     return code;

@@ -338,11 +338,12 @@ int cmd_cache(int argc, char **argv)
     static const struct option opts[] = {{"ttl", required_argument, 0, 't'},
                                          {"max-entries", required_argument, 0, 'm'},
                                          {"json", no_argument, 0, 'j'},
+                                         {"no-wait", no_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     double ttl = 0;
     long long max = 0;
-    int json = 0, c;
+    int json = 0, no_wait = 0, c;
     char *end;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -359,11 +360,14 @@ int cmd_cache(int argc, char **argv)
                 return EXIT_USAGE;
             }
         } else if (c == 'j') json = 1;
+        else if (c == 'N') no_wait = 1;
         else if (c == 'h') {
             puts("usage: chrysalis cache stats CACHE [--json]\n"
-                 "       chrysalis cache prune CACHE [--ttl SECONDS] [--max-entries N]\n"
+                 "       chrysalis cache prune CACHE [--ttl SECONDS] [--max-entries N] [--no-wait]\n"
                  "\nstats: entries, bytes, lifetime hits and misses. prune: drop entries older than the TTL and\n"
-                 "the least recently used beyond N. Safe while another process uses the cache.");
+                 "the least recently used beyond N. Safe while another process uses the cache: one prune at a\n"
+                 "time (CACHE.lock; a second waits, or with --no-wait exits 5), and SQLite's busy timeout makes\n"
+                 "it wait for an embedder's write instead of failing.");
             return EXIT_OK;
         } else return EXIT_USAGE;
     }
@@ -376,7 +380,12 @@ int cmd_cache(int argc, char **argv)
     int rc;
     if (!strcmp(argv[optind], "prune")) {
         uint64_t removed = 0;
-        if ((rc = chrys_cache_prune(path, ttl, (uint64_t)max, &removed, &msg))) {
+        chrys_lock *lock = NULL;
+        int code = cli_lock_store(path, no_wait, &lock); /* one pruner at a time, with the store's messages */
+        if (code) return code;
+        rc = chrys_cache_prune(path, ttl, (uint64_t)max, &removed, &msg);
+        chrys_store_unlock(lock);
+        if (rc) {
             cli_error("%s", msg ? msg : chrys_errstr(rc));
             chrys_free(msg);
             return cli_exit_for(rc);

@@ -133,36 +133,53 @@ int cmd_info(int argc, char **argv)
 
 int cmd_retrain(int argc, char **argv)
 {
-    if (argc != 2 || !strcmp(argv[1], "--help")) {
-        puts("usage: chrysalis retrain STORE\n\nRetrain an IVF store's k-means lists on all its vectors (when 'info' "
-             "shows drift)\nand write the store back atomically.");
-        return argc == 2 ? EXIT_OK : EXIT_USAGE;
+    int no_wait = 0, a = 1;
+    const char *store = NULL;
+    for (; a < argc; a++) {
+        if (!strcmp(argv[a], "--no-wait")) no_wait = 1;
+        else if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) break;
+        else if (argv[a][0] == '-' || store) break;
+        else store = argv[a];
+    }
+    if (a < argc || !store) {
+        int help = a < argc && (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h"));
+        fputs("usage: chrysalis retrain STORE [--no-wait]\n\nRetrain an IVF store's k-means lists on all its vectors "
+              "(when 'info' shows drift)\nand write the store back atomically. --no-wait: fail at once (exit 5) when "
+              "another writer\nholds STORE's lock, instead of waiting for it.\n",
+              help ? stdout : stderr);
+        return help ? EXIT_OK : EXIT_USAGE;
     }
     char *msg = NULL;
-    chrys_store_meta sm = {sizeof sm};
-    int rc = chrys_store_peek(argv[1], &sm, &msg);
-    if (!rc && sm.has_merger) {
-        cli_error("%s: retraining a merger store is not supported yet (its planner re-plans by itself)", argv[1]);
-        return EXIT_USAGE;
-    }
+    chrys_lock *lock = NULL;
     chrys_index *ix = NULL;
-    if (!rc) rc = chrys_index_load(argv[1], &ix, &msg);
-    if (!rc && (rc = chrys_index_retrain(ix))) {
-        cli_error("%s: %s", argv[1], chrys_index_errmsg(ix));
-        chrys_index_free(ix);
-        return cli_exit_for(rc);
+    int code = cli_lock_store(store, no_wait, &lock); /* before the store is read */
+    if (code) return code;
+    chrys_store_meta sm = {sizeof sm};
+    int rc = chrys_store_peek(store, &sm, &msg);
+    if (!rc && sm.has_merger) {
+        cli_error("%s: retraining a merger store is not supported yet (its planner re-plans by itself)", store);
+        code = EXIT_USAGE;
+        goto done;
     }
-    if (!rc) rc = chrys_index_save(ix, argv[1], &msg);
+    if (!rc) rc = chrys_index_load(store, &ix, &msg);
+    if (!rc && (rc = chrys_index_retrain(ix))) {
+        cli_error("%s: %s", store, chrys_index_errmsg(ix));
+        code = cli_exit_for(rc);
+        goto done;
+    }
+    if (!rc) rc = chrys_index_save(ix, store, &msg);
     if (rc) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        chrys_index_free(ix);
-        return cli_exit_for(rc);
+        code = cli_exit_for(rc);
+        goto done;
     }
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(ix, &info);
-    printf("%s: retrained %s on %llu vectors (imbalance %.2f)\n", argv[1], info.spec, (unsigned long long)info.count,
+    printf("%s: retrained %s on %llu vectors (imbalance %.2f)\n", store, info.spec, (unsigned long long)info.count,
            info.imbalance);
+done:
+    chrys_store_unlock(lock);
+    chrys_free(msg);
     chrys_index_free(ix);
-    return EXIT_OK;
+    return code;
 }

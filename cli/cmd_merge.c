@@ -3,7 +3,9 @@
  *
  * merge opens STORE if it exists (continuing where the last run stopped) or creates it, merges
  * every record of every input in order, and writes STORE atomically at the end: a bad record or
- * a failure leaves the store exactly as it was. Options given on the command line replace the
+ * a failure leaves the store exactly as it was. The whole run, from before STORE is read until
+ * after its rename, holds STORE's writer lock (STORE.lock), so concurrent merges run one after
+ * the other and each lands on top of the last. Options given on the command line replace the
  * stored ones; the others keep their stored values.
  */
 #include <cJSON.h>
@@ -54,6 +56,8 @@ static const char *HELP_MERGE =
     "  --verify               also check every decision against an exact scan and report disagreements\n"
     "  --format F, --dim D    input format, as for build\n"
     "  -q, --quiet            no summary\n"
+    "  --no-wait              fail at once (exit 5) when another writer holds STORE's lock, instead\n"
+    "                         of waiting for it\n"
     "  --embed                JSONL inputs carry text, not vectors: embed the --text-field of each\n"
     "                         record first (through --cache), with these provider options:\n";
 
@@ -266,12 +270,13 @@ int cmd_merge(int argc, char **argv)
                                          {"verify", no_argument, 0, 'v'},
                                          {"ef", required_argument, 0, 'e'},
                                          {"ef-construction", required_argument, 0, 'C'},
+                                         {"no-wait", no_argument, 0, 'N'},
                                          EMBED_LONG_OPTIONS,
                                          {0, 0, 0, 0}};
     embed_cli ec;
     embed_cli_init(&ec);
     chrys_embedder *embedder = NULL;
-    int do_embed = 0, er, exact = 0, verify = 0;
+    int do_embed = 0, er, exact = 0, verify = 0, no_wait = 0;
     long nprobe = (long)cfg_uint("nprobe");
     long ef = (long)cfg_uint("ef_search");
     long efc = strcmp(cfg_source("ef_construction"), "default") ? (long)cfg_uint("ef_construction") : 0;
@@ -287,6 +292,7 @@ int cmd_merge(int argc, char **argv)
         if (er) continue;
         switch (c) {
         case 'E': do_embed = 1; break;
+        case 'N': no_wait = 1; break;
         case 'x': exact = 1; break;
         case 'v': verify = 1; break;
         case 'p':
@@ -411,6 +417,10 @@ int cmd_merge(int argc, char **argv)
     size_t read_records = 0, parse_skipped = 0;
     chrys_merge_stats before = {sizeof before};
     struct stat st;
+    chrys_lock *lock = NULL;
+    /* Held from before the store is read until after its rename: a concurrent merge waits here
+     * and then reads the store this one wrote, so neither run's records are lost. */
+    if ((code = cli_lock_store(store, no_wait, &lock))) goto done;
     if (stat(store, &st) == 0) {
         chrys_store_meta sm = {sizeof sm};
         if ((rc = chrys_store_peek(store, &sm, &msg))) {
@@ -617,6 +627,7 @@ int cmd_merge(int argc, char **argv)
         free(counts);
     }
 done:
+    chrys_store_unlock(lock);
     vstream_close(&vsm);
     if (mc.log) fclose(mc.log);
     chrys_free(msg);

@@ -20,6 +20,7 @@ int cli_exit_for(int rc)
     case CHRYS_NOTFOUND: return EXIT_DATA;
     case CHRYS_CORRUPT:
     case CHRYS_FORMAT: return EXIT_STORE;
+    case CHRYS_LOCKED: return EXIT_LOCKED;
     default: return EXIT_FAIL;
     }
 }
@@ -125,4 +126,24 @@ void cli_set_threads(long n)
 {
     /* The CLI owns its process: --threads bounds BLAS's threads too, so "1 thread" means one core. */
     if (n > 0) openblas_set_num_threads((int)n);
+}
+
+static void on_lock_wait(void *user, const char *path, int64_t holder_pid)
+{
+    (void)user;
+    if (holder_pid) fprintf(stderr, "chrysalis: waiting for %s: locked by pid %lld\n", path, (long long)holder_pid);
+    else fprintf(stderr, "chrysalis: waiting for %s: locked by another process\n", path);
+    fflush(stderr);
+}
+
+int cli_lock_store(const char *path, int no_wait, chrys_lock **lk)
+{
+    char *msg = NULL;
+    int rc = chrys_store_lock_ex(path, no_wait ? CHRYS_LOCK_NOWAIT : 0, -1, on_lock_wait, NULL, lk, &msg);
+    if (rc) {
+        if ((rc & 0xff) == CHRYS_LOCKED) cli_error("%s (--no-wait)", msg ? msg : chrys_errstr(rc));
+        else cli_error("%s", msg ? msg : chrys_errstr(rc));
+    }
+    chrys_free(msg);
+    return rc ? cli_exit_for(rc) : EXIT_OK;
 }

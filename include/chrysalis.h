@@ -48,6 +48,7 @@ extern "C" {
 #define CHRYS_FORMAT 9   /* a valid file this library cannot read (newer version, unknown feature) */
 #define CHRYS_LIMIT 10   /* a size or count beyond a documented cap, or arithmetic overflow */
 #define CHRYS_MPI 11     /* distributed layer error */
+#define CHRYS_LOCKED 12  /* another writer holds the store's lock (CHRYS_LOCK_NOWAIT, or the wait timed out) */
 /* Extended codes: detail above the low byte. */
 #define CHRYS_IO_SHORT_READ (CHRYS_IO | (1 << 8))
 #define CHRYS_IO_WRITE (CHRYS_IO | (2 << 8))
@@ -263,7 +264,10 @@ CHRYS_API int chrys_index_search(const chrys_index *ix, size_t nq, const float *
 /* ---- Store (single file) ---- */
 
 /* Save the index to one file (docs/FORMAT.md). The file is written to a temporary file in the
- * same directory, fsynced and renamed over path, so a failure leaves any old file intact.
+ * same directory, fsynced and renamed over path, so a failure leaves any old file intact. The
+ * write happens under path's writer lock (path.lock): taken here, waiting for another writer,
+ * unless this process already holds it through chrys_store_lock (see "Writer lock" below; for
+ * read-modify-write, take chrys_store_lock before chrys_index_load).
  * out: *errmsg (optional; owned). Returns CHRYS_OK, CHRYS_IO, CHRYS_NOMEM. Thread-safe (const). */
 CHRYS_API int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg);
 
@@ -310,6 +314,71 @@ typedef struct chrys_store_meta {
 /* Read a store file's header and META section without loading vectors (checksums of those two
  * are verified). Returns CHRYS_OK, CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT. */
 CHRYS_API int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg);
+
+/* ---- Writer lock: one writer at a time per store ----
+ *
+ * A store is replaced by renaming a complete temporary file over it, so readers never need a
+ * lock: chrys_index_load, chrys_index_open_mmap, chrys_merger_open and chrys_store_peek never
+ * lock and never wait, and always see one whole version of the file. Writers are serialised by a
+ * lock on the sidecar file PATH.lock (created on first use, never removed; flock(2), so the
+ * kernel releases it when its holder exits, kill -9 included: there is no stale lock). The holder
+ * keeps its pid in PATH.lock; the first writer to take the lock removes the PATH.tmp-XXXXXX
+ * temporaries of a writer that was killed.
+ *
+ * Which calls lock: chrys_index_save and chrys_merger_save take PATH's lock for the duration of
+ * their write (waiting for it as long as it takes), unless this process already holds it through
+ * chrys_store_lock, in which case they write under that lock. Nothing else locks.
+ *
+ * A save alone only makes each write whole; it does not stop two processes that both loaded the
+ * old file from losing one another's changes (each saves its own version; the last rename wins).
+ * For read-modify-write safety a caller must take the lock BEFORE reading:
+ *
+ *     chrys_store_lock(path, 0, &lk, &err);     // waits for the other writer
+ *     chrys_merger_open(path, &m, &err);          // read afresh, under the lock
+ *     chrys_merger_merge(m, n, recs, NULL);  chrys_merger_mark_run(m);
+ *     chrys_merger_save(m, path, &err);           // writes under lk (no second lock)
+ *     chrys_store_unlock(lk);                     // after the rename
+ *
+ * (the same with chrys_index_load / chrys_index_add / chrys_index_save). The chrysalis CLI does
+ * exactly this in merge, add, build, retrain and cache prune.
+ *
+ * Threads: the lock belongs to the process. Any thread may take and release it; while one thread
+ * holds it, a save of PATH from any thread of the process writes without waiting (coordinating
+ * threads of one process is the caller's job, as for every non-const call), chrys_store_lock of
+ * PATH from another thread waits (or returns CHRYS_LOCKED), and from the same thread returns
+ * CHRYS_INVALID instead of deadlocking. A child made by fork() shares a held lock until it exits
+ * (it is not a holder: its own chrys_store_lock of PATH returns CHRYS_LOCKED under NOWAIT). */
+
+typedef struct chrys_lock chrys_lock;
+
+#define CHRYS_LOCK_NOWAIT 1 /* chrys_store_lock: fail with CHRYS_LOCKED at once instead of waiting */
+
+/* Called once, from the waiting thread, when chrys_store_lock_ex has to wait: path as given, and
+ * the holder's pid (0 when it cannot be read). */
+typedef void (*chrys_lock_wait_fn)(void *user, const char *path, int64_t holder_pid);
+
+/* Take the writer lock of the store at path (the file need not exist yet).
+ * in: path (the store's path; the lock is the file path + ".lock" beside it), flags (0 or
+ * CHRYS_LOCK_NOWAIT). out: *out, the held lock (release with chrys_store_unlock), NULL on failure;
+ * *errmsg (optional; owned, free with chrys_free): with CHRYS_LOCKED it reads
+ * "PATH: locked by pid N".
+ * Without NOWAIT, waits as long as the holder holds it.
+ * Returns CHRYS_OK, CHRYS_LOCKED (NOWAIT and held), CHRYS_IO (the lock file cannot be created or
+ * locked, e.g. the directory is missing or read-only), CHRYS_INVALID (bad argument, unknown flag,
+ * or this thread already holds it), CHRYS_NOMEM. Thread-safe. */
+CHRYS_API int chrys_store_lock(const char *path, int flags, chrys_lock **out, char **errmsg);
+
+/* chrys_store_lock with a bounded wait and a notice. in: timeout_s (< 0: wait forever; 0: do not
+ * wait, as CHRYS_LOCK_NOWAIT; > 0: wait at most this long, then CHRYS_LOCKED); on_wait (optional)
+ * is called once before waiting, with user. A finite wait polls every 10 ms; an infinite one
+ * sleeps in the kernel and wakes the moment the holder lets go. Same returns. Thread-safe. */
+CHRYS_API int chrys_store_lock_ex(const char *path, int flags, double timeout_s, chrys_lock_wait_fn on_wait,
+                                  void *user, chrys_lock **out, char **errmsg);
+
+/* Release a lock taken by chrys_store_lock (empties the pid in PATH.lock, leaves the file).
+ * Call it after the save's rename, i.e. after chrys_*_save returned. NULL-safe. Thread-safe
+ * (any thread may release it; once only). */
+CHRYS_API void chrys_store_unlock(chrys_lock *lk);
 
 /* ---- Semantic merger ----
  *
@@ -442,7 +511,8 @@ CHRYS_API int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_re
 CHRYS_API int chrys_merger_mark_run(chrys_merger *m);
 
 /* Save entries, counts, scores, metadata, the record -> entry map, options and history to one
- * store file, atomically (see chrys_index_save). */
+ * store file, atomically (see chrys_index_save), under path's writer lock (taken for the write
+ * unless this process holds it through chrys_store_lock; see "Writer lock"). */
 CHRYS_API int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg);
 
 CHRYS_API void chrys_merger_free(chrys_merger *m);

@@ -31,6 +31,7 @@ const char *chrys_errstr(int rc)
     case CHRYS_FORMAT: return "unsupported file format";
     case CHRYS_LIMIT: return "limit exceeded";
     case CHRYS_MPI: return "MPI error";
+    case CHRYS_LOCKED: return "store locked by another writer";
     default: return "unknown error";
     }
 }

@@ -25,6 +25,7 @@ run bash tests/cli/test_cli.sh build/release/chrysalis
 run bash tests/cli/test_merge_cli.sh build/release/chrysalis
 run bash tests/cli/test_embed_cli.sh build/release/chrysalis
 run bash tests/cli/test_config_cli.sh build/release/chrysalis
+run bash tests/cli/test_lock_cli.sh build/release/chrysalis
 run build/release/fuzz_replay tests/fuzz/corpus
 run bash tests/run_python.sh build/release
 echo "== build (ASan+UBSan)"

@@ -15,6 +15,8 @@ echo "== [$label] embed CLI tests"
 bash tests/cli/test_embed_cli.sh "$B/chrysalis" || rc=1
 echo "== [$label] config and index CLI tests"
 bash tests/cli/test_config_cli.sh "$B/chrysalis" || rc=1
+echo "== [$label] lock CLI tests"
+bash tests/cli/test_lock_cli.sh "$B/chrysalis" || rc=1
 echo "== [$label] fuzz corpus replay"
 "$B/fuzz_replay" tests/fuzz/corpus || rc=1
 exit $rc

@@ -25,6 +25,10 @@ CHRYS_PRIVATE int store_write(const char *path, const store_section *secs, uint3
 CHRYS_PRIVATE int store_write_buffer(const store_section *secs, uint32_t n, void **out, size_t *size,
                                      char **errmsg);
 
+/* A save's own writer lock (store_lock.c): waits for path.lock; *out = NULL (nothing to release)
+ * when this process holds it through chrys_store_lock. Release with chrys_store_unlock. */
+CHRYS_PRIVATE int store_lock_for_write(const char *path, chrys_lock **out, char **errmsg);
+
 typedef struct store_entry {
     uint32_t tag, flags, crc;
     uint64_t off, len;

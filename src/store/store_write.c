@@ -7,6 +7,9 @@
  * every byte is written and fsynced is it renamed over <path>, and the directory is fsynced so
  * the rename itself is durable. Any failure unlinks the temporary file: the old file, if any,
  * is untouched.
+ *
+ * The whole write runs under <path>'s writer lock (store_lock.c): the caller's, when its process
+ * holds one from chrys_store_lock, else one taken here for the duration of the write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -107,8 +110,12 @@ int store_write(const char *path, const store_section *secs, uint32_t n, char **
     build_header(secs, n, hdr, table, &file_len);
     (void)file_len;
     int rc = CHRYS_OK, fd = -1, dfd = -1;
-    char *tmp = chrys_mprintf("%s.tmp-XXXXXX", path);
+    chrys_lock *lock = NULL;
+    char *tmp = NULL;
     char *dir_copy = chrys_strdup(path);
+    /* one writer at a time: from before the temporary file exists until after the rename */
+    if (dir_copy && (rc = store_lock_for_write(path, &lock, errmsg))) goto done;
+    tmp = chrys_mprintf("%s.tmp-XXXXXX", path);
     if (!tmp || !dir_copy) {
         rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
         goto done;
@@ -156,6 +163,7 @@ done:
         chrys_free(tmp);
     }
     chrys_free(dir_copy);
+    chrys_store_unlock(lock);
     return rc;
 }
 

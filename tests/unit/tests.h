@@ -62,7 +62,13 @@
     X(test_kmeans_basics)                           \
     X(test_ivf_recall_and_mutation)                 \
     X(test_ivf_planner)                             \
-    X(test_search_filter)
+    X(test_search_filter)                          \
+    X(test_lock_nowait_from_forked_child)           \
+    X(test_lock_killed_holder_leaves_no_stale_lock) \
+    X(test_lock_save_while_held_no_deadlock)        \
+    X(test_lock_removes_temporaries_of_killed_writer) \
+    X(test_lock_read_modify_write_processes)        \
+    X(test_lock_bad_arguments)
 
 #define X(name) void name(void);
 TEST_LIST
