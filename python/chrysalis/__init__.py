@@ -12,9 +12,9 @@ Every error derives from chrysalis.Error; bad input raises ValueError subclasses
 a damaged store raises CorruptStoreError. See docs/PYTHON.md.
 """
 from ._chrysalis import (CorruptStoreError, DimensionError, DuplicateIdError, Error, InvalidInputError,
-                         LimitError, NotFoundError, StoreIOError, UnsupportedFormatError)
+                         LimitError, NotFoundError, StoreIOError, StoreLockedError, UnsupportedFormatError)
 from ._chrysalis import version as _version, simd_name
-from ._index import Embedder, Index, Merger, embed_deterministic
+from ._index import Embedder, Index, Merger, StoreLock, embed_deterministic, store_lock
 from ._dropin import EmbeddingMerger, SkillMerger
 from ._manager import FAISSIndexManager, IndexManager
 
@@ -22,7 +22,7 @@ __version__ = _version()
 
 __all__ = [
     "Index", "Merger", "Embedder", "EmbeddingMerger", "SkillMerger", "IndexManager", "FAISSIndexManager",
-    "embed_deterministic", "simd_name",
+    "embed_deterministic", "simd_name", "store_lock", "StoreLock", "StoreLockedError",
     "Error", "InvalidInputError", "DimensionError", "DuplicateIdError", "NotFoundError", "StoreIOError",
     "CorruptStoreError", "UnsupportedFormatError", "LimitError",
 ]

@@ -37,7 +37,7 @@
 /* ------------------------------------------------------------------------------------------- */
 
 static PyObject *Error, *InvalidInputError, *DimensionError, *DuplicateIdError, *NotFoundError,
-    *StoreIOError, *CorruptStoreError, *UnsupportedFormatError, *LimitError;
+    *StoreIOError, *CorruptStoreError, *UnsupportedFormatError, *LimitError, *StoreLockedError;
 
 /* Raise the exception for a library code, with msg (or the code's text). Returns NULL. */
 static PyObject *raise_rc(int rc, const char *msg)
@@ -54,6 +54,7 @@ static PyObject *raise_rc(int rc, const char *msg)
     case CHRYS_CORRUPT: type = CorruptStoreError; break;
     case CHRYS_FORMAT: type = UnsupportedFormatError; break;
     case CHRYS_LIMIT: type = LimitError; break;
+    case CHRYS_LOCKED: type = StoreLockedError; break;
     default: break;
     }
     PyErr_SetString(type, msg);
@@ -2073,6 +2074,79 @@ static PyTypeObject DropinType = {
     .tp_clear = (inquiry)Dropin_tp_clear,
 };
 
+
+/* ------------------------------------------------------------------------------------------- */
+/* Store writer lock                                                                             */
+/* ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    chrys_lock *lk;
+} LockObject;
+
+static void Lock_dealloc(LockObject *self)
+{
+    chrys_store_unlock(self->lk);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* _acquire(path, timeout_s: < 0 forever, 0 no wait, > 0 bounded). The GIL is released while waiting. */
+static PyObject *Lock_acquire(LockObject *self, PyObject *args)
+{
+    PyObject *pathobj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "O&d", PyUnicode_FSConverter, &pathobj, &timeout)) return NULL;
+    if (self->lk) {
+        Py_DECREF(pathobj);
+        PyErr_SetString(Error, "this lock object already holds a lock");
+        return NULL;
+    }
+    chrys_lock *lk = NULL;
+    char *msg = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = chrys_store_lock_ex(PyBytes_AS_STRING(pathobj), 0, timeout, NULL, NULL, &lk, &msg);
+    Py_END_ALLOW_THREADS Py_DECREF(pathobj);
+    if (rc) return raise_owned(rc, msg);
+    self->lk = lk;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_release(LockObject *self, PyObject *noargs)
+{
+    (void)noargs;
+    chrys_store_unlock(self->lk);
+    self->lk = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_held(LockObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->lk != NULL);
+}
+
+static PyMethodDef Lock_methods[] = {
+    {"_acquire", (PyCFunction)Lock_acquire, METH_VARARGS, NULL},
+    {"release", (PyCFunction)Lock_release, METH_NOARGS, "Release the lock (after the save). Idempotent."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Lock_getset[] = {
+    {"held", (getter)Lock_held, NULL, "Whether the lock is held.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chrysalis._chrysalis._Lock",
+    .tp_basicsize = sizeof(LockObject),
+    .tp_dealloc = (destructor)Lock_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "A store's writer lock (use chrysalis.store_lock).",
+    .tp_methods = Lock_methods,
+    .tp_getset = Lock_getset,
+    .tp_new = PyType_GenericNew,
+};
+
 /* ------------------------------------------------------------------------------------------- */
 /* Module                                                                                        */
 /* ------------------------------------------------------------------------------------------- */
@@ -2158,9 +2232,9 @@ PyMODINIT_FUNC PyInit__chrysalis(void)
     if (!m) return NULL;
     str_embedding = PyUnicode_InternFromString("embedding");
     if (!str_embedding) goto fail;
-    PyTypeObject *types[] = {&IndexType, &MergerType, &EmbedderType, &DropinType};
-    const char *names[] = {"_Index", "_Merger", "_Embedder", "_DropinCache"};
-    for (int i = 0; i < 4; i++) {
+    PyTypeObject *types[] = {&IndexType, &MergerType, &EmbedderType, &DropinType, &LockType};
+    const char *names[] = {"_Index", "_Merger", "_Embedder", "_DropinCache", "_Lock"};
+    for (int i = 0; i < 5; i++) {
         if (PyType_Ready(types[i]) < 0) goto fail;
         if (PyModule_AddObjectRef(m, names[i], (PyObject *)types[i]) < 0) goto fail;
     }
@@ -2190,7 +2264,12 @@ PyMODINIT_FUNC PyInit__chrysalis(void)
     b = PyTuple_Pack(2, Error, PyExc_ValueError);
     LimitError = new_exc(m, "LimitError", b, "A size or count beyond a documented cap (a ValueError).");
     Py_XDECREF(b);
-    if (!NotFoundError || !StoreIOError || !CorruptStoreError || !UnsupportedFormatError || !LimitError) goto fail;
+    b = PyTuple_Pack(1, Error);
+    StoreLockedError = new_exc(m, "StoreLockedError", b, "Another writer holds the store's lock (no wait, or the wait timed out).");
+    Py_XDECREF(b);
+    if (!NotFoundError || !StoreIOError || !CorruptStoreError || !UnsupportedFormatError || !LimitError ||
+        !StoreLockedError)
+        goto fail;
     PyModule_AddIntConstant(m, "MAX_DIM", CHRYS_MAX_DIM);
     PyModule_AddIntConstant(m, "MAX_K", CHRYS_MAX_K);
     return m;

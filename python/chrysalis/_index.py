@@ -17,7 +17,7 @@ import numpy as np
 from . import _chrysalis as _c
 from ._chrysalis import (CorruptStoreError, DimensionError, DuplicateIdError, Error,  # noqa: F401
                          InvalidInputError, LimitError, NotFoundError, StoreIOError,
-                         UnsupportedFormatError)
+                         StoreLockedError, UnsupportedFormatError)
 
 _METRICS = {"cosine": 0, "ip": 1, "l2": 2, "inner_product": 1, "dot": 1, "l2sq": 2}
 _NO_ID = np.uint64(2**64 - 1)
@@ -301,6 +301,37 @@ def _index_from_bytes(cls, data):
 
 
 # ------------------------------------------------------------------------------------------------
+# Store writer lock
+# ------------------------------------------------------------------------------------------------
+
+class StoreLock(_c._Lock):
+    """The writer lock of a store file (PATH.lock beside it; see chrys_store_lock). Saves take it by
+    themselves for the duration of the write; hold it yourself from before reading until after the
+    save for read-modify-write safety against other processes:
+
+        with chrysalis.store_lock("legends.chrys"):
+            m = chrysalis.Merger.open("legends.chrys"); m.merge(X); m.save()
+
+    Readers (load, open, mmap) never lock and never wait."""
+
+    def __enter__(self) -> "StoreLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def store_lock(path, timeout: Optional[float] = None) -> StoreLock:
+    """Take the writer lock of the store at path (the file need not exist). timeout: None waits as
+    long as it takes, 0 fails at once, > 0 waits at most that many seconds; a lock not obtained
+    raises StoreLockedError. The GIL is released while waiting. Use as a context manager or call
+    release()."""
+    lk = StoreLock()
+    lk._acquire(os.fspath(path), -1.0 if timeout is None else float(timeout))
+    return lk
+
+
+# ------------------------------------------------------------------------------------------------
 # Merger
 # ------------------------------------------------------------------------------------------------
 
@@ -358,11 +389,21 @@ class Merger(_c._Merger):
     new), renormalize, mean_update, skip_invalid, threads, batch_size, index (spec for a new
     merger), auto_threshold, memory_budget, exact, nprobe, confirm_margin, verify, ef_search,
     ef_construction, slow_search_s. threshold defaults to 0.85 (0.90 for variant="skill").
+    lock=True takes the store's writer lock before reading it and keeps it until close() (or the
+    end of a with block), so no other writer can interleave its read-modify-write with this one
+    (lock_timeout: as store_lock's timeout).
     """
 
+    _lock = None
+
     def __init__(self, path=None, dim: Optional[int] = None, threshold: Optional[float] = None,
-                 variant: str = "embedding", **opts) -> None:
+                 variant: str = "embedding", *, lock: bool = False, lock_timeout: Optional[float] = None,
+                 **opts) -> None:
         self.path = None if path is None else os.fspath(path)
+        if lock:
+            if self.path is None:
+                raise InvalidInputError("lock=True needs a path")
+            self._lock = store_lock(self.path, lock_timeout)
         if threshold is None and variant == "skill":
             threshold = 0.90
         if self.path is not None and os.path.exists(self.path):
@@ -380,12 +421,14 @@ class Merger(_c._Merger):
             self._init(d)
 
     @classmethod
-    def open(cls, path, **opts) -> "Merger":
+    def open(cls, path, *, lock: bool = False, lock_timeout: Optional[float] = None, **opts) -> "Merger":
         """Open a merger store written by save() or `chrysalis merge` (options given replace the
-        stored ones)."""
+        stored ones). lock=True: as for the constructor."""
         path = os.fspath(path)
         m = cls.__new__(cls)
         m.path = path
+        if lock:
+            m._lock = store_lock(path, lock_timeout)
         m._open(path)
         threshold = opts.pop("threshold", None)
         variant = opts.pop("variant", None)
@@ -393,6 +436,18 @@ class Merger(_c._Merger):
         if d:
             m._configure(d)
         return m
+
+    def close(self) -> None:
+        """Release the writer lock taken with lock=True (the merger stays usable)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Merger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def dim(self) -> int:

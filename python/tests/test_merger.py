@@ -118,3 +118,34 @@ def test_embedder(tmp_path):
         chrysalis.Embedder(provider="nope")
     small = chrysalis.Embedder(dim=16)
     assert small.embed(["a"]).shape == (1, 16)
+
+
+def test_store_lock(tmp_path, rng):
+    """The writer lock applies to the Python writers: held by a Merger(lock=True), another taker
+    gets StoreLockedError (no wait) or waits; saves under the held lock write without waiting."""
+    import multiprocessing as mp
+    p = tmp_path / "l.chrys"
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    with chrysalis.Merger(p, dim=8, lock=True) as m:
+        m.merge(X)
+        m.save()  # writes under the held lock
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+
+        def child():
+            try:
+                chrysalis.store_lock(str(p), timeout=0)
+                q.put("got it")
+            except chrysalis.StoreLockedError as e:
+                q.put("locked: " + str(e))
+        pr = ctx.Process(target=child)
+        pr.start()
+        pr.join(30)
+        assert q.get(timeout=5).startswith("locked")
+    with chrysalis.store_lock(p, timeout=5) as lk:  # released by the with block above
+        assert lk.held
+        chrysalis.Index(8).save(tmp_path / "other.chrys")
+    assert not lk.held
+    assert issubclass(chrysalis.StoreLockedError, chrysalis.Error)
+    with pytest.raises(chrysalis.InvalidInputError):
+        chrysalis.Merger(dim=8, lock=True)
