@@ -248,9 +248,62 @@ def bench_dropin(a):
     return res
 
 
+def report(a):
+    """bench/PYTHON.md's tables from the two JSON files."""
+    ix = json.load(open(a.index_json)) if a.index_json and os.path.exists(a.index_json) else None
+    dr = json.load(open(a.dropin_json)) if a.dropin_json and os.path.exists(a.dropin_json) else None
+    out = []
+    if ix:
+        m = ix["machine"]
+        out.append(f"### Index: clustered {ix['n']:,} x {ix['d']}, {ix['nq']} queries, k = 10 "
+                   f"({m['date']}, {m['cpu']}, {m['cores']} cores, SIMD {m['simd']}, load {m['loadavg_start']:.1f}"
+                   f" -> {m.get('loadavg_end', 0):.1f})\n")
+        out.append("| method | QPS 1 thread (R@10) | QPS 2 threads (R@10) | build | memory |")
+        out.append("|---|---|---|---|---|")
+        rows = {}
+        for r in ix["results"]:
+            if "ef" in r and not r.get("at_095"):
+                continue
+            key = r["method"]
+            rows.setdefault(key, {})[r["threads"]] = r
+        for name, by in rows.items():
+            def cell(t):
+                r = by.get(t)
+                if not r:
+                    return "no ef reached 0.95"
+                ef = f", ef {r['ef']}" if "ef" in r else ""
+                return f"{r['qps']:,.0f} ({r['recall10']:.3f}{ef})"
+            any_r = next(iter(by.values()))
+            out.append(f"| {name} | {cell(1)} | {cell(2)} | {any_r['build_s']:.1f} s | {any_r['mem_mb']:,.0f} MB |")
+        out.append("")
+        out.append("Every ef_search swept (QPS, recall@10):\n")
+        out.append("| method | threads | ef | QPS | R@10 |")
+        out.append("|---|---|---|---|---|")
+        for r in ix["results"]:
+            if "ef" in r and not r.get("at_095"):
+                out.append(f"| {r['method']} | {r['threads']} | {r['ef']} | {r['qps']:,.0f} | {r['recall10']:.3f} |")
+        out.append("")
+    if dr:
+        m = dr["machine"]
+        out.append(f"### Drop-in merger vs the original's semantics ({m['date']}, load {m['loadavg_start']:.1f}"
+                   f" -> {m.get('loadavg_end', 0):.1f})\n")
+        out.append("| records | data | original (pure Python) | drop-in | speedup | same decisions |")
+        out.append("|---|---|---|---|---|---|")
+        for r in dr["results"]:
+            orig = f"{r['original_s']:,.1f} s" + ("" if r["original_measured"] else
+                                                 f" (extrapolated: {r['cosines']:,} cosines x {r['us_per_cosine']:.1f} us)")
+            same = {True: "yes", False: "NO"}.get(r.get("same_decisions"), "(not run)")
+            data = r.get("set", "random unit 1024-d (nothing merges)")
+            out.append(f"| {r['n']:,} | {data} | {orig} | {r['dropin_s']:.3f} s | {r['speedup']:,.0f}x | {same} |")
+        out.append("")
+    print("\n".join(out))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["index", "dropin"])
+    ap.add_argument("part", choices=["index", "dropin", "report"])
+    ap.add_argument("--index-json", default="bench/out/python_index_200k.json")
+    ap.add_argument("--dropin-json", default="bench/out/python_dropin.json")
     ap.add_argument("--data", help="gen_clustered.py output directory (index)")
     ap.add_argument("--n", type=int, default=0, help="use the first N base rows (ground truth recomputed)")
     ap.add_argument("--ef", default="16,24,32,48,64,96,128,192,256")
@@ -258,6 +311,9 @@ def main():
     ap.add_argument("--oracle-max", type=int, default=2000)
     ap.add_argument("--json")
     a = ap.parse_args()
+    if a.part == "report":
+        report(a)
+        return
     res = bench_index(a) if a.part == "index" else bench_dropin(a)
     if a.json:
         with open(a.json, "w") as f:
