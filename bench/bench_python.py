@@ -244,6 +244,36 @@ def bench_dropin(a):
            "entries": len(ex_new), "merges": sum(dec_new)}
     print(json.dumps(rec), flush=True)
     res["results"].append(rec)
+    # chrysalis.Merger (numpy in, the library's batch merge) against the numpy merger a numpy user
+    # writes (E[:m] @ x, argmax, 0.4/0.6 update, no renormalisation; cosine from kept norms)
+    n = a.merger_n
+    X = rng.standard_normal((n, 1024)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    t = time.perf_counter()
+    E = np.empty_like(X)
+    nrm = np.empty(n, dtype=np.float32)
+    e = 0
+    for i in range(n):
+        x = X[i]
+        if e:
+            sc = (E[:e] @ x) / nrm[:e]
+            j = int(np.argmax(sc))
+            if sc[j] >= 0.85:
+                E[j] = 0.4 * E[j] + 0.6 * x
+                nrm[j] = np.linalg.norm(E[j])
+                continue
+        E[e] = x
+        nrm[e] = 1.0
+        e += 1
+    t_np = time.perf_counter() - t
+    m = chrysalis.Merger(dim=1024, threshold=0.85)
+    t = time.perf_counter()
+    st = m.merge(X)
+    t_c = time.perf_counter() - t
+    rec = {"n": n, "set": "Merger vs numpy merger, random unit 1024-d", "numpy_s": t_np, "merger_s": t_c,
+           "speedup": t_np / t_c, "entries_numpy": e, "entries_merger": st["entries"]}
+    print(json.dumps(rec), flush=True)
+    res["merger"] = rec
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
     return res
 
@@ -296,6 +326,11 @@ def report(a):
             data = r.get("set", "random unit 1024-d (nothing merges)")
             out.append(f"| {r['n']:,} | {data} | {orig} | {r['dropin_s']:.3f} s | {r['speedup']:,.0f}x | {same} |")
         out.append("")
+        mr = dr.get("merger")
+        if mr:
+            out.append(f"chrysalis.Merger.merge on {mr['n']:,} random unit 1024-d records: {mr['merger_s']:.2f} s; the "
+                       f"numpy merger (one E @ x per record): {mr['numpy_s']:.1f} s ({mr['speedup']:.0f}x); entries "
+                       f"{mr['entries_merger']:,} / {mr['entries_numpy']:,}.\n")
     print("\n".join(out))
 
 
@@ -309,6 +344,7 @@ def main():
     ap.add_argument("--ef", default="16,24,32,48,64,96,128,192,256")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 10000])
     ap.add_argument("--oracle-max", type=int, default=2000)
+    ap.add_argument("--merger-n", type=int, default=10000)
     ap.add_argument("--json")
     a = ap.parse_args()
     if a.part == "report":
