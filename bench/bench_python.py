@@ -329,7 +329,7 @@ def report(a):
         mr = dr.get("merger")
         if mr:
             out.append(f"chrysalis.Merger.merge on {mr['n']:,} random unit 1024-d records: {mr['merger_s']:.2f} s; the "
-                       f"numpy merger (one E @ x per record): {mr['numpy_s']:.1f} s ({mr['speedup']:.0f}x); entries "
+                       f"numpy merger (one E @ x per record): {mr['numpy_s']:.1f} s (Merger {mr['speedup']:.2f}x the numpy merger's speed); entries "
                        f"{mr['entries_merger']:,} / {mr['entries_numpy']:,}.\n")
     print("\n".join(out))
 
