@@ -316,6 +316,12 @@ static int merge_step(const char *path, size_t first, size_t n)
     chrys_merger *m = NULL;
     char *msg = NULL;
     int rc = chrys_merger_open(path, &m, &msg);
+    if (!rc) { /* one thread: a parallel graph build links in a timing-dependent order */
+        chrys_merge_opts o = {sizeof o};
+        chrys_merger_get_opts(m, &o);
+        o.n_threads = 1;
+        rc = chrys_merger_configure(m, &o);
+    }
     chrys_merge_record recs[AF_N];
     char metas[AF_N][40];
     for (size_t i = 0; i < n; i++) {
