@@ -60,7 +60,7 @@ CLI    := $(BUILD)/chrysalis
 UNIT   := $(BUILD)/unit_tests
 REPLAY := $(BUILD)/fuzz_replay
 
-.PHONY: all lib cli test asan tsan fuzz bench clean format lint example
+.PHONY: all lib cli test asan tsan fuzz bench clean format lint example python python-test
 all: lib cli
 
 lib: $(STATIC) $(SHARED)
@@ -95,6 +95,15 @@ $(BUILD)/bench_anchor: $(BUILD)/bench/bench_anchor.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 units: $(UNIT) $(CLI) $(REPLAY) $(SHARED)
+
+# The Python package, built in place: python/chrysalis/_chrysalis*.so over $(STATIC)
+# (PYTHONPATH=python /usr/bin/python3 -c "import chrysalis"). PYTHON: Debian's interpreter.
+PYTHON ?= /usr/bin/python3
+python: $(STATIC)
+	CHRYS_BUILD=$(BUILD) $(PYTHON) setup.py -q build_ext --inplace --build-temp $(BUILD)/pytemp
+
+python-test: python $(CLI)
+	CHRYS_CLI=$(CLI) PYTHONPATH=python $(PYTHON) -m pytest -q python/tests
 
 test:
 	bash tests/run_all.sh

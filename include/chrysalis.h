@@ -297,6 +297,13 @@ CHRYS_API int chrys_index_load(const char *path, chrys_index **out, char **errms
  * saves by rename, which leaves the mapped old file intact). Same return codes as chrys_index_load. */
 CHRYS_API int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg);
 
+/* Save the index into one memory buffer: the same bytes chrys_index_save writes to a file (so
+ * chrys_index_load_buffer reads it back, and writing it out gives a valid store file).
+ * out: *buf (owned; free with chrys_free), *size (bytes), *errmsg (optional; owned). *buf is NULL
+ * on failure. Returns CHRYS_OK, CHRYS_INVALID (a NULL argument), CHRYS_LIMIT, CHRYS_NOMEM.
+ * Thread-safe (const). */
+CHRYS_API int chrys_index_save_buffer(const chrys_index *ix, void **buf, size_t *size, char **errmsg);
+
 /* Load from a memory buffer (same checks as chrys_index_load; 'name' labels messages). */
 CHRYS_API int chrys_index_load_buffer(const void *buf, size_t size, const char *name,
                                       chrys_index **out, char **errmsg);

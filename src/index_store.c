@@ -113,6 +113,20 @@ int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
     return rc;
 }
 
+int chrys_index_save_buffer(const chrys_index *ix, void **buf, size_t *size, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (buf) *buf = NULL;
+    if (size) *size = 0;
+    if (!ix || !buf || !size) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index, buf and size are required");
+    store_section secs[INDEX_MAX_SECTIONS];
+    index_sections is = {secs};
+    if (index_store_sections(ix, &is)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "buffer: out of memory");
+    int rc = store_write_buffer(secs, is.n, buf, size, errmsg);
+    index_sections_free(&is);
+    return rc;
+}
+
 static int expect_len(store_reader *r, int i, uint64_t want, char **errmsg)
 {
     char t[5];

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test, in order: release build with -Werror; the unit tests once per SIMD level
-# (CHRYS_SIMD=scalar|avx2|avx512); CLI tests; fuzz replay; the whole suite again under
-# ASan+UBSan; the concurrent tests under TSan; a short libFuzzer run when clang is present.
-# Ends with the total line "N passed, N failed" summed over every runner.
+# (CHRYS_SIMD=scalar|avx2|avx512); CLI tests; fuzz replay; the Python package (make python,
+# pytest python/tests); the whole suite again under ASan+UBSan; the concurrent tests under TSan;
+# a short libFuzzer run when clang is present. Ends with the total line "N passed, N failed"
+# summed over every runner.
 set -u
 cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -26,6 +27,7 @@ run bash tests/cli/test_embed_cli.sh build/release/chrysalis
 run bash tests/cli/test_config_cli.sh build/release/chrysalis
 run bash tests/cli/test_lock_cli.sh build/release/chrysalis
 run build/release/fuzz_replay tests/fuzz/corpus
+run bash tests/run_python.sh build/release
 echo "== build (ASan+UBSan)"
 make -s -j"$JOBS" MODE=asan WERROR=-Werror units || exit 1
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 run bash tests/run_suite.sh build/asan asan

@@ -20,6 +20,10 @@ typedef struct store_section {
 
 CHRYS_PRIVATE int store_write(const char *path, const store_section *secs, uint32_t n,
                               char **errmsg);
+/* The same bytes as store_write would put in a file, into one buffer (owned: *out, free with
+ * chrys_free; *size bytes). Returns CHRYS_OK, CHRYS_LIMIT, CHRYS_NOMEM. */
+CHRYS_PRIVATE int store_write_buffer(const store_section *secs, uint32_t n, void **out, size_t *size,
+                                     char **errmsg);
 
 /* A save's own writer lock (store_lock.c): waits for path.lock; *out = NULL (nothing to release)
  * when this process holds it through chrys_store_lock. Release with chrys_store_unlock. */

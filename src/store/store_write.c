@@ -61,12 +61,11 @@ const char *store_tag_name(uint32_t tag, char out[5])
     return out;
 }
 
-int store_write(const char *path, const store_section *secs, uint32_t n, char **errmsg)
+/* Fill the header and the section table for these sections (CRCs computed here).
+ * out: hdr[STORE_HEADER_SIZE], table[n * STORE_ENTRY_SIZE] (zeroed by the caller), *file_len. */
+static void build_header(const store_section *secs, uint32_t n, unsigned char *hdr, unsigned char *table,
+                         uint64_t *file_len_out)
 {
-    if (n > STORE_MAX_SECTIONS)
-        return chrys_set_errmsg(errmsg, CHRYS_LIMIT, "%s: too many sections (%u)", path, n);
-    unsigned char hdr[STORE_HEADER_SIZE] = {0};
-    unsigned char table[STORE_MAX_SECTIONS * STORE_ENTRY_SIZE] = {0};
     uint64_t off = align_up(STORE_HEADER_SIZE + (uint64_t)n * STORE_ENTRY_SIZE);
     for (uint32_t i = 0; i < n; i++) {
         unsigned char *e = table + i * STORE_ENTRY_SIZE;
@@ -104,7 +103,18 @@ int store_write(const char *path, const store_section *secs, uint32_t n, char **
     put_u32le(hdr + HDR_WRITER_VERSION, (CHRYS_VERSION_MAJOR << 16) | (CHRYS_VERSION_MINOR << 8) |
                                             CHRYS_VERSION_PATCH);
     put_u32le(hdr + HDR_CRC, chrys_crc32c(0, hdr, HDR_CRC));
+    *file_len_out = file_len;
+}
 
+int store_write(const char *path, const store_section *secs, uint32_t n, char **errmsg)
+{
+    if (n > STORE_MAX_SECTIONS)
+        return chrys_set_errmsg(errmsg, CHRYS_LIMIT, "%s: too many sections (%u)", path, n);
+    unsigned char hdr[STORE_HEADER_SIZE] = {0};
+    unsigned char table[STORE_MAX_SECTIONS * STORE_ENTRY_SIZE] = {0};
+    uint64_t file_len;
+    build_header(secs, n, hdr, table, &file_len);
+    (void)file_len;
     int rc = CHRYS_OK, fd = -1, dfd = -1;
     chrys_lock *lock = NULL;
     char *tmp = NULL;
@@ -161,4 +171,32 @@ done:
     chrys_free(dir_copy);
     chrys_store_unlock(lock);
     return rc;
+}
+
+int store_write_buffer(const store_section *secs, uint32_t n, void **out, size_t *size, char **errmsg)
+{
+    *out = NULL;
+    *size = 0;
+    if (n > STORE_MAX_SECTIONS)
+        return chrys_set_errmsg(errmsg, CHRYS_LIMIT, "buffer: too many sections (%u)", n);
+    unsigned char hdr[STORE_HEADER_SIZE] = {0};
+    unsigned char table[STORE_MAX_SECTIONS * STORE_ENTRY_SIZE] = {0};
+    uint64_t file_len;
+    build_header(secs, n, hdr, table, &file_len);
+    if (file_len > SIZE_MAX) return chrys_set_errmsg(errmsg, CHRYS_LIMIT, "buffer: store too large");
+    unsigned char *buf = chrys_malloc((size_t)file_len);
+    if (!buf) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "buffer: out of memory (%llu bytes)",
+                                      (unsigned long long)file_len);
+    memset(buf, 0, (size_t)file_len); /* the padding between sections is zero */
+    memcpy(buf, hdr, sizeof hdr);
+    memcpy(buf + STORE_HEADER_SIZE, table, (size_t)n * STORE_ENTRY_SIZE);
+    uint64_t pos = STORE_HEADER_SIZE + (uint64_t)n * STORE_ENTRY_SIZE;
+    for (uint32_t i = 0; i < n; i++) {
+        pos = align_up(pos);
+        if (secs[i].len) memcpy(buf + pos, secs[i].data, (size_t)secs[i].len);
+        pos += secs[i].len;
+    }
+    *out = buf;
+    *size = (size_t)file_len;
+    return CHRYS_OK;
 }

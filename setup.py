@@ -1,0 +1,43 @@
+"""Build the chrysalis Python package (python/chrysalis) and its C extension.
+
+The extension links libchrysalis statically: build_ext first runs `make` for the static library
+(position-independent objects, the same flags as every other build) in $CHRYS_BUILD (default
+build/pyext), so nothing has to be installed. `make python` builds it in place; `pip install
+--no-build-isolation .` installs it (metadata in pyproject.toml).
+"""
+import os
+import subprocess
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.environ.get("CHRYS_BUILD", "build/pyext")
+STATIC = os.path.join(HERE, BUILD, "libchrysalis.a")
+
+
+class BuildWithLibrary(build_ext):
+    def run(self):
+        jobs = os.environ.get("CHRYS_JOBS", "2")
+        subprocess.check_call(["make", "-s", f"-j{jobs}", "MODE=release", f"BUILD={BUILD}",
+                               os.path.join(BUILD, "libchrysalis.a")], cwd=HERE)
+        super().run()
+
+
+ext = Extension(
+    "chrysalis._chrysalis",
+    sources=["python/chrysalis/_chrysalis.c"],
+    include_dirs=[os.path.join(HERE, "include")],
+    extra_objects=[STATIC],
+    libraries=["openblas", "cjson", "curl", "sqlite3", "crypto", "m"],
+    # -ffp-contract=off: the drop-in merger's arithmetic must round exactly as Python's does
+    extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-O3", "-ffp-contract=off", "-Wall", "-Wextra",
+                        "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-pthread"],
+    extra_link_args=["-pthread"],
+    depends=["include/chrysalis.h"],
+)
+
+setup(
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildWithLibrary},
+)
