@@ -108,6 +108,42 @@ def _posint(v, name: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
     return v
 
 
+_SID_KEY = "chrysalis_id"  # the key of a string-id row's metadata envelope
+
+
+class _StringIds:
+    """The string <-> integer id maps of an Index made with string_ids=True. Each row's metadata
+    holds {"chrysalis_id": name, "meta": the caller's metadata}, so a saved store carries its
+    names and load() rebuilds the maps from it."""
+
+    def __init__(self) -> None:
+        self.s2i: Dict[str, int] = {}
+        self.i2s: Dict[int, str] = {}
+        self.next = 0
+
+    def ints(self, names, what: str = "ids") -> np.ndarray:
+        """The integer ids of names (a str or a sequence of str); NotFoundError for an unknown one."""
+        if isinstance(names, str):
+            names = [names]
+        out = np.empty(len(names), dtype=np.uint64)
+        for i, nm in enumerate(names):
+            if not isinstance(nm, str):
+                raise TypeError(f"{what}[{i}]: expected str (the index has string ids), got {type(nm).__name__}")
+            v = self.s2i.get(nm)
+            if v is None:
+                raise NotFoundError(f"{what}[{i}]: id {nm!r} not found")
+            out[i] = v
+        return out
+
+    def names(self, ids: np.ndarray) -> np.ndarray:
+        """An object array of the names of integer ids (None where the id is -1 or unknown)."""
+        out = np.empty(ids.shape, dtype=object)
+        flat, src = out.reshape(-1), ids.reshape(-1)
+        for i, v in enumerate(src.tolist()):
+            flat[i] = self.i2s.get(v) if v >= 0 else None
+        return out
+
+
 class Index(_c._Index):
     """A vector index: exact (Flat), IVF, HNSW or SQ8, in memory, saved as one store file.
 
@@ -120,11 +156,18 @@ class Index(_c._Index):
     "HNSW32,SQ8", "HNSW32,SQ8,RFlat") or "auto" (exact below auto_threshold vectors, then an
     approximate index chosen by the planner). Any number of threads may search at once; a thread
     adding or removing waits for the searches in progress and they for it (never a crash).
+
+    string_ids=True: ids are strings (legend or skill names) instead of integers, everywhere: add
+    takes them, search returns them (an object array, None in unused slots), remove, update, get,
+    get_meta, `in` and filter take them. They are kept in the store file (each row's metadata),
+    so save/load and pickling keep them.
     """
+
+    _sids: Optional[_StringIds] = None
 
     def __init__(self, dim: int, metric: str = "cosine", spec: Optional[str] = "auto", *, seed: int = 42,
                  auto_threshold: int = 1000, memory_budget: int = 0, ef_construction: int = 0,
-                 build_threads: int = 0) -> None:
+                 build_threads: int = 0, string_ids: bool = False) -> None:
         dim = _posint(dim, "dim", 1, _c.MAX_DIM)
         if metric not in _METRICS:
             raise InvalidInputError(f"metric: expected 'cosine', 'ip' or 'l2', got {metric!r}")
@@ -134,6 +177,7 @@ class Index(_c._Index):
                    _posint(auto_threshold, "auto_threshold", 0, 2**64 - 1),
                    _posint(memory_budget, "memory_budget", 0, 2**64 - 1),
                    _posint(ef_construction, "ef_construction"), _posint(build_threads, "build_threads"))
+        self._sids = _StringIds() if string_ids else None
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -148,8 +192,10 @@ class Index(_c._Index):
 
     def info(self) -> Dict[str, Any]:
         """A dict describing the index: dim, metric, kind, spec, count, memory_bytes, nlist, HNSW
-        parameters, the planner's reason, whether it is memory-mapped, the SIMD level."""
-        return self._info()
+        parameters, the planner's reason, whether it is memory-mapped, the SIMD level, string_ids."""
+        d = self._info()
+        d["string_ids"] = self._sids is not None
+        return d
 
     def __repr__(self) -> str:
         try:
@@ -169,6 +215,8 @@ class Index(_c._Index):
         a = _as_matrix(vectors, info["dim"], "vectors")
         n = a.shape[0]
         _check_rows(a, "vectors", info["metric"] == "cosine")
+        if self._sids is not None:
+            return self._add_named(a, n, ids, meta)
         idarr = None if ids is None else _as_ids(ids, n)
         if idarr is not None and n:
             u, first, counts = np.unique(idarr, return_index=True, return_counts=True)
@@ -180,9 +228,60 @@ class Index(_c._Index):
         self._add(a, n, idarr, _meta_strings(meta, n), out)
         return out
 
+    def _add_named(self, a: np.ndarray, n: int, ids, meta) -> List[str]:
+        st = self._sids
+        if ids is None or isinstance(ids, str) or len(ids) != n:
+            raise InvalidInputError(f"ids: this index has string ids: expected {n} of them")
+        names = list(ids)
+        seen: Dict[str, int] = {}
+        for i, nm in enumerate(names):
+            if not isinstance(nm, str):
+                raise TypeError(f"ids[{i}]: expected str, got {type(nm).__name__}")
+            if nm in seen:
+                raise DuplicateIdError(f"ids: row {i}: id {nm!r} repeats row {seen[nm]}")
+            if nm in st.s2i:
+                raise DuplicateIdError(f"ids: row {i}: duplicate id {nm!r} (already in the index)")
+            seen[nm] = i
+        user = [None] * n if meta is None else list(meta)
+        if len(user) != n:
+            raise InvalidInputError(f"meta: expected {n} items, got {len(user)}")
+        env = []
+        for i, (nm, m) in enumerate(zip(names, user)):
+            try:
+                env.append(json.dumps({_SID_KEY: nm, "meta": m} if m is not None else {_SID_KEY: nm}))
+            except TypeError as e:
+                raise TypeError(f"meta[{i}]: not JSON-serialisable: {e}") from None
+        first = st.next
+        idarr = np.arange(first, first + n, dtype=np.uint64)
+        for i, nm in enumerate(names):  # named before the vectors exist: a search never sees an unnamed id
+            st.s2i[nm] = first + i
+            st.i2s[first + i] = nm
+        try:
+            out = np.empty(n, dtype=np.uint64)
+            self._add(a, n, idarr, _meta_strings(env, n), out)
+        except BaseException:
+            for i, nm in enumerate(names):
+                del st.s2i[nm]
+                del st.i2s[first + i]
+            raise
+        st.next = first + n
+        return names
+
+    def _int_ids(self, ids) -> np.ndarray:
+        if self._sids is not None:
+            return self._sids.ints(ids)
+        arr = np.atleast_1d(np.asarray(ids))
+        return _as_ids(arr, arr.shape[0])
+
     def remove(self, ids) -> None:
         """Remove the vectors stored under ids (an integer or a sequence). All or nothing; raises
         NotFoundError naming the first id not present."""
+        if self._sids is not None:
+            idarr = self._sids.ints(ids)
+            self._remove(idarr, idarr.shape[0])
+            for v in idarr.tolist():
+                del self._sids.s2i[self._sids.i2s.pop(v)]
+            return
         arr = np.atleast_1d(np.asarray(ids))
         idarr = _as_ids(arr, arr.shape[0])
         self._remove(idarr, idarr.shape[0])
@@ -192,22 +291,26 @@ class Index(_c._Index):
         bad vectors (both checked before anything changes)."""
         info = self._info()
         a = _as_matrix(vectors, info["dim"], "vectors")
-        idarr = _as_ids(np.atleast_1d(np.asarray(ids)), a.shape[0])
+        idarr = self._sids.ints(ids) if self._sids is not None else _as_ids(np.atleast_1d(np.asarray(ids)), a.shape[0])
+        if idarr.shape[0] != a.shape[0]:
+            raise InvalidInputError(f"ids: expected {a.shape[0]} ids, got {idarr.shape[0]}")
         _check_rows(a, "vectors", info["metric"] == "cosine")
         self._update(idarr, idarr.shape[0], a)
 
     def get(self, ids) -> np.ndarray:
         """The stored vectors for ids, (n, dim) float32 (a scalar id gives one row, shape (dim,)).
         Under cosine: the normalised vector times the norm kept at insert."""
-        scalar = np.ndim(ids) == 0
-        arr = np.atleast_1d(np.asarray(ids))
-        idarr = _as_ids(arr, arr.shape[0])
+        scalar = isinstance(ids, str) or (self._sids is None and np.ndim(ids) == 0)
+        idarr = self._int_ids(ids)
         out = np.empty((idarr.shape[0], self._info()["dim"]), dtype=np.float32)
         self._get(idarr, idarr.shape[0], out)
         return out[0] if scalar else out
 
     def get_meta(self, id: int):
         """The metadata stored with id: the parsed JSON object, the string if it is not JSON, or None."""
+        if self._sids is not None:
+            env = json.loads(self._meta(int(self._sids.ints(id)[0])))
+            return env.get("meta")
         s = self._meta(_posint(id, "id", 0, 2**64 - 2))
         if s is None:
             return None
@@ -216,14 +319,18 @@ class Index(_c._Index):
         except ValueError:
             return s
 
-    def ids(self) -> np.ndarray:
-        """Every id, in storage order (uint64)."""
+    def ids(self):
+        """Every id, in storage order (uint64; with string ids a list of str)."""
         n = len(self)
         out = np.empty(n, dtype=np.uint64)
         self._ids(out)
+        if self._sids is not None:
+            return [self._sids.i2s[v] for v in out.tolist()]
         return out
 
     def __contains__(self, id) -> bool:
+        if self._sids is not None:
+            return isinstance(id, str) and id in self._sids.s2i
         if isinstance(id, bool) or not isinstance(id, (int, np.integer)) or id < 0 or id >= 2**64 - 1:
             return False
         return self._contains(int(id))
@@ -257,13 +364,18 @@ class Index(_c._Index):
         npb = 0 if nprobe is None else _posint(nprobe, "nprobe", 1)
         nt = 0 if threads is None else _posint(threads, "threads", 0, 4096)
         allow = None
-        if filter is not None:
+        if filter is not None and self._sids is not None:
+            allow = np.unique(np.array([self._sids.s2i[f] for f in filter if isinstance(f, str) and f in self._sids.s2i],
+                                       dtype=np.uint64))
+        elif filter is not None:
             fa = np.asarray(list(filter) if not isinstance(filter, np.ndarray) else filter)
             allow = np.unique(_as_ids(fa, fa.shape[0] if fa.ndim else 1, "filter"))
         nq = q.shape[0]
         scores = np.empty((nq, k), dtype=np.float32)
         ids = np.empty((nq, k), dtype=np.int64)
         self._search(q, nq, k, threshold, ef, npb, nt, allow, scores, ids)
+        if self._sids is not None:
+            return scores, self._sids.names(ids)
         return scores, ids
 
     # -- persistence ------------------------------------------------------------------------
@@ -273,13 +385,43 @@ class Index(_c._Index):
         self._save(os.fspath(path))
 
     @classmethod
-    def load(cls, path, mmap: bool = False) -> "Index":
+    def load(cls, path, mmap: bool = False, string_ids: Optional[bool] = None) -> "Index":
         """Load a store file (every checksum verified). mmap=True opens it read-only with the float32
-        rows left in the file (fast open; add/remove/update then raise). Raises CorruptStoreError for
-        a damaged or truncated file, UnsupportedFormatError, StoreIOError."""
+        rows left in the file (fast open; add/remove/update then raise). string_ids: None finds out
+        from the rows' metadata whether the index was saved with string ids; True requires them.
+        Raises CorruptStoreError for a damaged or truncated file (or string ids missing or
+        repeated), UnsupportedFormatError, StoreIOError."""
         ix = cls.__new__(cls)
         ix._load(os.fspath(path), bool(mmap))
+        ix._restore_string_ids(string_ids, os.fspath(path))
         return ix
+
+    def _restore_string_ids(self, want: Optional[bool], name: str) -> None:
+        """Rebuild the string-id maps from the rows' metadata envelopes."""
+        ids = np.empty(len(self), dtype=np.uint64)
+        self._ids(ids)
+        ids = ids.tolist()
+
+        def name_of(v):
+            m = self._meta(v)
+            try:
+                env = json.loads(m) if m is not None else None
+            except ValueError:
+                return None
+            return env.get(_SID_KEY) if isinstance(env, dict) and isinstance(env.get(_SID_KEY), str) else None
+
+        if want is False or (want is None and (not ids or name_of(ids[0]) is None)):
+            self._sids = None
+            return
+        st = _StringIds()
+        for v in ids:
+            nm = name_of(v)
+            if nm is None or nm in st.s2i:
+                raise CorruptStoreError(f"{name}: row with id {v} has {'no' if nm is None else 'a repeated'} string id")
+            st.s2i[nm] = v
+            st.i2s[v] = nm
+        st.next = max(ids) + 1 if ids else 0
+        self._sids = st
 
     def to_bytes(self) -> bytes:
         """The store file's bytes, built in memory."""
@@ -290,6 +432,7 @@ class Index(_c._Index):
         """An index from the bytes of a store file (to_bytes, or a file's contents)."""
         ix = cls.__new__(cls)
         ix._from_bytes(data)
+        ix._restore_string_ids(None, "bytes")
         return ix
 
     def __reduce__(self):

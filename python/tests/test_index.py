@@ -231,3 +231,71 @@ def test_auto_planner_and_help():
     assert ix.info()["planned"]
     assert "cosine" in chrysalis.Index.__doc__
     assert chrysalis.Index.search.__doc__ and chrysalis.Index.add.__doc__
+
+
+# ---- string ids -------------------------------------------------------------------------------
+
+def test_string_ids_everywhere(tmp_path):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((500, 24)).astype(np.float32)
+    names = [f"skill {i}" for i in range(500)]
+    ix = chrysalis.Index(24, spec="Flat", string_ids=True)
+    assert ix.add(X, names, meta=[{"n": i} if i % 3 == 0 else None for i in range(500)]) == names
+    assert ix.info()["string_ids"] and len(ix) == 500
+    # search: the exact oracle, names instead of integers, None in unused slots
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    scores, ids = ix.search(X[:20], k=5)
+    want = np.argsort(-(Xn[:20] @ Xn.T), axis=1, kind="stable")[:, :5]
+    assert ids.dtype == object and [[names[j] for j in row] for row in want] == ids.tolist()
+    s, i = ix.search(X[:1], k=3, filter=["skill 9", "skill 10", "not there"])
+    assert i.tolist() == [["skill 9", "skill 10", None]] or i.tolist() == [["skill 10", "skill 9", None]]
+    assert s[0, 2] == -np.inf
+    # get, get_meta, in, ids
+    assert np.allclose(ix.get("skill 4"), X[4], atol=1e-6) and ix.get(["skill 4", "skill 5"]).shape == (2, 24)
+    assert ix.get_meta("skill 3") == {"n": 3} and ix.get_meta("skill 4") is None
+    assert "skill 4" in ix and 4 not in ix and "nope" not in ix
+    assert sorted(ix.ids()) == sorted(names)
+    # update and remove by name
+    ix.update("skill 1", X[2:3])
+    assert ix.search(X[2:3], k=2)[1].tolist() == [["skill 1", "skill 2"]]
+    ix.remove(["skill 0", "skill 1"])
+    assert len(ix) == 498 and "skill 0" not in ix
+    ix.add(X[:1], ["skill 0"])  # a removed name can come back
+    assert ix.search(X[:1], k=1)[1].tolist() == [["skill 0"]]
+    # save/load and pickling keep the names (they live in the store file)
+    ix.save(tmp_path / "s.chrys")
+    back = chrysalis.Index.load(tmp_path / "s.chrys")
+    assert back.info()["string_ids"] and back.search(X[:20], k=5)[1].tolist() == ix.search(X[:20], k=5)[1].tolist()
+    assert back.get_meta("skill 3") == {"n": 3}
+    back.add(X[5:6], ["after load"])  # integer ids continue after the largest
+    assert back.search(X[5:6], k=2)[1].tolist()[0][0] in ("after load", "skill 5")
+    again = pickle.loads(pickle.dumps(ix))
+    assert again.search(X[7:8], k=1)[1].tolist() == [["skill 7"]]
+
+
+def test_string_ids_bad_input(tmp_path):
+    X = np.eye(4, dtype=np.float32)
+    ix = chrysalis.Index(4, spec="Flat", string_ids=True)
+    with pytest.raises(ValueError, match="string ids"):
+        ix.add(X)  # names required
+    with pytest.raises(TypeError, match=r"ids\[1\]"):
+        ix.add(X[:2], ["a", 2])
+    with pytest.raises(chrysalis.DuplicateIdError, match="row 1.*repeats row 0"):
+        ix.add(X[:2], ["a", "a"])
+    assert len(ix) == 0
+    ix.add(X[:2], ["a", "b"])
+    with pytest.raises(chrysalis.DuplicateIdError, match="already in the index"):
+        ix.add(X[2:3], ["a"])
+    with pytest.raises(chrysalis.NotFoundError, match="'zz' not found"):
+        ix.remove(["b", "zz"])
+    assert "b" in ix and len(ix) == 2  # all or nothing
+    with pytest.raises(chrysalis.InvalidInputError, match="row 0"):
+        ix.add(np.full((1, 4), np.nan, dtype=np.float32), ["nan"])
+    assert "nan" not in ix  # a refused add leaves no name behind
+    # a plain store is not a string-id store
+    plain = chrysalis.Index(4, spec="Flat")
+    plain.add(X)
+    plain.save(tmp_path / "p.chrys")
+    assert not chrysalis.Index.load(tmp_path / "p.chrys").info()["string_ids"]
+    with pytest.raises(chrysalis.CorruptStoreError, match="no string id"):
+        chrysalis.Index.load(tmp_path / "p.chrys", string_ids=True)
