@@ -116,8 +116,9 @@ void test_index_exact_all_paths(void)
             for (size_t i = 0; i < n; i++) ids[i] = (i * 7919) % 100003; /* scrambled, unique */
             chrys_index *ix = make_index(metric, (uint32_t)d);
             CHECK_EQ(chrys_index_add(ix, n, ids, base, NULL), CHRYS_OK);
-            const size_t nqs[] = {1, 5, 40}; /* 40 >= the sgemm cut-over */
-            for (size_t qn = 0; qn < 3; qn++) {
+            /* 100: the queries split over the workers (a small base) and, for l2, the sgemm path */
+            const size_t nqs[] = {1, 5, 40, 100};
+            for (size_t qn = 0; qn < 4; qn++) {
                 size_t nq = nqs[qn];
                 float *q = random_data(&s, nq, d, di % 2);
                 for (uint32_t threads = 1; threads <= 2; threads++) {
