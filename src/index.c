@@ -399,34 +399,19 @@ int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec)
         chrys_free_aligned(tmp);
         return rc;
     }
-    if (!ix->vecs) { /* Flat or IVF kept as codes */
-        float *tmp = chrys_malloc_aligned(ix->dim * sizeof(float));
-        if (!tmp) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
-        float old_norm = ix->norms[slot];
-        store_row_to(ix, tmp, slot, vec, norm);
-        if (ix->kind != CHRYS_INDEX_IVF) sq8_encode(ix, slot, tmp);
-        else if ((rc = ivf_after_update(ix, slot, tmp))) { /* codes and list; nothing changed on failure */
-            ix->norms[slot] = old_norm;
-            rc = index_fail(ix, rc, "out of memory updating id %llu", (unsigned long long)id);
-        }
-        chrys_free_aligned(tmp);
-        return rc;
-    }
-    if (!ix->nlist) { /* Flat (SQ8 codes re-encoded): nothing can fail */
-        store_row(ix, slot, vec, norm);
-        return ivf_after_update(ix, slot, ix->vecs + (size_t)slot * ix->dim);
-    }
-    /* IVF: the old row is kept until the lists have taken the new one */
-    float *old = chrys_malloc_aligned(ix->dim * sizeof(float)), old_norm = ix->norms[slot];
-    if (!old) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
-    memcpy(old, ix->vecs + (size_t)slot * ix->dim, ix->dim * sizeof(float));
-    store_row(ix, slot, vec, norm);
-    if ((rc = ivf_after_update(ix, slot, ix->vecs + (size_t)slot * ix->dim))) {
-        memcpy(ix->vecs + (size_t)slot * ix->dim, old, ix->dim * sizeof(float));
+    /* Flat, SQ8 and IVF: the new row is made in a scratch copy, the codes and lists take it (all
+     * or nothing: ivf_after_update changes nothing when it fails), and only then does it replace
+     * the stored row, if rows are kept. */
+    float *tmp = chrys_malloc_aligned(ix->dim * sizeof(float)), old_norm = ix->norms[slot];
+    if (!tmp) return index_fail(ix, CHRYS_NOMEM, "out of memory updating id %llu", (unsigned long long)id);
+    store_row_to(ix, tmp, slot, vec, norm);
+    if ((rc = ivf_after_update(ix, slot, tmp))) {
         ix->norms[slot] = old_norm;
         rc = index_fail(ix, rc, "out of memory updating id %llu", (unsigned long long)id);
+    } else if (ix->vecs) {
+        memcpy(ix->vecs + (size_t)slot * ix->dim, tmp, ix->dim * sizeof(float));
     }
-    chrys_free_aligned(old);
+    chrys_free_aligned(tmp);
     return rc;
 }
 

@@ -522,15 +522,24 @@ static void decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out)
     }
 }
 
+/* Room in list l for `more` further slots (capacity doubling from 16); CHRYS_NOMEM leaves the
+ * list as it was. */
+static int list_reserve(chrys_index *ix, uint32_t l, uint64_t more)
+{
+    uint64_t want = ix->list_n[l] + more;
+    if (want <= ix->list_cap[l]) return CHRYS_OK;
+    uint64_t nc = ix->list_cap[l] ? ix->list_cap[l] : 16;
+    while (nc < want) nc *= 2;
+    uint32_t *p = nc <= UINT32_MAX ? chrys_realloc(ix->lists[l], nc * sizeof *p) : NULL;
+    if (!p) return CHRYS_NOMEM;
+    ix->lists[l] = p;
+    ix->list_cap[l] = (uint32_t)nc;
+    return CHRYS_OK;
+}
+
 static int list_push(chrys_index *ix, uint32_t l, uint32_t slot)
 {
-    if (ix->list_n[l] == ix->list_cap[l]) {
-        uint32_t nc = ix->list_cap[l] ? ix->list_cap[l] * 2 : 16;
-        uint32_t *p = chrys_realloc(ix->lists[l], nc * sizeof *p);
-        if (!p) return CHRYS_NOMEM;
-        ix->lists[l] = p;
-        ix->list_cap[l] = nc;
-    }
+    if (list_reserve(ix, l, 1)) return CHRYS_NOMEM;
     ix->pos_in_list[slot] = ix->list_n[l];
     ix->list_of[slot] = l;
     ix->lists[l][ix->list_n[l]++] = slot;
@@ -821,14 +830,7 @@ int ivf_after_add(chrys_index *ix, size_t first, const float *rows)
         uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
         int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
         for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, rows + i * dim)]++;
-        for (uint32_t l = 0; l < ix->nlist && !rc; l++) {
-            if (!need[l] || ix->list_n[l] + (uint64_t)need[l] <= ix->list_cap[l]) continue;
-            uint64_t nc = ix->list_cap[l] ? ix->list_cap[l] : 16;
-            while (nc < ix->list_n[l] + (uint64_t)need[l]) nc *= 2;
-            uint32_t *p = nc <= UINT32_MAX ? chrys_realloc(ix->lists[l], nc * sizeof *p) : NULL;
-            if (!p) rc = CHRYS_NOMEM;
-            else ix->lists[l] = p, ix->list_cap[l] = (uint32_t)nc;
-        }
+        for (uint32_t l = 0; l < ix->nlist && !rc; l++) rc = list_reserve(ix, l, need[l]);
         for (size_t i = 0; i < m && !rc; i++) list_push(ix, near[i], (uint32_t)(first + i));
         chrys_free(near);
         chrys_free(need);
@@ -859,13 +861,7 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
 int ivf_after_update(chrys_index *ix, uint32_t slot, const float *row)
 {
     uint32_t l = ix->nlist ? nearest_list(ix, row) : 0;
-    if (ix->nlist && l != ix->list_of[slot] && ix->list_n[l] == ix->list_cap[l]) {
-        uint32_t nc = ix->list_cap[l] ? ix->list_cap[l] * 2 : 16;
-        uint32_t *p = chrys_realloc(ix->lists[l], nc * sizeof *p);
-        if (!p) return CHRYS_NOMEM;
-        ix->lists[l] = p;
-        ix->list_cap[l] = nc;
-    }
+    if (ix->nlist && l != ix->list_of[slot] && list_reserve(ix, l, 1)) return CHRYS_NOMEM;
     if (ix->sq8 && ix->codes && ix->sq_min) sq8_encode(ix, slot, row);
     if (ix->nlist && l != ix->list_of[slot]) {
         list_pop(ix, slot);
