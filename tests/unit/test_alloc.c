@@ -214,6 +214,47 @@ void test_alloc_index_calls(void)
 
 /* ---- save, load and the merger: the store file is the state ---- */
 
+/* Put old[] back at path, run op(ctx) with allocation n failing, for n = 1, 2, ... until n is past
+ * op's last allocation: each time the file must be new[] when op succeeded and old[] when it
+ * returned CHRYS_NOMEM, byte for byte. Returns the number of allocation points. */
+static long inject_store(const char *path, const unsigned char *old, size_t old_len, const unsigned char *new_b,
+                         size_t new_len, int (*op)(void *ctx), void *ctx, const char *what)
+{
+    long total = 0, bad = 0;
+    for (long n = 1;; n++) {
+        FILE *f = fopen(path, "wb");
+        fwrite(old, 1, old_len, f);
+        fclose(f);
+        long c0 = chrys__test_alloc_count();
+        chrys__test_fail_alloc_after(n);
+        int rc = op(ctx);
+        chrys__test_fail_alloc_after(0);
+        size_t len;
+        unsigned char *b = h_read_file(path, &len);
+        int ok = rc == CHRYS_OK ? len == new_len && !memcmp(b, new_b, len)
+                                : (rc & 0xff) == CHRYS_NOMEM && len == old_len && !memcmp(b, old, len);
+        if (!ok && bad++ < 3) h_fail(__FILE__, __LINE__, "%s: allocation %ld failing: rc %d, store not old or new", what, n, rc);
+        free(b);
+        if (chrys__test_alloc_count() - c0 < n) break; /* the failure point was past the last allocation */
+        total++;
+    }
+    return total;
+}
+
+typedef struct save_job {
+    const chrys_index *ix;
+    const char *path;
+} save_job;
+
+static int save_op(void *ctx)
+{
+    save_job *j = ctx;
+    char *msg = NULL;
+    int rc = chrys_index_save(j->ix, j->path, &msg);
+    chrys_free(msg);
+    return rc;
+}
+
 /* Save over an existing store with each allocation failing: the file is the old one or the new
  * one, never anything else; a load with each allocation failing gives NOMEM or the index. */
 static long inject_save_load(const char *spec)
@@ -240,27 +281,10 @@ static long inject_save_load(const char *spec)
     CHECK_EQ(chrys_index_save(ix, path2, &msg), CHRYS_OK);
     unsigned char *new_bytes = h_read_file(path2, &new_len);
     unlink(path2);
-    long total = 0, bad = 0;
-    for (long n = 1;; n++) {
-        /* the old store back in place */
-        FILE *f = fopen(path, "wb");
-        fwrite(old_bytes, 1, old_len, f);
-        fclose(f);
-        long c0 = chrys__test_alloc_count();
-        chrys__test_fail_alloc_after(n);
-        int rc = chrys_index_save(ix, path, &msg);
-        chrys__test_fail_alloc_after(0);
-        chrys_free(msg);
-        msg = NULL;
-        size_t len;
-        unsigned char *b = h_read_file(path, &len);
-        int ok = rc == CHRYS_OK ? len == new_len && !memcmp(b, new_bytes, len)
-                                : (rc & 0xff) == CHRYS_NOMEM && len == old_len && !memcmp(b, old_bytes, len);
-        if (!ok && bad++ < 3) h_fail(__FILE__, __LINE__, "save %s: allocation %ld failing: rc %d, file not old or new", spec, n, rc);
-        free(b);
-        if (chrys__test_alloc_count() - c0 < n) break; /* the failure point was past the last allocation */
-        total++;
-    }
+    char what[64];
+    snprintf(what, sizeof what, "save %s", spec);
+    save_job job = {ix, path};
+    long total = inject_store(path, old_bytes, old_len, new_bytes, new_len, save_op, &job, what);
     /* load: NOMEM with nothing returned, or the index */
     for (long n = 1;; n++) {
         chrys_index *back = NULL;
@@ -308,6 +332,10 @@ void test_alloc_save_load(void)
 /* The merger, as the CLI drives it: open the store, merge a batch, save. With any allocation of
  * the three failing, the store holds the old state or the new one, byte for byte. The batch
  * crosses auto_threshold, so the planner's switch to the graph is inside it. */
+static int merge_step(const char *path, size_t first, size_t n);
+
+static int merge_op(void *path) { return merge_step(path, 100, 200); }
+
 static int merge_step(const char *path, size_t first, size_t n)
 {
     chrys_merger *m = NULL;
@@ -361,25 +389,9 @@ void test_alloc_merger(void)
     chrys_index_get_info(chrys_merger_index(chk), &info);
     CHECK_EQ(info.kind, CHRYS_INDEX_HNSW);
     chrys_merger_free(chk);
-    long bad = 0, n;
-    for (n = 1;; n++) {
-        FILE *f = fopen(path, "wb");
-        fwrite(old_bytes, 1, old_len, f);
-        fclose(f);
-        long c0 = chrys__test_alloc_count();
-        chrys__test_fail_alloc_after(n);
-        int rc = merge_step(path, 100, 200);
-        chrys__test_fail_alloc_after(0);
-        size_t len;
-        unsigned char *b = h_read_file(path, &len);
-        int ok = rc == CHRYS_OK ? len == new_len && !memcmp(b, new_bytes, len)
-                                : (rc & 0xff) == CHRYS_NOMEM && len == old_len && !memcmp(b, old_bytes, len);
-        if (!ok && bad++ < 3) h_fail(__FILE__, __LINE__, "merge: allocation %ld failing: rc %d, store not old or new", n, rc);
-        free(b);
-        if (chrys__test_alloc_count() - c0 < n) break;
-    }
-    CHECK(n > 50);
-    if (getenv("CHRYS_TEST_VERBOSE")) fprintf(stderr, "    merger open + merge + save: %ld allocation points\n", n - 1);
+    long points = inject_store(path, old_bytes, old_len, new_bytes, new_len, merge_op, path, "merge");
+    CHECK(points > 50);
+    if (getenv("CHRYS_TEST_VERBOSE")) fprintf(stderr, "    merger open + merge + save: %ld allocation points\n", points);
     free(old_bytes);
     free(new_bytes);
     unlink(path);
