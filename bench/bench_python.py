@@ -86,12 +86,13 @@ def bench_index(a):
     GT = read_vecs(os.path.join(a.data, "groundtruth.ivecs"), np.int32)
     if a.n:
         X = X[: a.n]
-        flat = chrysalis.Index(X.shape[1], "cosine", "Flat")
+        flat = chrysalis.Index(X.shape[1], a.metric, "Flat")
         flat.add(X)
         GT = flat.search(Q, k=10)[1]
         del flat
     n, d = X.shape
-    res = {"machine": machine(), "n": n, "d": d, "nq": len(Q), "data": os.path.basename(a.data.rstrip("/")),
+    l2 = a.metric == "l2"
+    res = {"machine": machine(), "n": n, "d": d, "metric": a.metric, "nq": len(Q), "data": os.path.basename(a.data.rstrip("/")),
            "results": []}
     efs = [int(e) for e in a.ef.split(",")]
     threads = [1, 2]
@@ -105,7 +106,7 @@ def bench_index(a):
     r0 = rss_mb()
     bt, _ = timed(lambda: None)
     t = time.perf_counter()
-    cf = chrysalis.Index(d, "cosine", "Flat")
+    cf = chrysalis.Index(d, a.metric, "Flat")
     cf.add(X)
     bt = time.perf_counter() - t
     mem = rss_mb() - r0
@@ -117,14 +118,14 @@ def bench_index(a):
     gc.collect()
     r0 = rss_mb()
     t = time.perf_counter()
-    ff = faiss.IndexFlatIP(d)
+    ff = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
     ff.add(X)
     bt = time.perf_counter() - t
     mem = rss_mb() - r0
     for th in threads:
         faiss.omp_set_num_threads(th)
         s, (sc, ids) = timed(lambda: ff.search(Q, 10), 2)
-        add({"method": "faiss IndexFlatIP", "threads": th, "qps": len(Q) / s, "recall10": recall10(ids, GT),
+        add({"method": "faiss IndexFlatL2" if l2 else "faiss IndexFlatIP", "threads": th, "qps": len(Q) / s, "recall10": recall10(ids, GT),
              "build_s": bt, "mem_mb": mem})
     del ff
     gc.collect()
@@ -146,7 +147,7 @@ def bench_index(a):
     gc.collect()
     r0 = rss_mb()
     t = time.perf_counter()
-    ch = chrysalis.Index(d, "cosine", "HNSW16", ef_construction=200, build_threads=2)
+    ch = chrysalis.Index(d, a.metric, "HNSW16", ef_construction=200, build_threads=2)
     ch.add(X)
     bt = time.perf_counter() - t
     mem = rss_mb() - r0
@@ -156,7 +157,7 @@ def bench_index(a):
 
     r0 = rss_mb()
     t = time.perf_counter()
-    hl = hnswlib.Index(space="ip", dim=d)
+    hl = hnswlib.Index(space="l2" if l2 else "ip", dim=d)
     hl.init_index(max_elements=n, M=16, ef_construction=200, random_seed=42)
     hl.add_items(X, np.arange(n), num_threads=2)
     bt = time.perf_counter() - t
@@ -172,7 +173,7 @@ def bench_index(a):
     r0 = rss_mb()
     t = time.perf_counter()
     faiss.omp_set_num_threads(2)
-    fh = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
+    fh = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
     fh.hnsw.efConstruction = 200
     fh.add(X)
     bt = time.perf_counter() - t
@@ -340,6 +341,8 @@ def main():
     ap.add_argument("--index-json", default="bench/out/python_index_200k.json")
     ap.add_argument("--dropin-json", default="bench/out/python_dropin.json")
     ap.add_argument("--data", help="gen_clustered.py output directory (index)")
+    ap.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
+                    help="cosine (inner product of unit vectors; FAISS IndexFlatIP) or l2 (SIFT; IndexFlatL2)")
     ap.add_argument("--n", type=int, default=0, help="use the first N base rows (ground truth recomputed)")
     ap.add_argument("--ef", default="16,24,32,48,64,96,128,192,256")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 10000])
