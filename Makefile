@@ -5,6 +5,7 @@
 #   make asan         the unit and CLI tests under ASan+UBSan (build/asan)
 #   make fuzz         libFuzzer targets with clang (build/fuzz)
 #   make bench        benchmark programs
+#   make bench-report bench/REPORT.md and its plots (bench/report.sh; --full by hand)
 #   make NATIVE=1     adds -march=native to non-kernel files (local benchmarking only)
 #
 # Every file gets baseline x86-64 flags; only src/kernels/*_avx2.c, *_avx512.c and *_sse42.c get
@@ -60,7 +61,7 @@ CLI    := $(BUILD)/chrysalis
 UNIT   := $(BUILD)/unit_tests
 REPLAY := $(BUILD)/fuzz_replay
 
-.PHONY: all lib cli test asan tsan fuzz bench clean format lint example python python-test
+.PHONY: all lib cli test asan tsan fuzz bench bench-report clean format lint example python python-test
 all: lib cli
 
 lib: $(STATIC) $(SHARED)
@@ -148,6 +149,10 @@ $(BUILD)/hnswlib_native: ../shared/tools/hnswlib_native.cpp
 	g++ -O3 -march=native -std=c++17 -pthread $< -o $@
 
 bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(BUILD)/bench_ivf $(BUILD)/bench_ivf_sq8 $(BUILD)/bench_hnsw $(CLI)
+
+# bench/REPORT.md + bench/report/*.png, quick and complete (bench/report.sh --full for the large points)
+bench-report:
+	BUILD=$(BUILD) bash bench/report.sh
 
 example: $(CLI)
 	bash examples/run.sh $(CLI)
