@@ -492,10 +492,13 @@ def plots(res, outdir):
         files.append(f)
     m = res["merge"]
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    ns = [r["n"] for r in m["rows"]]
     for name in ("ours exact", "ours default", "numpy", "FAISS IndexFlatIP", "original Python"):
-        ys = [r.get(name) for r in m["rows"]]
-        ax.plot(ns, ys, marker="o", label=name if name != "original Python" else "original Python (measured)",
+        meas = [(r["n"], r.get(name)) for r in m["rows"]
+                if r.get(name) is not None and not (name == "original Python" and r.get("original Python extrapolated"))]
+        lab = {"ours exact": "chrysalis merge --exact (whole process)", "ours default": "chrysalis merge (default; whole process)",
+               "numpy": "numpy merger (loop)", "FAISS IndexFlatIP": "FAISS IndexFlatIP merger (loop)",
+               "original Python": "original Python (loop, measured)"}[name]
+        ax.plot([p[0] for p in meas], [p[1] for p in meas], marker="o", label=lab,
                 **({"lw": 2.4} if name.startswith("ours") else {}))
         if name == "original Python":
             ex = [(r["n"], r[name]) for r in m["rows"] if r.get("original Python extrapolated")]
