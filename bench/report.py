@@ -472,12 +472,19 @@ def plots(res, outdir):
     import matplotlib.pyplot as plt
     os.makedirs(outdir, exist_ok=True)
     files = []
-    style = {"chrysalis": dict(lw=2.4), "FAISS": dict(ls="--"), "hnswlib": dict(ls=":")}
     for key, s in res["search"].items():
         fig, ax = plt.subplots(figsize=(8, 5.5))
         for name, pts in s["curves"].items():
-            st = next((v for k, v in style.items() if name.startswith(k)), {})
-            ax.plot([p["recall"] for p in pts], [p["qps"] for p in pts], marker="o", label=name, **st)
+            # colour: the library; marker and line: the index kind
+            colour = ("tab:blue" if name.startswith("chrysalis") else "tab:orange" if name.startswith("FAISS")
+                      else "tab:red" if "native" in name else "tab:green")
+            kind = "Flat" if ("Flat" in name and "IVF" not in name and "HNSW" not in name) else \
+                "IVF" if "IVF" in name else "HNSW"
+            mk = {"Flat": "*", "IVF": "^", "HNSW": "o"}[kind]
+            ls = {"Flat": "none", "IVF": "--", "HNSW": "-"}[kind]
+            ax.plot([p["recall"] for p in pts], [p["qps"] for p in pts], marker=mk, ls=ls, color=colour,
+                    ms=14 if kind == "Flat" else 6, lw=2.2 if name.startswith("chrysalis") else 1.3,
+                    label=name + (" (exact)" if kind == "Flat" else ""))
         ax.set_yscale("log")
         ax.set_xlabel("recall@10 (against exact ground truth)")
         ax.set_ylabel("queries per second, 1 thread (log)")
