@@ -612,8 +612,10 @@ def write_md(res, path, plotdir_rel):
           "Single-query top-10 latency (mean of %d queries, 1 thread) over N random unit %d-d vectors: the "
           "original's linear scan (a pure-Python cosine loop over every item, as its merger scans), FAISS CPU "
           "(IndexFlatIP) and chrysalis (Flat, exact). Cells marked * are extrapolated linearly (search cost is "
-          "linear in N): %s." % (rm["nq"], rm["d"], "; ".join(sorted({v for r in rm["rows"] for k, v in r.items()
-                                                                      if k.endswith("_from")})) or "none"), "",
+          "linear in N): %s." % (rm["nq"], rm["d"], "; ".join(
+              "%s %s" % (col, next(r[key + "_from"] for r in rm["rows"] if key + "_from" in r))
+              for col, key in (("linear search:", "python"), ("FAISS CPU:", "faiss"), ("chrysalis:", "ours"))
+              if any(key + "_from" in r for r in rm["rows"])) or "none"), "",
           "| items | linear search (original, Python) | FAISS CPU | chrysalis | FAISS / chrysalis | Python / chrysalis |",
           "|---|---|---|---|---|---|"]
     for r in rm["rows"]:
@@ -637,10 +639,18 @@ def main():
     ap.add_argument("--out", help="output folder (REPORT.md, report/*.png, report.json); default bench/")
     ap.add_argument("--cli", default=os.environ.get("CHRYS_CLI", os.path.join(ROOT, "build", "release", "chrysalis")))
     ap.add_argument("--work", help="scratch folder for data and stores (default: a temp dir, removed)")
+    ap.add_argument("--replot", metavar="REPORT_JSON", help="redraw the plots and REPORT.md from a report.json")
     ap.add_argument("--memory-one", nargs=3, metavar=("SPEC", "FVECS", "STORE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_one:
         memory_one(*a.memory_one)
+        return 0
+    if a.replot:
+        # plots and REPORT.md again from a run's report.json (same figures; presentation only)
+        res = json.load(open(a.replot))
+        out = os.path.abspath(a.out or HERE)
+        plots(res, os.path.join(out, "report"))
+        write_md(res, os.path.join(out, "REPORT.md"), "report")
         return 0
     mode = "ci" if a.ci else "full" if a.full else "quick"
     if a.ci and not a.out:
