@@ -270,7 +270,6 @@ def hnswlib_native(work):
 def merge_part(work, ns, d, py_upto, cli):
     nmax = max(ns)
     base, _, src = clustered(work, "merge_%d_%d" % (nmax, d), nmax, d, 10, seed=4321)
-    data = os.path.join(work, "merge_%d_%d" % (nmax, d), "base.fvecs")
     rows = []
     py_spc = None   # seconds per cosine of the original, from its largest measured run
     for n in ns:
