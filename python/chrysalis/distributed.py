@@ -513,6 +513,7 @@ class ShardedMerger:
                             f"(supported: {', '.join(sorted(_MERGER_OPTS))}; renormalize is not)")
         self.client = client
         self.directory = os.fspath(directory)
+        self.rechecks = 0  # shards asked again because every candidate they listed had changed
         if os.path.exists(os.path.join(self.directory, MANIFEST)):
             self._open_dir(dim, threshold, merge_opts)
             return
@@ -661,7 +662,7 @@ class ShardedMerger:
                 "slow_searches": 0, "merged_count_histogram": hist,
                 "index_backed": {"records": 0, "confirmed": 0, "verified": 0, "disagreements": 0, "relinked": 0},
                 "distributed": {"n_shards": self._sh.n, "round_trips": self._sh.round_trips - rt0,
-                                "restarted": restarted, "reloads": self._sh.reloads}}
+                                "restarted": restarted, "reloads": self._sh.reloads, "rechecks": self.rechecks}}
 
     def _weights(self, c: int) -> Tuple[float, float]:
         if self.st["mean_update"]:
@@ -775,6 +776,7 @@ class ShardedMerger:
             if not need:
                 break
             excl = {s: sorted(e for e in dirty if e % ns == s and e < e_before) for s in need}
+            self.rechecks += len(need)
             res = self._sh.call(_w_candidates, lambda s: (q, [excl[s]], _K, thr), shards=need, retry=False)
             for s, r in zip(need, res):
                 lists[j][s] = r[0][0]

@@ -309,3 +309,23 @@ def test_embed_dedup_and_cache(client, tmp_path):
     e = chrysalis.Embedder("deterministic", cache=str(cache))
     e.embed(texts[:3])
     assert e.stats()["cache_hits"] == 3
+
+
+def test_sharded_merge_all_candidates_changed_in_block(client, rng, tmp_path):
+    """Every candidate a shard listed for a record was changed earlier in the same block: the shard
+    is asked again (excluding them) and the decision is still the single process's."""
+    dim = 24
+    E = rng.standard_normal((30, dim)).astype(np.float32)
+    recs = []
+    for r in range(3):  # each entry pulled three times in one block
+        recs.append(E + 0.02 * rng.standard_normal(E.shape).astype(np.float32))
+    probe = (E[:12].sum(0) / 12).astype(np.float32)[None]  # near many changed entries, below the threshold
+    blk = np.concatenate(recs + [probe, E[29:30] * 0.5 + E[3:4] * 0.5])
+    sm = cd.ShardedMerger(client, tmp_path / "ac", dim=dim, n_shards=2, batch_size=len(blk))
+    sm.merge(E)
+    s = sm.merge(blk, ids=np.arange(100, 100 + len(blk)))
+    m = single(E)
+    m.merge(blk, ids=np.arange(100, 100 + len(blk)))
+    assert s["distributed"]["rechecks"] > 0
+    assert_same(sm, m, list(range(30)) + list(range(100, 100 + len(blk))))
+    sm.close()
