@@ -272,6 +272,14 @@ CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);
 CHRYS_API int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
                                  const chrys_search_opts *opts, chrys_hit *hits);
 
+/* Exact scores of chosen rows: out[i*m + j] = the score of row ids[i*m + j] for query i, in double
+ * precision, the same bits exact search and the merger compute for that pair (cosine: the query
+ * scaled to unit length, dot with the stored unit row; IP: dot; L2: squared distance).
+ * Returns CHRYS_OK, CHRYS_NOTFOUND (an id not present), CHRYS_INVALID (NaN/Inf or zero query
+ * under cosine; an index holding int8 codes only). Thread-safe (const). */
+CHRYS_API int chrys_index_score(const chrys_index *ix, size_t nq, const float *queries, size_t m,
+                                const uint64_t *ids, double *out);
+
 /* ---- Store (single file) ---- */
 
 /* Save the index to one file (docs/FORMAT.md). The file is written to a temporary file in the

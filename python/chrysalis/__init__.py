@@ -7,6 +7,8 @@ embedding cache, over the C library libchrysalis.
 - EmbeddingMerger, SkillMerger: drop-in replacements for the pipeline's classes (same calls, same
   entries, much faster).
 - IndexManager (also FAISSIndexManager): the roadmap's manager over string ids, with true cosine.
+- chrysalis.distributed (import it explicitly; needs dask.distributed): ShardedIndex, ShardedMerger
+  (the exact merger's decisions over shards on Dask workers) and embed.
 
 Every error derives from chrysalis.Error; bad input raises ValueError subclasses naming the row;
 a damaged store raises CorruptStoreError. See docs/PYTHON.md.

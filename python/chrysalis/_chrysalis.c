@@ -482,6 +482,38 @@ fail_q:
     return NULL;
 }
 
+/* _score(queries f32 buffer, nq, ids u64 buffer (nq*m), m, out f64 buffer (nq*m)): exact scores. */
+static PyObject *Index_score_c(IndexObject *self, PyObject *args)
+{
+    PyObject *qo, *io, *oo;
+    Py_ssize_t nq, m;
+    if (need_ix(self)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnOnO", &qo, &nq, &io, &m, &oo)) return NULL;
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(self->ix, &info);
+    Py_buffer qb, ib, ob;
+    if (get_buf(qo, &qb, nq * (Py_ssize_t)info.dim * 4, "queries")) return NULL;
+    if (get_buf(io, &ib, nq * m * 8, "ids")) {
+        PyBuffer_Release(&qb);
+        return NULL;
+    }
+    if (get_wbuf(oo, &ob, nq * m * 8, "scores")) {
+        PyBuffer_Release(&qb);
+        PyBuffer_Release(&ib);
+        return NULL;
+    }
+    int rc;
+    rd_lock(&self->rw);
+    Py_BEGIN_ALLOW_THREADS rc = chrys_index_score(self->ix, (size_t)nq, qb.buf, (size_t)m, ib.buf, ob.buf);
+    Py_END_ALLOW_THREADS rw_unlock(&self->rw);
+    PyBuffer_Release(&qb);
+    PyBuffer_Release(&ib);
+    PyBuffer_Release(&ob);
+    if (rc) return raise_rc(rc, rc == CHRYS_NOTFOUND ? "score: an id is not in the index"
+                                                     : "score: invalid query (NaN/Inf, zero under cosine) or no float32 rows");
+    Py_RETURN_NONE;
+}
+
 /* _remove(ids u64 buffer, n): all or nothing (every id checked first). */
 static PyObject *Index_remove_c(IndexObject *self, PyObject *args)
 {
@@ -714,6 +746,7 @@ static PyMethodDef Index_methods[] = {
     {"_add", (PyCFunction)Index_add_c, METH_VARARGS, NULL},
     {"_search", (PyCFunction)Index_search_c, METH_VARARGS, NULL},
     {"_remove", (PyCFunction)Index_remove_c, METH_VARARGS, NULL},
+    {"_score", (PyCFunction)Index_score_c, METH_VARARGS, NULL},
     {"_update", (PyCFunction)Index_update_c, METH_VARARGS, NULL},
     {"_get", (PyCFunction)Index_get_c, METH_VARARGS, NULL},
     {"_meta", (PyCFunction)Index_meta_c, METH_VARARGS, NULL},

@@ -273,6 +273,32 @@ class Index(_c._Index):
         arr = np.atleast_1d(np.asarray(ids))
         return _as_ids(arr, arr.shape[0])
 
+    def score(self, queries, ids) -> np.ndarray:
+        """Exact scores (float64, (nq, m)) of the rows ids (an (nq, m) array: row i scored against
+        query i; or a 1-d sequence scored against every query), the same bits exact search and the
+        merger compute for each pair. Raises NotFoundError for an id not present."""
+        info = self._info()
+        q = _as_matrix(queries, info["dim"], "queries")
+        _check_rows(q, "queries", info["metric"] == "cosine")
+        nq = q.shape[0]
+        if self._sids is not None:
+            a = np.asarray(ids, dtype=object)
+            flat = self._sids.ints(list(a.reshape(-1)))
+            idarr = flat.reshape(a.shape)
+        else:
+            a = np.asarray(ids)
+            idarr = _as_ids(a.reshape(-1), a.size).reshape(a.shape)
+        if idarr.ndim == 1:
+            idarr = np.broadcast_to(idarr, (nq, idarr.shape[0]))
+        if idarr.ndim != 2 or idarr.shape[0] != nq:
+            raise InvalidInputError(f"ids: expected shape ({nq}, m) or (m,), got {idarr.shape}")
+        idarr = np.ascontiguousarray(idarr, dtype=np.uint64)
+        m = idarr.shape[1]
+        out = np.empty((nq, m), dtype=np.float64)
+        if nq and m:
+            self._score(q, nq, idarr, m, out)
+        return out
+
     def remove(self, ids) -> None:
         """Remove the vectors stored under ids (an integer or a sequence). All or nothing; raises
         NotFoundError naming the first id not present."""

@@ -299,3 +299,30 @@ def test_string_ids_bad_input(tmp_path):
     assert not chrysalis.Index.load(tmp_path / "p.chrys").info()["string_ids"]
     with pytest.raises(chrysalis.CorruptStoreError, match="no string id"):
         chrysalis.Index.load(tmp_path / "p.chrys", string_ids=True)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_score_is_exact_searchs_double(metric):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((300, 20)).astype(np.float32)
+    Q = rng.standard_normal((9, 20)).astype(np.float32)
+    ix = chrysalis.Index(20, metric=metric, spec="Flat")
+    ix.add(X)
+    s, ids = ix.search(Q, k=12)
+    sc = ix.score(Q, ids)
+    assert sc.dtype == np.float64 and sc.shape == (9, 12)
+    assert np.array_equal(sc.astype(np.float32), s)  # search returns these doubles rounded
+    Xd = X.astype(np.float64)
+    Qd = Q.astype(np.float64)
+    if metric == "cosine":
+        Xd /= np.linalg.norm(Xd, axis=1, keepdims=True)
+        Qd /= np.linalg.norm(Qd, axis=1, keepdims=True)
+    ref = ((Qd[:, None, :] - Xd[ids]) ** 2).sum(-1) if metric == "l2" else np.einsum("qd,qkd->qk", Qd, Xd[ids])
+    assert np.allclose(sc, ref, atol=1e-5)
+    one = ix.score(Q, [3, 4])  # a 1-d id list scores against every query
+    assert one.shape == (9, 2) and one[0, 0] == ix.score(Q[:1], [[3]])[0, 0]
+    with pytest.raises(chrysalis.NotFoundError):
+        ix.score(Q, [3, 9999])
+    if metric == "cosine":
+        with pytest.raises(chrysalis.InvalidInputError, match="row 1"):
+            ix.score(np.stack([Q[0], np.zeros(20, np.float32)]), [1])

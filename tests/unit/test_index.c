@@ -472,3 +472,41 @@ void test_index_near_ties_exact(void)
     free(x);
     free(ids);
 }
+
+/* chrys_index_score: the exact double of each chosen row, equal (rounded to float) to the score
+ * search returns for it; missing ids and bad queries refused. */
+void test_index_score_exact(void)
+{
+    size_t n = 300, d = 24, nq = 7, k = 10;
+    uint64_t s = h_seed;
+    for (int metric = 0; metric < 3; metric++) {
+        float *x = random_data(&s, n, d, 1), *q = random_data(&s, nq, d, 1);
+        chrys_index *ix = make_index(metric, (uint32_t)d);
+        uint64_t *ids = malloc(n * sizeof *ids);
+        for (size_t i = 0; i < n; i++) ids[i] = 1000 + i;
+        CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+        chrys_search_opts so;
+        chrys_search_opts_init(&so);
+        so.k = (uint32_t)k;
+        chrys_hit hits[7 * 10];
+        CHECK_EQ(chrys_index_search(ix, nq, q, &so, hits), CHRYS_OK);
+        uint64_t hid[7 * 10];
+        double sc[7 * 10];
+        for (size_t i = 0; i < nq * k; i++) hid[i] = hits[i].id;
+        CHECK_EQ(chrys_index_score(ix, nq, q, k, hid, sc), CHRYS_OK);
+        for (size_t i = 0; i < nq * k; i++) CHECK((float)sc[i] == hits[i].score);
+        for (size_t i = 0; i < nq; i++) /* best first: the doubles are in order too */
+            for (size_t j = 1; j < k; j++)
+                CHECK(metric == CHRYS_METRIC_L2 ? sc[i * k + j] >= sc[i * k + j - 1] : sc[i * k + j] <= sc[i * k + j - 1]);
+        uint64_t bad[2] = {1000, 7};
+        CHECK_EQ(chrys_index_score(ix, 1, q, 2, bad, sc), CHRYS_NOTFOUND);
+        if (metric == CHRYS_METRIC_COSINE) {
+            float z[24] = {0};
+            CHECK_EQ(chrys_index_score(ix, 1, z, 1, bad, sc), CHRYS_INVALID);
+        }
+        chrys_index_free(ix);
+        free(ids);
+        free(x);
+        free(q);
+    }
+}

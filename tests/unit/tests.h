@@ -31,6 +31,7 @@
     X(test_index_bad_input)                         \
     X(test_index_concurrent_search)                 \
     X(test_index_near_ties_exact)                   \
+    X(test_index_score_exact)                       \
     X(test_store_roundtrip_and_determinism)         \
     X(test_store_golden_v1)                         \
     X(test_store_every_truncation_and_bitflip)      \
