@@ -47,7 +47,7 @@ static const char *HELP_MERGE =
     "  --index SPEC           new store: the entries' index (default auto: Flat, then an HNSW graph\n"
     "                         past the planner's threshold)\n"
     "  --auto-threshold N     new store: entries at which the merge moves from exact scan to the\n"
-    "                         HNSW graph (default 100000; below it decisions are --exact's)\n"
+    "                         HNSW graph (default 20000; below it decisions are --exact's)\n"
     "  --exact                always decide by exact scan (default: once the index is HNSW or IVF,\n"
     "                         take its candidates and confirm near-threshold decisions by exact scan)\n"
     "  --ef N                 HNSW candidates kept per record's search (default 64)\n"
@@ -479,7 +479,7 @@ int cmd_merge(int argc, char **argv)
                     code = EXIT_USAGE;
                     goto done;
                 }
-                /* the merger's own default switch point (100,000) unless one was set */
+                /* the merger's own default switch point (20,000) unless one was set */
                 if (strcmp(cfg_source("auto_threshold"), "default")) o.auto_threshold = cfg_uint("auto_threshold");
                 o.memory_budget = cfg_uint("memory_budget");
                 o.ef_construction = (uint32_t)efc;

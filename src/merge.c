@@ -53,8 +53,10 @@
 /* Default switch point (auto_threshold) of a merger store: exact Flat merging, the exact merger's
  * decisions and deterministic at any thread count, below this many entries; the HNSW graph from
  * here on. At 1,000 (the index default) a 20,000-record near-threshold stream was slower on the
- * graph than exact and its entries changed from run to run at 2 threads (issue 16). */
-#define MERGE_GRAPH_SWITCH 100000
+ * graph than exact and its entries changed from run to run at 2 threads (issue 16). The exact
+ * block merger is not slower than the graph up to about 10,000-20,000 entries on 1024-d clustered
+ * streams and 2.4x slower at 46,920 (bench/MERGE.md, bench/MERGE_SCALE.md), hence 20,000. */
+#define MERGE_GRAPH_SWITCH 20000
 
 struct chrys_merger {
     chrys_merge_opts opts;

@@ -104,7 +104,7 @@ expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: HNSW32,
 "$BIN" export m2.chrys --format fvecs -o m2.out
 cmp -s m.out m2.out && ok "merge decisions unchanged by the switch" || bad "merge decisions unchanged by the switch"
 # the summary says which path decided: above the switch point the graph, below it (the default
-# switch is 100,000 entries) the exact scan, and the JSON summary says the same
+# switch is 20,000 entries) the exact scan, and the JSON summary says the same
 expect "summary names the graph above the switch" 0 "index:    HNSW32,SQ8,RFlat, the graph's candidates" -- \
     sh -c "rm -f m3.chrys; '$BIN' merge m3.chrys m.fvecs --auto-threshold 500"
 expect "json names the graph above the switch" 0 '"graph":true,"exact":false' -- \

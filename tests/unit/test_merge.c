@@ -1212,7 +1212,7 @@ static void check_same_merge(chrys_merger *a, chrys_merger *b, const chrys_merge
 
 void test_merge_default_is_exact(void)
 {
-    /* Issue 16: below the merger's switch point (100,000 entries by default) the default merge is
+    /* Issue 16: below the merger's switch point (20,000 entries by default) the default merge is
      * the exact merge, at 1 and 2 threads and from run to run. The stream makes well over 1,000
      * entries (the old switch point, where the graph used to take over) on clustered data and on
      * a near-threshold stream (records at cosine 0.85 +- 0.002 of a cluster centre, the centres first). */
