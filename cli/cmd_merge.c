@@ -46,7 +46,8 @@ static const char *HELP_MERGE =
     "  --json                 print the summary as JSON\n"
     "  --index SPEC           new store: the entries' index (default auto: Flat, then an HNSW graph\n"
     "                         past the planner's threshold)\n"
-    "  --auto-threshold N     new store: the planner's threshold (default 1000)\n"
+    "  --auto-threshold N     new store: entries at which the merge moves from exact scan to the\n"
+    "                         HNSW graph (default 20000; below it decisions are --exact's)\n"
     "  --exact                always decide by exact scan (default: once the index is HNSW or IVF,\n"
     "                         take its candidates and confirm near-threshold decisions by exact scan)\n"
     "  --ef N                 HNSW candidates kept per record's search (default 64)\n"
@@ -478,7 +479,8 @@ int cmd_merge(int argc, char **argv)
                     code = EXIT_USAGE;
                     goto done;
                 }
-                o.auto_threshold = cfg_uint("auto_threshold");
+                /* the merger's own default switch point (20,000) unless one was set */
+                if (strcmp(cfg_source("auto_threshold"), "default")) o.auto_threshold = cfg_uint("auto_threshold");
                 o.memory_budget = cfg_uint("memory_budget");
                 o.ef_construction = (uint32_t)efc;
                 if ((rc = chrys_merger_new(&o, &m, &msg))) {
@@ -585,6 +587,13 @@ int cmd_merge(int argc, char **argv)
         uint64_t skipped = after.skipped - before.skipped + parse_skipped;
         chrys_merge_opts o = {sizeof o};
         chrys_merger_get_opts(m, &o);
+        /* which path decided: the exact scan (the exact merger's decisions) or the HNSW graph */
+        chrys_index_info ii = {sizeof ii};
+        chrys_index_get_info(chrys_merger_index(m), &ii);
+        int graph = ii.kind != CHRYS_INDEX_FLAT;
+        const char *how = !graph    ? "exact scan (the exact merger's decisions)"
+                          : o.exact ? "exact scan (--exact; the graph is kept but not used to decide)"
+                                    : "the graph's candidates, near-threshold decisions confirmed by exact scan";
         if (json) {
             printf("{\"store\":\"%s\",\"records\":%zu,\"merged\":%llu,\"added\":%llu,\"skipped\":%llu,\"entries\":%llu,"
                    "\"threshold\":%g,\"variant\":\"%s\",\"seconds\":%.3f,\"searches\":%zu,\"slow_searches\":%zu,"
@@ -600,10 +609,11 @@ int cmd_merge(int argc, char **argv)
                 e = f;
             }
             printf("},\"index_backed\":{\"records\":%llu,\"confirmed\":%llu,\"verified\":%llu,\"disagreements\":%llu,"
-                   "\"relinked\":%llu}}\n",
+                   "\"relinked\":%llu},\"index\":{\"spec\":\"%s\",\"graph\":%s,\"exact\":%s,\"plan_reason\":\"%s\"}}\n",
                    (unsigned long long)after.approx_records, (unsigned long long)after.confirmations,
                    (unsigned long long)after.verified, (unsigned long long)after.disagreements,
-                   (unsigned long long)after.relinks);
+                   (unsigned long long)after.relinks, ii.spec, graph ? "true" : "false",
+                   !graph || o.exact ? "true" : "false", ii.plan_reason);
         } else {
             printf("%s: merged %zu records in %.3f s (threshold %g, %s merger)\n", store, read_records + parse_skipped,
                    secs, o.threshold, o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding");
@@ -618,6 +628,7 @@ int cmd_merge(int argc, char **argv)
                 e = f;
             }
             printf("\n  searches: %zu (%.3f s), slow: %zu\n", mc.n_searches, mc.total_s, mc.n_slow);
+            printf("  index:    %s, %s%s%s\n", ii.spec, how, ii.plan_reason[0] ? "; planner: " : "", ii.plan_reason);
             if (after.approx_records)
                 printf("  index-backed: %llu records from the index's candidates, %llu confirmed by exact scan, "
                        "%llu entries relinked\n",

@@ -445,9 +445,11 @@ typedef struct chrys_merge_opts {
     void *user;
     /* The entries' index, for a new merger (see chrys_index_opts.spec; default "auto": exact Flat
      * below auto_threshold entries, then an HNSW32,SQ8,RFlat graph built by the planner during
-     * the merge; a store planned as IVF by an earlier version becomes HNSW at its next merge). */
+     * the merge; a store planned as IVF by an earlier version becomes HNSW at its next merge).
+     * Below auto_threshold every decision is the exact merger's (exact = 1), deterministic at
+     * any n_threads; a store keeps the auto_threshold it was created with. */
     const char *index_spec;
-    uint64_t auto_threshold; /* default 1000 */
+    uint64_t auto_threshold; /* default 20000 (the switch to the graph; 0 = default) */
     uint64_t memory_budget;  /* default 0 = unlimited */
     /* Index-backed merging. Once the entries' index is HNSW (or IVF), candidates come from it
      * instead of an exact scan, and a decision is confirmed by an exact scan when the best score

@@ -50,6 +50,13 @@
 #define MERGE_RELINK_DRIFT 0.5 /* radians an entry may move before it is linked again into the graph */
 #define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
 #define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
+/* Default switch point (auto_threshold) of a merger store: exact Flat merging, the exact merger's
+ * decisions and deterministic at any thread count, below this many entries; the HNSW graph from
+ * here on. At 1,000 (the index default) a 20,000-record near-threshold stream was slower on the
+ * graph than exact and its entries changed from run to run at 2 threads (issue 16). The exact
+ * block merger is not slower than the graph up to about 10,000-20,000 entries on 1024-d clustered
+ * streams and 2.4x slower at 46,920 (bench/MERGE.md, bench/MERGE_SCALE.md), hence 20,000. */
+#define MERGE_GRAPH_SWITCH 20000
 
 struct chrys_merger {
     chrys_merge_opts opts;
@@ -96,7 +103,7 @@ void chrys_merge_opts_init(chrys_merge_opts *o)
     o->variant = CHRYS_MERGE_EMBEDDING;
     o->slow_search_s = 5.0;
     o->index_spec = "auto";
-    o->auto_threshold = 1000;
+    o->auto_threshold = MERGE_GRAPH_SWITCH;
     o->confirm_margin = 0.01;
 }
 
@@ -189,7 +196,7 @@ int chrys_merger_new(const chrys_merge_opts *opts, chrys_merger **out, char **er
     io.dim = o.dim;
     io.metric = CHRYS_METRIC_COSINE;
     io.spec = o.index_spec ? o.index_spec : "auto";
-    io.auto_threshold = o.auto_threshold ? o.auto_threshold : 1000;
+    io.auto_threshold = o.auto_threshold ? o.auto_threshold : MERGE_GRAPH_SWITCH;
     io.memory_budget = o.memory_budget;
     if ((rc = chrys_index_new(&io, &m->ix, errmsg))) {
         chrys_merger_free(m);

@@ -1057,6 +1057,21 @@ static PyObject *Merger_stats_c(MergerObject *self, PyObject *noargs)
         Py_DECREF(d);
         return NULL;
     }
+    /* which path decides: the exact scan (Flat) or the planner's graph, as the CLI summary says */
+    chrys_index_info ii = {sizeof ii};
+    rd_lock(&self->rw);
+    chrys_index_get_info(chrys_merger_index(self->m), &ii);
+    rw_unlock(&self->rw);
+    PyObject *spec = PyUnicode_FromString(ii.spec), *why = PyUnicode_FromString(ii.plan_reason);
+    int bad = !spec || !why || PyDict_SetItemString(d, "index_spec", spec) ||
+              PyDict_SetItemString(d, "plan_reason", why) ||
+              PyDict_SetItemString(d, "index_graph", ii.kind != CHRYS_INDEX_FLAT ? Py_True : Py_False);
+    Py_XDECREF(spec);
+    Py_XDECREF(why);
+    if (bad) {
+        Py_DECREF(d);
+        return NULL;
+    }
     return d;
 }
 

@@ -681,6 +681,8 @@ class Merger(_c._Merger):
             "index_backed": {"records": after["approx_records"], "confirmed": after["confirmations"],
                              "verified": after["verified"], "disagreements": after["disagreements"],
                              "relinked": after["relinks"]},
+            "index": {"spec": after["index_spec"], "graph": after["index_graph"],
+                      "exact": not after["index_graph"] or bool(o["exact"]), "plan_reason": after["plan_reason"]},
         }
         if return_results:
             return summary, entry, score, action

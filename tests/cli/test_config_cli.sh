@@ -103,6 +103,16 @@ expect "merge switches index" 0 "plan:     500 vectors >= threshold 500: HNSW32,
 "$BIN" export m.chrys --format fvecs -o m.out
 "$BIN" export m2.chrys --format fvecs -o m2.out
 cmp -s m.out m2.out && ok "merge decisions unchanged by the switch" || bad "merge decisions unchanged by the switch"
+# the summary says which path decided: above the switch point the graph, below it (the default
+# switch is 20,000 entries) the exact scan, and the JSON summary says the same
+expect "summary names the graph above the switch" 0 "index:    HNSW32,SQ8,RFlat, the graph's candidates" -- \
+    sh -c "rm -f m3.chrys; '$BIN' merge m3.chrys m.fvecs --auto-threshold 500"
+expect "json names the graph above the switch" 0 '"graph":true,"exact":false' -- \
+    sh -c "rm -f m3.chrys; '$BIN' merge m3.chrys m.fvecs --auto-threshold 500 --json"
+expect "summary names the exact scan by default" 0 "index:    Flat, exact scan (the exact merger's decisions)" -- \
+    sh -c "rm -f m3.chrys; '$BIN' merge m3.chrys m.fvecs"
+expect "json names the exact scan by default" 0 '"graph":false,"exact":true' -- \
+    sh -c "rm -f m3.chrys; '$BIN' merge m3.chrys m.fvecs --json"
 
 # the roadmap's index names (FAISS_INDEX_TYPE=IVFFlat, HNSW, Flat, any case) and nlist from the
 # environment, the config file and --nlist; a 1024-d IVF,SQ8 store keeps codes only

@@ -1163,3 +1163,113 @@ void test_merge_concurrent_batch_two_threads(void)
     free(got);
     free(x);
 }
+
+static void unit_row(float *v, size_t d)
+{
+    double q = 0;
+    for (size_t i = 0; i < d; i++) q += (double)v[i] * v[i];
+    for (size_t i = 0; i < d; i++) v[i] = (float)(v[i] / sqrt(q));
+}
+
+/* A merger with default options (n_threads as given, auto_threshold and exact left alone). */
+static chrys_merger *default_merger(uint32_t d, uint32_t n_threads, int exact)
+{
+    chrys_merge_opts o;
+    chrys_merge_opts_init(&o);
+    o.dim = d;
+    o.n_threads = n_threads;
+    o.exact = exact;
+    chrys_merger *m = NULL;
+    CHECK_EQ(chrys_merger_new(&o, &m, NULL), CHRYS_OK);
+    return m;
+}
+
+/* Results, entry counts and entry vectors of two mergers equal bit for bit. */
+static void check_same_merge(chrys_merger *a, chrys_merger *b, const chrys_merge_result *ra,
+                             const chrys_merge_result *rb, size_t n, size_t d)
+{
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(ra[i].entry, rb[i].entry);
+        CHECK_EQ(ra[i].action, rb[i].action);
+        CHECK(!memcmp(&ra[i].score, &rb[i].score, sizeof ra[i].score));
+    }
+    chrys_merge_stats sa = {sizeof sa}, sb = {sizeof sb};
+    chrys_merger_get_stats(a, &sa);
+    chrys_merger_get_stats(b, &sb);
+    CHECK_EQ(sa.entries, sb.entries);
+    CHECK_EQ(sa.merged, sb.merged);
+    float *va = malloc(d * sizeof *va), *vb = malloc(d * sizeof *vb);
+    for (uint64_t e = 0; e < sa.entries; e++) {
+        chrys_merge_entry ea = {sizeof ea}, eb = {sizeof eb};
+        CHECK_EQ(chrys_merger_get_entry(a, e, &ea, va), CHRYS_OK);
+        CHECK_EQ(chrys_merger_get_entry(b, e, &eb, vb), CHRYS_OK);
+        CHECK_EQ(ea.merged_count, eb.merged_count);
+        CHECK(!memcmp(va, vb, d * sizeof *va));
+    }
+    free(va);
+    free(vb);
+}
+
+void test_merge_default_is_exact(void)
+{
+    /* Issue 16: below the merger's switch point (20,000 entries by default) the default merge is
+     * the exact merge, at 1 and 2 threads and from run to run. The stream makes well over 1,000
+     * entries (the old switch point, where the graph used to take over) on clustered data and on
+     * a near-threshold stream (records at cosine 0.85 +- 0.002 of a cluster centre, the centres first). */
+    const size_t d = 64, n = 6000;
+    for (int kind = 0; kind < 2; kind++) {
+        uint64_t s = h_seed + 160 + (uint64_t)kind;
+        float *x;
+        if (kind == 0) {
+            x = varied_stream(&s, n, d, 400);
+        } else { /* near threshold: the centres, then c * cs + orthogonal noise * sqrt(1 - cs^2), cs = 0.85 +- 0.002 */
+            const size_t nc = 300;
+            float *c = malloc(nc * d * sizeof *c);
+            for (size_t i = 0; i < nc * d; i++) c[i] = (float)h_gauss(&s);
+            for (size_t k = 0; k < nc; k++) unit_row(c + k * d, d);
+            x = malloc(n * d * sizeof *x);
+            for (size_t r = 0; r < n; r++) {
+                size_t k = r < nc ? r : (size_t)(h_uniform(&s) * nc) % nc;
+                if (r < nc) { /* the centres come first and become entries */
+                    memcpy(x + r * d, c + k * d, d * sizeof *x);
+                    continue;
+                }
+                float *v = x + r * d;
+                for (size_t i = 0; i < d; i++) v[i] = (float)h_gauss(&s);
+                double dot = 0;
+                for (size_t i = 0; i < d; i++) dot += v[i] * c[k * d + i];
+                for (size_t i = 0; i < d; i++) v[i] -= (float)dot * c[k * d + i];
+                unit_row(v, d);
+                double cs = 0.85 + 0.004 * (h_uniform(&s) - 0.5);
+                for (size_t i = 0; i < d; i++) v[i] = (float)(cs * c[k * d + i] + sqrt(1 - cs * cs) * v[i]);
+            }
+            free(c);
+        }
+        chrys_merge_record *recs = as_records(x, n, d);
+        chrys_merge_result *ex = malloc(n * sizeof *ex), *df = malloc(n * sizeof *df);
+        chrys_merger *me = default_merger((uint32_t)d, 1, 1);
+        CHECK_EQ(chrys_merger_merge(me, n, recs, ex), CHRYS_OK);
+        chrys_merge_stats se = {sizeof se};
+        chrys_merger_get_stats(me, &se);
+        fprintf(stderr, "    stream %d: %llu entries, %llu merged\n", kind, (unsigned long long)se.entries, (unsigned long long)se.merged);
+        CHECK(se.entries > 1000 && se.merged > n / 20); /* past the old switch point, a real mix */
+        for (uint32_t t = 1; t <= 2; t++)
+            for (int rep = 0; rep < 2; rep++) {
+                chrys_merger *m = default_merger((uint32_t)d, t, 0);
+                CHECK_EQ(chrys_merger_merge(m, n, recs, df), CHRYS_OK);
+                chrys_merge_stats st = {sizeof st};
+                chrys_merger_get_stats(m, &st);
+                CHECK_EQ(st.approx_records, 0);
+                chrys_index_info info = {sizeof info};
+                chrys_index_get_info(chrys_merger_index(m), &info);
+                CHECK_EQ(info.kind, CHRYS_INDEX_FLAT);
+                check_same_merge(me, m, ex, df, n, d);
+                chrys_merger_free(m);
+            }
+        chrys_merger_free(me);
+        free(ex);
+        free(df);
+        free(recs);
+        free(x);
+    }
+}

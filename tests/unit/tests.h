@@ -53,6 +53,7 @@
     X(test_merge_semantics_details)                 \
     X(test_merge_index_backed)                      \
     X(test_merge_hnsw_scale)                        \
+    X(test_merge_default_is_exact)                  \
     X(test_merge_hnsw_continuation)                 \
     X(test_merge_hnsw_index_current)                \
     X(test_embed_deterministic_chrysalis_rows)      \
