@@ -129,6 +129,75 @@ static void select_tile(void *arg, unsigned w, size_t begin, size_t end)
 }
 #endif
 
+/* Fused AVX-512 path: the workers split the batch in 32-query panels; each packs a block of its
+ * queries (sized for L2) and scans every row against it, pushing only the scores that beat the
+ * query's running threshold (no score matrix). */
+typedef struct fused_ctx {
+    const chrys_index *ix;
+    const chrys_kernels *kr;
+    const float *q;
+    size_t nq;
+    topk *heaps;
+    float floor0;
+    const search_filter *filter;
+    int rc; /* set by a worker that could not allocate */
+} fused_ctx;
+
+typedef struct fused_cb {
+    topk *heaps; /* of the packed block's first query */
+    const uint64_t *ids;
+    float floor0;
+    const search_filter *filter;
+} fused_cb;
+
+static float fused_push(void *arg, size_t qi, size_t row, float s)
+{
+    fused_cb *cb = arg;
+    topk *h = &cb->heaps[qi];
+    uint64_t id = cb->ids[row];
+    if (id != CHRYS_NO_ID && (!cb->filter || cb->filter->allow(id, cb->filter->ctx))) topk_push(h, s, (uint32_t)row, id);
+    float fl = topk_floor(h);
+    return fl < cb->floor0 ? cb->floor0 : fl;
+}
+
+static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
+{
+    (void)w;
+    fused_ctx *c = arg;
+    const chrys_index *ix = c->ix;
+    size_t dim = ix->dim;
+    int l2 = ix->metric == CHRYS_METRIC_L2;
+    /* query block: about 512 KiB packed, so it stays in L2 while the rows stream past */
+    size_t mc = ((512u << 10) / (dim * sizeof(float))) & ~(size_t)31;
+    if (mc < 32) mc = 32;
+    size_t qb = begin * 32, qe = end * 32 < c->nq ? end * 32 : c->nq;
+    if (qe - qb < mc) mc = (qe - qb + 31) & ~(size_t)31;
+    float *qp = chrys_malloc_aligned(mc * dim * sizeof(float));
+    float *thr = chrys_malloc(mc * sizeof(float)), *qsq = chrys_malloc(mc * sizeof(float));
+    if (!qp || !thr || !qsq) {
+        c->rc = CHRYS_NOMEM;
+        goto done;
+    }
+    for (size_t q0 = qb; q0 < qe; q0 += mc) {
+        size_t m = qe - q0 < mc ? qe - q0 : mc;
+        chrys_score_pack_q(c->q + q0 * dim, m, dim, qp);
+        for (size_t i = 0; i < mc; i++) {
+            thr[i] = i < m ? c->floor0 : INFINITY;
+            qsq[i] = 0;
+            if (l2 && i < m) {
+                double nr = vec_norm(c->q + (q0 + i) * dim, dim);
+                qsq[i] = (float)(nr * nr);
+            }
+        }
+        fused_cb cb = {c->heaps + q0, ix->ids, c->floor0, c->filter};
+        c->kr->score_scan(qp, m, ix->vecs, 0, ix->n, dim, l2, qsq, ix->norms, thr, fused_push, &cb);
+    }
+done:
+    chrys_free_aligned(qp);
+    chrys_free(thr);
+    chrys_free(qsq);
+}
+
 typedef struct rescored {
     double score; /* internal: higher is better */
     uint64_t id;
@@ -218,6 +287,27 @@ static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool
     topk *heaps = NULL;
     float *tile = NULL, *qsq = NULL;
     search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter};
+    if (allow_blas && nq >= FLAT_BLAS_MIN_NQ && c.kr->score_scan && !getenv("CHRYS_FLAT_SGEMM")) {
+        /* every score one sequential float32 sum of dim products: the same bound as sgemm */
+        *used_blas = 1;
+        size_t cnt;
+        if (chrys_mul_size(nq, pool, &cnt)) return CHRYS_LIMIT;
+        items = chrys_malloc(cnt * sizeof *items);
+        heaps = chrys_malloc(nq * sizeof *heaps);
+        if (!items || !heaps) {
+            rc = CHRYS_NOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < nq; i++) topk_init(&heaps[i], items + i * pool, pool);
+        fused_ctx fc = {ix, c.kr, q, nq, heaps, floor0, filter, CHRYS_OK};
+        size_t panels = (nq + 31) / 32;
+        unsigned nw = nt;
+        if (n * dim * nq / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(n * dim * nq / FLAT_PAR_MIN_FLOATS);
+        if (nw < 1) nw = 1;
+        chrys_parallel_for(nw, panels, fused_scan, &fc);
+        rc = fc.rc;
+        goto done;
+    }
 #ifdef CHRYS_HAVE_BLAS
     /* sgemm for large batches over large bases; below FLAT_BLAS_MIN_ROWS our block kernel, free
      * of BLAS's thread start-up and spinning, measured faster (Chrysalis 926 rows: 31.8k vs 29.7k

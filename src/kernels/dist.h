@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* score_scan's candidate callback: query qi (in the packed block), global row, internal score;
+ * returns the query's new threshold. */
+typedef float (*chrys_cand_fn)(void *ctx, size_t qi, size_t row, float score);
+
 typedef struct chrys_kernels {
     const char *name;
     /* sum a[i]*b[i] */
@@ -44,6 +48,13 @@ typedef struct chrys_kernels {
     void (*dot_x4)(const float *q, const float *const x[4], size_t n, float out[4]);
     void (*l2sq_x4)(const float *q, const float *const x[4], size_t n, float out[4]);
     void (*dot_u8i8_x4)(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
+    /* Fused exact scan (score_avx512.c; NULL below AVX-512): scores nq packed queries (qp, from
+     * chrys_score_pack_q) against rows x[0..nx) (global row numbers row0..), internal scores
+     * (dot, or -(|q|^2+|x|^2-2q.x) under l2 with qsq per query and xnorm per global row), and
+     * calls fn for every score >= thr[query]; fn returns that query's new threshold. thr and qsq
+     * hold ceil(nq/32)*32 floats (padding: thr +inf). Each score is one sequential float32 sum. */
+    void (*score_scan)(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim, int l2,
+                       const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx);
 } chrys_kernels;
 
 /* The active table (selected on first call). */
@@ -60,6 +71,12 @@ int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
 /* dist_vnni.c: the VNNI version of dot_u8i8 (compiled with -mavx512vnni; used only when CPUID says so). */
 int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
 void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
+
+/* score_avx512.c: transpose nq queries into 32-query panels ([p][32], zero padded; buffer of
+ * ceil(nq/32)*32*dim floats, 64-byte aligned) for score_scan. */
+void chrys_score_pack_q(const float *q, size_t nq, size_t dim, float *out);
+void chrys_score_scan_avx512(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim,
+                             int l2, const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx);
 
 extern const chrys_kernels chrys_kernels_scalar;
 extern const chrys_kernels chrys_kernels_avx2;

@@ -254,3 +254,81 @@ void test_kernels_dot_block(void)
         }
     }
 }
+
+/* score_scan (the fused exact-search kernel): every (query, row) score at or above the query's
+ * threshold reaches the callback exactly once, in increasing row order, with the right value
+ * (dot, or -|q-x|^2 under l2); nothing below it does. Ragged sizes: nq around the 32-query panel,
+ * nx around the 8-row block, d not a multiple of 16. */
+typedef struct scan_rec {
+    size_t nq, nx, row0;
+    float *got;     /* nq*nx, NAN until called */
+    size_t *last;   /* per query: last row + 1 seen */
+    size_t calls, out_of_order, twice;
+    const float *fixed_thr; /* per query, returned as the new threshold */
+} scan_rec;
+
+static float scan_cb(void *ctx, size_t qi, size_t row, float sc)
+{
+    scan_rec *r = ctx;
+    r->calls++;
+    row -= r->row0;
+    if (row + 1 <= r->last[qi]) r->out_of_order++;
+    r->last[qi] = row + 1;
+    if (!isnan(r->got[qi * r->nx + row])) r->twice++;
+    r->got[qi * r->nx + row] = sc;
+    return r->fixed_thr[qi];
+}
+
+void test_kernels_score_scan(void)
+{
+    uint64_t s = h_seed + 11;
+    const chrys_kernels *k = chrys_kernels_level("avx512");
+    if (!k || !k->score_scan) return; /* only the AVX-512 level has it (dist.h) */
+    const size_t dims[] = {1, 15, 16, 17, 100, 384, 1031};
+    const size_t nqs[] = {1, 5, 31, 32, 33, 70};
+    const size_t nxs[] = {1, 7, 8, 9, 50};
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
+        for (size_t qi = 0; qi < sizeof nqs / sizeof *nqs; qi++)
+            for (size_t xi = 0; xi < sizeof nxs / sizeof *nxs; xi++)
+                for (int l2 = 0; l2 <= 1; l2++)
+                    for (int mode = 0; mode <= 1; mode++) { /* 0: threshold -inf (all), 1: threshold 0 */
+                        size_t d = dims[di], nq = nqs[qi], nx = nxs[xi], pad = (nq + 31) / 32 * 32;
+                        size_t row0 = 3; /* global row numbers start past 0 */
+                        float *q = malloc(nq * d * sizeof(float)), *x = malloc(nx * d * sizeof(float));
+                        float *qp = aligned_alloc(64, (pad * d * sizeof(float) + 63) / 64 * 64);
+                        float *thr = malloc(pad * sizeof(float)), *qsq = calloc(pad, sizeof(float));
+                        float *xn = malloc((row0 + nx) * sizeof(float)), *ft = malloc(pad * sizeof(float));
+                        scan_rec r = {nq, nx, row0, malloc(nq * nx * sizeof(float)), calloc(nq, sizeof(size_t)), 0, 0, 0, ft};
+                        for (size_t i = 0; i < nq * d; i++) q[i] = h_gauss(&s);
+                        for (size_t i = 0; i < nx * d; i++) x[i] = h_gauss(&s);
+                        if (nx > 1) memcpy(x + d, x, d * sizeof(float)); /* a tie: rows 0 and 1 equal */
+                        for (size_t j = 0; j < nx; j++) xn[row0 + j] = (float)sqrt(chrys_kernels_scalar.dot_f64(x + j * d, x + j * d, d));
+                        for (size_t i = 0; i < pad; i++) {
+                            thr[i] = i < nq ? (mode ? 0.0f : -INFINITY) : INFINITY;
+                            ft[i] = thr[i];
+                            if (i < nq) qsq[i] = (float)chrys_kernels_scalar.dot_f64(q + i * d, q + i * d, d);
+                        }
+                        if (l2 && mode) /* threshold at minus the median-ish distance */
+                            for (size_t i = 0; i < nq; i++) thr[i] = ft[i] = -2.0f * (float)d;
+                        for (size_t i = 0; i < nq * nx; i++) r.got[i] = NAN;
+                        chrys_score_pack_q(q, nq, d, qp);
+                        k->score_scan(qp, nq, x, row0, nx, d, l2, qsq, xn, thr, scan_cb, &r);
+                        size_t bad = 0, missing = 0, extra = 0;
+                        for (size_t i = 0; i < nq; i++)
+                            for (size_t j = 0; j < nx; j++) {
+                                double want = l2 ? -chrys_kernels_scalar.l2sq_f64(q + i * d, x + j * d, d)
+                                                 : chrys_kernels_scalar.dot_f64(q + i * d, x + j * d, d);
+                                double tol = 4e-6 * (double)d * (l2 ? qsq[i] + xn[row0 + j] * xn[row0 + j] + 1 : sqrt(qsq[i]) * xn[row0 + j] + 1);
+                                float g = r.got[i * nx + j];
+                                if (want >= ft[i] + tol && isnan(g)) missing++;
+                                if (want < ft[i] - tol && !isnan(g)) extra++;
+                                if (!isnan(g) && fabs(g - want) > tol) bad++;
+                            }
+                        if (bad || missing || extra || r.out_of_order || r.twice)
+                            h_fail(__FILE__, __LINE__, "score_scan d=%zu nq=%zu nx=%zu l2=%d thr=%d: %zu wrong, %zu missing, %zu extra, %zu out of order, %zu twice",
+                                   d, nq, nx, l2, mode, bad, missing, extra, r.out_of_order, r.twice);
+                        if (!mode) CHECK_EQ(r.calls, nq * nx);
+                        free(q), free(x), free(qp), free(thr), free(qsq), free(xn), free(ft);
+                        free(r.got), free(r.last);
+                    }
+}
