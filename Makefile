@@ -139,6 +139,9 @@ $(BUILD)/bench_embed: $(BUILD)/bench/bench_embed.o $(STATIC)
 $(BUILD)/bench_ivf: $(BUILD)/bench/bench_ivf.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
+$(BUILD)/bench_kmeans: $(BUILD)/bench/bench_kmeans.o $(CLI_LIB_OBJ) $(STATIC)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
 $(BUILD)/bench_ivf_sq8: $(BUILD)/bench/bench_ivf_sq8.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
@@ -149,7 +152,7 @@ $(BUILD)/hnswlib_native: ../shared/tools/hnswlib_native.cpp
 	@mkdir -p $(dir $@)
 	g++ -O3 -march=native -std=c++17 -pthread $< -o $@
 
-bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(BUILD)/bench_ivf $(BUILD)/bench_ivf_sq8 $(BUILD)/bench_hnsw $(CLI)
+bench: $(BUILD)/bench_anchor $(BUILD)/bench_embed $(BUILD)/bench_ivf $(BUILD)/bench_kmeans $(BUILD)/bench_ivf_sq8 $(BUILD)/bench_hnsw $(CLI)
 
 # bench/REPORT.md + bench/report/*.png, quick and complete (bench/report.sh --full for the large points)
 bench-report:

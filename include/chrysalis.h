@@ -126,7 +126,7 @@ typedef struct chrys_index_opts {
     uint64_t memory_budget;  /* bytes the planner may use for vectors (0 = unlimited) */
     /* HNSW (fields from here on are read only when struct_size covers them) */
     uint32_t ef_construction; /* candidates kept while linking a node (0 = 200) */
-    uint32_t build_threads;   /* workers linking a batch (0 = one per online core) */
+    uint32_t build_threads;   /* workers linking a batch (HNSW), training k-means (IVF) (0 = one per online core) */
     /* IVF lists for a spec that names none ("IVFFlat"); 0 = the planner's choice when the index
      * trains. A spec that names a count ("IVF256,Flat") must agree with a non-zero nlist;
      * other kinds ignore it. (Read only when struct_size covers it.) */

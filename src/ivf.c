@@ -243,7 +243,7 @@ static int assign_all(const float *x, size_t n, size_t dim, const float *c, size
     /* Large problems: BLAS sgemm on blocks of rows, as FAISS trains (measured on 200k x 1024 with
      * 1789 centroids: about 2x our block kernel there, whose centroid matrix does not fit L2). */
     if (!dist && k >= 256 && n >= 4096) {
-        const size_t RB = 1024;
+        const size_t RB = 4096; /* fewer sgemm calls: each one wakes and syncs OpenBLAS's threads */
         float *scores = chrys_malloc(RB * k * sizeof(float));
         if (!scores) return CHRYS_NOMEM;
         for (size_t r0 = 0; r0 < n; r0 += RB) {
@@ -274,6 +274,61 @@ static int assign_all(const float *x, size_t n, size_t dim, const float *c, size
 /* ------------------------------------------------------------------------------------------
  * k-means
  */
+/* k-means++ seeding: out[i] = min(prev[i], |x_i - c|^2) (prev NULL: the distance alone). Each
+ * row on its own, so any split over workers gives the same values. */
+typedef struct seed_ctx {
+    const float *x, *c;
+    size_t dim;
+    const double *prev;
+    double *out;
+    const chrys_kernels *kr;
+} seed_ctx;
+
+static void seed_range(void *arg, unsigned w, size_t begin, size_t end)
+{
+    (void)w;
+    const seed_ctx *a = arg;
+    for (size_t i = begin; i < end; i++) {
+        double dd = a->kr->l2sq(a->x + i * a->dim, a->c, a->dim);
+        a->out[i] = a->prev && a->prev[i] < dd ? a->prev[i] : dd;
+    }
+}
+
+/* a thread start costs about as much as 100k multiply-adds: fewer workers for small steps */
+static unsigned seed_workers(unsigned nt, size_t n, size_t dim) { return n * dim < (1u << 18) ? 1 : nt; }
+
+/* Lloyd update: each worker sums a range of dimensions over every row in row order, so the
+ * centroids are bit-identical at any thread count. */
+typedef struct update_ctx {
+    const float *x;
+    size_t n, dim, k;
+    const uint32_t *asg, *cnt;
+    double *acc;
+    float *cent;
+} update_ctx;
+
+static void update_range(void *arg, unsigned w, size_t d0, size_t d1)
+{
+    (void)w;
+    const update_ctx *u = arg;
+    size_t dim = u->dim, nd = d1 - d0;
+    for (size_t c = 0; c < u->k; c++) memset(u->acc + c * dim + d0, 0, nd * sizeof *u->acc);
+    for (size_t i = 0; i < u->n; i++) {
+        double *a = u->acc + (size_t)u->asg[i] * dim;
+        const float *xi = u->x + i * dim;
+        for (size_t d = d0; d < d1; d++) a[d] += xi[d];
+    }
+    for (size_t c = 0; c < u->k; c++)
+        if (u->cnt[c])
+            for (size_t d = d0; d < d1; d++) u->cent[c * dim + d] = (float)(u->acc[c * dim + d] / u->cnt[c]);
+}
+
+static unsigned update_workers(unsigned nt, size_t n, size_t dim)
+{
+    if (n * dim < (1u << 18) || dim < 64) return 1;
+    return nt > dim / 32 ? (unsigned)(dim / 32) : nt;
+}
+
 int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int spherical, uint64_t seed, int iters,
                  unsigned nt, float *cent, double *objective)
 {
@@ -330,7 +385,8 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
     }
     size_t first = (size_t)(rng_next(&rs) % ni);
     memcpy(cent, x + first * dim, dim * sizeof(float));
-    for (size_t i = 0; i < ni; i++) d2[i] = kr->l2sq(x + i * dim, cent, dim);
+    seed_ctx sc = {x, cent, dim, NULL, d2, kr};
+    chrys_parallel_for(seed_workers(nt, ni, dim), ni, seed_range, &sc);
     for (uint32_t c = 1; c < k; c++) {
         double tot = 0;
         for (size_t i = 0; i < ni; i++) tot += d2[i];
@@ -348,13 +404,10 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
                     }
                 }
             }
-            const float *cx = x + pick * dim;
-            double pot = 0;
-            for (size_t i = 0; i < ni; i++) {
-                double dd = kr->l2sq(x + i * dim, cx, dim);
-                cand_d2[i] = dd < d2[i] ? dd : d2[i];
-                pot += cand_d2[i];
-            }
+            seed_ctx cc = {x, x + pick * dim, dim, d2, cand_d2, kr};
+            chrys_parallel_for(seed_workers(nt, ni, dim), ni, seed_range, &cc);
+            double pot = 0; /* summed in row order: the same potential at any thread count */
+            for (size_t i = 0; i < ni; i++) pot += cand_d2[i];
             if (pot < best_pot) {
                 best_pot = pot;
                 best_pick = pick;
@@ -385,17 +438,9 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
         if (it > 0 && memcmp(prev, asg, n * sizeof *asg) == 0) break;
         memcpy(prev, asg, n * sizeof *asg);
         memset(cnt, 0, k * sizeof *cnt);
-        memset(acc, 0, (size_t)k * dim * sizeof *acc);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t c = asg[i];
-            cnt[c]++;
-            double *a = acc + (size_t)c * dim;
-            const float *xi = x + i * dim;
-            for (size_t d = 0; d < dim; d++) a[d] += xi[d];
-        }
-        for (uint32_t c = 0; c < k; c++)
-            if (cnt[c])
-                for (size_t d = 0; d < dim; d++) cent[(size_t)c * dim + d] = (float)(acc[(size_t)c * dim + d] / cnt[c]);
+        for (size_t i = 0; i < n; i++) cnt[asg[i]]++;
+        update_ctx uc = {x, n, dim, k, asg, cnt, acc, cent};
+        chrys_parallel_for(update_workers(nt, n, dim), dim, update_range, &uc);
         /* Empty clusters take half of the largest one: its centroid, nudged apart. */
         for (uint32_t c = 0; c < k; c++) {
             if (cnt[c]) continue;
@@ -578,9 +623,11 @@ double ivf_imbalance(const chrys_index *ix)
 
 /* Nearest centroid of every row: the float32 rows in place, or a codes-only index's rows decoded
  * in blocks (never all at once: that would be the float32 memory the codes save). */
+static unsigned train_threads(const chrys_index *ix) { return ix->build_threads ? ix->build_threads : chrys_online_cpus(); }
+
 static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist, int spherical, uint32_t *asg, float *c_sq)
 {
-    if (ix->vecs) return assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg, NULL, c_sq);
+    if (ix->vecs) return assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, train_threads(ix), asg, NULL, c_sq);
     const size_t B = 4096;
     float *blk = chrys_malloc_aligned((ix->n < B ? ix->n : B) * (size_t)ix->dim * sizeof(float) + 64);
     if (!blk) return CHRYS_NOMEM;
@@ -588,7 +635,7 @@ static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist,
     for (size_t s0 = 0; s0 < ix->n && !rc; s0 += B) {
         size_t m = ix->n - s0 < B ? ix->n - s0 : B;
         decode_rows(ix, s0, m, blk);
-        rc = assign_all(blk, m, ix->dim, cent, nlist, spherical, chrys_online_cpus(), asg + s0, NULL, c_sq);
+        rc = assign_all(blk, m, ix->dim, cent, nlist, spherical, train_threads(ix), asg + s0, NULL, c_sq);
     }
     chrys_free_aligned(blk);
     return rc;
@@ -637,7 +684,7 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
         for (size_t i = 0; i < train_n; i++) decode_rows(ix, (size_t)((double)i * n / train_n), 1, dec + i * ix->dim);
         train_x = dec;
     }
-    if ((rc = kmeans_train(train_x, train_n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, chrys_online_cpus(), cent, NULL)))
+    if ((rc = kmeans_train(train_x, train_n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, train_threads(ix), cent, NULL)))
         goto fail;
     if ((rc = assign_rows(ix, cent, nlist, spherical, asg, c_sq))) goto fail;
     rc = CHRYS_NOMEM;

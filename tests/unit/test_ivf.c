@@ -881,16 +881,18 @@ void test_ivf_concurrent_search_every_kind(void)
 void test_ivf_concurrent_kmeans(void)
 {
     uint64_t s = h_seed + 32;
-    struct { size_t n, d; uint32_t k; } cases[] = {{4000, 16, 20}, {4096, 8, 256}};
-    for (int ci = 0; ci < 2; ci++) {
+    /* the third case is large enough for the parallel k-means++ distances (16 k x d >= 2^18) and
+     * the parallel Lloyd update (n x d >= 2^18, d >= 64: workers over dimension ranges) */
+    struct { size_t n, d; uint32_t k; } cases[] = {{4000, 16, 20}, {4096, 8, 256}, {8192, 96, 300}};
+    for (int ci = 0; ci < 3; ci++) {
         size_t n = cases[ci].n, d = cases[ci].d;
         uint32_t k = cases[ci].k;
         float *x = h_clustered(&s, n, d, k, 0.2f);
         float *c1 = malloc(k * d * sizeof(float)), *cn = malloc(k * d * sizeof(float));
         double o1, on;
-        CHECK_EQ(kmeans_train(x, n, d, k, ci, 5, 4, 1, c1, &o1), CHRYS_OK);
+        CHECK_EQ(kmeans_train(x, n, d, k, ci & 1, 5, 4, 1, c1, &o1), CHRYS_OK);
         for (unsigned nt = 2; nt <= 4; nt += 2) {
-            CHECK_EQ(kmeans_train(x, n, d, k, ci, 5, 4, nt, cn, &on), CHRYS_OK);
+            CHECK_EQ(kmeans_train(x, n, d, k, ci & 1, 5, 4, nt, cn, &on), CHRYS_OK);
             if (memcmp(c1, cn, k * d * sizeof(float)) != 0 || o1 != on)
                 h_fail(__FILE__, __LINE__, "k-means n %zu k %u: %u workers differ from 1", n, k, nt);
         }
