@@ -52,7 +52,8 @@ class H(BaseHTTPRequestHandler):
                 state.update(requests=0, texts=0, max_inflight=0, arrivals=[], t0=None, t429=None, gap_after_429=None)
             self.reply(200, {"requests": state["requests"], "texts": state["texts"], "auth": state["auth"],
                              "max_inflight": state["max_inflight"], "arrivals": state["arrivals"],
-                             "gap_after_429": state["gap_after_429"]})
+                             "gap_after_429": state["gap_after_429"],
+                             "t429": None if state["t429"] is None else state["t429"] - state["t0"]})
 
     def do_POST(self):
         with lock:
