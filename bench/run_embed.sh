@@ -54,6 +54,16 @@ P
     run "second run (same texts)" "$T/a.jsonl"
     run "10% of texts edited" "$T/b.jsonl"
     "$BIN" cache stats "$T/cache.db"
+    echo "== concurrency: 10,000 texts, batches of 128, server answers each request after 200 ms (model delay200)"
+    for c in 1 8; do
+        python3 -c "import urllib.request;urllib.request.urlopen('http://127.0.0.1:$PORT/reset').read()"
+        t0=$(date +%s.%N)
+        "$BIN" embed "$T/a.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model delay200 --embed-dim 1024 \
+            --api-key-env FAKE_KEY --concurrency $c -o "$T/conc$c.fvecs" 2> /dev/null
+        t1=$(date +%s.%N)
+        stats | python3 -c "import json,sys;d=json.load(sys.stdin);print('concurrency %d: wall %.2f s, requests %d, texts %d, max in flight %d' % ($c, $t1 - $t0, d['requests'], d['texts'], d['max_inflight']))"
+    done
+    cmp "$T/conc1.fvecs" "$T/conc8.fvecs" && echo "concurrency 1 and 8: outputs identical byte for byte"
     echo "== deterministic provider (Chrysalis-compatible), one core"
     build/release/bench_embed 100000
 } | tee "$out"

@@ -99,7 +99,7 @@ int cmd_cache(int argc, char **argv);
 /* ---- provider options shared by embed and merge --embed (cmd_embed.c) ---- */
 typedef struct embed_cli {
     const char *provider, *model, *base_url, *key_env, *text_field, *cache;
-    long dim, batch, retries;
+    long dim, batch, retries, concurrency;
     double timeout, rate;
     int fallback, no_cache;
 } embed_cli;
@@ -110,7 +110,7 @@ typedef struct embed_cli {
         {"cache", required_argument, 0, 1007}, {"no-cache", no_argument, 0, 1008},                       \
         {"embed-batch", required_argument, 0, 1009}, {"timeout", required_argument, 0, 1010},            \
         {"retries", required_argument, 0, 1011}, {"rate", required_argument, 0, 1012},                   \
-        {"fallback-deterministic", no_argument, 0, 1013}
+        {"fallback-deterministic", no_argument, 0, 1013}, {"concurrency", required_argument, 0, 1014}
 extern const char *EMBED_OPTIONS_HELP;
 void embed_cli_init(embed_cli *ec);
 /* 1: option consumed, 0: not an embed option, -1: bad value (message printed). */

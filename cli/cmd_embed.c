@@ -3,6 +3,7 @@
  * parsing for providers shared with `chrysalis merge --embed`.
  */
 #include <cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ const char *EMBED_OPTIONS_HELP =
     "  --cache FILE           SQLite embedding cache (default: none); --no-cache\n"
     "  --embed-batch N        texts per request (default 128)\n"
     "  --timeout S, --retries N, --rate R   per-request time-out, retries, requests per second\n"
+    "  --concurrency N        requests in flight at once, 1..256 (default 4; config embed_concurrency)\n"
     "  --fallback-deterministic            if the provider fails for good, use the deterministic one\n";
 
 int embed_opt(embed_cli *ec, int c, const char *arg)
@@ -77,6 +79,14 @@ int embed_opt(embed_cli *ec, int c, const char *arg)
         }
         return 1;
     case 1013: ec->fallback = 1; return 1;
+    case 1014:
+        errno = 0;
+        ec->concurrency = strtol(arg, &end, 10);
+        if (!*arg || *end || errno || ec->concurrency < 1 || ec->concurrency > CHRYS_MAX_CONCURRENCY) {
+            cli_error("--concurrency: expected requests in flight 1..%d, got '%s'", CHRYS_MAX_CONCURRENCY, arg);
+            return -1;
+        }
+        return 1;
     default: return 0;
     }
 }
@@ -118,6 +128,16 @@ int embed_cli_make(const embed_cli *ec, chrys_embedder **out)
     if (ec->retries >= 0) o.max_retries = (uint32_t)ec->retries;
     o.rate_per_s = ec->rate;
     o.fallback_deterministic = ec->fallback;
+    if (ec->concurrency) o.concurrency = (uint32_t)ec->concurrency;
+    else {
+        uint64_t c = cfg_uint("embed_concurrency");
+        if (c < 1 || c > CHRYS_MAX_CONCURRENCY) {
+            cli_error("embed_concurrency: expected requests in flight 1..%d, got %llu", CHRYS_MAX_CONCURRENCY,
+                      (unsigned long long)c);
+            return CHRYS_INVALID;
+        }
+        o.concurrency = (uint32_t)c;
+    }
     o.cache_path = ec->cache;
     char *msg = NULL;
     int rc = chrys_embedder_new(&o, out, &msg);

@@ -51,6 +51,7 @@ static const cfg_def DEFS[] = {
     {"merge_threshold", "CHRYSALIS_MERGE_THRESHOLD", NULL, "0.85", "merge when cosine >= this", T_FLOAT01},
     {"slow_search", "CHRYSALIS_SLOW_SEARCH", NULL, "5", "warn when a merge search takes longer (seconds)", T_POSFLOAT},
     {"cache", "CHRYSALIS_CACHE", NULL, "", "embedding cache file (empty = none)", T_PATH},
+    {"embed_concurrency", "CHRYSALIS_EMBED_CONCURRENCY", NULL, "4", "embedding requests in flight at once (1..256)", T_UINT},
     {"use_gpu", "CHRYSALIS_USE_GPU", "FAISS_USE_GPU", "false", "use a GPU (not available in this build)", T_BOOL},
 };
 #define N_DEFS (sizeof DEFS / sizeof *DEFS)

@@ -589,7 +589,11 @@ typedef struct chrys_embed_opts {
     double cache_ttl_s;         /* entries older than this are misses (0 = forever) */
     uint64_t cache_max_entries; /* bound: least recently used entries are evicted (0 = none) */
     uint64_t seed;              /* jitter seed (default 42) */
+    uint32_t concurrency;       /* requests in flight at once (default 4, 1..CHRYS_MAX_CONCURRENCY), all
+                                   within rate_per_s; a Retry-After pauses every request, not one;
+                                   results stay in input order. Older callers (smaller struct_size) get 4 */
 } chrys_embed_opts;
+#define CHRYS_MAX_CONCURRENCY 256
 
 CHRYS_API void chrys_embed_opts_init(chrys_embed_opts *opts);
 

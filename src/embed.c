@@ -27,6 +27,8 @@ struct chrys_embedder {
     char *base_url, *model, *api_key_env, *cache_path;
     const char *provider_name; /* part of the cache key */
     CURL *curl;
+    CURLM *multi;
+    CURL **easy; /* concurrency handles, one per slot */
     embcache cache;
     int has_cache;
     double tokens, last_refill;
@@ -64,6 +66,7 @@ void chrys_embed_opts_init(chrys_embed_opts *o)
     o->backoff_max_s = 30;
     o->rate_burst = 1;
     o->seed = 42;
+    o->concurrency = 4;
 }
 
 static double mono_now(void)
@@ -90,6 +93,11 @@ void chrys_embedder_free(chrys_embedder *e)
 {
     if (!e) return;
     if (e->curl) curl_easy_cleanup(e->curl);
+    if (e->easy)
+        for (uint32_t i = 0; i < e->o.concurrency; i++)
+            if (e->easy[i]) curl_easy_cleanup(e->easy[i]);
+    chrys_free(e->easy);
+    if (e->multi) curl_multi_cleanup(e->multi);
     if (e->has_cache) cache_close(&e->cache);
     chrys_free(e->base_url);
     chrys_free(e->model);
@@ -106,7 +114,16 @@ int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char 
     *out = NULL;
     if (!opts || opts->struct_size < offsetof(chrys_embed_opts, seed) + sizeof(uint64_t))
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "embed opts missing or struct_size too small");
-    const chrys_embed_opts *o = opts;
+    /* field by field: a caller built against an older header has a shorter struct */
+    chrys_embed_opts full;
+    chrys_embed_opts_init(&full);
+    memcpy(&full, opts, opts->struct_size < sizeof full ? opts->struct_size : sizeof full);
+    if (opts->struct_size < offsetof(chrys_embed_opts, concurrency) + sizeof(uint32_t)) full.concurrency = 4;
+    full.struct_size = sizeof full;
+    const chrys_embed_opts *o = &full;
+    if (o->concurrency < 1 || o->concurrency > CHRYS_MAX_CONCURRENCY)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "concurrency %u out of range 1..%d", o->concurrency,
+                                CHRYS_MAX_CONCURRENCY);
     if ((unsigned)o->provider > CHRYS_PROVIDER_OLLAMA)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "unknown provider %d", (int)o->provider);
     if (o->dim < 1 || o->dim > CHRYS_MAX_DIM)
@@ -138,7 +155,11 @@ int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char 
     if (!e->model || (o->base_url && !e->base_url)) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory");
     if (!rc && o->provider != CHRYS_PROVIDER_DETERMINISTIC) {
         pthread_once(&curl_once, curl_init_once);
-        if (!(e->curl = curl_easy_init())) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
+        if (!(e->curl = curl_easy_init()) || !(e->multi = curl_multi_init()) ||
+            !(e->easy = chrys_calloc(o->concurrency, sizeof *e->easy)))
+            rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
+        for (uint32_t i = 0; !rc && i < o->concurrency; i++)
+            if (!(e->easy[i] = curl_easy_init())) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
     }
     if (!rc && o->cache_path) {
         rc = cache_open(&e->cache, e->cache_path, o->cache_ttl_s, o->cache_max_entries, errmsg);
@@ -210,21 +231,6 @@ static double jitter(chrys_embedder *e)
     return (e->rng >> 11) * (1.0 / 9007199254740992.0);
 }
 
-static void rate_limit(chrys_embedder *e)
-{
-    if (e->o.rate_per_s <= 0) return;
-    double burst = e->o.rate_burst > 0 ? e->o.rate_burst : 1, now = mono_now();
-    e->tokens += (now - e->last_refill) * e->o.rate_per_s;
-    if (e->tokens > burst) e->tokens = burst;
-    e->last_refill = now;
-    if (e->tokens < 1) {
-        sleep_s((1 - e->tokens) / e->o.rate_per_s);
-        e->tokens = 1;
-        e->last_refill = mono_now();
-    }
-    e->tokens -= 1;
-}
-
 /* A short, key-free excerpt of an error reply: its "error" message if it is JSON. */
 static void reply_excerpt(const char *body, char *out, size_t cap)
 {
@@ -240,99 +246,29 @@ static void reply_excerpt(const char *body, char *out, size_t cap)
         if (*p == '\n' || *p == '\r') *p = ' ';
 }
 
-/* POST body to url with retries. On success *reply holds the body (owned). */
-static int http_post(chrys_embedder *e, const char *url, const char *body, buf *reply)
+/* The JSON request body for one batch (owned, free with cJSON_free), or NULL when out of memory. */
+static char *batch_body(chrys_embedder *e, size_t count, const char *const *texts)
 {
-    const char *key = e->api_key_env ? getenv(e->api_key_env) : NULL;
-    if (e->api_key_env && (!key || !*key))
-        return efail(e, CHRYS_INVALID, "%s: the API key variable %s is not set", url, e->api_key_env);
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    char *auth = NULL;
-    if (key) {
-        auth = chrys_mprintf("Authorization: Bearer %s", key);
-        if (!auth) {
-            curl_slist_free_all(hdr);
-            return efail(e, CHRYS_NOMEM, "out of memory");
-        }
-        hdr = curl_slist_append(hdr, auth);
+    cJSON *req = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+    char *body = NULL;
+    if (req && arr) {
+        cJSON_AddStringToObject(req, "model", e->model);
+        for (size_t i = 0; i < count; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(texts[i]));
+        cJSON_AddItemToObject(req, "input", arr);
+        arr = NULL;
+        if (e->o.provider == CHRYS_PROVIDER_OPENAI && e->o.send_dimensions) cJSON_AddNumberToObject(req, "dimensions", e->o.dim);
+        body = cJSON_PrintUnformatted(req);
     }
-    int rc = CHRYS_IO;
-    char last[256] = "";
-    for (uint32_t attempt = 0;; attempt++) {
-        double retry_after = -1;
-        reply->n = 0;
-        if (reply->p) reply->p[0] = 0;
-        rate_limit(e);
-        curl_easy_reset(e->curl);
-        curl_easy_setopt(e->curl, CURLOPT_URL, url);
-        curl_easy_setopt(e->curl, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(e->curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(e->curl, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
-        curl_easy_setopt(e->curl, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e->curl, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(e->curl, CURLOPT_WRITEDATA, reply);
-        curl_easy_setopt(e->curl, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(e->curl, CURLOPT_HEADERDATA, &retry_after);
-        e->st.requests++;
-        CURLcode cc = curl_easy_perform(e->curl);
-        long status = 0;
-        curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
-        int retryable;
-        if (cc != CURLE_OK) {
-            snprintf(last, sizeof last, "%s", curl_easy_strerror(cc));
-            retryable = 1;
-        } else if (status >= 200 && status < 300) {
-            rc = CHRYS_OK;
-            break;
-        } else {
-            char ex[200];
-            reply_excerpt(reply->p, ex, sizeof ex);
-            snprintf(last, sizeof last, "HTTP %ld%s", status, ex);
-            retryable = status == 429 || status >= 500;
-        }
-        if (!retryable || attempt >= e->o.max_retries) {
-            rc = efail(e, CHRYS_IO, "%s: %s (after %u attempt%s)", url, last, attempt + 1, attempt ? "s" : "");
-            break;
-        }
-        double delay = e->o.backoff_base_s * pow(2.0, attempt);
-        if (delay > e->o.backoff_max_s) delay = e->o.backoff_max_s;
-        delay *= jitter(e); /* full jitter */
-        if (retry_after >= 0) delay = retry_after > e->o.backoff_max_s ? e->o.backoff_max_s : retry_after;
-        e->st.retries++;
-        sleep_s(delay);
-    }
-    curl_slist_free_all(hdr);
-    if (auth) {
-        memset(auth, 0, strlen(auth)); /* do not leave the key in freed memory */
-        chrys_free(auth);
-    }
-    return rc;
+    cJSON_Delete(req);
+    cJSON_Delete(arr);
+    return body;
 }
 
-/* Request one batch from an HTTP provider; vectors into out[count*dim]. */
-static int http_batch(chrys_embedder *e, size_t count, const char *const *texts, float *out)
+/* Parse and validate one batch's reply; vectors into out[count*dim]. */
+static int parse_reply(chrys_embedder *e, const char *url, const char *reply, size_t count, float *out)
 {
-    int openai = e->o.provider == CHRYS_PROVIDER_OPENAI;
-    char *url = chrys_mprintf("%s%s", e->base_url, openai ? "/embeddings" : "/api/embed");
-    cJSON *req = cJSON_CreateObject(), *arr = cJSON_CreateArray(), *rep = NULL;
-    char *body = NULL;
-    buf reply = {0};
-    int rc = CHRYS_OK;
-    if (!url || !req || !arr) {
-        rc = efail(e, CHRYS_NOMEM, "out of memory");
-        goto done;
-    }
-    cJSON_AddStringToObject(req, "model", e->model);
-    for (size_t i = 0; i < count; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(texts[i]));
-    cJSON_AddItemToObject(req, "input", arr);
-    arr = NULL;
-    if (openai && e->o.send_dimensions) cJSON_AddNumberToObject(req, "dimensions", e->o.dim);
-    if (!(body = cJSON_PrintUnformatted(req))) {
-        rc = efail(e, CHRYS_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((rc = http_post(e, url, body, &reply))) goto done;
-    rep = cJSON_Parse(reply.p ? reply.p : "");
+    int openai = e->o.provider == CHRYS_PROVIDER_OPENAI, rc = CHRYS_OK;
+    cJSON *rep = cJSON_Parse(reply ? reply : "");
     const cJSON *list = rep ? cJSON_GetObjectItemCaseSensitive(rep, openai ? "data" : "embeddings") : NULL;
     if (!cJSON_IsArray(list) || (size_t)cJSON_GetArraySize(list) != count) {
         rc = efail(e, CHRYS_INVALID, "%s: malformed reply (expected %zu embeddings in \"%s\")", url, count,
@@ -376,14 +312,33 @@ static int http_batch(chrys_embedder *e, size_t count, const char *const *texts,
     }
     e->st.provider_texts += count;
 done:
-    cJSON_Delete(req);
-    cJSON_Delete(arr);
     cJSON_Delete(rep);
-    if (body) cJSON_free(body);
-    chrys_free(reply.p);
-    chrys_free(url);
     return rc;
 }
+
+/* Token bucket without sleeping: 0 when a token was taken, else the seconds until one is due. */
+static double rate_take(chrys_embedder *e, double now)
+{
+    if (e->o.rate_per_s <= 0) return 0;
+    double burst = e->o.rate_burst > 0 ? e->o.rate_burst : 1;
+    e->tokens += (now - e->last_refill) * e->o.rate_per_s;
+    if (e->tokens > burst) e->tokens = burst;
+    e->last_refill = now;
+    if (e->tokens < 1) return (1 - e->tokens) / e->o.rate_per_s;
+    e->tokens -= 1;
+    return 0;
+}
+
+/* One batch of the HTTP pool. */
+typedef struct hbatch {
+    size_t m0, cnt;      /* miss[m0 .. m0+cnt) */
+    char *body;          /* built when first sent */
+    uint32_t attempt;    /* attempts made so far */
+    double not_before;   /* backoff: not sent again before this time */
+    int state;           /* 0 waiting, 1 in flight, 2 done */
+    double retry_after;  /* from the reply being received */
+    buf reply;
+} hbatch;
 
 /* ------------------------------------------------------------------------------------------
  * embed
@@ -404,6 +359,216 @@ static int cache_key(const chrys_embedder *e, const char *text, unsigned char ke
     SHA256(b, len, key);
     if (b != stackbuf) chrys_free(b);
     return 0;
+}
+
+/* Store one finished batch's vectors in the cache, in its own transaction, as soon as it returns:
+ * a process killed later keeps every batch that completed. */
+static int cache_batch(chrys_embedder *e, const unsigned char *keys, const size_t *miss, const char *const *texts,
+                       const float *out, size_t m0, size_t cnt)
+{
+    if (!e->has_cache) return CHRYS_OK;
+    int rc = cache_begin(&e->cache, &e->errmsg);
+    if (rc) return rc;
+    for (size_t j = 0; j < cnt && !rc; j++) {
+        size_t i = miss[m0 + j];
+        rc = cache_put(&e->cache, keys + i * 32, e->provider_name, e->model, e->o.dim, texts[i], out + i * e->o.dim,
+                       &e->errmsg);
+    }
+    if (rc) {
+        cache_rollback(&e->cache);
+        return rc;
+    }
+    return cache_commit(&e->cache, &e->errmsg);
+}
+
+/* The HTTP provider: every batch through a pool of e->o.concurrency transfers on one thread
+ * (libcurl's multi interface). A batch is sent when a slot is free, its backoff has passed, the
+ * pool is not paused by a Retry-After and the token bucket has a token; the lowest-numbered ready
+ * batch goes first. Each reply is validated and written to its texts' rows of out (so the order
+ * of replies does not matter) and cached at once. After a batch fails for good no new batch is
+ * started; those in flight finish (and are cached), and the first failure is returned. */
+static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *miss, const char *const *texts,
+                     const unsigned char *keys, float *out, float *bvec)
+{
+    uint32_t dim = e->o.dim;
+    int openai = e->o.provider == CHRYS_PROVIDER_OPENAI;
+    char *url = chrys_mprintf("%s%s", e->base_url, openai ? "/embeddings" : "/api/embed");
+    const char *key = e->api_key_env ? getenv(e->api_key_env) : NULL;
+    if (!url) return efail(e, CHRYS_NOMEM, "out of memory");
+    if (e->api_key_env && (!key || !*key)) {
+        int rc = efail(e, CHRYS_INVALID, "%s: the API key variable %s is not set", url, e->api_key_env);
+        chrys_free(url);
+        return rc;
+    }
+    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    char *auth = key ? chrys_mprintf("Authorization: Bearer %s", key) : NULL;
+    if (auth) hdr = curl_slist_append(hdr, auth);
+    uint32_t conc = e->o.concurrency;
+    size_t *slot_batch = chrys_calloc(conc, sizeof *slot_batch);
+    const char **bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *bt);
+    int rc = CHRYS_OK, stop = 0;
+    if (!hdr || (key && !auth) || !slot_batch || !bt) rc = efail(e, CHRYS_NOMEM, "out of memory");
+    for (uint32_t s = 0; s < conc; s++) slot_batch[s] = SIZE_MAX;
+    size_t done = 0, next_unsent = 0, in_flight = 0;
+    double pause_until = 0;
+    while (!rc || in_flight) {
+        if (rc) stop = 1;
+        if (!stop && done == nb) break;
+        /* 1. start what may start */
+        double now = mono_now(), wait = 1.0;
+        while (!stop && in_flight < conc) {
+            if (now < pause_until) {
+                wait = fmin(wait, pause_until - now);
+                break;
+            }
+            size_t pick = SIZE_MAX;
+            for (size_t b = 0; b < next_unsent && pick == SIZE_MAX; b++) /* retries first, oldest first */
+                if (bs[b].state == 0 && bs[b].attempt > 0) {
+                    if (bs[b].not_before <= now) pick = b;
+                    else wait = fmin(wait, bs[b].not_before - now);
+                }
+            if (pick == SIZE_MAX && next_unsent < nb) pick = next_unsent;
+            if (pick == SIZE_MAX) break;
+            double tw = rate_take(e, now);
+            if (tw > 0) {
+                wait = fmin(wait, tw);
+                break;
+            }
+            hbatch *b = &bs[pick];
+            if (pick == next_unsent) next_unsent++;
+            if (!b->body) {
+                for (size_t j = 0; j < b->cnt; j++) bt[j] = texts[miss[b->m0 + j]];
+                if (!(b->body = batch_body(e, b->cnt, bt))) {
+                    rc = efail(e, CHRYS_NOMEM, "out of memory");
+                    stop = 1;
+                    break;
+                }
+            }
+            uint32_t s = 0;
+            while (slot_batch[s] != SIZE_MAX) s++;
+            CURL *h = e->easy[s];
+            curl_easy_reset(h);
+            b->reply.n = 0;
+            if (b->reply.p) b->reply.p[0] = 0;
+            b->retry_after = -1;
+            curl_easy_setopt(h, CURLOPT_URL, url);
+            curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, b->body);
+            curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
+            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &b->reply);
+            curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+            curl_easy_setopt(h, CURLOPT_HEADERDATA, &b->retry_after);
+            curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)(uintptr_t)s);
+            if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
+                rc = efail(e, CHRYS_NOMEM, "cannot start a transfer");
+                stop = 1;
+                break;
+            }
+            slot_batch[s] = pick;
+            b->state = 1;
+            b->attempt++;
+            in_flight++;
+            e->st.requests++;
+        }
+        if (!in_flight) {
+            if (stop || done == nb) break;
+            sleep_s(wait); /* paused, backing off or rate limited, nothing to wait on */
+            continue;
+        }
+        /* 2. drive the transfers */
+        int running = 0;
+        curl_multi_perform(e->multi, &running);
+        CURLMsg *m;
+        int left, finished = 0;
+        while ((m = curl_multi_info_read(e->multi, &left))) {
+            if (m->msg != CURLMSG_DONE) continue;
+            CURL *h = m->easy_handle;
+            CURLcode cc = m->data.result;
+            void *priv = NULL;
+            curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
+            uint32_t s = (uint32_t)(uintptr_t)priv;
+            long status = 0;
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+            curl_multi_remove_handle(e->multi, h);
+            size_t bi = slot_batch[s];
+            hbatch *b = &bs[bi];
+            slot_batch[s] = SIZE_MAX;
+            in_flight--;
+            finished++;
+            size_t a0 = miss[b->m0], a1 = miss[b->m0 + b->cnt - 1];
+            char last[256] = "";
+            int retryable = 0, ok = 0;
+            if (cc != CURLE_OK) {
+                snprintf(last, sizeof last, "%s", curl_easy_strerror(cc));
+                retryable = 1;
+            } else if (status >= 200 && status < 300) {
+                ok = 1;
+            } else {
+                char ex[200];
+                reply_excerpt(b->reply.p, ex, sizeof ex);
+                snprintf(last, sizeof last, "HTTP %ld%s", status, ex);
+                retryable = status == 429 || status >= 500;
+            }
+            int brc = CHRYS_OK;
+            if (ok) {
+                brc = parse_reply(e, url, b->reply.p, b->cnt, bvec);
+                if (!brc) {
+                    for (size_t j = 0; j < b->cnt; j++) memcpy(out + miss[b->m0 + j] * dim, bvec + j * dim, dim * sizeof(float));
+                    int crc = cache_batch(e, keys, miss, texts, out, b->m0, b->cnt);
+                    if (crc && !rc) rc = crc;
+                }
+            } else if (retryable && b->attempt <= e->o.max_retries) {
+                double delay = e->o.backoff_base_s * pow(2.0, b->attempt - 1);
+                if (delay > e->o.backoff_max_s) delay = e->o.backoff_max_s;
+                delay *= jitter(e); /* full jitter */
+                double t = mono_now();
+                if (b->retry_after >= 0) { /* the provider says when: the whole pool waits */
+                    delay = b->retry_after > e->o.backoff_max_s ? e->o.backoff_max_s : b->retry_after;
+                    if (t + delay > pause_until) pause_until = t + delay;
+                }
+                b->not_before = t + delay;
+                b->state = 0;
+                e->st.retries++;
+                continue;
+            } else {
+                brc = efail(e, CHRYS_IO, "%s: %s (after %u attempt%s)", url, last, b->attempt, b->attempt > 1 ? "s" : "");
+            }
+            if (brc) {
+                if (e->o.fallback_deterministic) {
+                    for (size_t j = 0; j < b->cnt; j++) {
+                        const char *t = texts[miss[b->m0 + j]];
+                        chrys_embed_deterministic(t, strlen(t), dim, out + miss[b->m0 + j] * dim);
+                    }
+                    e->st.fallback_texts += b->cnt; /* reported; never cached under the provider's key */
+                } else if (!rc) {
+                    /* name the batch and its texts (input positions) */
+                    char *msg = chrys_mprintf("batch %zu of %zu (texts %zu..%zu): %s", bi + 1, nb, a0, a1,
+                                              e->errmsg ? e->errmsg : "");
+                    if (msg) {
+                        chrys_free(e->errmsg);
+                        e->errmsg = msg;
+                    }
+                    rc = brc;
+                }
+            }
+            b->state = 2;
+            done++;
+        }
+        if (!finished && in_flight) curl_multi_poll(e->multi, NULL, 0, (int)(fmin(wait, 0.1) * 1000) + 1, NULL);
+    }
+    for (uint32_t s = 0; s < conc; s++)
+        if (slot_batch && slot_batch[s] != SIZE_MAX) curl_multi_remove_handle(e->multi, e->easy[s]);
+    curl_slist_free_all(hdr);
+    if (auth) {
+        memset(auth, 0, strlen(auth)); /* do not leave the key in freed memory */
+        chrys_free(auth);
+    }
+    chrys_free(slot_batch);
+    chrys_free(bt);
+    chrys_free(url);
+    return rc;
 }
 
 int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, float *out)
@@ -468,42 +633,44 @@ int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, 
         rc = efail(e, CHRYS_NOMEM, "out of memory");
         goto done;
     }
-    for (size_t m0 = 0; m0 < n_miss;) {
-        size_t cnt = 0, bytes = 0;
-        while (m0 + cnt < n_miss && cnt < bcap) {
-            size_t l = strlen(texts[miss[m0 + cnt]]);
-            if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
-            batch[cnt] = texts[miss[m0 + cnt]];
-            cnt++;
-            bytes += l;
-        }
-        int brc = CHRYS_OK, fallback = 0;
-        if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC) {
-            for (size_t j = 0; j < cnt; j++) chrys_embed_deterministic(batch[j], strlen(batch[j]), dim, bvec + j * dim);
-            e->st.provider_texts += cnt;
-        } else if ((brc = http_batch(e, cnt, batch, bvec))) {
-            if (!e->o.fallback_deterministic) {
-                rc = brc;
-                goto done;
+    size_t nb = 0;
+    hbatch *bs = NULL;
+    for (size_t pass = 0; pass < 2; pass++) { /* count, then fill, the batches */
+        nb = 0;
+        for (size_t m0 = 0; m0 < n_miss; nb++) {
+            size_t cnt = 0, bytes = 0;
+            while (m0 + cnt < n_miss && cnt < bcap) {
+                size_t l = strlen(texts[miss[m0 + cnt]]);
+                if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
+                cnt++;
+                bytes += l;
             }
-            for (size_t j = 0; j < cnt; j++) chrys_embed_deterministic(batch[j], strlen(batch[j]), dim, bvec + j * dim);
-            e->st.fallback_texts += cnt;
-            fallback = 1; /* reported in stats and errmsg; never cached under the provider's key */
+            if (bs) bs[nb] = (hbatch){.m0 = m0, .cnt = cnt};
+            m0 += cnt;
         }
-        for (size_t j = 0; j < cnt; j++) memcpy(out + miss[m0 + j] * dim, bvec + j * dim, dim * sizeof(float));
-        if (e->has_cache && !fallback) {
-            if ((rc = cache_begin(&e->cache, &e->errmsg))) goto done;
-            for (size_t j = 0; j < cnt && !rc; j++)
-                rc = cache_put(&e->cache, keys + miss[m0 + j] * 32, e->provider_name, e->model, dim, batch[j],
-                               bvec + j * dim, &e->errmsg);
-            if (rc) {
-                cache_rollback(&e->cache);
-                goto done;
-            }
-            if ((rc = cache_commit(&e->cache, &e->errmsg))) goto done;
+        if (!pass && !(bs = chrys_calloc(nb + 1, sizeof *bs))) {
+            rc = efail(e, CHRYS_NOMEM, "out of memory");
+            goto done;
         }
-        m0 += cnt;
     }
+    if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC) {
+        for (size_t b = 0; b < nb && !rc; b++) {
+            for (size_t j = 0; j < bs[b].cnt; j++) {
+                size_t i = miss[bs[b].m0 + j];
+                chrys_embed_deterministic(texts[i], strlen(texts[i]), dim, out + i * dim);
+            }
+            e->st.provider_texts += bs[b].cnt;
+            rc = cache_batch(e, keys, miss, texts, out, bs[b].m0, bs[b].cnt);
+        }
+    } else {
+        rc = http_pool(e, nb, bs, miss, texts, keys, out, bvec);
+    }
+    for (size_t b = 0; b < nb; b++) {
+        if (bs[b].body) cJSON_free(bs[b].body);
+        chrys_free(bs[b].reply.p);
+    }
+    chrys_free(bs);
+    if (rc) goto done;
     for (size_t i = 0; i < n; i++)
         if (first[i] != i) memcpy(out + i * dim, out + first[i] * dim, dim * sizeof(float));
     /* 3. bookkeeping: lifetime counters and the size bound */

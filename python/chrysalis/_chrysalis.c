@@ -1280,8 +1280,9 @@ static PyObject *Embedder_init_c(EmbedderObject *self, PyObject *args)
     const char *base_url, *model, *key_env, *cache;
     double timeout, rate, ttl;
     unsigned long long cache_max, seed;
-    if (!PyArg_ParseTuple(args, "IzzIpzIdIdpzdKK", &provider, &base_url, &model, &dim, &send_dim, &key_env, &batch,
-                          &timeout, &retries, &rate, &fallback, &cache, &ttl, &cache_max, &seed))
+    unsigned int concurrency = 4;
+    if (!PyArg_ParseTuple(args, "IzzIpzIdIdpzdKK|I", &provider, &base_url, &model, &dim, &send_dim, &key_env, &batch,
+                          &timeout, &retries, &rate, &fallback, &cache, &ttl, &cache_max, &seed, &concurrency))
         return NULL;
     o.provider = (chrys_provider)provider;
     if (base_url) o.base_url = base_url;
@@ -1298,6 +1299,7 @@ static PyObject *Embedder_init_c(EmbedderObject *self, PyObject *args)
     o.cache_ttl_s = ttl;
     o.cache_max_entries = cache_max;
     o.seed = seed;
+    o.concurrency = concurrency;
     chrys_embedder *e = NULL;
     char *msg = NULL;
     int rc;

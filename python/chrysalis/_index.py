@@ -764,8 +764,9 @@ class Embedder(_c._Embedder):
 
     Embedder(provider="deterministic", model=None, cache=None, dim=1024, base_url=None,
              api_key_env=None, send_dimensions=False, batch=128, timeout=30.0, retries=5,
-             rate=0.0, fallback_deterministic=False, cache_ttl=0.0, cache_max_entries=0, seed=42)
+             rate=0.0, fallback_deterministic=False, cache_ttl=0.0, cache_max_entries=0, seed=42, concurrency=4)
 
+    concurrency: HTTP requests in flight at once (1..256), results in input order.
     provider: "deterministic" (offline, bit for bit the Chrysalis pipeline's), "openai", "voyage"
     (OpenAI-compatible /embeddings) or "ollama". The API key is read from the environment variable
     api_key_env (never passed or logged).
@@ -775,7 +776,7 @@ class Embedder(_c._Embedder):
                  dim: int = 1024, base_url: Optional[str] = None, api_key_env: Optional[str] = None,
                  send_dimensions: bool = False, batch: int = 128, timeout: float = 30.0, retries: int = 5,
                  rate: float = 0.0, fallback_deterministic: bool = False, cache_ttl: float = 0.0,
-                 cache_max_entries: int = 0, seed: int = 42) -> None:
+                 cache_max_entries: int = 0, seed: int = 42, concurrency: int = 4) -> None:
         if provider not in _PROVIDERS:
             raise InvalidInputError(f"provider: expected one of {', '.join(_PROVIDERS)}, got {provider!r}")
         self.provider = provider
@@ -784,7 +785,8 @@ class Embedder(_c._Embedder):
                    bool(send_dimensions), api_key_env or _DEFAULT_KEYS.get(provider), _posint(batch, "batch"),
                    float(timeout), _posint(retries, "retries"), float(rate), bool(fallback_deterministic),
                    None if cache is None else os.fspath(cache), float(cache_ttl),
-                   _posint(cache_max_entries, "cache_max_entries", 0, 2**64 - 1), _posint(seed, "seed", 0, 2**64 - 1))
+                   _posint(cache_max_entries, "cache_max_entries", 0, 2**64 - 1), _posint(seed, "seed", 0, 2**64 - 1),
+                   _posint(concurrency, "concurrency", 1, 256))
 
     def embed(self, texts) -> np.ndarray:
         """Embed texts (a str or a sequence of str): (n, dim) float32. The GIL is released while the

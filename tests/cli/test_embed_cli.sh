@@ -78,4 +78,11 @@ expect "fallback reported" 0 "FALLBACK" -- \
     "$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model badjson --embed-dim 16 \
     --api-key-env CHRYS_FAKE_KEY --fallback-deterministic -o "$T/f.fvecs"
 
+for bad in 0 -1 99999999999999999999 abc ""; do
+    expect "bad --concurrency '$bad' refused" 2 "--concurrency: expected requests in flight 1..256" -- \
+        "$BIN" embed "$T/texts.jsonl" --concurrency "$bad" -o "$T/c.fvecs"
+done
+CHRYSALIS_EMBED_CONCURRENCY=0 expect "embed_concurrency 0 refused" 2 "embed_concurrency: expected requests in flight" -- \
+    "$BIN" embed "$T/texts.jsonl" -o "$T/c.fvecs"
+
 finish "embed cli"

@@ -10,12 +10,19 @@ it receives SIGTERM or has been idle for 120 s. The model name selects the behav
   badjson     answers 200 with a body that is not JSON
   wrongdim    answers vectors one component short
   unauth      answers 401 {"error": {"message": "invalid api key"}}
-GET /stats returns {"requests": N, "texts": N, "auth": [last Authorization header seen]}.
+  delay200    answers every request after 200 ms (the concurrency benchmark)
+  jitter      answers after 10..300 ms, varying per request, so replies come back out of order
+  failmid     like jitter, but a batch holding a text that contains "POISON" gets 400
+  pause429    the 3rd request overall gets 429 with Retry-After: 1; the rest like jitter
+GET /stats returns {"requests": N, "texts": N, "auth": [last Authorization header seen],
+  "max_inflight": most requests being answered at once, "arrivals": [seconds since the first],
+  "gap_after_429": seconds from the 429 to the next request's arrival}. GET /reset zeroes them.
 """
 import hashlib, json, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-state = {"requests": 0, "texts": 0, "auth": None, "seen": set(), "last": time.time(), "n500": 0}
+state = {"requests": 0, "texts": 0, "auth": None, "seen": set(), "last": time.time(), "n500": 0,
+         "inflight": 0, "max_inflight": 0, "arrivals": [], "t0": None, "t429": None, "gap_after_429": None}
 lock = threading.Lock()
 
 
@@ -41,9 +48,24 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         with lock:
             state["last"] = time.time()
-            self.reply(200, {"requests": state["requests"], "texts": state["texts"], "auth": state["auth"]})
+            if self.path.endswith("/reset"):
+                state.update(requests=0, texts=0, max_inflight=0, arrivals=[], t0=None, t429=None, gap_after_429=None)
+            self.reply(200, {"requests": state["requests"], "texts": state["texts"], "auth": state["auth"],
+                             "max_inflight": state["max_inflight"], "arrivals": state["arrivals"],
+                             "gap_after_429": state["gap_after_429"],
+                             "t429": None if state["t429"] is None else state["t429"] - state["t0"]})
 
     def do_POST(self):
+        with lock:
+            state["inflight"] += 1
+            state["max_inflight"] = max(state["max_inflight"], state["inflight"])
+        try:
+            self.post()
+        finally:
+            with lock:
+                state["inflight"] -= 1
+
+    def post(self):
         n = int(self.headers.get("Content-Length", "0"))
         req = json.loads(self.rfile.read(n) or b"{}")
         model, texts = req.get("model", "ok"), req.get("input", [])
@@ -55,6 +77,15 @@ class H(BaseHTTPRequestHandler):
             key = (model, tuple(texts))
             first = key not in state["seen"]
             state["seen"].add(key)
+            now = time.time()
+            if state["t0"] is None:
+                state["t0"] = now
+            state["arrivals"].append(round(now - state["t0"], 4))
+            if state["t429"] is not None and state["gap_after_429"] is None:
+                state["gap_after_429"] = now - state["t429"]
+            nreq = state["requests"]
+            if model == "pause429" and nreq == 3:
+                state["t429"] = now
             if model == "flaky500":
                 state["n500"] += 1
                 n500 = state["n500"]
@@ -62,6 +93,14 @@ class H(BaseHTTPRequestHandler):
             return self.reply(429, {"error": {"message": "rate limited"}}, headers=[("Retry-After", "1")])
         if model == "flaky500" and n500 <= 2:
             return self.reply(500, {"error": {"message": "internal error"}})
+        if model == "pause429" and nreq == 3:
+            return self.reply(429, {"error": {"message": "rate limited"}}, headers=[("Retry-After", "1")])
+        if model == "delay200":
+            time.sleep(0.2)
+        if model in ("jitter", "failmid", "pause429"):
+            time.sleep(0.01 + (hashlib.sha256(str(nreq).encode()).digest()[0] / 255.0) * 0.29)
+        if model == "failmid" and any("POISON" in t for t in texts):
+            return self.reply(400, {"error": {"message": "bad input"}})
         if model == "slow":
             time.sleep(3)
         if model == "badjson":
@@ -79,6 +118,7 @@ class H(BaseHTTPRequestHandler):
 
 
 def main():
+    ThreadingHTTPServer.request_queue_size = 128
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     print(srv.server_address[1], flush=True)
     t = threading.Thread(target=srv.serve_forever, daemon=True)

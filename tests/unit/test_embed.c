@@ -406,3 +406,150 @@ void test_embed_http_providers(void)
     free_texts(t, n);
     rm_cache(cp);
 }
+
+/* ---- concurrency: facts the loopback server observed ---- */
+static void server_stats(char *out, size_t cap, const char *path)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:%d%s').read().decode())\"", server_port, path);
+    FILE *p = popen(cmd, "r");
+    out[0] = 0;
+    if (p) {
+        size_t got = fread(out, 1, cap - 1, p);
+        out[got] = 0;
+        pclose(p);
+    }
+}
+
+static int conc_embed(const char *model, uint32_t conc, double rate, size_t n, const char *const *texts, float *out,
+                      const char *cache, chrys_embed_stats *st, char **msg)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", server_port);
+    chrys_embed_opts o;
+    chrys_embed_opts_init(&o);
+    o.provider = CHRYS_PROVIDER_OPENAI;
+    o.base_url = url;
+    o.model = model;
+    o.dim = 8;
+    o.send_dimensions = 1;
+    o.batch_max_items = 4;
+    o.max_retries = 2;
+    o.backoff_base_s = 0.05;
+    o.backoff_max_s = 2;
+    o.rate_per_s = rate;
+    o.concurrency = conc;
+    o.cache_path = cache;
+    chrys_embedder *e = NULL;
+    int rc = chrys_embedder_new(&o, &e, msg);
+    if (!rc) rc = chrys_embedder_embed(e, n, texts, out);
+    st->struct_size = sizeof *st;
+    chrys_embedder_stats(e, st);
+    if (e) *msg = strdup(chrys_embedder_errmsg(e));
+    chrys_embedder_free(e);
+    return rc;
+}
+
+static double json_num(const char *js, const char *key)
+{
+    cJSON *j = cJSON_Parse(js);
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON_Delete(j);
+    return d;
+}
+
+void test_embed_http_concurrency(void)
+{
+    if (start_server()) {
+        h_fail(__FILE__, __LINE__, "could not start tests/http/fake_embeddings.py (python3 needed)");
+        return;
+    }
+    const size_t n = 64; /* 16 batches of 4 */
+    char **t = make_texts(n, 0, 0);
+    const char *const *tt = (const char *const *)t;
+    float *v1 = malloc(n * 8 * sizeof(float)), *v8 = malloc(n * 8 * sizeof(float));
+    chrys_embed_stats st;
+    char *msg = NULL, js[1 << 16];
+    /* concurrency 1: one request at a time */
+    server_stats(js, sizeof js, "/reset");
+    CHECK_EQ(conc_embed("jitter", 1, 0, n, tt, v1, NULL, &st, &msg), CHRYS_OK);
+    free(msg);
+    server_stats(js, sizeof js, "/stats");
+    CHECK_EQ(json_num(js, "max_inflight"), 1);
+    CHECK_EQ(json_num(js, "requests"), 16);
+    /* concurrency 8, replies out of order: more than one in flight, same vectors, same count */
+    server_stats(js, sizeof js, "/reset");
+    CHECK_EQ(conc_embed("jitter", 8, 0, n, tt, v8, NULL, &st, &msg), CHRYS_OK);
+    free(msg);
+    server_stats(js, sizeof js, "/stats");
+    CHECK(json_num(js, "max_inflight") > 1);
+    CHECK_EQ(json_num(js, "requests"), 16);
+    CHECK_EQ(st.requests, 16);
+    CHECK(memcmp(v1, v8, n * 8 * sizeof(float)) == 0);
+    /* Retry-After on the 3rd request pauses the whole pool: no request arrives during the pause */
+    server_stats(js, sizeof js, "/reset");
+    CHECK_EQ(conc_embed("pause429", 8, 0, n, tt, v8, NULL, &st, &msg), CHRYS_OK);
+    free(msg);
+    server_stats(js, sizeof js, "/stats");
+    CHECK_EQ(json_num(js, "requests"), 17);
+    CHECK_EQ(st.retries, 1);
+    {   /* requests already on the wire when the 429 came back arrive at once; after that, none for 1 s */
+        double t429 = json_num(js, "t429");
+        CHECK(t429 >= 0);
+        cJSON *j = cJSON_Parse(js);
+        int during = 0, after = 0;
+        for (const cJSON *a = cJSON_GetObjectItem(j, "arrivals")->child; a; a = a->next) {
+            during += a->valuedouble > t429 + 0.15 && a->valuedouble < t429 + 0.9;
+            after += a->valuedouble >= t429 + 0.9;
+        }
+        CHECK_EQ(during, 0);
+        CHECK(after > 0);
+        cJSON_Delete(j);
+    }
+    CHECK(memcmp(v1, v8, n * 8 * sizeof(float)) == 0);
+    /* rate limit with concurrency 8: 4 requests per second, burst 1 -> arrivals >= ~0.25 s apart */
+    server_stats(js, sizeof js, "/reset");
+    CHECK_EQ(conc_embed("jitter", 8, 4, 24, tt, v8, NULL, &st, &msg), CHRYS_OK);
+    free(msg);
+    server_stats(js, sizeof js, "/stats");
+    {
+        cJSON *j = cJSON_Parse(js);
+        const cJSON *arr = cJSON_GetObjectItem(j, "arrivals");
+        CHECK_EQ(cJSON_GetArraySize(arr), 6);
+        double prev = -1, mingap = 1e9;
+        for (const cJSON *a = arr ? arr->child : NULL; a; a = a->next) {
+            if (prev >= 0 && a->valuedouble - prev < mingap) mingap = a->valuedouble - prev;
+            prev = a->valuedouble;
+        }
+        CHECK(mingap >= 0.2);
+        cJSON_Delete(j);
+    }
+    /* a failing batch in the middle: named; the batches that completed are cached */
+    char *cp = tmpfile_path("conc.db");
+    rm_cache(cp);
+    char *keep = t[37];
+    t[37] = strdup("text with POISON inside");
+    CHECK_EQ(conc_embed("failmid", 8, 0, n, tt, v8, cp, &st, &msg), CHRYS_IO);
+    CHECK_STR_CONTAINS(msg, "batch 10 of 16 (texts 36..39)");
+    CHECK_STR_CONTAINS(msg, "HTTP 400: bad input");
+    free(msg);
+    chrys_cache_info ci = {sizeof ci};
+    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK(ci.entries >= 4 && ci.entries <= n - 4);
+    CHECK_EQ(ci.entries % 4, 0);
+    free(t[37]);
+    t[37] = keep;
+    /* bad values are refused and named */
+    CHECK_EQ(conc_embed("ok", 0, 0, 1, tt, v8, NULL, &st, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "concurrency 0 out of range");
+    free(msg);
+    CHECK_EQ(conc_embed("ok", 100000, 0, 1, tt, v8, NULL, &st, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "concurrency 100000 out of range");
+    free(msg);
+    stop_server();
+    rm_cache(cp);
+    free(v1);
+    free(v8);
+    free_texts(t, n);
+}
