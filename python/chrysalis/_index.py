@@ -759,6 +759,17 @@ _DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "voyage": "https://api.v
 _DEFAULT_KEYS = {"openai": "OPENAI_API_KEY", "voyage": "VOYAGE_API_KEY"}
 
 
+def _as_texts(texts) -> List[str]:
+    """A str or a sequence of str as a list; TypeError naming the first item that is not a str."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}]: expected str, got {type(t).__name__}")
+    return texts
+
+
 class Embedder(_c._Embedder):
     """Text in, vectors out, through an optional SQLite cache (unchanged text is never embedded twice).
 
@@ -791,12 +802,7 @@ class Embedder(_c._Embedder):
     def embed(self, texts) -> np.ndarray:
         """Embed texts (a str or a sequence of str): (n, dim) float32. The GIL is released while the
         provider and the cache work."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}]: expected str, got {type(t).__name__}")
+        texts = _as_texts(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if texts:
             self._embed(texts, out)

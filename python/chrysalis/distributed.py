@@ -841,14 +841,8 @@ def embed(client, texts, provider: str = "deterministic", cache=None, chunk: int
     every result lands in the cache (a path all workers reach; SQLite) and a second call pays
     nothing. return_stats=True also returns {texts, unique, sent_chunks, cache_hits, cache_misses,
     provider_texts}."""
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}]: expected str, got {type(t).__name__}")
-    Embedder(provider, cache=None, **opts)  # options checked here, before anything is sent
-    dim = opts.get("dim", 1024)
+    texts = _ix._as_texts(texts)
+    dim = Embedder(provider, cache=None, **opts).dim  # options checked here, before anything is sent
     first: Dict[bytes, int] = {}
     slot = np.empty(len(texts), np.int64)
     uniq: List[str] = []
