@@ -26,7 +26,6 @@ struct chrys_embedder {
     chrys_embed_opts o;
     char *base_url, *model, *api_key_env, *cache_path;
     const char *provider_name; /* part of the cache key */
-    CURL *curl;
     CURLM *multi;
     CURL **easy; /* concurrency handles, one per slot */
     embcache cache;
@@ -92,7 +91,6 @@ static char *dup_or_null(const char *s) { return s ? chrys_strdup(s) : NULL; }
 void chrys_embedder_free(chrys_embedder *e)
 {
     if (!e) return;
-    if (e->curl) curl_easy_cleanup(e->curl);
     if (e->easy)
         for (uint32_t i = 0; i < e->o.concurrency; i++)
             if (e->easy[i]) curl_easy_cleanup(e->easy[i]);
@@ -155,7 +153,7 @@ int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char 
     if (!e->model || (o->base_url && !e->base_url)) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory");
     if (!rc && o->provider != CHRYS_PROVIDER_DETERMINISTIC) {
         pthread_once(&curl_once, curl_init_once);
-        if (!(e->curl = curl_easy_init()) || !(e->multi = curl_multi_init()) ||
+        if (!(e->multi = curl_multi_init()) ||
             !(e->easy = chrys_calloc(o->concurrency, sizeof *e->easy)))
             rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
         for (uint32_t i = 0; !rc && i < o->concurrency; i++)
