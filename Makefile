@@ -73,9 +73,12 @@ $(BUILD)/src/kernels/score_avx512.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -m
 $(BUILD)/src/kernels/dist_vnni.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 $(BUILD)/src/kernels/crc32c_sse42.o: EXTRA := -msse4.2
 
+# Library sources get CHRYS_LIB_SOURCE: internal.h then poisons the libc allocator names there.
+$(BUILD)/src/%.o: LIBDEF := -DCHRYS_LIB_SOURCE
+
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(EXTRA) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(EXTRA) $(LIBDEF) -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@rm -f $@

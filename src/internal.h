@@ -2,8 +2,10 @@
  * internal.h: types, limits and helpers shared inside libchrysalis (never installed).
  *
  * Every allocation goes through chrys_malloc/chrys_realloc/chrys_free (alloc.c); the libc names
- * are poisoned below for files that define CHRYS_POISON_LIBC_ALLOC, so a stray malloc() fails to
- * compile. Sizes are computed with the checked helpers, which report overflow instead of wrapping.
+ * are poisoned at the end of this header in every library source (the Makefile defines
+ * CHRYS_LIB_SOURCE for src/) but alloc.c (which defines CHRYS_ALLOC_IMPL), so a stray malloc()
+ * in the library fails to compile. System headers that declare those
+ * names are included here first, so a file may include them after this header too. Sizes are computed with the checked helpers, which report overflow instead of wrapping.
  */
 #ifndef CHRYS_INTERNAL_H
 #define CHRYS_INTERNAL_H
@@ -128,5 +130,15 @@ CHRYS_PRIVATE void topk_sort(topk *t);
 
 /* ---- CPU count ---- */
 CHRYS_PRIVATE unsigned chrys_online_cpus(void);
+
+/* ---- the libc allocator names, poisoned (see the top of this header) ---- */
+#if defined(CHRYS_LIB_SOURCE) && !defined(CHRYS_ALLOC_IMPL)
+#include <stdio.h>
+#include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <mm_malloc.h> /* the intrinsics headers' _mm_malloc uses malloc and posix_memalign */
+#endif
+#pragma GCC poison malloc calloc realloc free strdup strndup aligned_alloc posix_memalign
+#endif
 
 #endif

@@ -173,7 +173,7 @@ void test_store_golden_v1(void)
 
 static void flip_everything(chrys_index *ix);
 
-/* An IVF + SQ8 index: PLAN, IVFC, IVFL, SQ8P, SQ8Q and VSQ8 sections. */
+/* An IVF + SQ8 index: PLAN, IVFC, IVFL, SQ8P, TQ8P and VSQ8 sections. */
 static chrys_index *ivf_sq8_index(void)
 {
     chrys_index_opts o;
@@ -198,6 +198,24 @@ void test_store_every_truncation_and_bitflip(void)
     chrys_index_get_info(ix, &info);
     CHECK(!strcmp(info.spec, "IVF2,SQ8") && info.nlist == 2);
     flip_everything(ix);
+}
+
+/* The section tags on disk are the ones docs/FORMAT.md names: the SQ8 step section is 'TQ8P'
+ * (written as TAG_SQ8P + 1 since format 1.0), never the 'SQ8Q' the docs once said. */
+void test_store_sq8_section_tags_on_disk(void)
+{
+    chrys_index *ix = ivf_sq8_index();
+    char *p = tmp_path("tags.chrys");
+    CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
+    chrys_index_free(ix);
+    size_t len;
+    unsigned char *buf = slurp(p, &len);
+    unlink(p);
+    CHECK(buf != NULL);
+    static const char *const present[] = {"PLAN", "IVFC", "IVFL", "SQ8P", "TQ8P", "VSQ8"};
+    for (size_t i = 0; i < sizeof present / sizeof *present; i++) CHECK(memmem(buf, len, present[i], 4) != NULL);
+    CHECK(memmem(buf, len, "SQ8Q", 4) == NULL);
+    free(buf);
 }
 
 static void flip_everything(chrys_index *ix)

@@ -36,6 +36,7 @@
     X(test_store_roundtrip_and_determinism)         \
     X(test_store_golden_v1)                         \
     X(test_store_every_truncation_and_bitflip)      \
+    X(test_store_sq8_section_tags_on_disk)          \
     X(test_store_save_buffer)                       \
     X(test_store_hostile_headers)                   \
     X(test_store_failed_save_keeps_old_file)        \
