@@ -82,6 +82,9 @@
     X(test_ivf_concurrent_kmeans)                   \
     X(test_merge_concurrent_batch_two_threads)
 
+/* test_store.c: a golden file's header restamped with this library's writer version */
+uint32_t h_restamp_writer_version(unsigned char *b, size_t len);
+
 #define X(name) void name(void);
 TEST_LIST
 #undef X
