@@ -174,8 +174,8 @@ CHRYS_API int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, c
 CHRYS_API void chrys_index_free(chrys_index *ix);
 
 /* Last error message recorded on the handle: by a non-const call, or by a failed chrys_index_search
- * on the calling thread (see there). Borrowed (valid until the next call on ix from this thread);
- * "" if none. */
+ * on the calling thread (see there). Borrowed: valid until the next non-const call on ix or this
+ * thread's next search of ix; "" if none. */
 CHRYS_API const char *chrys_index_errmsg(const chrys_index *ix);
 
 /* Add n vectors with external ids.
@@ -189,18 +189,22 @@ CHRYS_API const char *chrys_index_errmsg(const chrys_index *ix);
 CHRYS_API int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
                               const char *const *meta);
 
-/* Remove the vector with this id. Returns CHRYS_OK or CHRYS_NOTFOUND.
+/* Remove the vector with this id. Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (read-only
+ * index), CHRYS_NOMEM. Flat and IVF: the last row moves into the freed slot (storage order changes).
  * HNSW: the node becomes a tombstone (searches walk through it but never return it) and the
  * neighbours that linked to it are re-linked with the selection heuristic; the space comes back
- * with chrys_index_compact, or by itself when tombstones reach half of the nodes. */
+ * with chrys_index_compact, or by itself once there are at least 64 tombstones and they make up
+ * half of the nodes. */
 CHRYS_API int chrys_index_remove(chrys_index *ix, uint64_t id);
 
 /* HNSW: drop the tombstones, renumber the live nodes densely and repair every link that pointed
- * at a tombstone. Other kinds: nothing to do. Returns CHRYS_OK or CHRYS_NOMEM. */
+ * at a tombstone. Other kinds: nothing to do. Returns CHRYS_OK, CHRYS_INVALID (read-only index),
+ * CHRYS_NOMEM. */
 CHRYS_API int chrys_index_compact(chrys_index *ix);
 
-/* Progress of long operations (the HNSW build): fn(done, total, ctx) from the calling thread,
- * every few hundred nodes. NULL fn switches it off. */
+/* Progress of long operations (the HNSW build of an added batch): fn(done, total, ctx) from the
+ * calling thread, about every 16 nodes it links (total: the batch's nodes). NULL fn switches it
+ * off. */
 CHRYS_API void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t done, uint64_t total, void *ctx),
                                         void *ctx);
 
@@ -209,9 +213,10 @@ CHRYS_API void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t don
  * Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (NaN/Inf, zero vector under cosine). */
 CHRYS_API int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec);
 
-/* Copy the vector stored under id into out[dim]. Under cosine this is the normalised vector
- * times the norm kept at insert (equal to the input up to float rounding).
- * Returns CHRYS_OK or CHRYS_NOTFOUND. Thread-safe (const). */
+/* Copy the vector stored under id into out[dim] (caller-owned). Under cosine this is the
+ * normalised vector times the norm kept at insert (equal to the input up to float rounding); an
+ * index holding SQ8 codes only returns the decoded codes (approximate).
+ * Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (NULL argument). Thread-safe (const). */
 CHRYS_API int chrys_index_get(const chrys_index *ix, uint64_t id, float *out);
 
 /* Borrow the metadata string stored with id (NULL if none).
@@ -294,14 +299,21 @@ typedef struct chrys_search_opts {
     uint32_t ef_search;   /* HNSW: candidates kept during the walk (0 = 64; at least k) */
 } chrys_search_opts;
 
+/* Fill *opts with the defaults (k 10, every other field 0: the index's defaults). */
 CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);
 
-/* Search nq queries (row-major float32, nq*dim) for their k best vectors.
+/* Search nq queries (row-major float32, nq*dim) for their k best vectors: exactly (Flat), or
+ * approximately (IVF: the nprobe nearest lists; HNSW: a graph walk keeping ef_search candidates;
+ * a true neighbour can be missed, raise nprobe / ef_search for recall).
  * out: hits[nq*k], caller-owned; each query's hits sorted best first, ties broken by smaller id,
  *      unused slots padded (id CHRYS_NO_ID). Scores are the true quantity, computed in double
- *      precision for the returned hits.
- * in: opts (NULL for defaults).
- * Large batches use BLAS sgemm, small ones the SIMD kernels; both split the work over n_threads.
+ *      precision for the returned hits, wherever float32 rows are kept (SQ8 codes are scanned
+ *      first and the best candidates re-ranked on the rows); an index holding SQ8 codes only
+ *      scores from the codes (approximate).
+ * in: opts (NULL for defaults; only the fields its struct_size covers are read).
+ * Exact search of a batch of at least 64 queries uses the fused AVX-512 scan, or without AVX-512
+ * BLAS sgemm (over at least 65,536 rows under cosine and IP); smaller batches the SIMD row
+ * kernels. Every path returns the same hits, and splits the work over n_threads.
  * Returns CHRYS_OK, CHRYS_INVALID (k out of range, NaN/Inf query, zero query under cosine; a NULL
  * argument), CHRYS_LIMIT (nq*k beyond the address space), CHRYS_NOMEM.
  * Message (optional to read; the code alone says what kind of failure it was): a failed search
@@ -353,7 +365,12 @@ CHRYS_API int chrys_index_open_mmap(const char *path, chrys_index **out, char **
  * Thread-safe (const). */
 CHRYS_API int chrys_index_save_buffer(const chrys_index *ix, void **buf, size_t *size, char **errmsg);
 
-/* Load from a memory buffer (same checks as chrys_index_load; 'name' labels messages). */
+/* Load an index from a memory buffer holding a store (chrys_index_save_buffer's, or a store
+ * file's bytes), with every check of chrys_index_load: a truncated or damaged buffer is
+ * CHRYS_CORRUPT (or CHRYS_FORMAT), never a crash. in: buf[size] (read during the call only: the
+ * index keeps no pointer into it), name (optional; labels messages, e.g. "pickle").
+ * out: *out (free with chrys_index_free), NULL on failure; *errmsg (optional; owned; for a
+ * damaged buffer it names it). Returns chrys_index_load's codes, or CHRYS_INVALID (out NULL, or buf NULL with size > 0). */
 CHRYS_API int chrys_index_load_buffer(const void *buf, size_t size, const char *name,
                                       chrys_index **out, char **errmsg);
 
@@ -371,8 +388,10 @@ typedef struct chrys_store_meta {
     int has_merger; /* 1 if the file holds merger state (open it with chrys_merger_open) */
 } chrys_store_meta;
 
-/* Read a store file's header and META section without loading vectors (checksums of those two
- * are verified). Returns CHRYS_OK, CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT. */
+/* Read a store file's header and META section without loading vectors (the checksums of the
+ * header, the section table and META are verified). in/out: meta (struct_size as for
+ * chrys_index_get_info). out: *errmsg (optional; owned). Returns CHRYS_OK, CHRYS_INVALID,
+ * CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT. */
 CHRYS_API int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg);
 
 /* ---- Writer lock: one writer at a time per store ----
@@ -447,7 +466,8 @@ CHRYS_API void chrys_store_unlock(chrys_lock *lk);
  * + 1), else it is appended as a new entry. Defaults reproduce the original Python merger:
  * strictly greater similarity wins, the first (oldest) entry wins ties, similarities <= 0 never
  * match, vectors are not renormalised. Entries are numbered 0, 1, 2, ... in creation order and
- * live in a cosine Flat index, so the merger's store is also a searchable store.
+ * live in a cosine index (chrys_merger_index; by default exact Flat, then an HNSW graph from
+ * chrys_merge_opts.auto_threshold entries on), so the merger's store is also a searchable store.
  * Batch merges search a block of records against the state before it on all cores, then settle
  * the block in order, rescoring only the entries that changed inside it: the decisions are exactly
  * those of one-record-at-a-time merging. */
@@ -465,7 +485,8 @@ typedef struct chrys_merge_metrics {
     double seconds;       /* wall time of the search */
     uint64_t entries;     /* entries searched */
     uint64_t records;     /* records (queries) in the search */
-    const char *path;     /* "flat-simd", "flat-sgemm" or "flat-recheck" */
+    const char *path;     /* block search: "flat-simd", "flat-sgemm", "hnsw" or "ivf"; a single
+                             record's exact check: "flat-recheck" or "index-recheck" */
     int slow;             /* seconds > slow_search_s */
 } chrys_merge_metrics;
 
@@ -506,6 +527,7 @@ typedef struct chrys_merge_opts {
     uint32_t ef_construction; /* HNSW built by the planner for a new merger (0 = default 100) */
 } chrys_merge_opts;
 
+/* Fill *opts with the defaults above (dim 0: the caller must set it). */
 CHRYS_API void chrys_merge_opts_init(chrys_merge_opts *opts);
 
 typedef struct chrys_merge_record {
@@ -575,15 +597,20 @@ CHRYS_API int chrys_merger_mark_run(chrys_merger *m);
 
 /* Save entries, counts, scores, metadata, the record -> entry map, options and history to one
  * store file, atomically (see chrys_index_save), under path's writer lock (taken for the write
- * unless this process holds it through chrys_store_lock; see "Writer lock"). */
+ * unless this process holds it through chrys_store_lock; see "Writer lock"). out: *errmsg
+ * (optional; owned). Returns CHRYS_OK, CHRYS_INVALID (NULL argument), CHRYS_IO, CHRYS_NOMEM. */
 CHRYS_API int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg);
 
+/* Free a merger and its index. NULL-safe. */
 CHRYS_API void chrys_merger_free(chrys_merger *m);
+/* Last error message recorded on the merger (borrowed: valid until the next non-const call; "" if none). */
 CHRYS_API const char *chrys_merger_errmsg(const chrys_merger *m);
 /* Counts of the merger. in/out: stats (struct_size as for chrys_index_get_info).
  * Returns CHRYS_OK, CHRYS_INVALID. Thread-safe (const). */
 CHRYS_API int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *stats);
-/* Entry e: its bookkeeping, and its current vector (not renormalised) into vec[dim] if non-NULL. */
+/* Entry e: its bookkeeping into *entry (struct_size as for chrys_index_get_info; entry->meta is
+ * borrowed), and its current vector (not renormalised) into vec[dim] if non-NULL.
+ * Returns CHRYS_OK, CHRYS_NOTFOUND (e >= the number of entries), CHRYS_INVALID. */
 CHRYS_API int chrys_merger_get_entry(const chrys_merger *m, uint64_t e, chrys_merge_entry *entry,
                                      float *vec);
 /* The entry a record id ended in. Returns CHRYS_OK or CHRYS_NOTFOUND. */
@@ -650,12 +677,15 @@ typedef struct chrys_embed_opts {
 } chrys_embed_opts;
 #define CHRYS_MAX_CONCURRENCY 256
 
+/* Fill *opts with the defaults above (the deterministic provider, 1024 dimensions, no cache). */
 CHRYS_API void chrys_embed_opts_init(chrys_embed_opts *opts);
 
 /* Create an embedder (opens or creates the cache). out: *out (free with chrys_embedder_free),
  * *errmsg (optional, owned). Returns CHRYS_OK, CHRYS_INVALID, CHRYS_IO (cache), CHRYS_NOMEM. */
 CHRYS_API int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char **errmsg);
+/* Free an embedder (closes the cache). NULL-safe. */
 CHRYS_API void chrys_embedder_free(chrys_embedder *e);
+/* Last error message recorded on the embedder (borrowed: valid until the next non-const call; "" if none). */
 CHRYS_API const char *chrys_embedder_errmsg(const chrys_embedder *e);
 
 /* Embed n texts into out[n*dim] (caller-owned): cached vectors are reused; the rest are requested
