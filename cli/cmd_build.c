@@ -166,7 +166,8 @@ int cmd_build(int argc, char **argv, int is_add)
                 code = EXIT_FAIL;
                 goto done;
             }
-            chrys_index_ids(ix, ids);
+            size_t n_ids;
+            chrys_index_get_ids(ix, ids, info.count, &n_ids);
             for (size_t i = 0; i < info.count; i++)
                 if (ids[i] + 1 > next_id) next_id = ids[i] + 1;
             free(ids);

@@ -149,7 +149,7 @@ int embed_cli_make(const embed_cli *ec, chrys_embedder **out)
 void embed_cli_report(chrys_embedder *e)
 {
     chrys_embed_stats st = {sizeof st};
-    chrys_embedder_stats(e, &st);
+    chrys_embedder_get_stats(e, &st);
     fprintf(stderr,
             "chrysalis: embedded %llu texts: %llu from the cache (API calls saved), %llu by the provider in %llu "
             "requests (%llu retries)%s",
@@ -413,7 +413,7 @@ int cmd_cache(int argc, char **argv)
         printf("%s: removed %llu entries\n", path, (unsigned long long)removed);
     }
     chrys_cache_info ci = {sizeof ci};
-    if ((rc = chrys_cache_info_get(path, &ci, &msg))) {
+    if ((rc = chrys_cache_get_info(path, &ci, &msg))) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
         chrys_free(msg);
         return cli_exit_for(rc);

@@ -520,9 +520,7 @@ int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg)
         m.count = count;
         m.file_bytes = r.size;
         m.has_merger = store_find(&r, TAG_MRGO) >= 0;
-        size_t sz = meta->struct_size && meta->struct_size < sizeof m ? meta->struct_size : sizeof m;
-        memcpy(meta, &m, sz);
-        meta->struct_size = (uint32_t)sz;
+        rc = chrys_struct_out(meta, &m, sizeof m);
     }
     store_reader_close(&r);
     return rc;

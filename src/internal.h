@@ -75,6 +75,23 @@ CHRYS_PRIVATE char *chrys_mprintf(const char *fmt, ...) __attribute__((format(pr
 CHRYS_PRIVATE int chrys_set_errmsg(char **errmsg, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ---- public structs that begin with uint32_t struct_size (vec.c) ----
+ * Every options, info and stats struct of chrysalis.h is read and written only as far as the
+ * caller's struct_size reaches: a caller built against an older, shorter header is never read or
+ * written past its end, and one built against a newer, longer header gets zeros in the fields this
+ * library does not know. */
+#define CHRYS_STRUCT_SIZE_MAX 65536u /* above this a struct_size is garbage, not a newer header */
+/* Read a caller's input struct into the library's full one: *dst (dst_size bytes, holding the
+ * defaults) takes the first min(src->struct_size, dst_size) bytes of src, the rest keeps its
+ * defaults, and dst->struct_size becomes dst_size. Returns CHRYS_INVALID when src is NULL or its
+ * struct_size is below min_size (the fields every version had). */
+CHRYS_PRIVATE int chrys_struct_in(void *dst, size_t dst_size, const void *src, size_t min_size);
+/* Write the library's full struct *src (src_size bytes) into the caller's *dst: the first
+ * min(dst->struct_size, src_size) bytes (struct_size 0: all src_size), zeros from src_size up to a
+ * larger struct_size, and dst->struct_size set to the bytes taken from src. Returns CHRYS_OK, or
+ * CHRYS_INVALID (nothing written) when struct_size exceeds CHRYS_STRUCT_SIZE_MAX. */
+CHRYS_PRIVATE int chrys_struct_out(void *dst, const void *src, size_t src_size);
+
 /* ---- vectors (vec.c) ---- */
 /* Check that v[0..dim) are finite. Returns the index of the first bad component or -1. */
 CHRYS_PRIVATE long vec_first_nonfinite(const float *v, size_t dim);

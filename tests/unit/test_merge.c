@@ -521,11 +521,11 @@ void test_merge_persistence_and_continuation(void)
         CHECK_EQ(b.records, n);
         CHECK_EQ(b.runs, 3);
         size_t nh;
-        uint64_t h[3][5];
-        CHECK_EQ(chrys_merger_history(m, h, 3, &nh), CHRYS_OK);
+        chrys_merge_run h[3];
+        CHECK_EQ(chrys_merger_get_history(m, h, 3, &nh), CHRYS_OK);
         CHECK_EQ(nh, 3);
-        CHECK_EQ(h[1][1], 250);
-        CHECK_EQ(h[0][2] + h[1][2] + h[2][2], b.merged);
+        CHECK_EQ(h[1].records, 250);
+        CHECK_EQ(h[0].merged + h[1].merged + h[2].merged, b.merged);
         /* every record's entry is recorded */
         for (size_t i = 0; i < n; i += 37) {
             uint64_t e;

@@ -25,6 +25,13 @@
     X(test_kernels_u8i8)                            \
     X(test_kernels_x4)                              \
     X(test_crc32c)                                  \
+    X(test_api_struct_size_outputs)                 \
+    X(test_api_struct_size_index_opts)              \
+    X(test_api_struct_size_search_opts)             \
+    X(test_api_struct_size_merge_and_embed_opts)    \
+    X(test_api_get_ids_capacity)                    \
+    X(test_api_merge_history_runs)                  \
+    X(test_api_buffer_roundtrip_and_damage)         \
     X(test_index_exact_all_paths)                   \
     X(test_index_ties_break_by_id)                  \
     X(test_index_threshold)                         \
@@ -82,6 +89,9 @@
     X(test_ivf_concurrent_search_every_kind)        \
     X(test_ivf_concurrent_kmeans)                   \
     X(test_merge_concurrent_batch_two_threads)
+
+/* test_store.c: a golden file's header restamped with this library's writer version */
+uint32_t h_restamp_writer_version(unsigned char *b, size_t len);
 
 #define X(name) void name(void);
 TEST_LIST
