@@ -68,7 +68,7 @@ static hscratch *scratch_new(const chrys_index *ix)
     s->wsc = chrys_malloc(m * 3 * sizeof(float));
     s->fbuf = chrys_malloc(2 * dim * sizeof(float));
     s->nb = chrys_malloc((h->M0 + 1) * sizeof(uint32_t));
-    s->sel = chrys_malloc((h->M0 + 1) * sizeof(hitem));
+    s->sel = chrys_malloc((h->M0 + 1) * sizeof(topk_item));
     if (!s->w8 || !s->wsc || !s->fbuf || !s->nb || !s->sel) {
         scratch_free(s);
         return NULL;
@@ -76,12 +76,12 @@ static hscratch *scratch_new(const chrys_index *ix)
     return s;
 }
 
-int hnsw_grow(hitem **a, size_t *cap, size_t need)
+int hnsw_grow(topk_item **a, size_t *cap, size_t need)
 {
     if (need <= *cap) return CHRYS_OK;
     size_t c = *cap ? *cap : 64;
     while (c < need) c *= 2;
-    hitem *p = chrys_realloc(*a, c * sizeof *p);
+    topk_item *p = chrys_realloc(*a, c * sizeof *p);
     if (!p) return CHRYS_NOMEM;
     *a = p;
     *cap = c;
@@ -142,7 +142,7 @@ void hnsw_greedy(const walk *w, const hq *q, int l, uint32_t *cur, float *cur_s)
         for (uint32_t j = 0; j < n; j++) {
             uint32_t v = w->s->nb[j];
             float sc = score(w->ix, w->kr, q, v);
-            if (sc > *cur_s || (sc == *cur_s && v < *cur)) {
+            if (topk_worse(*cur_s, *cur, sc, v)) {
                 *cur_s = sc;
                 *cur = v;
                 changed = 1;
@@ -161,21 +161,21 @@ size_t hnsw_search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, si
     size_t nc = 0, nr = 0;
     new_epoch(s);
     s->mark[ep] = s->epoch;
-    maxh_push(s->cand, &nc, (hitem){ep_s, ep});
-    if (acceptable(w, ep)) minh_push(s->res, &nr, (hitem){ep_s, ep});
+    topk_heap_push(s->cand, &nc, slot_item(ep_s, ep), 1);
+    if (acceptable(w, ep)) topk_heap_push(s->res, &nr, slot_item(ep_s, ep), 0);
     uint32_t *nb = s->nb;
     while (nc > 0) {
-        hitem c = s->cand[0];
-        if (nr >= ef && c.s < s->res[0].s) break;
-        maxh_pop(s->cand, &nc);
-        if (nc > 0) PREFETCH(links(w->h, s->cand[0].v, l)); /* the next node expanded, likely */
+        topk_item c = s->cand[0];
+        if (nr >= ef && c.score < s->res[0].score) break;
+        topk_heap_pop(s->cand, &nc, 1);
+        if (nc > 0) PREFETCH(links(w->h, s->cand[0].slot, l)); /* the next node expanded, likely */
         const uint32_t *ls;
         uint32_t n;
         if (w->locked) {
-            n = copy_links(w->h, c.v, l, nb, 1);
+            n = copy_links(w->h, c.slot, l, nb, 1);
             ls = nb;
         } else {
-            ls = links(w->h, c.v, l);
+            ls = links(w->h, c.slot, l);
             n = *ls++;
         }
         uint32_t m = 0;
@@ -200,16 +200,17 @@ size_t hnsw_search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, si
                 if (j + 1 < m) prefetch_full(ix, nb[j + 1]);
                 sc = score(ix, w->kr, q, v);
             }
-            if (nr < ef || sc > s->res[0].s) {
+            if (nr < ef || sc > s->res[0].score) {
                 /* (walks that change the graph reserved n + 1 candidates first: one per node) */
                 if (nc + 1 > s->cand_cap && hnsw_grow(&s->cand, &s->cand_cap, nc + 1)) {
                     s->oom = 1; /* never a silently worse answer: the caller reports CHRYS_NOMEM */
                     return nr;
                 }
-                maxh_push(s->cand, &nc, (hitem){sc, v});
+                topk_heap_push(s->cand, &nc, slot_item(sc, v), 1);
                 if (acceptable(w, v)) {
-                    minh_push(s->res, &nr, (hitem){sc, v});
-                    if (nr > ef) minh_pop(s->res, &nr);
+                    /* the ef best: sc beats the worst kept once there are ef (checked above) */
+                    if (nr < ef) topk_heap_push(s->res, &nr, slot_item(sc, v), 0);
+                    else topk_heap_replace_top(s->res, nr, slot_item(sc, v), 0);
                 }
             }
         }
@@ -337,18 +338,18 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
                 goto out;
             }
             /* re-rank: exact from float32 rows, else from the codes with float weights */
-            hitem *r = s->tmp;
+            topk_item *r = s->tmp;
             memcpy(r, s->res, nr * sizeof *r);
-            heap_sort_best_first(r, nr);
+            topk_heap_sort(r, nr);
             /* float32 walk: only the k best and those within float32 error of the k-th can be
              * in the top k, so only they are scored again in double (the codes' walk: all ef) */
             size_t depth = nr;
             if (!ix->sq8 && nr > k) {
-                float kth = r[k - 1].s, tol = 1e-4f * (fabsf(kth) > 1 ? fabsf(kth) : 1);
+                float kth = r[k - 1].score, tol = 1e-4f * (fabsf(kth) > 1 ? fabsf(kth) : 1);
                 depth = k;
-                while (depth < nr && r[depth].s >= kth - tol) depth++;
+                while (depth < nr && r[depth].score >= kth - tol) depth++;
             }
-            for (size_t j = 0; j < depth; j++) slots[j] = r[j].v;
+            for (size_t j = 0; j < depth; j++) slots[j] = r[j].slot;
             sq8_finish(ix, qv, slots, depth, k, c->use_thr, c->thr, oid, osc, s->fbuf, f);
             m = k;
         }

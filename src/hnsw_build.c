@@ -8,13 +8,6 @@
 
 #include "hnsw_graph.h"
 
-static int cmp_hitem(const void *pa, const void *pb)
-{
-    const hitem *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return a->v < b->v ? -1 : (a->v > b->v);
-}
-
 static uint64_t rng_next(uint64_t *s)
 {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -32,7 +25,7 @@ static int draw_level(hnsw *h)
 /* The neighbour-selection heuristic (Algorithm 4, without extending or keeping pruned links):
  * c[0..nc) sorted best first by score to the base; a candidate is kept unless it is closer to an
  * already kept node than to the base. Kept items go to out (at most maxm); returns how many. */
-static size_t select_neighbours(const walk *w, const hitem *c, size_t nc, size_t maxm, hitem *out)
+static size_t select_neighbours(const walk *w, const topk_item *c, size_t nc, size_t maxm, topk_item *out)
 {
     const chrys_index *ix = w->ix;
     hscratch *s = w->s;
@@ -46,18 +39,18 @@ static size_t select_neighbours(const walk *w, const hitem *c, size_t nc, size_t
         for (size_t j = 0; j < k && good; j++) {
             float sc;
             if (!ix->sq8) {
-                const float *a = ix->vecs + (size_t)out[j].v * dim, *b = ix->vecs + (size_t)c[i].v * dim;
+                const float *a = ix->vecs + (size_t)out[j].slot * dim, *b = ix->vecs + (size_t)c[i].slot * dim;
                 sc = ix->metric == CHRYS_METRIC_L2 ? -w->kr->l2sq(a, b, dim) : w->kr->dot(a, b, dim);
             } else {
                 hq q = {NULL, s->w8 + (1 + j) * dim, s->wsc[3 * (1 + j)], s->wsc[3 * (1 + j) + 1], s->wsc[3 * (1 + j) + 2]};
-                sc = score(ix, w->kr, &q, c[i].v);
+                sc = score(ix, w->kr, &q, c[i].slot);
             }
-            if (sc > c[i].s) good = 0;
+            if (sc > c[i].score) good = 0;
         }
         if (!good) continue;
         if (ix->sq8) { /* prepare the kept node once, for the comparisons that follow */
             hq q;
-            hnsw_prepare_node(ix, c[i].v, &q, s->w8 + (1 + k) * dim, s->fbuf + dim);
+            hnsw_prepare_node(ix, c[i].slot, &q, s->w8 + (1 + k) * dim, s->fbuf + dim);
             s->wsc[3 * (1 + k)] = q.scale;
             s->wsc[3 * (1 + k) + 1] = q.bias;
             s->wsc[3 * (1 + k) + 2] = q.qsq;
@@ -86,12 +79,12 @@ static void connect(const walk *w, uint32_t v, uint32_t x, float sx, int l)
     }
     hq q;
     hnsw_prepare_node(w->ix, v, &q, s->w8, s->fbuf);
-    hitem *c = s->tmp; /* tmp holds at least ef + 64 >= M0 + 1 items */
-    for (uint32_t j = 0; j < n; j++) c[j] = (hitem){score(w->ix, w->kr, &q, ls[1 + j]), ls[1 + j]};
-    c[n] = (hitem){sx, x};
-    qsort(c, n + 1, sizeof *c, cmp_hitem);
+    topk_item *c = s->tmp; /* tmp holds at least ef + 64 >= M0 + 1 items */
+    for (uint32_t j = 0; j < n; j++) c[j] = slot_item(score(w->ix, w->kr, &q, ls[1 + j]), ls[1 + j]);
+    c[n] = slot_item(sx, x);
+    topk_sort_items(c, n + 1);
     size_t k = select_neighbours(w, c, n + 1, cap, s->sel);
-    for (size_t j = 0; j < k; j++) ls[1 + j] = s->sel[j].v;
+    for (size_t j = 0; j < k; j++) ls[1 + j] = s->sel[j].slot;
     ls[0] = (uint32_t)k;
 out:
     if (w->locked) node_unlock(h, v);
@@ -121,32 +114,32 @@ static void link_node(walk *w, uint32_t x, const float *xv)
     w->exclude = x;
     for (int l = lx < maxl ? lx : maxl; l >= 0; l--) {
         size_t nr = hnsw_search_level(w, &q, ep, ep_s, h->efc, l);
-        hitem *c = s->tmp;
+        topk_item *c = s->tmp;
         memcpy(c, s->res, nr * sizeof *c);
-        heap_sort_best_first(c, nr);
+        topk_heap_sort(c, nr);
         if (nr > 0) { /* the next level starts from the closest node found */
-            ep = c[0].v;
-            ep_s = c[0].s;
+            ep = c[0].slot;
+            ep_s = c[0].score;
         }
         /* the heuristic may prepare kept nodes into w8[1..]; the query's own weights stay in w8[0] */
         size_t k = select_neighbours(w, c, nr, h->M, s->sel);
-        hitem sel[2 * 128 + 1];
+        topk_item sel[2 * 128 + 1];
         memcpy(sel, s->sel, k * sizeof *sel);
         if (w->locked) node_lock(h, x);
         uint32_t *ls = links(h, x, l), had = ls[0], cap = max_links(h, l), keep[2 * 128];
         /* in a parallel build another worker may already have linked to x here (it reached x
          * through a level above): keep those back-links after the selected ones */
         memcpy(keep, ls + 1, had * sizeof *keep);
-        for (size_t j = 0; j < k; j++) ls[1 + j] = sel[j].v;
+        for (size_t j = 0; j < k; j++) ls[1 + j] = sel[j].slot;
         uint32_t cnt = (uint32_t)k;
         for (uint32_t i = 0; i < had && cnt < cap; i++) {
             int dup = 0;
-            for (size_t j = 0; j < k && !dup; j++) dup = sel[j].v == keep[i];
+            for (size_t j = 0; j < k && !dup; j++) dup = sel[j].slot == keep[i];
             if (!dup) ls[1 + cnt++] = keep[i];
         }
         ls[0] = cnt;
         if (w->locked) node_unlock(h, x);
-        for (size_t j = 0; j < k; j++) connect(w, sel[j].v, x, sel[j].s, l);
+        for (size_t j = 0; j < k; j++) connect(w, sel[j].slot, x, sel[j].score, l);
         prepare_vec(w->ix, xv, &q, s->w8); /* connect() reused w8[0] */
     }
     w->exclude = CHRYS_NO_SLOT;
@@ -284,7 +277,7 @@ static void relink_from(walk *w, uint32_t u, int l, const uint32_t *extra, uint3
     const hnsw *h = w->h;
     hscratch *s = w->s;
     uint32_t *ls = links(h, u, l);
-    hitem *c = s->tmp;
+    topk_item *c = s->tmp;
     size_t nc = 0;
     hq q;
     hnsw_prepare_node(ix, u, &q, s->w8, s->fbuf);
@@ -297,10 +290,10 @@ static void relink_from(walk *w, uint32_t u, int l, const uint32_t *extra, uint3
             uint32_t v = src[j];
             if (v == drop || s->mark[v] == s->epoch || !alive(ix, v) || h->level[v] < l) continue;
             s->mark[v] = s->epoch;
-            c[nc++] = (hitem){score(ix, w->kr, &q, v), v};
+            c[nc++] = slot_item(score(ix, w->kr, &q, v), v);
         }
     }
-    qsort(c, nc, sizeof *c, cmp_hitem);
+    topk_sort_items(c, nc);
     size_t k = select_neighbours(w, c, nc, max_links(h, l), s->sel);
     /* The heuristic alone would leave u sparser than an insert does (inserts append back-links
      * unpruned until the list is full): refill with the closest pruned candidates up to u's
@@ -308,10 +301,10 @@ static void relink_from(walk *w, uint32_t u, int l, const uint32_t *extra, uint3
     size_t want = ls[0];
     for (size_t i = 0; i < nc && k < want; i++) {
         int kept = 0;
-        for (size_t j = 0; j < k && !kept; j++) kept = s->sel[j].v == c[i].v;
+        for (size_t j = 0; j < k && !kept; j++) kept = s->sel[j].slot == c[i].slot;
         if (!kept) s->sel[k++] = c[i];
     }
-    for (size_t j = 0; j < k; j++) ls[1 + j] = s->sel[j].v;
+    for (size_t j = 0; j < k; j++) ls[1 + j] = s->sel[j].slot;
     ls[0] = (uint32_t)k;
 }
 
@@ -331,7 +324,7 @@ static void repair_neighbourhood(walk *w, uint32_t x, uint32_t drop)
     const hnsw *h = w->h;
     hscratch *s = w->s;
     uint32_t xs[2 * 128], extra[2 * 128 + 1];
-    hitem *found = s->cand; /* exclusive_walk made room for (M0 + 1)^2 */
+    topk_item *found = s->cand; /* exclusive_walk made room for (M0 + 1)^2 */
     for (int l = 0; l <= h->level[x]; l++) {
         const uint32_t *lx = links(h, x, l);
         uint32_t nx = lx[0], nf = 0;
@@ -343,18 +336,18 @@ static void repair_neighbourhood(walk *w, uint32_t x, uint32_t drop)
             uint32_t u = xs[j];
             if (s->mark[u] != s->epoch) {
                 s->mark[u] = s->epoch;
-                if (alive(w->ix, u) && list_has(links(h, u, l), x)) found[nf++].v = u;
+                if (alive(w->ix, u) && list_has(links(h, u, l), x)) found[nf++].slot = u;
             }
             const uint32_t *lu = links(h, u, l);
             for (uint32_t i = 0; i < lu[0]; i++) {
                 uint32_t v = lu[1 + i];
                 if (s->mark[v] == s->epoch) continue;
                 s->mark[v] = s->epoch;
-                if (alive(w->ix, v) && list_has(links(h, v, l), x)) found[nf++].v = v;
+                if (alive(w->ix, v) && list_has(links(h, v, l), x)) found[nf++].slot = v;
             }
         }
         for (uint32_t j = 0; j < nf; j++) {
-            uint32_t u = found[j].v, ne = 0;
+            uint32_t u = found[j].slot, ne = 0;
             for (uint32_t i = 0; i < nx; i++)
                 if (xs[i] != u) extra[ne++] = xs[i];
             if (drop != x) extra[ne++] = x;

@@ -12,6 +12,7 @@
 #include "hnsw.h"
 #include "kernels/dist.h"
 #include "sq8.h"
+#include "topk.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -25,22 +26,17 @@
 #define POOL_MAX 64
 #define HNSW_MAX_EXTRA 4096 /* candidates gathered through tombstones when compacting one list */
 
-typedef struct hitem {
-    float s;
-    uint32_t v;
-} hitem;
-
 typedef struct hscratch {
     uint32_t *mark; /* visited: mark[v] == epoch */
     size_t mark_n;
     uint32_t epoch;
-    hitem *cand, *res, *tmp; /* candidates (max-heap), results (min-heap), sort space */
+    topk_item *cand, *res, *tmp; /* topk.h heaps: candidates (best on top), results (worst on top); sort space */
     size_t cand_cap, res_cap, tmp_cap;
     int8_t *w8;   /* (M0 + 2) * dim: [0] the query's weights, [1 + j] the j-th selected node's */
     float *wsc;   /* (M0 + 2) * 3: scale, bias, |v|^2 of each prepared row */
     float *fbuf;  /* 2 * dim: decoded rows, float weights */
     uint32_t *nb; /* M0 + 1: a copy of one link list */
-    hitem *sel;   /* M0 + 1 */
+    topk_item *sel; /* M0 + 1 */
     int oom;      /* a search's candidate heap could not grow: the search fails with CHRYS_NOMEM */
 } hscratch;
 
@@ -90,49 +86,8 @@ static inline uint32_t copy_links(const hnsw *h, uint32_t v, int l, uint32_t *ou
 
 static inline int alive(const chrys_index *ix, uint32_t v) { return ix->ids[v] != CHRYS_NO_ID; }
 
-/* Heaps of hitem: cand is a max-heap (best on top), res a min-heap (worst on top). */
-#define HEAP_FUNCS(NAME, BETTER)                                                                 \
-    static inline void NAME##_push(hitem *a, size_t *n, hitem x)                                 \
-    {                                                                                            \
-        size_t i = (*n)++;                                                                       \
-        while (i > 0) {                                                                          \
-            size_t p = (i - 1) / 2;                                                              \
-            if (!(BETTER(x, a[p]))) break;                                                       \
-            a[i] = a[p];                                                                         \
-            i = p;                                                                               \
-        }                                                                                        \
-        a[i] = x;                                                                                \
-    }                                                                                            \
-    static inline hitem NAME##_pop(hitem *a, size_t *n)                                          \
-    {                                                                                            \
-        hitem top = a[0], x = a[--*n];                                                           \
-        size_t i = 0, m = *n;                                                                    \
-        for (;;) {                                                                               \
-            size_t c = 2 * i + 1;                                                                \
-            if (c >= m) break;                                                                   \
-            if (c + 1 < m && BETTER(a[c + 1], a[c])) c++;                                        \
-            if (!(BETTER(a[c], x))) break;                                                       \
-            a[i] = a[c];                                                                         \
-            i = c;                                                                               \
-        }                                                                                        \
-        if (m) a[i] = x;                                                                         \
-        return top;                                                                              \
-    }
-#define HI_BETTER(x, y) ((x).s > (y).s || ((x).s == (y).s && (x).v < (y).v))
-#define HI_WORSE(x, y) ((x).s < (y).s || ((x).s == (y).s && (x).v > (y).v))
-HEAP_FUNCS(maxh, HI_BETTER)
-HEAP_FUNCS(minh, HI_WORSE)
-
-/* Sort a min-heap (worst on top, e.g. a copy of the results) best first, in place: each pop
- * frees the last slot, which takes the item popped. Same order as cmp_hitem, no comparator calls. */
-static inline void heap_sort_best_first(hitem *a, size_t n)
-{
-    size_t m = n;
-    while (m > 1) {
-        hitem worst = minh_pop(a, &m);
-        a[m] = worst;
-    }
-}
+/* Walk items are topk_items (topk.h) ordered by topk_worse, ties by slot: id = slot. */
+static inline topk_item slot_item(float s, uint32_t v) { return (topk_item){s, v, v}; }
 
 /* ------------------------------------------------------------------------------------------
  * Scoring: prepared queries
@@ -236,7 +191,7 @@ static inline int acceptable(const walk *w, uint32_t v)
 CHRYS_PRIVATE hscratch *hnsw_scratch_get(const chrys_index *ix);
 CHRYS_PRIVATE void hnsw_scratch_put(const chrys_index *ix, hscratch *s);
 CHRYS_PRIVATE int hnsw_scratch_fit(hscratch *s, size_t n, size_t ef, size_t m0);
-CHRYS_PRIVATE int hnsw_grow(hitem **a, size_t *cap, size_t need);
+CHRYS_PRIVATE int hnsw_grow(topk_item **a, size_t *cap, size_t need);
 CHRYS_PRIVATE void hnsw_prepare_node(const chrys_index *ix, uint32_t v, hq *q, int8_t *w8, float *fbuf);
 CHRYS_PRIVATE void hnsw_greedy(const walk *w, const hq *q, int l, uint32_t *cur, float *cur_s);
 CHRYS_PRIVATE size_t hnsw_search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, size_t ef, int l);
