@@ -20,6 +20,11 @@
  * per node is written. The parallel build links nodes from several workers; every read or write
  * of a node's link list then holds that node's spin lock (one byte per node), and the entry
  * point moves under a mutex held by the inserting worker, as hnswlib does.
+ *
+ * Files. This one: the graph's arrays, the scratch pool, the walk (greedy descent and beam search
+ * of a level) and search. hnsw_build.c: insert and link, the parallel build, relinking, updates,
+ * deletes with repair, compaction. hnsw_store.c: the sections and the loader's checks.
+ * hnsw_graph.h: the layout and inline pieces the three share. The walk's heaps are topk.h's.
  */
 #include <math.h>
 #include <stdlib.h>

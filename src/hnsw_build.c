@@ -123,10 +123,10 @@ static void link_node(walk *w, uint32_t x, const float *xv)
         }
         /* the heuristic may prepare kept nodes into w8[1..]; the query's own weights stay in w8[0] */
         size_t k = select_neighbours(w, c, nr, h->M, s->sel);
-        topk_item sel[2 * 128 + 1];
+        topk_item sel[2 * HNSW_MAX_M + 1];
         memcpy(sel, s->sel, k * sizeof *sel);
         if (w->locked) node_lock(h, x);
-        uint32_t *ls = links(h, x, l), had = ls[0], cap = max_links(h, l), keep[2 * 128];
+        uint32_t *ls = links(h, x, l), had = ls[0], cap = max_links(h, l), keep[2 * HNSW_MAX_M];
         /* in a parallel build another worker may already have linked to x here (it reached x
          * through a level above): keep those back-links after the selected ones */
         memcpy(keep, ls + 1, had * sizeof *keep);
@@ -323,7 +323,7 @@ static void repair_neighbourhood(walk *w, uint32_t x, uint32_t drop)
 {
     const hnsw *h = w->h;
     hscratch *s = w->s;
-    uint32_t xs[2 * 128], extra[2 * 128 + 1];
+    uint32_t xs[2 * HNSW_MAX_M], extra[2 * HNSW_MAX_M + 1];
     topk_item *found = s->cand; /* exclusive_walk made room for (M0 + 1)^2 */
     for (int l = 0; l <= h->level[x]; l++) {
         const uint32_t *lx = links(h, x, l);
