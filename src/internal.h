@@ -118,7 +118,7 @@ CHRYS_PRIVATE int idmap_del(idmap *m, uint64_t key);                /* 1 if remo
 CHRYS_PRIVATE int idmap_reserve(idmap *m, size_t n);
 CHRYS_PRIVATE size_t idmap_bytes(const idmap *m);
 
-/* ---- top-k (topk.c) ----
+/* ---- top-k (topk.c; the heap and its one order, topk_worse: topk.h) ----
  * Internally every score is "higher is better" (L2 distances are negated). A topk holds the best
  * `cap` (score, id) pairs seen so far as a min-heap whose root is the worst kept pair. */
 typedef struct topk_item {

@@ -19,9 +19,10 @@
     X(test_hnsw_store)                              \
     X(test_hnsw_bad_input)                          \
     X(test_hnsw_golden_v1_1)                        \
+    X(test_regress_hnsw_build_bits)                 \
     X(test_flat_sq8_storage_and_compat)             \
     X(test_hnsw_open_mmap)                          \
-    X(test_hnsw_review_regressions)                 \
+    X(test_regress_hnsw_review)                     \
     X(test_kernels_u8i8)                            \
     X(test_kernels_x4)                              \
     X(test_crc32c)                                  \
