@@ -26,9 +26,7 @@
 #include <cblas.h>
 #endif
 
-#include "hnsw.h"
 #include "index.h"
-#include "sq8.h"
 #include "kernels/dist.h"
 
 #define FLAT_BLOCK_MAX_NQ 64 /* queries per dot_block call */
@@ -251,30 +249,6 @@ static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_
     return 0;
 }
 
-int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries, float **prepared)
-{
-    size_t dim = ix->dim;
-    *prepared = NULL;
-    for (size_t i = 0; i < nq; i++)
-        if (vec_first_nonfinite(queries + i * dim, dim) >= 0) return CHRYS_INVALID;
-    if (ix->metric != CHRYS_METRIC_COSINE) return CHRYS_OK;
-    size_t bytes;
-    if (chrys_mul_size(nq, dim * sizeof(float), &bytes)) return CHRYS_LIMIT;
-    float *qn = chrys_malloc_aligned(bytes);
-    if (!qn) return CHRYS_NOMEM;
-    for (size_t i = 0; i < nq; i++) {
-        const float *v = queries + i * dim;
-        double nr = vec_norm(v, dim);
-        if (nr == 0 || !isfinite(nr)) {
-            chrys_free_aligned(qn);
-            return CHRYS_INVALID;
-        }
-        vec_scale_to(qn + i * dim, v, dim, nr);
-    }
-    *prepared = qn;
-    return CHRYS_OK;
-}
-
 /* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq). */
 static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
                    unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out, int *used_blas,
@@ -466,56 +440,5 @@ done:
     chrys_free(items);
     chrys_free(heaps);
     chrys_free(buf);
-    return rc;
-}
-
-int flat_search(const chrys_index *ix, size_t nq, const float *queries, const chrys_search_opts *o,
-                chrys_hit *hits)
-{
-    size_t k = o->k;
-    float *qn = NULL;
-    uint64_t *ids = NULL;
-    double *scores = NULL;
-    int rc = flat_prepare_queries(ix, nq, queries, &qn);
-    if (rc) return rc;
-    size_t cnt;
-    if (chrys_mul_size(nq, k, &cnt)) {
-        rc = CHRYS_LIMIT;
-        goto done;
-    }
-    ids = chrys_malloc(cnt * sizeof *ids);
-    scores = chrys_malloc(cnt * sizeof *scores);
-    if (!ids || !scores) {
-        rc = CHRYS_NOMEM;
-        goto done;
-    }
-    search_filter f = {NULL, NULL};
-    if (o->struct_size >= offsetof(chrys_search_opts, allow_ctx) + sizeof(void *) && o->allow) {
-        f.allow = o->allow;
-        f.ctx = o->allow_ctx;
-    }
-    const search_filter *fp = f.allow ? &f : NULL;
-    if (ix->kind == CHRYS_INDEX_HNSW)
-        rc = hnsw_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
-                         o->struct_size >= offsetof(chrys_search_opts, ef_search) + sizeof(uint32_t) ? o->ef_search : 0,
-                         ids, scores, fp);
-    else if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && ix->sq_min)
-        rc = sq8_flat_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads, ids, scores, fp);
-    else if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
-        rc = ivf_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
-                        o->struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o->nprobe : 0, ids,
-                        scores, fp);
-    else
-        rc = flat_search_prepared(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold,
-                                  o->n_threads, ids, scores, fp);
-    for (size_t i = 0; !rc && i < cnt; i++) {
-        hits[i].id = ids[i];
-        hits[i].score = (float)scores[i];
-        hits[i]._pad = 0;
-    }
-done:
-    chrys_free_aligned(qn);
-    chrys_free(ids);
-    chrys_free(scores);
     return rc;
 }

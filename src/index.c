@@ -520,20 +520,3 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     info->struct_size = (uint32_t)sz;
     return CHRYS_OK;
 }
-
-int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
-                       const chrys_search_opts *opts, chrys_hit *hits)
-{
-    if (!ix || (nq && (!queries || !hits))) return CHRYS_INVALID;
-    chrys_search_opts o;
-    chrys_search_opts_init(&o);
-    if (opts) {
-        size_t sz = opts->struct_size < sizeof o ? opts->struct_size : sizeof o;
-        if (sz < offsetof(chrys_search_opts, k) + sizeof(uint32_t)) return CHRYS_INVALID;
-        memcpy(&o, opts, sz);
-    }
-    if (o.k < 1 || o.k > CHRYS_MAX_K) return CHRYS_INVALID;
-    if (o.use_threshold && !isfinite(o.threshold)) return CHRYS_INVALID;
-    if (nq == 0) return CHRYS_OK;
-    return flat_search(ix, nq, queries, &o, hits); /* dispatches to IVF when trained */
-}
