@@ -21,6 +21,7 @@ int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
     va_end(ap);
     chrys_free(ix->errmsg);
     ix->errmsg = m;
+    index_search_msg_forget(ix); /* this message is the newer one */
     return rc;
 }
 
@@ -32,6 +33,8 @@ int index_check_writable(chrys_index *ix)
 
 const char *chrys_index_errmsg(const chrys_index *ix)
 {
+    const char *s = index_search_msg(ix); /* this thread's failing search (search.c) */
+    if (s) return s;
     return ix && ix->errmsg ? ix->errmsg : "";
 }
 
@@ -134,6 +137,7 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
 void chrys_index_free(chrys_index *ix)
 {
     if (!ix) return;
+    index_search_msg_forget(ix);
     for (size_t i = 0; i < ix->n; i++) chrys_free(ix->meta[i]);
     chrys_free(ix->meta);
     if (ix->map_base) munmap(ix->map_base, ix->map_len); /* vecs pointed into it */

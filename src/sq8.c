@@ -151,7 +151,7 @@ void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_
             fin[j] = (sq8_fin){l2 ? -kr->l2sq(qv, x, dim) : kr->dot(qv, x, dim), j};
         }
         sort_fin(fin, nc);
-        double kth = fin[k - 1].s, tol = 1e-4 * (fabs(kth) > 1 ? fabs(kth) : 1);
+        double kth = fin[k - 1].s, tol = rerank_slack(ix, qv, kth, c, nc);
         size_t depth = k;
         while (depth < nc && fin[depth].s >= kth - tol) depth++;
         for (size_t j = 0; j < depth; j++) {

@@ -63,3 +63,10 @@ void topk_sort(topk *t)
         sift_down(t->items, n, 0);
     }
 }
+
+int ranked_cmp_best_first(const void *pa, const void *pb)
+{
+    const ranked *a = pa, *b = pb;
+    if (rank_worse(b->score, b->id, a->score, a->id)) return -1;
+    return rank_worse(a->score, a->id, b->score, b->id);
+}
