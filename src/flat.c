@@ -239,6 +239,9 @@ static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_
 }
 
 static flat_path forced_path; /* flat__test_force_path; FLAT_PATH_AUTO in normal use */
+static int last_path;         /* flat__test_last_path (atomic: searches may run at once) */
+
+flat_path flat__test_last_path(void) { return (flat_path)__atomic_load_n(&last_path, __ATOMIC_RELAXED); }
 
 int flat__test_force_path(flat_path p)
 {
@@ -346,6 +349,7 @@ static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool
     search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter};
     flat_path path = choose_path(ix, c.kr, nq, first_pass);
     *path_out = path;
+    if (first_pass) __atomic_store_n(&last_path, (int)path, __ATOMIC_RELAXED);
     unsigned nw = 1; /* sets of heaps: one per worker on the SIMD path */
     if (path == FLAT_PATH_SIMD) {
         size_t work = n * dim * nq;

@@ -220,6 +220,8 @@ CHRYS_PRIVATE int flat_search_prepared(const chrys_index *ix, size_t nq, const f
  * Returns CHRYS_INVALID when this build (sgemm needs BLAS) or CPU (fused needs AVX-512) lacks it. */
 typedef enum flat_path { FLAT_PATH_AUTO = 0, FLAT_PATH_SIMD, FLAT_PATH_FUSED, FLAT_PATH_SGEMM } flat_path;
 CHRYS_PRIVATE int flat__test_force_path(flat_path p);
+/* Test hook: the path the last first pass took. */
+CHRYS_PRIVATE flat_path flat__test_last_path(void);
 
 /* parallel.c: run fn over [0, n) split into contiguous ranges, one per worker (worker 0 is the
  * calling thread). Falls back to fewer workers if threads cannot be started. */
