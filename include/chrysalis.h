@@ -145,7 +145,8 @@ CHRYS_API int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, c
 /* Free an index. NULL-safe. */
 CHRYS_API void chrys_index_free(chrys_index *ix);
 
-/* Last error message recorded on the handle by a non-const call (borrowed; "" if none). */
+/* Last error message recorded on the handle by a non-const call, or by this thread's failing
+ * search since (borrowed; "" if none). */
 CHRYS_API const char *chrys_index_errmsg(const chrys_index *ix);
 
 /* Add n vectors with external ids.
@@ -268,7 +269,8 @@ CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);
  * in: opts (NULL for defaults).
  * Large batches use BLAS sgemm, small ones the SIMD kernels; both split the work over n_threads.
  * Returns CHRYS_OK, CHRYS_INVALID (k out of range, NaN/Inf query, zero query under cosine), CHRYS_NOMEM.
- * Thread-safe (const): several threads may search one index at once. Sets no message. */
+ * Thread-safe (const): several threads may search one index at once. On failure the message
+ * (the query row and the cause) is kept for chrys_index_errmsg on the calling thread. */
 CHRYS_API int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
                                  const chrys_search_opts *opts, chrys_hit *hits);
 

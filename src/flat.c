@@ -1,20 +1,24 @@
 /*
- * flat.c: exact search, the oracle of every other path.
+ * flat.c: exact search, the oracle of every other path, and nothing else: search.c dispatches
+ * the kinds and sends here Flat float32 rows, IVF before training and every exact request.
  *
- * Two scans produce candidates, then one finishing step ranks them:
+ * Three scans produce candidates (choose_path), then one finishing step ranks them:
  *  - Small batches (nq < FLAT_BLAS_MIN_NQ): the rows are split over the workers; each worker walks
  *    its rows in blocks small enough to stay in L2 and scores every query against the block, with
  *    the register-blocked dot_block kernel (4 queries x 4 rows per tile; AVX-512) or the SIMD row
  *    kernel. The base is read from memory once per batch, not once per query. On this machine the
  *    block kernel runs about 2x OpenBLAS sgemm's speed for 16 queries and about equal for 256.
- *  - Large batches over large bases (>= FLAT_BLAS_MIN_ROWS rows): BLAS sgemm scores a tile of
- *    queries against a tile of rows (as FAISS does), and the workers split the tile's queries to
- *    pick candidates. Smaller bases keep the block-kernel path for any batch size.
- * Both keep a pool of P = k + max(k, 16) candidates per query in float32. The finishing step
+ *  - Large batches at the AVX-512 level: the fused kernel (score_scan) streams the rows past a
+ *    packed block of queries and pushes only scores that beat each query's running floor.
+ *  - Otherwise large batches over large bases (>= FLAT_BLAS_MIN_ROWS rows, or under L2): BLAS
+ *    sgemm scores a tile of queries against a tile of rows (as FAISS does), and the workers split
+ *    the tile's queries to pick candidates.
+ * All keep a pool of P = k + max(k, 16) candidates per query in float32. The finishing step
  * rescores the pool in double precision, applies the threshold to the double score, and keeps the
  * best k with ties broken by id. So the returned scores are the true quantity to double accuracy,
- * and the ranking equals a float64 brute force unless a float32 error (about 1e-7 relative) pushed
- * a true top-k row below P-k others, which the extra pool makes vanishingly rare.
+ * and the ranking equals a float64 brute force: when a float32 error could have pushed a true
+ * top-k row below the pool's others, the query's pool widens until it provably holds them.
+ * flat__test_force_path forces one scan so the tests can compare them.
  *
  * Internally higher is better: L2 distances are negated while scanning.
  * Thread safety: the index is only read; all scratch is allocated per call.

@@ -226,3 +226,73 @@ void test_search_failure_messages(void)
     CHECK_STR_CONTAINS(m, "id 999 not found");
     chrys_index_free(ix);
 }
+
+/* The re-ranking band under IP follows the float32 error of a dot product, gamma_d |q||x|, not the
+ * score: with rows of norm ~1000 nearly orthogonal to the query, every score is within a few
+ * 1e-3 of 0 while the float32 error is of that size, so the former band (1e-4 max(1, |k-th|))
+ * rescored too few of the walk's candidates and HNSW, even visiting every row, ranked them by
+ * float32 noise. With ef >= n on a small graph every row is a candidate: the result must then be
+ * the exact search's, ids and scores. */
+void test_regress_rerank_band_ip_large_norms(void)
+{
+    uint64_t s = h_seed + 977;
+    size_t d = 256, n = 300, k = 10, nq = 8;
+    float *x = malloc(n * d * sizeof(float)), *q = malloc(nq * d * sizeof(float));
+    for (size_t qi = 0; qi < nq; qi++)
+        for (size_t i = 0; i < d; i++) q[qi * d + i] = 62.5f * h_gauss(&s);
+    /* an orthonormal basis of the queries' span (double Gram-Schmidt) */
+    double *b = malloc(nq * d * sizeof(double));
+    for (size_t m = 0; m < nq; m++) {
+        for (size_t i = 0; i < d; i++) b[m * d + i] = q[m * d + i];
+        for (size_t p = 0; p < m; p++) {
+            double t = 0;
+            for (size_t i = 0; i < d; i++) t += b[m * d + i] * b[p * d + i];
+            for (size_t i = 0; i < d; i++) b[m * d + i] -= t * b[p * d + i];
+        }
+        double nr = 0;
+        for (size_t i = 0; i < d; i++) nr += b[m * d + i] * b[m * d + i];
+        for (size_t i = 0; i < d; i++) b[m * d + i] /= sqrt(nr);
+    }
+    /* rows of norm ~1000 orthogonal to every query, rounded to float32: true scores a few 1e-3 */
+    double w[256];
+    for (size_t r = 0; r < n; r++) {
+        for (size_t i = 0; i < d; i++) w[i] = 62.5 * h_gauss(&s);
+        for (size_t m = 0; m < nq; m++) {
+            double t = 0;
+            for (size_t i = 0; i < d; i++) t += w[i] * b[m * d + i];
+            for (size_t i = 0; i < d; i++) w[i] -= t * b[m * d + i];
+        }
+        for (size_t i = 0; i < d; i++) x[r * d + i] = (float)w[i];
+    }
+    free(b);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t r = 0; r < n; r++) ids[r] = r + 1;
+    chrys_index *ix[2] = {NULL, NULL};
+    const char *spec[2] = {"Flat", "HNSW16"};
+    for (int j = 0; j < 2; j++) {
+        chrys_index_opts io;
+        chrys_index_opts_init(&io);
+        io.dim = (uint32_t)d;
+        io.metric = CHRYS_METRIC_IP;
+        io.spec = spec[j];
+        CHECK_EQ(chrys_index_new(&io, &ix[j], NULL), CHRYS_OK);
+        CHECK_EQ(chrys_index_add(ix[j], n, ids, x, NULL), CHRYS_OK);
+    }
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.k = (uint32_t)k;
+    so.ef_search = (uint32_t)n;
+    so.n_threads = 1;
+    chrys_hit *a = malloc(nq * k * sizeof *a), *bh = malloc(nq * k * sizeof *bh);
+    CHECK_EQ(chrys_index_search(ix[0], nq, q, &so, a), CHRYS_OK);
+    CHECK_EQ(chrys_index_search(ix[1], nq, q, &so, bh), CHRYS_OK);
+    size_t differ = 0;
+    for (size_t i = 0; i < nq * k; i++) differ += a[i].id != bh[i].id || a[i].score != bh[i].score;
+    CHECK_EQ(differ, 0);
+    for (int j = 0; j < 2; j++) chrys_index_free(ix[j]);
+    free(x);
+    free(q);
+    free(ids);
+    free(a);
+    free(bh);
+}
