@@ -771,7 +771,8 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         if (nb && k) {
             double t0 = now_s();
             search_params xp = {k, 0, 0, nt, 0, 0, 1, NULL}; /* exact */
-            rc = approx ? index_search(m, nb, qblock, k, nt, cid, csc) : index_search_prepared(m->ix, nb, qblock, &xp, cid, csc);
+            rc = approx ? index_search(m, nb, qblock, k, nt, cid, csc)
+                        : index_search_prepared(m->ix, nb, qblock, &xp, cid, csc);
             if (rc) {
                 rc = fail(m, rc, "search failed");
                 goto done;
