@@ -42,13 +42,12 @@ BLAS_LIBS   := -lopenblas
 CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
 LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm $(LDLIBS)
 
-LIB_SRC := src/sq8.c src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c src/ivf.c src/hnsw.c src/hnsw_build.c src/hnsw_store.c \
-           src/index_store.c src/score.c src/merge.c src/embed.c src/embed_det.c src/cache.c src/store/store_write.c src/store/store_read.c src/store/store_lock.c \
-           src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
-           src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/dist_vnni.c src/kernels/score_avx512.c src/kernels/crc32c_sse42.c
-CLI_LIB_SRC := cli/io_vectors.c cli/io_jsonl.c cli/io_legend.c cli/util.c cli/config.c
-CLI_SRC := cli/main.c cli/cmd_build.c cli/cmd_search.c cli/cmd_info.c cli/cmd_merge.c cli/cmd_embed.c
-TEST_SRC := tests/unit/test_main.c tests/unit/test_kernels.c tests/unit/test_index.c tests/unit/test_store.c tests/unit/test_io.c tests/unit/test_alloc.c tests/unit/test_merge.c tests/unit/test_embed.c tests/unit/test_ivf.c tests/unit/test_hnsw.c tests/unit/test_lock.c tests/unit/test_api.c
+# Every source in its folder (a new file needs no edit here): the library, the CLI's commands
+# (cli/main.c and cli/cmd_*.c) and what they share with the tests and benchmarks (the rest of cli/).
+LIB_SRC := $(wildcard src/*.c src/store/*.c src/kernels/*.c)
+CLI_SRC := cli/main.c $(wildcard cli/cmd_*.c)
+CLI_LIB_SRC := $(filter-out $(CLI_SRC),$(wildcard cli/*.c))
+TEST_SRC := $(wildcard tests/unit/*.c)
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_LIB_OBJ := $(CLI_LIB_SRC:%.c=$(BUILD)/%.o)

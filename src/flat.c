@@ -1,20 +1,24 @@
 /*
- * flat.c: exact search, the oracle of every other path.
+ * flat.c: exact search, the oracle of every other path, and nothing else: search.c dispatches
+ * the kinds and sends here Flat float32 rows, IVF before training and every exact request.
  *
- * Two scans produce candidates, then one finishing step ranks them:
+ * Three scans produce candidates (choose_path), then one finishing step ranks them:
  *  - Small batches (nq < FLAT_BLAS_MIN_NQ): the rows are split over the workers; each worker walks
  *    its rows in blocks small enough to stay in L2 and scores every query against the block, with
  *    the register-blocked dot_block kernel (4 queries x 4 rows per tile; AVX-512) or the SIMD row
  *    kernel. The base is read from memory once per batch, not once per query. On this machine the
  *    block kernel runs about 2x OpenBLAS sgemm's speed for 16 queries and about equal for 256.
- *  - Large batches over large bases (>= FLAT_BLAS_MIN_ROWS rows): BLAS sgemm scores a tile of
- *    queries against a tile of rows (as FAISS does), and the workers split the tile's queries to
- *    pick candidates. Smaller bases keep the block-kernel path for any batch size.
- * Both keep a pool of P = k + max(k, 16) candidates per query in float32. The finishing step
+ *  - Large batches at the AVX-512 level: the fused kernel (score_scan) streams the rows past a
+ *    packed block of queries and pushes only scores that beat each query's running floor.
+ *  - Otherwise large batches over large bases (>= FLAT_BLAS_MIN_ROWS rows, or under L2): BLAS
+ *    sgemm scores a tile of queries against a tile of rows (as FAISS does), and the workers split
+ *    the tile's queries to pick candidates.
+ * All keep a pool of P = k + max(k, 16) candidates per query in float32. The finishing step
  * rescores the pool in double precision, applies the threshold to the double score, and keeps the
  * best k with ties broken by id. So the returned scores are the true quantity to double accuracy,
- * and the ranking equals a float64 brute force unless a float32 error (about 1e-7 relative) pushed
- * a true top-k row below P-k others, which the extra pool makes vanishingly rare.
+ * and the ranking equals a float64 brute force: when a float32 error could have pushed a true
+ * top-k row below the pool's others, the query's pool widens until it provably holds them.
+ * flat__test_force_path forces one scan so the tests can compare them.
  *
  * Internally higher is better: L2 distances are negated while scanning.
  * Thread safety: the index is only read; all scratch is allocated per call.
@@ -26,9 +30,7 @@
 #include <cblas.h>
 #endif
 
-#include "hnsw.h"
 #include "index.h"
-#include "sq8.h"
 #include "kernels/dist.h"
 
 #define FLAT_BLOCK_MAX_NQ 64 /* queries per dot_block call */
@@ -54,15 +56,15 @@ typedef struct search_ctx {
 } search_ctx;
 
 static inline void push_block(topk *h, const float *s, size_t n, size_t slot0,
-                              const uint64_t *ids, float floor0, const search_filter *f)
+                              const chrys_index *ix, float floor0, const search_filter *f)
 {
     float fl = topk_floor(h);
     if (fl < floor0) fl = floor0;
     for (size_t r = 0; r < n; r++) {
         if (s[r] >= fl) {
-            if (ids[slot0 + r] == CHRYS_NO_ID) continue; /* HNSW tombstone */
-            if (f && !f->allow(ids[slot0 + r], f->ctx)) continue;
-            topk_push(h, s[r], (uint32_t)(slot0 + r), ids[slot0 + r]);
+            if (!index_slot_live(ix, slot0 + r)) continue;
+            if (f && !f->allow(ix->ids[slot0 + r], f->ctx)) continue;
+            topk_push(h, s[r], (uint32_t)(slot0 + r), ix->ids[slot0 + r]);
             fl = topk_floor(h);
             if (fl < floor0) fl = floor0;
         }
@@ -89,7 +91,7 @@ static void scan_rows(void *arg, unsigned w, size_t begin, size_t end)
                 size_t nqc = c->nq - q0 < FLAT_BLOCK_MAX_NQ ? c->nq - q0 : FLAT_BLOCK_MAX_NQ;
                 c->kr->dot_block(c->q + q0 * dim, nqc, x, nr, dim, tile, FLAT_ROW_BLOCK);
                 for (size_t qi = 0; qi < nqc; qi++)
-                    push_block(&heaps[q0 + qi], tile + qi * FLAT_ROW_BLOCK, nr, r0, ix->ids, c->floor0, c->filter);
+                    push_block(&heaps[q0 + qi], tile + qi * FLAT_ROW_BLOCK, nr, r0, ix, c->floor0, c->filter);
             }
             continue;
         }
@@ -101,7 +103,7 @@ static void scan_rows(void *arg, unsigned w, size_t begin, size_t end)
             } else {
                 c->kr->dot_rows(q, x, nr, dim, buf);
             }
-            push_block(&heaps[qi], buf, nr, r0, ix->ids, c->floor0, c->filter);
+            push_block(&heaps[qi], buf, nr, r0, ix, c->floor0, c->filter);
         }
     }
 }
@@ -124,7 +126,7 @@ static void select_tile(void *arg, unsigned w, size_t begin, size_t end)
                 s[r] = -(qq + xn * xn - 2.0f * s[r]);
             }
         }
-        push_block(&c->heaps[c->q0 + i], s, c->nr_tile, c->r0, ix->ids, c->floor0, c->filter);
+        push_block(&c->heaps[c->q0 + i], s, c->nr_tile, c->r0, ix, c->floor0, c->filter);
     }
 }
 #endif
@@ -145,7 +147,7 @@ typedef struct fused_ctx {
 
 typedef struct fused_cb {
     topk *heaps; /* of the packed block's first query */
-    const uint64_t *ids;
+    const chrys_index *ix;
     float floor0;
     const search_filter *filter;
 } fused_cb;
@@ -154,8 +156,9 @@ static float fused_push(void *arg, size_t qi, size_t row, float s)
 {
     fused_cb *cb = arg;
     topk *h = &cb->heaps[qi];
-    uint64_t id = cb->ids[row];
-    if (id != CHRYS_NO_ID && (!cb->filter || cb->filter->allow(id, cb->filter->ctx))) topk_push(h, s, (uint32_t)row, id);
+    uint64_t id = cb->ix->ids[row];
+    if (index_slot_live(cb->ix, row) && (!cb->filter || cb->filter->allow(id, cb->filter->ctx)))
+        topk_push(h, s, (uint32_t)row, id);
     float fl = topk_floor(h);
     return fl < cb->floor0 ? cb->floor0 : fl;
 }
@@ -189,7 +192,7 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
                 qsq[i] = (float)(nr * nr);
             }
         }
-        fused_cb cb = {c->heaps + q0, ix->ids, c->floor0, c->filter};
+        fused_cb cb = {c->heaps + q0, ix, c->floor0, c->filter};
         c->kr->score_scan(qp, m, ix->vecs, 0, ix->n, dim, l2, qsq, ix->norms, thr, fused_push, &cb);
     }
 done:
@@ -198,25 +201,13 @@ done:
     chrys_free(qsq);
 }
 
-typedef struct rescored {
-    double score; /* internal: higher is better */
-    uint64_t id;
-} rescored;
-
-static int cmp_best_first(const void *pa, const void *pb)
-{
-    const rescored *a = pa, *b = pb;
-    if (a->score != b->score) return a->score > b->score ? -1 : 1;
-    return a->id < b->id ? -1 : (a->id > b->id);
-}
-
 /* Rank one query's candidates in double precision and write its k results (ids, true scores).
  * eps bounds the float32 error of a candidate's score. Only candidates whose float32 score lies
  * within 2*eps of the k-th best float32 score are rescored: any other is provably below k of them.
  * Returns 1 if the pool may have missed a row: it was full (a row was left out) and its worst
  * float32 score lies within eps of the k-th double score, so a left-out row could rank higher. */
 static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_t k, int use_thr, double thr,
-                        double eps, size_t n_rows, rescored *buf, uint64_t *out_ids, double *out_scores)
+                        double eps, size_t n_rows, ranked *buf, uint64_t *out_ids, double *out_scores)
 {
     size_t dim = ix->dim, n = cand->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
@@ -233,7 +224,7 @@ static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_
         buf[j].score = l2 ? -kr->l2sq_f64(q, x, dim) : kr->dot_f64(q, x, dim);
         buf[j].id = cand->items[j].id;
     }
-    qsort(buf, m, sizeof *buf, cmp_best_first);
+    qsort(buf, m, sizeof *buf, ranked_cmp_best_first);
     float worst = n ? cand->items[n - 1].score : INFINITY;
     if (n == cand->cap && n < n_rows && n >= k && (double)worst >= buf[k - 1].score - eps) return 1;
     size_t out = 0;
@@ -251,151 +242,164 @@ static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_
     return 0;
 }
 
-int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries, float **prepared)
+static flat_path forced_path; /* flat__test_force_path; FLAT_PATH_AUTO in normal use */
+static int last_path;         /* flat__test_last_path (atomic: searches may run at once) */
+
+flat_path flat__test_last_path(void) { return (flat_path)__atomic_load_n(&last_path, __ATOMIC_RELAXED); }
+
+int flat__test_force_path(flat_path p)
 {
-    size_t dim = ix->dim;
-    *prepared = NULL;
-    for (size_t i = 0; i < nq; i++)
-        if (vec_first_nonfinite(queries + i * dim, dim) >= 0) return CHRYS_INVALID;
-    if (ix->metric != CHRYS_METRIC_COSINE) return CHRYS_OK;
-    size_t bytes;
-    if (chrys_mul_size(nq, dim * sizeof(float), &bytes)) return CHRYS_LIMIT;
-    float *qn = chrys_malloc_aligned(bytes);
-    if (!qn) return CHRYS_NOMEM;
-    for (size_t i = 0; i < nq; i++) {
-        const float *v = queries + i * dim;
-        double nr = vec_norm(v, dim);
-        if (nr == 0 || !isfinite(nr)) {
-            chrys_free_aligned(qn);
-            return CHRYS_INVALID;
-        }
-        vec_scale_to(qn + i * dim, v, dim, nr);
-    }
-    *prepared = qn;
+    if (p == FLAT_PATH_FUSED && !chrys_kernels_active()->score_scan) return CHRYS_INVALID;
+#ifndef CHRYS_HAVE_BLAS
+    if (p == FLAT_PATH_SGEMM) return CHRYS_INVALID;
+#endif
+    forced_path = p;
     return CHRYS_OK;
 }
 
-/* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq). */
-static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
-                   unsigned nt, int allow_blas, topk_item **items_out, topk **heaps_out, int *used_blas,
-                   const search_filter *filter)
+/* The scan for nq queries: the fused kernel (AVX-512) for large batches, else sgemm for large
+ * batches over large bases (or without the block kernel, or under L2), else the SIMD kernels.
+ * first_pass = 0 (widening one query's pool): always the SIMD kernels, whose bound it uses. */
+static flat_path choose_path(const chrys_index *ix, const chrys_kernels *kr, size_t nq, int first_pass)
 {
-    *used_blas = 0;
-    size_t dim = ix->dim, n = ix->n;
-    int rc = CHRYS_OK;
-    topk_item *items = NULL;
-    topk *heaps = NULL;
-    float *tile = NULL, *qsq = NULL;
-    search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter};
-    if (allow_blas && nq >= FLAT_BLAS_MIN_NQ && c.kr->score_scan && !getenv("CHRYS_FLAT_SGEMM")) {
-        /* every score one sequential float32 sum of dim products: the same bound as sgemm */
-        *used_blas = 1;
-        size_t cnt;
-        if (chrys_mul_size(nq, pool, &cnt)) return CHRYS_LIMIT;
-        items = chrys_malloc(cnt * sizeof *items);
-        heaps = chrys_malloc(nq * sizeof *heaps);
-        if (!items || !heaps) {
-            rc = CHRYS_NOMEM;
-            goto done;
-        }
-        for (size_t i = 0; i < nq; i++) topk_init(&heaps[i], items + i * pool, pool);
-        fused_ctx fc = {ix, c.kr, q, nq, heaps, floor0, filter, CHRYS_OK};
-        size_t panels = (nq + 31) / 32;
-        unsigned nw = nt;
-        if (n * dim * nq / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(n * dim * nq / FLAT_PAR_MIN_FLOATS);
-        if (nw < 1) nw = 1;
-        chrys_parallel_for(nw, panels, fused_scan, &fc);
-        rc = fc.rc;
-        goto done;
-    }
+    if (!first_pass) return FLAT_PATH_SIMD;
+    if (forced_path != FLAT_PATH_AUTO) return forced_path;
+    if (nq >= FLAT_BLAS_MIN_NQ && kr->score_scan && !getenv("CHRYS_FLAT_SGEMM")) return FLAT_PATH_FUSED;
 #ifdef CHRYS_HAVE_BLAS
     /* sgemm for large batches over large bases; below FLAT_BLAS_MIN_ROWS our block kernel, free
      * of BLAS's thread start-up and spinning, measured faster (Chrysalis 926 rows: 31.8k vs 29.7k
      * QPS; MiniLM 1,580 rows: 45.7k vs 43.5k; the merger at 10k records 0.81 s vs 0.99 s), and
      * sgemm faster at 200k rows (236 vs 219 QPS, one thread). */
-    int blas_ok = !c.kr->dot_block || ix->metric == CHRYS_METRIC_L2 || n >= FLAT_BLAS_MIN_ROWS;
-    if (allow_blas && nq >= FLAT_BLAS_MIN_NQ && blas_ok) {
-        *used_blas = 1;
-        size_t cnt;
-        if (chrys_mul_size(nq, pool, &cnt)) return CHRYS_LIMIT;
-        items = chrys_malloc(cnt * sizeof *items);
-        heaps = chrys_malloc(nq * sizeof *heaps);
-        /* only as large as this search needs: a fresh multi-MiB block costs page faults per call */
-        size_t tq = nq < FLAT_TILE_Q ? nq : FLAT_TILE_Q, tr = n < FLAT_TILE_R ? n : FLAT_TILE_R;
-        tile = chrys_malloc_aligned(tq * tr * sizeof(float));
-        if (ix->metric == CHRYS_METRIC_L2) qsq = chrys_malloc(nq * sizeof *qsq);
-        if (!items || !heaps || !tile || (ix->metric == CHRYS_METRIC_L2 && !qsq)) {
-            rc = CHRYS_NOMEM;
-            goto done;
-        }
-        for (size_t i = 0; i < nq; i++) {
-            topk_init(&heaps[i], items + i * pool, pool);
-            if (qsq) {
-                double s = vec_norm(q + i * dim, dim);
-                qsq[i] = (float)(s * s);
-            }
-        }
-        c.items = items;
-        c.heaps = heaps;
-        c.tile = tile;
-        c.qsq = qsq;
-        for (size_t q0 = 0; q0 < nq; q0 += FLAT_TILE_Q) {
-            size_t nqt = nq - q0 < FLAT_TILE_Q ? nq - q0 : FLAT_TILE_Q;
-            for (size_t r0 = 0; r0 < n; r0 += FLAT_TILE_R) {
-                size_t nrt = n - r0 < FLAT_TILE_R ? n - r0 : FLAT_TILE_R;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nqt, (int)nrt, (int)dim,
-                            1.0f, q + q0 * dim, (int)dim, ix->vecs + r0 * dim, (int)dim, 0.0f, tile,
-                            (int)nrt);
-                c.q0 = q0;
-                c.nq_tile = nqt;
-                c.r0 = r0;
-                c.nr_tile = nrt;
-                chrys_parallel_for(nt, nqt, select_tile, &c);
-            }
-        }
-        goto done;
-    }
+    int blas_ok = !kr->dot_block || ix->metric == CHRYS_METRIC_L2 || ix->n >= FLAT_BLAS_MIN_ROWS;
+    if (nq >= FLAT_BLAS_MIN_NQ && blas_ok) return FLAT_PATH_SGEMM;
 #else
-    (void)allow_blas;
+    (void)ix;
 #endif
-    {
-        /* SIMD path: one set of heaps per worker, merged into worker 0's afterwards. */
+    return FLAT_PATH_SIMD;
+}
+
+/* Fused path: every score one sequential float32 sum of dim products (the same bound as sgemm). */
+static int collect_fused(search_ctx *c, unsigned nt)
+{
+    const chrys_index *ix = c->ix;
+    size_t nq = c->nq, n = ix->n, dim = ix->dim;
+    for (size_t i = 0; i < nq; i++) topk_init(&c->heaps[i], c->items + i * c->pool, c->pool);
+    fused_ctx fc = {ix, c->kr, c->q, nq, c->heaps, c->floor0, c->filter, CHRYS_OK};
+    size_t panels = (nq + 31) / 32;
+    unsigned nw = nt;
+    if (n * dim * nq / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(n * dim * nq / FLAT_PAR_MIN_FLOATS);
+    if (nw < 1) nw = 1;
+    chrys_parallel_for(nw, panels, fused_scan, &fc);
+    return fc.rc;
+}
+
+#ifdef CHRYS_HAVE_BLAS
+static int collect_sgemm(search_ctx *c, unsigned nt)
+{
+    const chrys_index *ix = c->ix;
+    size_t nq = c->nq, n = ix->n, dim = ix->dim;
+    const float *q = c->q;
+    /* only as large as this search needs: a fresh multi-MiB block costs page faults per call */
+    size_t tq = nq < FLAT_TILE_Q ? nq : FLAT_TILE_Q, tr = n < FLAT_TILE_R ? n : FLAT_TILE_R;
+    c->tile = chrys_malloc_aligned(tq * tr * sizeof(float));
+    if (ix->metric == CHRYS_METRIC_L2) c->qsq = chrys_malloc(nq * sizeof *c->qsq);
+    if (!c->tile || (ix->metric == CHRYS_METRIC_L2 && !c->qsq)) return CHRYS_NOMEM;
+    for (size_t i = 0; i < nq; i++) {
+        topk_init(&c->heaps[i], c->items + i * c->pool, c->pool);
+        if (c->qsq) {
+            double s = vec_norm(q + i * dim, dim);
+            c->qsq[i] = (float)(s * s);
+        }
+    }
+    for (size_t q0 = 0; q0 < nq; q0 += FLAT_TILE_Q) {
+        size_t nqt = nq - q0 < FLAT_TILE_Q ? nq - q0 : FLAT_TILE_Q;
+        for (size_t r0 = 0; r0 < n; r0 += FLAT_TILE_R) {
+            size_t nrt = n - r0 < FLAT_TILE_R ? n - r0 : FLAT_TILE_R;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nqt, (int)nrt, (int)dim, 1.0f, q + q0 * dim,
+                        (int)dim, ix->vecs + r0 * dim, (int)dim, 0.0f, c->tile, (int)nrt);
+            c->q0 = q0;
+            c->nq_tile = nqt;
+            c->r0 = r0;
+            c->nr_tile = nrt;
+            chrys_parallel_for(nt, nqt, select_tile, c);
+        }
+    }
+    return CHRYS_OK;
+}
+#endif
+
+/* SIMD path: one set of heaps per worker (c->heaps holds nw * nq), merged into worker 0's. */
+static void collect_simd(search_ctx *c, unsigned nw)
+{
+    size_t nq = c->nq;
+    for (size_t i = 0; i < (size_t)nw * nq; i++) topk_init(&c->heaps[i], c->items + i * c->pool, c->pool);
+    c->n_workers = nw;
+    chrys_parallel_for(nw, c->ix->n, scan_rows, c);
+    for (unsigned w = 1; w < nw; w++)
+        for (size_t i = 0; i < nq; i++) {
+            topk *src = &c->heaps[(size_t)w * nq + i];
+            for (size_t j = 0; j < src->n; j++)
+                topk_push(&c->heaps[i], src->items[j].score, src->items[j].slot, src->items[j].id);
+        }
+}
+
+/* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq).
+ * *path_out: the path that scored them (its rounding bound differs). */
+static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
+                   unsigned nt, int first_pass, topk_item **items_out, topk **heaps_out, flat_path *path_out,
+                   const search_filter *filter)
+{
+    size_t dim = ix->dim, n = ix->n;
+    search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter};
+    flat_path path = choose_path(ix, c.kr, nq, first_pass);
+    *path_out = path;
+    if (first_pass) __atomic_store_n(&last_path, (int)path, __ATOMIC_RELAXED);
+    unsigned nw = 1; /* sets of heaps: one per worker on the SIMD path */
+    if (path == FLAT_PATH_SIMD) {
         size_t work = n * dim * nq;
-        unsigned nw = nt;
+        nw = nt;
         if (work / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(work / FLAT_PAR_MIN_FLOATS);
         if (nw < 1) nw = 1;
         if (nw > n) nw = (unsigned)n;
-        size_t cnt;
-        if (chrys_mul_size((size_t)nw * nq, pool, &cnt)) return CHRYS_LIMIT;
-        items = chrys_malloc(cnt * sizeof *items);
-        heaps = chrys_malloc((size_t)nw * nq * sizeof *heaps);
-        if (!items || !heaps) {
-            rc = CHRYS_NOMEM;
-            goto done;
-        }
-        for (size_t i = 0; i < (size_t)nw * nq; i++) topk_init(&heaps[i], items + i * pool, pool);
-        c.items = items;
-        c.heaps = heaps;
-        c.n_workers = nw;
-        chrys_parallel_for(nw, n, scan_rows, &c);
-        for (unsigned w = 1; w < nw; w++)
-            for (size_t i = 0; i < nq; i++) {
-                topk *src = &heaps[(size_t)w * nq + i];
-                for (size_t j = 0; j < src->n; j++)
-                    topk_push(&heaps[i], src->items[j].score, src->items[j].slot, src->items[j].id);
-            }
     }
-done:
-    chrys_free_aligned(tile);
-    chrys_free(qsq);
+    size_t cnt;
+    if (chrys_mul_size((size_t)nw * nq, pool, &cnt)) return CHRYS_LIMIT;
+    c.items = chrys_malloc(cnt * sizeof *c.items);
+    c.heaps = chrys_malloc((size_t)nw * nq * sizeof *c.heaps);
+    int rc = !c.items || !c.heaps ? CHRYS_NOMEM : CHRYS_OK;
+    if (!rc && path == FLAT_PATH_FUSED) rc = collect_fused(&c, nt);
+#ifdef CHRYS_HAVE_BLAS
+    else if (!rc && path == FLAT_PATH_SGEMM) rc = collect_sgemm(&c, nt);
+#endif
+    else if (!rc) collect_simd(&c, nw);
+    chrys_free_aligned(c.tile);
+    chrys_free(c.qsq);
     if (rc) {
-        chrys_free(items);
-        chrys_free(heaps);
+        chrys_free(c.items);
+        chrys_free(c.heaps);
         return rc;
     }
-    *items_out = items;
-    *heaps_out = heaps;
+    *items_out = c.items;
+    *heaps_out = c.heaps;
     return CHRYS_OK;
+}
+
+/* The float32 floor below which no row can pass the threshold t (internal: higher is better):
+ * t minus the rounding bound of any path's score (search.c's rule with the expanded L2 form's
+ * extra roundings: gamma_{d+8} times |q||x|, or (|q|+|x|)^2 under L2, at the batch's largest
+ * norms), and minus the rounding of t and of the floor themselves. Decided in double later. */
+static float threshold_floor(const chrys_index *ix, size_t nq, const float *q, double t, double max_norm)
+{
+    double qmax = 1.0;
+    if (ix->metric != CHRYS_METRIC_COSINE) {
+        qmax = 0;
+        for (size_t i = 0; i < nq; i++) {
+            double v = vec_norm(q + i * ix->dim, ix->dim);
+            if (v > qmax) qmax = v;
+        }
+    }
+    double scale = ix->metric == CHRYS_METRIC_L2 ? (qmax + max_norm) * (qmax + max_norm) : qmax * max_norm;
+    return (float)(t - f32_gamma((double)ix->dim + 8) * scale - 0x1p-22 * fabs(t));
 }
 
 int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr,
@@ -407,26 +411,23 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
     if (nt == 0) nt = chrys_online_cpus();
     size_t pool = k + (k > 16 ? k : 16);
     if (pool > n) pool = n;
-    float floor0 = -INFINITY;
-    if (use_thr) {
-        float t = (float)(l2 ? -thr : thr);
-        floor0 = t - 1e-4f * fmaxf(1.0f, fabsf(t)); /* float32 slack; decided in double later */
-    }
-    /* Bound on the float32 error of a score, relative to |q||x| (|q|+|x|)^2 for L2): a sum of d
-     * products rounded d times at most (BLAS; its order is unknown), or, for our kernels, about
-     * d/16 sequential additions per lane plus the reductions; with a 2x margin. */
-    double max_norm = 0;
+    double max_norm = 0; /* the largest row norm */
     if (ix->metric == CHRYS_METRIC_COSINE) max_norm = n ? 1.0 : 0.0;
     else
         for (size_t r = 0; r < n; r++)
             if (ix->norms[r] > max_norm) max_norm = ix->norms[r];
+    float floor0 = use_thr ? threshold_floor(ix, nq, q, l2 ? -thr : thr, max_norm) : -INFINITY;
     topk_item *items = NULL;
     topk *heaps = NULL;
-    rescored *buf = NULL;
+    ranked *buf = NULL;
     int rc = CHRYS_OK;
-    int blas = 0, wblas;
-    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps, &blas, filter))) return rc;
-    double gamma = 2.0 * (blas ? (double)dim : dim / 16.0 + 8.0) * (1.0 / 16777216.0);
+    flat_path path = FLAT_PATH_SIMD, wpath;
+    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps, &path, filter))) return rc;
+    /* Bound on the float32 error of a score, relative to |q||x| ((|q|+|x|)^2 for L2): a sum of d
+     * products rounded d times at most (sgemm, whose order is unknown, and the fused kernel), or,
+     * for the SIMD kernels, about d/16 sequential additions per lane plus the reductions; with a
+     * 2x margin. */
+    double gamma = 2.0 * f32_gamma(path != FLAT_PATH_SIMD ? (double)dim : dim / 16.0 + 8.0);
     size_t cap = pool ? pool : 1;
     if (!(buf = chrys_malloc(cap * sizeof *buf))) {
         rc = CHRYS_NOMEM;
@@ -448,13 +449,13 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
             wide = wide * 4 < n ? wide * 4 : n;
             topk_item *wi = NULL;
             topk *wh = NULL;
-            rescored *wb = chrys_malloc(wide * sizeof *wb);
-            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh, &wblas, filter))) {
+            ranked *wb = chrys_malloc(wide * sizeof *wb);
+            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh, &wpath, filter))) {
                 chrys_free(wb);
                 rc = rc ? rc : CHRYS_NOMEM;
                 goto done;
             }
-            double weps = (dim / 16.0 + 8.0) * 2.0 / 16777216.0 * (scale > 1e-30 ? scale : 1e-30);
+            double weps = 2.0 * f32_gamma(dim / 16.0 + 8.0) * (scale > 1e-30 ? scale : 1e-30); /* SIMD path */
             int again = finish_query(ix, qi, wh, k, use_thr, thr, weps, n, wb, ids + i * k, scores + i * k);
             chrys_free(wi);
             chrys_free(wh);
@@ -466,56 +467,5 @@ done:
     chrys_free(items);
     chrys_free(heaps);
     chrys_free(buf);
-    return rc;
-}
-
-int flat_search(const chrys_index *ix, size_t nq, const float *queries, const chrys_search_opts *o,
-                chrys_hit *hits)
-{
-    size_t k = o->k;
-    float *qn = NULL;
-    uint64_t *ids = NULL;
-    double *scores = NULL;
-    int rc = flat_prepare_queries(ix, nq, queries, &qn);
-    if (rc) return rc;
-    size_t cnt;
-    if (chrys_mul_size(nq, k, &cnt)) {
-        rc = CHRYS_LIMIT;
-        goto done;
-    }
-    ids = chrys_malloc(cnt * sizeof *ids);
-    scores = chrys_malloc(cnt * sizeof *scores);
-    if (!ids || !scores) {
-        rc = CHRYS_NOMEM;
-        goto done;
-    }
-    search_filter f = {NULL, NULL};
-    if (o->struct_size >= offsetof(chrys_search_opts, allow_ctx) + sizeof(void *) && o->allow) {
-        f.allow = o->allow;
-        f.ctx = o->allow_ctx;
-    }
-    const search_filter *fp = f.allow ? &f : NULL;
-    if (ix->kind == CHRYS_INDEX_HNSW)
-        rc = hnsw_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
-                         o->struct_size >= offsetof(chrys_search_opts, ef_search) + sizeof(uint32_t) ? o->ef_search : 0,
-                         ids, scores, fp);
-    else if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && ix->sq_min)
-        rc = sq8_flat_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads, ids, scores, fp);
-    else if (ix->kind == CHRYS_INDEX_IVF && ix->nlist)
-        rc = ivf_search(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold, o->n_threads,
-                        o->struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o->nprobe : 0, ids,
-                        scores, fp);
-    else
-        rc = flat_search_prepared(ix, nq, qn ? qn : queries, k, o->use_threshold, o->threshold,
-                                  o->n_threads, ids, scores, fp);
-    for (size_t i = 0; !rc && i < cnt; i++) {
-        hits[i].id = ids[i];
-        hits[i].score = (float)scores[i];
-        hits[i]._pad = 0;
-    }
-done:
-    chrys_free_aligned(qn);
-    chrys_free(ids);
-    chrys_free(scores);
     return rc;
 }

@@ -349,12 +349,12 @@ static void search_range(void *arg, unsigned wk, size_t b, size_t e)
             /* float32 walk: only the k best and those within float32 error of the k-th can be
              * in the top k, so only they are scored again in double (the codes' walk: all ef) */
             size_t depth = nr;
+            for (size_t j = 0; j < nr; j++) slots[j] = r[j].slot;
             if (!ix->sq8 && nr > k) {
-                float kth = r[k - 1].score, tol = 1e-4f * (fabsf(kth) > 1 ? fabsf(kth) : 1);
+                float kth = r[k - 1].score, tol = (float)rerank_slack(ix, qv, kth, slots, nr);
                 depth = k;
                 while (depth < nr && r[depth].score >= kth - tol) depth++;
             }
-            for (size_t j = 0; j < depth; j++) slots[j] = r[j].slot;
             sq8_finish(ix, qv, slots, depth, k, c->use_thr, c->thr, oid, osc, s->fbuf, f);
             m = k;
         }

@@ -21,6 +21,7 @@ int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
     va_end(ap);
     chrys_free(ix->errmsg);
     ix->errmsg = m;
+    index_search_msg_forget(ix); /* this message is the newer one */
     return rc;
 }
 
@@ -32,6 +33,8 @@ int index_check_writable(chrys_index *ix)
 
 const char *chrys_index_errmsg(const chrys_index *ix)
 {
+    const char *s = index_search_msg(ix); /* this thread's failing search (search.c) */
+    if (s) return s;
     return ix && ix->errmsg ? ix->errmsg : "";
 }
 
@@ -137,6 +140,7 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
 void chrys_index_free(chrys_index *ix)
 {
     if (!ix) return;
+    index_search_msg_forget(ix);
     for (size_t i = 0; i < ix->n; i++) chrys_free(ix->meta[i]);
     chrys_free(ix->meta);
     if (ix->map_base) munmap(ix->map_base, ix->map_len); /* vecs pointed into it */
@@ -522,21 +526,4 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
         full.max_level = ml;
     }
     return chrys_struct_out(info, &full, sizeof full);
-}
-
-int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
-                       const chrys_search_opts *opts, chrys_hit *hits)
-{
-    if (!ix || (nq && (!queries || !hits))) return CHRYS_INVALID;
-    chrys_search_opts o;
-    chrys_search_opts_init(&o);
-    if (opts) {
-        size_t sz = opts->struct_size < sizeof o ? opts->struct_size : sizeof o;
-        if (sz < offsetof(chrys_search_opts, k) + sizeof(uint32_t)) return CHRYS_INVALID;
-        memcpy(&o, opts, sz);
-    }
-    if (o.k < 1 || o.k > CHRYS_MAX_K) return CHRYS_INVALID;
-    if (o.use_threshold && !isfinite(o.threshold)) return CHRYS_INVALID;
-    if (nq == 0) return CHRYS_OK;
-    return flat_search(ix, nq, queries, &o, hits); /* dispatches to IVF when trained */
 }

@@ -1,5 +1,6 @@
 /*
- * index.h: the chrys_index structure, shared by index.c (mutation), flat.c (search) and the store.
+ * index.h: the chrys_index structure, shared by index.c (mutation), search.c and the kinds' searches
+ * (flat.c, ivf.c, hnsw.c, sq8.c) and the store.
  *
  * Layout: rows are contiguous (slot s at vecs + s*dim, 64-byte aligned base) so a scan streams
  * memory and sgemm can take row blocks in place. Removal moves the last row into the hole, so
@@ -75,6 +76,9 @@ static inline int index_has_floats(const chrys_index *ix)
 {
     return index_keeps_floats(ix) || (ix->kind == CHRYS_INDEX_IVF && !ix->nlist);
 }
+
+/* Whether slot holds a row a search may return (not an HNSW tombstone). */
+static inline int index_slot_live(const chrys_index *ix, size_t slot) { return ix->ids[slot] != CHRYS_NO_ID; }
 
 /* Record a message on the handle; returns rc. */
 CHRYS_PRIVATE int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
@@ -161,20 +165,63 @@ CHRYS_PRIVATE uint32_t ivf_plan_nlist(size_t n);
 CHRYS_PRIVATE int kmeans_train(const float *x, size_t n, size_t dim, uint32_t k, int spherical, uint64_t seed,
                                int iters, unsigned n_threads, float *centroids, double *objective);
 
-/* flat.c */
-#define FLAT_BLAS_MIN_NQ 64 /* batches below this use the SIMD kernels; at and above, BLAS sgemm */
-CHRYS_PRIVATE int flat_search(const chrys_index *ix, size_t nq, const float *queries,
-                              const chrys_search_opts *opts, chrys_hit *hits);
+/* search.c: the one search path (chrys_index_search and every internal caller). */
+typedef struct search_params {
+    size_t k;
+    int use_thr;
+    double thr;
+    unsigned n_threads;  /* 0 = one per online core */
+    uint32_t ef_search;  /* HNSW (0 = its default) */
+    uint32_t nprobe;     /* IVF (0 = its default) */
+    int exact;           /* non-zero: the exact float32 scan (flat.c) whatever the kind */
+    const search_filter *filter;
+} search_params;
+/* Top-k of nq prepared queries (search_prepare_queries) through the kind's search: ids[nq*k] and
+ * scores[nq*k] in double (the true quantity: cosine, inner product or squared L2), best first,
+ * ties by smaller id, padded with CHRYS_NO_ID. Sets no message. */
+CHRYS_PRIVATE int index_search_prepared(const chrys_index *ix, size_t nq, const float *q, const search_params *p,
+                                        uint64_t *ids, double *scores);
 /* Validate queries and, under cosine, normalise them into a new aligned array (*prepared, free
  * with chrys_free_aligned; NULL when the input can be used as it is). CHRYS_INVALID on NaN/Inf or
- * a zero query under cosine. */
-CHRYS_PRIVATE int flat_prepare_queries(const chrys_index *ix, size_t nq, const float *queries,
-                                       float **prepared);
-/* Exact top-k for prepared queries: ids[nq*k] and scores[nq*k] in double (the true quantity:
- * cosine, inner product or squared L2), best first, ties by smaller id, padded with CHRYS_NO_ID. */
+ * a zero query under cosine, CHRYS_NOMEM, CHRYS_LIMIT; why (optional, why_cap bytes) then names
+ * the query row and the cause. */
+CHRYS_PRIVATE int search_prepare_queries(const chrys_index *ix, size_t nq, const float *queries, float **prepared,
+                                         char *why, size_t why_cap);
+/* The message of this thread's last failing search on ix (NULL if none, or since forgotten). */
+CHRYS_PRIVATE const char *index_search_msg(const chrys_index *ix);
+CHRYS_PRIVATE void index_search_msg_forget(const chrys_index *ix);
+
+/* The re-ranking rule. gamma_n = n u / (1 - n u), u = 2^-24: a float32 sum of n products, in any
+ * order, with or without FMA, errs by at most gamma_n times the sum of the terms' magnitudes
+ * (Higham, Accuracy and Stability of Numerical Algorithms, 3.1); for a dot product that is at most
+ * gamma_n |q||x| by Cauchy-Schwarz, and for sum (q_i - x_i)^2 (one more rounding per term)
+ * gamma_{n+2} |q-x|^2. */
+static inline double f32_gamma(double n_terms)
+{
+    double nu = n_terms * 0x1p-24;
+    return nu / (1 - nu);
+}
+/* The re-ranking band: a float32 candidate whose score lies below kth - rerank_slack (kth: the
+ * k-th best float32 score among them) is provably below the k best in exact arithmetic, so only
+ * those above it need their double score. For float32 scores from the kernels' dot and l2sq
+ * (the plain L2 form) of q with the rows slots[0..n) (the candidates; read under IP only, for
+ * their largest norm). Internal scores: higher is better (L2 negated). */
+CHRYS_PRIVATE double rerank_slack(const chrys_index *ix, const float *q, double kth, const uint32_t *slots,
+                                  size_t n);
+
+/* flat.c: exact search only */
+#define FLAT_BLAS_MIN_NQ 64 /* batches below this use the SIMD kernels; at and above, BLAS sgemm */
+/* Exact top-k for prepared queries, as index_search_prepared. */
 CHRYS_PRIVATE int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_t k,
                                        int use_thr, double thr, unsigned n_threads, uint64_t *ids,
                                        double *scores, const search_filter *filter);
+/* The scans of flat_search_prepared's first pass: chosen by batch and base size (AUTO), or forced
+ * by the test hook below onto one path for every later search (not thread-safe; tests only).
+ * Returns CHRYS_INVALID when this build (sgemm needs BLAS) or CPU (fused needs AVX-512) lacks it. */
+typedef enum flat_path { FLAT_PATH_AUTO = 0, FLAT_PATH_SIMD, FLAT_PATH_FUSED, FLAT_PATH_SGEMM } flat_path;
+CHRYS_PRIVATE int flat__test_force_path(flat_path p);
+/* Test hook: the path the last first pass took. */
+CHRYS_PRIVATE flat_path flat__test_last_path(void);
 
 /* parallel.c: run fn over [0, n) split into contiguous ranges, one per worker (worker 0 is the
  * calling thread). Falls back to fewer workers if threads cannot be started. */

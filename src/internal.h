@@ -130,11 +130,24 @@ typedef struct topk {
     topk_item *items;
     size_t n, cap;
 } topk;
-/* a is worse than b: lower score, or equal score and larger id. */
-static inline int topk_worse(float sa, uint64_t ia, float sb, uint64_t ib)
+/* a is worse than b: lower score, or equal score and larger id. The one ranking order of every
+ * search, for the float32 candidates of a topk and the double scores they are rescored to alike
+ * (a float converts to double exactly, so topk_worse orders floats as they compare). */
+static inline int rank_worse(double sa, uint64_t ia, double sb, uint64_t ib)
 {
     return sa < sb || (sa == sb && ia > ib);
 }
+static inline int topk_worse(float sa, uint64_t ia, float sb, uint64_t ib)
+{
+    return rank_worse(sa, ia, sb, ib);
+}
+/* A candidate rescored in double (internal score: higher is better). */
+typedef struct ranked {
+    double score;
+    uint64_t id;
+} ranked;
+/* qsort comparator for ranked: best first, in rank_worse's order. */
+CHRYS_PRIVATE int ranked_cmp_best_first(const void *a, const void *b);
 CHRYS_PRIVATE void topk_init(topk *t, topk_item *storage, size_t cap);
 CHRYS_PRIVATE void topk_push(topk *t, float score, uint32_t slot, uint64_t id);
 /* Lowest score still able to enter (-inf while not full). */

@@ -924,8 +924,8 @@ int ivf_after_update(chrys_index *ix, uint32_t slot, const float *row)
 static int cmp_desc(const void *a, const void *b)
 {
     const topk_item *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    return x->id < y->id ? -1 : (x->id > y->id);
+    if (topk_worse(y->score, y->id, x->score, x->id)) return -1; /* the one ranking order (internal.h) */
+    return topk_worse(x->score, x->id, y->score, y->id);
 }
 
 /* One query's scan of its nprobe lists over SQ8 codes: each row costs one exact int32 dot product

@@ -580,12 +580,10 @@ static int index_search(const chrys_merger *m, size_t nq, const float *q, size_t
                         double *sc)
 {
     const chrys_index *ix = m->ix;
-    if (ix->kind == CHRYS_INDEX_HNSW) {
-        uint32_t ef = m->opts.ef_search ? m->opts.ef_search : MERGE_HNSW_EF;
-        return hnsw_search(ix, nq, q, k, 0, 0, nt, ef < k ? (uint32_t)k : ef, ids, sc, NULL);
-    }
+    uint32_t ef = m->opts.ef_search ? m->opts.ef_search : MERGE_HNSW_EF;
     uint32_t np = m->opts.nprobe ? m->opts.nprobe : (ix->nlist / 8 > 16 ? ix->nlist / 8 : 16);
-    return ivf_search(ix, nq, q, k, 0, 0, nt, np, ids, sc, NULL);
+    search_params p = {k, 0, 0, nt, ef < k ? (uint32_t)k : ef, np, 0, NULL};
+    return index_search_prepared(ix, nq, q, &p, ids, sc);
 }
 
 /* The best of a candidate list (computed before the block, in (score, id) order): its first
@@ -642,8 +640,8 @@ static int live_best(chrys_merger *m, const float *qn, int exact, unsigned nt, u
     double ls[MERGE_K];
     double t0 = now_s();
     size_t k = exact ? 1 : MERGE_K;
-    int rc = exact ? flat_search_prepared(m->ix, 1, qn, 1, 0, 0, nt, lid, ls, NULL)
-                   : index_search(m, 1, qn, k, nt, lid, ls);
+    search_params xp = {1, 0, 0, nt, 0, 0, 1, NULL};
+    int rc = exact ? index_search_prepared(m->ix, 1, qn, &xp, lid, ls) : index_search(m, 1, qn, k, nt, lid, ls);
     if (rc) return fail(m, rc, "search failed");
     report(m, t0, m->n_entries, 1, exact ? "flat-recheck" : "index-recheck");
     *best = CHRYS_NO_ID;
@@ -765,8 +763,9 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         size_t nx = 0; /* queries with exact candidates too (xid/xsc, at xpos[q]) */
         if (nb && k) {
             double t0 = now_s();
+            search_params xp = {k, 0, 0, nt, 0, 0, 1, NULL}; /* exact */
             rc = approx ? index_search(m, nb, qblock, k, nt, cid, csc)
-                        : flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL);
+                        : index_search_prepared(m->ix, nb, qblock, &xp, cid, csc);
             if (rc) {
                 rc = fail(m, rc, "search failed");
                 goto done;
@@ -788,7 +787,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
             }
             if (nx) {
                 t0 = now_s();
-                if ((rc = flat_search_prepared(m->ix, nx, xq, k, 0, 0, nt, xid, xsc, NULL))) {
+                if ((rc = index_search_prepared(m->ix, nx, xq, &xp, xid, xsc))) {
                     rc = fail(m, rc, "search failed");
                     goto done;
                 }

@@ -108,8 +108,8 @@ void sq8_prepare(const chrys_index *ix, const float *v, sq8_query *q, int8_t *w8
 static int cmp_fin(const void *pa, const void *pb)
 {
     const sq8_fin *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return a->id < b->id ? -1 : (a->id > b->id);
+    if (rank_worse(b->s, b->id, a->s, a->id)) return -1; /* the one ranking order (internal.h) */
+    return rank_worse(a->s, a->id, b->s, b->id);
 }
 
 static void sort_fin(sq8_fin *fin, size_t nc)
@@ -118,7 +118,7 @@ static void sort_fin(sq8_fin *fin, size_t nc)
         for (size_t i = 1; i < nc; i++) {
             sq8_fin x = fin[i];
             size_t j = i;
-            while (j > 0 && (fin[j - 1].s < x.s || (fin[j - 1].s == x.s && fin[j - 1].id > x.id))) {
+            while (j > 0 && rank_worse(fin[j - 1].s, fin[j - 1].id, x.s, x.id)) {
                 fin[j] = fin[j - 1];
                 j--;
             }
@@ -151,7 +151,7 @@ void sq8_finish(const chrys_index *ix, const float *qv, const uint32_t *c, size_
             fin[j] = (sq8_fin){l2 ? -kr->l2sq(qv, x, dim) : kr->dot(qv, x, dim), j};
         }
         sort_fin(fin, nc);
-        double kth = fin[k - 1].s, tol = 1e-4 * (fabs(kth) > 1 ? fabs(kth) : 1);
+        double kth = fin[k - 1].s, tol = rerank_slack(ix, qv, kth, c, nc);
         size_t depth = k;
         while (depth < nc && fin[depth].s >= kth - tol) depth++;
         for (size_t j = 0; j < depth; j++) {

@@ -27,3 +27,10 @@ void topk_sort(topk *t)
     /* Heap sort: repeatedly move the worst to the end; the array ends best first. */
     topk_heap_sort(t->items, t->n);
 }
+
+int ranked_cmp_best_first(const void *pa, const void *pb)
+{
+    const ranked *a = pa, *b = pb;
+    if (rank_worse(b->score, b->id, a->score, a->id)) return -1;
+    return rank_worse(a->score, a->id, b->score, b->id);
+}

@@ -177,7 +177,7 @@ void test_hnsw_sq8_memory_and_get(void)
     CHECK(err > 0); /* really quantised */
     /* an exact scan needs float32 rows: refused on SQ8-only, not a crash */
     float *qn = NULL;
-    CHECK_EQ(flat_prepare_queries(b, 1, x, &qn), CHRYS_OK);
+    CHECK_EQ(search_prepare_queries(b, 1, x, &qn, NULL, 0), CHRYS_OK);
     uint64_t oid;
     double osc;
     CHECK_EQ(flat_search_prepared(b, 1, qn ? qn : x, 1, 0, 0, 1, &oid, &osc, NULL), CHRYS_INVALID);

@@ -41,6 +41,9 @@
     X(test_index_concurrent_search)                 \
     X(test_index_near_ties_exact)                   \
     X(test_index_score_exact)                       \
+    X(test_search_flat_paths_agree)                 \
+    X(test_search_failure_messages)                 \
+    X(test_regress_rerank_band_ip_large_norms)      \
     X(test_store_roundtrip_and_determinism)         \
     X(test_store_golden_v1)                         \
     X(test_store_every_truncation_and_bitflip)      \
