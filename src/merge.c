@@ -73,13 +73,13 @@ static int import_opts(chrys_merge_opts *dst, const chrys_merge_opts *src, char 
     return CHRYS_OK;
 }
 
-/* The entries' index as the merger drives it: the planner builds HNSW at its threshold, and the
- * rows a block appends are linked together at the block's end. */
+/* The entries' index as the merger drives it: the planner builds HNSW at its threshold. (The
+ * rows a block appends are added unlinked and linked together at the block's end:
+ * merge_block.c.) */
 void merger_index_for_merging(chrys_merger *m)
 {
     m->ix->plan_kind = CHRYS_INDEX_HNSW;
     m->ix->plan_efc = m->opts.ef_construction ? m->opts.ef_construction : MERGE_HNSW_EFC;
-    m->ix->defer_links = 1;
 }
 
 chrys_merger *merger_alloc(const chrys_merge_opts *o)

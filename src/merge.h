@@ -64,7 +64,12 @@ CHRYS_PRIVATE void merger_index_for_merging(chrys_merger *m);
 CHRYS_PRIVATE int merger_reserve_entries(chrys_merger *m, size_t extra);
 CHRYS_PRIVATE int merger_reserve_records(chrys_merger *m, size_t extra);
 
-/* merge_meta.c */
+/* merge_meta.c (the merger's only use of cJSON) */
+/* New metadata string (owned, chrys_ allocator) for entry meta `old` merged with record meta
+ * `rec` by the variant's rule, or NULL when neither has metadata. *rc: CHRYS_CORRUPT when `old`
+ * is not a JSON object, CHRYS_NOMEM on allocation failure. */
 CHRYS_PRIVATE char *merger_merged_meta(const chrys_merger *m, const char *old, const char *rec, int *rc);
+/* Whether json parses as a JSON object (a record's metadata must). */
+CHRYS_PRIVATE int merger_meta_is_object(const char *json);
 
 #endif

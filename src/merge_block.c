@@ -30,8 +30,6 @@
 #include <stdio.h>
 #include <time.h>
 
-#include <cJSON.h>
-
 #include "hnsw.h"
 #include "kernels/dist.h"
 #include "merge.h"
@@ -72,13 +70,9 @@ static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, u
             } else if (vec_norm(r->vec, dim) == 0 || !isfinite(vec_norm(r->vec, dim))) {
                 bad = CHRYS_INVALID;
                 snprintf(why, sizeof why, "zero vector has no cosine similarity");
-            } else if (r->meta) {
-                cJSON *o = cJSON_Parse(r->meta);
-                if (!cJSON_IsObject(o)) {
-                    bad = CHRYS_INVALID;
-                    snprintf(why, sizeof why, "metadata is not a JSON object");
-                }
-                cJSON_Delete(o);
+            } else if (r->meta && !merger_meta_is_object(r->meta)) {
+                bad = CHRYS_INVALID;
+                snprintf(why, sizeof why, "metadata is not a JSON object");
             }
         }
         if (bad) {
@@ -137,8 +131,7 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
     if (meta || old_meta) {
         /* replace the row's metadata in place (the index owns it) */
         uint32_t slot = idmap_get(&m->ix->map, e);
-        chrys_free(m->ix->meta[slot]);
-        m->ix->meta[slot] = meta;
+        index_set_meta(m->ix, slot, meta);
     }
     m->merged_count[e] = c + 1;
     if (m->ix->kind == CHRYS_INDEX_HNSW) { /* how far the entry moved: relinked at the block's end past a limit */
@@ -154,7 +147,7 @@ static int apply_append(chrys_merger *m, const chrys_merge_record *r, uint64_t *
 {
     uint64_t e = m->n_entries;
     const char *meta[1] = {r->meta};
-    int rc = chrys_index_add(m->ix, 1, &e, r->vec, meta);
+    int rc = index_add_unlinked(m->ix, 1, &e, r->vec, meta); /* HNSW: linked at the block's end */
     if (rc) return merger_fail(m, rc, "adding entry: %s", chrys_index_errmsg(m->ix));
     m->merged_count[e] = 1;
     m->drift[e] = 0;
@@ -305,235 +298,320 @@ static int decide(chrys_merger *m, const float *qn, const uint64_t *cid, const d
     return CHRYS_OK;
 }
 
+/* Everything a merge checks and reserves before its first change: the records (skip[i] set for
+ * those skipped), room for all of them, the build threads, and a store an earlier version
+ * planned as IVF re-planned as the merger's graph. */
+static int merge_begin(chrys_merger *m, size_t n, const chrys_merge_record *recs, unsigned char *skip, unsigned nt)
+{
+    int rc;
+    if ((rc = validate(m, n, recs, skip))) return rc;
+    if ((rc = merger_reserve_entries(m, n)) || (rc = merger_reserve_records(m, n)) || (rc = index_reserve(m->ix, n)))
+        return merger_fail(m, CHRYS_NOMEM, "out of memory reserving for %zu records", n);
+    index_set_build_threads(m->ix, nt);
+    if (m->ix->planned && m->ix->kind == CHRYS_INDEX_IVF && m->ix->plan_kind == CHRYS_INDEX_HNSW &&
+        (rc = index_replan(m->ix))) /* a store an earlier version planned as IVF */
+        return merger_fail(m, rc, "re-planning the entries' index: %s", chrys_index_errmsg(m->ix));
+    return CHRYS_OK;
+}
+
+/* One merge's scratch, sized for its largest block, and the state of the block being settled. */
+typedef struct block_work {
+    unsigned nt;                   /* workers */
+    float *qblock, *xq;            /* max_b x dim: the block's prepared queries; those confirmed exactly */
+    float *tmp_old, *tmp_new;      /* dim: an entry before and after a merge */
+    uint64_t *cid, *xid;           /* max_b x MERGE_K: candidates (block search; exact confirmation) */
+    double *csc, *xsc;             /* their scores */
+    uint32_t *xpos;                /* max_b: row of each query in xid/xsc (UINT32_MAX: none) */
+    unsigned char *conf;           /* max_b: the query's best candidate is near the threshold */
+    uint64_t *dlist;               /* max_b: entries changed or created in the block */
+    uint32_t *relink;              /* max_b: slots to link again at the block's end */
+    unsigned char *dirty;          /* dirty_cap: entry changed or created in the block */
+    size_t dirty_cap;
+    /* the block */
+    int approx;                    /* candidates from the index (else the exact scan) */
+    size_t b, nb;                  /* records; records searched (not skipped) */
+    size_t e_before, k, nx;        /* entries before it; candidates per query; queries confirmed */
+    size_t nd;                     /* entries in dlist */
+    int can_recheck;
+} block_work;
+
+static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
+{
+    w->qblock = chrys_malloc_aligned(max_b * dim * sizeof(float));
+    w->xq = chrys_malloc_aligned(max_b * dim * sizeof(float));
+    w->tmp_old = chrys_malloc(dim * sizeof(float));
+    w->tmp_new = chrys_malloc(dim * sizeof(float));
+    w->cid = chrys_malloc(max_b * MERGE_K * sizeof *w->cid);
+    w->csc = chrys_malloc(max_b * MERGE_K * sizeof *w->csc);
+    w->xid = chrys_malloc(max_b * MERGE_K * sizeof *w->xid);
+    w->xsc = chrys_malloc(max_b * MERGE_K * sizeof *w->xsc);
+    w->xpos = chrys_malloc(max_b * sizeof *w->xpos);
+    w->conf = chrys_malloc(max_b);
+    w->dlist = chrys_malloc(max_b * sizeof *w->dlist);
+    w->relink = chrys_malloc(max_b * sizeof *w->relink);
+    if (!w->qblock || !w->xq || !w->tmp_old || !w->tmp_new || !w->cid || !w->csc || !w->xid || !w->xsc ||
+        !w->xpos || !w->conf || !w->dlist || !w->relink)
+        return CHRYS_NOMEM;
+    return CHRYS_OK;
+}
+
+static void work_free(block_work *w)
+{
+    chrys_free_aligned(w->qblock);
+    chrys_free_aligned(w->xq);
+    chrys_free(w->tmp_old);
+    chrys_free(w->tmp_new);
+    chrys_free(w->cid);
+    chrys_free(w->csc);
+    chrys_free(w->xid);
+    chrys_free(w->xsc);
+    chrys_free(w->xpos);
+    chrys_free(w->conf);
+    chrys_free(w->dirty);
+    chrys_free(w->dlist);
+    chrys_free(w->relink);
+}
+
+/* Block size. Exact: the settle step costs about B^2/2 rescorings against B*E for the search, so
+ * B grows with the number of entries E. Index: the search costs the same per record whatever B;
+ * B is large enough that one scan of the entries serves all of the block's exact confirmations.
+ * B: the caller's batch_size (0: automatic); at most max_b and the records left. */
+static size_t block_size(const chrys_merger *m, size_t B, int approx, size_t max_b, size_t left)
+{
+    size_t b = B;
+    if (!b && approx) { /* each block costs one scan of the entries for its confirmations, each
+                           record about B/2 rescorings of the block's changed entries: B ~ sqrt(E) */
+        b = (size_t)(2.5 * sqrt((double)m->n_entries));
+        if (b < 256) b = 256;
+    }
+    if (!b) {
+        b = m->n_entries / 16;
+        if (b < 16) b = 16;
+        if (b > MERGE_MAX_BLOCK) b = MERGE_MAX_BLOCK;
+    }
+    if (b > max_b) b = max_b;
+    if (b > left) b = left;
+    return b;
+}
+
+/* The block's queries (unit length, as the index's rescoring expects), skipped records left out;
+ * returns how many. */
+static size_t prepare_queries(uint32_t dim, const chrys_merge_record *recs, const unsigned char *skip, size_t b,
+                              float *qblock)
+{
+    size_t nb = 0;
+    for (size_t j = 0; j < b; j++) {
+        const chrys_merge_record *r = &recs[j];
+        if (skip[j]) continue;
+        vec_scale_to(qblock + nb * dim, r->vec, dim, vec_norm(r->vec, dim));
+        nb++;
+    }
+    return nb;
+}
+
+/* The block's search in the state before it: each query's top-k candidates (cid/csc), and, when
+ * they come from the index, the near-threshold safeguard. */
+static int block_search(chrys_merger *m, block_work *w)
+{
+    uint32_t dim = m->opts.dim;
+    size_t nb = w->nb, k = w->k;
+    int approx = w->approx, rc;
+    w->nx = 0; /* queries with exact candidates too (xid/xsc, at xpos[q]) */
+    if (!nb || !k) return CHRYS_OK;
+    double t0 = now_s();
+    rc = approx ? index_search(m, nb, w->qblock, k, w->nt, w->cid, w->csc)
+                : flat_search_prepared(m->ix, nb, w->qblock, k, 0, 0, w->nt, w->cid, w->csc, NULL);
+    if (rc) return merger_fail(m, rc, "search failed");
+    report(m, t0, w->e_before, nb, !approx                     ? (nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd")
+                                   : m->ix->kind == CHRYS_INDEX_HNSW ? "hnsw"
+                                                                     : "ivf");
+    /* Near-threshold safeguard, in one exact scan for the whole block: a record whose best
+     * candidate lies within confirm_margin of the threshold (or that has none) gets exact
+     * candidates; so does every record under verify. */
+    for (size_t q = 0; approx && q < nb; q++) {
+        double s0 = w->cid[q * k] == CHRYS_NO_ID ? 0.0 : w->csc[q * k];
+        w->conf[q] = s0 <= 0 || fabs(s0 - m->opts.threshold) < m->opts.confirm_margin;
+        w->xpos[q] = UINT32_MAX;
+        if (w->conf[q] || m->opts.verify) {
+            memcpy(w->xq + w->nx * dim, w->qblock + q * dim, dim * sizeof(float));
+            w->xpos[q] = (uint32_t)w->nx++;
+        }
+    }
+    if (w->nx) {
+        t0 = now_s();
+        if ((rc = flat_search_prepared(m->ix, w->nx, w->xq, k, 0, 0, w->nt, w->xid, w->xsc, NULL)))
+            return merger_fail(m, rc, "search failed");
+        report(m, t0, w->e_before, w->nx, "flat-confirm");
+    }
+    return CHRYS_OK;
+}
+
+/* Room in the dirty map for every entry the block can reach. */
+static int grow_dirty(chrys_merger *m, block_work *w)
+{
+    if (w->dirty_cap >= m->n_entries + w->b) return CHRYS_OK;
+    size_t nc = (m->n_entries + w->b) * 2;
+    unsigned char *d = chrys_realloc(w->dirty, nc);
+    if (!d) return merger_fail(m, CHRYS_NOMEM, "out of memory");
+    memset(d + w->dirty_cap, 0, nc - w->dirty_cap);
+    w->dirty = d;
+    w->dirty_cap = nc;
+    return CHRYS_OK;
+}
+
+/* Under verify: the exact decision on the same state, counted as a disagreement when it differs
+ * from the one taken (best, best_s). */
+static int verify_decision(chrys_merger *m, block_work *w, const float *qn, size_t q, uint64_t best, double best_s)
+{
+    size_t k = w->k;
+    uint64_t xbest = best;
+    double xs = best_s;
+    int rc;
+    if (w->approx && k &&
+        (rc = decide(m, qn, w->xid + (size_t)w->xpos[q] * k, w->xsc + (size_t)w->xpos[q] * k, k, 1, w->can_recheck,
+                     w->dirty, w->dlist, w->nd, w->nt, &xbest, &xs)))
+        return rc;
+    int x_merge = xbest != CHRYS_NO_ID && xs >= m->opts.threshold;
+    int a_merge = best != CHRYS_NO_ID && best_s >= m->opts.threshold;
+    m->verified++;
+    if (x_merge != a_merge || (x_merge && xbest != best)) m->disagreements++;
+    return CHRYS_OK;
+}
+
+/* Settle record r, the block's q-th searched record, on the state the block's earlier records
+ * left: decide, apply, and record the assignment. */
+static int settle_record(chrys_merger *m, block_work *w, const chrys_merge_record *r, size_t q,
+                         chrys_merge_result *res)
+{
+    size_t k = w->k;
+    int approx = w->approx, rc;
+    const float *qn = w->qblock + q * m->opts.dim;
+    uint64_t best;
+    double best_s;
+    int exact_cands = !approx || !k || w->conf[q];
+    const uint64_t *ci = exact_cands && approx && k ? w->xid + (size_t)w->xpos[q] * k : w->cid + q * k;
+    const double *cs = exact_cands && approx && k ? w->xsc + (size_t)w->xpos[q] * k : w->csc + q * k;
+    if ((rc = decide(m, qn, ci, cs, k, exact_cands, w->can_recheck, w->dirty, w->dlist, w->nd, w->nt, &best,
+                     &best_s)))
+        return rc;
+    if (approx) {
+        m->approx_records++;
+        if (exact_cands) m->confirmations++;
+        else if (best == CHRYS_NO_ID || fabs(best_s - m->opts.threshold) < m->opts.confirm_margin) {
+            /* the block's changes brought it near the threshold: confirm on the live state */
+            if ((rc = live_best(m, qn, 1, w->nt, &best, &best_s))) return rc;
+            m->confirmations++;
+        }
+    }
+    if (m->opts.verify && (rc = verify_decision(m, w, qn, q, best, best_s))) return rc;
+    res->score = best == CHRYS_NO_ID ? NAN : best_s;
+    if (best != CHRYS_NO_ID && best_s >= m->opts.threshold) {
+        if ((rc = apply_merge(m, best, best_s, r, w->tmp_old, w->tmp_new))) return rc;
+        m->merged++;
+        res->action = CHRYS_MERGE_MERGED;
+        res->entry = best;
+    } else {
+        if ((rc = apply_append(m, r, &res->entry))) return rc;
+        m->added++;
+        res->action = CHRYS_MERGE_ADDED;
+        if (res->entry >= w->dirty_cap) /* cannot happen: reserved above */
+            return merger_fail(m, CHRYS_ERROR, "internal: dirty map too small");
+    }
+    if (!w->dirty[res->entry]) {
+        w->dirty[res->entry] = 1;
+        w->dlist[w->nd++] = res->entry;
+    }
+    uint32_t a = (uint32_t)m->n_asn++;
+    m->asn_rec[a] = r->id;
+    m->asn_entry[a] = res->entry;
+    idmap_put(&m->seen, r->id, a); /* reserved: cannot fail */
+    return CHRYS_OK;
+}
+
+/* Settle the block's records [i0, i0 + b) in order. */
+static int settle_block(chrys_merger *m, block_work *w, const chrys_merge_record *recs, const unsigned char *skip,
+                        size_t i0, chrys_merge_result *results)
+{
+    int rc;
+    if ((rc = grow_dirty(m, w))) return rc;
+    size_t q = 0;
+    w->nd = 0;
+    w->can_recheck = w->k == MERGE_K && w->e_before > w->k;
+    for (size_t j = 0; j < w->b; j++) {
+        size_t i = i0 + j;
+        chrys_merge_result res = {CHRYS_NO_ID, NAN, CHRYS_MERGE_SKIPPED, 0};
+        m->records++;
+        if (skip[i]) {
+            m->skipped++;
+            if (results) results[i] = res;
+            continue;
+        }
+        if ((rc = settle_record(m, w, &recs[i], q, &res))) return rc;
+        if (results) results[i] = res;
+        q++;
+    }
+    for (size_t d = 0; d < w->nd; d++) w->dirty[w->dlist[d]] = 0;
+    return CHRYS_OK;
+}
+
+/* Before the next block's search, on all cores: the block's new entries join the graph, and
+ * entries that moved more than MERGE_RELINK_DRIFT since they were linked are linked again from
+ * where they are now (without it, an entry that many merges dragged across its cluster is missed
+ * by walks from its new neighbourhood). */
+static int link_block(chrys_merger *m, block_work *w)
+{
+    if (m->ix->kind != CHRYS_INDEX_HNSW) return CHRYS_OK;
+    double t0 = now_s();
+    size_t np = m->ix->pending, nr = 0, linked = m->ix->n - np;
+    for (size_t d = 0; d < w->nd; d++) {
+        uint64_t e = w->dlist[d];
+        if (!(m->drift[e] > MERGE_RELINK_DRIFT)) continue;
+        m->drift[e] = 0;
+        uint32_t slot = idmap_get(&m->ix->map, e);
+        if (slot < linked) w->relink[nr++] = slot; /* (a new entry is linked where it is now) */
+    }
+    int rc;
+    if ((rc = index_link_pending(m->ix)) || (rc = hnsw_relink(m->ix, w->relink, nr)))
+        return merger_fail(m, rc, "out of memory linking entries into the graph");
+    m->relinks += nr;
+    if (np + nr) report(m, t0, m->n_entries, np + nr, "hnsw-link");
+    return CHRYS_OK;
+}
+
 int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs, chrys_merge_result *results)
 {
     if (!m || (n && !recs)) return CHRYS_INVALID;
     if (n == 0) return CHRYS_OK;
-    uint32_t dim = m->opts.dim;
-    int rc;
     unsigned char *skip = chrys_malloc(n);
     if (!skip) return merger_fail(m, CHRYS_NOMEM, "out of memory");
-    if ((rc = validate(m, n, recs, skip))) {
+    unsigned nt = m->opts.n_threads ? m->opts.n_threads : chrys_online_cpus();
+    int rc = merge_begin(m, n, recs, skip, nt);
+    if (rc) {
         chrys_free(skip);
         return rc;
     }
-    if ((rc = merger_reserve_entries(m, n)) || (rc = merger_reserve_records(m, n)) || (rc = index_reserve(m->ix, n))) {
-        chrys_free(skip);
-        return merger_fail(m, CHRYS_NOMEM, "out of memory reserving for %zu records", n);
-    }
     size_t B = m->opts.batch_size;
-    unsigned nt = m->opts.n_threads ? m->opts.n_threads : chrys_online_cpus();
-    m->ix->build_threads = nt;
-    if (m->ix->planned && m->ix->kind == CHRYS_INDEX_IVF && m->ix->plan_kind == CHRYS_INDEX_HNSW &&
-        (rc = index_replan(m->ix))) { /* a store an earlier version planned as IVF */
-        chrys_free(skip);
-        return merger_fail(m, rc, "re-planning the entries' index: %s", chrys_index_errmsg(m->ix));
-    }
-    float *qblock = NULL, *xq = NULL, *tmp_old = NULL, *tmp_new = NULL;
-    uint64_t *cid = NULL, *xid = NULL, *dlist = NULL;
-    double *csc = NULL, *xsc = NULL;
-    uint32_t *xpos = NULL, *relink = NULL;
-    unsigned char *dirty = NULL, *conf = NULL;
-    size_t dirty_cap = 0;
     size_t max_b = B ? B : MERGE_MAX_BLOCK;
     if (max_b > n) max_b = n;
-    qblock = chrys_malloc_aligned(max_b * dim * sizeof(float));
-    xq = chrys_malloc_aligned(max_b * dim * sizeof(float));
-    tmp_old = chrys_malloc(dim * sizeof(float));
-    tmp_new = chrys_malloc(dim * sizeof(float));
-    cid = chrys_malloc(max_b * MERGE_K * sizeof *cid);
-    csc = chrys_malloc(max_b * MERGE_K * sizeof *csc);
-    xid = chrys_malloc(max_b * MERGE_K * sizeof *xid);
-    xsc = chrys_malloc(max_b * MERGE_K * sizeof *xsc);
-    xpos = chrys_malloc(max_b * sizeof *xpos);
-    conf = chrys_malloc(max_b);
-    dlist = chrys_malloc(max_b * sizeof *dlist);
-    relink = chrys_malloc(max_b * sizeof *relink);
-    if (!qblock || !xq || !tmp_old || !tmp_new || !cid || !csc || !xid || !xsc || !xpos || !conf || !dlist || !relink) {
+    block_work w = {0};
+    w.nt = nt;
+    if (work_alloc(&w, max_b, m->opts.dim)) {
         rc = merger_fail(m, CHRYS_NOMEM, "out of memory");
         goto done;
     }
-    size_t i0 = 0;
-    while (i0 < n) {
-        int approx = use_index(m);
-        /* Block size. Exact: the settle step costs about B^2/2 rescorings against B*E for the
-         * search, so B grows with the number of entries E. Index: the search costs the same per
-         * record whatever B; B is large enough that one scan of the entries serves all of the
-         * block's exact confirmations. */
-        size_t b = B;
-        if (!b && approx) { /* each block costs one scan of the entries for its confirmations, each
-                               record about B/2 rescorings of the block's changed entries: B ~ sqrt(E) */
-            b = (size_t)(2.5 * sqrt((double)m->n_entries));
-            if (b < 256) b = 256;
-        }
-        if (!b) {
-            b = m->n_entries / 16;
-            if (b < 16) b = 16;
-            if (b > MERGE_MAX_BLOCK) b = MERGE_MAX_BLOCK;
-        }
-        if (b > max_b) b = max_b;
-        if (b > n - i0) b = n - i0;
-        /* Prepare the block's queries (unit length, as the index's rescoring expects). */
-        size_t nb = 0;
-        for (size_t j = 0; j < b; j++) {
-            const chrys_merge_record *r = &recs[i0 + j];
-            if (skip[i0 + j]) continue;
-            vec_scale_to(qblock + nb * dim, r->vec, dim, vec_norm(r->vec, dim));
-            nb++;
-        }
-        size_t e_before = m->n_entries;
-        size_t k = MERGE_K < e_before ? MERGE_K : e_before;
-        size_t nx = 0; /* queries with exact candidates too (xid/xsc, at xpos[q]) */
-        if (nb && k) {
-            double t0 = now_s();
-            rc = approx ? index_search(m, nb, qblock, k, nt, cid, csc)
-                        : flat_search_prepared(m->ix, nb, qblock, k, 0, 0, nt, cid, csc, NULL);
-            if (rc) {
-                rc = merger_fail(m, rc, "search failed");
-                goto done;
-            }
-            report(m, t0, e_before, nb, !approx                     ? (nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd")
-                                        : m->ix->kind == CHRYS_INDEX_HNSW ? "hnsw"
-                                                                          : "ivf");
-            /* Near-threshold safeguard, in one exact scan for the whole block: a record whose best
-             * candidate lies within confirm_margin of the threshold (or that has none) gets exact
-             * candidates; so does every record under verify. */
-            for (size_t q = 0; approx && q < nb; q++) {
-                double s0 = cid[q * k] == CHRYS_NO_ID ? 0.0 : csc[q * k];
-                conf[q] = s0 <= 0 || fabs(s0 - m->opts.threshold) < m->opts.confirm_margin;
-                xpos[q] = UINT32_MAX;
-                if (conf[q] || m->opts.verify) {
-                    memcpy(xq + nx * dim, qblock + q * dim, dim * sizeof(float));
-                    xpos[q] = (uint32_t)nx++;
-                }
-            }
-            if (nx) {
-                t0 = now_s();
-                if ((rc = flat_search_prepared(m->ix, nx, xq, k, 0, 0, nt, xid, xsc, NULL))) {
-                    rc = merger_fail(m, rc, "search failed");
-                    goto done;
-                }
-                report(m, t0, e_before, nx, "flat-confirm");
-            }
-        }
-        /* Settle in order. */
-        if (dirty_cap < m->n_entries + b) {
-            size_t nc = (m->n_entries + b) * 2;
-            unsigned char *d = chrys_realloc(dirty, nc);
-            if (!d) {
-                rc = merger_fail(m, CHRYS_NOMEM, "out of memory");
-                goto done;
-            }
-            memset(d + dirty_cap, 0, nc - dirty_cap);
-            dirty = d;
-            dirty_cap = nc;
-        }
-        size_t nd = 0, q = 0;
-        int can_recheck = k == MERGE_K && e_before > k;
-        for (size_t j = 0; j < b; j++) {
-            size_t i = i0 + j;
-            const chrys_merge_record *r = &recs[i];
-            chrys_merge_result res = {CHRYS_NO_ID, NAN, CHRYS_MERGE_SKIPPED, 0};
-            m->records++;
-            if (skip[i]) {
-                m->skipped++;
-                if (results) results[i] = res;
-                continue;
-            }
-            const float *qn = qblock + q * dim;
-            uint64_t best;
-            double best_s;
-            int exact_cands = !approx || !k || conf[q];
-            const uint64_t *ci = exact_cands && approx && k ? xid + (size_t)xpos[q] * k : cid + q * k;
-            const double *cs = exact_cands && approx && k ? xsc + (size_t)xpos[q] * k : csc + q * k;
-            if ((rc = decide(m, qn, ci, cs, k, exact_cands, can_recheck, dirty, dlist, nd, nt, &best, &best_s)))
-                goto done;
-            if (approx) {
-                m->approx_records++;
-                if (exact_cands) m->confirmations++;
-                else if (best == CHRYS_NO_ID || fabs(best_s - m->opts.threshold) < m->opts.confirm_margin) {
-                    /* the block's changes brought it near the threshold: confirm on the live state */
-                    if ((rc = live_best(m, qn, 1, nt, &best, &best_s))) goto done;
-                    m->confirmations++;
-                }
-            }
-            if (m->opts.verify) { /* the exact decision on the same state */
-                uint64_t xbest = best;
-                double xs = best_s;
-                if (approx && k &&
-                    (rc = decide(m, qn, xid + (size_t)xpos[q] * k, xsc + (size_t)xpos[q] * k, k, 1, can_recheck, dirty,
-                                 dlist, nd, nt, &xbest, &xs)))
-                    goto done;
-                int x_merge = xbest != CHRYS_NO_ID && xs >= m->opts.threshold;
-                int a_merge = best != CHRYS_NO_ID && best_s >= m->opts.threshold;
-                m->verified++;
-                if (x_merge != a_merge || (x_merge && xbest != best)) m->disagreements++;
-            }
-            res.score = best == CHRYS_NO_ID ? NAN : best_s;
-            if (best != CHRYS_NO_ID && best_s >= m->opts.threshold) {
-                if ((rc = apply_merge(m, best, best_s, r, tmp_old, tmp_new))) goto done;
-                m->merged++;
-                res.action = CHRYS_MERGE_MERGED;
-                res.entry = best;
-            } else {
-                if ((rc = apply_append(m, r, &res.entry))) goto done;
-                m->added++;
-                res.action = CHRYS_MERGE_ADDED;
-                if (res.entry >= dirty_cap) { /* cannot happen: reserved above */
-                    rc = merger_fail(m, CHRYS_ERROR, "internal: dirty map too small");
-                    goto done;
-                }
-            }
-            if (!dirty[res.entry]) {
-                dirty[res.entry] = 1;
-                dlist[nd++] = res.entry;
-            }
-            uint32_t a = (uint32_t)m->n_asn++;
-            m->asn_rec[a] = r->id;
-            m->asn_entry[a] = res.entry;
-            idmap_put(&m->seen, r->id, a); /* reserved: cannot fail */
-            if (results) results[i] = res;
-            q++;
-        }
-        for (size_t d = 0; d < nd; d++) dirty[dlist[d]] = 0;
-        /* Before the next block's search, on all cores: the block's new entries join the graph,
-         * and entries that moved more than MERGE_RELINK_DRIFT since they were linked are linked
-         * again from where they are now (without it, an entry that many merges dragged across its
-         * cluster is missed by walks from its new neighbourhood). */
-        if (m->ix->kind == CHRYS_INDEX_HNSW) {
-            double t0 = now_s();
-            size_t np = m->ix->pending, nr = 0, linked = m->ix->n - np;
-            for (size_t d = 0; d < nd; d++) {
-                uint64_t e = dlist[d];
-                if (!(m->drift[e] > MERGE_RELINK_DRIFT)) continue;
-                m->drift[e] = 0;
-                uint32_t slot = idmap_get(&m->ix->map, e);
-                if (slot < linked) relink[nr++] = slot; /* (a new entry is linked where it is now) */
-            }
-            if ((rc = index_link_pending(m->ix)) || (rc = hnsw_relink(m->ix, relink, nr))) {
-                rc = merger_fail(m, rc, "out of memory linking entries into the graph");
-                goto done;
-            }
-            m->relinks += nr;
-            if (np + nr) report(m, t0, m->n_entries, np + nr, "hnsw-link");
-        }
-        i0 += b;
+    for (size_t i0 = 0; i0 < n; i0 += w.b) {
+        w.approx = use_index(m);
+        w.b = block_size(m, B, w.approx, max_b, n - i0);
+        w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, w.b, w.qblock);
+        w.e_before = m->n_entries;
+        w.k = MERGE_K < w.e_before ? MERGE_K : w.e_before;
+        if ((rc = block_search(m, &w)) || (rc = settle_block(m, &w, recs, skip, i0, results)) ||
+            (rc = link_block(m, &w)))
+            goto done;
     }
 done:
     if (m->ix->pending && index_link_pending(m->ix) && !rc) rc = merger_fail(m, CHRYS_NOMEM, "%s", chrys_index_errmsg(m->ix));
+    work_free(&w);
     chrys_free(skip);
-    chrys_free_aligned(qblock);
-    chrys_free_aligned(xq);
-    chrys_free(tmp_old);
-    chrys_free(tmp_new);
-    chrys_free(cid);
-    chrys_free(csc);
-    chrys_free(xid);
-    chrys_free(xsc);
-    chrys_free(xpos);
-    chrys_free(conf);
-    chrys_free(dirty);
-    chrys_free(dlist);
-    chrys_free(relink);
     return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * merge_meta.c: the merger's metadata updates (cJSON).
+ * merge_meta.c: the merger's metadata (cJSON): the update on merge and the check of a record's.
  */
 #include <cJSON.h>
 
@@ -72,4 +72,12 @@ char *merger_merged_meta(const chrys_merger *m, const char *old, const char *rec
     cJSON_Delete(eo);
     cJSON_Delete(ro);
     return out;
+}
+
+int merger_meta_is_object(const char *json)
+{
+    cJSON *o = cJSON_Parse(json);
+    int ok = cJSON_IsObject(o);
+    cJSON_Delete(o);
+    return ok;
 }

@@ -81,6 +81,84 @@ static int need_section(store_reader *r, uint32_t tag, uint64_t unit, uint64_t *
     return CHRYS_OK;
 }
 
+/* The loaded index as a merger's entries: float32 cosine rows in dense slots, ids exactly
+ * 0..n_ent-1. */
+static int check_entries_index(const chrys_index *ix, uint64_t n_ent, const char *path, char **errmsg)
+{
+    if (!index_keeps_floats(ix) || !index_has_floats(ix) || ix->n_dead) /* merges rewrite float32 entries, in dense slots */
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a merger store needs float32 entries without removed ones", path);
+    if (ix->metric != CHRYS_METRIC_COSINE || n_ent != ix->n)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: merger has %llu entries but the index holds %zu cosine rows",
+                                path, (unsigned long long)n_ent, ix->n);
+    for (size_t s = 0; s < ix->n; s++)
+        if (ix->ids[s] >= n_ent) /* ids unique and < n: exactly 0..n-1 */
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: entry id %llu out of range", path,
+                                    (unsigned long long)ix->ids[s]);
+    return CHRYS_OK;
+}
+
+/* The options in MRGO, checked as chrys_merger_new checks them. */
+static int opts_from_mrgo(const unsigned char *mrgo, uint32_t dim, chrys_merge_opts *o, const char *path,
+                          char **errmsg)
+{
+    chrys_merge_opts_init(o);
+    o->dim = dim;
+    o->threshold = get_f64le(mrgo + MRGO_THRESHOLD);
+    o->weight_old = get_f64le(mrgo + MRGO_W_OLD);
+    o->weight_new = get_f64le(mrgo + MRGO_W_NEW);
+    o->variant = (chrys_merge_variant)get_u32le(mrgo + MRGO_VARIANT);
+    uint32_t flags = get_u32le(mrgo + MRGO_FLAGS);
+    o->renormalize = flags & 1;
+    o->mean_update = (flags >> 1) & 1;
+    int bad_reserved = 0;
+    for (int i = MRGO_RESERVED; i < MRGO_SIZE; i++) bad_reserved |= mrgo[i];
+    char *why = NULL;
+    if (bad_reserved || (flags & ~MRGO_FLAGS_KNOWN) || merger_check_opts(o, &why)) {
+        int rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MRGO: invalid options%s%s", path, why ? ": " : "", why ? why : "");
+        chrys_free(why);
+        return rc;
+    }
+    return CHRYS_OK;
+}
+
+/* MENT, MASN and MHIS into m (sized for them), checked against each other and MRGO's counters;
+ * buf holds the largest of the three. */
+static int read_bookkeeping(store_reader *r, chrys_merger *m, unsigned char *buf, uint64_t n_ent, uint64_t n_asn,
+                            uint64_t n_hist, const char *path, char **errmsg)
+{
+    int rc;
+    if ((rc = store_read_section(r, store_find(r, TAG_MENT), buf, errmsg))) return rc;
+    uint64_t total_merges = 0;
+    for (size_t e = 0; e < n_ent; e++) {
+        const unsigned char *p = buf + e * MENT_SIZE;
+        m->merged_count[e] = get_u32le(p);
+        m->similarity[e] = get_f64le(p + 8);
+        m->first_record[e] = get_u64le(p + 16);
+        if (m->merged_count[e] < 1 || get_u32le(p + 4) != 0 ||
+            (m->merged_count[e] > 1 && !isfinite(m->similarity[e])))
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MENT: entry %zu is invalid", path, e);
+        total_merges += m->merged_count[e] - 1;
+    }
+    if ((rc = store_read_section(r, store_find(r, TAG_MASN), buf, errmsg))) return rc;
+    for (size_t a = 0; a < n_asn; a++) {
+        uint64_t rid = get_u64le(buf + a * MASN_SIZE), e = get_u64le(buf + a * MASN_SIZE + 8);
+        if (rid == CHRYS_NO_ID || e >= n_ent || idmap_get(&m->seen, rid) != CHRYS_NO_SLOT)
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MASN: record %zu is invalid or repeated", path, a);
+        m->asn_rec[a] = rid;
+        m->asn_entry[a] = e;
+        idmap_put(&m->seen, rid, (uint32_t)a);
+    }
+    m->n_asn = n_asn;
+    if (m->merged != total_merges || m->added != n_ent || m->merged + m->added != n_asn ||
+        m->records != n_asn + m->skipped)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: merger counters disagree with its entries", path);
+    if ((rc = store_read_section(r, store_find(r, TAG_MHIS), buf, errmsg))) return rc;
+    for (size_t h = 0; h < n_hist; h++)
+        for (int f = 0; f < 5; f++) m->hist[h][f] = get_u64le(buf + h * MHIS_SIZE + f * 8);
+    m->n_hist = n_hist;
+    return CHRYS_OK;
+}
+
 int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
@@ -104,39 +182,9 @@ int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg)
         if (!rc) rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MRGO has the wrong size", path);
         goto fail;
     }
-    if (!index_keeps_floats(ix) || !index_has_floats(ix) || ix->n_dead) { /* merges rewrite float32 entries, in dense slots */
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a merger store needs float32 entries without removed ones", path);
-        goto fail;
-    }
-    if (ix->metric != CHRYS_METRIC_COSINE || n_ent != ix->n) {
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: merger has %llu entries but the index holds %zu cosine rows",
-                              path, (unsigned long long)n_ent, ix->n);
-        goto fail;
-    }
-    for (size_t s = 0; s < ix->n; s++)
-        if (ix->ids[s] >= n_ent) { /* ids unique and < n: exactly 0..n-1 */
-            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: entry id %llu out of range", path,
-                                  (unsigned long long)ix->ids[s]);
-            goto fail;
-        }
     chrys_merge_opts o;
-    chrys_merge_opts_init(&o);
-    o.dim = ix->dim;
-    o.threshold = get_f64le(mrgo + MRGO_THRESHOLD);
-    o.weight_old = get_f64le(mrgo + MRGO_W_OLD);
-    o.weight_new = get_f64le(mrgo + MRGO_W_NEW);
-    o.variant = (chrys_merge_variant)get_u32le(mrgo + MRGO_VARIANT);
-    uint32_t flags = get_u32le(mrgo + MRGO_FLAGS);
-    o.renormalize = flags & 1;
-    o.mean_update = (flags >> 1) & 1;
-    int bad_reserved = 0;
-    for (int i = MRGO_RESERVED; i < MRGO_SIZE; i++) bad_reserved |= mrgo[i];
-    char *why = NULL;
-    if (bad_reserved || (flags & ~MRGO_FLAGS_KNOWN) || merger_check_opts(&o, &why)) {
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MRGO: invalid options%s%s", path, why ? ": " : "", why ? why : "");
-        chrys_free(why);
+    if ((rc = check_entries_index(ix, n_ent, path, errmsg)) || (rc = opts_from_mrgo(mrgo, ix->dim, &o, path, errmsg)))
         goto fail;
-    }
     if (!(m = merger_alloc(&o)) || merger_reserve_entries(m, n_ent) || merger_reserve_records(m, n_asn) ||
         (n_hist && !(m->hist = chrys_malloc(n_hist * sizeof *m->hist)))) {
         rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
@@ -157,41 +205,7 @@ int chrys_merger_open(const char *path, chrys_merger **out, char **errmsg)
         rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    if ((rc = store_read_section(&r, store_find(&r, TAG_MENT), buf, errmsg))) goto fail;
-    uint64_t total_merges = 0;
-    for (size_t e = 0; e < n_ent; e++) {
-        const unsigned char *p = buf + e * MENT_SIZE;
-        m->merged_count[e] = get_u32le(p);
-        m->similarity[e] = get_f64le(p + 8);
-        m->first_record[e] = get_u64le(p + 16);
-        if (m->merged_count[e] < 1 || get_u32le(p + 4) != 0 ||
-            (m->merged_count[e] > 1 && !isfinite(m->similarity[e]))) {
-            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MENT: entry %zu is invalid", path, e);
-            goto fail;
-        }
-        total_merges += m->merged_count[e] - 1;
-    }
-    if ((rc = store_read_section(&r, store_find(&r, TAG_MASN), buf, errmsg))) goto fail;
-    for (size_t a = 0; a < n_asn; a++) {
-        uint64_t rid = get_u64le(buf + a * MASN_SIZE), e = get_u64le(buf + a * MASN_SIZE + 8);
-        if (rid == CHRYS_NO_ID || e >= n_ent || idmap_get(&m->seen, rid) != CHRYS_NO_SLOT) {
-            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MASN: record %zu is invalid or repeated", path, a);
-            goto fail;
-        }
-        m->asn_rec[a] = rid;
-        m->asn_entry[a] = e;
-        idmap_put(&m->seen, rid, (uint32_t)a);
-    }
-    m->n_asn = n_asn;
-    if (m->merged != total_merges || m->added != n_ent || m->merged + m->added != n_asn ||
-        m->records != n_asn + m->skipped) {
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: merger counters disagree with its entries", path);
-        goto fail;
-    }
-    if ((rc = store_read_section(&r, store_find(&r, TAG_MHIS), buf, errmsg))) goto fail;
-    for (size_t h = 0; h < n_hist; h++)
-        for (int f = 0; f < 5; f++) m->hist[h][f] = get_u64le(buf + h * MHIS_SIZE + f * 8);
-    m->n_hist = n_hist;
+    if ((rc = read_bookkeeping(&r, m, buf, n_ent, n_asn, n_hist, path, errmsg))) goto fail;
     m->mark_records = m->records;
     m->mark_merged = m->merged;
     m->mark_added = m->added;
