@@ -88,8 +88,10 @@ CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_ki
 /* The merger's way in (it sets index state only through these):
  * index_add_unlinked: chrys_index_add, except that under HNSW the new rows are stored (and
  * findable by exact scans) without being linked into the graph; they wait, as the last `pending`
- * slots, for index_link_pending, which links them all at once (all cores, build_threads). A Flat
- * index that the add takes past the planner's threshold is built (and linked) as usual. */
+ * slots, for index_link_pending, which links them all at once (all cores, build_threads); the
+ * caller links them before any other change to the index (the merger does at each block's end
+ * and before chrys_merger_merge returns). A Flat index that the add takes past the planner's
+ * threshold is built (and linked) as usual; so are the rows of a codes-only graph. */
 CHRYS_PRIVATE int index_add_unlinked(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
                                      const char *const *meta);
 CHRYS_PRIVATE int index_link_pending(chrys_index *ix);
