@@ -227,8 +227,9 @@ static void unadd(chrys_index *ix, size_t first)
     ix->n = first;
 }
 
-int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
-                    const char *const *meta)
+/* chrys_index_add; with unlinked, new HNSW rows wait for index_link_pending. */
+static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs, const char *const *meta,
+                    int unlinked)
 {
     if (!ix) return CHRYS_INVALID;
     if (index_check_writable(ix)) return CHRYS_INVALID;
@@ -305,7 +306,7 @@ int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         rc = CHRYS_OK;
         goto done;
     }
-    if (is_hnsw && ix->defer_links && !tmp) { /* linked later, by index_link_pending */
+    if (is_hnsw && unlinked && !tmp) { /* linked later, by index_link_pending */
         ix->pending += n;
         goto done;
     }
@@ -330,6 +331,17 @@ done:
     return rc;
 }
 
+int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
+                    const char *const *meta)
+{
+    return add_rows(ix, n, ids, vecs, meta, 0);
+}
+
+int index_add_unlinked(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs, const char *const *meta)
+{
+    return add_rows(ix, n, ids, vecs, meta, 1);
+}
+
 int index_link_pending(chrys_index *ix)
 {
     if (!ix->pending) return CHRYS_OK;
@@ -339,6 +351,14 @@ int index_link_pending(chrys_index *ix)
     ix->pending = 0;
     return CHRYS_OK;
 }
+
+void index_set_meta(chrys_index *ix, uint32_t slot, char *owned_json)
+{
+    chrys_free(ix->meta[slot]);
+    ix->meta[slot] = owned_json;
+}
+
+void index_set_build_threads(chrys_index *ix, uint32_t n_threads) { ix->build_threads = n_threads; }
 
 int index_update_keep_links(chrys_index *ix, uint32_t slot, const float *vec)
 {

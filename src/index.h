@@ -58,12 +58,11 @@ struct chrys_index {
     void (*progress)(uint64_t done, uint64_t total, void *ctx);
     void *progress_ctx;
     /* Set by the merger (never stored): the kind the planner builds at auto_threshold (IVF by
-     * default; HNSW for merger stores, whose entries move and grow one at a time), and deferred
-     * linking: with defer_links, chrys_index_add stores HNSW rows without linking them; the last
-     * `pending` slots wait for index_link_pending (searches cannot reach them until then). */
+     * default; HNSW for merger stores, whose entries move and grow one at a time). */
     chrys_index_kind plan_kind;
     uint32_t plan_efc;
-    int defer_links;
+    /* HNSW rows added by index_add_unlinked: the last `pending` slots wait for
+     * index_link_pending (searches cannot reach them until then). */
     size_t pending;
 };
 
@@ -90,8 +89,21 @@ CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
 CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed, uint32_t hnsw_m,
                                uint32_t efc, chrys_index **out, char **errmsg);
 
-/* Link the rows chrys_index_add left unlinked under defer_links (all cores, build_threads). */
+/* The merger's way in (it sets index state only through these):
+ * index_add_unlinked: chrys_index_add, except that under HNSW the new rows are stored (and
+ * findable by exact scans) without being linked into the graph; they wait, as the last `pending`
+ * slots, for index_link_pending, which links them all at once (all cores, build_threads); the
+ * caller links them before any other change to the index (the merger does at each block's end
+ * and before chrys_merger_merge returns). A Flat index that the add takes past the planner's
+ * threshold is built (and linked) as usual; so are the rows of a codes-only graph. */
+CHRYS_PRIVATE int index_add_unlinked(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
+                                     const char *const *meta);
 CHRYS_PRIVATE int index_link_pending(chrys_index *ix);
+/* Replace slot's metadata with owned_json (a chrys_ allocation the index now owns, or NULL for
+ * none); the old one is freed. */
+CHRYS_PRIVATE void index_set_meta(chrys_index *ix, uint32_t slot, char *owned_json);
+/* Workers for the index's own builds (graph links, k-means): 0 = all online cores. */
+CHRYS_PRIVATE void index_set_build_threads(chrys_index *ix, uint32_t n_threads);
 /* Replace the row of slot with vec (validated by the caller; normalised here under cosine). HNSW:
  * the SQ8 code is re-encoded and the links kept as they are (the row moved within its
  * neighbourhood; the merger's exact safeguards absorb what the graph misses); others as

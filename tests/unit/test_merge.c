@@ -1326,3 +1326,94 @@ void test_merge_default_is_exact(void)
         free(x);
     }
 }
+
+void test_merge_index_unlinked_rows(void)
+{
+    /* The merger's way into its index (index.h): rows added by index_add_unlinked are stored
+     * (exact scans, metadata) but out of the HNSW graph until index_link_pending links them all;
+     * chrys_index_add links at once; index_set_meta replaces a row's metadata (owned). */
+    uint64_t s = h_seed + 83;
+    const size_t d = 16, n0 = 300, nu = 40;
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.metric = CHRYS_METRIC_COSINE;
+    o.spec = "HNSW16";
+    chrys_index *ix = NULL;
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    float *x = malloc((n0 + nu + 1) * d * sizeof(float));
+    for (size_t i = 0; i < (n0 + nu + 1) * d; i++) x[i] = h_gauss(&s);
+    uint64_t *ids = malloc((n0 + nu + 1) * sizeof *ids);
+    for (size_t i = 0; i < n0 + nu + 1; i++) ids[i] = i < n0 ? i : 1000 + i;
+    CHECK_EQ(chrys_index_add(ix, n0, ids, x, NULL), CHRYS_OK);
+    CHECK_EQ(ix->pending, 0);
+    const char *meta[40];
+    char mbuf[40][32];
+    for (size_t i = 0; i < nu; i++) {
+        snprintf(mbuf[i], sizeof mbuf[i], "{\"row\":%zu}", i);
+        meta[i] = mbuf[i];
+    }
+    CHECK_EQ(index_add_unlinked(ix, nu, ids + n0, x + n0 * d, meta), CHRYS_OK);
+    CHECK_EQ(ix->n, n0 + nu);
+    CHECK_EQ(ix->pending, nu);
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.k = 5;
+    so.ef_search = 64;
+    chrys_hit h[5];
+    size_t walk_saw = 0, exact_found = 0, meta_ok = 0;
+    for (size_t i = 0; i < nu; i++) {
+        const float *v = x + (n0 + i) * d;
+        uint64_t id = ids[n0 + i];
+        CHECK_EQ(chrys_index_search(ix, 1, v, &so, h), CHRYS_OK);
+        for (int j = 0; j < 5; j++) walk_saw += h[j].id >= 1000;
+        float *qn = NULL;
+        CHECK_EQ(search_prepare_queries(ix, 1, v, &qn, NULL, 0), CHRYS_OK);
+        uint64_t eid;
+        double es;
+        CHECK_EQ(flat_search_prepared(ix, 1, qn ? qn : v, 1, 0, 0, 1, &eid, &es, NULL), CHRYS_OK);
+        chrys_free_aligned(qn);
+        exact_found += eid == id && es > 0.99999;
+        const char *got = NULL;
+        CHECK_EQ(chrys_index_get_meta(ix, id, &got), CHRYS_OK);
+        meta_ok += got && !strcmp(got, mbuf[i]);
+    }
+    CHECK_EQ(walk_saw, 0);  /* the graph cannot reach them yet */
+    CHECK_EQ(exact_found, nu);
+    CHECK_EQ(meta_ok, nu);
+    CHECK_EQ(index_link_pending(ix), CHRYS_OK);
+    CHECK_EQ(ix->pending, 0);
+    CHECK_EQ(index_link_pending(ix), CHRYS_OK); /* nothing left: no-op */
+    size_t walk_found = 0;
+    for (size_t i = 0; i < nu; i++) {
+        CHECK_EQ(chrys_index_search(ix, 1, x + (n0 + i) * d, &so, h), CHRYS_OK);
+        walk_found += h[0].id == ids[n0 + i];
+    }
+    if (walk_found + 1 < nu) h_fail(__FILE__, __LINE__, "%zu of %zu linked rows found by their own vector", walk_found, nu);
+    /* the public add links at once */
+    CHECK_EQ(chrys_index_add(ix, 1, ids + n0 + nu, x + (n0 + nu) * d, NULL), CHRYS_OK);
+    CHECK_EQ(ix->pending, 0);
+    CHECK_EQ(chrys_index_search(ix, 1, x + (n0 + nu) * d, &so, h), CHRYS_OK);
+    CHECK_EQ(h[0].id, ids[n0 + nu]);
+    /* index_set_meta: takes ownership, frees the old one; NULL clears */
+    uint32_t slot = idmap_get(&ix->map, ids[n0]);
+    index_set_meta(ix, slot, chrys_strdup("{\"merged\":true}"));
+    const char *got = NULL;
+    CHECK_EQ(chrys_index_get_meta(ix, ids[n0], &got), CHRYS_OK);
+    CHECK(got && !strcmp(got, "{\"merged\":true}"));
+    index_set_meta(ix, slot, NULL);
+    CHECK_EQ(chrys_index_get_meta(ix, ids[n0], &got), CHRYS_OK);
+    CHECK(got == NULL);
+    chrys_index_free(ix);
+    /* Flat: nothing to link, the rows are searchable at once */
+    o.spec = "Flat";
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    CHECK_EQ(index_add_unlinked(ix, n0, ids, x, NULL), CHRYS_OK);
+    CHECK_EQ(ix->pending, 0);
+    so.k = 1;
+    CHECK_EQ(chrys_index_search(ix, 1, x + 7 * d, &so, h), CHRYS_OK);
+    CHECK_EQ(h[0].id, 7);
+    chrys_index_free(ix);
+    free(ids);
+    free(x);
+}

@@ -69,6 +69,7 @@
     X(test_merge_default_is_exact)                  \
     X(test_merge_hnsw_continuation)                 \
     X(test_merge_hnsw_index_current)                \
+    X(test_merge_index_unlinked_rows)               \
     X(test_embed_deterministic_chrysalis_rows)      \
     X(test_embed_cache_incremental)                 \
     X(test_embed_cache_two_processes)               \

@@ -1,0 +1,75 @@
+/*
+ * merge.h: the semantic merger's state, shared by the merger's files (private to src/).
+ *   merge.c        the API and state: options, creation, getters, growth of the per-entry arrays
+ *   merge_block.c  chrys_merger_merge: validation, the block engine, settling, relinking
+ *   merge_meta.c   metadata updates on merge (cJSON)
+ *   merge_store.c  persistence: the merger's sections beside the index's in one store file
+ *
+ * State: entries live in a cosine Flat index under ids 0, 1, 2, ... (creation order), with their
+ * metadata (the creating record's JSON, updated on merges) as the index's per-row metadata.
+ * Beside it, per entry: merged_count, the similarity of the last merge, the creating record; and
+ * the map record id -> entry. All of it is saved in the store file next to the index sections.
+ *
+ * Ownership: the merger owns its index; chrys_merger_index lends it out read-only.
+ * Threads: a merger is used by one thread at a time; merges use n_threads workers internally.
+ */
+#ifndef CHRYS_MERGE_H
+#define CHRYS_MERGE_H
+
+#include "index.h"
+
+#define MERGE_K 8 /* candidates per record from the block search */
+#define MERGE_MIN_NLIST 256 /* below this, exact block search is cheaper than the IVF index */
+#define MERGE_MAX_BLOCK 2048 /* records settled together, at most (automatic block size) */
+#define MERGE_RELINK_DRIFT 0.5 /* radians an entry may move before it is linked again into the graph */
+#define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
+#define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
+/* Default switch point (auto_threshold) of a merger store: exact Flat merging, the exact merger's
+ * decisions and deterministic at any thread count, below this many entries; the HNSW graph from
+ * here on. At 1,000 (the index default) a 20,000-record near-threshold stream was slower on the
+ * graph than exact and its entries changed from run to run at 2 threads (issue 16). The exact
+ * block merger is not slower than the graph up to about 10,000-20,000 entries on 1024-d clustered
+ * streams and 2.4x slower at 46,920 (bench/MERGE.md, bench/MERGE_SCALE.md), hence 20,000. */
+#define MERGE_GRAPH_SWITCH 20000
+
+struct chrys_merger {
+    chrys_merge_opts opts;
+    chrys_index *ix;      /* entries: id == entry number */
+    size_t n_entries, cap;
+    uint32_t *merged_count;
+    float *drift;         /* radians the entry moved since it was last linked into the HNSW graph */
+    uint64_t relinks;
+    double *similarity;   /* NaN: never merged */
+    uint64_t *first_record;
+    /* record id -> entry, in merge order, plus a hash for duplicate detection */
+    uint64_t *asn_rec, *asn_entry;
+    size_t n_asn, cap_asn;
+    idmap seen;           /* record id -> index into asn arrays */
+    uint64_t records, merged, added, skipped;
+    uint64_t (*hist)[5];
+    size_t n_hist;
+    uint64_t mark_records, mark_merged, mark_added, mark_skipped;
+    uint64_t approx_records, confirmations, verified, disagreements;
+    char *errmsg;
+};
+
+/* merge.c */
+/* Record a message on the handle; returns rc. */
+CHRYS_PRIVATE int merger_fail(chrys_merger *m, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+CHRYS_PRIVATE int merger_check_opts(const chrys_merge_opts *o, char **msg);
+CHRYS_PRIVATE chrys_merger *merger_alloc(const chrys_merge_opts *o);
+/* The entries' index as the merger drives it (after creation, opening and configure). */
+CHRYS_PRIVATE void merger_index_for_merging(chrys_merger *m);
+/* Room for extra more entries / records in the per-entry and per-record arrays. */
+CHRYS_PRIVATE int merger_reserve_entries(chrys_merger *m, size_t extra);
+CHRYS_PRIVATE int merger_reserve_records(chrys_merger *m, size_t extra);
+
+/* merge_meta.c (the merger's only use of cJSON) */
+/* New metadata string (owned, chrys_ allocator) for entry meta `old` merged with record meta
+ * `rec` by the variant's rule, or NULL when neither has metadata. *rc: CHRYS_CORRUPT when `old`
+ * is not a JSON object, CHRYS_NOMEM on allocation failure. */
+CHRYS_PRIVATE char *merger_merged_meta(const chrys_merger *m, const char *old, const char *rec, int *rc);
+/* Whether json parses as a JSON object (a record's metadata must). */
+CHRYS_PRIVATE int merger_meta_is_object(const char *json);
+
+#endif
