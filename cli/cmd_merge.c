@@ -1,5 +1,5 @@
 /*
- * cmd_merge.c: `chrysalis merge STORE INPUT...` and `chrysalis export STORE`.
+ * cmd_merge.c: `chrysalis merge STORE INPUT...`.
  *
  * merge opens STORE if it exists (continuing where the last run stopped) or creates it, merges
  * every record of every input in order, and writes STORE atomically at the end: a bad record or
@@ -648,107 +648,5 @@ done:
     chrys_free(msg);
     chrys_merger_free(m);
     chrys_embedder_free(embedder);
-    return code;
-}
-
-static const char *HELP_EXPORT =
-    "usage: chrysalis export STORE [--format jsonl|fvecs] [-o FILE]\n"
-    "\n"
-    "Write the entries of a merger store (or the vectors of an index store). JSONL lines hold\n"
-    "{\"id\", \"merged_count\", \"similarity_score\", \"first_record\", ...metadata, \"embedding\"};\n"
-    "fvecs holds the vectors only, in id order. Default: JSONL on stdout.\n";
-
-int cmd_export(int argc, char **argv)
-{
-    static const struct option opts[] = {{"format", required_argument, 0, 'f'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *format = "jsonl", *out_path = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (c == 'f') format = optarg;
-        else if (c == 'o') out_path = optarg;
-        else if (c == 'h') {
-            fputs(HELP_EXPORT, stdout);
-            return EXIT_OK;
-        } else {
-            fputs(HELP_EXPORT, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (strcmp(format, "jsonl") && strcmp(format, "fvecs")) {
-        cli_error("--format: expected jsonl or fvecs, got '%s'", format);
-        return EXIT_USAGE;
-    }
-    if (argc - optind != 1) {
-        cli_error("export: need exactly one STORE");
-        return EXIT_USAGE;
-    }
-    const char *store = argv[optind];
-    char *msg = NULL;
-    chrys_store_meta sm = {sizeof sm};
-    chrys_merger *m = NULL;
-    chrys_index *ix = NULL;
-    int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc) rc = sm.has_merger ? chrys_merger_open(store, &m, &msg) : chrys_index_load(store, &ix, &msg);
-    if (rc) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        return cli_exit_for(rc);
-    }
-    const chrys_index *idx = m ? chrys_merger_index(m) : ix;
-    chrys_index_info info = {sizeof info};
-    chrys_index_get_info(idx, &info);
-    FILE *out = out_path ? fopen(out_path, "wb") : stdout;
-    int code = EXIT_OK;
-    uint64_t *ids = malloc((info.count ? info.count : 1) * sizeof *ids);
-    float *v = malloc(info.dim * sizeof *v);
-    if (!out || !ids || !v) {
-        cli_error("%s: cannot write", out_path ? out_path : "stdout");
-        code = EXIT_FAIL;
-        goto done;
-    }
-    chrys_index_ids(idx, ids);
-    for (uint64_t i = 0; i < info.count; i++) {
-        uint64_t id = m ? i : ids[i]; /* merger entries in entry order */
-        const char *meta = NULL;
-        chrys_merge_entry en = {sizeof en};
-        if (m) {
-            chrys_merger_get_entry(m, id, &en, v);
-            meta = en.meta;
-        } else {
-            chrys_index_get(idx, id, v);
-            chrys_index_get_meta(idx, id, &meta);
-        }
-        if (!strcmp(format, "fvecs")) {
-            int32_t d = (int32_t)info.dim;
-            fwrite(&d, 4, 1, out);
-            fwrite(v, 4, info.dim, out);
-            continue;
-        }
-        fprintf(out, "{\"id\":%llu", (unsigned long long)id);
-        if (m) {
-            fprintf(out, ",\"merged_count\":%u", en.merged_count);
-            if (isnan(en.similarity_score)) fprintf(out, ",\"similarity_score\":null");
-            else fprintf(out, ",\"similarity_score\":%.17g", en.similarity_score);
-            fprintf(out, ",\"first_record\":%llu", (unsigned long long)en.first_record);
-        }
-        if (meta && meta[0] == '{' && meta[1] != '}') fprintf(out, ",%.*s", (int)strlen(meta) - 2, meta + 1);
-        fprintf(out, ",\"embedding\":[");
-        for (uint32_t j = 0; j < info.dim; j++) fprintf(out, j ? ",%.9g" : "%.9g", (double)v[j]);
-        fprintf(out, "]}\n");
-    }
-    if (ferror(out)) {
-        cli_error("%s: write error", out_path ? out_path : "stdout");
-        code = EXIT_FAIL;
-    }
-done:
-    if (out && out != stdout) fclose(out);
-    free(ids);
-    free(v);
-    chrys_merger_free(m);
-    chrys_index_free(ix);
     return code;
 }
