@@ -77,6 +77,7 @@ struct chrys_merger {
     uint64_t mark_records, mark_merged, mark_added, mark_skipped;
     uint64_t approx_records, confirmations, verified, disagreements;
     char *errmsg;
+    chrys_errpos errpos; /* the structured part of errmsg (chrys_merger_error_info) */
 };
 
 static int fail(chrys_merger *m, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -84,14 +85,31 @@ static int fail(chrys_merger *m, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *s = chrys_vmprintf(fmt, ap);
+    chrys_fail_v(&m->errmsg, &m->errpos, rc, -1, NULL, fmt, ap);
     va_end(ap);
-    chrys_free(m->errmsg);
-    m->errmsg = s;
+    return rc;
+}
+
+/* A failure of record i (id) of the batch: "record I (id ID): " + reason, i in the error info. */
+static int fail_record(chrys_merger *m, int rc, size_t i, uint64_t id, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int fail_record(chrys_merger *m, int rc, size_t i, uint64_t id, const char *fmt, ...)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "record %zu (id %llu): ", i, (unsigned long long)id);
+    va_list ap;
+    va_start(ap, fmt);
+    chrys_fail_v(&m->errmsg, &m->errpos, rc, (int64_t)i, prefix, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
 const char *chrys_merger_errmsg(const chrys_merger *m) { return m && m->errmsg ? m->errmsg : ""; }
+
+int chrys_merger_error_info(const chrys_merger *m, chrys_error_info *info)
+{
+    return m ? chrys_error_info_fill(m->errmsg, &m->errpos, info) : CHRYS_INVALID;
+}
 
 void chrys_merge_opts_init(chrys_merge_opts *o)
 {
@@ -470,7 +488,7 @@ static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, u
         if (bad) {
             if (!m->opts.skip_invalid) {
                 idmap_free(&batch);
-                return fail(m, bad, "record %zu (id %llu): %s", i, (unsigned long long)r->id, why);
+                return fail_record(m, bad, i, r->id, "%s", why);
             }
             skip[i] = 1;
         }
