@@ -1,61 +1,45 @@
 /*
  * cmd_cache.c: `chrysalis cache stats|prune CACHE`: inspect or trim an embedding cache.
  */
-#include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
+static const char *HELP_CACHE =
+    "usage: chrysalis cache stats CACHE [--json]\n"
+    "       chrysalis cache prune CACHE [--ttl SECONDS] [--max-entries N] [--no-wait]\n"
+    "\nstats: entries, bytes, lifetime hits and misses. prune: drop entries older than the TTL and\n"
+    "the least recently used beyond N. Safe while another process uses the cache: one prune at a\n"
+    "time (CACHE.lock; a second waits, or with --no-wait exits 5), and SQLite's busy timeout makes\n"
+    "it wait for an embedder's write instead of failing.\n";
+
 int cmd_cache(int argc, char **argv)
 {
-    static const struct option opts[] = {{"ttl", required_argument, 0, 't'},
-                                         {"max-entries", required_argument, 0, 'm'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"no-wait", no_argument, 0, 'N'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     double ttl = 0;
-    long long max = 0;
-    int json = 0, no_wait = 0, c;
-    char *end;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 't') {
-            ttl = strtod(optarg, &end);
-            if (*end || ttl < 0) {
-                cli_error("--ttl: expected seconds >= 0, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-        } else if (c == 'm') {
-            max = strtoll(optarg, &end, 10);
-            if (*end || max < 0) {
-                cli_error("--max-entries: expected a count >= 0, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-        } else if (c == 'j') json = 1;
-        else if (c == 'N') no_wait = 1;
-        else if (c == 'h') {
-            puts("usage: chrysalis cache stats CACHE [--json]\n"
-                 "       chrysalis cache prune CACHE [--ttl SECONDS] [--max-entries N] [--no-wait]\n"
-                 "\nstats: entries, bytes, lifetime hits and misses. prune: drop entries older than the TTL and\n"
-                 "the least recently used beyond N. Safe while another process uses the cache: one prune at a\n"
-                 "time (CACHE.lock; a second waits, or with --no-wait exits 5), and SQLite's busy timeout makes\n"
-                 "it wait for an embedder's write instead of failing.");
-            return EXIT_OK;
-        } else return EXIT_USAGE;
-    }
-    if (argc - optind != 2 || (strcmp(argv[optind], "stats") && strcmp(argv[optind], "prune"))) {
+    long max = 0;
+    int json = 0, no_wait = 0, npos;
+    const cli_opt tab[] = {
+        {"ttl", 0, OPT_DOUBLE, &ttl, 0, INFINITY, "seconds"},
+        {"max-entries", 0, OPT_LONG, &max, 0, INFINITY, "a count"},
+        OPT_JSON(&json),
+        OPT_NO_WAIT(&no_wait),
+        {0},
+    };
+    int code = opts_run(tab, argc, argv, HELP_CACHE, NULL, &npos);
+    if (code >= 0) return code;
+    if (npos != 2 || (strcmp(argv[1], "stats") && strcmp(argv[1], "prune"))) {
         cli_error("cache: expected 'stats CACHE' or 'prune CACHE'");
         return EXIT_USAGE;
     }
-    const char *path = argv[optind + 1];
+    const char *path = argv[2];
     char *msg = NULL;
     int rc;
-    if (!strcmp(argv[optind], "prune")) {
+    if (!strcmp(argv[1], "prune")) {
         uint64_t removed = 0;
         chrys_lock *lock = NULL;
-        int code = cli_lock_store(path, no_wait, &lock); /* one pruner at a time, with the store's messages */
+        code = cli_lock_store(path, no_wait, &lock); /* one pruner at a time, with the store's messages */
         if (code) return code;
         rc = chrys_cache_prune(path, ttl, (uint64_t)max, &removed, &msg);
         chrys_store_unlock(lock);

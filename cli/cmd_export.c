@@ -2,7 +2,6 @@
  * cmd_export.c: `chrysalis export STORE`: a store's entries (merger) or vectors (index) as JSONL
  * or fvecs.
  */
-#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,33 +17,19 @@ static const char *HELP_EXPORT =
 
 int cmd_export(int argc, char **argv)
 {
-    static const struct option opts[] = {{"format", required_argument, 0, 'f'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     const char *format = "jsonl", *out_path = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (c == 'f') format = optarg;
-        else if (c == 'o') out_path = optarg;
-        else if (c == 'h') {
-            fputs(HELP_EXPORT, stdout);
-            return EXIT_OK;
-        } else {
-            fputs(HELP_EXPORT, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (strcmp(format, "jsonl") && strcmp(format, "fvecs")) {
-        cli_error("--format: expected jsonl or fvecs, got '%s'", format);
-        return EXIT_USAGE;
-    }
-    if (argc - optind != 1) {
+    const cli_opt tab[] = {
+        {"format", 0, OPT_CHOICE, &format, .choices = "jsonl|fvecs"},
+        {"output", 'o', OPT_STRING, &out_path},
+        {0},
+    };
+    int npos, code = opts_run(tab, argc, argv, HELP_EXPORT, NULL, &npos);
+    if (code >= 0) return code;
+    if (npos != 1) {
         cli_error("export: need exactly one STORE");
         return EXIT_USAGE;
     }
-    const char *store = argv[optind];
+    const char *store = argv[1];
     char *msg = NULL;
     chrys_store_meta sm = {sizeof sm};
     chrys_merger *m = NULL;
@@ -60,7 +45,7 @@ int cmd_export(int argc, char **argv)
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(idx, &info);
     FILE *out = out_path ? fopen(out_path, "wb") : stdout;
-    int code = EXIT_OK;
+    code = EXIT_OK;
     uint64_t *ids = malloc((info.count ? info.count : 1) * sizeof *ids);
     float *v = malloc(info.dim * sizeof *v);
     if (!out || !ids || !v) {

@@ -2,7 +2,6 @@
  * cmd_info.c: `chrysalis info STORE`: what a store holds, read without trusting it (the whole
  * file is loaded and verified, so info doubles as an integrity check).
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,21 +15,16 @@ static const char *metric_name(chrys_metric m)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int json = 0, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j') json = 1;
-        else if (c == 'h') {
-            puts("usage: chrysalis info STORE [--json]\n\nVerify STORE (every checksum) and describe it.");
-            return EXIT_OK;
-        } else return EXIT_USAGE;
-    }
-    if (argc - optind != 1) {
+    int json = 0, npos;
+    const cli_opt tab[] = {OPT_JSON(&json), {0}};
+    int code = opts_run(tab, argc, argv, "usage: chrysalis info STORE [--json]\n\nVerify STORE (every checksum) and describe it.\n",
+                        NULL, &npos);
+    if (code >= 0) return code;
+    if (npos != 1) {
         cli_error("info: need exactly one STORE");
         return EXIT_USAGE;
     }
-    const char *store = argv[optind];
+    const char *store = argv[1];
     char *msg = NULL;
     chrys_store_meta sm = {sizeof sm};
     chrys_index *ix = NULL;

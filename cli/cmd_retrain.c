@@ -7,28 +7,26 @@
 
 #include "cli.h"
 
+static const char *HELP_RETRAIN =
+    "usage: chrysalis retrain STORE [--no-wait]\n\nRetrain an IVF store's k-means lists on all its vectors "
+    "(when 'info' shows drift)\nand write the store back atomically. --no-wait: fail at once (exit 5) when "
+    "another writer\nholds STORE's lock, instead of waiting for it.\n";
+
 int cmd_retrain(int argc, char **argv)
 {
-    int no_wait = 0, a = 1;
-    const char *store = NULL;
-    for (; a < argc; a++) {
-        if (!strcmp(argv[a], "--no-wait")) no_wait = 1;
-        else if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) break;
-        else if (argv[a][0] == '-' || store) break;
-        else store = argv[a];
+    int no_wait = 0, npos;
+    const cli_opt tab[] = {OPT_NO_WAIT(&no_wait), {0}};
+    int code = opts_run(tab, argc, argv, HELP_RETRAIN, NULL, &npos);
+    if (code >= 0) return code;
+    if (npos != 1) {
+        fputs(HELP_RETRAIN, stderr);
+        return EXIT_USAGE;
     }
-    if (a < argc || !store) {
-        int help = a < argc && (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h"));
-        fputs("usage: chrysalis retrain STORE [--no-wait]\n\nRetrain an IVF store's k-means lists on all its vectors "
-              "(when 'info' shows drift)\nand write the store back atomically. --no-wait: fail at once (exit 5) when "
-              "another writer\nholds STORE's lock, instead of waiting for it.\n",
-              help ? stdout : stderr);
-        return help ? EXIT_OK : EXIT_USAGE;
-    }
+    const char *store = argv[1];
     char *msg = NULL;
     chrys_lock *lock = NULL;
     chrys_index *ix = NULL;
-    int code = cli_lock_store(store, no_wait, &lock); /* before the store is read */
+    code = cli_lock_store(store, no_wait, &lock); /* before the store is read */
     if (code) return code;
     chrys_store_meta sm = {sizeof sm};
     int rc = chrys_store_peek(store, &sm, &msg);
