@@ -194,6 +194,10 @@ void cli_set_threads(long n);
  * chrys_store_unlock after the save), or the exit code after printing the error. */
 int cli_lock_store(const char *path, int no_wait, chrys_lock **lk);
 
+/* Open STORE for reading as what it holds: a merger (*m) or an index (*ix), with its header in
+ * *sm (struct_size set). Returns EXIT_OK, or the exit code after printing the error. */
+int cli_open_store(const char *store, chrys_store_meta *sm, chrys_merger **m, chrys_index **ix);
+
 /* Print "chrysalis: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

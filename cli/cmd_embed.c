@@ -115,6 +115,17 @@ void embed_cli_report(chrys_embedder *e)
                 (unsigned long long)st.fallback_texts, chrys_embedder_errmsg(e));
 }
 
+static void free_text_records(char **texts, char **metas, uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(texts[i]);
+        free(metas[i]);
+    }
+    free(texts);
+    free(metas);
+    free(ids);
+}
+
 /* Embed the text field of every record of a JSONL buffer. texts and metas are parallel arrays. */
 int embed_jsonl_records(const char *name, const char *buf, size_t len, const char *field, char ***texts_out,
                         char ***metas_out, uint64_t **ids_out, int *has_ids, size_t *n_out, char *err, size_t errlen)
@@ -163,13 +174,7 @@ int embed_jsonl_records(const char *name, const char *buf, size_t len, const cha
         rc = CHRYS_INVALID;
     }
     if (rc) {
-        for (size_t i = 0; i < n; i++) {
-            free(texts[i]);
-            free(metas[i]);
-        }
-        free(texts);
-        free(metas);
-        free(ids);
+        free_text_records(texts, metas, ids, n);
         return rc;
     }
     *texts_out = texts;
@@ -279,13 +284,7 @@ int cmd_embed(int argc, char **argv)
 done:
     if (out && out != stdout) fclose(out);
     chrys_embedder_free(e);
-    for (size_t i = 0; i < n; i++) {
-        free(texts[i]);
-        free(metas[i]);
-    }
-    free(texts);
-    free(metas);
-    free(ids);
+    free_text_records(texts, metas, ids, n);
     free(v);
     return code;
 }

@@ -30,17 +30,10 @@ int cmd_export(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *store = argv[1];
-    char *msg = NULL;
     chrys_store_meta sm = {sizeof sm};
     chrys_merger *m = NULL;
     chrys_index *ix = NULL;
-    int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc) rc = sm.has_merger ? chrys_merger_open(store, &m, &msg) : chrys_index_load(store, &ix, &msg);
-    if (rc) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        return cli_exit_for(rc);
-    }
+    if ((code = cli_open_store(store, &sm, &m, &ix))) return code;
     const chrys_index *idx = m ? chrys_merger_index(m) : ix;
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(idx, &info);

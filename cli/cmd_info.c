@@ -25,18 +25,10 @@ int cmd_info(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *store = argv[1];
-    char *msg = NULL;
     chrys_store_meta sm = {sizeof sm};
     chrys_index *ix = NULL;
     chrys_merger *m = NULL;
-    int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc && sm.has_merger) rc = chrys_merger_open(store, &m, &msg);
-    else if (!rc) rc = chrys_index_load(store, &ix, &msg);
-    if (rc) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        return cli_exit_for(rc);
-    }
+    if ((code = cli_open_store(store, &sm, &m, &ix))) return code;
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(m ? chrys_merger_index(m) : ix, &info);
     chrys_merge_stats ms = {sizeof ms};
