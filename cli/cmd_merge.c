@@ -192,7 +192,7 @@ static int read_input(const char *path, int fmt, uint32_t dim, const char *selec
     } else {
         rc = vecset_parse(name, (vec_format)fmt, dim, buf, len, vs, err, errlen, note, sizeof note);
         if (!rc && note[0]) fprintf(stderr, "chrysalis: note: %s\n", note);
-        if (!rc && meta_path) rc = attach_meta(vs, meta_path, err, errlen);
+        if (!rc && meta_path && (rc = attach_meta(vs, meta_path, err, errlen))) vecset_free(vs); /* nothing leaks */
     }
     if (!rc) select_kind(vs, select);
     return rc;
