@@ -42,14 +42,14 @@ BLAS_LIBS   := -lopenblas
 CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
 LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm $(LDLIBS)
 
-LIB_SRC := src/sq8.c src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c src/ivf.c src/hnsw.c \
+LIB_SRC := src/sq8.c src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c src/ivf.c src/hnsw.c src/hnsw_build.c src/hnsw_store.c \
            src/index_store.c src/score.c src/merge.c src/embed.c src/embed_det.c src/cache.c src/store/store_write.c src/store/store_read.c src/store/store_lock.c \
            src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
            src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/dist_vnni.c src/kernels/score_avx512.c src/kernels/crc32c_sse42.c
 CLI_LIB_SRC := cli/io_vectors.c cli/io_jsonl.c cli/io_legend.c cli/util.c cli/config.c cli/opts.c
 CLI_SRC := cli/main.c cli/cmd_build.c cli/cmd_search.c cli/cmd_info.c cli/cmd_merge.c cli/cmd_embed.c \
            cli/cmd_export.c cli/cmd_retrain.c cli/cmd_cache.c
-TEST_SRC := tests/unit/test_main.c tests/unit/test_kernels.c tests/unit/test_index.c tests/unit/test_store.c tests/unit/test_io.c tests/unit/test_alloc.c tests/unit/test_merge.c tests/unit/test_embed.c tests/unit/test_ivf.c tests/unit/test_hnsw.c tests/unit/test_lock.c tests/unit/test_errors.c
+TEST_SRC := tests/unit/test_main.c tests/unit/test_kernels.c tests/unit/test_index.c tests/unit/test_store.c tests/unit/test_io.c tests/unit/test_alloc.c tests/unit/test_merge.c tests/unit/test_embed.c tests/unit/test_ivf.c tests/unit/test_hnsw.c tests/unit/test_lock.c tests/unit/test_api.c tests/unit/test_errors.c
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_LIB_OBJ := $(CLI_LIB_SRC:%.c=$(BUILD)/%.o)
@@ -74,9 +74,12 @@ $(BUILD)/src/kernels/score_avx512.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -m
 $(BUILD)/src/kernels/dist_vnni.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 $(BUILD)/src/kernels/crc32c_sse42.o: EXTRA := -msse4.2
 
+# Library sources get CHRYS_LIB_SOURCE: internal.h then poisons the libc allocator names there.
+$(BUILD)/src/%.o: LIBDEF := -DCHRYS_LIB_SOURCE
+
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h tests/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(EXTRA) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(EXTRA) $(LIBDEF) -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@rm -f $@

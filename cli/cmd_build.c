@@ -121,7 +121,8 @@ static int load_existing(const char *store, chrys_index **ix, uint64_t *next_id)
         cli_error("out of memory");
         return EXIT_FAIL;
     }
-    chrys_index_ids(*ix, ids);
+    size_t n_ids;
+    chrys_index_get_ids(*ix, ids, info.count, &n_ids);
     for (size_t i = 0; i < info.count; i++)
         if (ids[i] + 1 > *next_id) *next_id = ids[i] + 1;
     free(ids);

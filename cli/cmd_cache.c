@@ -51,7 +51,7 @@ int cmd_cache(int argc, char **argv)
         printf("%s: removed %llu entries\n", path, (unsigned long long)removed);
     }
     chrys_cache_info ci = {sizeof ci};
-    if ((rc = chrys_cache_info_get(path, &ci, &msg))) {
+    if ((rc = chrys_cache_get_info(path, &ci, &msg))) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
         chrys_free(msg);
         return cli_exit_for(rc);

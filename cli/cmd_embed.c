@@ -104,7 +104,7 @@ int embed_cli_make(const embed_cli *ec, chrys_embedder **out)
 void embed_cli_report(chrys_embedder *e)
 {
     chrys_embed_stats st = {sizeof st};
-    chrys_embedder_stats(e, &st);
+    chrys_embedder_get_stats(e, &st);
     fprintf(stderr,
             "chrysalis: embedded %llu texts: %llu from the cache (API calls saved), %llu by the provider in %llu "
             "requests (%llu retries)%s",

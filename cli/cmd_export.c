@@ -46,7 +46,8 @@ int cmd_export(int argc, char **argv)
         code = EXIT_FAIL;
         goto done;
     }
-    chrys_index_ids(idx, ids);
+    size_t n_ids;
+    chrys_index_get_ids(idx, ids, info.count, &n_ids);
     for (uint64_t i = 0; i < info.count; i++) {
         uint64_t id = m ? i : ids[i]; /* merger entries in entry order */
         const char *meta = NULL;

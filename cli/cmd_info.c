@@ -34,13 +34,13 @@ int cmd_info(int argc, char **argv)
     chrys_merge_stats ms = {sizeof ms};
     chrys_merge_opts mo = {sizeof mo};
     size_t n_hist = 0;
-    uint64_t(*hist)[5] = NULL;
+    chrys_merge_run *hist = NULL;
     if (m) {
         chrys_merger_get_stats(m, &ms);
         chrys_merger_get_opts(m, &mo);
-        chrys_merger_history(m, NULL, 0, &n_hist);
+        chrys_merger_get_history(m, NULL, 0, &n_hist);
         hist = calloc(n_hist ? n_hist : 1, sizeof *hist);
-        chrys_merger_history(m, hist, n_hist, &n_hist);
+        chrys_merger_get_history(m, hist, n_hist, &n_hist);
     }
     unsigned wv = sm.writer_version;
     if (json) {
@@ -64,8 +64,8 @@ int cmd_info(int argc, char **argv)
                    (unsigned long long)ms.added, (unsigned long long)ms.skipped);
             for (size_t h = 0; h < n_hist; h++)
                 printf("%s{\"time\":%llu,\"records\":%llu,\"merged\":%llu,\"added\":%llu,\"skipped\":%llu}",
-                       h ? "," : "", (unsigned long long)hist[h][0], (unsigned long long)hist[h][1],
-                       (unsigned long long)hist[h][2], (unsigned long long)hist[h][3], (unsigned long long)hist[h][4]);
+                       h ? "," : "", (unsigned long long)hist[h].unix_time, (unsigned long long)hist[h].records,
+                       (unsigned long long)hist[h].merged, (unsigned long long)hist[h].added, (unsigned long long)hist[h].skipped);
             printf("]}");
         }
         printf("}\n");
@@ -104,12 +104,12 @@ int cmd_info(int argc, char **argv)
                    (unsigned long long)ms.added, (unsigned long long)ms.skipped);
             printf("history:  %zu run%s\n", n_hist, n_hist == 1 ? "" : "s");
             for (size_t h = 0; h < n_hist; h++) {
-                time_t t = (time_t)hist[h][0];
+                time_t t = (time_t)hist[h].unix_time;
                 char when[32];
                 strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime(&t));
                 printf("  run %zu  %s UTC  records %llu  merged %llu  added %llu  skipped %llu\n", h + 1, when,
-                       (unsigned long long)hist[h][1], (unsigned long long)hist[h][2], (unsigned long long)hist[h][3],
-                       (unsigned long long)hist[h][4]);
+                       (unsigned long long)hist[h].records, (unsigned long long)hist[h].merged, (unsigned long long)hist[h].added,
+                       (unsigned long long)hist[h].skipped);
             }
         }
     }

@@ -91,9 +91,11 @@ static int search_all(const chrys_index *ix, const search_args *sa, const vecset
             chrys_index_error_info(ix, &ei);
             if (ei.code == rc && ei.record >= 0) /* the library names the query row of the chunk */
                 cli_error("%s: query %zu: %s", sa->qpath, i + (size_t)ei.record, ei.reason);
-            else
+            else { /* the search's own message (this thread's), where it left one */
+                const char *why = ei.code == rc ? ei.message : chrys_index_errmsg(ix);
                 cli_error("%s: queries %zu..%zu: %s (zero query vector under cosine?)", sa->qpath, i, i + m - 1,
-                          ei.code == rc && ei.message[0] ? ei.message : chrys_errstr(rc));
+                          why[0] ? why : chrys_errstr(rc));
+            }
             return cli_exit_for(rc);
         }
         progress_update(&pb, i + m);

@@ -1,16 +1,40 @@
 /*
  * chrysalis.h: the public interface of libchrysalis.
  *
- * libchrysalis stores embedding vectors under 64-bit ids, searches them exactly (and, later,
- * approximately), and keeps everything in one checksummed little-endian file. This header is the
- * only one a user includes. It is C99 and exposes no internal struct: handles are opaque and
- * options structs begin with `struct_size` so fields can be added without breaking the ABI.
+ * libchrysalis stores embedding vectors under 64-bit ids, searches them exactly (Flat) or
+ * approximately (IVF lists, HNSW graphs, optionally over int8 SQ8 codes with exact re-ranking),
+ * folds near-duplicate records into entries (the semantic merger), turns text into vectors
+ * through embedding providers with a cache, and keeps an index or a merger in one checksummed
+ * little-endian file. This header is the only one a user includes. It is C99 and exposes no
+ * internal struct: handles are opaque and options, info and stats structs begin with
+ * `struct_size` so fields can be added without breaking the ABI.
+ *
+ * Version 0.2 made the API consistent (0.x: the API may still change between minor versions):
+ * one name for every getter, a capacity on every output array whose length the library decides,
+ * a struct per merge run, an optional message from search, and struct_size honoured everywhere.
  *
  * Conventions (see docs/ARCHITECTURE.md):
  *  - Every fallible call returns an int: CHRYS_OK (0) or a code; `rc & 0xff` is the primary code.
  *  - Objects come back through `T **out`; `*out` is NULL on failure.
- *  - Output arrays are owned by the caller. Strings the library returns are either "owned" (free
- *    with chrys_free) or "borrowed" (valid until the next non-const call on the handle).
+ *  - Output arrays are owned by the caller. An array whose length the arguments fix (hits[nq*k],
+ *    out[dim], results[n]) is documented with that length. An array whose length the library
+ *    decides (ids, run history) comes with a capacity `cap` and a count `*n_out`: *n_out is always
+ *    set to the number of elements there are; out NULL (with cap 0) asks for the count alone
+ *    (CHRYS_OK); when cap < *n_out the call writes nothing and returns CHRYS_LIMIT_CAPACITY.
+ *  - Getters are named chrys_<handle>_get_<what> and fill a caller's struct (chrys_index_get_info,
+ *    chrys_merger_get_stats, chrys_merger_get_opts, chrys_merger_get_entry,
+ *    chrys_embedder_get_stats, chrys_cache_get_info), or a caller's array with a capacity
+ *    (chrys_index_get_ids, chrys_merger_get_history).
+ *  - struct_size: set it to sizeof the struct you compiled against (the chrys_*_opts_init
+ *    functions do; for info and stats structs, 0 also means "all of it"). The library reads and
+ *    writes only the fields that struct_size covers. Options: fields beyond a smaller (older)
+ *    struct take their defaults; a struct_size below the first version's fields is CHRYS_INVALID.
+ *    Info and stats: fields beyond a smaller struct are left untouched; a larger (newer) struct
+ *    gets zeros past the fields this library knows; struct_size comes back as the bytes the
+ *    library filled. A struct_size above 65536 is CHRYS_INVALID. Start a struct with its opts_init
+ *    (or zero it) so that padding holds no garbage.
+ *  - Strings the library returns are either "owned" (free with chrys_free) or "borrowed" (valid
+ *    until the next non-const call on the handle).
  *  - Threads: any number of threads may call functions taking `const chrys_index *` at once; a
  *    call taking a non-const handle needs exclusive access, which the caller provides.
  */
@@ -31,9 +55,9 @@ extern "C" {
 #endif
 
 #define CHRYS_VERSION_MAJOR 0
-#define CHRYS_VERSION_MINOR 1
+#define CHRYS_VERSION_MINOR 2 /* 0.2: the consistent API (getters, capacities, chrys_merge_run) */
 #define CHRYS_VERSION_PATCH 0
-#define CHRYS_VERSION_STRING "0.1.0"
+#define CHRYS_VERSION_STRING "0.2.0"
 
 /* ---- Result codes. Primary codes are in the low byte; never renumbered. ---- */
 #define CHRYS_OK 0
@@ -54,6 +78,8 @@ extern "C" {
 #define CHRYS_IO_WRITE (CHRYS_IO | (2 << 8))
 #define CHRYS_CORRUPT_CHECKSUM (CHRYS_CORRUPT | (1 << 8))
 #define CHRYS_CORRUPT_TRUNCATED (CHRYS_CORRUPT | (2 << 8))
+/* An output array's capacity is below the count the call reports in *n_out (nothing written). */
+#define CHRYS_LIMIT_CAPACITY (CHRYS_LIMIT | (1 << 8))
 
 /* Id value that pads unused result slots. */
 #define CHRYS_NO_ID UINT64_MAX
@@ -65,10 +91,12 @@ extern "C" {
 
 /* ---- Basics ---- */
 
-/* Library version string, e.g. "0.1.0". Static storage. Thread-safe. */
+/* Library version string, e.g. "0.2.0" (CHRYS_VERSION_STRING of the library actually linked).
+ * Static storage. Thread-safe. */
 CHRYS_API const char *chrys_version(void);
 
-/* Name of the SIMD level chosen for the distance kernels: "scalar", "avx2" or "avx512".
+/* Name of the SIMD level chosen for the distance kernels: "scalar", "avx2", "avx512" or
+ * "avx512+vnni" (AVX-512 with the VNNI int8 dot product, used by the SQ8 kernels).
  * The level is chosen once, at first use, from CPUID/XGETBV; the environment variable
  * CHRYS_SIMD=scalar|avx2|avx512 forces a lower level (never a higher one). Thread-safe. */
 CHRYS_API const char *chrys_simd_name(void);
@@ -162,7 +190,9 @@ CHRYS_API int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, c
 /* Free an index. NULL-safe. */
 CHRYS_API void chrys_index_free(chrys_index *ix);
 
-/* Last error message recorded on the handle by a non-const call (borrowed; "" if none). */
+/* Last error message recorded on the handle: by a non-const call, or by a failed chrys_index_search
+ * on the calling thread (see there). Borrowed: valid until the next non-const call on ix or this
+ * thread's next search of ix; "" if none. */
 CHRYS_API const char *chrys_index_errmsg(const chrys_index *ix);
 /* The last failure on the handle (see chrys_error_info). Borrowed strings, valid until the next
  * non-const call. Returns CHRYS_OK, or CHRYS_INVALID for a NULL argument or a struct_size too
@@ -180,18 +210,22 @@ CHRYS_API int chrys_index_error_info(const chrys_index *ix, chrys_error_info *in
 CHRYS_API int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
                               const char *const *meta);
 
-/* Remove the vector with this id. Returns CHRYS_OK or CHRYS_NOTFOUND.
+/* Remove the vector with this id. Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (read-only
+ * index), CHRYS_NOMEM. Flat and IVF: the last row moves into the freed slot (storage order changes).
  * HNSW: the node becomes a tombstone (searches walk through it but never return it) and the
  * neighbours that linked to it are re-linked with the selection heuristic; the space comes back
- * with chrys_index_compact, or by itself when tombstones reach half of the nodes. */
+ * with chrys_index_compact, or by itself once there are at least 64 tombstones and they make up
+ * half of the nodes. */
 CHRYS_API int chrys_index_remove(chrys_index *ix, uint64_t id);
 
 /* HNSW: drop the tombstones, renumber the live nodes densely and repair every link that pointed
- * at a tombstone. Other kinds: nothing to do. Returns CHRYS_OK or CHRYS_NOMEM. */
+ * at a tombstone. Other kinds: nothing to do. Returns CHRYS_OK, CHRYS_INVALID (read-only index),
+ * CHRYS_NOMEM. */
 CHRYS_API int chrys_index_compact(chrys_index *ix);
 
-/* Progress of long operations (the HNSW build): fn(done, total, ctx) from the calling thread,
- * every few hundred nodes. NULL fn switches it off. */
+/* Progress of long operations (the HNSW build of an added batch): fn(done, total, ctx) from the
+ * calling thread, about every 16 nodes it links (total: the batch's nodes). NULL fn switches it
+ * off. */
 CHRYS_API void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t done, uint64_t total, void *ctx),
                                         void *ctx);
 
@@ -200,9 +234,10 @@ CHRYS_API void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t don
  * Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (NaN/Inf, zero vector under cosine). */
 CHRYS_API int chrys_index_update(chrys_index *ix, uint64_t id, const float *vec);
 
-/* Copy the vector stored under id into out[dim]. Under cosine this is the normalised vector
- * times the norm kept at insert (equal to the input up to float rounding).
- * Returns CHRYS_OK or CHRYS_NOTFOUND. Thread-safe (const). */
+/* Copy the vector stored under id into out[dim] (caller-owned). Under cosine this is the
+ * normalised vector times the norm kept at insert (equal to the input up to float rounding); an
+ * index holding SQ8 codes only returns the decoded codes (approximate).
+ * Returns CHRYS_OK, CHRYS_NOTFOUND, CHRYS_INVALID (NULL argument). Thread-safe (const). */
 CHRYS_API int chrys_index_get(const chrys_index *ix, uint64_t id, float *out);
 
 /* Borrow the metadata string stored with id (NULL if none).
@@ -212,8 +247,12 @@ CHRYS_API int chrys_index_get_meta(const chrys_index *ix, uint64_t id, const cha
 /* Whether an id is present (1) or not (0). */
 CHRYS_API int chrys_index_contains(const chrys_index *ix, uint64_t id);
 
-/* Copy the ids in storage order into out[count] (count from chrys_index_info). */
-CHRYS_API int chrys_index_ids(const chrys_index *ix, uint64_t *out);
+/* The ids present, in storage order (removed ids are skipped).
+ * out: *n_out, the number of ids (always set); out[0..*n_out) when out is non-NULL and
+ * cap >= *n_out (caller-owned; out NULL with cap 0 asks for the count alone).
+ * Returns CHRYS_OK, CHRYS_LIMIT_CAPACITY (cap < *n_out: nothing written), CHRYS_INVALID (ix or
+ * n_out NULL, or out NULL with cap > 0). Thread-safe (const). */
+CHRYS_API int chrys_index_get_ids(const chrys_index *ix, uint64_t *out, size_t cap, size_t *n_out);
 
 typedef struct chrys_index_info {
     uint32_t struct_size;
@@ -252,7 +291,8 @@ CHRYS_API int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, u
 CHRYS_API int chrys_index_retrain(chrys_index *ix);
 
 /* Describe an index. in/out: info (set struct_size = sizeof before the call, or 0 for the full
- * struct). Returns CHRYS_OK. */
+ * struct; only the fields it covers are written, see struct_size above).
+ * Returns CHRYS_OK, CHRYS_INVALID (NULL argument, struct_size above 65536). Thread-safe (const). */
 CHRYS_API int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info);
 
 /* ---- Search ---- */
@@ -280,16 +320,29 @@ typedef struct chrys_search_opts {
     uint32_t ef_search;   /* HNSW: candidates kept during the walk (0 = 64; at least k) */
 } chrys_search_opts;
 
+/* Fill *opts with the defaults (k 10, every other field 0: the index's defaults). */
 CHRYS_API void chrys_search_opts_init(chrys_search_opts *opts);
 
-/* Search nq queries (row-major float32, nq*dim) for their k best vectors.
+/* Search nq queries (row-major float32, nq*dim) for their k best vectors: exactly (Flat), or
+ * approximately (IVF: the nprobe nearest lists; HNSW: a graph walk keeping ef_search candidates;
+ * a true neighbour can be missed, raise nprobe / ef_search for recall).
  * out: hits[nq*k], caller-owned; each query's hits sorted best first, ties broken by smaller id,
  *      unused slots padded (id CHRYS_NO_ID). Scores are the true quantity, computed in double
- *      precision for the returned hits.
- * in: opts (NULL for defaults).
- * Large batches use BLAS sgemm, small ones the SIMD kernels; both split the work over n_threads.
- * Returns CHRYS_OK, CHRYS_INVALID (k out of range, NaN/Inf query, zero query under cosine), CHRYS_NOMEM.
- * Thread-safe (const): several threads may search one index at once. Sets no message. */
+ *      precision for the returned hits, wherever float32 rows are kept (SQ8 codes are scanned
+ *      first and the best candidates re-ranked on the rows); an index holding SQ8 codes only
+ *      scores from the codes (approximate).
+ * in: opts (NULL for defaults; only the fields its struct_size covers are read).
+ * Exact search of a batch of at least 64 queries uses the fused AVX-512 scan, or without AVX-512
+ * BLAS sgemm (over at least 65,536 rows under cosine and IP); smaller batches the SIMD row
+ * kernels. Every path returns the same hits, and splits the work over n_threads.
+ * Returns CHRYS_OK, CHRYS_INVALID (k out of range, NaN/Inf query, zero query under cosine; a NULL
+ * argument), CHRYS_LIMIT (nq*k beyond the address space), CHRYS_NOMEM.
+ * Message (optional to read; the code alone says what kind of failure it was): a failed search
+ * records why, naming the option or the query row at fault, and chrys_index_errmsg(ix) returns it
+ * when called on the same thread right after the call. The message is kept per thread, so
+ * threads searching one index at once each read their own; the thread's next message-recording
+ * call on ix replaces it.
+ * Thread-safe (const): several threads may search one index at once. */
 CHRYS_API int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,
                                  const chrys_search_opts *opts, chrys_hit *hits);
 
@@ -333,7 +386,12 @@ CHRYS_API int chrys_index_open_mmap(const char *path, chrys_index **out, char **
  * Thread-safe (const). */
 CHRYS_API int chrys_index_save_buffer(const chrys_index *ix, void **buf, size_t *size, char **errmsg);
 
-/* Load from a memory buffer (same checks as chrys_index_load; 'name' labels messages). */
+/* Load an index from a memory buffer holding a store (chrys_index_save_buffer's, or a store
+ * file's bytes), with every check of chrys_index_load: a truncated or damaged buffer is
+ * CHRYS_CORRUPT (or CHRYS_FORMAT), never a crash. in: buf[size] (read during the call only: the
+ * index keeps no pointer into it), name (optional; labels messages, e.g. "pickle").
+ * out: *out (free with chrys_index_free), NULL on failure; *errmsg (optional; owned; for a
+ * damaged buffer it names it). Returns chrys_index_load's codes, or CHRYS_INVALID (out NULL, or buf NULL with size > 0). */
 CHRYS_API int chrys_index_load_buffer(const void *buf, size_t size, const char *name,
                                       chrys_index **out, char **errmsg);
 
@@ -351,8 +409,10 @@ typedef struct chrys_store_meta {
     int has_merger; /* 1 if the file holds merger state (open it with chrys_merger_open) */
 } chrys_store_meta;
 
-/* Read a store file's header and META section without loading vectors (checksums of those two
- * are verified). Returns CHRYS_OK, CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT. */
+/* Read a store file's header and META section without loading vectors (the checksums of the
+ * header, the section table and META are verified). in/out: meta (struct_size as for
+ * chrys_index_get_info). out: *errmsg (optional; owned). Returns CHRYS_OK, CHRYS_INVALID,
+ * CHRYS_IO, CHRYS_CORRUPT, CHRYS_FORMAT. */
 CHRYS_API int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg);
 
 /* ---- Writer lock: one writer at a time per store ----
@@ -427,7 +487,8 @@ CHRYS_API void chrys_store_unlock(chrys_lock *lk);
  * + 1), else it is appended as a new entry. Defaults reproduce the original Python merger:
  * strictly greater similarity wins, the first (oldest) entry wins ties, similarities <= 0 never
  * match, vectors are not renormalised. Entries are numbered 0, 1, 2, ... in creation order and
- * live in a cosine Flat index, so the merger's store is also a searchable store.
+ * live in a cosine index (chrys_merger_index; by default exact Flat, then an HNSW graph from
+ * chrys_merge_opts.auto_threshold entries on), so the merger's store is also a searchable store.
  * Batch merges search a block of records against the state before it on all cores, then settle
  * the block in order, rescoring only the entries that changed inside it: the decisions are exactly
  * those of one-record-at-a-time merging. */
@@ -445,7 +506,8 @@ typedef struct chrys_merge_metrics {
     double seconds;       /* wall time of the search */
     uint64_t entries;     /* entries searched */
     uint64_t records;     /* records (queries) in the search */
-    const char *path;     /* "flat-simd", "flat-sgemm" or "flat-recheck" */
+    const char *path;     /* block search: "flat-simd", "flat-sgemm", "hnsw" or "ivf"; a single
+                             record's exact check: "flat-recheck" or "index-recheck" */
     int slow;             /* seconds > slow_search_s */
 } chrys_merge_metrics;
 
@@ -486,6 +548,7 @@ typedef struct chrys_merge_opts {
     uint32_t ef_construction; /* HNSW built by the planner for a new merger (0 = default 100) */
 } chrys_merge_opts;
 
+/* Fill *opts with the defaults above (dim 0: the caller must set it). */
 CHRYS_API void chrys_merge_opts_init(chrys_merge_opts *opts);
 
 typedef struct chrys_merge_record {
@@ -549,27 +612,46 @@ CHRYS_API int chrys_merger_get_opts(const chrys_merger *m, chrys_merge_opts *opt
 CHRYS_API int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *records,
                                  chrys_merge_result *results);
 
-/* Close a run: append (time, records, merged, added, skipped since the last mark) to the history. */
+/* Close a run: append a chrys_merge_run (time, and the records, merged, added and skipped since
+ * the last mark) to the history. Returns CHRYS_OK, CHRYS_NOMEM. */
 CHRYS_API int chrys_merger_mark_run(chrys_merger *m);
 
 /* Save entries, counts, scores, metadata, the record -> entry map, options and history to one
  * store file, atomically (see chrys_index_save), under path's writer lock (taken for the write
- * unless this process holds it through chrys_store_lock; see "Writer lock"). */
+ * unless this process holds it through chrys_store_lock; see "Writer lock"). out: *errmsg
+ * (optional; owned). Returns CHRYS_OK, CHRYS_INVALID (NULL argument), CHRYS_IO, CHRYS_NOMEM. */
 CHRYS_API int chrys_merger_save(const chrys_merger *m, const char *path, char **errmsg);
 
+/* Free a merger and its index. NULL-safe. */
 CHRYS_API void chrys_merger_free(chrys_merger *m);
+/* Last error message recorded on the merger (borrowed: valid until the next non-const call; "" if none). */
 CHRYS_API const char *chrys_merger_errmsg(const chrys_merger *m);
 /* The last failure on the handle; as chrys_index_error_info (record: in the chrys_merger_merge batch). */
 CHRYS_API int chrys_merger_error_info(const chrys_merger *m, chrys_error_info *info);
+/* Counts of the merger. in/out: stats (struct_size as for chrys_index_get_info).
+ * Returns CHRYS_OK, CHRYS_INVALID. Thread-safe (const). */
 CHRYS_API int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *stats);
-/* Entry e: its bookkeeping, and its current vector (not renormalised) into vec[dim] if non-NULL. */
+/* Entry e: its bookkeeping into *entry (struct_size as for chrys_index_get_info; entry->meta is
+ * borrowed), and its current vector (not renormalised) into vec[dim] if non-NULL.
+ * Returns CHRYS_OK, CHRYS_NOTFOUND (e >= the number of entries), CHRYS_INVALID. */
 CHRYS_API int chrys_merger_get_entry(const chrys_merger *m, uint64_t e, chrys_merge_entry *entry,
                                      float *vec);
 /* The entry a record id ended in. Returns CHRYS_OK or CHRYS_NOTFOUND. */
 CHRYS_API int chrys_merger_lookup(const chrys_merger *m, uint64_t record_id, uint64_t *entry);
-/* History of runs: n_out gets the count; if out is non-NULL, up to cap rows of
- * {unix_time, records, merged, added, skipped}. */
-CHRYS_API int chrys_merger_history(const chrys_merger *m, uint64_t (*out)[5], size_t cap, size_t *n_out);
+/* One run of the history, closed by chrys_merger_mark_run: counts since the previous mark. */
+typedef struct chrys_merge_run {
+    uint64_t unix_time; /* seconds since 1970 when the run was marked */
+    uint64_t records;   /* records merged in the run (merged + added + skipped) */
+    uint64_t merged;    /* folded into an existing entry */
+    uint64_t added;     /* appended as new entries */
+    uint64_t skipped;   /* skipped (empty embedding, or invalid under skip_invalid) */
+} chrys_merge_run;
+
+/* History of runs, oldest first, with the same capacity rule as chrys_index_get_ids:
+ * out: *n_out, the number of runs (always set); out[0..*n_out) when cap >= *n_out.
+ * Returns CHRYS_OK, CHRYS_LIMIT_CAPACITY (cap < *n_out: nothing written), CHRYS_INVALID.
+ * Thread-safe (const). */
+CHRYS_API int chrys_merger_get_history(const chrys_merger *m, chrys_merge_run *out, size_t cap, size_t *n_out);
 /* The entries' index (borrowed, read-only): search it with chrys_index_search. */
 CHRYS_API const chrys_index *chrys_merger_index(const chrys_merger *m);
 
@@ -618,12 +700,15 @@ typedef struct chrys_embed_opts {
 } chrys_embed_opts;
 #define CHRYS_MAX_CONCURRENCY 256
 
+/* Fill *opts with the defaults above (the deterministic provider, 1024 dimensions, no cache). */
 CHRYS_API void chrys_embed_opts_init(chrys_embed_opts *opts);
 
 /* Create an embedder (opens or creates the cache). out: *out (free with chrys_embedder_free),
  * *errmsg (optional, owned). Returns CHRYS_OK, CHRYS_INVALID, CHRYS_IO (cache), CHRYS_NOMEM. */
 CHRYS_API int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char **errmsg);
+/* Free an embedder (closes the cache). NULL-safe. */
 CHRYS_API void chrys_embedder_free(chrys_embedder *e);
+/* Last error message recorded on the embedder (borrowed: valid until the next non-const call; "" if none). */
 CHRYS_API const char *chrys_embedder_errmsg(const chrys_embedder *e);
 /* The last failure on the handle; as chrys_index_error_info (record: the text of the call at fault). */
 CHRYS_API int chrys_embedder_error_info(const chrys_embedder *e, chrys_error_info *info);
@@ -645,7 +730,9 @@ typedef struct chrys_embed_stats {
     uint64_t fallback_texts; /* texts embedded by the deterministic fallback */
 } chrys_embed_stats;
 
-CHRYS_API int chrys_embedder_stats(const chrys_embedder *e, chrys_embed_stats *stats);
+/* Counts of this embedder since it was created. in/out: stats (struct_size as for
+ * chrys_index_get_info). Returns CHRYS_OK, CHRYS_INVALID. */
+CHRYS_API int chrys_embedder_get_stats(const chrys_embedder *e, chrys_embed_stats *stats);
 
 /* The deterministic provider as a function: out[dim] for text[0..len). Returns CHRYS_OK or CHRYS_INVALID. */
 CHRYS_API int chrys_embed_deterministic(const char *text, size_t len, uint32_t dim, float *out);
@@ -655,9 +742,13 @@ typedef struct chrys_cache_info {
     uint64_t entries, bytes, hits, misses; /* hits/misses: lifetime totals kept in the file */
 } chrys_cache_info;
 
-/* Describe a cache file / remove entries older than ttl_s (0: none) and the least recently used
- * beyond max_entries (0: none). Safe while another process uses the cache. */
-CHRYS_API int chrys_cache_info_get(const char *path, chrys_cache_info *info, char **errmsg);
+/* Describe a cache file. in/out: info (struct_size as for chrys_index_get_info). out: *errmsg
+ * (optional; owned). Returns CHRYS_OK, CHRYS_INVALID, CHRYS_IO (the file cannot be opened as a
+ * cache). Safe while another process uses the cache. */
+CHRYS_API int chrys_cache_get_info(const char *path, chrys_cache_info *info, char **errmsg);
+/* Remove the entries older than ttl_s (0: none) and the least recently used beyond max_entries
+ * (0: none). out: *removed (optional), *errmsg (optional; owned). Safe while another process uses
+ * the cache. */
 CHRYS_API int chrys_cache_prune(const char *path, double ttl_s, uint64_t max_entries, uint64_t *removed,
                                 char **errmsg);
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#define CHRYS_ALLOC_IMPL /* the one file that calls the libc allocator */
 #include "internal.h"
 
 static void *(*g_malloc)(size_t) = malloc;

@@ -164,7 +164,7 @@ int cache_evict(embcache *c, double ttl_s, uint64_t max_entries, uint64_t *remov
     return CHRYS_OK;
 }
 
-int chrys_cache_info_get(const char *path, chrys_cache_info *info, char **errmsg)
+int chrys_cache_get_info(const char *path, chrys_cache_info *info, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!path || !info) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "path and info are required");
@@ -189,10 +189,7 @@ int chrys_cache_info_get(const char *path, chrys_cache_info *info, char **errmsg
         }
     sqlite3_finalize(st);
     cache_close(&c);
-    size_t sz = info->struct_size && info->struct_size < sizeof x ? info->struct_size : sizeof x;
-    memcpy(info, &x, sz);
-    info->struct_size = (uint32_t)sz;
-    return CHRYS_OK;
+    return chrys_struct_out(info, &x, sizeof x);
 }
 
 int chrys_cache_prune(const char *path, double ttl_s, uint64_t max_entries, uint64_t *removed, char **errmsg)

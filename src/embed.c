@@ -127,14 +127,11 @@ int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char 
     if (errmsg) *errmsg = NULL;
     if (!out) return CHRYS_INVALID;
     *out = NULL;
-    if (!opts || opts->struct_size < offsetof(chrys_embed_opts, seed) + sizeof(uint64_t))
-        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "embed opts missing or struct_size too small");
     /* field by field: a caller built against an older header has a shorter struct */
     chrys_embed_opts full;
     chrys_embed_opts_init(&full);
-    memcpy(&full, opts, opts->struct_size < sizeof full ? opts->struct_size : sizeof full);
-    if (opts->struct_size < offsetof(chrys_embed_opts, concurrency) + sizeof(uint32_t)) full.concurrency = 4;
-    full.struct_size = sizeof full;
+    if (chrys_struct_in(&full, sizeof full, opts, offsetof(chrys_embed_opts, seed) + sizeof(uint64_t)))
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "embed opts missing or struct_size too small");
     const chrys_embed_opts *o = &full;
     if (o->concurrency < 1 || o->concurrency > CHRYS_MAX_CONCURRENCY)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "concurrency %u out of range 1..%d", o->concurrency,
@@ -188,13 +185,10 @@ int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char 
     return CHRYS_OK;
 }
 
-int chrys_embedder_stats(const chrys_embedder *e, chrys_embed_stats *st)
+int chrys_embedder_get_stats(const chrys_embedder *e, chrys_embed_stats *st)
 {
     if (!e || !st) return CHRYS_INVALID;
-    size_t sz = st->struct_size && st->struct_size < sizeof e->st ? st->struct_size : sizeof e->st;
-    memcpy(st, &e->st, sz);
-    st->struct_size = (uint32_t)sz;
-    return CHRYS_OK;
+    return chrys_struct_out(st, &e->st, sizeof e->st);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ const char *chrys_errstr(int rc)
     case CHRYS_IO_WRITE: return "write failed";
     case CHRYS_CORRUPT_CHECKSUM: return "checksum mismatch";
     case CHRYS_CORRUPT_TRUNCATED: return "file truncated";
+    case CHRYS_LIMIT_CAPACITY: return "output array too small (the count needed is in *n_out)";
     default: break;
     }
     switch (rc & 0xff) {

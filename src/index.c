@@ -101,8 +101,11 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
     if (errmsg) *errmsg = NULL;
     if (!out) return CHRYS_INVALID;
     *out = NULL;
-    if (!opts || opts->struct_size < offsetof(chrys_index_opts, seed) + sizeof(uint64_t))
+    chrys_index_opts full; /* the caller's fields over the defaults (a shorter struct: older header) */
+    chrys_index_opts_init(&full);
+    if (chrys_struct_in(&full, sizeof full, opts, offsetof(chrys_index_opts, seed) + sizeof(uint64_t)))
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "opts missing or struct_size too small");
+    opts = &full;
     chrys_index_kind kind = opts->kind;
     uint32_t nlist = 0;
     int sq8 = 0, is_auto = 0, rc;
@@ -477,9 +480,12 @@ int chrys_index_contains(const chrys_index *ix, uint64_t id)
     return ix && idmap_get(&ix->map, id) != CHRYS_NO_SLOT;
 }
 
-int chrys_index_ids(const chrys_index *ix, uint64_t *out)
+int chrys_index_get_ids(const chrys_index *ix, uint64_t *out, size_t cap, size_t *n_out)
 {
-    if (!ix || (!out && ix->n)) return CHRYS_INVALID;
+    if (!ix || !n_out || (!out && cap)) return CHRYS_INVALID;
+    *n_out = ix->n - ix->n_dead;
+    if (!out) return CHRYS_OK; /* the count only */
+    if (cap < *n_out) return CHRYS_LIMIT_CAPACITY;
     if (!ix->n_dead) {
         if (ix->n) memcpy(out, ix->ids, ix->n * sizeof *out);
         return CHRYS_OK;
@@ -527,10 +533,7 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
         hnsw_params(ix, &full.hnsw_m, &full.ef_construction, &ml);
         full.max_level = ml;
     }
-    size_t sz = info->struct_size && info->struct_size < sizeof full ? info->struct_size : sizeof full;
-    memcpy(info, &full, sz);
-    info->struct_size = (uint32_t)sz;
-    return CHRYS_OK;
+    return chrys_struct_out(info, &full, sizeof full);
 }
 
 int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries,

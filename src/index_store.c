@@ -86,7 +86,7 @@ int index_store_sections(const chrys_index *ix, index_sections *out)
     }
     if (ix->sq8 && ix->sq_min) {
         secs[n++] = (store_section){TAG_SQ8P, 0, ix->sq_min, ix->dim * sizeof(float)};
-        secs[n++] = (store_section){TAG_SQ8P + 1, 0, ix->sq_step, ix->dim * sizeof(float)};
+        secs[n++] = (store_section){TAG_TQ8P, 0, ix->sq_step, ix->dim * sizeof(float)};
         secs[n++] = (store_section){TAG_VSQ8, 0, ix->codes, ix->n * (uint64_t)ix->dim};
     }
     if (ix->hnsw) {
@@ -174,7 +174,7 @@ static int check_sections_known(store_reader *r, char **errmsg)
         if (t == TAG_META || t == TAG_IDS || t == TAG_NORM || t == TAG_VF32 || t == TAG_MDAT) continue;
         if (t == TAG_MRGO || t == TAG_MENT || t == TAG_MASN || t == TAG_MHIS) continue; /* merger state */
         if (t == TAG_HNSW || t == TAG_HNLV || t == TAG_HNL0 || t == TAG_HNUP) continue;
-        if (t == TAG_PLAN || t == TAG_IVFC || t == TAG_IVFL || t == TAG_SQ8P || t == TAG_SQ8P + 1 || t == TAG_VSQ8) continue;
+        if (t == TAG_PLAN || t == TAG_IVFC || t == TAG_IVFL || t == TAG_SQ8P || t == TAG_TQ8P || t == TAG_VSQ8) continue;
         if (r->sec[i].flags & SEC_OPTIONAL) continue;
         char name[5];
         return chrys_set_errmsg(errmsg, CHRYS_FORMAT, "%s: unknown required section %s (written by a newer version?)",
@@ -201,7 +201,7 @@ static int load_plan(store_reader *r, const unsigned char *plan, chrys_index *ix
 {
     int rc;
     int ic = store_find(r, TAG_IVFC), il = store_find(r, TAG_IVFL);
-    int im = store_find(r, TAG_SQ8P), is = store_find(r, TAG_SQ8P + 1), iv = store_find(r, TAG_VSQ8);
+    int im = store_find(r, TAG_SQ8P), is = store_find(r, TAG_TQ8P), iv = store_find(r, TAG_VSQ8);
     if (!plan) {
         if (ix->kind != CHRYS_INDEX_FLAT || ic >= 0 || il >= 0 || im >= 0 || iv >= 0)
             return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IVF/SQ8 sections without a PLAN section", r->name);
@@ -520,9 +520,7 @@ int chrys_store_peek(const char *path, chrys_store_meta *meta, char **errmsg)
         m.count = count;
         m.file_bytes = r.size;
         m.has_merger = store_find(&r, TAG_MRGO) >= 0;
-        size_t sz = meta->struct_size && meta->struct_size < sizeof m ? meta->struct_size : sizeof m;
-        memcpy(meta, &m, sz);
-        meta->struct_size = (uint32_t)sz;
+        rc = chrys_struct_out(meta, &m, sizeof m);
     }
     store_reader_close(&r);
     return rc;

@@ -2,8 +2,10 @@
  * internal.h: types, limits and helpers shared inside libchrysalis (never installed).
  *
  * Every allocation goes through chrys_malloc/chrys_realloc/chrys_free (alloc.c); the libc names
- * are poisoned below for files that define CHRYS_POISON_LIBC_ALLOC, so a stray malloc() fails to
- * compile. Sizes are computed with the checked helpers, which report overflow instead of wrapping.
+ * are poisoned at the end of this header in every library source (the Makefile defines
+ * CHRYS_LIB_SOURCE for src/) but alloc.c (which defines CHRYS_ALLOC_IMPL), so a stray malloc()
+ * in the library fails to compile. System headers that declare those
+ * names are included here first, so a file may include them after this header too. Sizes are computed with the checked helpers, which report overflow instead of wrapping.
  */
 #ifndef CHRYS_INTERNAL_H
 #define CHRYS_INTERNAL_H
@@ -90,6 +92,23 @@ CHRYS_PRIVATE void chrys_errpos_reset(chrys_errpos *pos);
  * struct_size. Returns CHRYS_OK or CHRYS_INVALID (NULL, or struct_size too small for code). */
 CHRYS_PRIVATE int chrys_error_info_fill(const char *msg, const chrys_errpos *pos, chrys_error_info *info);
 
+/* ---- public structs that begin with uint32_t struct_size (vec.c) ----
+ * Every options, info and stats struct of chrysalis.h is read and written only as far as the
+ * caller's struct_size reaches: a caller built against an older, shorter header is never read or
+ * written past its end, and one built against a newer, longer header gets zeros in the fields this
+ * library does not know. */
+#define CHRYS_STRUCT_SIZE_MAX 65536u /* above this a struct_size is garbage, not a newer header */
+/* Read a caller's input struct into the library's full one: *dst (dst_size bytes, holding the
+ * defaults) takes the first min(src->struct_size, dst_size) bytes of src, the rest keeps its
+ * defaults, and dst->struct_size becomes dst_size. Returns CHRYS_INVALID when src is NULL or its
+ * struct_size is below min_size (the fields every version had). */
+CHRYS_PRIVATE int chrys_struct_in(void *dst, size_t dst_size, const void *src, size_t min_size);
+/* Write the library's full struct *src (src_size bytes) into the caller's *dst: the first
+ * min(dst->struct_size, src_size) bytes (struct_size 0: all src_size), zeros from src_size up to a
+ * larger struct_size, and dst->struct_size set to the bytes taken from src. Returns CHRYS_OK, or
+ * CHRYS_INVALID (nothing written) when struct_size exceeds CHRYS_STRUCT_SIZE_MAX. */
+CHRYS_PRIVATE int chrys_struct_out(void *dst, const void *src, size_t src_size);
+
 /* ---- vectors (vec.c) ---- */
 /* Check that v[0..dim) are finite. Returns the index of the first bad component or -1. */
 CHRYS_PRIVATE long vec_first_nonfinite(const float *v, size_t dim);
@@ -116,7 +135,7 @@ CHRYS_PRIVATE int idmap_del(idmap *m, uint64_t key);                /* 1 if remo
 CHRYS_PRIVATE int idmap_reserve(idmap *m, size_t n);
 CHRYS_PRIVATE size_t idmap_bytes(const idmap *m);
 
-/* ---- top-k (topk.c) ----
+/* ---- top-k (topk.c; the heap and its one order, topk_worse: topk.h) ----
  * Internally every score is "higher is better" (L2 distances are negated). A topk holds the best
  * `cap` (score, id) pairs seen so far as a min-heap whose root is the worst kept pair. */
 typedef struct topk_item {
@@ -145,5 +164,15 @@ CHRYS_PRIVATE void topk_sort(topk *t);
 
 /* ---- CPU count ---- */
 CHRYS_PRIVATE unsigned chrys_online_cpus(void);
+
+/* ---- the libc allocator names, poisoned (see the top of this header) ---- */
+#if defined(CHRYS_LIB_SOURCE) && !defined(CHRYS_ALLOC_IMPL)
+#include <stdio.h>
+#include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <mm_malloc.h> /* the intrinsics headers' _mm_malloc uses malloc and posix_memalign */
+#endif
+#pragma GCC poison malloc calloc realloc free strdup strndup aligned_alloc posix_memalign
+#endif
 
 #endif

@@ -155,10 +155,8 @@ static int check_opts(const chrys_merge_opts *o, char **msg)
 static int import_opts(chrys_merge_opts *dst, const chrys_merge_opts *src, char **msg)
 {
     chrys_merge_opts_init(dst);
-    if (!src || src->struct_size < offsetof(chrys_merge_opts, user) + sizeof(void *))
+    if (chrys_struct_in(dst, sizeof *dst, src, offsetof(chrys_merge_opts, user) + sizeof(void *)))
         return chrys_set_errmsg(msg, CHRYS_INVALID, "merge opts missing or struct_size too small");
-    memcpy(dst, src, src->struct_size < sizeof *dst ? src->struct_size : sizeof *dst);
-    dst->struct_size = sizeof *dst;
     return CHRYS_OK;
 }
 
@@ -255,10 +253,7 @@ int chrys_merger_get_opts(const chrys_merger *m, chrys_merge_opts *opts)
 {
     if (!m || !opts) return CHRYS_INVALID;
     /* as much as the caller's struct holds (struct_size 0: all of it), like chrys_merger_get_stats */
-    size_t sz = opts->struct_size && opts->struct_size < sizeof m->opts ? opts->struct_size : sizeof m->opts;
-    memcpy(opts, &m->opts, sz);
-    opts->struct_size = (uint32_t)sz;
-    return CHRYS_OK;
+    return chrys_struct_out(opts, &m->opts, sizeof m->opts);
 }
 
 const chrys_index *chrys_merger_index(const chrys_merger *m) { return m ? m->ix : NULL; }
@@ -272,10 +267,7 @@ int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *st)
     chrys_merge_stats s = {sizeof s,      m->n_entries,     m->records,       m->merged,
                            m->added,      m->skipped,       m->n_hist,        next,
                            m->approx_records, m->confirmations, m->verified, m->disagreements, m->relinks};
-    size_t sz = st->struct_size && st->struct_size < sizeof s ? st->struct_size : sizeof s;
-    memcpy(st, &s, sz);
-    st->struct_size = (uint32_t)sz;
-    return CHRYS_OK;
+    return chrys_struct_out(st, &s, sizeof s);
 }
 
 int chrys_merger_get_entry(const chrys_merger *m, uint64_t e, chrys_merge_entry *out, float *vec)
@@ -284,11 +276,9 @@ int chrys_merger_get_entry(const chrys_merger *m, uint64_t e, chrys_merge_entry 
     if (e >= m->n_entries) return CHRYS_NOTFOUND;
     chrys_merge_entry x = {sizeof x, m->merged_count[e], m->similarity[e], m->first_record[e], NULL};
     chrys_index_get_meta(m->ix, e, &x.meta);
-    size_t sz = out->struct_size && out->struct_size < sizeof x ? out->struct_size : sizeof x;
-    memcpy(out, &x, sz);
-    out->struct_size = (uint32_t)sz;
-    if (vec) chrys_index_get(m->ix, e, vec);
-    return CHRYS_OK;
+    int rc = chrys_struct_out(out, &x, sizeof x);
+    if (!rc && vec) chrys_index_get(m->ix, e, vec);
+    return rc;
 }
 
 int chrys_merger_lookup(const chrys_merger *m, uint64_t record_id, uint64_t *entry)
@@ -300,11 +290,14 @@ int chrys_merger_lookup(const chrys_merger *m, uint64_t record_id, uint64_t *ent
     return CHRYS_OK;
 }
 
-int chrys_merger_history(const chrys_merger *m, uint64_t (*out)[5], size_t cap, size_t *n_out)
+int chrys_merger_get_history(const chrys_merger *m, chrys_merge_run *out, size_t cap, size_t *n_out)
 {
-    if (!m || !n_out) return CHRYS_INVALID;
+    if (!m || !n_out || (!out && cap)) return CHRYS_INVALID;
     *n_out = m->n_hist;
-    for (size_t i = 0; out && i < m->n_hist && i < cap; i++) memcpy(out[i], m->hist[i], sizeof out[i]);
+    if (!out) return CHRYS_OK; /* the count only */
+    if (cap < m->n_hist) return CHRYS_LIMIT_CAPACITY;
+    for (size_t i = 0; i < m->n_hist; i++) /* the rows keep the MHIS section's field order */
+        out[i] = (chrys_merge_run){m->hist[i][0], m->hist[i][1], m->hist[i][2], m->hist[i][3], m->hist[i][4]};
     return CHRYS_OK;
 }
 

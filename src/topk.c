@@ -3,9 +3,10 @@
  *
  * A min-heap of (score, id) whose root is the worst pair kept, so a candidate is compared with
  * the root once and only better ones pay for a sift. "Worse" is a total order: lower score, or
- * equal score and larger id; hence results do not depend on scan order or thread split.
+ * equal score and larger id; hence results do not depend on scan order or thread split. The heap
+ * itself (and that order) is topk.h's, which the HNSW walk also uses inline.
  */
-#include "internal.h"
+#include "topk.h"
 
 void topk_init(topk *t, topk_item *storage, size_t cap)
 {
@@ -14,52 +15,15 @@ void topk_init(topk *t, topk_item *storage, size_t cap)
     t->cap = cap;
 }
 
-static inline int worse_item(const topk_item *a, const topk_item *b)
-{
-    return topk_worse(a->score, a->id, b->score, b->id);
-}
-
-static void sift_down(topk_item *h, size_t n, size_t i)
-{
-    topk_item x = h[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && worse_item(&h[c + 1], &h[c])) c++;
-        if (!worse_item(&h[c], &x)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = x;
-}
-
 void topk_push(topk *t, float score, uint32_t slot, uint64_t id)
 {
     topk_item it = {score, slot, id};
-    if (t->n < t->cap) {
-        size_t i = t->n++;
-        while (i > 0) {
-            size_t p = (i - 1) / 2;
-            if (!worse_item(&it, &t->items[p])) break;
-            t->items[i] = t->items[p];
-            i = p;
-        }
-        t->items[i] = it;
-    } else if (t->cap > 0 && worse_item(&t->items[0], &it)) {
-        t->items[0] = it;
-        sift_down(t->items, t->n, 0);
-    }
+    if (t->n < t->cap) topk_heap_push(t->items, &t->n, it, 0);
+    else if (t->cap > 0 && topk_above(&t->items[0], &it, 0)) topk_heap_replace_top(t->items, t->n, it, 0);
 }
 
 void topk_sort(topk *t)
 {
     /* Heap sort: repeatedly move the worst to the end; the array ends best first. */
-    size_t n = t->n;
-    while (n > 1) {
-        topk_item tmp = t->items[0];
-        t->items[0] = t->items[n - 1];
-        t->items[n - 1] = tmp;
-        n--;
-        sift_down(t->items, n, 0);
-    }
+    topk_heap_sort(t->items, t->n);
 }

@@ -183,3 +183,32 @@ int idmap_del(idmap *m, uint64_t key)
 }
 
 size_t idmap_bytes(const idmap *m) { return m->cap * (sizeof *m->keys + sizeof *m->vals); }
+
+/* ---- struct_size (internal.h) ----
+ * The rule of chrysalis.h for structs that begin with struct_size, in one place. Fields are only
+ * ever appended, each version's fields after the previous version's sizeof, so a prefix of the
+ * bytes is a whole number of fields of some version. */
+int chrys_struct_in(void *dst, size_t dst_size, const void *src, size_t min_size)
+{
+    if (!src) return CHRYS_INVALID;
+    uint32_t have;
+    memcpy(&have, src, sizeof have);
+    if (have < min_size) return CHRYS_INVALID;
+    memcpy(dst, src, have < dst_size ? have : dst_size);
+    uint32_t full = (uint32_t)dst_size;
+    memcpy(dst, &full, sizeof full);
+    return CHRYS_OK;
+}
+
+int chrys_struct_out(void *dst, const void *src, size_t src_size)
+{
+    uint32_t want;
+    memcpy(&want, dst, sizeof want);
+    if (want > CHRYS_STRUCT_SIZE_MAX) return CHRYS_INVALID;
+    size_t n = want && want < src_size ? want : src_size;
+    memcpy(dst, src, n);
+    if (want > src_size) memset((char *)dst + src_size, 0, want - src_size);
+    uint32_t got = (uint32_t)n;
+    memcpy(dst, &got, sizeof got);
+    return CHRYS_OK;
+}

@@ -280,7 +280,8 @@ static void compute_next_id(IndexObject *self)
     if (!info.count) return;
     uint64_t *ids = PyMem_RawMalloc(info.count * sizeof *ids);
     if (!ids) return;
-    chrys_index_ids(self->ix, ids);
+    size_t n_ids;
+    chrys_index_get_ids(self->ix, ids, info.count, &n_ids);
     for (uint64_t i = 0; i < info.count; i++)
         if (ids[i] + 1 > self->next_id) self->next_id = ids[i] + 1;
     PyMem_RawFree(ids);
@@ -456,10 +457,12 @@ static PyObject *Index_search_c(IndexObject *self, PyObject *args)
     size_t nh = (size_t)nq * k;
     chrys_hit *hits = PyMem_RawMalloc((nh ? nh : 1) * sizeof *hits);
     int rc = CHRYS_NOMEM;
+    char emsg[512] = "";
     if (hits) {
         rd_lock(&self->rw);
         Py_BEGIN_ALLOW_THREADS rc = chrys_index_search(self->ix, (size_t)nq, qb.buf, &o, hits);
-        Py_END_ALLOW_THREADS rw_unlock(&self->rw);
+        Py_END_ALLOW_THREADS if (rc) snprintf(emsg, sizeof emsg, "%s", chrys_index_errmsg(self->ix));
+        rw_unlock(&self->rw);
         if (!rc) {
             float *sc = sb.buf;
             int64_t *id = ib.buf;
@@ -474,7 +477,8 @@ static PyObject *Index_search_c(IndexObject *self, PyObject *args)
     PyBuffer_Release(&ib);
     PyBuffer_Release(&qb);
     if (fo != Py_None) PyBuffer_Release(&fb);
-    if (rc) return raise_rc(rc, rc == CHRYS_INVALID ? "invalid search arguments or queries" : NULL);
+    /* the library's message (kept per thread for a search: read on this thread, right after) */
+    if (rc) return raise_rc(rc, *emsg ? emsg : rc == CHRYS_INVALID ? "invalid search arguments or queries" : NULL);
     Py_RETURN_NONE;
 fail_q:
     PyBuffer_Release(&qb);
@@ -661,7 +665,8 @@ static PyObject *Index_ids_c(IndexObject *self, PyObject *args)
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(self->ix, &info);
     int ok = (uint64_t)ob.len == info.count * 8;
-    if (ok) chrys_index_ids(self->ix, ob.buf);
+    size_t n_ids;
+    if (ok) ok = chrys_index_get_ids(self->ix, ob.buf, info.count, &n_ids) == CHRYS_OK;
     rw_unlock(&self->rw);
     PyBuffer_Release(&ob);
     if (!ok) {
@@ -1138,15 +1143,15 @@ static PyObject *Merger_history_c(MergerObject *self, PyObject *noargs)
     if (need_m(self)) return NULL;
     size_t n = 0;
     rd_lock(&self->rw);
-    chrys_merger_history(self->m, NULL, 0, &n);
-    uint64_t(*rows)[5] = PyMem_RawMalloc((n ? n : 1) * sizeof *rows);
-    if (rows) chrys_merger_history(self->m, rows, n, &n);
+    chrys_merger_get_history(self->m, NULL, 0, &n);
+    chrys_merge_run *rows = PyMem_RawMalloc((n ? n : 1) * sizeof *rows);
+    if (rows) chrys_merger_get_history(self->m, rows, n, &n);
     rw_unlock(&self->rw);
     if (!rows) return PyErr_NoMemory();
     PyObject *list = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; list && i < n; i++) {
-        PyObject *t = Py_BuildValue("{sKsKsKsKsK}", "time", rows[i][0], "records", rows[i][1], "merged",
-                                    rows[i][2], "added", rows[i][3], "skipped", rows[i][4]);
+        PyObject *t = Py_BuildValue("{sKsKsKsKsK}", "time", rows[i].unix_time, "records", rows[i].records, "merged",
+                                    rows[i].merged, "added", rows[i].added, "skipped", rows[i].skipped);
         if (!t) {
             Py_CLEAR(list);
             break;
@@ -1196,13 +1201,15 @@ static PyObject *Merger_search_c(MergerObject *self, PyObject *args)
     size_t nh = (size_t)nq * k;
     chrys_hit *hits = PyMem_RawMalloc((nh ? nh : 1) * sizeof *hits);
     int rc = CHRYS_NOMEM;
+    char emsg[512] = "";
     if (hits) {
         chrys_search_opts so2;
         chrys_search_opts_init(&so2);
         so2.k = k;
         rd_lock(&self->rw);
         Py_BEGIN_ALLOW_THREADS rc = chrys_index_search(chrys_merger_index(self->m), (size_t)nq, qb.buf, &so2, hits);
-        Py_END_ALLOW_THREADS rw_unlock(&self->rw);
+        Py_END_ALLOW_THREADS if (rc) snprintf(emsg, sizeof emsg, "%s", chrys_index_errmsg(chrys_merger_index(self->m)));
+        rw_unlock(&self->rw);
         for (size_t i = 0; !rc && i < nh; i++) {
             ((float *)sb.buf)[i] = hits[i].score;
             ((int64_t *)ib.buf)[i] = hits[i].id == CHRYS_NO_ID ? -1 : (int64_t)hits[i].id;
@@ -1212,7 +1219,7 @@ static PyObject *Merger_search_c(MergerObject *self, PyObject *args)
     PyBuffer_Release(&qb);
     PyBuffer_Release(&sb);
     PyBuffer_Release(&ib);
-    if (rc) return raise_rc(rc, NULL);
+    if (rc) return raise_rc(rc, emsg);
     Py_RETURN_NONE;
 }
 
@@ -1354,7 +1361,7 @@ static PyObject *Embedder_stats_c(EmbedderObject *self, PyObject *noargs)
         return NULL;
     }
     chrys_embed_stats s = {sizeof s};
-    chrys_embedder_stats(self->e, &s);
+    chrys_embedder_get_stats(self->e, &s);
     return Py_BuildValue("{sKsKsKsKsKsKsK}", "texts", s.texts, "cache_hits", s.cache_hits, "cache_misses",
                          s.cache_misses, "requests", s.requests, "retries", s.retries, "provider_texts",
                          s.provider_texts, "fallback_texts", s.fallback_texts);

@@ -326,3 +326,18 @@ def test_score_is_exact_searchs_double(metric):
     if metric == "cosine":
         with pytest.raises(chrysalis.InvalidInputError, match="row 1"):
             ix.score(np.stack([Q[0], np.zeros(20, np.float32)]), [1])
+
+
+def test_search_failure_raises_the_library_message(rng):
+    """A search the library refuses raises with the library's own message (chrys_index_errmsg,
+    kept per thread for a search), not a guess: the query row at fault is named. The low-level
+    _search is called so the Python-side checks of Index.search do not catch the row first."""
+    ix = chrysalis.Index(4)
+    ix.add(rng.standard_normal((5, 4)).astype(np.float32))
+    q = rng.standard_normal((3, 4)).astype(np.float32)
+    q[2, 0] = np.inf
+    scores = np.empty((3, 2), np.float32)
+    ids = np.empty((3, 2), np.int64)
+    with pytest.raises(chrysalis.InvalidInputError, match="query row 2") as e:
+        ix._search(q, 3, 2, None, 0, 0, 0, None, scores, ids)
+    assert "invalid search arguments" not in str(e.value)

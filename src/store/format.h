@@ -57,7 +57,11 @@
 #define TAG_PLAN FOURCC('P', 'L', 'A', 'N') /* index spec, planner settings and reason */
 #define TAG_IVFC FOURCC('I', 'V', 'F', 'C') /* IVF centroids */
 #define TAG_IVFL FOURCC('I', 'V', 'F', 'L') /* IVF: list of each row (u32) */
-#define TAG_SQ8P FOURCC('S', 'Q', '8', 'P') /* SQ8: per-dimension min and step (f32 each) */
+#define TAG_SQ8P FOURCC('S', 'Q', '8', 'P') /* SQ8: per-dimension min (f32 each) */
+/* SQ8: per-dimension step (f32 each). Its tag was written as TAG_SQ8P + 1 by format 1.2, which adds
+ * one to the first byte: 'TQ8P' on disk. Kept so every store written since still loads. */
+#define TAG_TQ8P FOURCC('T', 'Q', '8', 'P')
+_Static_assert(TAG_TQ8P == TAG_SQ8P + 1, "the SQ8 step section's tag on disk");
 #define TAG_VSQ8 FOURCC('V', 'S', 'Q', '8') /* SQ8: codes, dim bytes per row */
 #define TAG_MRGO FOURCC('M', 'R', 'G', 'O') /* merger options and counters */
 #define TAG_MENT FOURCC('M', 'E', 'N', 'T') /* merger: per-entry bookkeeping */

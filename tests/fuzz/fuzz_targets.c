@@ -169,7 +169,8 @@ int fuzz_hnsw_one(const uint8_t *data, size_t size)
         uint64_t ids[60];
         chrys_index_info info = {sizeof info};
         chrys_index_get_info(ix, &info);
-        if (info.count > 60 || chrys_index_ids(ix, ids)) abort();
+        size_t n_ids;
+        if (info.count > 60 || chrys_index_get_ids(ix, ids, 60, &n_ids) || n_ids != info.count) abort();
         if (info.count) {
             chrys_index_update(ix, ids[0], q);
             chrys_index_remove(ix, ids[info.count - 1]);

@@ -117,7 +117,7 @@ void test_embed_cache_incremental(void)
         float *v = run < 2 ? va : vb;
         CHECK_EQ(chrys_embedder_embed(e, n, (const char *const *)t, v), CHRYS_OK);
         chrys_embed_stats st = {sizeof st};
-        chrys_embedder_stats(e, &st);
+        chrys_embedder_get_stats(e, &st);
         if (run == 0) CHECK_EQ(st.provider_texts, n);     /* first run: everything */
         if (run == 1) CHECK_EQ(st.provider_texts, 0);     /* second run: nothing */
         if (run == 1) CHECK_EQ(st.cache_hits, n);
@@ -129,7 +129,7 @@ void test_embed_cache_incremental(void)
         chrys_embedder_free(e);
     }
     chrys_cache_info ci = {sizeof ci};
-    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_cache_get_info(cp, &ci, NULL), CHRYS_OK);
     CHECK_EQ(ci.entries, n + n / 10);
     CHECK_EQ(ci.hits, n + n - n / 10);
     CHECK_EQ(ci.misses, n + n / 10);
@@ -137,7 +137,7 @@ void test_embed_cache_incremental(void)
     uint64_t removed = 0;
     CHECK_EQ(chrys_cache_prune(cp, 0, 100, &removed, NULL), CHRYS_OK);
     CHECK_EQ(removed, n + n / 10 - 100);
-    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_cache_get_info(cp, &ci, NULL), CHRYS_OK);
     CHECK_EQ(ci.entries, 100);
     /* a different model (or size) never hits the other's entries */
     chrys_embed_opts o2 = o;
@@ -146,7 +146,7 @@ void test_embed_cache_incremental(void)
     CHECK_EQ(chrys_embedder_new(&o2, &e, NULL), CHRYS_OK);
     CHECK_EQ(chrys_embedder_embed(e, 10, (const char *const *)b + n - 10, vb), CHRYS_OK);
     chrys_embed_stats st = {sizeof st};
-    chrys_embedder_stats(e, &st);
+    chrys_embedder_get_stats(e, &st);
     CHECK_EQ(st.cache_hits, 0);
     chrys_embedder_free(e);
     /* TTL: entries older than the TTL are misses */
@@ -155,7 +155,7 @@ void test_embed_cache_incremental(void)
     usleep(100000);
     CHECK_EQ(chrys_embedder_new(&o2, &e, NULL), CHRYS_OK);
     CHECK_EQ(chrys_embedder_embed(e, 10, (const char *const *)b + n - 10, vb), CHRYS_OK);
-    chrys_embedder_stats(e, &st);
+    chrys_embedder_get_stats(e, &st);
     CHECK_EQ(st.cache_hits, 0);
     chrys_embedder_free(e);
     /* LRU bound during use */
@@ -164,7 +164,7 @@ void test_embed_cache_incremental(void)
     CHECK_EQ(chrys_embedder_new(&o2, &e, NULL), CHRYS_OK);
     CHECK_EQ(chrys_embedder_embed(e, 300, (const char *const *)a, va), CHRYS_OK);
     chrys_embedder_free(e);
-    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_cache_get_info(cp, &ci, NULL), CHRYS_OK);
     CHECK(ci.entries <= 50);
     free_texts(a, n);
     free_texts(b, n);
@@ -208,7 +208,7 @@ void test_embed_cache_two_processes(void)
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
     chrys_cache_info ci = {sizeof ci};
-    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_cache_get_info(cp, &ci, NULL), CHRYS_OK);
     CHECK_EQ(ci.entries, n);
     /* everything now comes from the cache, and it is right */
     chrys_embed_opts o;
@@ -219,7 +219,7 @@ void test_embed_cache_two_processes(void)
     CHECK_EQ(chrys_embedder_new(&o, &e, NULL), CHRYS_OK);
     CHECK_EQ(chrys_embedder_embed(e, n, (const char *const *)t, v), CHRYS_OK);
     chrys_embed_stats st = {sizeof st};
-    chrys_embedder_stats(e, &st);
+    chrys_embedder_get_stats(e, &st);
     CHECK_EQ(st.cache_hits, n);
     size_t wrong = 0;
     for (size_t i = 0; i < n; i++) {
@@ -295,7 +295,7 @@ static int http_embed(const char *model, chrys_provider prov, uint32_t dim, size
     if (!rc) rc = chrys_embedder_embed(e, n, texts, out);
     if (st) {
         st->struct_size = sizeof *st;
-        chrys_embedder_stats(e, st);
+        chrys_embedder_get_stats(e, st);
     }
     if (msg_out) *msg_out = strdup(chrys_embedder_errmsg(e));
     chrys_embedder_free(e);
@@ -377,11 +377,11 @@ void test_embed_http_providers(void)
     free(msg);
     /* wrong dimensions: an error, and nothing cached */
     chrys_cache_info ci = {sizeof ci}, ci2 = {sizeof ci2};
-    chrys_cache_info_get(cp, &ci, NULL);
+    chrys_cache_get_info(cp, &ci, NULL);
     CHECK_EQ(http_embed("wrongdim", CHRYS_PROVIDER_OPENAI, 8, 5, tt, v, cp, &st, &msg, 5, 0), CHRYS_DIM);
     CHECK_STR_CONTAINS(msg, "returned 7 dimensions, expected 8");
     free(msg);
-    chrys_cache_info_get(cp, &ci2, NULL);
+    chrys_cache_get_info(cp, &ci2, NULL);
     CHECK_EQ(ci2.entries, ci.entries);
     /* 401: not retried; the server's message is shown; the key never is */
     CHECK_EQ(http_embed("unauth", CHRYS_PROVIDER_OPENAI, 8, 2, tt, v, NULL, &st, &msg, 5, 0), CHRYS_IO);
@@ -444,7 +444,7 @@ static int conc_embed(const char *model, uint32_t conc, double rate, size_t n, c
     int rc = chrys_embedder_new(&o, &e, msg);
     if (!rc) rc = chrys_embedder_embed(e, n, texts, out);
     st->struct_size = sizeof *st;
-    chrys_embedder_stats(e, st);
+    chrys_embedder_get_stats(e, st);
     if (e) *msg = strdup(chrys_embedder_errmsg(e));
     chrys_embedder_free(e);
     return rc;
@@ -535,7 +535,7 @@ void test_embed_http_concurrency(void)
     CHECK_STR_CONTAINS(msg, "HTTP 400: bad input");
     free(msg);
     chrys_cache_info ci = {sizeof ci};
-    CHECK_EQ(chrys_cache_info_get(cp, &ci, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_cache_get_info(cp, &ci, NULL), CHRYS_OK);
     CHECK(ci.entries >= 4 && ci.entries <= n - 4);
     CHECK_EQ(ci.entries % 4, 0);
     free(t[37]);

@@ -126,7 +126,7 @@ void test_error_info_embedder(void)
     CHECK_STR_CONTAINS(ei.message, "text 3 is NULL");
     CHECK(!strcmp(ei.reason, "is NULL"));
     chrys_embed_stats st = {sizeof st};
-    chrys_embedder_stats(e, &st);
+    chrys_embedder_get_stats(e, &st);
     CHECK_EQ(st.texts, 0); /* the call was refused before anything was embedded */
     /* a later good call clears the structured part */
     texts[3] = "d";

@@ -659,7 +659,9 @@ void test_ivf_golden_v1_0_sq8(void)
     /* the oracle: a Flat index of the same rows */
     float *rows = malloc(240 * 16 * sizeof(float));
     uint64_t ids[240];
-    CHECK_EQ(chrys_index_ids(g, ids), CHRYS_OK);
+    size_t n_ids;
+    CHECK_EQ(chrys_index_get_ids(g, ids, 240, &n_ids), CHRYS_OK);
+    CHECK_EQ(n_ids, 240);
     for (int i = 0; i < 240; i++) CHECK_EQ(chrys_index_get(g, ids[i], rows + i * 16), CHRYS_OK);
     chrys_index *flat = build("Flat", 0, 16, 240, rows, ids);
     chrys_search_opts so;
@@ -712,7 +714,8 @@ void test_regress_ivf_store_fewer_rows_than_lists(void)
             chrys_index_get_info(ix, &info);
             while (info.count > keep) {
                 uint64_t *cur = malloc(info.count * sizeof *cur);
-                chrys_index_ids(ix, cur);
+                size_t n_cur;
+                chrys_index_get_ids(ix, cur, info.count, &n_cur);
                 CHECK_EQ(chrys_index_remove(ix, cur[0]), CHRYS_OK);
                 free(cur);
                 chrys_index_get_info(ix, &info);

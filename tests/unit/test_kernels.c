@@ -190,15 +190,33 @@ void test_kernels_x4(void)
 
 void test_kernels_forced_level(void)
 {
-    const char *force = getenv("CHRYS_SIMD");
-    const char *active = chrys_simd_name();
-    CHECK(!strcmp(active, "scalar") || !strcmp(active, "avx2") || !strcmp(active, "avx512") ||
-          !strcmp(active, "avx512+vnni"));
-    /* "avx512" selects the VNNI table when the CPU has VNNI */
-    if (force && chrys_kernels_level(force)) CHECK(!strncmp(active, force, strlen(force)));
-    /* A forced level never exceeds what the CPU supports. */
-    CHECK(chrys_kernels_level(active) != NULL);
+    /* The CPU's own view (the compiler's cpuid reader, independent of dispatch.c) bounds what the
+     * dispatcher may pick: AVX2 needs AVX2+FMA, the AVX-512 table F+BW+VL. (The OS-state check in
+     * dispatch.c can only lower the level, so a level above these flags is always a bug.) */
+    __builtin_cpu_init();
+    int cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int cpu_avx512 = cpu_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                     __builtin_cpu_supports("avx512vl");
+    if (!cpu_avx2) CHECK(chrys_kernels_level("avx2") == NULL);
+    if (!cpu_avx512) CHECK(chrys_kernels_level("avx512") == NULL);
+    CHECK(chrys_kernels_level("scalar") != NULL);
     CHECK(chrys_kernels_level("neon-or-anything") == NULL);
+    /* The highest level the dispatcher offers; every level up to it is offered. */
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    int max = 0;
+    for (int i = 0; i < 3; i++)
+        if (chrys_kernels_level(levels[i])) max = i;
+    for (int i = 0; i <= max; i++) CHECK(chrys_kernels_level(levels[i]) != NULL);
+    /* The active table is the forced level clamped to that maximum, or the maximum itself. */
+    const char *force = getenv("CHRYS_SIMD");
+    int want = max;
+    if (force && *force)
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(force, levels[i]) && i < max) want = i;
+    const chrys_kernels *active = chrys_kernels_active();
+    CHECK(active == chrys_kernels_level(levels[want]));
+    CHECK(!strncmp(chrys_simd_name(), levels[want], strlen(levels[want])));
+    CHECK(!strcmp(chrys_simd_name(), active->name));
 }
 
 void test_crc32c(void)

@@ -19,12 +19,20 @@
     X(test_hnsw_store)                              \
     X(test_hnsw_bad_input)                          \
     X(test_hnsw_golden_v1_1)                        \
+    X(test_regress_hnsw_build_bits)                 \
     X(test_flat_sq8_storage_and_compat)             \
     X(test_hnsw_open_mmap)                          \
-    X(test_hnsw_review_regressions)                 \
+    X(test_regress_hnsw_review)                     \
     X(test_kernels_u8i8)                            \
     X(test_kernels_x4)                              \
     X(test_crc32c)                                  \
+    X(test_api_struct_size_outputs)                 \
+    X(test_api_struct_size_index_opts)              \
+    X(test_api_struct_size_search_opts)             \
+    X(test_api_struct_size_merge_and_embed_opts)    \
+    X(test_api_get_ids_capacity)                    \
+    X(test_api_merge_history_runs)                  \
+    X(test_api_buffer_roundtrip_and_damage)         \
     X(test_index_exact_all_paths)                   \
     X(test_index_ties_break_by_id)                  \
     X(test_index_threshold)                         \
@@ -36,6 +44,7 @@
     X(test_store_roundtrip_and_determinism)         \
     X(test_store_golden_v1)                         \
     X(test_store_every_truncation_and_bitflip)      \
+    X(test_store_sq8_section_tags_on_disk)          \
     X(test_store_save_buffer)                       \
     X(test_store_hostile_headers)                   \
     X(test_store_failed_save_keeps_old_file)        \
@@ -84,6 +93,9 @@
     X(test_error_info_index_add)                    \
     X(test_error_info_merger)                       \
     X(test_error_info_embedder)
+
+/* test_store.c: a golden file's header restamped with this library's writer version */
+uint32_t h_restamp_writer_version(unsigned char *b, size_t len);
 
 #define X(name) void name(void);
 TEST_LIST

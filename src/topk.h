@@ -1,0 +1,88 @@
+/*
+ * topk.h: the one binary heap of topk_items (internal.h), inline for the hot loops that use it
+ * directly (the HNSW walk), and under the bounded top-k of topk.c.
+ *
+ * One order for every heap: topk_worse (lower score, or equal score and larger id). A heap keeps
+ * either the worst item on top (best_top = 0: a bounded top-k's min-heap, whose root is the next
+ * to leave) or the best (best_top = 1: a best-first frontier, popped in order). best_top is a
+ * constant at every call site, so each use compiles to a plain heap of its own direction.
+ *
+ * The HNSW walk orders ties by slot: its items carry id = slot.
+ */
+#ifndef CHRYS_TOPK_H
+#define CHRYS_TOPK_H
+
+#include "internal.h"
+
+/* a belongs above b in a heap of this direction */
+static inline int topk_above(const topk_item *a, const topk_item *b, int best_top)
+{
+    return best_top ? topk_worse(b->score, b->id, a->score, a->id) : topk_worse(a->score, a->id, b->score, b->id);
+}
+
+/* Place x at hole i of h, moving it up past the parents it belongs above. */
+static inline void topk_sift_up(topk_item *h, size_t i, topk_item x, int best_top)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!topk_above(&x, &h[p], best_top)) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = x;
+}
+
+/* Place x at hole i of h[0..n), moving it down past the children that belong above it. */
+static inline void topk_sift_down(topk_item *h, size_t n, size_t i, topk_item x, int best_top)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && topk_above(&h[c + 1], &h[c], best_top)) c++;
+        if (!topk_above(&h[c], &x, best_top)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* Push x onto h[0..*n) (room for one more is the caller's). */
+static inline void topk_heap_push(topk_item *h, size_t *n, topk_item x, int best_top)
+{
+    topk_sift_up(h, (*n)++, x, best_top);
+}
+
+/* Remove and return the top of h[0..*n), *n > 0. */
+static inline topk_item topk_heap_pop(topk_item *h, size_t *n, int best_top)
+{
+    topk_item top = h[0];
+    size_t m = --*n;
+    if (m) topk_sift_down(h, m, 0, h[m], best_top);
+    return top;
+}
+
+/* Replace the top of h[0..n), n > 0, with x. */
+static inline void topk_heap_replace_top(topk_item *h, size_t n, topk_item x, int best_top)
+{
+    topk_sift_down(h, n, 0, x, best_top);
+}
+
+/* Sort a worst-on-top heap h[0..n) best first, in place: each step moves the worst to the end. */
+static inline void topk_heap_sort(topk_item *h, size_t n)
+{
+    while (n > 1) {
+        topk_item worst = h[0];
+        n--;
+        topk_sift_down(h, n, 0, h[n], 0);
+        h[n] = worst;
+    }
+}
+
+/* Sort any h[0..n) best first (make it a worst-on-top heap, then topk_heap_sort). */
+static inline void topk_sort_items(topk_item *h, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;) topk_sift_down(h, n, i, h[i], 0);
+    topk_heap_sort(h, n);
+}
+
+#endif
