@@ -76,6 +76,64 @@ void vecset_free(vecset *v);
 /* Read a whole file or stdin into a malloc'd buffer. */
 int read_all(const char *path, unsigned char **buf, size_t *len, char *err, size_t errlen);
 
+/* ---- options (opts.c): one table per command, one parser for all ---- */
+typedef enum opt_kind {
+    OPT_END,     /* the table's last entry */
+    OPT_FLAG,    /* no value: *(int *)dest = 1 */
+    OPT_SET,     /* no value: *(int *)dest = value */
+    OPT_UNSET,   /* no value: *(const char **)dest = NULL (--no-cache) */
+    OPT_LONG,    /* an integer in [min, max] into *(long *)dest */
+    OPT_DOUBLE,  /* a finite number in [min, max] (flags: OPT_MIN_EXCL) into *(double *)dest */
+    OPT_STRING,  /* any text into *(const char **)dest */
+    OPT_CHOICE,  /* one of choices ("a|b|c") into *(const char **)dest */
+    OPT_CALL,    /* call(typed, value, dest): 0, or -1 after printing the error */
+    OPT_ACTION,  /* no value: call(typed, NULL, dest) */
+    OPT_INCLUDE, /* the options of another table (sub), e.g. the embed options in merge */
+} opt_kind;
+#define OPT_MIN_EXCL 1 /* the minimum itself is refused ("> 0") */
+#define OPT_BRACKETS 2 /* the range is shown as "[min, max]" */
+typedef struct cli_opt {
+    const char *name; /* long name without the dashes, or NULL */
+    char short_name;  /* 'k' for -k, or 0 */
+    opt_kind kind;
+    void *dest;
+    double min, max;      /* OPT_LONG, OPT_DOUBLE: the accepted range (INFINITY: unbounded) */
+    const char *expect;   /* what is expected, before the range ("seconds", "requests in flight") */
+    const char *choices;  /* OPT_CHOICE */
+    const char *cfg;      /* also set this configuration key (the flag wins over env and file) */
+    int value, flags;     /* OPT_SET's value; OPT_MIN_EXCL, OPT_BRACKETS */
+    int (*call)(const char *typed, const char *arg, void *dest);
+    const struct cli_opt *sub; /* OPT_INCLUDE */
+} cli_opt;
+enum { OPTS_OK = 0, OPTS_HELP = 1, OPTS_ERROR = 2 /* a bad value */, OPTS_USAGE = 3 /* unknown option */ };
+/* Parse argv[1..argc) against tab (-h/--help are built in): the positional arguments end up in
+ * argv[1..1+*npos), in order. Errors are printed, naming the option as typed with its range. */
+int opts_parse(const cli_opt *tab, int argc, char **argv, int *npos);
+/* opts_parse, then: --help prints help + help2 (either may be NULL) on stdout and gives EXIT_OK;
+ * an unknown option prints them on stderr and gives EXIT_USAGE; a bad value gives EXIT_USAGE;
+ * success gives -1 (go on). */
+int opts_run(const cli_opt *tab, int argc, char **argv, const char *help, const char *help2, int *npos);
+/* OPT_CALL for --format F of vector inputs: *(int *)dest = vec_format. */
+int opt_vec_format(const char *typed, const char *arg, void *dest);
+/* The options every command spells the same way. */
+#define OPT_DIM(d) {"dim", 0, OPT_LONG, (d), 1, CHRYS_MAX_DIM}
+#define OPT_THREADS {"threads", 0, OPT_LONG, NULL, 0, 256, .cfg = "threads"}
+#define OPT_FORMAT(f) {"format", 0, OPT_CALL, (f), .call = opt_vec_format}
+#define OPT_NO_WAIT(v) {"no-wait", 0, OPT_FLAG, (v)}
+#define OPT_QUIET(v) {"quiet", 'q', OPT_FLAG, (v)}
+#define OPT_JSON(v) {"json", 0, OPT_FLAG, (v)}
+
+/* ---- the record-id rule of JSONL inputs (io_jsonl.c; used by every JSONL reader) ---- */
+/* "id" is optional but all-or-none across a file's records, and a non-negative integer: a JSON
+ * number up to 2^53, or above that a string of decimal digits (below 2^64 - 1, the library's
+ * reserved id). rec: the record's JSON object; *has_ids: -1 before the first accepted record,
+ * then 0 or 1 (updated here on success; call it as the record's last check). On success *id is
+ * the id (0 when the file has none) and CHRYS_OK is returned; else CHRYS_INVALID with err =
+ * "NAME:LINE: ..." naming the rule broken. */
+struct cJSON;
+int jsonl_record_id(const struct cJSON *rec, int *has_ids, uint64_t *id, const char *name, size_t line, char *err,
+                    size_t errlen);
+
 /* ---- progress bar on stderr, only when stderr is a terminal ---- */
 typedef struct progress {
     int enabled;
@@ -101,20 +159,13 @@ typedef struct embed_cli {
     const char *provider, *model, *base_url, *key_env, *text_field, *cache;
     long dim, batch, retries, concurrency;
     double timeout, rate;
-    int fallback, no_cache;
+    int fallback;
 } embed_cli;
-#define EMBED_LONG_OPTIONS                                                                                \
-    {"provider", required_argument, 0, 1001}, {"model", required_argument, 0, 1002},                     \
-        {"embed-dim", required_argument, 0, 1003}, {"base-url", required_argument, 0, 1004},             \
-        {"api-key-env", required_argument, 0, 1005}, {"text-field", required_argument, 0, 1006},         \
-        {"cache", required_argument, 0, 1007}, {"no-cache", no_argument, 0, 1008},                       \
-        {"embed-batch", required_argument, 0, 1009}, {"timeout", required_argument, 0, 1010},            \
-        {"retries", required_argument, 0, 1011}, {"rate", required_argument, 0, 1012},                   \
-        {"fallback-deterministic", no_argument, 0, 1013}, {"concurrency", required_argument, 0, 1014}
 extern const char *EMBED_OPTIONS_HELP;
 void embed_cli_init(embed_cli *ec);
-/* 1: option consumed, 0: not an embed option, -1: bad value (message printed). */
-int embed_opt(embed_cli *ec, int c, const char *arg);
+/* The provider options' table (include it with OPT_INCLUDE), writing into *ec. */
+#define EMBED_N_OPTIONS 15
+void embed_cli_options(embed_cli *ec, cli_opt tab[EMBED_N_OPTIONS]);
 int embed_cli_make(const embed_cli *ec, chrys_embedder **out);
 void embed_cli_report(chrys_embedder *e);
 int embed_jsonl_records(const char *name, const char *buf, size_t len, const char *field, char ***texts,
@@ -142,6 +193,10 @@ void cli_set_threads(long n);
  * no_wait fails at once with "PATH: locked by pid N". Returns EXIT_OK and *lk (release with
  * chrys_store_unlock after the save), or the exit code after printing the error. */
 int cli_lock_store(const char *path, int no_wait, chrys_lock **lk);
+
+/* Open STORE for reading as what it holds: a merger (*m) or an index (*ix), with its header in
+ * *sm (struct_size set). Returns EXIT_OK, or the exit code after printing the error. */
+int cli_open_store(const char *store, chrys_store_meta *sm, chrys_merger **m, chrys_index **ix);
 
 /* Print "chrysalis: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

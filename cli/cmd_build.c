@@ -6,7 +6,6 @@
  * exactly as it was (or absent, for build). Each holds STORE's writer lock (STORE.lock) from
  * before it looks at STORE until after the rename.
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -24,7 +23,7 @@ static const char *HELP_BUILD =
     "options:\n"
     "  --metric cosine|ip|l2   distance (build only; default cosine: vectors normalised on insert)\n"
     "  --format F              fvecs|npy|raw|jsonl|auto (default auto: by extension, then content)\n"
-    "  --dim D                 dimension of raw float32 input\n"
+    "  --dim D                 dimension of raw float32 input, 1..16384\n"
     "  --index SPEC            build: auto (default), Flat, SQ8 (int8 codes only), SQ8,RFlat,\n"
     "                          IVFFlat (nlist lists, or the planner's), IVF<nlist>,Flat,\n"
     "                          IVF<nlist>,SQ8 (int8 codes only), IVF<nlist>,SQ8,RFlat (codes + float32\n"
@@ -34,7 +33,7 @@ static const char *HELP_BUILD =
     "                          trains at --auto-threshold vectors)\n"
     "  --sq8                   build: add int8 codes to the --index spec (HNSW32 -> HNSW32,SQ8)\n"
     "  --ef-construction N     build: HNSW candidates kept while linking (default 200)\n"
-    "  --threads N             workers linking HNSW nodes (default: all cores)\n"
+    "  --threads N             workers linking HNSW nodes, 0..256 (default 0: all cores)\n"
     "  --auto-threshold N      build: the planner's size threshold (default 1000)\n"
     "  --memory-budget BYTES   build: the planner's budget for vectors (e.g. 8G)\n"
     "  --force                 build: replace an existing STORE\n"
@@ -62,230 +61,217 @@ static void on_progress(uint64_t done, uint64_t total, void *ctx)
     progress_update(bp->pb, bp->base + done);
 }
 
-int cmd_build(int argc, char **argv, int is_add)
+typedef struct build_args {
+    int is_add, metric, fmt, force, quiet, sq8, no_wait;
+    long dim;
+    const char *store;
+    char **inputs;
+    int n_inputs;
+} build_args;
+
+/* Options into *ba; -1 to go on, else the exit code. */
+static int build_options(int argc, char **argv, build_args *ba)
 {
-    static const struct option opts[] = {{"metric", required_argument, 0, 'm'},
-                                         {"format", required_argument, 0, 'f'},
-                                         {"dim", required_argument, 0, 'd'},
-                                         {"force", no_argument, 0, 'F'},
-                                         {"index", required_argument, 0, 'i'},
-                                         {"nlist", required_argument, 0, 'n'},
-                                         {"auto-threshold", required_argument, 0, 'a'},
-                                         {"memory-budget", required_argument, 0, 'b'},
-                                         {"sq8", no_argument, 0, 'S'},
-                                         {"ef-construction", required_argument, 0, 'e'},
-                                         {"threads", required_argument, 0, 'T'},
-                                         {"quiet", no_argument, 0, 'q'},
-                                         {"no-wait", no_argument, 0, 'N'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int metric = CHRYS_METRIC_COSINE, fmt = FMT_AUTO, force = 0, quiet = 0, sq8 = 0, no_wait = 0, c;
-    long dim = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            if ((metric = parse_metric(optarg)) < 0) {
-                cli_error("--metric: expected cosine, ip or l2, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'f':
-            if ((fmt = vec_format_parse(optarg)) < 0) {
-                cli_error("--format: expected fvecs, npy, raw, jsonl or auto, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'd':
-            dim = strtol(optarg, NULL, 10);
-            if (dim < 1 || dim > CHRYS_MAX_DIM) {
-                cli_error("--dim: expected 1..%d, got '%s'", CHRYS_MAX_DIM, optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'F': force = 1; break;
-        case 'i':
-            if (cfg_set_flag("index", optarg, "--index")) return EXIT_USAGE;
-            break;
-        case 'n':
-            if (cfg_set_flag("nlist", optarg, "--nlist")) return EXIT_USAGE;
-            break;
-        case 'a':
-            if (cfg_set_flag("auto_threshold", optarg, "--auto-threshold")) return EXIT_USAGE;
-            break;
-        case 'b':
-            if (cfg_set_flag("memory_budget", optarg, "--memory-budget")) return EXIT_USAGE;
-            break;
-        case 'S': sq8 = 1; break;
-        case 'e':
-            if (cfg_set_flag("ef_construction", optarg, "--ef-construction")) return EXIT_USAGE;
-            break;
-        case 'T':
-            if (cfg_set_flag("threads", optarg, "--threads")) return EXIT_USAGE;
-            break;
-        case 'q': quiet = 1; break;
-        case 'N': no_wait = 1; break;
-        case 'h': fputs(HELP_BUILD, stdout); return EXIT_OK;
-        default: fputs(HELP_BUILD, stderr); return EXIT_USAGE;
-        }
-    }
-    if (argc - optind < 2) {
-        cli_error("%s: need STORE and at least one INPUT", is_add ? "add" : "build");
+    const char *metric = "cosine";
+    const cli_opt tab[] = {
+        {"metric", 0, OPT_CHOICE, &metric, .choices = "cosine|ip|l2"},
+        OPT_FORMAT(&ba->fmt),
+        OPT_DIM(&ba->dim),
+        {"force", 0, OPT_FLAG, &ba->force},
+        {"index", 0, OPT_STRING, NULL, .cfg = "index"},
+        {"nlist", 0, OPT_STRING, NULL, .cfg = "nlist"},
+        {"auto-threshold", 0, OPT_STRING, NULL, .cfg = "auto_threshold"},
+        {"memory-budget", 0, OPT_STRING, NULL, .cfg = "memory_budget"},
+        {"sq8", 0, OPT_FLAG, &ba->sq8},
+        {"ef-construction", 0, OPT_STRING, NULL, .cfg = "ef_construction"},
+        OPT_THREADS,
+        OPT_QUIET(&ba->quiet),
+        OPT_NO_WAIT(&ba->no_wait),
+        {0},
+    };
+    int npos, code = opts_run(tab, argc, argv, HELP_BUILD, NULL, &npos);
+    if (code >= 0) return code;
+    if (npos < 2) {
+        cli_error("%s: need STORE and at least one INPUT", ba->is_add ? "add" : "build");
         fputs(HELP_BUILD, stderr);
         return EXIT_USAGE;
     }
-    const char *store = argv[optind];
+    ba->metric = parse_metric(metric);
+    ba->store = argv[1];
+    ba->inputs = argv + 2;
+    ba->n_inputs = npos - 1;
+    return -1;
+}
+
+/* add: load STORE; *next_id = one past its largest id. */
+static int load_existing(const char *store, chrys_index **ix, uint64_t *next_id)
+{
+    char *msg = NULL;
+    int rc = chrys_index_load(store, ix, &msg);
+    if (rc) {
+        cli_error("%s", msg ? msg : chrys_errstr(rc));
+        chrys_free(msg);
+        return cli_exit_for(rc);
+    }
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(*ix, &info);
+    if (!info.count) return EXIT_OK;
+    uint64_t *ids = malloc(info.count * sizeof *ids);
+    if (!ids) {
+        cli_error("out of memory");
+        return EXIT_FAIL;
+    }
+    size_t n_ids;
+    chrys_index_get_ids(*ix, ids, info.count, &n_ids);
+    for (size_t i = 0; i < info.count; i++)
+        if (ids[i] + 1 > *next_id) *next_id = ids[i] + 1;
+    free(ids);
+    return EXIT_OK;
+}
+
+/* The effective index spec of a new store into spec[cap], with --sq8 applied; 0 or EXIT_USAGE. */
+static int build_spec(int sq8, char *spec, size_t cap)
+{
+    const char *eff = cfg_index_spec();
+    if (!eff) return EXIT_USAGE;
+    snprintf(spec, cap, "%s", eff);
+    if (sq8 && !strstr(spec, "SQ8")) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
+        char *flat = strstr(spec, "Flat");
+        if (!strcasecmp(spec, "IVFFlat")) {
+            cli_error("--sq8: IVFFlat needs a list count for its SQ8 form (set nlist, or use IVF<nlist>,SQ8)");
+            return EXIT_USAGE;
+        }
+        if (!strcmp(spec, "Flat")) snprintf(spec, cap, "SQ8");
+        else if (flat) memcpy(flat, "SQ8", 4);
+        else if (!strncasecmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", cap - strlen(spec) - 1);
+        else {
+            cli_error("--sq8: index '%s' has no SQ8 form (use Flat, IVF<nlist>,Flat or HNSW<M>)", spec);
+            return EXIT_USAGE;
+        }
+    }
+    return EXIT_OK;
+}
+
+/* build: the new index, of the first input's dimension. */
+static int new_index(const build_args *ba, uint32_t dim, chrys_index **ix)
+{
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = dim;
+    o.metric = (chrys_metric)ba->metric;
+    char spec[64];
+    if (build_spec(ba->sq8, spec, sizeof spec)) return EXIT_USAGE;
+    o.spec = spec;
+    o.auto_threshold = cfg_uint("auto_threshold");
+    o.memory_budget = cfg_uint("memory_budget");
+    o.ef_construction = (uint32_t)cfg_uint("ef_construction");
+    o.build_threads = (uint32_t)cfg_uint("threads");
+    char *msg = NULL;
+    int rc = chrys_index_new(&o, ix, &msg);
+    if (rc) cli_error("%s", msg ? msg : chrys_errstr(rc));
+    chrys_free(msg);
+    return rc ? cli_exit_for(rc) : EXIT_OK;
+}
+
+/* Add one input's records, in chunks so the progress bar moves; a failure names the record of
+ * the file (the library's row within the chunk, from its error info, plus the chunk's start). */
+static int add_records(chrys_index *ix, const build_args *ba, const char *path, vecset *vs, uint64_t next_id)
+{
+    if (!vs->ids) {
+        vs->ids = malloc((vs->n ? vs->n : 1) * sizeof *vs->ids);
+        if (!vs->ids) {
+            cli_error("out of memory");
+            return EXIT_FAIL;
+        }
+        for (size_t i = 0; i < vs->n; i++) vs->ids[i] = next_id + i;
+    }
+    progress pb;
+    progress_start(&pb, ba->is_add ? "add" : "build", vs->n);
+    const size_t chunk = 16384;
+    build_progress bp = {&pb, 0};
+    chrys_index_set_progress(ix, on_progress, &bp); /* HNSW reports within a chunk */
+    for (size_t i = 0; i < vs->n; i += chunk) {
+        size_t m = vs->n - i < chunk ? vs->n - i : chunk;
+        bp.base = i;
+        int rc = chrys_index_add(ix, m, vs->ids + i, vs->data + i * vs->dim,
+                                 vs->meta ? (const char *const *)vs->meta + i : NULL);
+        if (rc) {
+            progress_end(&pb);
+            chrys_error_info ei = {sizeof ei};
+            chrys_index_error_info(ix, &ei);
+            if (ei.record >= 0) cli_error("%s: record %zu: %s", path, i + (size_t)ei.record, ei.reason);
+            else cli_error("%s: %s", path, ei.message);
+            return cli_exit_for(rc);
+        }
+        progress_update(&pb, i + m);
+    }
+    progress_end(&pb);
+    return EXIT_OK;
+}
+
+/* Read one input and add it (creating the index from the first one). */
+static int add_input(chrys_index **ix, const build_args *ba, const char *path, uint64_t *next_id, size_t *added)
+{
+    vecset vs;
+    char err[512], note[256];
+    int rc = vecset_read(path, (vec_format)ba->fmt, (uint32_t)ba->dim, &vs, err, sizeof err, note, sizeof note);
+    if (rc) {
+        cli_error("%s", err);
+        return cli_exit_for(rc);
+    }
+    if (note[0]) fprintf(stderr, "chrysalis: note: %s\n", note);
+    int code = *ix ? EXIT_OK : new_index(ba, vs.dim, ix);
+    chrys_index_info info = {sizeof info};
+    if (!code) chrys_index_get_info(*ix, &info);
+    if (!code && vs.dim != info.dim) {
+        cli_error("%s: vectors have dimension %u but the store has %u", path, vs.dim, info.dim);
+        code = EXIT_DATA;
+    }
+    if (!code) code = add_records(*ix, ba, path, &vs, *next_id);
+    if (!code) {
+        for (size_t i = 0; i < vs.n; i++)
+            if (vs.ids[i] + 1 > *next_id) *next_id = vs.ids[i] + 1;
+        *added += vs.n;
+    }
+    vecset_free(&vs);
+    return code;
+}
+
+int cmd_build(int argc, char **argv, int is_add)
+{
+    build_args ba = {.is_add = is_add, .fmt = FMT_AUTO};
+    int code = build_options(argc, argv, &ba);
+    if (code >= 0) return code;
+    const char *store = ba.store;
     struct stat st;
     double t0 = now_seconds();
     chrys_index *ix = NULL;
     char *msg = NULL;
-    int rc, code = EXIT_OK;
     uint64_t next_id = 0;
     size_t added = 0;
     /* The writer lock, from before the store is looked at until after its rename: two builds of
      * one new store cannot both find it missing, and an add reads the last writer's store. */
     chrys_lock *lock = NULL;
-    if ((code = cli_lock_store(store, no_wait, &lock))) return code;
-    if (!is_add && !force && stat(store, &st) == 0) {
+    if ((code = cli_lock_store(store, ba.no_wait, &lock))) return code;
+    if (!is_add && !ba.force && stat(store, &st) == 0) {
         cli_error("%s already exists (use 'chrysalis add' to extend it, or --force to replace it)", store);
         code = EXIT_USAGE;
         goto done;
     }
-    if (is_add) {
-        if ((rc = chrys_index_load(store, &ix, &msg))) {
-            cli_error("%s", msg ? msg : chrys_errstr(rc));
-            code = cli_exit_for(rc);
-            goto done;
-        }
-        chrys_index_info info = {sizeof info};
-        chrys_index_get_info(ix, &info);
-        if (info.count) {
-            uint64_t *ids = malloc(info.count * sizeof *ids);
-            if (!ids) {
-                cli_error("out of memory");
-                code = EXIT_FAIL;
-                goto done;
-            }
-            size_t n_ids;
-            chrys_index_get_ids(ix, ids, info.count, &n_ids);
-            for (size_t i = 0; i < info.count; i++)
-                if (ids[i] + 1 > next_id) next_id = ids[i] + 1;
-            free(ids);
-        }
-    }
-    for (int a = optind + 1; a < argc; a++) {
-        vecset vs;
-        char err[512], note[256];
-        if ((rc = vecset_read(argv[a], (vec_format)fmt, (uint32_t)dim, &vs, err, sizeof err, note, sizeof note))) {
-            cli_error("%s", err);
-            code = cli_exit_for(rc);
-            goto done;
-        }
-        if (note[0]) fprintf(stderr, "chrysalis: note: %s\n", note);
-        if (!ix) {
-            chrys_index_opts o;
-            chrys_index_opts_init(&o);
-            o.dim = vs.dim;
-            o.metric = (chrys_metric)metric;
-            char spec[64];
-            const char *eff = cfg_index_spec();
-            if (!eff) {
-                vecset_free(&vs);
-                code = EXIT_USAGE;
-                goto done;
-            }
-            snprintf(spec, sizeof spec, "%s", eff);
-            if (sq8 && !strstr(spec, "SQ8")) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
-                char *flat = strstr(spec, "Flat");
-                if (!strcasecmp(spec, "IVFFlat")) {
-                    cli_error("--sq8: IVFFlat needs a list count for its SQ8 form (set nlist, or use IVF<nlist>,SQ8)");
-                    vecset_free(&vs);
-                    code = EXIT_USAGE;
-                    goto done;
-                }
-                if (!strcmp(spec, "Flat")) snprintf(spec, sizeof spec, "SQ8");
-                else if (flat) memcpy(flat, "SQ8", 4);
-                else if (!strncasecmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", sizeof spec - strlen(spec) - 1);
-                else {
-                    cli_error("--sq8: index '%s' has no SQ8 form (use Flat, IVF<nlist>,Flat or HNSW<M>)", spec);
-                    vecset_free(&vs);
-                    code = EXIT_USAGE;
-                    goto done;
-                }
-            }
-            o.spec = spec;
-            o.auto_threshold = cfg_uint("auto_threshold");
-            o.memory_budget = cfg_uint("memory_budget");
-            o.ef_construction = (uint32_t)cfg_uint("ef_construction");
-            o.build_threads = (uint32_t)cfg_uint("threads");
-            if ((rc = chrys_index_new(&o, &ix, &msg))) {
-                cli_error("%s", msg ? msg : chrys_errstr(rc));
-                vecset_free(&vs);
-                code = cli_exit_for(rc);
-                goto done;
-            }
-        }
-        chrys_index_info info = {sizeof info};
-        chrys_index_get_info(ix, &info);
-        if (vs.dim != info.dim) {
-            cli_error("%s: vectors have dimension %u but the store has %u", argv[a], vs.dim, info.dim);
-            vecset_free(&vs);
-            code = EXIT_DATA;
-            goto done;
-        }
-        if (!vs.ids) {
-            vs.ids = malloc((vs.n ? vs.n : 1) * sizeof *vs.ids);
-            if (!vs.ids) {
-                cli_error("out of memory");
-                vecset_free(&vs);
-                code = EXIT_FAIL;
-                goto done;
-            }
-            for (size_t i = 0; i < vs.n; i++) vs.ids[i] = next_id + i;
-        }
-        /* Chunked so the progress bar moves; the store is written only if every chunk succeeds. */
-        progress pb;
-        progress_start(&pb, is_add ? "add" : "build", vs.n);
-        const size_t chunk = 16384;
-        build_progress bp = {&pb, 0};
-        chrys_index_set_progress(ix, on_progress, &bp); /* HNSW reports within a chunk */
-        for (size_t i = 0; i < vs.n; i += chunk) {
-            size_t m = vs.n - i < chunk ? vs.n - i : chunk;
-            bp.base = i;
-            rc = chrys_index_add(ix, m, vs.ids + i, vs.data + i * vs.dim,
-                                 vs.meta ? (const char *const *)vs.meta + i : NULL);
-            if (rc) {
-                progress_end(&pb);
-                /* The library counts rows within the chunk; report the record in the file. */
-                const char *em = chrys_index_errmsg(ix);
-                size_t row;
-                const char *rest;
-                if (sscanf(em, "row %zu:", &row) == 1 && (rest = strchr(em, ':')))
-                    cli_error("%s: record %zu:%s", argv[a], i + row, rest + 1);
-                else
-                    cli_error("%s: %s", argv[a], em);
-                vecset_free(&vs);
-                code = cli_exit_for(rc);
-                goto done;
-            }
-            progress_update(&pb, i + m);
-        }
-        progress_end(&pb);
-        for (size_t i = 0; i < vs.n; i++)
-            if (vs.ids[i] + 1 > next_id) next_id = vs.ids[i] + 1;
-        added += vs.n;
-        vecset_free(&vs);
-    }
-    if ((rc = chrys_index_save(ix, store, &msg))) {
+    if (is_add && (code = load_existing(store, &ix, &next_id))) goto done;
+    for (int a = 0; a < ba.n_inputs; a++)
+        if ((code = add_input(&ix, &ba, ba.inputs[a], &next_id, &added))) goto done;
+    int rc = chrys_index_save(ix, store, &msg);
+    if (rc) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
         code = cli_exit_for(rc);
         goto done;
     }
-    if (!quiet) {
+    if (!ba.quiet) {
         chrys_index_info info = {sizeof info};
         chrys_index_get_info(ix, &info);
-        printf("%s: %s %zu vectors, %llu in store (dim %u), %.3f s\n", store, is_add ? "added" : "stored",
-               added, (unsigned long long)info.count, info.dim, now_seconds() - t0);
+        printf("%s: %s %zu vectors, %llu in store (dim %u), %.3f s\n", store, is_add ? "added" : "stored", added,
+               (unsigned long long)info.count, info.dim, now_seconds() - t0);
     }
 done:
     chrys_store_unlock(lock);

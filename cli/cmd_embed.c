@@ -1,10 +1,8 @@
 /*
- * cmd_embed.c: `chrysalis embed INPUT.jsonl` and `chrysalis cache stats|prune`, plus the option
+ * cmd_embed.c: `chrysalis embed INPUT.jsonl`, plus the option
  * parsing for providers shared with `chrysalis merge --embed`.
  */
 #include <cJSON.h>
-#include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,69 +24,26 @@ const char *EMBED_OPTIONS_HELP =
     "  --concurrency N        requests in flight at once, 1..256 (default 4; config embed_concurrency)\n"
     "  --fallback-deterministic            if the provider fails for good, use the deterministic one\n";
 
-int embed_opt(embed_cli *ec, int c, const char *arg)
+void embed_cli_options(embed_cli *ec, cli_opt tab[EMBED_N_OPTIONS])
 {
-    char *end;
-    switch (c) {
-    case 1001:
-        ec->provider = arg;
-        if (strcmp(arg, "deterministic") && strcmp(arg, "openai") && strcmp(arg, "voyage") && strcmp(arg, "ollama")) {
-            cli_error("--provider: expected deterministic, openai, voyage or ollama, got '%s'", arg);
-            return -1;
-        }
-        return 1;
-    case 1002: ec->model = arg; return 1;
-    case 1003:
-        ec->dim = strtol(arg, &end, 10);
-        if (*end || ec->dim < 1 || ec->dim > CHRYS_MAX_DIM) {
-            cli_error("--dim: expected 1..%d, got '%s'", CHRYS_MAX_DIM, arg);
-            return -1;
-        }
-        return 1;
-    case 1004: ec->base_url = arg; return 1;
-    case 1005: ec->key_env = arg; return 1;
-    case 1006: ec->text_field = arg; return 1;
-    case 1007: ec->cache = arg; return 1;
-    case 1008: ec->cache = NULL; ec->no_cache = 1; return 1;
-    case 1009:
-        ec->batch = strtol(arg, &end, 10);
-        if (*end || ec->batch < 1 || ec->batch > 100000) {
-            cli_error("--batch: expected 1..100000, got '%s'", arg);
-            return -1;
-        }
-        return 1;
-    case 1010:
-        ec->timeout = strtod(arg, &end);
-        if (*end || !(ec->timeout > 0)) {
-            cli_error("--timeout: expected seconds > 0, got '%s'", arg);
-            return -1;
-        }
-        return 1;
-    case 1011:
-        ec->retries = strtol(arg, &end, 10);
-        if (*end || ec->retries < 0 || ec->retries > 100) {
-            cli_error("--retries: expected 0..100, got '%s'", arg);
-            return -1;
-        }
-        return 1;
-    case 1012:
-        ec->rate = strtod(arg, &end);
-        if (*end || ec->rate < 0) {
-            cli_error("--rate: expected requests per second >= 0, got '%s'", arg);
-            return -1;
-        }
-        return 1;
-    case 1013: ec->fallback = 1; return 1;
-    case 1014:
-        errno = 0;
-        ec->concurrency = strtol(arg, &end, 10);
-        if (!*arg || *end || errno || ec->concurrency < 1 || ec->concurrency > CHRYS_MAX_CONCURRENCY) {
-            cli_error("--concurrency: expected requests in flight 1..%d, got '%s'", CHRYS_MAX_CONCURRENCY, arg);
-            return -1;
-        }
-        return 1;
-    default: return 0;
-    }
+    const cli_opt t[EMBED_N_OPTIONS] = {
+        {"provider", 0, OPT_CHOICE, &ec->provider, .choices = "deterministic|openai|voyage|ollama"},
+        {"model", 0, OPT_STRING, &ec->model},
+        {"embed-dim", 0, OPT_LONG, &ec->dim, 1, CHRYS_MAX_DIM},
+        {"base-url", 0, OPT_STRING, &ec->base_url},
+        {"api-key-env", 0, OPT_STRING, &ec->key_env},
+        {"text-field", 0, OPT_STRING, &ec->text_field},
+        {"cache", 0, OPT_STRING, &ec->cache},
+        {"no-cache", 0, OPT_UNSET, &ec->cache},
+        {"embed-batch", 0, OPT_LONG, &ec->batch, 1, 100000},
+        {"timeout", 0, OPT_DOUBLE, &ec->timeout, 0, INFINITY, "seconds", .flags = OPT_MIN_EXCL},
+        {"retries", 0, OPT_LONG, &ec->retries, 0, 100},
+        {"rate", 0, OPT_DOUBLE, &ec->rate, 0, INFINITY, "requests per second"},
+        {"fallback-deterministic", 0, OPT_FLAG, &ec->fallback},
+        {"concurrency", 0, OPT_LONG, &ec->concurrency, 1, CHRYS_MAX_CONCURRENCY, "requests in flight"},
+        {0},
+    };
+    memcpy(tab, t, sizeof t);
 }
 
 void embed_cli_init(embed_cli *ec)
@@ -160,6 +115,17 @@ void embed_cli_report(chrys_embedder *e)
                 (unsigned long long)st.fallback_texts, chrys_embedder_errmsg(e));
 }
 
+static void free_text_records(char **texts, char **metas, uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(texts[i]);
+        free(metas[i]);
+    }
+    free(texts);
+    free(metas);
+    free(ids);
+}
+
 /* Embed the text field of every record of a JSONL buffer. texts and metas are parallel arrays. */
 int embed_jsonl_records(const char *name, const char *buf, size_t len, const char *field, char ***texts_out,
                         char ***metas_out, uint64_t **ids_out, int *has_ids, size_t *n_out, char *err, size_t errlen)
@@ -180,26 +146,21 @@ int embed_jsonl_records(const char *name, const char *buf, size_t len, const cha
         if (i == l) continue;
         cJSON *o = cJSON_ParseWithLength(start, l);
         const cJSON *t = o ? cJSON_GetObjectItemCaseSensitive(o, field) : NULL;
-        const cJSON *id = o ? cJSON_GetObjectItemCaseSensitive(o, "id") : NULL;
+        uint64_t id = 0;
         if (!cJSON_IsObject(o)) {
             snprintf(err, errlen, "%s:%zu: malformed JSON object", name, line);
             rc = CHRYS_INVALID;
         } else if (!cJSON_IsString(t)) {
             snprintf(err, errlen, "%s:%zu: field \"%s\" missing or not a string", name, line, field);
             rc = CHRYS_INVALID;
-        } else if ((*has_ids >= 0 && *has_ids != (id != NULL)) ||
-                   (id && (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble != floor(id->valuedouble)))) {
-            snprintf(err, errlen, "%s:%zu: \"id\" must be a non-negative integer on every record or on none", name, line);
-            rc = CHRYS_INVALID;
-        } else {
+        } else if (!(rc = jsonl_record_id(o, has_ids, &id, name, line, err, errlen))) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 256;
                 texts = realloc(texts, cap * sizeof *texts);
                 metas = realloc(metas, cap * sizeof *metas);
                 ids = realloc(ids, cap * sizeof *ids);
             }
-            *has_ids = id != NULL;
-            ids[n] = id ? (uint64_t)id->valuedouble : 0;
+            ids[n] = id;
             texts[n] = strdup(t->valuestring);
             cJSON_DeleteItemFromObjectCaseSensitive(o, "id");
             cJSON_DeleteItemFromObjectCaseSensitive(o, "embedding");
@@ -213,13 +174,7 @@ int embed_jsonl_records(const char *name, const char *buf, size_t len, const cha
         rc = CHRYS_INVALID;
     }
     if (rc) {
-        for (size_t i = 0; i < n; i++) {
-            free(texts[i]);
-            free(metas[i]);
-        }
-        free(texts);
-        free(metas);
-        free(ids);
+        free_text_records(texts, metas, ids, n);
         return rc;
     }
     *texts_out = texts;
@@ -236,36 +191,26 @@ static const char *HELP_EMBED =
     "on stdout) or fvecs (by the -o extension or --format). With --cache, texts embedded before by\n"
     "the same provider, model and dimensions are never sent again.\n"
     "\n"
-    "options:\n";
+    "options:\n"
+    "  -o FILE, --output FILE output file (default: stdout)\n"
+    "  --format jsonl|fvecs   output format (default: by the -o extension, else jsonl)\n";
 
 int cmd_embed(int argc, char **argv)
 {
-    static const struct option opts[] = {EMBED_LONG_OPTIONS,
-                                         {"output", required_argument, 0, 'o'},
-                                         {"format", required_argument, 0, 'f'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     embed_cli ec;
     embed_cli_init(&ec);
     const char *out_path = NULL, *format = NULL;
-    int c, r;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if ((r = embed_opt(&ec, c, optarg)) < 0) return EXIT_USAGE;
-        if (r) continue;
-        if (c == 'o') out_path = optarg;
-        else if (c == 'f') format = optarg;
-        else if (c == 'h') {
-            fputs(HELP_EMBED, stdout);
-            fputs(EMBED_OPTIONS_HELP, stdout);
-            puts("  -o FILE, --format jsonl|fvecs");
-            return EXIT_OK;
-        } else {
-            fputs(HELP_EMBED, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (argc - optind != 1) {
+    cli_opt etab[EMBED_N_OPTIONS];
+    embed_cli_options(&ec, etab);
+    const cli_opt tab[] = {
+        {.kind = OPT_INCLUDE, .sub = etab},
+        {"output", 'o', OPT_STRING, &out_path},
+        {"format", 0, OPT_CHOICE, &format, .choices = "jsonl|fvecs"},
+        {0},
+    };
+    int npos, code = opts_run(tab, argc, argv, HELP_EMBED, EMBED_OPTIONS_HELP, &npos);
+    if (code >= 0) return code;
+    if (npos != 1) {
         cli_error("embed: need exactly one INPUT.jsonl");
         return EXIT_USAGE;
     }
@@ -273,15 +218,12 @@ int cmd_embed(int argc, char **argv)
         const char *dot = out_path ? strrchr(out_path, '.') : NULL;
         format = dot && !strcmp(dot, ".fvecs") ? "fvecs" : "jsonl";
     }
-    if (strcmp(format, "jsonl") && strcmp(format, "fvecs")) {
-        cli_error("--format: expected jsonl or fvecs, got '%s'", format);
-        return EXIT_USAGE;
-    }
-    const char *in = argv[optind];
+    const char *in = argv[1];
     unsigned char *buf;
     size_t len, n = 0;
     char err[512];
-    int rc = read_all(in, &buf, &len, err, sizeof err), code = EXIT_OK, has_ids;
+    int rc = read_all(in, &buf, &len, err, sizeof err), has_ids;
+    code = EXIT_OK;
     if (rc) {
         cli_error("%s", err);
         return cli_exit_for(rc);
@@ -342,90 +284,7 @@ int cmd_embed(int argc, char **argv)
 done:
     if (out && out != stdout) fclose(out);
     chrys_embedder_free(e);
-    for (size_t i = 0; i < n; i++) {
-        free(texts[i]);
-        free(metas[i]);
-    }
-    free(texts);
-    free(metas);
-    free(ids);
+    free_text_records(texts, metas, ids, n);
     free(v);
     return code;
-}
-
-int cmd_cache(int argc, char **argv)
-{
-    static const struct option opts[] = {{"ttl", required_argument, 0, 't'},
-                                         {"max-entries", required_argument, 0, 'm'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"no-wait", no_argument, 0, 'N'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    double ttl = 0;
-    long long max = 0;
-    int json = 0, no_wait = 0, c;
-    char *end;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 't') {
-            ttl = strtod(optarg, &end);
-            if (*end || ttl < 0) {
-                cli_error("--ttl: expected seconds >= 0, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-        } else if (c == 'm') {
-            max = strtoll(optarg, &end, 10);
-            if (*end || max < 0) {
-                cli_error("--max-entries: expected a count >= 0, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-        } else if (c == 'j') json = 1;
-        else if (c == 'N') no_wait = 1;
-        else if (c == 'h') {
-            puts("usage: chrysalis cache stats CACHE [--json]\n"
-                 "       chrysalis cache prune CACHE [--ttl SECONDS] [--max-entries N] [--no-wait]\n"
-                 "\nstats: entries, bytes, lifetime hits and misses. prune: drop entries older than the TTL and\n"
-                 "the least recently used beyond N. Safe while another process uses the cache: one prune at a\n"
-                 "time (CACHE.lock; a second waits, or with --no-wait exits 5), and SQLite's busy timeout makes\n"
-                 "it wait for an embedder's write instead of failing.");
-            return EXIT_OK;
-        } else return EXIT_USAGE;
-    }
-    if (argc - optind != 2 || (strcmp(argv[optind], "stats") && strcmp(argv[optind], "prune"))) {
-        cli_error("cache: expected 'stats CACHE' or 'prune CACHE'");
-        return EXIT_USAGE;
-    }
-    const char *path = argv[optind + 1];
-    char *msg = NULL;
-    int rc;
-    if (!strcmp(argv[optind], "prune")) {
-        uint64_t removed = 0;
-        chrys_lock *lock = NULL;
-        int code = cli_lock_store(path, no_wait, &lock); /* one pruner at a time, with the store's messages */
-        if (code) return code;
-        rc = chrys_cache_prune(path, ttl, (uint64_t)max, &removed, &msg);
-        chrys_store_unlock(lock);
-        if (rc) {
-            cli_error("%s", msg ? msg : chrys_errstr(rc));
-            chrys_free(msg);
-            return cli_exit_for(rc);
-        }
-        printf("%s: removed %llu entries\n", path, (unsigned long long)removed);
-    }
-    chrys_cache_info ci = {sizeof ci};
-    if ((rc = chrys_cache_get_info(path, &ci, &msg))) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        return cli_exit_for(rc);
-    }
-    double hit_rate = ci.hits + ci.misses ? 100.0 * ci.hits / (ci.hits + ci.misses) : 0;
-    if (json)
-        printf("{\"cache\":\"%s\",\"entries\":%llu,\"bytes\":%llu,\"hits\":%llu,\"misses\":%llu,\"calls_saved\":%llu}\n", path,
-               (unsigned long long)ci.entries, (unsigned long long)ci.bytes, (unsigned long long)ci.hits,
-               (unsigned long long)ci.misses, (unsigned long long)ci.hits);
-    else
-        printf("%s: %llu entries, %.1f MiB; lifetime %llu hits (embeddings not requested again), %llu misses, %.1f%% hit rate\n",
-               path, (unsigned long long)ci.entries, ci.bytes / 1048576.0, (unsigned long long)ci.hits,
-               (unsigned long long)ci.misses, hit_rate);
-    return EXIT_OK;
 }

@@ -2,7 +2,6 @@
  * cmd_info.c: `chrysalis info STORE`: what a store holds, read without trusting it (the whole
  * file is loaded and verified, so info doubles as an integrity check).
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,33 +15,20 @@ static const char *metric_name(chrys_metric m)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int json = 0, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j') json = 1;
-        else if (c == 'h') {
-            puts("usage: chrysalis info STORE [--json]\n\nVerify STORE (every checksum) and describe it.");
-            return EXIT_OK;
-        } else return EXIT_USAGE;
-    }
-    if (argc - optind != 1) {
+    int json = 0, npos;
+    const cli_opt tab[] = {OPT_JSON(&json), {0}};
+    int code = opts_run(tab, argc, argv, "usage: chrysalis info STORE [--json]\n\nVerify STORE (every checksum) and describe it.\n",
+                        NULL, &npos);
+    if (code >= 0) return code;
+    if (npos != 1) {
         cli_error("info: need exactly one STORE");
         return EXIT_USAGE;
     }
-    const char *store = argv[optind];
-    char *msg = NULL;
+    const char *store = argv[1];
     chrys_store_meta sm = {sizeof sm};
     chrys_index *ix = NULL;
     chrys_merger *m = NULL;
-    int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc && sm.has_merger) rc = chrys_merger_open(store, &m, &msg);
-    else if (!rc) rc = chrys_index_load(store, &ix, &msg);
-    if (rc) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        return cli_exit_for(rc);
-    }
+    if ((code = cli_open_store(store, &sm, &m, &ix))) return code;
     chrys_index_info info = {sizeof info};
     chrys_index_get_info(m ? chrys_merger_index(m) : ix, &info);
     chrys_merge_stats ms = {sizeof ms};
@@ -131,57 +117,4 @@ int cmd_info(int argc, char **argv)
     chrys_merger_free(m);
     chrys_index_free(ix);
     return EXIT_OK;
-}
-
-int cmd_retrain(int argc, char **argv)
-{
-    int no_wait = 0, a = 1;
-    const char *store = NULL;
-    for (; a < argc; a++) {
-        if (!strcmp(argv[a], "--no-wait")) no_wait = 1;
-        else if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) break;
-        else if (argv[a][0] == '-' || store) break;
-        else store = argv[a];
-    }
-    if (a < argc || !store) {
-        int help = a < argc && (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h"));
-        fputs("usage: chrysalis retrain STORE [--no-wait]\n\nRetrain an IVF store's k-means lists on all its vectors "
-              "(when 'info' shows drift)\nand write the store back atomically. --no-wait: fail at once (exit 5) when "
-              "another writer\nholds STORE's lock, instead of waiting for it.\n",
-              help ? stdout : stderr);
-        return help ? EXIT_OK : EXIT_USAGE;
-    }
-    char *msg = NULL;
-    chrys_lock *lock = NULL;
-    chrys_index *ix = NULL;
-    int code = cli_lock_store(store, no_wait, &lock); /* before the store is read */
-    if (code) return code;
-    chrys_store_meta sm = {sizeof sm};
-    int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc && sm.has_merger) {
-        cli_error("%s: retraining a merger store is not supported yet (its planner re-plans by itself)", store);
-        code = EXIT_USAGE;
-        goto done;
-    }
-    if (!rc) rc = chrys_index_load(store, &ix, &msg);
-    if (!rc && (rc = chrys_index_retrain(ix))) {
-        cli_error("%s: %s", store, chrys_index_errmsg(ix));
-        code = cli_exit_for(rc);
-        goto done;
-    }
-    if (!rc) rc = chrys_index_save(ix, store, &msg);
-    if (rc) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        code = cli_exit_for(rc);
-        goto done;
-    }
-    chrys_index_info info = {sizeof info};
-    chrys_index_get_info(ix, &info);
-    printf("%s: retrained %s on %llu vectors (imbalance %.2f)\n", store, info.spec, (unsigned long long)info.count,
-           info.imbalance);
-done:
-    chrys_store_unlock(lock);
-    chrys_free(msg);
-    chrys_index_free(ix);
-    return code;
 }

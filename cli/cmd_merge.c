@@ -1,5 +1,5 @@
 /*
- * cmd_merge.c: `chrysalis merge STORE INPUT...` and `chrysalis export STORE`.
+ * cmd_merge.c: `chrysalis merge STORE INPUT...`.
  *
  * merge opens STORE if it exists (continuing where the last run stopped) or creates it, merges
  * every record of every input in order, and writes STORE atomically at the end: a bad record or
@@ -9,7 +9,6 @@
  * stored ones; the others keep their stored values.
  */
 #include <cJSON.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +39,7 @@ static const char *HELP_MERGE =
     "  --meta FILE            JSONL metadata for vector inputs, line i for vector i (\"id\" = record id)\n"
     "  --skip-invalid         skip and count bad records instead of failing\n"
     "  --batch N              records searched together (default automatic; 1 = one at a time)\n"
-    "  --threads N            worker threads (default: all cores)\n"
+    "  --threads N            worker threads, 0..256 (default 0: all cores)\n"
     "  --metrics-log FILE     append one JSON line per search (time, entries, path)\n"
     "  --slow-search S        warn when a search takes longer than S seconds (default 5)\n"
     "  --json                 print the summary as JSON\n"
@@ -55,7 +54,7 @@ static const char *HELP_MERGE =
     "  --nprobe N             IVF lists searched per record (default max(16, nlist/8))\n"
     "  --confirm-margin M     confirm by exact scan when |best - threshold| < M (default 0.01)\n"
     "  --verify               also check every decision against an exact scan and report disagreements\n"
-    "  --format F, --dim D    input format, as for build\n"
+    "  --format F, --dim D    input format, as for build (--dim: raw input, 1..16384)\n"
     "  -q, --quiet            no summary\n"
     "  --no-wait              fail at once (exit 5) when another writer holds STORE's lock, instead\n"
     "                         of waiting for it\n"
@@ -142,17 +141,14 @@ static int attach_meta(vecset *vs, const char *path, char *err, size_t errlen)
             snprintf(err, errlen, "%s:%zu: more metadata lines than vectors (%zu)", path, line, vs->n);
             rc = CHRYS_INVALID;
         } else {
-            cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-            if (has_ids < 0) {
-                has_ids = id != NULL;
-                if (has_ids) vs->ids = calloc(vs->n, sizeof *vs->ids);
-            }
-            if ((id != NULL) != has_ids || (id && (!cJSON_IsNumber(id) || id->valuedouble < 0 ||
-                                                   id->valuedouble != floor(id->valuedouble)))) {
-                snprintf(err, errlen, "%s:%zu: \"id\" must be a non-negative integer on every line or on none", path, line);
-                rc = CHRYS_INVALID;
-            } else {
-                if (id) vs->ids[n] = (uint64_t)id->valuedouble;
+            uint64_t id;
+            int first = has_ids < 0;
+            if (!(rc = jsonl_record_id(o, &has_ids, &id, path, line, err, errlen))) {
+                if (first && has_ids && !(vs->ids = calloc(vs->n ? vs->n : 1, sizeof *vs->ids))) {
+                    snprintf(err, errlen, "%s: out of memory", path);
+                    rc = CHRYS_NOMEM;
+                }
+                if (has_ids && vs->ids) vs->ids[n] = id;
                 cJSON_DeleteItemFromObjectCaseSensitive(o, "id");
                 vs->meta[n++] = cJSON_PrintUnformatted(o);
             }
@@ -196,7 +192,7 @@ static int read_input(const char *path, int fmt, uint32_t dim, const char *selec
     } else {
         rc = vecset_parse(name, (vec_format)fmt, dim, buf, len, vs, err, errlen, note, sizeof note);
         if (!rc && note[0]) fprintf(stderr, "chrysalis: note: %s\n", note);
-        if (!rc && meta_path) rc = attach_meta(vs, meta_path, err, errlen);
+        if (!rc && meta_path && (rc = attach_meta(vs, meta_path, err, errlen))) vecset_free(vs); /* nothing leaks */
     }
     if (!rc) select_kind(vs, select);
     return rc;
@@ -236,520 +232,413 @@ static int embed_input(const char *path, const embed_cli *ec, chrys_embedder *e,
     return CHRYS_OK;
 }
 
+typedef struct merge_args {
+    embed_cli ec;
+    int do_embed, exact, verify, no_wait, variant, renorm, mean, skip_invalid, json, quiet, fmt;
+    long nprobe, ef, efc, batch, threads, dim;
+    double margin, threshold, w[2], slow;
+    const char *select, *meta_path, *log_path, *store;
+    char **inputs;
+    int n_inputs;
+} merge_args;
+
+static int opt_weights(const char *typed, const char *arg, void *dest)
+{
+    double *w = dest;
+    if (sscanf(arg, "%lf,%lf", &w[0], &w[1]) != 2 || !(w[0] >= 0) || !(w[1] >= 0) || w[0] + w[1] <= 0) {
+        cli_error("%s: expected OLD,NEW (non-negative, not both zero), got '%s'", typed, arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_original(const char *typed, const char *arg, void *dest)
+{
+    (void)typed, (void)arg;
+    merge_args *ma = dest;
+    ma->renorm = ma->mean = 0; /* the original: no renormalise, no mean update */
+    return 0;
+}
+
+/* Options into *ma; -1 to go on, else the exit code. */
+static int merge_options(int argc, char **argv, merge_args *ma)
+{
+    const char *variant = NULL;
+    embed_cli_init(&ma->ec);
+    cli_opt etab[EMBED_N_OPTIONS];
+    embed_cli_options(&ma->ec, etab);
+    const cli_opt tab[] = {
+        {"threshold", 0, OPT_DOUBLE, &ma->threshold, -1, 1, "a cosine in", .flags = OPT_BRACKETS},
+        {"variant", 0, OPT_CHOICE, &variant, .choices = "embedding|skill"},
+        {"select", 0, OPT_CHOICE, &ma->select, .choices = "kb|sb|skill|all"},
+        {"weights", 0, OPT_CALL, ma->w, .call = opt_weights},
+        {"renormalize", 0, OPT_FLAG, &ma->renorm},
+        {"mean-update", 0, OPT_FLAG, &ma->mean},
+        {"original", 0, OPT_ACTION, ma, .call = opt_original},
+        {"meta", 0, OPT_STRING, &ma->meta_path},
+        {"skip-invalid", 0, OPT_FLAG, &ma->skip_invalid},
+        {"batch", 0, OPT_LONG, &ma->batch, 0, 1000000},
+        OPT_THREADS,
+        {"metrics-log", 0, OPT_STRING, &ma->log_path},
+        {"slow-search", 0, OPT_DOUBLE, &ma->slow, 0, INFINITY, "seconds", .flags = OPT_MIN_EXCL},
+        OPT_JSON(&ma->json),
+        OPT_FORMAT(&ma->fmt),
+        OPT_DIM(&ma->dim),
+        OPT_QUIET(&ma->quiet),
+        {"embed", 0, OPT_FLAG, &ma->do_embed},
+        {"index", 0, OPT_STRING, NULL, .cfg = "index"},
+        {"auto-threshold", 0, OPT_STRING, NULL, .cfg = "auto_threshold"},
+        {"exact", 0, OPT_FLAG, &ma->exact},
+        {"nprobe", 0, OPT_LONG, &ma->nprobe, 0, 1 << 20},
+        {"confirm-margin", 0, OPT_DOUBLE, &ma->margin, 0, 2},
+        {"verify", 0, OPT_FLAG, &ma->verify},
+        {"ef", 0, OPT_LONG, &ma->ef, 1, 100000},
+        {"ef-construction", 0, OPT_LONG, &ma->efc, 1, 100000},
+        OPT_NO_WAIT(&ma->no_wait),
+        {.kind = OPT_INCLUDE, .sub = etab},
+        {0},
+    };
+    int npos, code = opts_run(tab, argc, argv, HELP_MERGE, EMBED_OPTIONS_HELP, &npos);
+    if (code >= 0) return code;
+    if (npos < 2) {
+        cli_error("merge: need STORE and at least one INPUT");
+        fputs(HELP_MERGE, stderr);
+        return EXIT_USAGE;
+    }
+    if (variant) ma->variant = !strcmp(variant, "skill") ? CHRYS_MERGE_SKILL : CHRYS_MERGE_EMBEDDING;
+    ma->threads = (long)cfg_uint("threads");
+    ma->store = argv[1];
+    ma->inputs = argv + 2;
+    ma->n_inputs = npos - 1;
+    return -1;
+}
+
+/* An existing STORE: open it (it must be a merger store). Absent: *m stays NULL. */
+static int merge_open(const char *store, chrys_merger **m)
+{
+    struct stat st;
+    if (stat(store, &st) != 0) return EXIT_OK;
+    char *msg = NULL;
+    chrys_store_meta sm = {sizeof sm};
+    int rc = chrys_store_peek(store, &sm, &msg), code = EXIT_OK;
+    if (rc) {
+        cli_error("%s", msg ? msg : chrys_errstr(rc));
+        code = cli_exit_for(rc);
+    } else if (!sm.has_merger) {
+        cli_error("%s is an index store, not a merger store (use 'chrysalis add' or a new file)", store);
+        code = EXIT_USAGE;
+    } else if ((rc = chrys_merger_open(store, m, &msg))) {
+        cli_error("%s", msg ? msg : chrys_errstr(rc));
+        code = cli_exit_for(rc);
+    }
+    chrys_free(msg);
+    return code;
+}
+
+/* A new merger for the first input's dimension. */
+static int merge_create(const merge_args *ma, uint32_t dim, chrys_merger **m)
+{
+    chrys_merge_opts o;
+    chrys_merge_opts_init(&o);
+    o.dim = dim;
+    /* threshold: the flag, else the configured one, else 0.85 (0.90 for the skill merger) */
+    if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
+    else if (ma->variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
+    if (!(o.index_spec = cfg_index_spec())) return EXIT_USAGE;
+    /* the merger's own default switch point (20,000) unless one was set */
+    if (strcmp(cfg_source("auto_threshold"), "default")) o.auto_threshold = cfg_uint("auto_threshold");
+    o.memory_budget = cfg_uint("memory_budget");
+    o.ef_construction = (uint32_t)ma->efc;
+    char *msg = NULL;
+    int rc = chrys_merger_new(&o, m, &msg);
+    if (rc) cli_error("%s", msg ? msg : chrys_errstr(rc));
+    chrys_free(msg);
+    return rc ? cli_exit_for(rc) : EXIT_OK;
+}
+
+/* The options given replace the stored ones; the others keep their stored values. */
+static int merge_configure(chrys_merger *m, const merge_args *ma, metrics_ctx *mc)
+{
+    chrys_merge_opts o = {sizeof o};
+    chrys_merger_get_opts(m, &o);
+    if (!isnan(ma->threshold)) o.threshold = ma->threshold;
+    if (ma->variant >= 0) o.variant = (chrys_merge_variant)ma->variant;
+    if (!isnan(ma->w[0])) {
+        o.weight_old = ma->w[0];
+        o.weight_new = ma->w[1];
+    }
+    if (ma->renorm >= 0) o.renormalize = ma->renorm;
+    if (ma->mean >= 0) o.mean_update = ma->mean;
+    o.skip_invalid = ma->skip_invalid;
+    if (ma->batch >= 0) o.batch_size = (uint32_t)ma->batch;
+    o.n_threads = (uint32_t)ma->threads;
+    o.slow_search_s = ma->slow;
+    o.on_search = on_search;
+    o.user = mc;
+    o.exact = ma->exact;
+    o.verify = ma->verify;
+    o.nprobe = (uint32_t)ma->nprobe;
+    o.confirm_margin = ma->margin;
+    o.ef_search = (uint32_t)ma->ef;
+    if (chrys_merger_configure(m, &o)) {
+        cli_error("%s", chrys_merger_errmsg(m));
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* Merge one read chunk of an input; base: its records merged before this chunk. A failing record
+ * is named by its number in the input (the library's record of the batch, from its error info). */
+static int merge_records(chrys_merger *m, const char *path, const vecset *vs, size_t base, progress *pb)
+{
+    chrys_merge_stats now = {sizeof now};
+    chrys_merger_get_stats(m, &now);
+    chrys_merge_record *recs = malloc((vs->n ? vs->n : 1) * sizeof *recs);
+    if (!recs) {
+        cli_error("out of memory");
+        return EXIT_FAIL;
+    }
+    for (size_t i = 0; i < vs->n; i++) {
+        int empty = vs->empty && vs->empty[i];
+        recs[i] = (chrys_merge_record){vs->ids ? vs->ids[i] : now.next_record_id + i, empty ? NULL : vs->data + i * vs->dim,
+                                       empty ? 0 : vs->dim, vs->meta ? vs->meta[i] : NULL};
+    }
+    const size_t chunk = 8192;
+    int code = EXIT_OK;
+    for (size_t i = 0; i < vs->n && !code; i += chunk) {
+        size_t n = vs->n - i < chunk ? vs->n - i : chunk;
+        int rc = chrys_merger_merge(m, n, recs + i, NULL);
+        if (rc) {
+            progress_end(pb);
+            chrys_error_info ei = {sizeof ei};
+            chrys_merger_error_info(m, &ei);
+            if (ei.record >= 0)
+                cli_error("%s: record %zu (id %llu): %s", path, base + i + (size_t)ei.record,
+                          (unsigned long long)recs[i + (size_t)ei.record].id, ei.reason);
+            else cli_error("%s: %s", path, ei.message);
+            code = cli_exit_for(rc);
+        } else progress_update(pb, base + i + n);
+    }
+    free(recs);
+    return code;
+}
+
+typedef struct merge_run {
+    chrys_merger *m;
+    chrys_embedder *embedder;
+    metrics_ctx mc;
+    size_t read_records, parse_skipped;
+} merge_run;
+
+/* Read the next part of input path: the whole input, or a streamed fvecs/raw file's next chunk. */
+static int merge_read(const merge_args *ma, merge_run *r, const char *path, vstream *vsm, int streaming, vecset *vs)
+{
+    char err[512];
+    int rc;
+    if (streaming) rc = vstream_next(vsm, MERGE_STREAM_ROWS, vs, err, sizeof err);
+    else if (ma->do_embed) rc = embed_input(path, &ma->ec, r->embedder, ma->select, vs, err, sizeof err);
+    else rc = read_input(path, ma->fmt, (uint32_t)ma->dim, ma->select, ma->skip_invalid, ma->meta_path, vs, err, sizeof err);
+    if (rc) cli_error("%s", err);
+    return rc ? cli_exit_for(rc) : EXIT_OK;
+}
+
+/* Merge one input: read (a chunk at a time for a large fvecs / raw file, never whole), create the
+ * merger from the first records if the store is new, apply the options, merge. */
+static int merge_input(const merge_args *ma, merge_run *r, const char *path)
+{
+    vstream vsm = {0};
+    int streaming = !ma->do_embed && !ma->meta_path && !strcmp(ma->select, "all") &&
+                    vstream_open(path, ma->fmt, (uint32_t)ma->dim, &vsm) == CHRYS_OK;
+    progress pb;
+    int pb_on = 0, code = EXIT_OK;
+    size_t base = 0; /* records of this input merged before the current chunk */
+    while (!code) {
+        vecset vs;
+        if ((code = merge_read(ma, r, path, &vsm, streaming, &vs))) {
+            if (pb_on) progress_end(&pb);
+            break;
+        }
+        if (streaming && vs.n == 0) break; /* the end of a streamed file */
+        if (r->embedder) embed_cli_report(r->embedder);
+        r->parse_skipped += vs.n_skipped;
+        if (vs.n_skipped) fprintf(stderr, "chrysalis: %s: skipped %zu invalid records\n", path, vs.n_skipped);
+        if (!r->m) code = merge_create(ma, vs.dim, &r->m);
+        chrys_merge_opts o = {sizeof o};
+        if (!code) chrys_merger_get_opts(r->m, &o);
+        if (!code && vs.n && vs.dim != o.dim) {
+            cli_error("%s: vectors have dimension %u but %s has %u", path, vs.dim, ma->store, o.dim);
+            code = EXIT_DATA;
+        }
+        if (!code) code = merge_configure(r->m, ma, &r->mc);
+        if (!code && !pb_on) {
+            progress_start(&pb, "merge", streaming ? vsm.n : vs.n);
+            pb_on = 1;
+        }
+        if (!code) code = merge_records(r->m, path, &vs, base, &pb);
+        if (!code) {
+            r->read_records += vs.n;
+            base += vs.n;
+        }
+        vecset_free(&vs);
+        if (!streaming) break;
+    }
+    if (pb_on && !code) progress_end(&pb);
+    vstream_close(&vsm);
+    return code;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return x < y ? -1 : x > y;
 }
 
+/* The entries' merged_count, sorted (for the histogram). */
+static uint32_t *sorted_counts(chrys_merger *m, uint64_t entries)
+{
+    uint32_t *counts = malloc((entries ? entries : 1) * sizeof *counts);
+    if (!counts) return NULL;
+    for (uint64_t e = 0; e < entries; e++) {
+        chrys_merge_entry en = {sizeof en};
+        chrys_merger_get_entry(m, e, &en, NULL);
+        counts[e] = en.merged_count;
+    }
+    qsort(counts, entries, sizeof *counts, cmp_u32);
+    return counts;
+}
+
+typedef struct merge_summary {
+    const char *store;
+    chrys_merge_stats after;
+    chrys_merge_opts o;
+    chrys_index_info ii;
+    uint64_t merged, added, skipped;
+    size_t records;
+    double secs;
+    int graph;
+    const uint32_t *counts;
+} merge_summary;
+
+static void print_summary_json(const merge_summary *sm, const metrics_ctx *mc)
+{
+    const chrys_merge_stats *a = &sm->after;
+    printf("{\"store\":\"%s\",\"records\":%zu,\"merged\":%llu,\"added\":%llu,\"skipped\":%llu,\"entries\":%llu,"
+           "\"threshold\":%g,\"variant\":\"%s\",\"seconds\":%.3f,\"searches\":%zu,\"slow_searches\":%zu,"
+           "\"merged_count_histogram\":{",
+           sm->store, sm->records, (unsigned long long)sm->merged, (unsigned long long)sm->added,
+           (unsigned long long)sm->skipped, (unsigned long long)a->entries, sm->o.threshold,
+           sm->o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding", sm->secs, mc->n_searches, mc->n_slow);
+    for (uint64_t e = 0, first = 1; e < a->entries;) {
+        uint64_t f = e;
+        while (f < a->entries && sm->counts[f] == sm->counts[e]) f++;
+        printf("%s\"%u\":%llu", first ? "" : ",", sm->counts[e], (unsigned long long)(f - e));
+        first = 0;
+        e = f;
+    }
+    printf("},\"index_backed\":{\"records\":%llu,\"confirmed\":%llu,\"verified\":%llu,\"disagreements\":%llu,"
+           "\"relinked\":%llu},\"index\":{\"spec\":\"%s\",\"graph\":%s,\"exact\":%s,\"plan_reason\":\"%s\"}}\n",
+           (unsigned long long)a->approx_records, (unsigned long long)a->confirmations,
+           (unsigned long long)a->verified, (unsigned long long)a->disagreements, (unsigned long long)a->relinks,
+           sm->ii.spec, sm->graph ? "true" : "false", !sm->graph || sm->o.exact ? "true" : "false", sm->ii.plan_reason);
+}
+
+static void print_summary_text(const merge_summary *sm, const metrics_ctx *mc)
+{
+    const chrys_merge_stats *a = &sm->after;
+    /* which path decided: the exact scan (the exact merger's decisions) or the HNSW graph */
+    const char *how = !sm->graph    ? "exact scan (the exact merger's decisions)"
+                      : sm->o.exact ? "exact scan (--exact; the graph is kept but not used to decide)"
+                                    : "the graph's candidates, near-threshold decisions confirmed by exact scan";
+    printf("%s: merged %zu records in %.3f s (threshold %g, %s merger)\n", sm->store, sm->records, sm->secs,
+           sm->o.threshold, sm->o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding");
+    printf("  merged:   %llu\n  added:    %llu\n  skipped:  %llu\n  entries:  %llu (store total)\n",
+           (unsigned long long)sm->merged, (unsigned long long)sm->added, (unsigned long long)sm->skipped,
+           (unsigned long long)a->entries);
+    printf("  merged_count histogram:");
+    for (uint64_t e = 0; e < a->entries;) {
+        uint64_t f = e;
+        while (f < a->entries && sm->counts[f] == sm->counts[e]) f++;
+        printf(" %u:%llu", sm->counts[e], (unsigned long long)(f - e));
+        e = f;
+    }
+    printf("\n  searches: %zu (%.3f s), slow: %zu\n", mc->n_searches, mc->total_s, mc->n_slow);
+    printf("  index:    %s, %s%s%s\n", sm->ii.spec, how, sm->ii.plan_reason[0] ? "; planner: " : "", sm->ii.plan_reason);
+    if (a->approx_records)
+        printf("  index-backed: %llu records from the index's candidates, %llu confirmed by exact scan, "
+               "%llu entries relinked\n",
+               (unsigned long long)a->approx_records, (unsigned long long)a->confirmations,
+               (unsigned long long)a->relinks);
+    if (a->verified)
+        printf("  verify: %llu of %llu decisions differ from the exact scan (%.4f%%)\n",
+               (unsigned long long)a->disagreements, (unsigned long long)a->verified,
+               100.0 * a->disagreements / a->verified);
+}
+
+static void print_summary(const merge_args *ma, const merge_run *r, const chrys_merge_stats *before, double t0)
+{
+    merge_summary sm = {.store = ma->store, .after = {sizeof sm.after}, .o = {sizeof sm.o}, .ii = {sizeof sm.ii}};
+    chrys_merger_get_stats(r->m, &sm.after);
+    uint32_t *counts = sorted_counts(r->m, sm.after.entries);
+    if (!counts) {
+        cli_error("out of memory");
+        return;
+    }
+    sm.counts = counts;
+    sm.secs = now_seconds() - t0;
+    sm.merged = sm.after.merged - before->merged;
+    sm.added = sm.after.added - before->added;
+    sm.skipped = sm.after.skipped - before->skipped + r->parse_skipped;
+    sm.records = r->read_records + r->parse_skipped;
+    chrys_merger_get_opts(r->m, &sm.o);
+    chrys_index_get_info(chrys_merger_index(r->m), &sm.ii);
+    sm.graph = sm.ii.kind != CHRYS_INDEX_FLAT;
+    if (ma->json) print_summary_json(&sm, &r->mc);
+    else print_summary_text(&sm, &r->mc);
+    free(counts);
+}
+
 int cmd_merge(int argc, char **argv)
 {
-    static const struct option opts[] = {{"threshold", required_argument, 0, 't'},
-                                         {"variant", required_argument, 0, 'V'},
-                                         {"select", required_argument, 0, 'S'},
-                                         {"weights", required_argument, 0, 'W'},
-                                         {"renormalize", no_argument, 0, 'R'},
-                                         {"mean-update", no_argument, 0, 'U'},
-                                         {"original", no_argument, 0, 'O'},
-                                         {"meta", required_argument, 0, 'M'},
-                                         {"skip-invalid", no_argument, 0, 'I'},
-                                         {"batch", required_argument, 0, 'B'},
-                                         {"threads", required_argument, 0, 'T'},
-                                         {"metrics-log", required_argument, 0, 'L'},
-                                         {"slow-search", required_argument, 0, 'w'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"format", required_argument, 0, 'f'},
-                                         {"dim", required_argument, 0, 'd'},
-                                         {"quiet", no_argument, 0, 'q'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {"embed", no_argument, 0, 'E'},
-                                         {"index", required_argument, 0, 'X'},
-                                         {"auto-threshold", required_argument, 0, 'A'},
-                                         {"exact", no_argument, 0, 'x'},
-                                         {"nprobe", required_argument, 0, 'p'},
-                                         {"confirm-margin", required_argument, 0, 'c'},
-                                         {"verify", no_argument, 0, 'v'},
-                                         {"ef", required_argument, 0, 'e'},
-                                         {"ef-construction", required_argument, 0, 'C'},
-                                         {"no-wait", no_argument, 0, 'N'},
-                                         EMBED_LONG_OPTIONS,
-                                         {0, 0, 0, 0}};
-    embed_cli ec;
-    embed_cli_init(&ec);
-    chrys_embedder *embedder = NULL;
-    int do_embed = 0, er, exact = 0, verify = 0, no_wait = 0;
-    long nprobe = (long)cfg_uint("nprobe");
-    long ef = (long)cfg_uint("ef_search");
-    long efc = strcmp(cfg_source("ef_construction"), "default") ? (long)cfg_uint("ef_construction") : 0;
-    double margin = 0.01;
-    double threshold = NAN, w_old = NAN, w_new = NAN, slow = cfg_double("slow_search");
-    int variant = -1, renorm = -1, mean = -1, skip_invalid = 0, json = 0, quiet = 0, fmt = FMT_AUTO, c;
-    long batch = -1, threads = (long)cfg_uint("threads"), dim = 0;
-    const char *select = "all", *meta_path = NULL, *log_path = NULL;
-    char *end;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
-        if ((er = embed_opt(&ec, c, optarg)) < 0) return EXIT_USAGE;
-        if (er) continue;
-        switch (c) {
-        case 'E': do_embed = 1; break;
-        case 'N': no_wait = 1; break;
-        case 'x': exact = 1; break;
-        case 'v': verify = 1; break;
-        case 'p':
-            nprobe = strtol(optarg, &end, 10);
-            if (*end || nprobe < 0 || nprobe > 1 << 20) {
-                cli_error("--nprobe: expected 0..%d, got '%s'", 1 << 20, optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'e':
-        case 'C': {
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > 100000) {
-                cli_error("--%s: expected 1..100000, got '%s'", c == 'e' ? "ef" : "ef-construction", optarg);
-                return EXIT_USAGE;
-            }
-            if (c == 'e') ef = v;
-            else efc = v;
-            break;
-        }
-        case 'c':
-            margin = strtod(optarg, &end);
-            if (*end || !(margin >= 0 && margin <= 2)) {
-                cli_error("--confirm-margin: expected 0..2, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'X':
-            if (cfg_set_flag("index", optarg, "--index")) return EXIT_USAGE;
-            break;
-        case 'A':
-            if (cfg_set_flag("auto_threshold", optarg, "--auto-threshold")) return EXIT_USAGE;
-            break;
-        case 't':
-            threshold = strtod(optarg, &end);
-            if (*end || !(threshold >= -1 && threshold <= 1)) {
-                cli_error("--threshold: expected a cosine in [-1, 1], got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'V':
-            if (!strcmp(optarg, "embedding")) variant = CHRYS_MERGE_EMBEDDING;
-            else if (!strcmp(optarg, "skill")) variant = CHRYS_MERGE_SKILL;
-            else {
-                cli_error("--variant: expected embedding or skill, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'S':
-            if (strcmp(optarg, "kb") && strcmp(optarg, "sb") && strcmp(optarg, "skill") && strcmp(optarg, "all")) {
-                cli_error("--select: expected kb, sb, skill or all, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            select = optarg;
-            break;
-        case 'W':
-            if (sscanf(optarg, "%lf,%lf", &w_old, &w_new) != 2 || !(w_old >= 0) || !(w_new >= 0) || w_old + w_new <= 0) {
-                cli_error("--weights: expected OLD,NEW (non-negative, not both zero), got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'R': renorm = 1; break;
-        case 'U': mean = 1; break;
-        case 'O': renorm = 0; mean = 0; break;
-        case 'M': meta_path = optarg; break;
-        case 'I': skip_invalid = 1; break;
-        case 'B':
-            batch = strtol(optarg, &end, 10);
-            if (*end || batch < 0 || batch > 1000000) {
-                cli_error("--batch: expected 0..1000000, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'T':
-            threads = strtol(optarg, &end, 10);
-            if (*end || threads < 1 || threads > 256) {
-                cli_error("--threads: expected 1..256, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'L': log_path = optarg; break;
-        case 'w':
-            slow = strtod(optarg, &end);
-            if (*end || !(slow > 0)) {
-                cli_error("--slow-search: expected seconds > 0, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'j': json = 1; break;
-        case 'f':
-            if ((fmt = vec_format_parse(optarg)) < 0) {
-                cli_error("--format: expected fvecs, npy, raw, jsonl or auto, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'd': dim = strtol(optarg, NULL, 10); break;
-        case 'q': quiet = 1; break;
-        case 'h':
-            fputs(HELP_MERGE, stdout);
-            fputs(EMBED_OPTIONS_HELP, stdout);
-            return EXIT_OK;
-        default: fputs(HELP_MERGE, stderr); return EXIT_USAGE;
-        }
-    }
-    if (argc - optind < 2) {
-        cli_error("merge: need STORE and at least one INPUT");
-        fputs(HELP_MERGE, stderr);
-        return EXIT_USAGE;
-    }
-    const char *store = argv[optind];
-    cli_set_threads(threads);
+    merge_args ma = {.variant = -1, .renorm = -1, .mean = -1, .fmt = FMT_AUTO, .batch = -1, .select = "all",
+                     .margin = 0.01, .threshold = NAN, .w = {NAN, NAN}};
+    ma.nprobe = (long)cfg_uint("nprobe");
+    ma.ef = (long)cfg_uint("ef_search");
+    ma.efc = strcmp(cfg_source("ef_construction"), "default") ? (long)cfg_uint("ef_construction") : 0;
+    ma.slow = cfg_double("slow_search");
+    int code = merge_options(argc, argv, &ma);
+    if (code >= 0) return code;
+    cli_set_threads(ma.threads);
     double t0 = now_seconds();
-    metrics_ctx mc = {NULL, slow, 0, 0, 0};
-    if (log_path && !(mc.log = fopen(log_path, "a"))) {
-        cli_error("--metrics-log: cannot open %s", log_path);
+    merge_run r = {.mc = {NULL, ma.slow, 0, 0, 0}};
+    if (ma.log_path && !(r.mc.log = fopen(ma.log_path, "a"))) {
+        cli_error("--metrics-log: cannot open %s", ma.log_path);
         return EXIT_FAIL;
     }
-    chrys_merger *m = NULL;
-    vstream vsm = {0};
-    char *msg = NULL, err[512];
-    int rc, code = EXIT_OK;
-    size_t read_records = 0, parse_skipped = 0;
+    char *msg = NULL;
     chrys_merge_stats before = {sizeof before};
-    struct stat st;
     chrys_lock *lock = NULL;
     /* Held from before the store is read until after its rename: a concurrent merge waits here
      * and then reads the store this one wrote, so neither run's records are lost. */
-    if ((code = cli_lock_store(store, no_wait, &lock))) goto done;
-    if (stat(store, &st) == 0) {
-        chrys_store_meta sm = {sizeof sm};
-        if ((rc = chrys_store_peek(store, &sm, &msg))) {
-            cli_error("%s", msg ? msg : chrys_errstr(rc));
-            code = cli_exit_for(rc);
-            goto done;
-        }
-        if (!sm.has_merger) {
-            cli_error("%s is an index store, not a merger store (use 'chrysalis add' or a new file)", store);
-            code = EXIT_USAGE;
-            goto done;
-        }
-        if ((rc = chrys_merger_open(store, &m, &msg))) {
-            cli_error("%s", msg ? msg : chrys_errstr(rc));
-            code = cli_exit_for(rc);
-            goto done;
-        }
-        chrys_merger_get_stats(m, &before);
-    }
-    if (do_embed && embed_cli_make(&ec, &embedder)) {
+    if ((code = cli_lock_store(ma.store, ma.no_wait, &lock)) || (code = merge_open(ma.store, &r.m))) goto done;
+    if (r.m) chrys_merger_get_stats(r.m, &before);
+    if (ma.do_embed && embed_cli_make(&ma.ec, &r.embedder)) {
         code = EXIT_USAGE;
         goto done;
     }
-    for (int a = optind + 1; a < argc; a++) {
-        /* a large fvecs / raw file is merged a chunk at a time, never read whole */
-        int streaming = !do_embed && !meta_path && !strcmp(select, "all") &&
-                        vstream_open(argv[a], fmt, (uint32_t)dim, &vsm) == CHRYS_OK;
-        progress pb;
-        int pb_on = 0;
-        size_t base = 0; /* records of this input merged before the current chunk */
-        for (;;) {
-            vecset vs;
-            if (streaming) rc = vstream_next(&vsm, MERGE_STREAM_ROWS, &vs, err, sizeof err);
-            else if (do_embed) rc = embed_input(argv[a], &ec, embedder, select, &vs, err, sizeof err);
-            else rc = read_input(argv[a], fmt, (uint32_t)dim, select, skip_invalid, meta_path, &vs, err, sizeof err);
-            if (rc) {
-                if (pb_on) progress_end(&pb);
-                cli_error("%s", err);
-                code = cli_exit_for(rc);
-                goto done;
-            }
-            if (streaming && vs.n == 0) break; /* the end of a streamed file */
-            if (embedder) embed_cli_report(embedder);
-            parse_skipped += vs.n_skipped;
-            if (vs.n_skipped) fprintf(stderr, "chrysalis: %s: skipped %zu invalid records\n", argv[a], vs.n_skipped);
-            chrys_merge_opts o;
-            if (!m) {
-                chrys_merge_opts_init(&o);
-                o.dim = vs.dim;
-                /* threshold: the flag, else the configured one, else 0.85 (0.90 for the skill merger) */
-                if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
-                else if (variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
-                if (!(o.index_spec = cfg_index_spec())) {
-                    vecset_free(&vs);
-                    code = EXIT_USAGE;
-                    goto done;
-                }
-                /* the merger's own default switch point (20,000) unless one was set */
-                if (strcmp(cfg_source("auto_threshold"), "default")) o.auto_threshold = cfg_uint("auto_threshold");
-                o.memory_budget = cfg_uint("memory_budget");
-                o.ef_construction = (uint32_t)efc;
-                if ((rc = chrys_merger_new(&o, &m, &msg))) {
-                    cli_error("%s", msg ? msg : chrys_errstr(rc));
-                    vecset_free(&vs);
-                    code = cli_exit_for(rc);
-                    goto done;
-                }
-            }
-            o.struct_size = sizeof o;
-            chrys_merger_get_opts(m, &o);
-            if (vs.n && vs.dim != o.dim) {
-                cli_error("%s: vectors have dimension %u but %s has %u", argv[a], vs.dim, store, o.dim);
-                vecset_free(&vs);
-                code = EXIT_DATA;
-                goto done;
-            }
-            if (!isnan(threshold)) o.threshold = threshold;
-            if (variant >= 0) o.variant = (chrys_merge_variant)variant;
-            if (!isnan(w_old)) {
-                o.weight_old = w_old;
-                o.weight_new = w_new;
-            }
-            if (renorm >= 0) o.renormalize = renorm;
-            if (mean >= 0) o.mean_update = mean;
-            o.skip_invalid = skip_invalid;
-            if (batch >= 0) o.batch_size = (uint32_t)batch;
-            o.n_threads = (uint32_t)threads;
-            o.slow_search_s = slow;
-            o.on_search = on_search;
-            o.user = &mc;
-            o.exact = exact;
-            o.verify = verify;
-            o.nprobe = (uint32_t)nprobe;
-            o.confirm_margin = margin;
-            o.ef_search = (uint32_t)ef;
-            if ((rc = chrys_merger_configure(m, &o))) {
-                cli_error("%s", chrys_merger_errmsg(m));
-                vecset_free(&vs);
-                code = EXIT_USAGE;
-                goto done;
-            }
-            chrys_merge_stats now = {sizeof now};
-            chrys_merger_get_stats(m, &now);
-            chrys_merge_record *recs = malloc((vs.n ? vs.n : 1) * sizeof *recs);
-            if (!recs) {
-                cli_error("out of memory");
-                vecset_free(&vs);
-                code = EXIT_FAIL;
-                goto done;
-            }
-            for (size_t i = 0; i < vs.n; i++) {
-                int empty = vs.empty && vs.empty[i];
-                recs[i] = (chrys_merge_record){vs.ids ? vs.ids[i] : now.next_record_id + i, empty ? NULL : vs.data + i * vs.dim,
-                                               empty ? 0 : vs.dim, vs.meta ? vs.meta[i] : NULL};
-            }
-            if (!pb_on) progress_start(&pb, "merge", streaming ? vsm.n : vs.n);
-            pb_on = 1;
-            const size_t chunk = 8192;
-            for (size_t i = 0; i < vs.n; i += chunk) {
-                size_t n = vs.n - i < chunk ? vs.n - i : chunk;
-                if ((rc = chrys_merger_merge(m, n, recs + i, NULL))) {
-                    progress_end(&pb);
-                    const char *em = chrys_merger_errmsg(m);
-                    size_t row;
-                    const char *rest;
-                    if (sscanf(em, "record %zu", &row) == 1 && (rest = strchr(em, ' ')) && (rest = strchr(rest + 1, ' ')))
-                        cli_error("%s: record %zu %s", argv[a], base + i + row, rest + 1);
-                    else
-                        cli_error("%s: %s", argv[a], em);
-                    free(recs);
-                    vecset_free(&vs);
-                    code = cli_exit_for(rc);
-                    goto done;
-                }
-                progress_update(&pb, base + i + n);
-            }
-            read_records += vs.n;
-            base += vs.n;
-            free(recs);
-            vecset_free(&vs);
-            if (!streaming) break;
-        }
-        if (pb_on) progress_end(&pb);
-        vstream_close(&vsm);
-    }
-    if ((rc = chrys_merger_mark_run(m)) || (rc = chrys_merger_save(m, store, &msg))) {
-        cli_error("%s", msg ? msg : chrys_merger_errmsg(m));
+    for (int a = 0; a < ma.n_inputs; a++)
+        if ((code = merge_input(&ma, &r, ma.inputs[a]))) goto done;
+    int rc;
+    if ((rc = chrys_merger_mark_run(r.m)) || (rc = chrys_merger_save(r.m, ma.store, &msg))) {
+        cli_error("%s", msg ? msg : chrys_merger_errmsg(r.m));
         code = cli_exit_for(rc);
         goto done;
     }
-    if (!quiet) {
-        chrys_merge_stats after = {sizeof after};
-        chrys_merger_get_stats(m, &after);
-        uint32_t *counts = malloc((after.entries ? after.entries : 1) * sizeof *counts);
-        for (uint64_t e = 0; e < after.entries; e++) {
-            chrys_merge_entry en = {sizeof en};
-            chrys_merger_get_entry(m, e, &en, NULL);
-            counts[e] = en.merged_count;
-        }
-        qsort(counts, after.entries, sizeof *counts, cmp_u32);
-        double secs = now_seconds() - t0;
-        uint64_t merged = after.merged - before.merged, added = after.added - before.added;
-        uint64_t skipped = after.skipped - before.skipped + parse_skipped;
-        chrys_merge_opts o = {sizeof o};
-        chrys_merger_get_opts(m, &o);
-        /* which path decided: the exact scan (the exact merger's decisions) or the HNSW graph */
-        chrys_index_info ii = {sizeof ii};
-        chrys_index_get_info(chrys_merger_index(m), &ii);
-        int graph = ii.kind != CHRYS_INDEX_FLAT;
-        const char *how = !graph    ? "exact scan (the exact merger's decisions)"
-                          : o.exact ? "exact scan (--exact; the graph is kept but not used to decide)"
-                                    : "the graph's candidates, near-threshold decisions confirmed by exact scan";
-        if (json) {
-            printf("{\"store\":\"%s\",\"records\":%zu,\"merged\":%llu,\"added\":%llu,\"skipped\":%llu,\"entries\":%llu,"
-                   "\"threshold\":%g,\"variant\":\"%s\",\"seconds\":%.3f,\"searches\":%zu,\"slow_searches\":%zu,"
-                   "\"merged_count_histogram\":{",
-                   store, read_records + parse_skipped, (unsigned long long)merged, (unsigned long long)added,
-                   (unsigned long long)skipped, (unsigned long long)after.entries, o.threshold,
-                   o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding", secs, mc.n_searches, mc.n_slow);
-            for (uint64_t e = 0, first = 1; e < after.entries;) {
-                uint64_t f = e;
-                while (f < after.entries && counts[f] == counts[e]) f++;
-                printf("%s\"%u\":%llu", first ? "" : ",", counts[e], (unsigned long long)(f - e));
-                first = 0;
-                e = f;
-            }
-            printf("},\"index_backed\":{\"records\":%llu,\"confirmed\":%llu,\"verified\":%llu,\"disagreements\":%llu,"
-                   "\"relinked\":%llu},\"index\":{\"spec\":\"%s\",\"graph\":%s,\"exact\":%s,\"plan_reason\":\"%s\"}}\n",
-                   (unsigned long long)after.approx_records, (unsigned long long)after.confirmations,
-                   (unsigned long long)after.verified, (unsigned long long)after.disagreements,
-                   (unsigned long long)after.relinks, ii.spec, graph ? "true" : "false",
-                   !graph || o.exact ? "true" : "false", ii.plan_reason);
-        } else {
-            printf("%s: merged %zu records in %.3f s (threshold %g, %s merger)\n", store, read_records + parse_skipped,
-                   secs, o.threshold, o.variant == CHRYS_MERGE_SKILL ? "skill" : "embedding");
-            printf("  merged:   %llu\n  added:    %llu\n  skipped:  %llu\n  entries:  %llu (store total)\n",
-                   (unsigned long long)merged, (unsigned long long)added, (unsigned long long)skipped,
-                   (unsigned long long)after.entries);
-            printf("  merged_count histogram:");
-            for (uint64_t e = 0; e < after.entries;) {
-                uint64_t f = e;
-                while (f < after.entries && counts[f] == counts[e]) f++;
-                printf(" %u:%llu", counts[e], (unsigned long long)(f - e));
-                e = f;
-            }
-            printf("\n  searches: %zu (%.3f s), slow: %zu\n", mc.n_searches, mc.total_s, mc.n_slow);
-            printf("  index:    %s, %s%s%s\n", ii.spec, how, ii.plan_reason[0] ? "; planner: " : "", ii.plan_reason);
-            if (after.approx_records)
-                printf("  index-backed: %llu records from the index's candidates, %llu confirmed by exact scan, "
-                       "%llu entries relinked\n",
-                       (unsigned long long)after.approx_records, (unsigned long long)after.confirmations,
-                       (unsigned long long)after.relinks);
-            if (after.verified)
-                printf("  verify: %llu of %llu decisions differ from the exact scan (%.4f%%)\n",
-                       (unsigned long long)after.disagreements, (unsigned long long)after.verified,
-                       100.0 * after.disagreements / after.verified);
-        }
-        free(counts);
-    }
+    if (!ma.quiet) print_summary(&ma, &r, &before, t0);
 done:
     chrys_store_unlock(lock);
-    vstream_close(&vsm);
-    if (mc.log) fclose(mc.log);
+    if (r.mc.log) fclose(r.mc.log);
     chrys_free(msg);
-    chrys_merger_free(m);
-    chrys_embedder_free(embedder);
-    return code;
-}
-
-static const char *HELP_EXPORT =
-    "usage: chrysalis export STORE [--format jsonl|fvecs] [-o FILE]\n"
-    "\n"
-    "Write the entries of a merger store (or the vectors of an index store). JSONL lines hold\n"
-    "{\"id\", \"merged_count\", \"similarity_score\", \"first_record\", ...metadata, \"embedding\"};\n"
-    "fvecs holds the vectors only, in id order. Default: JSONL on stdout.\n";
-
-int cmd_export(int argc, char **argv)
-{
-    static const struct option opts[] = {{"format", required_argument, 0, 'f'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *format = "jsonl", *out_path = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (c == 'f') format = optarg;
-        else if (c == 'o') out_path = optarg;
-        else if (c == 'h') {
-            fputs(HELP_EXPORT, stdout);
-            return EXIT_OK;
-        } else {
-            fputs(HELP_EXPORT, stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (strcmp(format, "jsonl") && strcmp(format, "fvecs")) {
-        cli_error("--format: expected jsonl or fvecs, got '%s'", format);
-        return EXIT_USAGE;
-    }
-    if (argc - optind != 1) {
-        cli_error("export: need exactly one STORE");
-        return EXIT_USAGE;
-    }
-    const char *store = argv[optind];
-    char *msg = NULL;
-    chrys_store_meta sm = {sizeof sm};
-    chrys_merger *m = NULL;
-    chrys_index *ix = NULL;
-    int rc = chrys_store_peek(store, &sm, &msg);
-    if (!rc) rc = sm.has_merger ? chrys_merger_open(store, &m, &msg) : chrys_index_load(store, &ix, &msg);
-    if (rc) {
-        cli_error("%s", msg ? msg : chrys_errstr(rc));
-        chrys_free(msg);
-        return cli_exit_for(rc);
-    }
-    const chrys_index *idx = m ? chrys_merger_index(m) : ix;
-    chrys_index_info info = {sizeof info};
-    chrys_index_get_info(idx, &info);
-    FILE *out = out_path ? fopen(out_path, "wb") : stdout;
-    int code = EXIT_OK;
-    uint64_t *ids = malloc((info.count ? info.count : 1) * sizeof *ids);
-    float *v = malloc(info.dim * sizeof *v);
-    if (!out || !ids || !v) {
-        cli_error("%s: cannot write", out_path ? out_path : "stdout");
-        code = EXIT_FAIL;
-        goto done;
-    }
-    size_t n_ids;
-    chrys_index_get_ids(idx, ids, info.count, &n_ids);
-    for (uint64_t i = 0; i < info.count; i++) {
-        uint64_t id = m ? i : ids[i]; /* merger entries in entry order */
-        const char *meta = NULL;
-        chrys_merge_entry en = {sizeof en};
-        if (m) {
-            chrys_merger_get_entry(m, id, &en, v);
-            meta = en.meta;
-        } else {
-            chrys_index_get(idx, id, v);
-            chrys_index_get_meta(idx, id, &meta);
-        }
-        if (!strcmp(format, "fvecs")) {
-            int32_t d = (int32_t)info.dim;
-            fwrite(&d, 4, 1, out);
-            fwrite(v, 4, info.dim, out);
-            continue;
-        }
-        fprintf(out, "{\"id\":%llu", (unsigned long long)id);
-        if (m) {
-            fprintf(out, ",\"merged_count\":%u", en.merged_count);
-            if (isnan(en.similarity_score)) fprintf(out, ",\"similarity_score\":null");
-            else fprintf(out, ",\"similarity_score\":%.17g", en.similarity_score);
-            fprintf(out, ",\"first_record\":%llu", (unsigned long long)en.first_record);
-        }
-        if (meta && meta[0] == '{' && meta[1] != '}') fprintf(out, ",%.*s", (int)strlen(meta) - 2, meta + 1);
-        fprintf(out, ",\"embedding\":[");
-        for (uint32_t j = 0; j < info.dim; j++) fprintf(out, j ? ",%.9g" : "%.9g", (double)v[j]);
-        fprintf(out, "]}\n");
-    }
-    if (ferror(out)) {
-        cli_error("%s: write error", out_path ? out_path : "stdout");
-        code = EXIT_FAIL;
-    }
-done:
-    if (out && out != stdout) fclose(out);
-    free(ids);
-    free(v);
-    chrys_merger_free(m);
-    chrys_index_free(ix);
+    chrys_merger_free(r.m);
+    chrys_embedder_free(r.embedder);
     return code;
 }

@@ -347,11 +347,15 @@ static void describe_index(const char *eff, char *out, size_t cap)
 
 int cmd_config(int argc, char **argv)
 {
-    int json = argc > 1 && !strcmp(argv[1], "--json");
-    if (argc > 1 && !json) {
-        puts("usage: chrysalis [--config FILE] config [--json]\n\nPrint the effective configuration and where each value "
-             "came from\n(flag > environment > config file > default).");
-        return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? EXIT_USAGE : EXIT_OK;
+    static const char *help = "usage: chrysalis [--config FILE] config [--json]\n\nPrint the effective configuration "
+                              "and where each value came from\n(flag > environment > config file > default).\n";
+    int json = 0, npos;
+    const cli_opt tab[] = {OPT_JSON(&json), {0}};
+    int code = opts_run(tab, argc, argv, help, NULL, &npos);
+    if (code >= 0) return code;
+    if (npos) {
+        fputs(help, stderr);
+        return EXIT_USAGE;
     }
     const char *eff = cfg_index_spec();
     if (!eff) return EXIT_USAGE;

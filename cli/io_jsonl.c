@@ -3,7 +3,9 @@
  *   {"id": 7, "embedding": [0.1, ...], "any": "other fields"}
  * "embedding" is required (an array of numbers, the same length on every line). "id" is optional
  * but all-or-none: a non-negative integer (up to 2^53 as a JSON number; larger as a string of
- * decimal digits). Every other field is kept, as compact JSON, as the record's metadata.
+ * decimal digits); jsonl_record_id is that rule, for every JSONL reader of the CLI (this one, embed's
+ * text records and merge's --meta sidecar). Every other field is kept, as compact JSON, as the
+ * record's metadata.
  * Blank lines are skipped. Errors name the file and the line.
  *
  * For merge input (flags): JSONL_ALLOW_EMPTY keeps records whose embedding is empty or missing
@@ -41,6 +43,23 @@ static int parse_id(const cJSON *v, uint64_t *id)
     return -1;
 }
 
+int jsonl_record_id(const cJSON *rec, int *has_ids, uint64_t *id, const char *name, size_t line, char *err,
+                    size_t errlen)
+{
+    const cJSON *idv = cJSON_GetObjectItemCaseSensitive(rec, "id");
+    *id = 0;
+    if (*has_ids >= 0 && *has_ids != (idv != NULL)) {
+        snprintf(err, errlen, "%s:%zu: \"id\" must be given on every record or on none", name, line);
+        return CHRYS_INVALID;
+    }
+    if (idv && parse_id(idv, id)) {
+        snprintf(err, errlen, "%s:%zu: \"id\" must be a non-negative integer (as a string above 2^53)", name, line);
+        return CHRYS_INVALID;
+    }
+    *has_ids = idv != NULL;
+    return CHRYS_OK;
+}
+
 int vecset_parse_jsonl(const char *name, const char *buf, size_t len, vecset *out, char *err, size_t errlen)
 {
     return vecset_parse_jsonl_ex(name, buf, len, 0, out, err, errlen);
@@ -69,6 +88,58 @@ static int grow(vecset *out, size_t *cap, int has_ids, int track_empty)
     }
     *cap = nc;
     return 0;
+}
+
+/* The record's "embedding" into *row (grown as needed): its length in *d, or *is_empty for an
+ * empty / missing one where allow_empty. Returns CHRYS_OK, the code of a bad record (err set), or
+ * CHRYS_NOMEM. */
+static int parse_embedding(const cJSON *obj, int allow_empty, uint32_t dim, float **row, size_t *row_cap, int *d_out,
+                           int *is_empty, const char *name, size_t line, char *err, size_t errlen)
+{
+    const cJSON *emb = cJSON_GetObjectItemCaseSensitive(obj, "embedding");
+    int d = emb && cJSON_IsArray(emb) ? cJSON_GetArraySize(emb) : -1;
+    *d_out = d;
+    *is_empty = allow_empty && (!emb || d == 0);
+    if (*is_empty) return CHRYS_OK;
+    if (!emb) {
+        snprintf(err, errlen, "%s:%zu: missing \"embedding\"", name, line);
+        return CHRYS_INVALID;
+    }
+    if (d < 0) {
+        snprintf(err, errlen, "%s:%zu: \"embedding\" must be an array of numbers", name, line);
+        return CHRYS_INVALID;
+    }
+    if (d < 1 || d > CHRYS_MAX_DIM) {
+        snprintf(err, errlen, "%s:%zu: embedding has %d components (need 1..%d)", name, line, d, CHRYS_MAX_DIM);
+        return CHRYS_DIM;
+    }
+    if (dim && (uint32_t)d != dim) {
+        snprintf(err, errlen, "%s:%zu: embedding has %d components, earlier records have %u", name, line, d, dim);
+        return CHRYS_DIM;
+    }
+    if ((size_t)d > *row_cap) {
+        float *nr = realloc(*row, (size_t)d * sizeof(float));
+        if (!nr) {
+            snprintf(err, errlen, "%s:%zu: out of memory", name, line);
+            return CHRYS_NOMEM;
+        }
+        *row = nr;
+        *row_cap = (size_t)d;
+    }
+    int j = 0;
+    for (const cJSON *c = emb->child; c; c = c->next, j++) {
+        if (!cJSON_IsNumber(c)) {
+            snprintf(err, errlen, "%s:%zu: embedding[%d] is not a number", name, line, j);
+            return CHRYS_INVALID;
+        }
+        float f = (float)c->valuedouble;
+        if (!isfinite(f)) {
+            snprintf(err, errlen, "%s:%zu: embedding[%d] is not a finite float32", name, line, j);
+            return CHRYS_INVALID;
+        }
+        (*row)[j] = f;
+    }
+    return CHRYS_OK;
 }
 
 int vecset_parse_jsonl_ex(const char *name, const char *buf, size_t len, int flags, vecset *out,
@@ -105,70 +176,15 @@ int vecset_parse_jsonl_ex(const char *name, const char *buf, size_t len, int fla
             bad = CHRYS_INVALID;
             goto record_done;
         }
-        cJSON *emb = cJSON_GetObjectItemCaseSensitive(obj, "embedding");
-        int d = emb && cJSON_IsArray(emb) ? cJSON_GetArraySize(emb) : -1;
-        int is_empty = allow_empty && (!emb || d == 0);
-        if (!is_empty) {
-            if (!emb) {
-                snprintf(err, errlen, "%s:%zu: missing \"embedding\"", name, line);
-                bad = CHRYS_INVALID;
-                goto record_done;
-            }
-            if (d < 0) {
-                snprintf(err, errlen, "%s:%zu: \"embedding\" must be an array of numbers", name, line);
-                bad = CHRYS_INVALID;
-                goto record_done;
-            }
-            if (d < 1 || d > CHRYS_MAX_DIM) {
-                snprintf(err, errlen, "%s:%zu: embedding has %d components (need 1..%d)", name, line, d, CHRYS_MAX_DIM);
-                bad = CHRYS_DIM;
-                goto record_done;
-            }
-            if (out->dim && (uint32_t)d != out->dim) {
-                snprintf(err, errlen, "%s:%zu: embedding has %d components, earlier records have %u", name, line, d, out->dim);
-                bad = CHRYS_DIM;
-                goto record_done;
-            }
-            if ((size_t)d > row_cap) {
-                float *nr = realloc(row, (size_t)d * sizeof(float));
-                if (!nr) {
-                    snprintf(err, errlen, "%s:%zu: out of memory", name, line);
-                    rc = CHRYS_NOMEM;
-                    goto fail;
-                }
-                row = nr;
-                row_cap = (size_t)d;
-            }
-            int j = 0;
-            for (cJSON *c = emb->child; c; c = c->next, j++) {
-                if (!cJSON_IsNumber(c)) {
-                    snprintf(err, errlen, "%s:%zu: embedding[%d] is not a number", name, line, j);
-                    bad = CHRYS_INVALID;
-                    goto record_done;
-                }
-                float f = (float)c->valuedouble;
-                if (!isfinite(f)) {
-                    snprintf(err, errlen, "%s:%zu: embedding[%d] is not a finite float32", name, line, j);
-                    bad = CHRYS_INVALID;
-                    goto record_done;
-                }
-                row[j] = f;
-            }
+        int d, is_empty;
+        if ((bad = parse_embedding(obj, allow_empty, out->dim, &row, &row_cap, &d, &is_empty, name, line, err, errlen))) {
+            if (bad != CHRYS_NOMEM) goto record_done;
+            rc = bad;
+            goto fail;
         }
-        cJSON *idv = cJSON_GetObjectItemCaseSensitive(obj, "id");
         uint64_t id = 0;
-        if (has_ids >= 0 && has_ids != (idv != NULL)) {
-            snprintf(err, errlen, "%s:%zu: \"id\" must be given on every record or on none", name, line);
-            bad = CHRYS_INVALID;
-            goto record_done;
-        }
-        if (idv && parse_id(idv, &id)) {
-            snprintf(err, errlen, "%s:%zu: \"id\" must be a non-negative integer (as a string above 2^53)", name, line);
-            bad = CHRYS_INVALID;
-            goto record_done;
-        }
+        if ((bad = jsonl_record_id(obj, &has_ids, &id, name, line, err, errlen))) goto record_done;
         /* Accepted. */
-        if (has_ids < 0) has_ids = idv != NULL;
         if (!is_empty && !out->dim) {
             out->dim = (uint32_t)d;
             /* records accepted so far were all empty: give them room for dim values */

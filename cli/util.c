@@ -147,3 +147,15 @@ int cli_lock_store(const char *path, int no_wait, chrys_lock **lk)
     chrys_free(msg);
     return rc ? cli_exit_for(rc) : EXIT_OK;
 }
+
+int cli_open_store(const char *store, chrys_store_meta *sm, chrys_merger **m, chrys_index **ix)
+{
+    char *msg = NULL;
+    *m = NULL;
+    *ix = NULL;
+    int rc = chrys_store_peek(store, sm, &msg);
+    if (!rc) rc = sm->has_merger ? chrys_merger_open(store, m, &msg) : chrys_index_load(store, ix, &msg);
+    if (rc) cli_error("%s", msg ? msg : chrys_errstr(rc));
+    chrys_free(msg);
+    return rc ? cli_exit_for(rc) : EXIT_OK;
+}

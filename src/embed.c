@@ -34,6 +34,7 @@ struct chrys_embedder {
     uint64_t rng;
     chrys_embed_stats st;
     char *errmsg;
+    chrys_errpos errpos; /* the structured part of errmsg (chrys_embedder_error_info) */
 };
 
 static int efail(chrys_embedder *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -41,14 +42,30 @@ static int efail(chrys_embedder *e, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *s = chrys_vmprintf(fmt, ap);
+    chrys_fail_v(&e->errmsg, &e->errpos, rc, -1, NULL, fmt, ap);
     va_end(ap);
-    chrys_free(e->errmsg);
-    e->errmsg = s;
+    return rc;
+}
+
+/* A failure of text i of the call: "text I " + reason, i in the error info. */
+static int efail_text(chrys_embedder *e, int rc, size_t i, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int efail_text(chrys_embedder *e, int rc, size_t i, const char *fmt, ...)
+{
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "text %zu ", i);
+    va_list ap;
+    va_start(ap, fmt);
+    chrys_fail_v(&e->errmsg, &e->errpos, rc, (int64_t)i, prefix, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
 const char *chrys_embedder_errmsg(const chrys_embedder *e) { return e && e->errmsg ? e->errmsg : ""; }
+
+int chrys_embedder_error_info(const chrys_embedder *e, chrys_error_info *info)
+{
+    return e ? chrys_error_info_fill(e->errmsg, &e->errpos, info) : CHRYS_INVALID;
+}
 
 void chrys_embed_opts_init(chrys_embed_opts *o)
 {
@@ -566,8 +583,9 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
 int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, float *out)
 {
     if (!e || (n && (!texts || !out))) return CHRYS_INVALID;
+    chrys_errpos_reset(&e->errpos); /* the cache's messages are set without the helper */
     for (size_t i = 0; i < n; i++)
-        if (!texts[i]) return efail(e, CHRYS_INVALID, "text %zu is NULL", i);
+        if (!texts[i]) return efail_text(e, CHRYS_INVALID, i, "is NULL");
     uint32_t dim = e->o.dim;
     e->st.texts += n;
     if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC && !e->has_cache) {
@@ -675,6 +693,7 @@ int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, 
         else rc = cache_commit(&e->cache, &e->errmsg);
     }
 done:
+    if (rc && !e->errpos.code) e->errpos.code = rc; /* a cache or batch message: no single text */
     idmap_free(&seen);
     chrys_free(keys);
     chrys_free(miss);

@@ -4,8 +4,10 @@
  * The library never prints. A failure is a code (chrysalis.h) plus, where a handle or an errmsg
  * out-parameter exists, an owned English message that names the argument, record, file or offset.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -70,4 +72,51 @@ int chrys_set_errmsg(char **errmsg, int rc, const char *fmt, ...)
         va_end(ap);
     }
     return rc;
+}
+
+int chrys_fail_v(char **msg, chrys_errpos *pos, int rc, int64_t record, const char *prefix, const char *fmt,
+                 va_list ap)
+{
+    char *reason = chrys_vmprintf(fmt, ap);
+    size_t plen = prefix ? strlen(prefix) : 0, rlen = reason ? strlen(reason) : 0;
+    char *m = reason && plen ? chrys_malloc(plen + rlen + 1) : reason;
+    if (m && m != reason) {
+        memcpy(m, prefix, plen);
+        memcpy(m + plen, reason, rlen + 1);
+        chrys_free(reason);
+    } else if (!m) {
+        chrys_free(reason);
+    }
+    chrys_free(*msg);
+    *msg = m;
+    pos->code = rc;
+    pos->record = record;
+    pos->byte_offset = -1;
+    pos->reason_at = m ? plen : 0;
+    return rc;
+}
+
+void chrys_errpos_reset(chrys_errpos *pos)
+{
+    pos->code = CHRYS_OK;
+    pos->record = -1;
+    pos->byte_offset = -1;
+    pos->reason_at = 0;
+}
+
+int chrys_error_info_fill(const char *msg, const chrys_errpos *pos, chrys_error_info *info)
+{
+    if (!info || info->struct_size < offsetof(chrys_error_info, code) + sizeof info->code) return CHRYS_INVALID;
+    const char *m = msg ? msg : "";
+    int failed = pos->code != CHRYS_OK;
+    chrys_error_info full = {
+        .struct_size = info->struct_size < sizeof full ? info->struct_size : sizeof full,
+        .code = pos->code,
+        .record = failed ? pos->record : -1,
+        .byte_offset = failed ? pos->byte_offset : -1,
+        .message = m,
+        .reason = pos->reason_at <= strlen(m) ? m + pos->reason_at : m,
+    };
+    memcpy(info, &full, full.struct_size); /* field by field: only what the caller's struct holds */
+    return CHRYS_OK;
 }

@@ -17,10 +17,20 @@ int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *m = chrys_vmprintf(fmt, ap);
+    chrys_fail_v(&ix->errmsg, &ix->errpos, rc, -1, NULL, fmt, ap);
     va_end(ap);
-    chrys_free(ix->errmsg);
-    ix->errmsg = m;
+    index_search_msg_forget(ix); /* this message is the newer one */
+    return rc;
+}
+
+int index_fail_row(chrys_index *ix, int rc, size_t row, const char *fmt, ...)
+{
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "row %zu: ", row);
+    va_list ap;
+    va_start(ap, fmt);
+    chrys_fail_v(&ix->errmsg, &ix->errpos, rc, (int64_t)row, prefix, fmt, ap);
+    va_end(ap);
     index_search_msg_forget(ix); /* this message is the newer one */
     return rc;
 }
@@ -36,6 +46,11 @@ const char *chrys_index_errmsg(const chrys_index *ix)
     const char *s = index_search_msg(ix); /* this thread's failing search (search.c) */
     if (s) return s;
     return ix && ix->errmsg ? ix->errmsg : "";
+}
+
+int chrys_index_error_info(const chrys_index *ix, chrys_error_info *info)
+{
+    return ix ? chrys_error_info_fill(ix->errmsg, &ix->errpos, info) : CHRYS_INVALID;
 }
 
 void chrys_index_opts_init(chrys_index_opts *o)
@@ -192,13 +207,13 @@ static int check_row(chrys_index *ix, const float *v, size_t row, double *norm)
 {
     long bad = vec_first_nonfinite(v, ix->dim);
     if (bad >= 0)
-        return index_fail(ix, CHRYS_INVALID, "row %zu: component %ld is %s", row, bad,
+        return index_fail_row(ix, CHRYS_INVALID, row, "component %ld is %s", bad,
                           isnan(v[bad]) ? "NaN" : "infinite");
     *norm = vec_norm(v, ix->dim);
     if (!isfinite(*norm))
-        return index_fail(ix, CHRYS_INVALID, "row %zu: norm overflows float range", row);
+        return index_fail_row(ix, CHRYS_INVALID, row, "norm overflows float range");
     if (ix->metric == CHRYS_METRIC_COSINE && *norm == 0)
-        return index_fail(ix, CHRYS_INVALID, "row %zu: zero vector has no cosine similarity", row);
+        return index_fail_row(ix, CHRYS_INVALID, row, "zero vector has no cosine similarity");
     return CHRYS_OK;
 }
 
@@ -247,19 +262,18 @@ static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float 
     /* Pass 1: check everything; nothing is modified. */
     for (size_t i = 0; i < n; i++) {
         if (ids[i] == CHRYS_NO_ID) {
-            rc = index_fail(ix, CHRYS_INVALID, "row %zu: id %llu is reserved", i,
-                            (unsigned long long)ids[i]);
+            rc = index_fail_row(ix, CHRYS_INVALID, i, "id %llu is reserved", (unsigned long long)ids[i]);
             goto done;
         }
         if (idmap_get(&ix->map, ids[i]) != CHRYS_NO_SLOT) {
-            rc = index_fail(ix, CHRYS_EXISTS, "row %zu: duplicate id %llu (already in the index)",
-                            i, (unsigned long long)ids[i]);
+            rc = index_fail_row(ix, CHRYS_EXISTS, i, "duplicate id %llu (already in the index)",
+                                (unsigned long long)ids[i]);
             goto done;
         }
         uint32_t prev = idmap_get(&batch, ids[i]);
         if (prev != CHRYS_NO_SLOT) {
-            rc = index_fail(ix, CHRYS_EXISTS, "row %zu: duplicate id %llu (also row %u of this batch)",
-                            i, (unsigned long long)ids[i], prev);
+            rc = index_fail_row(ix, CHRYS_EXISTS, i, "duplicate id %llu (also row %u of this batch)",
+                                (unsigned long long)ids[i], prev);
             goto done;
         }
         if ((rc = idmap_put(&batch, ids[i], (uint32_t)i))) {
@@ -270,8 +284,7 @@ static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         if (meta && meta[i]) {
             size_t len = strlen(meta[i]);
             if (len > CHRYS_MAX_META_BYTES) {
-                rc = index_fail(ix, CHRYS_LIMIT, "row %zu: metadata of %zu bytes exceeds %u", i,
-                                len, CHRYS_MAX_META_BYTES);
+                rc = index_fail_row(ix, CHRYS_LIMIT, i, "metadata of %zu bytes exceeds %u", len, CHRYS_MAX_META_BYTES);
                 goto done;
             }
             if (!(copies[i] = chrys_strdup(meta[i]))) {

@@ -25,6 +25,7 @@ struct chrys_index {
     char **meta;    /* cap, NULL entries when no metadata */
     idmap map;      /* id -> slot */
     char *errmsg;   /* last message of a non-const call */
+    chrys_errpos errpos; /* its structured part (chrys_index_error_info) */
     /* planner (spec "auto") */
     int planned;
     uint64_t auto_threshold, memory_budget;
@@ -82,6 +83,10 @@ static inline int index_slot_live(const chrys_index *ix, size_t slot) { return i
 /* Record a message on the handle; returns rc. */
 CHRYS_PRIVATE int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for row `row` of the failing batch (add's row, search's query): "row N: " + reason,
+ * with the row in chrys_index_error_info. */
+CHRYS_PRIVATE int index_fail_row(chrys_index *ix, int rc, size_t row, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Make room for n more rows. */
 CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
 /* Validate opts and allocate an empty index (with its HNSW graph of M links and ef_construction

@@ -74,6 +74,23 @@ CHRYS_PRIVATE char *chrys_mprintf(const char *fmt, ...) __attribute__((format(pr
 /* Set *errmsg (if errmsg != NULL) to a formatted message; returns rc for tail calls. */
 CHRYS_PRIVATE int chrys_set_errmsg(char **errmsg, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The structured part of a handle's last failure (chrys_error_info less the strings). A handle
+ * keeps one beside its char *errmsg; zero-initialised means "no failure". */
+typedef struct chrys_errpos {
+    int code;
+    int64_t record, byte_offset; /* -1: none */
+    size_t reason_at;            /* where the reason starts in the message (after the prefix) */
+} chrys_errpos;
+/* The one "record an error on a handle" helper: replaces *msg with prefix + the formatted reason
+ * and *pos with (rc, record, byte_offset -1); prefix may be NULL (no record prefix), record -1
+ * (no single record at fault). On OOM the old message is dropped ("" then). Returns rc. */
+CHRYS_PRIVATE int chrys_fail_v(char **msg, chrys_errpos *pos, int rc, int64_t record, const char *prefix,
+                               const char *fmt, va_list ap);
+/* Forget the structured part (a call that may set the message without the helper starts so). */
+CHRYS_PRIVATE void chrys_errpos_reset(chrys_errpos *pos);
+/* Fill a public chrys_error_info from a handle's message and position, field by field up to its
+ * struct_size. Returns CHRYS_OK or CHRYS_INVALID (NULL, or struct_size too small for code). */
+CHRYS_PRIVATE int chrys_error_info_fill(const char *msg, const chrys_errpos *pos, chrys_error_info *info);
 
 /* ---- public structs that begin with uint32_t struct_size (vec.c) ----
  * Every options, info and stats struct of chrysalis.h is read and written only as far as the

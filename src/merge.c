@@ -13,14 +13,29 @@ int merger_fail(chrys_merger *m, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *s = chrys_vmprintf(fmt, ap);
+    chrys_fail_v(&m->errmsg, &m->errpos, rc, -1, NULL, fmt, ap);
     va_end(ap);
-    chrys_free(m->errmsg);
-    m->errmsg = s;
+    return rc;
+}
+
+/* A failure of record i (id) of the batch: "record I (id ID): " + reason, i in the error info. */
+int merger_fail_record(chrys_merger *m, int rc, size_t i, uint64_t id, const char *fmt, ...)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "record %zu (id %llu): ", i, (unsigned long long)id);
+    va_list ap;
+    va_start(ap, fmt);
+    chrys_fail_v(&m->errmsg, &m->errpos, rc, (int64_t)i, prefix, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
 const char *chrys_merger_errmsg(const chrys_merger *m) { return m && m->errmsg ? m->errmsg : ""; }
+
+int chrys_merger_error_info(const chrys_merger *m, chrys_error_info *info)
+{
+    return m ? chrys_error_info_fill(m->errmsg, &m->errpos, info) : CHRYS_INVALID;
+}
 
 void chrys_merge_opts_init(chrys_merge_opts *o)
 {

@@ -51,11 +51,15 @@ struct chrys_merger {
     uint64_t mark_records, mark_merged, mark_added, mark_skipped;
     uint64_t approx_records, confirmations, verified, disagreements;
     char *errmsg;
+    chrys_errpos errpos; /* the structured part of errmsg (chrys_merger_error_info) */
 };
 
 /* merge.c */
 /* Record a message on the handle; returns rc. */
 CHRYS_PRIVATE int merger_fail(chrys_merger *m, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A failure of record i (id) of the batch: "record I (id ID): " + reason, i in the error info. */
+CHRYS_PRIVATE int merger_fail_record(chrys_merger *m, int rc, size_t i, uint64_t id, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 CHRYS_PRIVATE int merger_check_opts(const chrys_merge_opts *o, char **msg);
 CHRYS_PRIVATE chrys_merger *merger_alloc(const chrys_merge_opts *o);
 /* The entries' index as the merger drives it (after creation, opening and configure). */

@@ -78,7 +78,7 @@ static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, u
         if (bad) {
             if (!m->opts.skip_invalid) {
                 idmap_free(&batch);
-                return merger_fail(m, bad, "record %zu (id %llu): %s", i, (unsigned long long)r->id, why);
+                return merger_fail_record(m, bad, i, r->id, "%s", why);
             }
             skip[i] = 1;
         }

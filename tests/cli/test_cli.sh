@@ -115,4 +115,60 @@ P
     case "$out" in *'"id":0,"score":0}'*) ok "l2 self distance 0" ;; *) bad "l2 self distance 0" "$out" ;; esac
 fi
 
+# The library's structured error info names the row of a batch; the CLI adds the chunk's start,
+# so a bad record past the first chunk (16,384 rows) is named by its number in the file, and
+# nothing of the input is stored.
+py - "$T" <<'P'
+import struct, sys
+t = sys.argv[1]
+with open(t + "/big.f32", "wb") as f:
+    for i in range(20000):
+        f.write(struct.pack("<4f", *((0.0, 0.0, 0.0, 0.0) if i == 17001 else (1.0, i % 7, 2.0, i % 5))))
+with open(t + "/mid.jsonl", "w") as f:
+    for i in range(40):
+        f.write('{"id": %d, "embedding": [%s]}\n' % (7 if i == 25 else 100 + i, "0, 0, 0" if i == 31 else "1, %d, 2" % i))
+P
+expect "build: zero vector in the second chunk named by its record" 3 "big.f32: record 17001: zero vector has no cosine similarity" -- \
+    "$BIN" build "$T/big.chrys" "$T/big.f32" --dim 4
+[ ! -e "$T/big.chrys" ] && ok "build: failed input leaves no store" || bad "build: failed input leaves no store"
+"$BIN" build "$T/mid.chrys" "$T/a.jsonl" -q
+cp "$T/mid.chrys" "$T/mid.bak"
+printf '{"id": 7, "embedding": [1, 1, 1]}\n' > "$T/seven.jsonl"
+"$BIN" add "$T/mid.chrys" "$T/seven.jsonl" -q && cp "$T/mid.chrys" "$T/mid.bak"
+expect "add: duplicate id in the middle named by its record" 3 "mid.jsonl: record 25: duplicate id 7 (already in the index)" -- \
+    "$BIN" add "$T/mid.chrys" "$T/mid.jsonl"
+cmp -s "$T/mid.chrys" "$T/mid.bak" && ok "add: store unchanged after a bad record" || bad "add: store unchanged after a bad record"
+expect "merge: zero vector named by record and id" 3 "mid2.jsonl: record 25 (id 7): zero vector" -- \
+    sh -c "sed 's/\"id\": 7,/\"id\": 7, \"x\": 1,/; 26s/\\[1, 25, 2\\]/[0, 0, 0]/' '$T/mid.jsonl' > '$T/mid2.jsonl' && '$BIN' merge '$T/m.chrys' '$T/mid2.jsonl'"
+
+# One option parser: errors name the option as typed, with its range; --dim is checked by every
+# command that takes it; --threads means one thing everywhere; the embed options name themselves.
+expect "search --dim checked" 2 "--dim: expected 1..16384, got '0'" -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" --dim 0
+expect "merge --dim checked" 2 "--dim: expected 1..16384, got '4x'" -- "$BIN" merge "$T/m2.chrys" "$T/a.jsonl" --dim 4x
+expect "build --dim checked" 2 "--dim: expected 1..16384, got '99999'" -- "$BIN" build "$T/x.chrys" "$T/a.jsonl" --dim 99999
+expect "build --threads range" 2 "--threads: expected 0..256, got '300'" -- "$BIN" build "$T/x.chrys" "$T/a.jsonl" --threads 300
+expect "search --threads range" 2 "--threads: expected 0..256, got 'two'" -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" --threads two
+expect "search --threads 0 is all cores" 0 "query 1" -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" --threads 0
+expect "merge --embed-dim names itself" 2 "--embed-dim: expected 1..16384, got '0'" -- "$BIN" merge "$T/m3.chrys" "$T/a.jsonl" --embed --embed-dim 0
+expect "embed --embed-batch names itself" 2 "--embed-batch: expected 1..100000, got '0'" -- "$BIN" embed "$T/a.jsonl" --embed-batch 0
+expect "option=value" 0 '"query":0' -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" --json --threshold=-1
+expect "unknown option" 2 "unknown option '--bogus'" -- "$BIN" info "$T/s.chrys" --bogus
+expect "missing value" 2 "--threshold needs a value" -- "$BIN" search "$T/s.chrys" "$T/q.jsonl" --threshold
+
+# One record-id rule for every JSONL reader (vectors, embed's texts, merge's --meta): a number up
+# to 2^53 or a string of digits above it, on every record or none.
+printf '{"id": "9007199254740993", "text": "a"}\n{"id": 5, "text": "b"}\n' > "$T/tid.jsonl"
+expect "embed: a string id above 2^53 is kept" 0 '"id":9007199254740993,' -- "$BIN" embed "$T/tid.jsonl" --embed-dim 8
+printf '{"id": 1, "text": "a"}\n{"text": "b"}\n' > "$T/tmix.jsonl"
+expect "embed: ids on every record or none" 3 "tmix.jsonl:2: \"id\" must be given on every record or on none" -- "$BIN" embed "$T/tmix.jsonl" --embed-dim 8
+printf '{"id": 1.5, "text": "a"}\n' > "$T/tfrac.jsonl"
+expect "embed: a fractional id is refused" 3 "tfrac.jsonl:1: \"id\" must be a non-negative integer" -- "$BIN" embed "$T/tfrac.jsonl" --embed-dim 8
+py -c "import struct; open('$T/v2.f32','wb').write(struct.pack('<6f', 1, 0, 0, 0, 1, 0))"
+printf '{"id": "9007199254740993"}\n{"id": 4}\n' > "$T/vmeta.jsonl"
+expect "merge --meta: a string id above 2^53 is kept" 0 '"records":2' -- "$BIN" merge "$T/vm.chrys" "$T/v2.f32" --dim 3 --meta "$T/vmeta.jsonl" --json
+expect "merge --meta: the id is the record's" 0 '"first_record":9007199254740993' -- "$BIN" export "$T/vm.chrys"
+printf '{"id": 1}\n{"x": 2}\n' > "$T/vmix.jsonl"
+expect "merge --meta: ids on every line or none" 3 "vmix.jsonl:2: \"id\" must be given on every record or on none" -- \
+    "$BIN" merge "$T/vm2.chrys" "$T/v2.f32" --dim 3 --meta "$T/vmix.jsonl"
+
 finish "cli"

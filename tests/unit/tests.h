@@ -93,7 +93,10 @@
     X(test_regress_ivf_store_fewer_rows_than_lists) \
     X(test_ivf_concurrent_search_every_kind)        \
     X(test_ivf_concurrent_kmeans)                   \
-    X(test_merge_concurrent_batch_two_threads)
+    X(test_merge_concurrent_batch_two_threads)     \
+    X(test_error_info_index_add)                    \
+    X(test_error_info_merger)                       \
+    X(test_error_info_embedder)
 
 /* test_store.c: a golden file's header restamped with this library's writer version */
 uint32_t h_restamp_writer_version(unsigned char *b, size_t len);
