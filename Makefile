@@ -42,7 +42,7 @@ BLAS_LIBS   := -lopenblas
 CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
 LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm $(LDLIBS)
 
-LIB_SRC := src/sq8.c src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c src/ivf.c src/hnsw.c \
+LIB_SRC := src/sq8.c src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c src/ivf.c src/spec.c src/planner.c src/kmeans.c src/hnsw.c \
            src/index_store.c src/score.c src/merge.c src/embed.c src/embed_det.c src/cache.c src/store/store_write.c src/store/store_read.c src/store/store_lock.c \
            src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
            src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/dist_vnni.c src/kernels/score_avx512.c src/kernels/crc32c_sse42.c

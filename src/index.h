@@ -153,13 +153,8 @@ CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, s
 CHRYS_PRIVATE void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap);
 CHRYS_PRIVATE double ivf_imbalance(const chrys_index *ix);
 CHRYS_PRIVATE int ivf_train(chrys_index *ix, uint32_t nlist);
-/* Run the planner now (ix->planned): build the index it chooses for the current size. */
-CHRYS_PRIVATE int index_replan(chrys_index *ix);
-CHRYS_PRIVATE uint32_t ivf_plan_nlist(size_t n);
-/* k-means (ivf.c): nlist centroids of n rows; spherical under cosine/IP. Returns the objective
- * (sum of squared distances to the assigned centroid) through *objective when non-NULL. */
-CHRYS_PRIVATE int kmeans_train(const float *x, size_t n, size_t dim, uint32_t k, int spherical, uint64_t seed,
-                               int iters, unsigned n_threads, float *centroids, double *objective);
+/* The lists and centroids only (the SQ8 ranges and codes stay). */
+CHRYS_PRIVATE void ivf_free_lists(chrys_index *ix);
 
 /* flat.c */
 #define FLAT_BLAS_MIN_NQ 64 /* batches below this use the SIMD kernels; at and above, BLAS sgemm */

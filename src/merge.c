@@ -41,6 +41,7 @@
 #include "hnsw.h"
 #include "index.h"
 #include "kernels/dist.h"
+#include "planner.h"
 #include "store/codec.h"
 #include "store/store.h"
 

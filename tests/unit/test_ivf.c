@@ -11,6 +11,8 @@
 #include "../harness.h"
 #include "chrysalis.h"
 #include "index.h"
+#include "kmeans.h"
+#include "planner.h"
 #include "tests.h"
 
 void test_ivf_spec_parse(void)
