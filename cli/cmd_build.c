@@ -194,19 +194,11 @@ int cmd_build(int argc, char **argv, int is_add)
                 goto done;
             }
             snprintf(spec, sizeof spec, "%s", eff);
-            if (sq8 && !strstr(spec, "SQ8")) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
-                char *flat = strstr(spec, "Flat");
-                if (!strcasecmp(spec, "IVFFlat")) {
-                    cli_error("--sq8: IVFFlat needs a list count for its SQ8 form (set nlist, or use IVF<nlist>,SQ8)");
-                    vecset_free(&vs);
-                    code = EXIT_USAGE;
-                    goto done;
-                }
-                if (!strcmp(spec, "Flat")) snprintf(spec, sizeof spec, "SQ8");
-                else if (flat) memcpy(flat, "SQ8", 4);
-                else if (!strncasecmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", sizeof spec - strlen(spec) - 1);
-                else {
-                    cli_error("--sq8: index '%s' has no SQ8 form (use Flat, IVF<nlist>,Flat or HNSW<M>)", spec);
+            if (sq8) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
+                char *why = NULL;
+                if (chrys_index_spec_with_sq8(eff, spec, sizeof spec, &why)) {
+                    cli_error("--sq8: %s", why ? why : "invalid index spec");
+                    chrys_free(why);
                     vecset_free(&vs);
                     code = EXIT_USAGE;
                     goto done;

@@ -1,5 +1,6 @@
 /*
- * ivf.c: the IVF index (lists, their training, search) and the SQ8 codes it keeps.
+ * ivf.c: the IVF index: its lists, their training (k-means, kmeans.c) and search. The SQ8 codes
+ * are sq8.c's, and when to train is the planner's (planner.c).
  *
  * Layout: an IVF index keeps its rows where a Flat index does (contiguous, slot order); the lists
  * are arrays of slots, so adding, removing and updating rows stays O(1) and exact search over the
@@ -17,23 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "hnsw.h"
+#include "chrys_limits.h"
 #include "index.h"
 #include "kmeans.h"
-#include "planner.h"
 #include "sq8.h"
 #include "kernels/dist.h"
 
-static void normalize_row(float *v, size_t dim)
-{
-    double nr = vec_norm(v, dim);
-    if (nr > 0) vec_scale_to(v, v, dim, nr);
-}
-
 /* ------------------------------------------------------------------------------------------
- * Lists and codes
+ * Lists
  */
-/* The lists and centroids only (the SQ8 ranges and codes stay). */
 void ivf_free_lists(chrys_index *ix)
 {
     if (ix->lists)
@@ -51,18 +44,6 @@ void ivf_free_lists(chrys_index *ix)
     ix->nlist = 0;
 }
 
-void ivf_free(chrys_index *ix)
-{
-    ivf_free_lists(ix);
-    chrys_free(ix->sq_min);
-    chrys_free(ix->sq_step);
-    chrys_free_aligned(ix->codes);
-    chrys_free(ix->sq_csq);
-    ix->sq_csq = NULL;
-    ix->sq_min = ix->sq_step = NULL;
-    ix->codes = NULL;
-}
-
 int ivf_reserve(chrys_index *ix, size_t cap)
 {
     if (ix->kind == CHRYS_INDEX_IVF || ix->list_of) {
@@ -73,47 +54,7 @@ int ivf_reserve(chrys_index *ix, size_t cap)
         if (!b) return CHRYS_NOMEM;
         ix->pos_in_list = b;
     }
-    if (ix->sq8) { /* (HNSW too: its codes live here) */
-        uint8_t *c = chrys_realloc_aligned(ix->codes, ix->n * (size_t)ix->dim, cap * (size_t)ix->dim);
-        if (!c) return CHRYS_NOMEM;
-        ix->codes = c;
-        if (ix->metric == CHRYS_METRIC_L2) {
-            float *q = chrys_realloc(ix->sq_csq, cap * sizeof *q);
-            if (!q) return CHRYS_NOMEM;
-            ix->sq_csq = q;
-        }
-    }
     return CHRYS_OK;
-}
-
-/* SQ8 ranges from the float32 rows (ix->vecs), then every row encoded; on failure nothing has
- * changed. */
-static int train_sq8(chrys_index *ix)
-{
-    size_t cap = ix->cap ? ix->cap : 1;
-    float *csq = NULL;
-    uint8_t *codes = NULL;
-    if ((ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(csq = chrys_malloc(cap * sizeof *csq))) ||
-        (!ix->codes && !(codes = chrys_malloc_aligned(cap * (size_t)ix->dim))) || sq8_train(ix, ix->vecs, ix->n)) {
-        chrys_free(csq);
-        chrys_free_aligned(codes);
-        return CHRYS_NOMEM; /* (sq8_train allocates nothing, or frees what it allocated) */
-    }
-    if (csq) ix->sq_csq = csq;
-    if (codes) ix->codes = codes;
-    for (size_t i = 0; i < ix->n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
-    return CHRYS_OK;
-}
-
-/* Rows [s0, s0 + m) decoded from the codes into out (m x dim), made unit under cosine as the
- * stored rows were (training and assignment of a codes-only index). */
-static void decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out)
-{
-    for (size_t i = 0; i < m; i++) {
-        float *o = out + i * ix->dim;
-        sq8_decode(ix, s0 + i, o);
-        if (ix->metric == CHRYS_METRIC_COSINE) normalize_row(o, ix->dim);
-    }
 }
 
 /* Room in list l for `more` further slots (capacity doubling from 16); CHRYS_NOMEM leaves the
@@ -183,7 +124,7 @@ static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist,
     int rc = CHRYS_OK;
     for (size_t s0 = 0; s0 < ix->n && !rc; s0 += B) {
         size_t m = ix->n - s0 < B ? ix->n - s0 : B;
-        decode_rows(ix, s0, m, blk);
+        sq8_decode_rows(ix, s0, m, blk);
         rc = kmeans_assign(blk, m, ix->dim, cent, nlist, spherical, train_threads(ix), asg + s0, NULL, c_sq);
     }
     chrys_free_aligned(blk);
@@ -198,10 +139,12 @@ static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist,
  * its float32 rows here, once the lists and codes exist.
  * All or nothing: every allocation comes before the first change, so on failure the index is
  * exactly as it was. */
-int ivf_train(chrys_index *ix, uint32_t nlist)
+int ivf_train(chrys_index *ix, uint32_t nlist, char *why, size_t why_cap)
 {
-    if (nlist < 1 || ix->n < nlist)
-        return index_fail(ix, CHRYS_INVALID, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
+    if (nlist < 1 || ix->n < nlist) {
+        snprintf(why, why_cap, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
+        return CHRYS_INVALID;
+    }
     int spherical = ix->metric != CHRYS_METRIC_L2, rc = CHRYS_NOMEM;
     size_t cap = ix->cap ? ix->cap : 1, n = ix->n;
     float *cent = chrys_malloc_aligned((size_t)nlist * ix->dim * sizeof(float));
@@ -211,14 +154,11 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     uint32_t *asg = chrys_malloc((n ? n : 1) * sizeof *asg);
     float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
     float *dec = NULL;
-    /* SQ8 with float32 rows: new ranges, and the codes (and |code|^2 for L2) where none exist yet */
-    int sq8 = ix->sq8 && ix->vecs;
-    float *smin = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
-    float *sstep = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
-    uint8_t *codes = sq8 && !ix->codes ? chrys_malloc_aligned(cap * (size_t)ix->dim) : NULL;
-    float *csq = sq8 && ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq ? chrys_malloc(cap * sizeof *csq) : NULL;
+    /* SQ8 with float32 rows: new ranges and codes, installed once the lists are built */
+    sq8_store codes;
+    sq8_store_init(&codes);
     if (!cent || !lists || !list_n || !list_cap || !list_of || !pos || !asg || !c_sq ||
-        (sq8 && (!smin || !sstep || (!ix->codes && !codes) || (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !csq))))
+        sq8_retrain_prepare(ix, cap, &codes))
         goto fail;
     const float *train_x = ix->vecs;
     size_t train_n = n;
@@ -230,7 +170,7 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
         size_t max_pts = (size_t)nlist * KM_MAX_POINTS_PER_CENTROID;
         train_n = n < max_pts ? n : max_pts;
         if (!(dec = chrys_malloc_aligned(train_n * (size_t)ix->dim * sizeof(float)))) goto fail;
-        for (size_t i = 0; i < train_n; i++) decode_rows(ix, (size_t)((double)i * n / train_n), 1, dec + i * ix->dim);
+        for (size_t i = 0; i < train_n; i++) sq8_decode_rows(ix, (size_t)((double)i * n / train_n), 1, dec + i * ix->dim);
         train_x = dec;
     }
     if ((rc = kmeans_train(train_x, train_n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, train_threads(ix), cent, NULL)))
@@ -259,16 +199,7 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     ix->list_cap = list_cap;
     ix->list_of = list_of;
     ix->pos_in_list = pos;
-    if (sq8) {
-        chrys_free(ix->sq_min);
-        chrys_free(ix->sq_step);
-        ix->sq_min = smin;
-        ix->sq_step = sstep;
-        if (codes) ix->codes = codes;
-        if (csq) ix->sq_csq = csq;
-        sq8_train(ix, ix->vecs, n); /* ranges into the arrays just installed: cannot fail */
-        for (size_t i = 0; i < n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
-    }
+    sq8_retrain_commit(ix, &codes, ix->vecs, n);
     if (!index_keeps_floats(ix) && ix->vecs && !ix->map_base) { /* codes only from here on */
         chrys_free_aligned(ix->vecs);
         ix->vecs = NULL;
@@ -290,58 +221,26 @@ fail:
     chrys_free(pos);
     chrys_free(asg);
     chrys_free(c_sq);
-    chrys_free(smin);
-    chrys_free(sstep);
-    chrys_free_aligned(codes);
-    chrys_free(csq);
+    sq8_store_free(&codes);
     chrys_free_aligned(dec);
-    if (rc == CHRYS_INVALID) return index_fail(ix, rc, "retrain: the index keeps neither float32 rows nor codes");
-    return index_fail(ix, rc, rc == CHRYS_NOMEM ? "out of memory training IVF%u" : "k-means for IVF%u failed", nlist);
+    if (rc == CHRYS_INVALID) snprintf(why, why_cap, "retrain: the index keeps neither float32 rows nor codes");
+    else snprintf(why, why_cap, rc == CHRYS_NOMEM ? "out of memory training IVF%u" : "k-means for IVF%u failed", nlist);
+    return rc;
 }
 
-
-int ivf_after_add(chrys_index *ix, size_t first, const float *rows)
+int ivf_add_rows(chrys_index *ix, size_t first, const float *rows)
 {
-    size_t dim = ix->dim;
-    if (ix->planned && ix->kind == CHRYS_INDEX_FLAT) {
-        if (ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST) return index_replan(ix);
-        return CHRYS_OK; /* exact Flat below the threshold: nothing to assign */
-    }
-    if (ix->kind == CHRYS_INDEX_IVF && !ix->nlist) {
-        /* untrained (its rows are kept, index_has_floats): searches are exact until it trains, at
-         * 8 x nlist vectors, or at auto_threshold with the planner's nlist (IVFFlat without nlist) */
-        uint32_t want = ix->want_nlist;
-        if (!want && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
-            return ivf_train(ix, ivf_plan_nlist(ix->n));
-        if (want && ix->n >= (size_t)want * 8) return ivf_train(ix, want);
-        return CHRYS_OK;
-    }
-    if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && !ix->sq_min) { /* Flat SQ8,RFlat: ranges from the first batch */
-        int rc = train_sq8(ix);
-        if (rc) return index_fail(ix, rc, "out of memory training SQ8");
-        return CHRYS_OK;
-    }
-    /* Codes first: they cannot fail, and a re-plan of a codes-only index reads them (after a
-     * failed add these slots are past n again and never read). */
-    if (ix->sq8)
-        for (size_t s = first; s < ix->n; s++) sq8_encode(ix, s, rows + (s - first) * dim);
-    /* The planner's nlist (auto, or IVFFlat without nlist) is chosen again once the index has grown
-     * 4x since its training (a codes-only index trains on its decoded codes); the training lists
-     * every row, the new ones too. */
-    if (ix->kind == CHRYS_INDEX_IVF && ix->nlist && !ix->want_nlist && ix->n >= 4 * ix->trained_on)
-        return ix->planned ? index_replan(ix) : ivf_train(ix, ivf_plan_nlist(ix->n));
-    if (ix->nlist) { /* room in every list first, then the pushes cannot fail */
-        size_t m = ix->n - first;
-        uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
-        int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
-        for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, rows + i * dim)]++;
-        for (uint32_t l = 0; l < ix->nlist && !rc; l++) rc = list_reserve(ix, l, need[l]);
-        for (size_t i = 0; i < m && !rc; i++) list_push(ix, near[i], (uint32_t)(first + i));
-        chrys_free(near);
-        chrys_free(need);
-        if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
-    }
-    return CHRYS_OK;
+    if (!ix->nlist) return CHRYS_OK;
+    /* room in every list first, then the pushes cannot fail */
+    size_t m = ix->n - first;
+    uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
+    int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
+    for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, rows + i * ix->dim)]++;
+    for (uint32_t l = 0; l < ix->nlist && !rc; l++) rc = list_reserve(ix, l, need[l]);
+    for (size_t i = 0; i < m && !rc; i++) list_push(ix, near[i], (uint32_t)(first + i));
+    chrys_free(near);
+    chrys_free(need);
+    return rc;
 }
 
 void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
@@ -354,10 +253,6 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
             ix->list_of[slot] = l;
             ix->pos_in_list[slot] = p;
         }
-    }
-    if (ix->sq8 && ix->codes && slot != last) {
-        memcpy(ix->codes + (size_t)slot * ix->dim, ix->codes + (size_t)last * ix->dim, ix->dim);
-        if (ix->sq_csq) ix->sq_csq[slot] = ix->sq_csq[last];
     }
 }
 

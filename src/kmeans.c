@@ -18,8 +18,6 @@
 #include "kmeans.h"
 #include "kernels/dist.h"
 
-#define KM_INIT_POINTS_PER_CENTROID 16
-
 /* ------------------------------------------------------------------------------------------
  * Small helpers
  */
@@ -204,61 +202,45 @@ static unsigned update_workers(unsigned nt, size_t n, size_t dim)
     return nt > dim / 32 ? (unsigned)(dim / 32) : nt;
 }
 
-int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int spherical, uint64_t seed, int iters,
-                 unsigned nt, float *cent, double *objective)
+/* The training sample (seeded): at most max_pts rows of x_all, drawn by a partial Fisher-Yates
+ * shuffle, into *sample (aligned; NULL when x_all is small enough to train on as it is). */
+static int km_sample(const float *x_all, size_t n_all, size_t dim, size_t max_pts, uint64_t *rs, float **sample)
 {
-    if (k < 1 || n_all < k) return CHRYS_INVALID;
-    uint64_t rs = seed ^ 0x5DEECE66DULL;
-    int rc = CHRYS_OK;
-    /* Training sample (seeded): at most 256 points per centroid. */
-    size_t n = n_all, max_pts = (size_t)k * KM_MAX_POINTS_PER_CENTROID;
-    float *x = (float *)x_all, *sample = NULL;
-    size_t *perm = NULL;
-    if (n_all > max_pts) {
-        perm = chrys_malloc(n_all * sizeof *perm);
-        sample = chrys_malloc_aligned(max_pts * dim * sizeof(float));
-        if (!perm || !sample) {
-            rc = CHRYS_NOMEM;
-            goto done;
-        }
-        for (size_t i = 0; i < n_all; i++) perm[i] = i;
-        for (size_t i = 0; i < max_pts; i++) { /* partial Fisher-Yates */
-            size_t j = i + (size_t)(rng_next(&rs) % (n_all - i));
-            size_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-            memcpy(sample + i * dim, x_all + perm[i] * dim, dim * sizeof(float));
-        }
-        x = sample;
-        n = max_pts;
+    *sample = NULL;
+    if (n_all <= max_pts) return CHRYS_OK;
+    size_t *perm = chrys_malloc(n_all * sizeof *perm);
+    float *smp = chrys_malloc_aligned(max_pts * dim * sizeof(float));
+    if (!perm || !smp) {
+        chrys_free(perm);
+        chrys_free_aligned(smp);
+        return CHRYS_NOMEM;
     }
+    for (size_t i = 0; i < n_all; i++) perm[i] = i;
+    for (size_t i = 0; i < max_pts; i++) { /* partial Fisher-Yates */
+        size_t j = i + (size_t)(rng_next(rs) % (n_all - i));
+        size_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        memcpy(smp + i * dim, x_all + perm[i] * dim, dim * sizeof(float));
+    }
+    chrys_free(perm);
+    *sample = smp;
+    return CHRYS_OK;
+}
+
+/* Greedy k-means++ (as scikit-learn) on the first ni rows of x: at each step draw `trials`
+ * candidates by D^2 and keep the one that lowers the potential most. d2: ni doubles of scratch. */
+static int km_seed(const float *x, size_t ni, size_t dim, uint32_t k, size_t trials, unsigned nt, uint64_t *rs,
+                   double *d2, float *cent)
+{
     const chrys_kernels *kr = chrys_kernels_active();
-    /* seeding on the first min(n, 16k) sample points (a random subset already when sampled) */
-    size_t ni = n < (size_t)k * KM_INIT_POINTS_PER_CENTROID ? n : (size_t)k * KM_INIT_POINTS_PER_CENTROID;
-    double *d2 = chrys_malloc(ni * sizeof *d2);
-    uint32_t *asg = chrys_malloc(n * sizeof *asg);
-    uint32_t *cnt = chrys_malloc(k * sizeof *cnt);
-    double *acc = chrys_malloc((size_t)k * dim * sizeof *acc);
-    float *c_sq = chrys_malloc(k * sizeof *c_sq), *dist = chrys_malloc(n * sizeof *dist);
-    if (!d2 || !asg || !cnt || !acc || !c_sq || !dist) {
-        rc = CHRYS_NOMEM;
-        goto free_all;
-    }
-    /* Greedy k-means++ (as scikit-learn): at each step draw 2 + ln(k) candidates by D^2 and keep
-     * the one that lowers the potential most. Plain k-means++ leaves a cluster uncovered too
-     * often when clusters are many and tight (measured: 3 seeds of 6 on 20 separated clusters). */
-    /* Greedy seeding costs trials x ni x k distances; past 256 centroids plain k-means++ (one
-     * trial) keeps training time below FAISS's, and with many lists an uncovered cluster costs
-     * little (Lloyd and the empty-cluster repair move centroids there). */
-    size_t trials = k <= 256 ? 2 + (size_t)log((double)k) : 1;
     double *cand_d2 = chrys_malloc(ni * sizeof *cand_d2), *best_d2 = chrys_malloc(ni * sizeof *best_d2);
     if (!cand_d2 || !best_d2) {
         chrys_free(cand_d2);
         chrys_free(best_d2);
-        rc = CHRYS_NOMEM;
-        goto free_all;
+        return CHRYS_NOMEM;
     }
-    size_t first = (size_t)(rng_next(&rs) % ni);
+    size_t first = (size_t)(rng_next(rs) % ni);
     memcpy(cent, x + first * dim, dim * sizeof(float));
     seed_ctx sc = {x, cent, dim, NULL, d2, kr};
     chrys_parallel_for(seed_workers(nt, ni, dim), ni, seed_range, &sc);
@@ -268,9 +250,9 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
         size_t best_pick = 0;
         double best_pot = INFINITY;
         for (size_t t = 0; t < trials; t++) {
-            size_t pick = (size_t)(rng_next(&rs) % ni);
+            size_t pick = (size_t)(rng_next(rs) % ni);
             if (tot > 0) {
-                double r = rng_unit(&rs) * tot, run = 0;
+                double r = rng_unit(rs) * tot, run = 0;
                 for (size_t i = 0; i < ni; i++) {
                     run += d2[i];
                     if (run >= r) {
@@ -296,19 +278,38 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
     }
     chrys_free(cand_d2);
     chrys_free(best_d2);
-    if (spherical)
-        for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
-    /* Lloyd iterations. */
-    uint32_t *prev = chrys_malloc(n * sizeof *prev);
-    if (!prev) {
-        rc = CHRYS_NOMEM;
-        goto free_all;
-    }
-    for (int it = 0; it < iters; it++) {
-        if ((rc = kmeans_assign(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq))) {
-            chrys_free(prev);
-            goto free_all;
+    return CHRYS_OK;
+}
+
+/* Empty clusters take half of the largest one: its centroid, nudged apart. */
+static void km_split_empty(float *cent, uint32_t *cnt, size_t dim, uint32_t k, uint64_t *rs)
+{
+    for (uint32_t c = 0; c < k; c++) {
+        if (cnt[c]) continue;
+        uint32_t big = 0;
+        for (uint32_t j = 1; j < k; j++)
+            if (cnt[j] > cnt[big]) big = j;
+        float *cb = cent + (size_t)big * dim, *ce = cent + (size_t)c * dim;
+        for (size_t d = 0; d < dim; d++) {
+            float e = (float)((rng_unit(rs) - 0.5) * 2e-3) * (fabsf(cb[d]) + 1e-6f);
+            ce[d] = cb[d] + e;
+            cb[d] = cb[d] - e;
         }
+        cnt[c] = cnt[big] / 2;
+        cnt[big] -= cnt[c];
+    }
+}
+
+/* Lloyd iterations (at most iters; fewer once no point changes cluster). asg: n, cnt: k, acc:
+ * k x dim doubles, c_sq: k floats, all scratch. */
+static int km_lloyd(const float *x, size_t n, size_t dim, uint32_t k, int spherical, int iters, unsigned nt,
+                    uint64_t *rs, float *cent, uint32_t *asg, uint32_t *cnt, double *acc, float *c_sq)
+{
+    uint32_t *prev = chrys_malloc(n * sizeof *prev);
+    if (!prev) return CHRYS_NOMEM;
+    int rc = CHRYS_OK;
+    for (int it = 0; it < iters; it++) {
+        if ((rc = kmeans_assign(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq))) break;
         /* converged: no point changed cluster, so another update would give the same centroids */
         if (it > 0 && memcmp(prev, asg, n * sizeof *asg) == 0) break;
         memcpy(prev, asg, n * sizeof *asg);
@@ -316,42 +317,62 @@ int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int s
         for (size_t i = 0; i < n; i++) cnt[asg[i]]++;
         update_ctx uc = {x, n, dim, k, asg, cnt, acc, cent};
         chrys_parallel_for(update_workers(nt, n, dim), dim, update_range, &uc);
-        /* Empty clusters take half of the largest one: its centroid, nudged apart. */
-        for (uint32_t c = 0; c < k; c++) {
-            if (cnt[c]) continue;
-            uint32_t big = 0;
-            for (uint32_t j = 1; j < k; j++)
-                if (cnt[j] > cnt[big]) big = j;
-            float *cb = cent + (size_t)big * dim, *ce = cent + (size_t)c * dim;
-            for (size_t d = 0; d < dim; d++) {
-                float e = (float)((rng_unit(&rs) - 0.5) * 2e-3) * (fabsf(cb[d]) + 1e-6f);
-                ce[d] = cb[d] + e;
-                cb[d] = cb[d] - e;
-            }
-            cnt[c] = cnt[big] / 2;
-            cnt[big] -= cnt[c];
-        }
+        km_split_empty(cent, cnt, dim, k, rs);
         if (spherical)
             for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
     }
     chrys_free(prev);
+    return rc;
+}
+
+int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int spherical, uint64_t seed, int iters,
+                 unsigned nt, float *cent, double *objective)
+{
+    if (k < 1 || n_all < k) return CHRYS_INVALID;
+    uint64_t rs = seed ^ 0x5DEECE66DULL;
+    /* Training sample (seeded): at most 256 points per centroid. */
+    size_t max_pts = (size_t)k * KM_MAX_POINTS_PER_CENTROID;
+    float *sample;
+    int rc = km_sample(x_all, n_all, dim, max_pts, &rs, &sample);
+    if (rc) return rc;
+    const float *x = sample ? sample : x_all;
+    size_t n = sample ? max_pts : n_all;
+    /* seeding on the first min(n, 16k) sample points (a random subset already when sampled) */
+    size_t ni = n < (size_t)k * KM_INIT_POINTS_PER_CENTROID ? n : (size_t)k * KM_INIT_POINTS_PER_CENTROID;
+    double *d2 = chrys_malloc(ni * sizeof *d2);
+    uint32_t *asg = chrys_malloc(n * sizeof *asg);
+    uint32_t *cnt = chrys_malloc(k * sizeof *cnt);
+    double *acc = chrys_malloc((size_t)k * dim * sizeof *acc);
+    float *c_sq = chrys_malloc(k * sizeof *c_sq), *dist = chrys_malloc(n * sizeof *dist);
+    if (!d2 || !asg || !cnt || !acc || !c_sq || !dist) {
+        rc = CHRYS_NOMEM;
+        goto done;
+    }
+    /* Plain k-means++ leaves a cluster uncovered too often when clusters are many and tight
+     * (measured: 3 seeds of 6 on 20 separated clusters), hence 2 + ln(k) trials. Greedy seeding
+     * costs trials x ni x k distances; past 256 centroids plain k-means++ (one trial) keeps
+     * training time below FAISS's, and with many lists an uncovered cluster costs little (Lloyd
+     * and the empty-cluster repair move centroids there). */
+    size_t trials = k <= 256 ? 2 + (size_t)log((double)k) : 1;
+    if ((rc = km_seed(x, ni, dim, k, trials, nt, &rs, d2, cent))) goto done;
+    if (spherical)
+        for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
+    if ((rc = km_lloyd(x, n, dim, k, spherical, iters, nt, &rs, cent, asg, cnt, acc, c_sq))) goto done;
     if (objective) {
-        if ((rc = kmeans_assign(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq))) goto free_all;
+        if ((rc = kmeans_assign(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq))) goto done;
         double obj = 0;
         for (size_t i = 0; i < n; i++) obj += dist[i];
         *objective = obj;
     }
     for (size_t i = 0; i < (size_t)k * dim; i++)
         if (!isfinite(cent[i])) rc = CHRYS_ERROR; /* never expected: inputs are finite */
-free_all:
+done:
     chrys_free(d2);
     chrys_free(asg);
     chrys_free(cnt);
     chrys_free(acc);
     chrys_free(c_sq);
     chrys_free(dist);
-done:
-    chrys_free(perm);
     chrys_free_aligned(sample);
     return rc;
 }

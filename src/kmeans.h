@@ -4,10 +4,8 @@
 #ifndef CHRYS_KMEANS_H
 #define CHRYS_KMEANS_H
 
+#include "chrys_limits.h" /* KM_MAX_POINTS_PER_CENTROID, KM_INIT_POINTS_PER_CENTROID, KM_ITERS */
 #include "index.h"
-
-#define KM_MAX_POINTS_PER_CENTROID 256
-#define KM_ITERS 10 /* FAISS trains IVF quantizers with 10 iterations (IndexIVF cp.niter) */
 
 /* k-means: nlist centroids of n rows; spherical under cosine/IP. Returns the objective (sum of
  * squared distances to the assigned centroid) through *objective when non-NULL. */

@@ -50,7 +50,6 @@
 #define MERGE_MAX_BLOCK 2048 /* records settled together, at most (automatic block size) */
 #define MERGE_RELINK_DRIFT 0.5 /* radians an entry may move before it is linked again into the graph */
 #define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
-#define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
 /* Default switch point (auto_threshold) of a merger store: exact Flat merging, the exact merger's
  * decisions and deterministic at any thread count, below this many entries; the HNSW graph from
  * here on. At 1,000 (the index default) a 20,000-record near-threshold stream was slower on the
@@ -127,8 +126,9 @@ static int check_opts(const chrys_merge_opts *o, char **msg)
         !(o->confirm_margin >= 0 && o->confirm_margin <= 2))
         return chrys_set_errmsg(msg, CHRYS_INVALID, "confirm_margin must be in [0, 2]");
     if (o->struct_size >= offsetof(chrys_merge_opts, ef_construction) + sizeof(uint32_t) &&
-        (o->ef_search > 100000 || o->ef_construction > 100000))
-        return chrys_set_errmsg(msg, CHRYS_INVALID, "ef_search and ef_construction must be at most 100000");
+        (o->ef_search > CHRYS_LIM_MERGE_MAX_EF_SEARCH || o->ef_construction > CHRYS_LIM_HNSW_MAX_EFC))
+        return chrys_set_errmsg(msg, CHRYS_INVALID, "ef_search must be at most %u and ef_construction at most %u",
+                                CHRYS_LIM_MERGE_MAX_EF_SEARCH, CHRYS_LIM_HNSW_MAX_EFC);
     return CHRYS_OK;
 }
 
@@ -149,8 +149,9 @@ static int import_opts(chrys_merge_opts *dst, const chrys_merge_opts *src, char 
  * rows a block appends are linked together at the block's end. */
 static void index_for_merging(chrys_merger *m)
 {
-    m->ix->plan_kind = CHRYS_INDEX_HNSW;
-    m->ix->plan_efc = m->opts.ef_construction ? m->opts.ef_construction : MERGE_HNSW_EFC;
+    plan_policy p = {CHRYS_INDEX_HNSW, MERGE_PLAN_M, m->opts.ef_construction ? m->opts.ef_construction : MERGE_HNSW_EFC,
+                     "entries move and grow one at a time: a graph, no retraining; float32 kept for exact merging"};
+    index_set_plan_policy(m->ix, &p);
     m->ix->defer_links = 1;
 }
 
