@@ -9,7 +9,7 @@ the benchmark's nlist):
   * ours: build/release/bench_ivf --centroids C.fvecs (k-means++ seeding, at most KM_ITERS Lloyd
     iterations, spherical, sample of at most 256 points per centroid), then the centroids are read;
   * faiss: faiss.Kmeans(d, nlist, niter=NITER, seed=1234, spherical=True, max_points_per_centroid=256)
-    trained on the same vectors; NITER defaults to KM_ITERS as src/ivf.c defines it (the same
+    trained on the same vectors; NITER defaults to KM_ITERS as src/chrys_limits.h defines it (the same
     iterations as ours; it was 20, it is 10 since commit 7de055b), --niter to override;
   * faiss-ivf (unless --no-ivf): the coarse centroids of a trained faiss.IndexIVFFlat (inner
     product), i.e. what the benchmark's FAISS IVF actually uses (FAISS's default iterations).
@@ -112,7 +112,7 @@ def main():
     ap.add_argument("--cache", default=os.path.join(DATA, "anchors-cache"))
     ap.add_argument("--bench", default=os.path.join(ROOT, "build", "release", "bench_ivf"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--niter", type=int, default=0, help="FAISS iterations (default: KM_ITERS of src/ivf.c)")
+    ap.add_argument("--niter", type=int, default=0, help="FAISS iterations (default: KM_ITERS of src/chrys_limits.h)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--no-ivf", action="store_true", help="skip the FAISS IndexIVFFlat training")
     ap.add_argument("--json")
@@ -120,10 +120,10 @@ def main():
     set_threads(args.threads)
     if not args.niter:
         import re
-        with open(os.path.join(ROOT, "src", "ivf.c")) as f:
+        with open(os.path.join(ROOT, "src", "chrys_limits.h")) as f:
             m = re.search(r"#define\s+KM_ITERS\s+(\d+)", f.read())
         args.niter = int(m.group(1)) if m else 10
-        print("FAISS niter = %d (KM_ITERS in src/ivf.c: our Lloyd iterations)" % args.niter)
+        print("FAISS niter = %d (KM_ITERS in src/chrys_limits.h: our Lloyd iterations)" % args.niter)
     results = []
     for name in args.sets.split(","):
         x, src = load(name, args.cache)

@@ -135,17 +135,11 @@ static int build_spec(int sq8, char *spec, size_t cap)
     const char *eff = cfg_index_spec();
     if (!eff) return EXIT_USAGE;
     snprintf(spec, cap, "%s", eff);
-    if (sq8 && !strstr(spec, "SQ8")) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 */
-        char *flat = strstr(spec, "Flat");
-        if (!strcasecmp(spec, "IVFFlat")) {
-            cli_error("--sq8: IVFFlat needs a list count for its SQ8 form (set nlist, or use IVF<nlist>,SQ8)");
-            return EXIT_USAGE;
-        }
-        if (!strcmp(spec, "Flat")) snprintf(spec, cap, "SQ8");
-        else if (flat) memcpy(flat, "SQ8", 4);
-        else if (!strncasecmp(spec, "HNSW", 4)) strncat(spec, ",SQ8", cap - strlen(spec) - 1);
-        else {
-            cli_error("--sq8: index '%s' has no SQ8 form (use Flat, IVF<nlist>,Flat or HNSW<M>)", spec);
+    if (sq8) { /* --sq8: HNSW32 -> HNSW32,SQ8; IVF64,Flat -> IVF64,SQ8; Flat -> SQ8 (spec.c) */
+        char *why = NULL;
+        if (chrys_index_spec_with_sq8(eff, spec, cap, &why)) {
+            cli_error("--sq8: %s", why ? why : "invalid index spec");
+            chrys_free(why);
             return EXIT_USAGE;
         }
     }

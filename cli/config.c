@@ -100,18 +100,16 @@ static int check_value(size_t i, const char *in, char *out, size_t cap, char *wh
     switch (d->type) {
     case T_SPEC: {
         if (!strcasecmp(in, "ivf")) snprintf(out, cap, "auto"); /* the roadmap's short name, kept */
-        chrys_index_kind k;
-        uint32_t nl;
-        int sq8, is_auto;
+        chrys_index_spec sp = {sizeof sp};
         char *msg = NULL;
-        int rc = chrys_index_spec_parse(out, &k, &nl, &sq8, &is_auto, &msg);
+        int rc = chrys_index_spec_parse(out, &sp, &msg);
         if (rc) snprintf(why, whylen, "%s", msg ? msg : "invalid index spec");
         chrys_free(msg);
         /* the roadmap's names in their canonical spelling (the library takes any case) */
-        if (!rc && is_auto) snprintf(out, cap, "auto");
+        if (!rc && sp.is_auto) snprintf(out, cap, "auto");
         else if (!rc && !strcasecmp(in, "flat")) snprintf(out, cap, "Flat");
         else if (!rc && !strcasecmp(in, "ivfflat")) snprintf(out, cap, "IVFFlat");
-        else if (!rc && !strcasecmp(in, "hnsw")) snprintf(out, cap, "HNSW%u", nl);
+        else if (!rc && !strcasecmp(in, "hnsw")) snprintf(out, cap, "HNSW%u", sp.hnsw_m);
         return rc ? -1 : 0;
     }
     case T_NLIST: {
@@ -307,10 +305,9 @@ const char *cfg_index_spec(void)
     if (!cfg_bool("enabled")) return "Flat";
     const char *spec = cfg_get("index");
     unsigned long long nlist = cfg_uint("nlist");
-    chrys_index_kind k;
-    uint32_t nl;
-    int sq8, is_auto;
-    if (chrys_index_spec_parse(spec, &k, &nl, &sq8, &is_auto, NULL) || k != CHRYS_INDEX_IVF || !nlist) return spec;
+    chrys_index_spec sp = {sizeof sp};
+    if (chrys_index_spec_parse(spec, &sp, NULL) || sp.kind != CHRYS_INDEX_IVF || !nlist) return spec;
+    uint32_t nl = sp.nlist;
     if (!nl) {
         snprintf(buf, sizeof buf, "IVF%llu,Flat", nlist);
         return buf;
@@ -326,13 +323,14 @@ const char *cfg_index_spec(void)
 /* How the effective index was read, in words. */
 static void describe_index(const char *eff, char *out, size_t cap)
 {
-    chrys_index_kind k;
-    uint32_t nl;
-    int sq8, is_auto;
-    if (!eff || chrys_index_spec_parse(eff, &k, &nl, &sq8, &is_auto, NULL)) {
+    chrys_index_spec sp = {sizeof sp};
+    if (!eff || chrys_index_spec_parse(eff, &sp, NULL)) {
         snprintf(out, cap, "invalid");
         return;
     }
+    chrys_index_kind k = sp.kind;
+    uint32_t nl = k == CHRYS_INDEX_HNSW ? sp.hnsw_m : sp.nlist;
+    int sq8 = !sp.sq8 ? 0 : sp.refine ? 2 : 1, is_auto = sp.is_auto;
     if (is_auto) snprintf(out, cap, "the planner: Flat below auto_threshold vectors, IVF above");
     else if (k == CHRYS_INDEX_IVF && !nl)
         snprintf(out, cap, "IVF over float32 rows, nlist from the planner (~sqrt(n)) when it trains at auto_threshold vectors");

@@ -278,13 +278,30 @@ typedef struct chrys_index_info {
     uint64_t mapped_bytes; /* chrys_index_open_mmap: the mapped file (rows read from it, not counted above) */
 } chrys_index_info;
 
+/* A parsed index specification (chrys_index_spec_parse). */
+typedef struct chrys_index_spec {
+    size_t struct_size;    /* sizeof(chrys_index_spec), or 0 for the full struct */
+    chrys_index_kind kind;
+    uint32_t nlist;        /* IVF lists; 0 = not named (chrys_index_opts.nlist or the planner's) */
+    uint32_t hnsw_m;       /* HNSW links per node (32 for "HNSW"); 0 for the other kinds */
+    int sq8;               /* int8 codes kept */
+    int refine;            /* with sq8: float32 rows kept for exact re-ranking (",RFlat") */
+    int is_auto;           /* "auto": the planner chooses */
+} chrys_index_spec;
+
 /* Parse an index specification (see chrys_index_opts.spec; the roadmap's names Flat, IVFFlat and
- * HNSW in any case). out: kind, nlist (IVF lists, 0 = not named: chrys_index_opts.nlist or the
- * planner's; HNSW: M, 32 for "HNSW"), sq8 (0 none, 1 SQ8 codes only, 2 SQ8 codes with float32
- * re-ranking, "RFlat"), is_auto. Returns CHRYS_OK or CHRYS_INVALID with *errmsg saying what was
- * expected. */
-CHRYS_API int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *nlist, int *sq8,
-                                     int *is_auto, char **errmsg);
+ * HNSW in any case). out: set struct_size before the call (or 0 for the full struct); only the
+ * fields it covers are written. Returns CHRYS_OK, or CHRYS_INVALID with *errmsg (may be NULL; free
+ * with chrys_free) saying what was expected; CHRYS_INVALID too when out is NULL or struct_size
+ * does not cover kind. */
+CHRYS_API int chrys_index_spec_parse(const char *spec, chrys_index_spec *out, char **errmsg);
+
+/* The SQ8 form of spec (chrysalis build --sq8): Flat -> SQ8, IVF<n>,Flat -> IVF<n>,SQ8,
+ * HNSW<M>[,Flat] -> HNSW<M>,SQ8; a spec with SQ8 already is returned as it is. Writes the result
+ * into out (cap bytes). Returns CHRYS_OK, or CHRYS_INVALID with *errmsg for a spec that has no
+ * SQ8 form (auto, IVFFlat without a list count) or does not parse, CHRYS_LIMIT when cap is too
+ * small. */
+CHRYS_API int chrys_index_spec_with_sq8(const char *spec, char *out, size_t cap, char **errmsg);
 
 /* IVF: (re)train the lists with k-means on the vectors present and reassign every vector.
  * Returns CHRYS_OK, CHRYS_INVALID (not IVF, or fewer vectors than lists), CHRYS_NOMEM. */

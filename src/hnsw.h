@@ -11,10 +11,10 @@
 
 #include "index.h"
 
+#include "chrys_limits.h" /* HNSW_DEFAULT_EFC, CHRYS_HNSW_DEFAULT_M, the caps on M and ef_construction */
+
 #define HNSW_MAX_LEVEL 16
-#define HNSW_MAX_M 128 /* M cap (2 * M links at level 0): the loader's check and the build's stack lists */
-#define HNSW_DEFAULT_EFC 200
-#define CHRYS_HNSW_DEFAULT_M 32 /* spec "HNSW" without a number (the roadmap's FAISS_INDEX_TYPE=HNSW) */
+#define HNSW_MAX_M CHRYS_LIM_HNSW_MAX_M /* M cap (2 * M links at level 0): the loader's check and the build's stack lists */
 #define HNSW_DEFAULT_EF 64
 
 typedef struct hnsw hnsw;

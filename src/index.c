@@ -11,6 +11,8 @@
 
 #include "hnsw.h"
 #include "index.h"
+#include "planner.h"
+#include "spec.h"
 #include "sq8.h"
 
 int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
@@ -111,33 +113,35 @@ int chrys_index_new(const chrys_index_opts *opts, chrys_index **out, char **errm
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "opts missing or struct_size too small");
     opts = &full;
     chrys_index_kind kind = opts->kind;
-    uint32_t nlist = 0;
-    int sq8 = 0, is_auto = 0, rc;
+    chrys_index_spec sp = {sizeof sp, kind};
+    int rc;
     int has_spec = opts->struct_size >= offsetof(chrys_index_opts, memory_budget) + sizeof(uint64_t);
-    if (has_spec && opts->spec && (rc = chrys_index_spec_parse(opts->spec, &kind, &nlist, &sq8, &is_auto, errmsg)))
-        return rc;
+    if (has_spec && opts->spec && (rc = index_spec_parse(opts->spec, &sp, errmsg))) return rc;
+    kind = sp.kind;
+    uint32_t nlist = sp.nlist;
+    int is_auto = sp.is_auto;
     uint32_t efc = 0, hnsw_m = 0;
     int has_efc = opts->struct_size >= offsetof(chrys_index_opts, build_threads) + sizeof(uint32_t);
     /* opts.nlist: the list count of an IVF spec that names none (IVFFlat); 0 = the planner's */
     uint32_t opt_nlist = opts->struct_size >= offsetof(chrys_index_opts, nlist) + sizeof(uint32_t) ? opts->nlist : 0;
-    if (opt_nlist > 1u << 20)
-        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "nlist %u out of range 0..%u", opt_nlist, 1u << 20);
+    if (opt_nlist > CHRYS_LIM_IVF_MAX_NLIST)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "nlist %u out of range 0..%u", opt_nlist, CHRYS_LIM_IVF_MAX_NLIST);
     if (kind == CHRYS_INDEX_IVF && opt_nlist && nlist && nlist != opt_nlist)
         return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s' names %u lists but nlist is %u", opts->spec,
                                 nlist, opt_nlist);
     if (kind == CHRYS_INDEX_IVF && !nlist) nlist = opt_nlist;
     int nlist_from_planner = has_spec && opts->spec && kind == CHRYS_INDEX_IVF && !nlist;
-    if (kind == CHRYS_INDEX_HNSW) { /* the spec's number is M */
-        hnsw_m = nlist ? nlist : 16;
-        nlist = 0;
+    if (kind == CHRYS_INDEX_HNSW) {
+        hnsw_m = sp.hnsw_m ? sp.hnsw_m : CHRYS_HNSW_KIND_DEFAULT_M;
         efc = has_efc ? opts->ef_construction : 0;
-        if (efc > 1000000)
-            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "ef_construction %u out of range 0..1000000", efc);
+        if (efc > CHRYS_LIM_HNSW_MAX_EFC)
+            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "ef_construction %u out of range 0..%u", efc,
+                                    CHRYS_LIM_HNSW_MAX_EFC);
     }
     if ((rc = index_create(opts->dim, opts->metric, kind, opts->seed, hnsw_m, efc, out, errmsg))) return rc;
     chrys_index *ix = *out;
-    ix->sq8 = sq8 != 0;
-    ix->refine = sq8 == 2; /* ",RFlat" keeps float32 rows beside the codes */
+    ix->sq8 = sp.sq8;
+    ix->refine = sp.refine; /* ",RFlat" keeps float32 rows beside the codes */
     ix->planned = is_auto;
     ix->build_threads = has_efc ? opts->build_threads : 0;
     if (nlist) ix->want_nlist = nlist;
@@ -164,7 +168,8 @@ void chrys_index_free(chrys_index *ix)
     chrys_free(ix->ids);
     idmap_free(&ix->map);
     hnsw_free(ix);
-    ivf_free(ix);
+    ivf_free_lists(ix);
+    sq8_free(ix);
     chrys_free(ix->errmsg);
     chrys_free(ix);
 }
@@ -196,7 +201,7 @@ int index_reserve(chrys_index *ix, size_t extra)
     char **meta = chrys_realloc(ix->meta, cap * sizeof *meta);
     if (!meta) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->meta = meta;
-    if (ivf_reserve(ix, cap) || hnsw_reserve(ix, cap)) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+    if (ivf_reserve(ix, cap) || sq8_reserve(ix, cap) || hnsw_reserve(ix, cap)) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->cap = cap;
     if (idmap_reserve(&ix->map, need)) return index_fail(ix, CHRYS_NOMEM, "out of memory");
     return CHRYS_OK;
@@ -330,10 +335,10 @@ static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float 
         }
         goto done;
     }
-    /* IVF lists, SQ8 codes and the planner: all or nothing as well (ivf_after_add changes
+    /* IVF lists, SQ8 codes and the planner: all or nothing as well (planner_after_add changes
      * nothing when it fails), so the rows come out again. A trained codes-only IVF index encodes
      * and assigns from the temporary copy. */
-    if ((rc = ivf_after_add(ix, first, tmp ? tmp : ix->vecs + first * ix->dim))) unadd(ix, first);
+    if ((rc = planner_after_add(ix, first, tmp ? tmp : ix->vecs + first * ix->dim))) unadd(ix, first);
 done:
     chrys_free_aligned(tmp);
     if (copies)
@@ -401,6 +406,7 @@ int chrys_index_remove(chrys_index *ix, uint64_t id)
     }
     size_t last = ix->n - 1;
     ivf_before_remove(ix, slot, (uint32_t)last);
+    sq8_move(ix, slot, (uint32_t)last);
     idmap_del(&ix->map, id);
     chrys_free(ix->meta[slot]);
     if (slot != last) {
@@ -547,7 +553,7 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     full.imbalance = ivf_imbalance(ix);
     full.drift = ix->train_imbalance > 0 ? full.imbalance / ix->train_imbalance : 1.0;
     full.trained_on = ix->trained_on;
-    ivf_spec_string(ix, full.spec, sizeof full.spec);
+    index_spec_string(ix, full.spec, sizeof full.spec);
     snprintf(full.plan_reason, sizeof full.plan_reason, "%s", ix->plan_reason);
     full.vector_bytes = vbytes;
     full.mapped_bytes = ix->map_base ? ix->map_len : 0;

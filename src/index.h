@@ -59,9 +59,11 @@ struct chrys_index {
     void (*progress)(uint64_t done, uint64_t total, void *ctx);
     void *progress_ctx;
     /* Set by the merger (never stored): the kind the planner builds at auto_threshold (IVF by
-     * default; HNSW for merger stores, whose entries move and grow one at a time). */
+     * default; HNSW for merger stores, whose entries move and grow one at a time; set with
+     * index_set_plan_policy, planner.h). */
     chrys_index_kind plan_kind;
-    uint32_t plan_efc;
+    uint32_t plan_m, plan_efc;
+    const char *plan_why;
     /* HNSW rows added by index_add_unlinked: the last `pending` slots wait for
      * index_link_pending (searches cannot reach them until then). */
     size_t pending;
@@ -157,30 +159,24 @@ typedef struct search_job {
     int rc;          /* CHRYS_NOMEM from a worker that ran out of memory */
 } search_job;
 
-/* ivf.c */
-/* Assign and encode the new rows [first_slot, n), train or re-plan when due. rows: those rows as
- * stored (unit under cosine), (n - first_slot) x dim: ix->vecs + first_slot * dim when rows are
- * kept, else the caller's temporary copy. */
-CHRYS_PRIVATE int ivf_after_add(chrys_index *ix, size_t first_slot, const float *rows);
+/* ivf.c: the lists (the SQ8 codes are sq8.c's; the planner decides when to train) */
+/* Add slots [first_slot, n) to their nearest lists (a trained index); rows as for
+ * planner_after_add. CHRYS_NOMEM with nothing changed. */
+CHRYS_PRIVATE int ivf_add_rows(chrys_index *ix, size_t first_slot, const float *rows);
 CHRYS_PRIVATE void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last);
 /* Re-encode slot's codes and move it to its nearest list; row: its new row as stored. Returns
  * CHRYS_NOMEM with nothing changed when the new list cannot grow. */
 CHRYS_PRIVATE int ivf_after_update(chrys_index *ix, uint32_t slot, const float *row);
 CHRYS_PRIVATE int ivf_reserve(chrys_index *ix, size_t cap);
-CHRYS_PRIVATE void ivf_free(chrys_index *ix);
 CHRYS_PRIVATE int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr,
                              unsigned n_threads, uint32_t nprobe, uint64_t *ids, double *scores,
                              const search_filter *filter);
-CHRYS_PRIVATE void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap);
 CHRYS_PRIVATE double ivf_imbalance(const chrys_index *ix);
-CHRYS_PRIVATE int ivf_train(chrys_index *ix, uint32_t nlist);
-/* Run the planner now (ix->planned): build the index it chooses for the current size. */
-CHRYS_PRIVATE int index_replan(chrys_index *ix);
-CHRYS_PRIVATE uint32_t ivf_plan_nlist(size_t n);
-/* k-means (ivf.c): nlist centroids of n rows; spherical under cosine/IP. Returns the objective
- * (sum of squared distances to the assigned centroid) through *objective when non-NULL. */
-CHRYS_PRIVATE int kmeans_train(const float *x, size_t n, size_t dim, uint32_t k, int spherical, uint64_t seed,
-                               int iters, unsigned n_threads, float *centroids, double *objective);
+/* Train nlist lists (k-means) and replace the index's lists with them; all or nothing. On failure
+ * why (cap bytes) says what failed; the index is as it was. */
+CHRYS_PRIVATE int ivf_train(chrys_index *ix, uint32_t nlist, char *why, size_t cap);
+/* The lists and centroids only (the SQ8 ranges and codes stay). */
+CHRYS_PRIVATE void ivf_free_lists(chrys_index *ix);
 
 /* search.c: the one search path (chrys_index_search and every internal caller). */
 typedef struct search_params {

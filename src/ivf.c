@@ -1,6 +1,6 @@
 /*
- * ivf.c: k-means, the IVF index, int8 scalar quantisation (SQ8), index specifications and the
- * automatic planner.
+ * ivf.c: the IVF index: its lists, their training (k-means, kmeans.c) and search. The SQ8 codes
+ * are sq8.c's, and when to train is the planner's (planner.c).
  *
  * Layout: an IVF index keeps its rows where a Flat index does (contiguous, slot order); the lists
  * are arrays of slots, so adding, removing and updating rows stays O(1) and exact search over the
@@ -12,480 +12,22 @@
  * and are then dropped, so a retrain or re-plan trains on decoded codes (the codes themselves are
  * kept, never re-quantised); "IVF<n>,SQ8,RFlat" keeps the rows and re-ranks exactly in double.
  *
- * Specifications: FAISS's index_factory forms plus the Chrysalis roadmap's names in any case
- * (Flat; IVFFlat, whose nlist comes from chrys_index_opts.nlist or, when 0, from the planner's
- * ivf_plan_nlist(n) each time it trains: at auto_threshold vectors and again at 4x growth; HNSW =
- * HNSW32). They are resolved here so that every caller (CLI, C, bindings) reads them alike.
- *
- * k-means: greedy k-means++ seeding (plain k-means++ above 256 centroids; seeded, on a sample of at
- * most 16 points per centroid), then Lloyd
- * iterations (at most 10, as FAISS trains IVF; fewer once no point changes cluster) on a sample of at most 256 points
- * per centroid (as FAISS samples), assignments on
- * all cores; an empty cluster takes half of the largest one (its centroid split in two);
- * spherical (centroids renormalised) for cosine and inner product, Euclidean for L2.
- *
- * Planner (spec "auto"): Flat below auto_threshold vectors; at the threshold the index becomes
- * IVF with nlist = clamp(sqrt(n), 16, 65536) (and at most n/39 lists, FAISS's minimum of 39
- * points per centroid), with SQ8 when the float32 rows alone would exceed the memory budget. It
- * re-plans (retrains with a new nlist) when the index has grown 4x since its last training.
- *
  * Threads: search reads only; training and mutation need exclusive access (the index contract).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <strings.h>
 
-#ifdef CHRYS_HAVE_BLAS
-#include <cblas.h>
-#endif
-
-#include "hnsw.h"
+#include "chrys_limits.h"
 #include "index.h"
+#include "kmeans.h"
 #include "sq8.h"
 #include "kernels/dist.h"
 
-#define KM_MAX_POINTS_PER_CENTROID 256
-#define KM_INIT_POINTS_PER_CENTROID 16
-#define KM_ITERS 10 /* FAISS trains IVF quantizers with 10 iterations (IndexIVF cp.niter) */
-#define IVF_MIN_POINTS_PER_LIST 39
-#define MERGE_PLAN_M 32 /* HNSW links per node when the planner builds a graph for a merger store (16: 4x the
-                           disagreements on the 1M stream's first 100k records, bench/MERGE_SCALE.md) */
-
 /* ------------------------------------------------------------------------------------------
- * Specifications
+ * Lists
  */
-int chrys_index_spec_parse(const char *spec, chrys_index_kind *kind, uint32_t *nlist, int *sq8, int *is_auto,
-                           char **errmsg)
-{
-    if (errmsg) *errmsg = NULL;
-    static const char *expected = "expected Flat, SQ8, SQ8,RFlat, IVFFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, "
-                                  "IVF<nlist>,SQ8,RFlat, HNSW, HNSW<M>, HNSW<M>,SQ8, HNSW<M>,SQ8,RFlat or auto";
-    *kind = CHRYS_INDEX_FLAT;
-    *nlist = 0;
-    *sq8 = 0;
-    *is_auto = 0;
-    if (!spec) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec missing: %s", expected);
-    if (!strcasecmp(spec, "auto")) {
-        *is_auto = 1;
-        return CHRYS_OK;
-    }
-    /* The Chrysalis roadmap's index types (FAISS_INDEX_TYPE), in any case: Flat; IVFFlat, whose
-     * list count comes from chrys_index_opts.nlist or, when that is 0, from the planner when the
-     * index trains; HNSW, with M 32. */
-    if (!strcasecmp(spec, "Flat")) return CHRYS_OK;
-    if (!strcasecmp(spec, "IVFFlat")) {
-        *kind = CHRYS_INDEX_IVF;
-        return CHRYS_OK;
-    }
-    if (!strcasecmp(spec, "HNSW")) {
-        *kind = CHRYS_INDEX_HNSW;
-        *nlist = CHRYS_HNSW_DEFAULT_M;
-        return CHRYS_OK;
-    }
-    if (!strcmp(spec, "SQ8") || !strcmp(spec, "SQ8,RFlat")) {
-        *sq8 = spec[3] ? 2 : 1;
-        return CHRYS_OK;
-    }
-    const char *p = spec;
-    int ivf = !strncmp(p, "IVF", 3), is_hnsw = !strncmp(p, "HNSW", 4);
-    if (ivf || is_hnsw) {
-        p += ivf ? 3 : 4;
-        char *end;
-        if (*p < '0' || *p > '9')
-            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': a number must follow %s (%s)", spec,
-                                    ivf ? "IVF" : "HNSW", expected);
-        unsigned long v = strtoul(p, &end, 10);
-        const char *rest = end;
-        int with_sq8 = 0;
-        if (!strcmp(rest, ",SQ8")) with_sq8 = 1;
-        else if (!strcmp(rest, ",SQ8,RFlat")) with_sq8 = 2;
-        else if (ivf ? strcmp(rest, ",Flat") != 0 : (*rest != 0 && strcmp(rest, ",Flat") != 0))
-            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': unexpected '%s' (%s)", spec, rest, expected);
-        if (ivf && (v < 1 || v > 1u << 20))
-            return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': nlist must be 1..%u", spec, 1u << 20);
-        if (is_hnsw) {
-            if (v < 2 || v > 128)
-                return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s': M must be 2..128", spec);
-            *kind = CHRYS_INDEX_HNSW;
-            *nlist = (uint32_t)v;
-            *sq8 = with_sq8;
-            return CHRYS_OK;
-        }
-        *kind = CHRYS_INDEX_IVF;
-        *nlist = (uint32_t)v;
-        *sq8 = with_sq8;
-        return CHRYS_OK;
-    }
-    return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index spec '%s' not understood: %s", spec, expected);
-}
-
-void ivf_spec_string(const chrys_index *ix, char *buf, size_t cap)
-{
-    if (ix->kind == CHRYS_INDEX_HNSW) {
-        uint32_t M, efc;
-        int ml;
-        hnsw_params(ix, &M, &efc, &ml);
-        snprintf(buf, cap, "HNSW%u%s", M, !ix->sq8 ? "" : ix->refine ? ",SQ8,RFlat" : ",SQ8");
-    } else if (ix->kind == CHRYS_INDEX_IVF) {
-        uint32_t nl = ix->nlist ? ix->nlist : ix->want_nlist;
-        const char *codes = !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8";
-        if (nl) snprintf(buf, cap, "IVF%u,%s", nl, codes);
-        else snprintf(buf, cap, "IVF%s%s", ix->sq8 ? "," : "", codes); /* untrained, nlist from the planner */
-    }
-    else snprintf(buf, cap, "%s", !ix->sq8 ? "Flat" : ix->refine ? "SQ8,RFlat" : "SQ8");
-}
-
-uint32_t ivf_plan_nlist(size_t n)
-{
-    double s = sqrt((double)n);
-    uint32_t k = (uint32_t)(s < 16 ? 16 : s > 65536 ? 65536 : s);
-    uint32_t cap = (uint32_t)(n / IVF_MIN_POINTS_PER_LIST);
-    if (k > cap) k = cap;
-    return k < 1 ? 1 : k;
-}
-
-/* ------------------------------------------------------------------------------------------
- * Small helpers
- */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static double rng_unit(uint64_t *s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
-
-static void normalize_row(float *v, size_t dim)
-{
-    double nr = vec_norm(v, dim);
-    if (nr > 0) vec_scale_to(v, v, dim, nr);
-}
-
-/* Nearest centroid of each row (spherical: largest dot; else smallest L2), in blocks. */
-typedef struct assign_ctx {
-    const float *x, *c;
-    const float *c_sq; /* |c|^2 (L2) */
-    size_t n, dim, k;
-    int spherical;
-    uint32_t *out;
-    float *dist; /* optional: squared distance to the assigned centroid */
-    const chrys_kernels *kr;
-    float *tiles; /* one ASSIGN_RB x k score tile per worker */
-} assign_ctx;
-
-enum { ASSIGN_RB = 64 }; /* rows per score tile */
-
-static void assign_range(void *arg, unsigned w, size_t begin, size_t end)
-{
-    assign_ctx *a = arg;
-    enum { RB = ASSIGN_RB };
-    float *tile = a->tiles + (size_t)w * RB * a->k; /* allocated by assign_all: nothing fails here */
-    for (size_t r0 = begin; r0 < end; r0 += RB) {
-        size_t nr = end - r0 < RB ? end - r0 : RB;
-        const float *xr = a->x + r0 * a->dim;
-        if (a->kr->dot_block) a->kr->dot_block(xr, nr, a->c, a->k, a->dim, tile, a->k);
-        else
-            for (size_t i = 0; i < nr; i++) a->kr->dot_rows(xr + i * a->dim, a->c, a->k, a->dim, tile + i * a->k);
-        for (size_t i = 0; i < nr; i++) {
-            const float *s = tile + i * a->k;
-            size_t best = 0;
-            float bs = -INFINITY;
-            for (size_t j = 0; j < a->k; j++) {
-                float v = a->spherical ? s[j] : 2.0f * s[j] - a->c_sq[j];
-                if (v > bs) bs = v, best = j;
-            }
-            a->out[r0 + i] = (uint32_t)best;
-            if (a->dist) {
-                const float *xi = xr + i * a->dim;
-                a->dist[r0 + i] = a->kr->l2sq(xi, a->c + best * a->dim, a->dim);
-            }
-        }
-    }
-}
-
-#ifdef CHRYS_HAVE_BLAS
-/* argmax of precomputed scores (sgemm path) */
-typedef struct argmax_ctx {
-    const float *scores, *c_sq;
-    size_t k, r0;
-    int spherical;
-    uint32_t *out;
-} argmax_ctx;
-
-static void argmax_range(void *arg, unsigned w, size_t begin, size_t end)
-{
-    (void)w;
-    argmax_ctx *a = arg;
-    for (size_t i = begin; i < end; i++) {
-        const float *s = a->scores + i * a->k;
-        size_t best = 0;
-        float bs = -INFINITY;
-        for (size_t j = 0; j < a->k; j++) {
-            float v = a->spherical ? s[j] : 2.0f * s[j] - a->c_sq[j];
-            if (v > bs) bs = v, best = j;
-        }
-        a->out[a->r0 + i] = (uint32_t)best;
-    }
-}
-#endif
-
-/* Nearest centroid of every row. All memory is taken first, so the only failure is
- * CHRYS_NOMEM, before any work (no slower fallback that could give other assignments). */
-static int assign_all(const float *x, size_t n, size_t dim, const float *c, size_t k, int spherical,
-                      unsigned nt, uint32_t *out, float *dist, float *c_sq)
-{
-    const chrys_kernels *kr = chrys_kernels_active();
-    if (!spherical)
-        for (size_t j = 0; j < k; j++) c_sq[j] = kr->dot(c + j * dim, c + j * dim, dim);
-#ifdef CHRYS_HAVE_BLAS
-    /* Large problems: BLAS sgemm on blocks of rows, as FAISS trains (measured on 200k x 1024 with
-     * 1789 centroids: about 2x our block kernel there, whose centroid matrix does not fit L2). */
-    if (!dist && k >= 256 && n >= 4096) {
-        const size_t RB = 4096; /* fewer sgemm calls: each one wakes and syncs OpenBLAS's threads */
-        float *scores = chrys_malloc(RB * k * sizeof(float));
-        if (!scores) return CHRYS_NOMEM;
-        for (size_t r0 = 0; r0 < n; r0 += RB) {
-            size_t nr = n - r0 < RB ? n - r0 : RB;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)k, (int)dim, 1.0f, x + r0 * dim,
-                        (int)dim, c, (int)dim, 0.0f, scores, (int)k);
-            argmax_ctx am = {scores, c_sq, k, r0, spherical, out};
-            chrys_parallel_for(nt, nr, argmax_range, &am);
-        }
-        chrys_free(scores);
-        return CHRYS_OK;
-    }
-#endif
-    unsigned nw = nt;
-    if (n * k * dim < (1u << 20)) nw = 1;
-    if (nw > n) nw = (unsigned)(n ? n : 1);
-    if (nw > 64) nw = 64; /* chrys_parallel_for's most workers */
-    size_t tile_bytes;
-    if (chrys_mul_size((size_t)nw * ASSIGN_RB, k * sizeof(float), &tile_bytes)) return CHRYS_NOMEM;
-    float *tiles = chrys_malloc(tile_bytes);
-    if (!tiles) return CHRYS_NOMEM;
-    assign_ctx a = {x, c, c_sq, n, dim, k, spherical, out, dist, kr, tiles};
-    chrys_parallel_for(nw, n, assign_range, &a);
-    chrys_free(tiles);
-    return CHRYS_OK;
-}
-
-/* ------------------------------------------------------------------------------------------
- * k-means
- */
-/* k-means++ seeding: out[i] = min(prev[i], |x_i - c|^2) (prev NULL: the distance alone). Each
- * row on its own, so any split over workers gives the same values. */
-typedef struct seed_ctx {
-    const float *x, *c;
-    size_t dim;
-    const double *prev;
-    double *out;
-    const chrys_kernels *kr;
-} seed_ctx;
-
-static void seed_range(void *arg, unsigned w, size_t begin, size_t end)
-{
-    (void)w;
-    const seed_ctx *a = arg;
-    for (size_t i = begin; i < end; i++) {
-        double dd = a->kr->l2sq(a->x + i * a->dim, a->c, a->dim);
-        a->out[i] = a->prev && a->prev[i] < dd ? a->prev[i] : dd;
-    }
-}
-
-/* a thread start costs about as much as 100k multiply-adds: fewer workers for small steps */
-static unsigned seed_workers(unsigned nt, size_t n, size_t dim) { return n * dim < (1u << 18) ? 1 : nt; }
-
-/* Lloyd update: each worker sums a range of dimensions over every row in row order, so the
- * centroids are bit-identical at any thread count. */
-typedef struct update_ctx {
-    const float *x;
-    size_t n, dim, k;
-    const uint32_t *asg, *cnt;
-    double *acc;
-    float *cent;
-} update_ctx;
-
-static void update_range(void *arg, unsigned w, size_t d0, size_t d1)
-{
-    (void)w;
-    const update_ctx *u = arg;
-    size_t dim = u->dim, nd = d1 - d0;
-    for (size_t c = 0; c < u->k; c++) memset(u->acc + c * dim + d0, 0, nd * sizeof *u->acc);
-    for (size_t i = 0; i < u->n; i++) {
-        double *a = u->acc + (size_t)u->asg[i] * dim;
-        const float *xi = u->x + i * dim;
-        for (size_t d = d0; d < d1; d++) a[d] += xi[d];
-    }
-    for (size_t c = 0; c < u->k; c++)
-        if (u->cnt[c])
-            for (size_t d = d0; d < d1; d++) u->cent[c * dim + d] = (float)(u->acc[c * dim + d] / u->cnt[c]);
-}
-
-static unsigned update_workers(unsigned nt, size_t n, size_t dim)
-{
-    if (n * dim < (1u << 18) || dim < 64) return 1;
-    return nt > dim / 32 ? (unsigned)(dim / 32) : nt;
-}
-
-int kmeans_train(const float *x_all, size_t n_all, size_t dim, uint32_t k, int spherical, uint64_t seed, int iters,
-                 unsigned nt, float *cent, double *objective)
-{
-    if (k < 1 || n_all < k) return CHRYS_INVALID;
-    uint64_t rs = seed ^ 0x5DEECE66DULL;
-    int rc = CHRYS_OK;
-    /* Training sample (seeded): at most 256 points per centroid. */
-    size_t n = n_all, max_pts = (size_t)k * KM_MAX_POINTS_PER_CENTROID;
-    float *x = (float *)x_all, *sample = NULL;
-    size_t *perm = NULL;
-    if (n_all > max_pts) {
-        perm = chrys_malloc(n_all * sizeof *perm);
-        sample = chrys_malloc_aligned(max_pts * dim * sizeof(float));
-        if (!perm || !sample) {
-            rc = CHRYS_NOMEM;
-            goto done;
-        }
-        for (size_t i = 0; i < n_all; i++) perm[i] = i;
-        for (size_t i = 0; i < max_pts; i++) { /* partial Fisher-Yates */
-            size_t j = i + (size_t)(rng_next(&rs) % (n_all - i));
-            size_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-            memcpy(sample + i * dim, x_all + perm[i] * dim, dim * sizeof(float));
-        }
-        x = sample;
-        n = max_pts;
-    }
-    const chrys_kernels *kr = chrys_kernels_active();
-    /* seeding on the first min(n, 16k) sample points (a random subset already when sampled) */
-    size_t ni = n < (size_t)k * KM_INIT_POINTS_PER_CENTROID ? n : (size_t)k * KM_INIT_POINTS_PER_CENTROID;
-    double *d2 = chrys_malloc(ni * sizeof *d2);
-    uint32_t *asg = chrys_malloc(n * sizeof *asg);
-    uint32_t *cnt = chrys_malloc(k * sizeof *cnt);
-    double *acc = chrys_malloc((size_t)k * dim * sizeof *acc);
-    float *c_sq = chrys_malloc(k * sizeof *c_sq), *dist = chrys_malloc(n * sizeof *dist);
-    if (!d2 || !asg || !cnt || !acc || !c_sq || !dist) {
-        rc = CHRYS_NOMEM;
-        goto free_all;
-    }
-    /* Greedy k-means++ (as scikit-learn): at each step draw 2 + ln(k) candidates by D^2 and keep
-     * the one that lowers the potential most. Plain k-means++ leaves a cluster uncovered too
-     * often when clusters are many and tight (measured: 3 seeds of 6 on 20 separated clusters). */
-    /* Greedy seeding costs trials x ni x k distances; past 256 centroids plain k-means++ (one
-     * trial) keeps training time below FAISS's, and with many lists an uncovered cluster costs
-     * little (Lloyd and the empty-cluster repair move centroids there). */
-    size_t trials = k <= 256 ? 2 + (size_t)log((double)k) : 1;
-    double *cand_d2 = chrys_malloc(ni * sizeof *cand_d2), *best_d2 = chrys_malloc(ni * sizeof *best_d2);
-    if (!cand_d2 || !best_d2) {
-        chrys_free(cand_d2);
-        chrys_free(best_d2);
-        rc = CHRYS_NOMEM;
-        goto free_all;
-    }
-    size_t first = (size_t)(rng_next(&rs) % ni);
-    memcpy(cent, x + first * dim, dim * sizeof(float));
-    seed_ctx sc = {x, cent, dim, NULL, d2, kr};
-    chrys_parallel_for(seed_workers(nt, ni, dim), ni, seed_range, &sc);
-    for (uint32_t c = 1; c < k; c++) {
-        double tot = 0;
-        for (size_t i = 0; i < ni; i++) tot += d2[i];
-        size_t best_pick = 0;
-        double best_pot = INFINITY;
-        for (size_t t = 0; t < trials; t++) {
-            size_t pick = (size_t)(rng_next(&rs) % ni);
-            if (tot > 0) {
-                double r = rng_unit(&rs) * tot, run = 0;
-                for (size_t i = 0; i < ni; i++) {
-                    run += d2[i];
-                    if (run >= r) {
-                        pick = i;
-                        break;
-                    }
-                }
-            }
-            seed_ctx cc = {x, x + pick * dim, dim, d2, cand_d2, kr};
-            chrys_parallel_for(seed_workers(nt, ni, dim), ni, seed_range, &cc);
-            double pot = 0; /* summed in row order: the same potential at any thread count */
-            for (size_t i = 0; i < ni; i++) pot += cand_d2[i];
-            if (pot < best_pot) {
-                best_pot = pot;
-                best_pick = pick;
-                double *tmp = best_d2;
-                best_d2 = cand_d2;
-                cand_d2 = tmp;
-            }
-        }
-        memcpy(cent + (size_t)c * dim, x + best_pick * dim, dim * sizeof(float));
-        memcpy(d2, best_d2, ni * sizeof *d2);
-    }
-    chrys_free(cand_d2);
-    chrys_free(best_d2);
-    if (spherical)
-        for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
-    /* Lloyd iterations. */
-    uint32_t *prev = chrys_malloc(n * sizeof *prev);
-    if (!prev) {
-        rc = CHRYS_NOMEM;
-        goto free_all;
-    }
-    for (int it = 0; it < iters; it++) {
-        if ((rc = assign_all(x, n, dim, cent, k, spherical, nt, asg, NULL, c_sq))) {
-            chrys_free(prev);
-            goto free_all;
-        }
-        /* converged: no point changed cluster, so another update would give the same centroids */
-        if (it > 0 && memcmp(prev, asg, n * sizeof *asg) == 0) break;
-        memcpy(prev, asg, n * sizeof *asg);
-        memset(cnt, 0, k * sizeof *cnt);
-        for (size_t i = 0; i < n; i++) cnt[asg[i]]++;
-        update_ctx uc = {x, n, dim, k, asg, cnt, acc, cent};
-        chrys_parallel_for(update_workers(nt, n, dim), dim, update_range, &uc);
-        /* Empty clusters take half of the largest one: its centroid, nudged apart. */
-        for (uint32_t c = 0; c < k; c++) {
-            if (cnt[c]) continue;
-            uint32_t big = 0;
-            for (uint32_t j = 1; j < k; j++)
-                if (cnt[j] > cnt[big]) big = j;
-            float *cb = cent + (size_t)big * dim, *ce = cent + (size_t)c * dim;
-            for (size_t d = 0; d < dim; d++) {
-                float e = (float)((rng_unit(&rs) - 0.5) * 2e-3) * (fabsf(cb[d]) + 1e-6f);
-                ce[d] = cb[d] + e;
-                cb[d] = cb[d] - e;
-            }
-            cnt[c] = cnt[big] / 2;
-            cnt[big] -= cnt[c];
-        }
-        if (spherical)
-            for (uint32_t c = 0; c < k; c++) normalize_row(cent + (size_t)c * dim, dim);
-    }
-    chrys_free(prev);
-    if (objective) {
-        if ((rc = assign_all(x, n, dim, cent, k, spherical, nt, asg, dist, c_sq))) goto free_all;
-        double obj = 0;
-        for (size_t i = 0; i < n; i++) obj += dist[i];
-        *objective = obj;
-    }
-    for (size_t i = 0; i < (size_t)k * dim; i++)
-        if (!isfinite(cent[i])) rc = CHRYS_ERROR; /* never expected: inputs are finite */
-free_all:
-    chrys_free(d2);
-    chrys_free(asg);
-    chrys_free(cnt);
-    chrys_free(acc);
-    chrys_free(c_sq);
-    chrys_free(dist);
-done:
-    chrys_free(perm);
-    chrys_free_aligned(sample);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------------------------
- * Lists and codes
- */
-/* The lists and centroids only (the SQ8 ranges and codes stay). */
-static void ivf_free_lists(chrys_index *ix)
+void ivf_free_lists(chrys_index *ix)
 {
     if (ix->lists)
         for (uint32_t l = 0; l < ix->nlist; l++) chrys_free(ix->lists[l]);
@@ -502,18 +44,6 @@ static void ivf_free_lists(chrys_index *ix)
     ix->nlist = 0;
 }
 
-void ivf_free(chrys_index *ix)
-{
-    ivf_free_lists(ix);
-    chrys_free(ix->sq_min);
-    chrys_free(ix->sq_step);
-    chrys_free_aligned(ix->codes);
-    chrys_free(ix->sq_csq);
-    ix->sq_csq = NULL;
-    ix->sq_min = ix->sq_step = NULL;
-    ix->codes = NULL;
-}
-
 int ivf_reserve(chrys_index *ix, size_t cap)
 {
     if (ix->kind == CHRYS_INDEX_IVF || ix->list_of) {
@@ -524,47 +54,7 @@ int ivf_reserve(chrys_index *ix, size_t cap)
         if (!b) return CHRYS_NOMEM;
         ix->pos_in_list = b;
     }
-    if (ix->sq8) { /* (HNSW too: its codes live here) */
-        uint8_t *c = chrys_realloc_aligned(ix->codes, ix->n * (size_t)ix->dim, cap * (size_t)ix->dim);
-        if (!c) return CHRYS_NOMEM;
-        ix->codes = c;
-        if (ix->metric == CHRYS_METRIC_L2) {
-            float *q = chrys_realloc(ix->sq_csq, cap * sizeof *q);
-            if (!q) return CHRYS_NOMEM;
-            ix->sq_csq = q;
-        }
-    }
     return CHRYS_OK;
-}
-
-/* SQ8 ranges from the float32 rows (ix->vecs), then every row encoded; on failure nothing has
- * changed. */
-static int train_sq8(chrys_index *ix)
-{
-    size_t cap = ix->cap ? ix->cap : 1;
-    float *csq = NULL;
-    uint8_t *codes = NULL;
-    if ((ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(csq = chrys_malloc(cap * sizeof *csq))) ||
-        (!ix->codes && !(codes = chrys_malloc_aligned(cap * (size_t)ix->dim))) || sq8_train(ix, ix->vecs, ix->n)) {
-        chrys_free(csq);
-        chrys_free_aligned(codes);
-        return CHRYS_NOMEM; /* (sq8_train allocates nothing, or frees what it allocated) */
-    }
-    if (csq) ix->sq_csq = csq;
-    if (codes) ix->codes = codes;
-    for (size_t i = 0; i < ix->n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
-    return CHRYS_OK;
-}
-
-/* Rows [s0, s0 + m) decoded from the codes into out (m x dim), made unit under cosine as the
- * stored rows were (training and assignment of a codes-only index). */
-static void decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out)
-{
-    for (size_t i = 0; i < m; i++) {
-        float *o = out + i * ix->dim;
-        sq8_decode(ix, s0 + i, o);
-        if (ix->metric == CHRYS_METRIC_COSINE) normalize_row(o, ix->dim);
-    }
 }
 
 /* Room in list l for `more` further slots (capacity doubling from 16); CHRYS_NOMEM leaves the
@@ -627,15 +117,15 @@ static unsigned train_threads(const chrys_index *ix) { return ix->build_threads 
 
 static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist, int spherical, uint32_t *asg, float *c_sq)
 {
-    if (ix->vecs) return assign_all(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, train_threads(ix), asg, NULL, c_sq);
+    if (ix->vecs) return kmeans_assign(ix->vecs, ix->n, ix->dim, cent, nlist, spherical, train_threads(ix), asg, NULL, c_sq);
     const size_t B = 4096;
     float *blk = chrys_malloc_aligned((ix->n < B ? ix->n : B) * (size_t)ix->dim * sizeof(float) + 64);
     if (!blk) return CHRYS_NOMEM;
     int rc = CHRYS_OK;
     for (size_t s0 = 0; s0 < ix->n && !rc; s0 += B) {
         size_t m = ix->n - s0 < B ? ix->n - s0 : B;
-        decode_rows(ix, s0, m, blk);
-        rc = assign_all(blk, m, ix->dim, cent, nlist, spherical, train_threads(ix), asg + s0, NULL, c_sq);
+        sq8_decode_rows(ix, s0, m, blk);
+        rc = kmeans_assign(blk, m, ix->dim, cent, nlist, spherical, train_threads(ix), asg + s0, NULL, c_sq);
     }
     chrys_free_aligned(blk);
     return rc;
@@ -649,10 +139,12 @@ static int assign_rows(const chrys_index *ix, const float *cent, uint32_t nlist,
  * its float32 rows here, once the lists and codes exist.
  * All or nothing: every allocation comes before the first change, so on failure the index is
  * exactly as it was. */
-int ivf_train(chrys_index *ix, uint32_t nlist)
+int ivf_train(chrys_index *ix, uint32_t nlist, char *why, size_t why_cap)
 {
-    if (nlist < 1 || ix->n < nlist)
-        return index_fail(ix, CHRYS_INVALID, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
+    if (nlist < 1 || ix->n < nlist) {
+        snprintf(why, why_cap, "IVF%u needs at least %u vectors to train, the index has %zu", nlist, nlist, ix->n);
+        return CHRYS_INVALID;
+    }
     int spherical = ix->metric != CHRYS_METRIC_L2, rc = CHRYS_NOMEM;
     size_t cap = ix->cap ? ix->cap : 1, n = ix->n;
     float *cent = chrys_malloc_aligned((size_t)nlist * ix->dim * sizeof(float));
@@ -662,14 +154,11 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     uint32_t *asg = chrys_malloc((n ? n : 1) * sizeof *asg);
     float *c_sq = chrys_malloc(nlist * sizeof *c_sq);
     float *dec = NULL;
-    /* SQ8 with float32 rows: new ranges, and the codes (and |code|^2 for L2) where none exist yet */
-    int sq8 = ix->sq8 && ix->vecs;
-    float *smin = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
-    float *sstep = sq8 ? chrys_malloc(ix->dim * sizeof(float)) : NULL;
-    uint8_t *codes = sq8 && !ix->codes ? chrys_malloc_aligned(cap * (size_t)ix->dim) : NULL;
-    float *csq = sq8 && ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq ? chrys_malloc(cap * sizeof *csq) : NULL;
+    /* SQ8 with float32 rows: new ranges and codes, installed once the lists are built */
+    sq8_store codes;
+    sq8_store_init(&codes);
     if (!cent || !lists || !list_n || !list_cap || !list_of || !pos || !asg || !c_sq ||
-        (sq8 && (!smin || !sstep || (!ix->codes && !codes) || (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !csq))))
+        sq8_retrain_prepare(ix, cap, &codes))
         goto fail;
     const float *train_x = ix->vecs;
     size_t train_n = n;
@@ -681,7 +170,7 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
         size_t max_pts = (size_t)nlist * KM_MAX_POINTS_PER_CENTROID;
         train_n = n < max_pts ? n : max_pts;
         if (!(dec = chrys_malloc_aligned(train_n * (size_t)ix->dim * sizeof(float)))) goto fail;
-        for (size_t i = 0; i < train_n; i++) decode_rows(ix, (size_t)((double)i * n / train_n), 1, dec + i * ix->dim);
+        for (size_t i = 0; i < train_n; i++) sq8_decode_rows(ix, (size_t)((double)i * n / train_n), 1, dec + i * ix->dim);
         train_x = dec;
     }
     if ((rc = kmeans_train(train_x, train_n, ix->dim, nlist, spherical, ix->seed, KM_ITERS, train_threads(ix), cent, NULL)))
@@ -710,16 +199,7 @@ int ivf_train(chrys_index *ix, uint32_t nlist)
     ix->list_cap = list_cap;
     ix->list_of = list_of;
     ix->pos_in_list = pos;
-    if (sq8) {
-        chrys_free(ix->sq_min);
-        chrys_free(ix->sq_step);
-        ix->sq_min = smin;
-        ix->sq_step = sstep;
-        if (codes) ix->codes = codes;
-        if (csq) ix->sq_csq = csq;
-        sq8_train(ix, ix->vecs, n); /* ranges into the arrays just installed: cannot fail */
-        for (size_t i = 0; i < n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
-    }
+    sq8_retrain_commit(ix, &codes, ix->vecs, n);
     if (!index_keeps_floats(ix) && ix->vecs && !ix->map_base) { /* codes only from here on */
         chrys_free_aligned(ix->vecs);
         ix->vecs = NULL;
@@ -741,149 +221,26 @@ fail:
     chrys_free(pos);
     chrys_free(asg);
     chrys_free(c_sq);
-    chrys_free(smin);
-    chrys_free(sstep);
-    chrys_free_aligned(codes);
-    chrys_free(csq);
+    sq8_store_free(&codes);
     chrys_free_aligned(dec);
-    if (rc == CHRYS_INVALID) return index_fail(ix, rc, "retrain: the index keeps neither float32 rows nor codes");
-    return index_fail(ix, rc, rc == CHRYS_NOMEM ? "out of memory training IVF%u" : "k-means for IVF%u failed", nlist);
+    if (rc == CHRYS_INVALID) snprintf(why, why_cap, "retrain: the index keeps neither float32 rows nor codes");
+    else snprintf(why, why_cap, rc == CHRYS_NOMEM ? "out of memory training IVF%u" : "k-means for IVF%u failed", nlist);
+    return rc;
 }
 
-int chrys_index_retrain(chrys_index *ix)
+int ivf_add_rows(chrys_index *ix, size_t first, const float *rows)
 {
-    if (!ix) return CHRYS_INVALID;
-    if (index_check_writable(ix)) return CHRYS_INVALID;
-    if (ix->kind != CHRYS_INDEX_IVF) return index_fail(ix, CHRYS_INVALID, "retrain: the index is not IVF");
-    /* the planner's choice (auto, or IVFFlat without nlist) is made again for the current size */
-    uint32_t nlist = !ix->want_nlist ? ivf_plan_nlist(ix->n) : ix->nlist ? ix->nlist : ix->want_nlist;
-    return ivf_train(ix, nlist);
-}
-
-/* The planner for merger stores (plan_kind HNSW): an HNSW graph over the rows, SQ8 codes for the
- * walk, float32 rows kept (the merger rescores, confirms and updates entries with them). Replaces
- * a Flat or IVF index in place; on failure (memory) the index is left exact (Flat). */
-static int plan_hnsw(chrys_index *ix)
-{
-    size_t cap = ix->cap, dim = ix->dim;
-    if (!ix->vecs) return index_fail(ix, CHRYS_INVALID, "planning HNSW: the index keeps no float32 rows");
-    if (hnsw_create(ix, MERGE_PLAN_M, ix->plan_efc)) return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
-    uint8_t *codes = NULL;
-    float *csq = NULL;
-    if (hnsw_reserve(ix, cap) || !(codes = chrys_malloc_aligned(cap * dim)) ||
-        (ix->metric == CHRYS_METRIC_L2 && !(csq = chrys_malloc(cap * sizeof *csq)))) {
-        chrys_free_aligned(codes);
-        hnsw_free(ix);
-        return index_fail(ix, CHRYS_NOMEM, "out of memory planning HNSW");
-    }
-    /* The graph gets its own codes and ranges; the old index's are kept until it is built. */
-    chrys_index_kind kind = ix->kind;
-    int sq8 = ix->sq8, refine = ix->refine;
-    uint8_t *old_codes = ix->codes;
-    float *old_csq = ix->sq_csq, *old_min = ix->sq_min, *old_step = ix->sq_step;
-    ix->kind = CHRYS_INDEX_HNSW;
-    ix->sq8 = 1;
-    ix->refine = 1;
-    ix->codes = codes;
-    ix->sq_csq = csq;
-    ix->sq_min = ix->sq_step = NULL;
-    ix->pending = 0;
-    int rc = hnsw_after_add(ix, 0, ix->vecs); /* fails only before it links anything */
-    if (rc) {
-        hnsw_free(ix);
-        chrys_free_aligned(codes);
-        chrys_free(csq);
-        ix->kind = kind;
-        ix->sq8 = sq8;
-        ix->refine = refine;
-        ix->codes = old_codes;
-        ix->sq_csq = old_csq;
-        ix->sq_min = old_min;
-        ix->sq_step = old_step;
-        return index_fail(ix, rc, "out of memory building the planned HNSW graph");
-    }
-    ivf_free_lists(ix); /* IVF lists (if any) and their codes: from here the rows alone are the index */
-    chrys_free_aligned(old_codes);
-    chrys_free(old_csq);
-    chrys_free(old_min);
-    chrys_free(old_step);
-    snprintf(ix->plan_reason, sizeof ix->plan_reason,
-             "%zu vectors >= threshold %llu: HNSW%u,SQ8,RFlat (entries move and grow one at a time: "
-             "a graph, no retraining; float32 kept for exact merging)",
-             ix->n, (unsigned long long)ix->auto_threshold, MERGE_PLAN_M);
-    return CHRYS_OK;
-}
-
-/* The planner: choose and build the index for the current size. */
-static int plan(chrys_index *ix)
-{
-    if (ix->plan_kind == CHRYS_INDEX_HNSW) return plan_hnsw(ix);
-    size_t n = ix->n;
-    uint32_t nlist = ivf_plan_nlist(n);
-    uint64_t float_bytes = (uint64_t)n * ix->dim * 4;
-    /* SQ8 codes only when the rows exceed the budget (and for good once the rows are gone) */
-    int sq8 = (ix->memory_budget && float_bytes > ix->memory_budget) || !ix->vecs;
-    char spec[32];
-    int old_sq8 = ix->sq8;
-    ix->sq8 = sq8;
-    ix->refine = 0;
-    int rc = ivf_train(ix, nlist);
-    if (rc) {
-        ix->sq8 = old_sq8; /* ivf_train changed nothing */
-        return rc;
-    }
-    ivf_spec_string(ix, spec, sizeof spec);
-    snprintf(ix->plan_reason, sizeof ix->plan_reason,
-             "%zu vectors >= threshold %llu: %s (nlist ~ sqrt(n), >= %d points per list)%s", n,
-             (unsigned long long)ix->auto_threshold, spec, IVF_MIN_POINTS_PER_LIST,
-             sq8 ? "; SQ8 codes: float32 rows exceed the memory budget" : "");
-    return CHRYS_OK;
-}
-
-int index_replan(chrys_index *ix) { return plan(ix); }
-
-int ivf_after_add(chrys_index *ix, size_t first, const float *rows)
-{
-    size_t dim = ix->dim;
-    if (ix->planned && ix->kind == CHRYS_INDEX_FLAT) {
-        if (ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST) return plan(ix);
-        return CHRYS_OK; /* exact Flat below the threshold: nothing to assign */
-    }
-    if (ix->kind == CHRYS_INDEX_IVF && !ix->nlist) {
-        /* untrained (its rows are kept, index_has_floats): searches are exact until it trains, at
-         * 8 x nlist vectors, or at auto_threshold with the planner's nlist (IVFFlat without nlist) */
-        uint32_t want = ix->want_nlist;
-        if (!want && ix->n >= ix->auto_threshold && ix->n >= IVF_MIN_POINTS_PER_LIST)
-            return ivf_train(ix, ivf_plan_nlist(ix->n));
-        if (want && ix->n >= (size_t)want * 8) return ivf_train(ix, want);
-        return CHRYS_OK;
-    }
-    if (ix->kind == CHRYS_INDEX_FLAT && ix->sq8 && !ix->sq_min) { /* Flat SQ8,RFlat: ranges from the first batch */
-        int rc = train_sq8(ix);
-        if (rc) return index_fail(ix, rc, "out of memory training SQ8");
-        return CHRYS_OK;
-    }
-    /* Codes first: they cannot fail, and a re-plan of a codes-only index reads them (after a
-     * failed add these slots are past n again and never read). */
-    if (ix->sq8)
-        for (size_t s = first; s < ix->n; s++) sq8_encode(ix, s, rows + (s - first) * dim);
-    /* The planner's nlist (auto, or IVFFlat without nlist) is chosen again once the index has grown
-     * 4x since its training (a codes-only index trains on its decoded codes); the training lists
-     * every row, the new ones too. */
-    if (ix->kind == CHRYS_INDEX_IVF && ix->nlist && !ix->want_nlist && ix->n >= 4 * ix->trained_on)
-        return ix->planned ? plan(ix) : ivf_train(ix, ivf_plan_nlist(ix->n));
-    if (ix->nlist) { /* room in every list first, then the pushes cannot fail */
-        size_t m = ix->n - first;
-        uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
-        int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
-        for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, rows + i * dim)]++;
-        for (uint32_t l = 0; l < ix->nlist && !rc; l++) rc = list_reserve(ix, l, need[l]);
-        for (size_t i = 0; i < m && !rc; i++) list_push(ix, near[i], (uint32_t)(first + i));
-        chrys_free(near);
-        chrys_free(need);
-        if (rc) return index_fail(ix, rc, "out of memory adding to IVF lists");
-    }
-    return CHRYS_OK;
+    if (!ix->nlist) return CHRYS_OK;
+    /* room in every list first, then the pushes cannot fail */
+    size_t m = ix->n - first;
+    uint32_t *near = chrys_malloc((m ? m : 1) * sizeof *near), *need = chrys_calloc(ix->nlist, sizeof *need);
+    int rc = near && need ? CHRYS_OK : CHRYS_NOMEM;
+    for (size_t i = 0; i < m && !rc; i++) need[near[i] = nearest_list(ix, rows + i * ix->dim)]++;
+    for (uint32_t l = 0; l < ix->nlist && !rc; l++) rc = list_reserve(ix, l, need[l]);
+    for (size_t i = 0; i < m && !rc; i++) list_push(ix, near[i], (uint32_t)(first + i));
+    chrys_free(near);
+    chrys_free(need);
+    return rc;
 }
 
 void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
@@ -896,10 +253,6 @@ void ivf_before_remove(chrys_index *ix, uint32_t slot, uint32_t last)
             ix->list_of[slot] = l;
             ix->pos_in_list[slot] = p;
         }
-    }
-    if (ix->sq8 && ix->codes && slot != last) {
-        memcpy(ix->codes + (size_t)slot * ix->dim, ix->codes + (size_t)last * ix->dim, ix->dim);
-        if (ix->sq_csq) ix->sq_csq[slot] = ix->sq_csq[last];
     }
 }
 

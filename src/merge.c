@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "merge.h"
+#include "planner.h"
 
 int merger_fail(chrys_merger *m, int rc, const char *fmt, ...)
 {
@@ -70,8 +71,9 @@ int merger_check_opts(const chrys_merge_opts *o, char **msg)
         !(o->confirm_margin >= 0 && o->confirm_margin <= 2))
         return chrys_set_errmsg(msg, CHRYS_INVALID, "confirm_margin must be in [0, 2]");
     if (o->struct_size >= offsetof(chrys_merge_opts, ef_construction) + sizeof(uint32_t) &&
-        (o->ef_search > 100000 || o->ef_construction > 100000))
-        return chrys_set_errmsg(msg, CHRYS_INVALID, "ef_search and ef_construction must be at most 100000");
+        (o->ef_search > CHRYS_LIM_MERGE_MAX_EF_SEARCH || o->ef_construction > CHRYS_LIM_HNSW_MAX_EFC))
+        return chrys_set_errmsg(msg, CHRYS_INVALID, "ef_search must be at most %u and ef_construction at most %u",
+                                CHRYS_LIM_MERGE_MAX_EF_SEARCH, CHRYS_LIM_HNSW_MAX_EFC);
     return CHRYS_OK;
 }
 
@@ -91,8 +93,9 @@ static int import_opts(chrys_merge_opts *dst, const chrys_merge_opts *src, char 
  * merge_block.c.) */
 void merger_index_for_merging(chrys_merger *m)
 {
-    m->ix->plan_kind = CHRYS_INDEX_HNSW;
-    m->ix->plan_efc = m->opts.ef_construction ? m->opts.ef_construction : MERGE_HNSW_EFC;
+    plan_policy p = {CHRYS_INDEX_HNSW, MERGE_PLAN_M, m->opts.ef_construction ? m->opts.ef_construction : MERGE_HNSW_EFC,
+                     "entries move and grow one at a time: a graph, no retraining; float32 kept for exact merging"};
+    index_set_plan_policy(m->ix, &p);
 }
 
 chrys_merger *merger_alloc(const chrys_merge_opts *o)

@@ -23,7 +23,6 @@
 #define MERGE_MAX_BLOCK 2048 /* records settled together, at most (automatic block size) */
 #define MERGE_RELINK_DRIFT 0.5 /* radians an entry may move before it is linked again into the graph */
 #define MERGE_HNSW_EF 64    /* default ef_search of the merger's HNSW walks */
-#define MERGE_HNSW_EFC 100  /* default ef_construction of the graph the planner builds for a merger */
 /* Default switch point (auto_threshold) of a merger store: exact Flat merging, the exact merger's
  * decisions and deterministic at any thread count, below this many entries; the HNSW graph from
  * here on. At 1,000 (the index default) a 20,000-record near-threshold stream was slower on the

@@ -33,6 +33,7 @@
 #include "hnsw.h"
 #include "kernels/dist.h"
 #include "merge.h"
+#include "planner.h"
 
 /* ------------------------------------------------------------------------------------------
  * Validation: everything is checked before the first change.

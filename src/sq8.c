@@ -254,3 +254,131 @@ int sq8_flat_search(const chrys_index *ix, size_t nq, const float *q, size_t k, 
     chrys_parallel_for(nq >= 2 * (size_t)nt ? nt : 1, nq, flat_range, &c);
     return c.rc;
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Code storage: the codes, ranges and |code|^2 of every slot, for every index kind.
+ */
+int sq8_reserve(chrys_index *ix, size_t cap)
+{
+    if (!ix->sq8) return CHRYS_OK;
+    uint8_t *c = chrys_realloc_aligned(ix->codes, ix->n * (size_t)ix->dim, cap * (size_t)ix->dim);
+    if (!c) return CHRYS_NOMEM;
+    ix->codes = c;
+    if (ix->metric == CHRYS_METRIC_L2) {
+        float *q = chrys_realloc(ix->sq_csq, cap * sizeof *q);
+        if (!q) return CHRYS_NOMEM;
+        ix->sq_csq = q;
+    }
+    return CHRYS_OK;
+}
+
+void sq8_free(chrys_index *ix)
+{
+    sq8_store st;
+    sq8_store_init(&st);
+    sq8_swap(ix, &st);
+    sq8_store_free(&st);
+}
+
+void sq8_store_init(sq8_store *st) { memset(st, 0, sizeof *st); }
+
+void sq8_store_free(sq8_store *st)
+{
+    chrys_free_aligned(st->codes);
+    chrys_free(st->csq);
+    chrys_free(st->min);
+    chrys_free(st->step);
+    sq8_store_init(st);
+}
+
+void sq8_swap(chrys_index *ix, sq8_store *st)
+{
+    sq8_store mine = {ix->codes, ix->sq_csq, ix->sq_min, ix->sq_step, 0};
+    ix->codes = st->codes;
+    ix->sq_csq = st->csq;
+    ix->sq_min = st->min;
+    ix->sq_step = st->step;
+    *st = mine;
+}
+
+int sq8_store_alloc(const chrys_index *ix, size_t cap, sq8_store *st)
+{
+    sq8_store_init(st);
+    if (!(st->codes = chrys_malloc_aligned((cap ? cap : 1) * (size_t)ix->dim)) ||
+        (ix->metric == CHRYS_METRIC_L2 && !(st->csq = chrys_malloc((cap ? cap : 1) * sizeof *st->csq)))) {
+        sq8_store_free(st);
+        return CHRYS_NOMEM;
+    }
+    return CHRYS_OK;
+}
+
+int sq8_retrain_prepare(const chrys_index *ix, size_t cap, sq8_store *st)
+{
+    sq8_store_init(st);
+    if (!ix->sq8 || !ix->vecs) return CHRYS_OK; /* no codes, or codes only: kept as they are */
+    st->min = chrys_malloc(ix->dim * sizeof(float));
+    st->step = chrys_malloc(ix->dim * sizeof(float));
+    st->codes = !ix->codes ? chrys_malloc_aligned(cap * (size_t)ix->dim) : NULL;
+    st->csq = ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq ? chrys_malloc(cap * sizeof *st->csq) : NULL;
+    if (!st->min || !st->step || (!ix->codes && !st->codes) || (ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !st->csq)) {
+        sq8_store_free(st);
+        return CHRYS_NOMEM;
+    }
+    st->retrain = 1;
+    return CHRYS_OK;
+}
+
+void sq8_retrain_commit(chrys_index *ix, sq8_store *st, const float *rows, size_t n)
+{
+    if (!st->retrain) return;
+    chrys_free(ix->sq_min);
+    chrys_free(ix->sq_step);
+    ix->sq_min = st->min;
+    ix->sq_step = st->step;
+    if (st->codes) ix->codes = st->codes;
+    if (st->csq) ix->sq_csq = st->csq;
+    sq8_store_init(st);
+    sq8_train(ix, rows, n); /* ranges into the arrays just installed: cannot fail */
+    for (size_t i = 0; i < n; i++) sq8_encode(ix, i, rows + i * ix->dim);
+}
+
+int sq8_train_all(chrys_index *ix)
+{
+    size_t cap = ix->cap ? ix->cap : 1;
+    float *csq = NULL;
+    uint8_t *codes = NULL;
+    if ((ix->metric == CHRYS_METRIC_L2 && !ix->sq_csq && !(csq = chrys_malloc(cap * sizeof *csq))) ||
+        (!ix->codes && !(codes = chrys_malloc_aligned(cap * (size_t)ix->dim))) || sq8_train(ix, ix->vecs, ix->n)) {
+        chrys_free(csq);
+        chrys_free_aligned(codes);
+        return CHRYS_NOMEM; /* (sq8_train allocates nothing, or frees what it allocated) */
+    }
+    if (csq) ix->sq_csq = csq;
+    if (codes) ix->codes = codes;
+    for (size_t i = 0; i < ix->n; i++) sq8_encode(ix, i, ix->vecs + i * ix->dim);
+    return CHRYS_OK;
+}
+
+void sq8_encode_rows(chrys_index *ix, size_t first, const float *rows)
+{
+    for (size_t s = first; s < ix->n; s++) sq8_encode(ix, s, rows + (s - first) * ix->dim);
+}
+
+void sq8_move(chrys_index *ix, uint32_t slot, uint32_t last)
+{
+    if (!ix->sq8 || !ix->codes || slot == last) return;
+    memcpy(ix->codes + (size_t)slot * ix->dim, ix->codes + (size_t)last * ix->dim, ix->dim);
+    if (ix->sq_csq) ix->sq_csq[slot] = ix->sq_csq[last];
+}
+
+void sq8_decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out)
+{
+    for (size_t i = 0; i < m; i++) {
+        float *o = out + i * ix->dim;
+        sq8_decode(ix, s0 + i, o);
+        if (ix->metric == CHRYS_METRIC_COSINE) {
+            double nr = vec_norm(o, ix->dim);
+            if (nr > 0) vec_scale_to(o, o, ix->dim, nr);
+        }
+    }
+}

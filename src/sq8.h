@@ -51,4 +51,41 @@ CHRYS_PRIVATE void sq8_finish(const chrys_index *ix, const float *qv, const uint
 CHRYS_PRIVATE int sq8_flat_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int use_thr, double thr,
                                   unsigned n_threads, uint64_t *ids, double *scores, const search_filter *filter);
 
+/* ---- Code storage (every kind keeps its codes here) ----
+ * ix->codes (cap*dim), ix->sq_csq (cap, L2 only), ix->sq_min/sq_step (dim each, once trained). */
+typedef struct sq8_store {
+    uint8_t *codes;
+    float *csq, *min, *step;
+    int retrain; /* sq8_retrain_prepare: new ranges to install */
+} sq8_store;
+/* Grow the codes (and |code|^2) of an SQ8 index to cap slots; nothing otherwise. */
+CHRYS_PRIVATE int sq8_reserve(chrys_index *ix, size_t cap);
+/* Free the index's codes, ranges and |code|^2. */
+CHRYS_PRIVATE void sq8_free(chrys_index *ix);
+CHRYS_PRIVATE void sq8_store_init(sq8_store *st);
+CHRYS_PRIVATE void sq8_store_free(sq8_store *st);
+/* Exchange the index's code storage with st (a rebuild keeps the old codes aside until the new
+ * index is built, and puts them back if it fails). */
+CHRYS_PRIVATE void sq8_swap(chrys_index *ix, sq8_store *st);
+/* Empty codes (and |code|^2 under L2) for cap slots, no ranges (the first add trains them). */
+CHRYS_PRIVATE int sq8_store_alloc(const chrys_index *ix, size_t cap, sq8_store *st);
+/* Before a retraining of an SQ8 index that keeps float32 rows: allocate new ranges, and codes and
+ * |code|^2 for cap slots where the index has none, so that sq8_retrain_commit cannot fail.
+ * Nothing for an index without codes or with codes only (their codes are kept, never
+ * re-quantised). CHRYS_NOMEM: nothing allocated, nothing changed. */
+CHRYS_PRIVATE int sq8_retrain_prepare(const chrys_index *ix, size_t cap, sq8_store *st);
+/* Install what sq8_retrain_prepare allocated, train the ranges on rows[0..n) and encode every
+ * row (the index's slot order). Cannot fail; nothing when nothing was prepared. */
+CHRYS_PRIVATE void sq8_retrain_commit(chrys_index *ix, sq8_store *st, const float *rows, size_t n);
+/* Flat SQ8,RFlat at its first add: ranges from the float32 rows, every row encoded; on failure
+ * (CHRYS_NOMEM) nothing has changed. */
+CHRYS_PRIVATE int sq8_train_all(chrys_index *ix);
+/* Encode rows as slots [first, n). */
+CHRYS_PRIVATE void sq8_encode_rows(chrys_index *ix, size_t first, const float *rows);
+/* Slot `last` moved into the hole at slot (removal): its codes follow. */
+CHRYS_PRIVATE void sq8_move(chrys_index *ix, uint32_t slot, uint32_t last);
+/* Rows [s0, s0 + m) decoded into out (m x dim), made unit under cosine as the stored rows were
+ * (training and assignment of a codes-only index). */
+CHRYS_PRIVATE void sq8_decode_rows(const chrys_index *ix, size_t s0, size_t m, float *out);
+
 #endif

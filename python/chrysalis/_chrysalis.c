@@ -2229,13 +2229,13 @@ static PyObject *spec_parse(PyObject *mod, PyObject *args)
     (void)mod;
     const char *spec;
     if (!PyArg_ParseTuple(args, "s", &spec)) return NULL;
-    chrys_index_kind kind;
-    uint32_t nlist;
-    int sq8, is_auto;
+    chrys_index_spec sp = {sizeof sp};
     char *msg = NULL;
-    int rc = chrys_index_spec_parse(spec, &kind, &nlist, &sq8, &is_auto, &msg);
+    int rc = chrys_index_spec_parse(spec, &sp, &msg);
     if (rc) return raise_owned(rc, msg);
-    return Py_BuildValue("(iIii)", (int)kind, nlist, sq8, is_auto);
+    return Py_BuildValue("{sisIsIsOsOsO}", "kind", (int)sp.kind, "nlist", sp.nlist, "hnsw_m", sp.hnsw_m, "sq8",
+                         sp.sq8 ? Py_True : Py_False, "refine", sp.refine ? Py_True : Py_False, "is_auto",
+                         sp.is_auto ? Py_True : Py_False);
 }
 
 static PyObject *store_peek(PyObject *mod, PyObject *args)

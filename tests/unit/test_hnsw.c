@@ -596,21 +596,19 @@ void test_hnsw_store(void)
 
 void test_hnsw_bad_input(void)
 {
-    chrys_index_kind kind;
-    uint32_t m;
-    int sq8, is_auto;
+    chrys_index_spec sp = {sizeof sp};
     char *msg = NULL;
-    CHECK_EQ(chrys_index_spec_parse("HNSW32", &kind, &m, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_HNSW && m == 32 && sq8 == 0);
-    CHECK_EQ(chrys_index_spec_parse("HNSW16,Flat", &kind, &m, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK_EQ(chrys_index_spec_parse("HNSW16,SQ8", &kind, &m, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(sq8 == 1);
-    CHECK_EQ(chrys_index_spec_parse("HNSW16,SQ8,RFlat", &kind, &m, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(sq8 == 2);
+    CHECK_EQ(chrys_index_spec_parse("HNSW32", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_HNSW && sp.hnsw_m == 32 && !sp.sq8);
+    CHECK_EQ(chrys_index_spec_parse("HNSW16,Flat", &sp, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_spec_parse("HNSW16,SQ8", &sp, NULL), CHRYS_OK);
+    CHECK(sp.sq8 && !sp.refine);
+    CHECK_EQ(chrys_index_spec_parse("HNSW16,SQ8,RFlat", &sp, NULL), CHRYS_OK);
+    CHECK(sp.sq8 && sp.refine);
     /* ("HNSW" alone is the roadmap's name for HNSW32 and "IVF16,SQ8,RFlat" a valid IVF spec: test_ivf.c) */
     const char *bad[] = {"HNSW1", "HNSW129", "HNSW16,PQ8", "HNSW16,RFlat", "HNSW16,SQ8,rflat"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        CHECK_EQ(chrys_index_spec_parse(bad[i], &kind, &m, &sq8, &is_auto, &msg), CHRYS_INVALID);
+        CHECK_EQ(chrys_index_spec_parse(bad[i], &sp, &msg), CHRYS_INVALID);
         CHECK_STR_CONTAINS(msg, bad[i]);
         chrys_free(msg);
         msg = NULL;

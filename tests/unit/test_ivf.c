@@ -11,60 +11,221 @@
 #include "../harness.h"
 #include "chrysalis.h"
 #include "index.h"
+#include "kmeans.h"
+#include "planner.h"
 #include "tests.h"
 
 void test_ivf_spec_parse(void)
 {
-    chrys_index_kind kind;
-    uint32_t nlist;
-    int sq8, is_auto;
+    chrys_index_spec sp = {sizeof sp};
     char *msg = NULL;
-    CHECK_EQ(chrys_index_spec_parse("Flat", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_FLAT && !sq8 && !is_auto);
-    CHECK_EQ(chrys_index_spec_parse("SQ8", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_FLAT && sq8);
-    CHECK_EQ(chrys_index_spec_parse("IVF256,Flat", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_IVF && nlist == 256 && !sq8);
-    CHECK_EQ(chrys_index_spec_parse("IVF64,SQ8", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_IVF && nlist == 64 && sq8);
-    CHECK_EQ(chrys_index_spec_parse("auto", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(is_auto);
+    CHECK_EQ(chrys_index_spec_parse("Flat", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_FLAT && !sp.sq8 && !sp.is_auto);
+    CHECK_EQ(chrys_index_spec_parse("SQ8", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_FLAT && sp.sq8 && !sp.refine);
+    CHECK_EQ(chrys_index_spec_parse("SQ8,RFlat", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_FLAT && sp.sq8 && sp.refine);
+    CHECK_EQ(chrys_index_spec_parse("IVF256,Flat", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_IVF && sp.nlist == 256 && sp.hnsw_m == 0 && !sp.sq8);
+    CHECK_EQ(chrys_index_spec_parse("IVF64,SQ8", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_IVF && sp.nlist == 64 && sp.sq8 && !sp.refine);
+    CHECK_EQ(chrys_index_spec_parse("auto", &sp, NULL), CHRYS_OK);
+    CHECK(sp.is_auto);
     const char *bad[] = {"IVF", "IVF,Flat", "IVF12", "IVF12,PQ8", "ivf12,flat", "IVF0,Flat", "Flat ", "", "HNSW1",
                          "IVFFlat,SQ8", "IVF12,RFlat", "HNSW32x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        CHECK_EQ(chrys_index_spec_parse(bad[i], &kind, &nlist, &sq8, &is_auto, &msg), CHRYS_INVALID);
+        CHECK_EQ(chrys_index_spec_parse(bad[i], &sp, &msg), CHRYS_INVALID);
         char quoted[64];
         snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
         CHECK_STR_CONTAINS(msg, quoted); /* names the spec at fault */
         chrys_free(msg);
         msg = NULL;
     }
-    CHECK_EQ(chrys_index_spec_parse("IVF12,PQ8", &kind, &nlist, &sq8, &is_auto, &msg), CHRYS_INVALID);
+    CHECK_EQ(chrys_index_spec_parse("IVF12,PQ8", &sp, &msg), CHRYS_INVALID);
     CHECK_STR_CONTAINS(msg, "unexpected ',PQ8' (expected Flat, SQ8, SQ8,RFlat, IVFFlat, IVF<nlist>,Flat, IVF<nlist>,SQ8, "
                             "IVF<nlist>,SQ8,RFlat, HNSW");
     chrys_free(msg);
-    CHECK_EQ(chrys_index_spec_parse("HNSW32", &kind, &nlist, &sq8, &is_auto, &msg), CHRYS_OK); /* test_hnsw.c */
-    CHECK(kind == CHRYS_INDEX_HNSW && nlist == 32);
+    CHECK_EQ(chrys_index_spec_parse("IVF1048577,Flat", &sp, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "nlist must be 1..1048576");
+    chrys_free(msg);
+    CHECK_EQ(chrys_index_spec_parse("HNSW32", &sp, &msg), CHRYS_OK); /* test_hnsw.c */
+    CHECK(sp.kind == CHRYS_INDEX_HNSW && sp.hnsw_m == 32 && sp.nlist == 0); /* M in its own field */
     /* the roadmap's names, in any case: IVFFlat leaves nlist to opts.nlist or the planner; HNSW is M 32 */
     const char *ivfflat[] = {"IVFFlat", "ivfflat", "IVFFLAT", "IvfFlat"};
     for (int i = 0; i < 4; i++) {
-        CHECK_EQ(chrys_index_spec_parse(ivfflat[i], &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-        CHECK(kind == CHRYS_INDEX_IVF && nlist == 0 && !sq8 && !is_auto);
+        CHECK_EQ(chrys_index_spec_parse(ivfflat[i], &sp, NULL), CHRYS_OK);
+        CHECK(sp.kind == CHRYS_INDEX_IVF && sp.nlist == 0 && !sp.sq8 && !sp.is_auto);
     }
     const char *hnsw[] = {"HNSW", "hnsw", "Hnsw"};
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(chrys_index_spec_parse(hnsw[i], &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-        CHECK(kind == CHRYS_INDEX_HNSW && nlist == 32 && !sq8);
+        CHECK_EQ(chrys_index_spec_parse(hnsw[i], &sp, NULL), CHRYS_OK);
+        CHECK(sp.kind == CHRYS_INDEX_HNSW && sp.hnsw_m == 32 && !sp.sq8);
     }
     const char *flat[] = {"flat", "FLAT", "Flat"};
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(chrys_index_spec_parse(flat[i], &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-        CHECK(kind == CHRYS_INDEX_FLAT && !sq8 && !is_auto);
+        CHECK_EQ(chrys_index_spec_parse(flat[i], &sp, NULL), CHRYS_OK);
+        CHECK(sp.kind == CHRYS_INDEX_FLAT && !sp.sq8 && !sp.is_auto);
     }
-    CHECK_EQ(chrys_index_spec_parse("IVF16,SQ8,RFlat", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_IVF && nlist == 16 && sq8 == 2);
-    CHECK_EQ(chrys_index_spec_parse("IVF16,SQ8", &kind, &nlist, &sq8, &is_auto, NULL), CHRYS_OK);
-    CHECK(kind == CHRYS_INDEX_IVF && nlist == 16 && sq8 == 1);
+    CHECK_EQ(chrys_index_spec_parse("IVF16,SQ8,RFlat", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_IVF && sp.nlist == 16 && sp.sq8 && sp.refine);
+    CHECK_EQ(chrys_index_spec_parse("IVF16,SQ8", &sp, NULL), CHRYS_OK);
+    CHECK(sp.kind == CHRYS_INDEX_IVF && sp.nlist == 16 && sp.sq8 && !sp.refine);
+    /* struct_size 0: the full struct */
+    chrys_index_spec z = {0};
+    CHECK_EQ(chrys_index_spec_parse("HNSW16,SQ8,RFlat", &z, NULL), CHRYS_OK);
+    CHECK(z.kind == CHRYS_INDEX_HNSW && z.hnsw_m == 16 && z.sq8 && z.refine && !z.is_auto);
+    CHECK_EQ(chrys_index_spec_parse("auto", NULL, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "out is NULL");
+    chrys_free(msg);
+}
+
+/* A caller built against a smaller chrys_index_spec (struct_size up to nlist) gets the fields it
+ * has and nothing past them; a struct_size short of kind is refused. */
+void test_ivf_spec_parse_struct_size(void)
+{
+    unsigned char buf[sizeof(chrys_index_spec) + 16];
+    memset(buf, 0xAB, sizeof buf);
+    chrys_index_spec *sp = (chrys_index_spec *)(void *)buf;
+    size_t small = offsetof(chrys_index_spec, nlist) + sizeof sp->nlist;
+    sp->struct_size = small;
+    CHECK_EQ(chrys_index_spec_parse("IVF32,SQ8,RFlat", sp, NULL), CHRYS_OK);
+    CHECK(sp->kind == CHRYS_INDEX_IVF && sp->nlist == 32);
+    for (size_t i = small; i < sizeof buf; i++) CHECK_EQ(buf[i], 0xAB); /* nothing written past struct_size */
+    sp->struct_size = offsetof(chrys_index_spec, kind) + sizeof sp->kind;
+    sp->nlist = 77;
+    CHECK_EQ(chrys_index_spec_parse("IVF32,Flat", sp, NULL), CHRYS_OK);
+    CHECK(sp->kind == CHRYS_INDEX_IVF && sp->nlist == 77);
+    char *msg = NULL;
+    sp->struct_size = sizeof(size_t);
+    CHECK_EQ(chrys_index_spec_parse("Flat", sp, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "struct_size");
+    chrys_free(msg);
+}
+
+/* The planner builds what its policy says (index_set_plan_policy), not a hard-coded graph: an
+ * HNSW policy with M 12 and ef_construction 50 gives HNSW12,SQ8,RFlat at the threshold, with the
+ * policy's reason, whose search agrees with exact search (the oracle) on the same rows. */
+void test_ivf_planner_policy(void)
+{
+    uint64_t s = h_seed + 41;
+    size_t d = 16, n = 600, nq = 50, k = 5;
+    float *x = h_clustered(&s, n, d, 12, 0.4f);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i;
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.spec = "auto";
+    o.auto_threshold = 400;
+    chrys_index *ix = NULL, *flat = NULL;
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    plan_policy p = {CHRYS_INDEX_HNSW, 12, 50, "a test's policy"};
+    index_set_plan_policy(ix, &p);
+    CHECK_EQ(chrys_index_add(ix, 399, ids, x, NULL), CHRYS_OK);
+    chrys_index_info info = {sizeof info};
+    chrys_index_get_info(ix, &info);
+    CHECK_EQ(info.kind, CHRYS_INDEX_FLAT);
+    CHECK_EQ(chrys_index_add(ix, n - 399, ids + 399, x + 399 * d, NULL), CHRYS_OK);
+    chrys_index_get_info(ix, &info);
+    CHECK_EQ(info.kind, CHRYS_INDEX_HNSW);
+    CHECK_EQ(info.hnsw_m, 12);
+    CHECK_EQ(info.ef_construction, 50);
+    CHECK(!strcmp(info.spec, "HNSW12,SQ8,RFlat"));
+    CHECK_STR_CONTAINS(info.plan_reason, "600 vectors >= threshold 400: HNSW12,SQ8,RFlat (a test's policy)");
+    o.spec = "Flat";
+    CHECK_EQ(chrys_index_new(&o, &flat, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(flat, n, ids, x, NULL), CHRYS_OK);
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.k = (uint32_t)k;
+    so.ef_search = 64;
+    chrys_hit *a = malloc(nq * k * sizeof *a), *b = malloc(nq * k * sizeof *b);
+    CHECK_EQ(chrys_index_search(ix, nq, x, &so, a), CHRYS_OK);
+    CHECK_EQ(chrys_index_search(flat, nq, x, &so, b), CHRYS_OK);
+    size_t same = 0;
+    for (size_t i = 0; i < nq * k; i++) same += a[i].id == b[i].id;
+    CHECK(same >= nq * k * 95 / 100); /* the graph over 600 rows at ef 64: at least 95% of the exact top 5 */
+    for (size_t q = 0; q < nq; q++) CHECK_EQ(a[q * k].id, q); /* each row finds itself first */
+    free(a);
+    free(b);
+    chrys_index_free(flat);
+    chrys_index_free(ix);
+    free(ids);
+    free(x);
+}
+
+/* One cap per quantity (src/chrys_limits.h): M 2..128 in a spec; ef_construction at most
+ * 1,000,000 for an index and a merger alike (the merger allowed only 100,000 before), each
+ * refusal naming the cap. */
+void test_ivf_caps_agree(void)
+{
+    chrys_index_spec sp = {sizeof sp};
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_spec_parse("HNSW128", &sp, NULL), CHRYS_OK);
+    CHECK_EQ(sp.hnsw_m, 128);
+    CHECK_EQ(chrys_index_spec_parse("HNSW129,SQ8", &sp, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "M must be 2..128");
+    chrys_free(msg);
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = 8;
+    o.spec = "HNSW16";
+    chrys_index *ix = NULL;
+    o.ef_construction = 1000000;
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    chrys_index_info info = {sizeof info};
+    CHECK_EQ(chrys_index_get_info(ix, &info), CHRYS_OK);
+    CHECK_EQ(info.ef_construction, 1000000);
+    chrys_index_free(ix);
+    o.ef_construction = 1000001;
+    CHECK_EQ(chrys_index_new(&o, &ix, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "ef_construction 1000001 out of range 0..1000000");
+    chrys_free(msg);
+    chrys_merge_opts mo;
+    chrys_merge_opts_init(&mo);
+    mo.dim = 8;
+    mo.ef_construction = 1000000; /* above the merger's old 100,000 */
+    chrys_merger *m = NULL;
+    CHECK_EQ(chrys_merger_new(&mo, &m, NULL), CHRYS_OK);
+    chrys_merger_free(m);
+    mo.ef_construction = 1000001;
+    CHECK_EQ(chrys_merger_new(&mo, &m, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "ef_construction at most 1000000");
+    chrys_free(msg);
+    mo.ef_construction = 0;
+    mo.ef_search = 100001;
+    CHECK_EQ(chrys_merger_new(&mo, &m, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "ef_search must be at most 100000");
+    chrys_free(msg);
+}
+
+/* chrysalis build --sq8's spec rewrite, in the library: every kind's SQ8 form, a spec with SQ8
+ * already unchanged, and the specs without one refused by name. */
+void test_ivf_spec_with_sq8(void)
+{
+    const char *in[] = {"Flat", "flat", "IVF64,Flat", "HNSW32", "HNSW16,Flat", "hnsw", "IVF8,SQ8", "HNSW16,SQ8,RFlat", "SQ8,RFlat"};
+    const char *want[] = {"SQ8", "SQ8", "IVF64,SQ8", "HNSW32,SQ8", "HNSW16,SQ8", "HNSW32,SQ8", "IVF8,SQ8", "HNSW16,SQ8,RFlat", "SQ8,RFlat"};
+    char out[64];
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+        CHECK_EQ(chrys_index_spec_with_sq8(in[i], out, sizeof out, NULL), CHRYS_OK);
+        CHECK(!strcmp(out, want[i]));
+        chrys_index_spec sp = {sizeof sp};
+        CHECK_EQ(chrys_index_spec_parse(out, &sp, NULL), CHRYS_OK); /* and the result parses, with codes */
+        CHECK(sp.sq8);
+    }
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_spec_with_sq8("auto", out, sizeof out, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "index 'auto' has no SQ8 form");
+    chrys_free(msg);
+    CHECK_EQ(chrys_index_spec_with_sq8("IVFFlat", out, sizeof out, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "IVFFlat needs a list count");
+    chrys_free(msg);
+    CHECK_EQ(chrys_index_spec_with_sq8("IVF12,PQ8", out, sizeof out, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "'IVF12,PQ8'");
+    chrys_free(msg);
+    CHECK_EQ(chrys_index_spec_with_sq8("IVF64,Flat", out, 6, &msg), CHRYS_LIMIT);
+    CHECK(!strcmp(out, ""));
+    chrys_free(msg);
 }
 
 void test_kmeans_basics(void)

@@ -76,6 +76,10 @@
     X(test_embed_http_providers)                    \
     X(test_embed_http_concurrency)                  \
     X(test_ivf_spec_parse)                          \
+    X(test_ivf_spec_parse_struct_size)              \
+    X(test_ivf_spec_with_sq8)                       \
+    X(test_ivf_caps_agree)                          \
+    X(test_ivf_planner_policy)                      \
     X(test_kmeans_basics)                           \
     X(test_ivf_recall_and_mutation)                 \
     X(test_ivf_planner)                             \
