@@ -293,7 +293,7 @@ static int merge_options(int argc, char **argv, merge_args *ma)
         {"confirm-margin", 0, OPT_DOUBLE, &ma->margin, 0, 2},
         {"verify", 0, OPT_FLAG, &ma->verify},
         {"ef", 0, OPT_LONG, &ma->ef, 1, 100000},
-        {"ef-construction", 0, OPT_LONG, &ma->efc, 1, 100000},
+        {"ef-construction", 0, OPT_LONG, &ma->efc, 1, 1000000}, /* the library's cap (src/chrys_limits.h) */
         OPT_NO_WAIT(&ma->no_wait),
         {.kind = OPT_INCLUDE, .sub = etab},
         {0},

@@ -77,7 +77,7 @@ int hnsw_read_header(store_reader *r, unsigned char *hdr, uint32_t *M, uint32_t 
     int32_t maxl = (int32_t)get_u32le(hdr + HH_MAXLEVEL);
     int bad = get_u32le(hdr + HH_RESERVED0) != 0;
     for (int i = HH_RESERVED1; i < HH_SIZE; i++) bad |= hdr[i];
-    if (bad || m < 2 || m > HNSW_MAX_M || m0 != 2 * m || e < 1 || e > 1000000 || maxl < -1 || maxl >= HNSW_MAX_LEVEL)
+    if (bad || m < 2 || m > HNSW_MAX_M || m0 != 2 * m || e < 1 || e > CHRYS_LIM_HNSW_MAX_EFC || maxl < -1 || maxl >= HNSW_MAX_LEVEL)
         return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW header is invalid (M %u, M0 %u, efc %u, max level %d)", r->name,
                                 m, m0, e, maxl);
     *M = m;
