@@ -43,7 +43,7 @@ CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $
 LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm $(LDLIBS)
 
 LIB_SRC := src/sq8.c src/alloc.c src/error.c src/vec.c src/topk.c src/parallel.c src/index.c src/flat.c src/ivf.c src/hnsw.c \
-           src/index_store.c src/score.c src/merge.c src/embed.c src/embed_det.c src/cache.c src/store/store_write.c src/store/store_read.c src/store/store_lock.c \
+           src/index_store.c src/score.c src/merge.c src/embed.c src/embed_det.c src/embed_json.c src/cache.c src/store/store_write.c src/store/store_read.c src/store/store_lock.c \
            src/kernels/dispatch.c src/kernels/dist_scalar.c src/kernels/crc32c_sw.c \
            src/kernels/dist_avx2.c src/kernels/dist_avx512.c src/kernels/dist_vnni.c src/kernels/score_avx512.c src/kernels/crc32c_sse42.c
 CLI_LIB_SRC := cli/io_vectors.c cli/io_jsonl.c cli/io_legend.c cli/util.c cli/config.c
