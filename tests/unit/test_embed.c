@@ -488,6 +488,28 @@ void test_embed_http_concurrency(void)
     CHECK_EQ(json_num(js, "requests"), 16);
     CHECK_EQ(st.requests, 16);
     CHECK(memcmp(v1, v8, n * 8 * sizeof(float)) == 0);
+    /* early requests answered last (slowfirst): replies really come back out of order, and the
+     * output is still in input order */
+    server_stats(js, sizeof js, "/reset");
+    memset(v8, 0, n * 8 * sizeof(float));
+    CHECK_EQ(conc_embed("slowfirst", 8, 0, n, tt, v8, NULL, &st, &msg), CHRYS_OK);
+    free(msg);
+    server_stats(js, sizeof js, "/stats");
+    CHECK_EQ(json_num(js, "requests"), 16);
+    {
+        cJSON *j = cJSON_Parse(js);
+        const cJSON *c = cJSON_GetObjectItem(j, "completions");
+        CHECK_EQ(cJSON_GetArraySize(c), 16);
+        int inversions = 0, prev = 0;
+        for (const cJSON *a = c ? c->child : NULL; a; a = a->next) {
+            inversions += a->valueint < prev;
+            prev = a->valueint;
+        }
+        CHECK(inversions >= 4);
+        CHECK(cJSON_GetArrayItem(c, 0)->valueint != 1); /* the first request was not answered first */
+        cJSON_Delete(j);
+    }
+    CHECK(memcmp(v1, v8, n * 8 * sizeof(float)) == 0);
     /* Retry-After on the 3rd request pauses the whole pool: no request arrives during the pause */
     server_stats(js, sizeof js, "/reset");
     CHECK_EQ(conc_embed("pause429", 8, 0, n, tt, v8, NULL, &st, &msg), CHRYS_OK);
