@@ -14,6 +14,7 @@
  * falls back to the cJSON reading, which produces the same result or the same error as before.
  */
 #include <locale.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,29 +45,72 @@ static int str(rd *r, const char **s, size_t *len)
     return 1;
 }
 
-/* A number in strict JSON grammar, converted as cJSON converts it. 0 when not one. */
+/* strtod's result for the decimal m x 10^k (m < 2^64, |k| <= 27, both exact in long double), or
+ * -1 when it cannot say for sure. One x87 operation rounds the exact value once to 64 bits; that
+ * rounded to double is the correctly rounded double (strtod's) unless the 64-bit result lies on
+ * or next to a midpoint between two doubles (low 11 bits 0x3ff..0x401), which is left to strtod. */
+static const long double P10[28] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+                                    1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+                                    1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+static int fast_decimal(uint64_t m, int k, int neg, double *v)
+{
+#if defined(__x86_64__) && defined(__LDBL_MANT_DIG__) && __LDBL_MANT_DIG__ == 64
+    if (k < -27 || k > 27) return 0;
+    if (!m) {
+        *v = neg ? -0.0 : 0.0;
+        return 1;
+    }
+    long double q = k < 0 ? (long double)m / P10[-k] : (long double)m * P10[k];
+    uint64_t mant;
+    memcpy(&mant, &q, 8); /* the x87 significand, explicit integer bit */
+    unsigned low = (unsigned)(mant & 0x7ff);
+    if (low >= 0x3ff && low <= 0x401) return 0;
+    *v = neg ? -(double)q : (double)q;
+    return 1;
+#else
+    (void)m, (void)k, (void)neg, (void)v;
+    return 0;
+#endif
+}
+
+/* A number in strict JSON grammar, converted as cJSON converts it (strtod). 0 when not one. */
 static int num(rd *r, double *v)
 {
     const char *q = r->p;
-    if (*q == '-') q++;
+    uint64_t m = 0;
+    int nd = 0, k = 0, neg = 0, exact = 1;
+    if (*q == '-') q++, neg = 1;
     if (*q == '0') q++;
-    else if (*q >= '1' && *q <= '9') while (*q >= '0' && *q <= '9') q++;
+    else if (*q >= '1' && *q <= '9')
+        for (; *q >= '0' && *q <= '9'; q++) {
+            if (nd < 19) m = m * 10 + (uint64_t)(*q - '0'), nd++;
+            else exact = 0;
+        }
     else return 0;
     if (*q == '.') {
         q++;
         if (!(*q >= '0' && *q <= '9')) return 0;
-        while (*q >= '0' && *q <= '9') q++;
+        for (; *q >= '0' && *q <= '9'; q++) {
+            if (!m && *q == '0') k--; /* leading zeros of the fraction */
+            else if (nd < 19) m = m * 10 + (uint64_t)(*q - '0'), nd++, k--;
+            else exact = 0;
+        }
     }
     if (*q == 'e' || *q == 'E') {
         q++;
-        if (*q == '+' || *q == '-') q++;
+        int es = 1, e = 0;
+        if (*q == '+' || *q == '-') es = *q++ == '-' ? -1 : 1;
         if (!(*q >= '0' && *q <= '9')) return 0;
-        while (*q >= '0' && *q <= '9') q++;
+        for (; *q >= '0' && *q <= '9'; q++)
+            if (e < 10000) e = e * 10 + (*q - '0');
+        k += es * e;
     }
     if (q - r->p > 63) return 0;
-    char *end;
-    *v = strtod(r->p, &end);
-    if (end != q) return 0;
+    if (!exact || !fast_decimal(m, k, neg, v)) {
+        char *end;
+        *v = strtod(r->p, &end);
+        if (end != q) return 0;
+    }
     r->p = q;
     return 1;
 }

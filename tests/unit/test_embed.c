@@ -641,6 +641,34 @@ void test_embed_reply_fast(void)
         CHECK_EQ(embed_reply_fast(js, openai, COUNT, DIM, b), 1);
         CHECK(memcmp(a, b, sizeof a) == 0);
     }
+    /* the number conversion against strtod on many numbers of the shapes providers write */
+    {
+        enum { ND = 40000 };
+        char *big = malloc((size_t)ND * 40 + 64), *q = big;
+        float *got = malloc(ND * sizeof(float)), *want = malloc(ND * sizeof(float));
+        q += sprintf(q, "{\"embeddings\":[[");
+        for (int i = 0; i < ND; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            double x = (double)(seed >> 11) * (1.0 / 9007199254740992.0) - 0.5;
+            char *s0 = q + (i ? 1 : 0);
+            if (i) *q++ = ',';
+            switch (i % 6) {
+            case 0: q += sprintf(q, "%.17g", x); break;             /* repr-like, 17 digits */
+            case 1: q += sprintf(q, "%.16g", x * 3); break;
+            case 2: q += sprintf(q, "%.9g", x / 1000); break;       /* float-sized */
+            case 3: q += sprintf(q, "%.17g", (double)(float)x); break;
+            case 4: q += sprintf(q, "%.20e", x * 1e-7); break;
+            default: q += sprintf(q, "%.6f", x * 100); break;
+            }
+            want[i] = (float)strtod(s0, NULL);
+        }
+        q += sprintf(q, "]]}");
+        CHECK_EQ(embed_reply_fast(big, 0, 1, ND, got), 1);
+        CHECK(memcmp(got, want, ND * sizeof(float)) == 0);
+        free(big);
+        free(got);
+        free(want);
+    }
     /* replies it leaves to cJSON (which reads them or names the error): 0, never a wrong vector */
     const char *left[] = {
         "{\"data\":[{\"index\":0,\"embedding\":[1,2]}]} x",            /* trailing text */
