@@ -277,6 +277,10 @@ static char *batch_body(chrys_embedder *e, size_t count, const char *const *text
 static int parse_reply(chrys_embedder *e, const char *url, const char *reply, size_t count, float *out)
 {
     int openai = e->o.provider == CHRYS_PROVIDER_OPENAI, rc = CHRYS_OK;
+    if (embed_reply_fast(reply, openai, count, e->o.dim, out)) { /* src/embed_json.c */
+        e->st.provider_texts += count;
+        return CHRYS_OK;
+    }
     cJSON *rep = cJSON_Parse(reply ? reply : "");
     const cJSON *list = rep ? cJSON_GetObjectItemCaseSensitive(rep, openai ? "data" : "embeddings") : NULL;
     if (!cJSON_IsArray(list) || (size_t)cJSON_GetArraySize(list) != count) {
@@ -346,7 +350,6 @@ typedef struct hbatch {
     double not_before;   /* backoff: not sent again before this time */
     int state;           /* 0 waiting, 1 in flight, 2 done */
     double retry_after;  /* from the reply being received */
-    buf reply;
 } hbatch;
 
 /* ------------------------------------------------------------------------------------------
@@ -414,9 +417,10 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
     if (auth) hdr = curl_slist_append(hdr, auth);
     uint32_t conc = e->o.concurrency;
     size_t *slot_batch = chrys_calloc(conc, sizeof *slot_batch);
+    buf *sbuf = chrys_calloc(conc, sizeof *sbuf); /* one reply buffer per slot, reused: a reply is 2.6 MB at 128 x 1024 */
     const char **bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *bt);
     int rc = CHRYS_OK, stop = 0;
-    if (!hdr || (key && !auth) || !slot_batch || !bt) rc = efail(e, CHRYS_NOMEM, "out of memory");
+    if (!hdr || (key && !auth) || !slot_batch || !sbuf || !bt) rc = efail(e, CHRYS_NOMEM, "out of memory");
     for (uint32_t s = 0; s < conc; s++) slot_batch[s] = SIZE_MAX;
     size_t done = 0, next_unsent = 0, in_flight = 0;
     double pause_until = 0;
@@ -457,8 +461,8 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
             while (slot_batch[s] != SIZE_MAX) s++;
             CURL *h = e->easy[s];
             curl_easy_reset(h);
-            b->reply.n = 0;
-            if (b->reply.p) b->reply.p[0] = 0;
+            sbuf[s].n = 0;
+            if (sbuf[s].p) sbuf[s].p[0] = 0;
             b->retry_after = -1;
             curl_easy_setopt(h, CURLOPT_URL, url);
             curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
@@ -466,7 +470,8 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
             curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
             curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
             curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-            curl_easy_setopt(h, CURLOPT_WRITEDATA, &b->reply);
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, &sbuf[s]);
+            curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024); /* 2.6 MB replies: fewer reads than 16 KB ones */
             curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
             curl_easy_setopt(h, CURLOPT_HEADERDATA, &b->retry_after);
             curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)(uintptr_t)s);
@@ -516,13 +521,13 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
                 ok = 1;
             } else {
                 char ex[200];
-                reply_excerpt(b->reply.p, ex, sizeof ex);
+                reply_excerpt(sbuf[s].p, ex, sizeof ex);
                 snprintf(last, sizeof last, "HTTP %ld%s", status, ex);
                 retryable = status == 429 || status >= 500;
             }
             int brc = CHRYS_OK;
             if (ok) {
-                brc = parse_reply(e, url, b->reply.p, b->cnt, bvec);
+                brc = parse_reply(e, url, sbuf[s].p, b->cnt, bvec);
                 if (!brc) {
                     for (size_t j = 0; j < b->cnt; j++) memcpy(out + miss[b->m0 + j] * dim, bvec + j * dim, dim * sizeof(float));
                     int crc = cache_batch(e, keys, miss, texts, out, b->m0, b->cnt);
@@ -575,6 +580,8 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
         chrys_free(auth);
     }
     chrys_free(slot_batch);
+    for (uint32_t s = 0; sbuf && s < conc; s++) chrys_free(sbuf[s].p);
+    chrys_free(sbuf);
     chrys_free(bt);
     chrys_free(url);
     return rc;
@@ -677,7 +684,6 @@ int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, 
     }
     for (size_t b = 0; b < nb; b++) {
         if (bs[b].body) cJSON_free(bs[b].body);
-        chrys_free(bs[b].reply.p);
     }
     chrys_free(bs);
     if (rc) goto done;

@@ -33,4 +33,10 @@ CHRYS_PRIVATE int cache_evict(embcache *c, double ttl_s, uint64_t max_entries, u
 
 CHRYS_PRIVATE uint32_t embed_det_seed(const char *text, size_t len);
 
+/* embed_json.c: read a well-formed embeddings reply (OpenAI "data" or Ollama "embeddings") of
+ * count vectors of dim into out[count*dim], exactly as the cJSON reading would. 1 when done; 0
+ * when the reply is anything it does not handle (then read it with cJSON, for the same result or
+ * the same error). */
+CHRYS_PRIVATE int embed_reply_fast(const char *reply, int openai, size_t count, uint32_t dim, float *out);
+
 #endif

@@ -78,6 +78,28 @@ expect "fallback reported" 0 "FALLBACK" -- \
     "$BIN" embed "$T/texts.jsonl" --provider openai --base-url "http://127.0.0.1:$PORT/v1" --model badjson --embed-dim 16 \
     --api-key-env CHRYS_FAKE_KEY --fallback-deterministic -o "$T/f.fvecs"
 
+# kill -9 in the middle of a concurrent run: the batches that completed stay in the cache, the
+# rerun sends only the missing texts, and its output equals a clean run's
+sstat() { python3 -c "import json,sys,urllib.request;d=json.loads(urllib.request.urlopen('http://127.0.0.1:$PORT/'+sys.argv[1]).read());print(d['requests'],d['texts'])" "$1"; }
+kargs=(--provider openai --base-url "http://127.0.0.1:$PORT/v1" --model delay200 --embed-dim 16 --api-key-env CHRYS_FAKE_KEY --embed-batch 8 --concurrency 4)
+"$BIN" embed "$T/texts.jsonl" "${kargs[@]}" -o "$T/clean.fvecs" 2> /dev/null
+sstat reset > /dev/null
+"$BIN" embed "$T/texts.jsonl" "${kargs[@]}" --cache "$T/k.db" -o "$T/k.fvecs" 2> /dev/null &
+KP=$!
+entries() { python3 -c "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute('select count(*) from emb').fetchone()[0])" "$1" 2> /dev/null || echo 0; }
+for _ in $(seq 500); do [ "$(entries "$T/k.db")" -ge 16 ] && break; sleep 0.02; done # two batches committed
+kill -9 $KP 2> /dev/null
+wait $KP 2> /dev/null
+kept=$(entries "$T/k.db")
+if [ "$kept" -ge 16 ] && [ "$kept" -lt "$u" ]; then ok "killed run kept $kept of $u texts in the cache"; else bad "killed run kept completed batches" "kept $kept of $u"; fi
+sstat reset > /dev/null
+"$BIN" embed "$T/texts.jsonl" "${kargs[@]}" --cache "$T/k.db" -o "$T/k.fvecs" 2> /dev/null && ok "rerun after kill -9" || bad "rerun after kill -9"
+read -r rq tx <<< "$(sstat stats)"
+miss=$((u - kept))
+[ "$tx" -eq "$miss" ] && [ "$rq" -eq $(( (miss + 7) / 8 )) ] && ok "rerun sent only the $miss missing texts in $rq requests" ||
+    bad "rerun sent only the missing texts" "sent $tx texts in $rq requests, $miss were missing"
+cmp -s "$T/clean.fvecs" "$T/k.fvecs" && ok "rerun output equals a clean run's" || bad "rerun output equals a clean run's"
+
 for bad in 0 -1 99999999999999999999 abc ""; do
     expect "bad --concurrency '$bad' refused" 2 "--concurrency: expected requests in flight 1..256" -- \
         "$BIN" embed "$T/texts.jsonl" --concurrency "$bad" -o "$T/c.fvecs"

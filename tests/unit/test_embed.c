@@ -15,6 +15,7 @@
 
 #include "../harness.h"
 #include "chrysalis.h"
+#include "embed.h"
 #include "tests.h"
 
 void test_embed_deterministic_chrysalis_rows(void)
@@ -487,6 +488,28 @@ void test_embed_http_concurrency(void)
     CHECK_EQ(json_num(js, "requests"), 16);
     CHECK_EQ(st.requests, 16);
     CHECK(memcmp(v1, v8, n * 8 * sizeof(float)) == 0);
+    /* early requests answered last (slowfirst): replies really come back out of order, and the
+     * output is still in input order */
+    server_stats(js, sizeof js, "/reset");
+    memset(v8, 0, n * 8 * sizeof(float));
+    CHECK_EQ(conc_embed("slowfirst", 8, 0, n, tt, v8, NULL, &st, &msg), CHRYS_OK);
+    free(msg);
+    server_stats(js, sizeof js, "/stats");
+    CHECK_EQ(json_num(js, "requests"), 16);
+    {
+        cJSON *j = cJSON_Parse(js);
+        const cJSON *c = cJSON_GetObjectItem(j, "completions");
+        CHECK_EQ(cJSON_GetArraySize(c), 16);
+        int inversions = 0, prev = 0;
+        for (const cJSON *a = c ? c->child : NULL; a; a = a->next) {
+            inversions += a->valueint < prev;
+            prev = a->valueint;
+        }
+        CHECK(inversions >= 4);
+        CHECK(cJSON_GetArrayItem(c, 0)->valueint != 1); /* the first request was not answered first */
+        cJSON_Delete(j);
+    }
+    CHECK(memcmp(v1, v8, n * 8 * sizeof(float)) == 0);
     /* Retry-After on the 3rd request pauses the whole pool: no request arrives during the pause */
     server_stats(js, sizeof js, "/reset");
     CHECK_EQ(conc_embed("pause429", 8, 0, n, tt, v8, NULL, &st, &msg), CHRYS_OK);
@@ -552,4 +575,131 @@ void test_embed_http_concurrency(void)
     free(v1);
     free(v8);
     free_texts(t, n);
+}
+
+/* ---- the fast reply reader (src/embed_json.c) against cJSON, the reading it replaces ---- */
+/* The reference: what parse_reply reads with cJSON from a well-formed reply. */
+static int ref_read(const char *reply, int openai, size_t count, uint32_t dim, float *out)
+{
+    cJSON *j = cJSON_Parse(reply);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, openai ? "data" : "embeddings");
+    int ok = cJSON_IsArray(list) && (size_t)cJSON_GetArraySize(list) == count;
+    size_t k = 0;
+    for (const cJSON *it = ok ? list->child : NULL; it; it = it->next, k++) {
+        const cJSON *v = openai ? cJSON_GetObjectItemCaseSensitive(it, "embedding") : it;
+        const cJSON *idx = openai ? cJSON_GetObjectItemCaseSensitive(it, "index") : NULL;
+        size_t slot = cJSON_IsNumber(idx) ? (size_t)idx->valuedouble : k;
+        int d = 0;
+        for (const cJSON *c = v ? v->child : NULL; c; c = c->next, d++) out[slot * dim + d] = (float)c->valuedouble;
+        ok &= d == (int)dim;
+    }
+    cJSON_Delete(j);
+    return ok;
+}
+
+static size_t rand_number(char *p, uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint64_t r = *s >> 20;
+    double x = ((double)(r % 2000003) - 1000001) / (double)(1 + (r >> 24) % 100000);
+    switch ((r >> 40) % 5) {
+    case 0: return (size_t)sprintf(p, "%.17g", x);
+    case 1: return (size_t)sprintf(p, "%.9e", x * 1e-30);
+    case 2: return (size_t)sprintf(p, "%.3E", x * 1e20);
+    case 3: return (size_t)sprintf(p, "%d", (int)x);
+    default: return (size_t)sprintf(p, "%.25f", x / 7);
+    }
+}
+
+void test_embed_reply_fast(void)
+{
+    enum { COUNT = 7, DIM = 33 };
+    static char js[1 << 16];
+    float a[COUNT * DIM], b[COUNT * DIM];
+    uint64_t seed = 42;
+    for (int rep = 0; rep < 200; rep++) {
+        int openai = rep % 4 != 3;
+        char *p = js;
+        p += sprintf(p, openai ? "{\"object\": \"list\", \"data\":[" : "{\n\t\"model\":\"m\",\"embeddings\" : [");
+        for (int i = 0; i < COUNT; i++) {
+            int slot = (rep % 2) ? COUNT - 1 - i : i; /* reversed order, said by "index" */
+            if (i) p += sprintf(p, rep % 3 ? "," : " ,\r\n ");
+            if (openai) p += sprintf(p, "{\"object\":\"embedding\",\"x\":[true,false,null,{\"k\":-0.5e+3}],\"index\": %d, \"embedding\": ", slot);
+            *p++ = '[';
+            for (int d = 0; d < DIM; d++) {
+                if (d) *p++ = ',';
+                if (rep % 5 == 0) *p++ = ' ';
+                p += rand_number(p, &seed);
+            }
+            *p++ = ']';
+            if (openai) *p++ = '}';
+        }
+        p += sprintf(p, "], \"usage\": {\"total_tokens\": 12}}\n");
+        memset(a, 0, sizeof a);
+        memset(b, 0xff, sizeof b);
+        CHECK(ref_read(js, openai, COUNT, DIM, a));
+        CHECK_EQ(embed_reply_fast(js, openai, COUNT, DIM, b), 1);
+        CHECK(memcmp(a, b, sizeof a) == 0);
+    }
+    /* the number conversion against strtod on many numbers of the shapes providers write */
+    {
+        enum { ND = 40000 };
+        char *big = malloc((size_t)ND * 40 + 64), *q = big;
+        float *got = malloc(ND * sizeof(float)), *want = malloc(ND * sizeof(float));
+        q += sprintf(q, "{\"embeddings\":[[");
+        for (int i = 0; i < ND; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            double x = (double)(seed >> 11) * (1.0 / 9007199254740992.0) - 0.5;
+            char *s0 = q + (i ? 1 : 0);
+            if (i) *q++ = ',';
+            switch (i % 6) {
+            case 0: q += sprintf(q, "%.17g", x); break;             /* repr-like, 17 digits */
+            case 1: q += sprintf(q, "%.16g", x * 3); break;
+            case 2: q += sprintf(q, "%.9g", x / 1000); break;       /* float-sized */
+            case 3: q += sprintf(q, "%.17g", (double)(float)x); break;
+            case 4: q += sprintf(q, "%.20e", x * 1e-7); break;
+            default: q += sprintf(q, "%.6f", x * 100); break;
+            }
+            want[i] = (float)strtod(s0, NULL);
+        }
+        q += sprintf(q, "]]}");
+        CHECK_EQ(embed_reply_fast(big, 0, 1, ND, got), 1);
+        CHECK(memcmp(got, want, ND * sizeof(float)) == 0);
+        free(big);
+        free(got);
+        free(want);
+    }
+    /* replies it leaves to cJSON (which reads them or names the error): 0, never a wrong vector */
+    const char *left[] = {
+        "{\"data\":[{\"index\":0,\"embedding\":[1,2]}]} x",            /* trailing text */
+        "{\"d\\u0061ta\":[{\"index\":0,\"embedding\":[1,2]}]}",        /* escaped key */
+        "{\"data\":[{\"index\":0,\"embedding\":[1,2]}],\"data\":[]}",  /* repeated key */
+        "{\"data\":[{\"index\":0,\"embedding\":[1,2,3]}]}",            /* wrong dimension */
+        "{\"data\":[{\"index\":0,\"embedding\":[1]}]}",
+        "{\"data\":[{\"index\":0,\"embedding\":[1,1e39]}]}",           /* not finite as float */
+        "{\"data\":[{\"index\":0,\"embedding\":[01,2]}]}",             /* not JSON grammar */
+        "{\"data\":[{\"index\":0,\"embedding\":[+1,2]}]}",
+        "{\"data\":[{\"index\":0,\"embedding\":[1.,2]}]}",
+        "{\"data\":[{\"index\":1.0,\"embedding\":[1,2]}]}",            /* index not a plain integer */
+        "{\"data\":[{\"index\":-0,\"embedding\":[1,2]}]}",
+        "{\"data\":[{\"index\":1,\"embedding\":[1,2]}]}",              /* index out of range */
+        "{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"index\":0,\"embedding\":[3,4]}]}",
+        "{\"data\":[{\"index\":0}]}",                                  /* no embedding */
+        "{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"embedding\":[3,4]}]}", /* too many */
+        "{\"data\":[]}",
+        "{\"data\":{}}",
+        "{not json",
+        "",
+        "\xef\xbb\xbf{\"data\":[{\"index\":0,\"embedding\":[1,2]}]}",   /* BOM */
+    };
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        b[0] = b[1] = 7;
+        CHECK_EQ(embed_reply_fast(left[i], 1, 1, 2, b), 0);
+    }
+    CHECK_EQ(embed_reply_fast(NULL, 1, 1, 2, b), 0);
+    /* the same, accepted: one item, two components */
+    CHECK_EQ(embed_reply_fast(" {\"data\":[{\"index\":0,\"embedding\":[1.5,-2e-1]}]} ", 1, 1, 2, b), 1);
+    CHECK(b[0] == 1.5f && b[1] == -0.2f);
+    CHECK_EQ(embed_reply_fast("{\"embeddings\":[[0.25,4]]}", 0, 1, 2, b), 1);
+    CHECK(b[0] == 0.25f && b[1] == 4.0f);
 }

@@ -75,6 +75,7 @@
     X(test_embed_cache_two_processes)               \
     X(test_embed_http_providers)                    \
     X(test_embed_http_concurrency)                  \
+    X(test_embed_reply_fast)                        \
     X(test_ivf_spec_parse)                          \
     X(test_ivf_spec_parse_struct_size)              \
     X(test_ivf_spec_with_sq8)                       \
