@@ -192,7 +192,7 @@ static int add_records(chrys_index *ix, const build_args *ba, const char *path, 
         if (rc) {
             progress_end(&pb);
             chrys_error_info ei = {sizeof ei};
-            chrys_index_error_info(ix, &ei);
+            chrys_index_get_error_info(ix, &ei);
             if (ei.record >= 0) cli_error("%s: record %zu: %s", path, i + (size_t)ei.record, ei.reason);
             else cli_error("%s: %s", path, ei.message);
             return cli_exit_for(rc);

@@ -411,7 +411,7 @@ static int merge_records(chrys_merger *m, const char *path, const vecset *vs, si
         if (rc) {
             progress_end(pb);
             chrys_error_info ei = {sizeof ei};
-            chrys_merger_error_info(m, &ei);
+            chrys_merger_get_error_info(m, &ei);
             if (ei.record >= 0)
                 cli_error("%s: record %zu (id %llu): %s", path, base + i + (size_t)ei.record,
                           (unsigned long long)recs[i + (size_t)ei.record].id, ei.reason);

@@ -88,7 +88,7 @@ static int search_all(const chrys_index *ix, const search_args *sa, const vecset
         if (rc) {
             progress_end(&pb);
             chrys_error_info ei = {sizeof ei};
-            chrys_index_error_info(ix, &ei);
+            chrys_index_get_error_info(ix, &ei);
             if (ei.code == rc && ei.record >= 0) /* the library names the query row of the chunk */
                 cli_error("%s: query %zu: %s", sa->qpath, i + (size_t)ei.record, ei.reason);
             else { /* the search's own message (this thread's), where it left one */

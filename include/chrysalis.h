@@ -107,8 +107,8 @@ CHRYS_API const char *chrys_errstr(int rc);
 /* Free memory the library returned as "owned" (error messages, etc.). NULL-safe. */
 CHRYS_API void chrys_free(void *p);
 
-/* What the last failure recorded on a handle was about, structurally (chrys_index_error_info,
- * chrys_merger_error_info, chrys_embedder_error_info fill it): a caller can name the record in
+/* What the last failure recorded on a handle was about, structurally (chrys_index_get_error_info,
+ * chrys_merger_get_error_info, chrys_embedder_get_error_info fill it): a caller can name the record in
  * its own terms (a file's line, a record number across chunks) without parsing the message.
  * Set struct_size to sizeof before the call; fields past it are left untouched. */
 typedef struct chrys_error_info {
@@ -197,7 +197,7 @@ CHRYS_API const char *chrys_index_errmsg(const chrys_index *ix);
 /* The last failure on the handle (see chrys_error_info). Borrowed strings, valid until the next
  * non-const call. Returns CHRYS_OK, or CHRYS_INVALID for a NULL argument or a struct_size too
  * small to hold code. Thread-safe against other const calls. */
-CHRYS_API int chrys_index_error_info(const chrys_index *ix, chrys_error_info *info);
+CHRYS_API int chrys_index_get_error_info(const chrys_index *ix, chrys_error_info *info);
 
 /* Add n vectors with external ids.
  * in: ids[n] (unique, not present yet, != CHRYS_NO_ID), vecs[n*dim] row-major float32,
@@ -643,8 +643,8 @@ CHRYS_API int chrys_merger_save(const chrys_merger *m, const char *path, char **
 CHRYS_API void chrys_merger_free(chrys_merger *m);
 /* Last error message recorded on the merger (borrowed: valid until the next non-const call; "" if none). */
 CHRYS_API const char *chrys_merger_errmsg(const chrys_merger *m);
-/* The last failure on the handle; as chrys_index_error_info (record: in the chrys_merger_merge batch). */
-CHRYS_API int chrys_merger_error_info(const chrys_merger *m, chrys_error_info *info);
+/* The last failure on the handle; as chrys_index_get_error_info (record: in the chrys_merger_merge batch). */
+CHRYS_API int chrys_merger_get_error_info(const chrys_merger *m, chrys_error_info *info);
 /* Counts of the merger. in/out: stats (struct_size as for chrys_index_get_info).
  * Returns CHRYS_OK, CHRYS_INVALID. Thread-safe (const). */
 CHRYS_API int chrys_merger_get_stats(const chrys_merger *m, chrys_merge_stats *stats);
@@ -727,8 +727,8 @@ CHRYS_API int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **
 CHRYS_API void chrys_embedder_free(chrys_embedder *e);
 /* Last error message recorded on the embedder (borrowed: valid until the next non-const call; "" if none). */
 CHRYS_API const char *chrys_embedder_errmsg(const chrys_embedder *e);
-/* The last failure on the handle; as chrys_index_error_info (record: the text of the call at fault). */
-CHRYS_API int chrys_embedder_error_info(const chrys_embedder *e, chrys_error_info *info);
+/* The last failure on the handle; as chrys_index_get_error_info (record: the text of the call at fault). */
+CHRYS_API int chrys_embedder_get_error_info(const chrys_embedder *e, chrys_error_info *info);
 
 /* Embed n texts into out[n*dim] (caller-owned): cached vectors are reused; the rest are requested
  * in batches. Returns CHRYS_OK, CHRYS_IO (the provider failed after retries; the message says how,

@@ -34,7 +34,7 @@ struct chrys_embedder {
     uint64_t rng;
     chrys_embed_stats st;
     char *errmsg;
-    chrys_errpos errpos; /* the structured part of errmsg (chrys_embedder_error_info) */
+    chrys_errpos errpos; /* the structured part of errmsg (chrys_embedder_get_error_info) */
 };
 
 static int efail(chrys_embedder *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -62,7 +62,7 @@ static int efail_text(chrys_embedder *e, int rc, size_t i, const char *fmt, ...)
 
 const char *chrys_embedder_errmsg(const chrys_embedder *e) { return e && e->errmsg ? e->errmsg : ""; }
 
-int chrys_embedder_error_info(const chrys_embedder *e, chrys_error_info *info)
+int chrys_embedder_get_error_info(const chrys_embedder *e, chrys_error_info *info)
 {
     return e ? chrys_error_info_fill(e->errmsg, &e->errpos, info) : CHRYS_INVALID;
 }

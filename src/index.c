@@ -50,7 +50,7 @@ const char *chrys_index_errmsg(const chrys_index *ix)
     return ix && ix->errmsg ? ix->errmsg : "";
 }
 
-int chrys_index_error_info(const chrys_index *ix, chrys_error_info *info)
+int chrys_index_get_error_info(const chrys_index *ix, chrys_error_info *info)
 {
     return ix ? chrys_error_info_fill(ix->errmsg, &ix->errpos, info) : CHRYS_INVALID;
 }

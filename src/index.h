@@ -25,7 +25,7 @@ struct chrys_index {
     char **meta;    /* cap, NULL entries when no metadata */
     idmap map;      /* id -> slot */
     char *errmsg;   /* last message of a non-const call */
-    chrys_errpos errpos; /* its structured part (chrys_index_error_info) */
+    chrys_errpos errpos; /* its structured part (chrys_index_get_error_info) */
     /* planner (spec "auto") */
     int planned;
     uint64_t auto_threshold, memory_budget;
@@ -86,7 +86,7 @@ static inline int index_slot_live(const chrys_index *ix, size_t slot) { return i
 CHRYS_PRIVATE int index_fail(chrys_index *ix, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same for row `row` of the failing batch (add's row, search's query): "row N: " + reason,
- * with the row in chrys_index_error_info. */
+ * with the row in chrys_index_get_error_info. */
 CHRYS_PRIVATE int index_fail_row(chrys_index *ix, int rc, size_t row, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Make room for n more rows. */

@@ -33,7 +33,7 @@ int merger_fail_record(chrys_merger *m, int rc, size_t i, uint64_t id, const cha
 
 const char *chrys_merger_errmsg(const chrys_merger *m) { return m && m->errmsg ? m->errmsg : ""; }
 
-int chrys_merger_error_info(const chrys_merger *m, chrys_error_info *info)
+int chrys_merger_get_error_info(const chrys_merger *m, chrys_error_info *info)
 {
     return m ? chrys_error_info_fill(m->errmsg, &m->errpos, info) : CHRYS_INVALID;
 }

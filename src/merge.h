@@ -50,7 +50,7 @@ struct chrys_merger {
     uint64_t mark_records, mark_merged, mark_added, mark_skipped;
     uint64_t approx_records, confirmations, verified, disagreements;
     char *errmsg;
-    chrys_errpos errpos; /* the structured part of errmsg (chrys_merger_error_info) */
+    chrys_errpos errpos; /* the structured part of errmsg (chrys_merger_get_error_info) */
 };
 
 /* merge.c */

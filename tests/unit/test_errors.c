@@ -25,7 +25,7 @@ void test_error_info_index_add(void)
     chrys_index *ix = NULL;
     CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
     chrys_error_info ei = {sizeof ei};
-    CHECK_EQ(chrys_index_error_info(ix, &ei), CHRYS_OK); /* a fresh handle: no failure */
+    CHECK_EQ(chrys_index_get_error_info(ix, &ei), CHRYS_OK); /* a fresh handle: no failure */
     CHECK_EQ(ei.code, CHRYS_OK);
     CHECK_EQ(ei.record, -1);
     CHECK_EQ(ei.message[0], 0);
@@ -35,7 +35,7 @@ void test_error_info_index_add(void)
     for (size_t i = 0; i < N; i++) ids[i] = 1000 + i;
     v[BAD * D + 5] = NAN; /* a bad row in the middle of the batch */
     CHECK_EQ(chrys_index_add(ix, N, ids, v, NULL), CHRYS_INVALID);
-    CHECK_EQ(chrys_index_error_info(ix, &ei), CHRYS_OK);
+    CHECK_EQ(chrys_index_get_error_info(ix, &ei), CHRYS_OK);
     CHECK_EQ(ei.code, CHRYS_INVALID);
     CHECK_EQ(ei.record, BAD);
     CHECK_EQ(ei.byte_offset, -1);
@@ -50,7 +50,7 @@ void test_error_info_index_add(void)
     v[BAD * D + 5] = 1;
     ids[N - 2] = ids[3];
     CHECK_EQ(chrys_index_add(ix, N, ids, v, NULL), CHRYS_EXISTS);
-    CHECK_EQ(chrys_index_error_info(ix, &ei), CHRYS_OK);
+    CHECK_EQ(chrys_index_get_error_info(ix, &ei), CHRYS_OK);
     CHECK_EQ(ei.code, CHRYS_EXISTS);
     CHECK_EQ(ei.record, N - 2);
     CHECK(!strcmp(ei.reason, "duplicate id 1003 (also row 3 of this batch)"));
@@ -58,7 +58,7 @@ void test_error_info_index_add(void)
     CHECK_EQ(info.count, 0);
     /* a failure that names no row: record -1, the reason is the whole message */
     CHECK_EQ(chrys_index_remove(ix, 5), CHRYS_NOTFOUND);
-    CHECK_EQ(chrys_index_error_info(ix, &ei), CHRYS_OK);
+    CHECK_EQ(chrys_index_get_error_info(ix, &ei), CHRYS_OK);
     CHECK_EQ(ei.code, CHRYS_NOTFOUND);
     CHECK_EQ(ei.record, -1);
     CHECK(ei.reason == ei.message);
@@ -69,15 +69,15 @@ void test_error_info_index_add(void)
     } small;
     memset(&small, 0x5a, sizeof small);
     small.head.struct_size = offsetof(chrys_error_info, record) + sizeof(int64_t);
-    CHECK_EQ(chrys_index_error_info(ix, &small.head), CHRYS_OK);
+    CHECK_EQ(chrys_index_get_error_info(ix, &small.head), CHRYS_OK);
     CHECK_EQ(small.head.code, CHRYS_NOTFOUND);
     CHECK_EQ(small.head.record, -1);
     unsigned char after[sizeof small.head.byte_offset];
     memset(after, 0x5a, sizeof after);
     CHECK(!memcmp(&small.head.byte_offset, after, sizeof after));
     small.head.struct_size = 4;
-    CHECK_EQ(chrys_index_error_info(ix, &small.head), CHRYS_INVALID);
-    CHECK_EQ(chrys_index_error_info(NULL, &ei), CHRYS_INVALID);
+    CHECK_EQ(chrys_index_get_error_info(ix, &small.head), CHRYS_INVALID);
+    CHECK_EQ(chrys_index_get_error_info(NULL, &ei), CHRYS_INVALID);
     chrys_index_free(ix);
 }
 
@@ -96,7 +96,7 @@ void test_error_info_merger(void)
     memset(v + BAD * D, 0, D * sizeof(float)); /* a zero vector in the middle */
     CHECK(chrys_merger_merge(m, N, recs, NULL) == CHRYS_INVALID);
     chrys_error_info ei = {sizeof ei};
-    CHECK_EQ(chrys_merger_error_info(m, &ei), CHRYS_OK);
+    CHECK_EQ(chrys_merger_get_error_info(m, &ei), CHRYS_OK);
     CHECK_EQ(ei.code, CHRYS_INVALID);
     CHECK_EQ(ei.record, BAD);
     CHECK_STR_CONTAINS(ei.message, "record 23 (id 523): zero vector");
@@ -105,7 +105,7 @@ void test_error_info_merger(void)
     chrys_merger_get_stats(m, &st);
     CHECK_EQ(st.records, 0); /* nothing of the batch was merged */
     CHECK_EQ(st.entries, 0);
-    CHECK_EQ(chrys_merger_error_info(NULL, &ei), CHRYS_INVALID);
+    CHECK_EQ(chrys_merger_get_error_info(NULL, &ei), CHRYS_INVALID);
     chrys_merger_free(m);
 }
 
@@ -120,7 +120,7 @@ void test_error_info_embedder(void)
     float out[5 * 16];
     CHECK_EQ(chrys_embedder_embed(e, 5, texts, out), CHRYS_INVALID);
     chrys_error_info ei = {sizeof ei};
-    CHECK_EQ(chrys_embedder_error_info(e, &ei), CHRYS_OK);
+    CHECK_EQ(chrys_embedder_get_error_info(e, &ei), CHRYS_OK);
     CHECK_EQ(ei.code, CHRYS_INVALID);
     CHECK_EQ(ei.record, 3);
     CHECK_STR_CONTAINS(ei.message, "text 3 is NULL");
@@ -131,7 +131,7 @@ void test_error_info_embedder(void)
     /* a later good call clears the structured part */
     texts[3] = "d";
     CHECK_EQ(chrys_embedder_embed(e, 5, texts, out), CHRYS_OK);
-    CHECK_EQ(chrys_embedder_error_info(e, &ei), CHRYS_OK);
+    CHECK_EQ(chrys_embedder_get_error_info(e, &ei), CHRYS_OK);
     CHECK_EQ(ei.code, CHRYS_OK);
     CHECK_EQ(ei.record, -1);
     chrys_embedder_free(e);
