@@ -84,9 +84,9 @@ static hscratch *scratch_new(const chrys_index *ix)
 int hnsw_grow(topk_item **a, size_t *cap, size_t need)
 {
     if (need <= *cap) return CHRYS_OK;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    topk_item *p = chrys_realloc(*a, c * sizeof *p);
+    size_t c = chrys_grow_cap(*cap, need, 64), bytes;
+    if (!c || chrys_mul_size(c, sizeof **a, &bytes)) return CHRYS_NOMEM;
+    topk_item *p = chrys_realloc(*a, bytes);
     if (!p) return CHRYS_NOMEM;
     *a = p;
     *cap = c;

@@ -180,8 +180,7 @@ int index_reserve(chrys_index *ix, size_t extra)
     if (chrys_add_size(ix->n, extra, &need) || need > CHRYS_MAX_SLOTS)
         return index_fail(ix, CHRYS_LIMIT, "index would hold more than %u vectors", CHRYS_MAX_SLOTS);
     if (need <= ix->cap) return idmap_reserve(&ix->map, need);
-    size_t cap = ix->cap ? ix->cap : 64;
-    while (cap < need) cap = cap + cap / 2;
+    size_t cap = chrys_grow_cap(ix->cap, need, 64);
     if (cap > CHRYS_MAX_SLOTS) cap = CHRYS_MAX_SLOTS;
     size_t vbytes, old_vbytes;
     if (chrys_mul_size(cap, (size_t)ix->dim * sizeof(float), &vbytes))

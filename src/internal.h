@@ -67,6 +67,23 @@ static inline int chrys_add_size(size_t a, size_t b, size_t *out)
     return CHRYS_OK;
 }
 
+/* ---- growth of arrays ---- */
+/* The one growth rule of every growable array in the library: the capacity (in elements) to
+ * grow an array of capacity cap to hold need, starting at first, growing by half each step
+ * (amortised O(1) appends, at most 50% slack; 2x leaves up to 100% unused on the large row
+ * arrays). Never wraps: where half again would overflow it returns need itself, and callers
+ * check the byte count as usual (0 only for need 0 with first 0). (The id -> slot hash table,
+ * vec.c, is the exception: it keeps a power-of-two size for its mask.) */
+static inline size_t chrys_grow_cap(size_t cap, size_t need, size_t first)
+{
+    size_t c = cap ? cap : first;
+    while (c < need) {
+        if (c > (SIZE_MAX - 1) / 3 * 2) return need;
+        c += c / 2 + 1;
+    }
+    return c;
+}
+
 /* ---- messages (error.c) ---- */
 /* printf into a newly allocated string (NULL on OOM). */
 CHRYS_PRIVATE char *chrys_vmprintf(const char *fmt, va_list ap);

@@ -257,8 +257,8 @@ int merger_reserve_entries(chrys_merger *m, size_t extra)
 {
     size_t need = m->n_entries + extra;
     if (need <= m->cap) return CHRYS_OK;
-    size_t cap = m->cap ? m->cap : 64;
-    while (cap < need) cap += cap / 2;
+    size_t cap = chrys_grow_cap(m->cap, need, 64);
+    if (!cap || cap > SIZE_MAX / sizeof(uint64_t)) return CHRYS_NOMEM;
     uint32_t *mc = chrys_realloc(m->merged_count, cap * sizeof *mc);
     if (!mc) return CHRYS_NOMEM;
     m->merged_count = mc;
@@ -281,8 +281,8 @@ int merger_reserve_records(chrys_merger *m, size_t extra)
     size_t need = m->n_asn + extra;
     if (idmap_reserve(&m->seen, need)) return CHRYS_NOMEM;
     if (need <= m->cap_asn) return CHRYS_OK;
-    size_t cap = m->cap_asn ? m->cap_asn : 64;
-    while (cap < need) cap += cap / 2;
+    size_t cap = chrys_grow_cap(m->cap_asn, need, 64);
+    if (!cap || cap > SIZE_MAX / sizeof(uint64_t)) return CHRYS_NOMEM;
     uint64_t *a = chrys_realloc(m->asn_rec, cap * sizeof *a);
     if (!a) return CHRYS_NOMEM;
     m->asn_rec = a;

@@ -396,3 +396,20 @@ void test_alloc_merger(void)
     free(new_bytes);
     unlink(path);
 }
+
+/* The one growth rule: at least need, grows by half from first, never wraps. */
+void test_alloc_grow_cap(void)
+{
+    CHECK_EQ(chrys_grow_cap(0, 1, 64), 64u);
+    CHECK_EQ(chrys_grow_cap(0, 100, 64), 146u); /* 64 -> 97 -> 146 */
+    CHECK_EQ(chrys_grow_cap(97, 97, 64), 97u); /* already enough: unchanged */
+    size_t c = 0;
+    for (size_t need = 1; need < 1000000; need = need * 3 + 1) {
+        size_t n = chrys_grow_cap(c, need, 16);
+        CHECK(n >= need && n >= c);
+        CHECK(c == 0 || n <= (need > c ? need : c) * 3 / 2 + 2); /* at most half again */
+        c = n;
+    }
+    CHECK_EQ(chrys_grow_cap(SIZE_MAX / 2, SIZE_MAX - 1, 64), (size_t)(SIZE_MAX - 1));
+    CHECK(chrys_grow_cap(SIZE_MAX / 4 * 3, SIZE_MAX, 64) == SIZE_MAX);
+}
