@@ -700,6 +700,33 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
     return p.rc;
 }
 
+/* Cut miss[0 .. n_miss) into batches of at most batch_max_items texts and batch_max_bytes bytes
+ * (a longer text goes alone): *nb_out batches in an array of *nb_out + 1, or NULL when out of
+ * memory. */
+static hbatch *plan_batches(const chrys_embedder *e, const char *const *texts, const size_t *miss, size_t n_miss,
+                            size_t *nb_out)
+{
+    size_t bcap = e->o.batch_max_items, nb = 0;
+    hbatch *bs = NULL;
+    for (size_t pass = 0; pass < 2; pass++) { /* count, then fill, the batches */
+        nb = 0;
+        for (size_t m0 = 0; m0 < n_miss; nb++) {
+            size_t cnt = 0, bytes = 0;
+            while (m0 + cnt < n_miss && cnt < bcap) {
+                size_t l = strlen(texts[miss[m0 + cnt]]);
+                if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
+                cnt++;
+                bytes += l;
+            }
+            if (bs) bs[nb] = (hbatch){.m0 = m0, .cnt = cnt};
+            m0 += cnt;
+        }
+        if (!pass && !(bs = chrys_calloc(nb + 1, sizeof *bs))) return NULL;
+    }
+    *nb_out = nb;
+    return bs;
+}
+
 int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, float *out)
 {
     if (!e || (n && (!texts || !out))) return CHRYS_INVALID;
@@ -764,24 +791,10 @@ int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, 
         goto done;
     }
     size_t nb = 0;
-    hbatch *bs = NULL;
-    for (size_t pass = 0; pass < 2; pass++) { /* count, then fill, the batches */
-        nb = 0;
-        for (size_t m0 = 0; m0 < n_miss; nb++) {
-            size_t cnt = 0, bytes = 0;
-            while (m0 + cnt < n_miss && cnt < bcap) {
-                size_t l = strlen(texts[miss[m0 + cnt]]);
-                if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
-                cnt++;
-                bytes += l;
-            }
-            if (bs) bs[nb] = (hbatch){.m0 = m0, .cnt = cnt};
-            m0 += cnt;
-        }
-        if (!pass && !(bs = chrys_calloc(nb + 1, sizeof *bs))) {
-            rc = efail(e, CHRYS_NOMEM, "out of memory");
-            goto done;
-        }
+    hbatch *bs = plan_batches(e, texts, miss, n_miss, &nb);
+    if (!bs) {
+        rc = efail(e, CHRYS_NOMEM, "out of memory");
+        goto done;
     }
     if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC) {
         for (size_t b = 0; b < nb && !rc; b++) {
