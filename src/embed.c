@@ -399,192 +399,332 @@ static int cache_batch(chrys_embedder *e, const unsigned char *keys, const size_
  * batch goes first. Each reply is validated and written to its texts' rows of out (so the order
  * of replies does not matter) and cached at once. After a batch fails for good no new batch is
  * started; those in flight finish (and are cached), and the first failure is returned. */
+
+/* The pool's state, shared by the steps below (pool_open .. pool_close). */
+typedef struct hpool {
+    chrys_embedder *e;
+    size_t nb;                /* batches */
+    hbatch *bs;
+    const size_t *miss;
+    const char *const *texts;
+    const unsigned char *keys;
+    float *out, *bvec;        /* out[input rows], bvec: one batch's reply */
+    char *url, *auth;
+    struct curl_slist *hdr;
+    uint32_t conc;
+    size_t *slot_batch;       /* the batch in each slot, SIZE_MAX when free */
+    buf *sbuf;                /* one reply buffer per slot, reused: a reply is 2.6 MB at 128 x 1024 */
+    const char **bt;          /* one batch's texts, for batch_body */
+    int rc, stop;             /* the first failure; no new batch is started */
+    size_t done, next_unsent, in_flight;
+    double pause_until;       /* a Retry-After pauses the whole pool */
+} hpool;
+
+/* The URL, the headers (with the API key) and the per-slot buffers; the failure in p->rc. */
+static void pool_open(hpool *p)
+{
+    chrys_embedder *e = p->e;
+    int openai = e->o.provider == CHRYS_PROVIDER_OPENAI;
+    p->url = chrys_mprintf("%s%s", e->base_url, openai ? "/embeddings" : "/api/embed");
+    const char *key = e->api_key_env ? getenv(e->api_key_env) : NULL;
+    if (!p->url) {
+        p->rc = efail(e, CHRYS_NOMEM, "out of memory");
+        return;
+    }
+    if (e->api_key_env && (!key || !*key)) {
+        p->rc = efail(e, CHRYS_INVALID, "%s: the API key variable %s is not set", p->url, e->api_key_env);
+        return;
+    }
+    p->hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    p->auth = key ? chrys_mprintf("Authorization: Bearer %s", key) : NULL;
+    if (p->auth) p->hdr = curl_slist_append(p->hdr, p->auth);
+    p->conc = e->o.concurrency;
+    p->slot_batch = chrys_calloc(p->conc, sizeof *p->slot_batch);
+    p->sbuf = chrys_calloc(p->conc, sizeof *p->sbuf);
+    p->bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *p->bt);
+    if (!p->hdr || (key && !p->auth) || !p->slot_batch || !p->sbuf || !p->bt)
+        p->rc = efail(e, CHRYS_NOMEM, "out of memory");
+    for (uint32_t s = 0; s < p->conc; s++) p->slot_batch[s] = SIZE_MAX;
+}
+
+/* The next batch to send: a retry whose backoff has passed (oldest first), else the next unsent
+ * one; SIZE_MAX when none, with *wait shortened to the earliest backoff. */
+static size_t pool_pick(const hpool *p, double now, double *wait)
+{
+    size_t pick = SIZE_MAX;
+    for (size_t b = 0; b < p->next_unsent && pick == SIZE_MAX; b++) /* retries first, oldest first */
+        if (p->bs[b].state == 0 && p->bs[b].attempt > 0) {
+            if (p->bs[b].not_before <= now) pick = b;
+            else *wait = fmin(*wait, p->bs[b].not_before - now);
+        }
+    if (pick == SIZE_MAX && p->next_unsent < p->nb) pick = p->next_unsent;
+    return pick;
+}
+
+/* Set up slot s's easy handle for batch b's request (reply into the slot's buffer). */
+static void pool_setup_transfer(hpool *p, uint32_t s, hbatch *b)
+{
+    chrys_embedder *e = p->e;
+    CURL *h = e->easy[s];
+    curl_easy_reset(h);
+    p->sbuf[s].n = 0;
+    if (p->sbuf[s].p) p->sbuf[s].p[0] = 0;
+    b->retry_after = -1;
+    curl_easy_setopt(h, CURLOPT_URL, p->url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, p->hdr);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, b->body);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &p->sbuf[s]);
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024); /* 2.6 MB replies: fewer reads than 16 KB ones */
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &b->retry_after);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)(uintptr_t)s);
+}
+
+/* Send batch pick in a free slot (its body built on first send). Returns 0, or nonzero with
+ * p->rc and p->stop set. */
+static int pool_send(hpool *p, size_t pick)
+{
+    chrys_embedder *e = p->e;
+    hbatch *b = &p->bs[pick];
+    if (!b->body) {
+        for (size_t j = 0; j < b->cnt; j++) p->bt[j] = p->texts[p->miss[b->m0 + j]];
+        if (!(b->body = batch_body(e, b->cnt, p->bt))) {
+            p->rc = efail(e, CHRYS_NOMEM, "out of memory");
+            p->stop = 1;
+            return -1;
+        }
+    }
+    uint32_t s = 0;
+    while (p->slot_batch[s] != SIZE_MAX) s++;
+    pool_setup_transfer(p, s, b);
+    if (curl_multi_add_handle(e->multi, e->easy[s]) != CURLM_OK) {
+        p->rc = efail(e, CHRYS_NOMEM, "cannot start a transfer");
+        p->stop = 1;
+        return -1;
+    }
+    p->slot_batch[s] = pick;
+    b->state = 1;
+    b->attempt++;
+    p->in_flight++;
+    e->st.requests++;
+    return 0;
+}
+
+/* Start what may start: until the slots are full, the pool is paused, no batch is ready or the
+ * token bucket is empty; *wait shortened to when something may start. */
+static void pool_start(hpool *p, double now, double *wait)
+{
+    while (!p->stop && p->in_flight < p->conc) {
+        if (now < p->pause_until) {
+            *wait = fmin(*wait, p->pause_until - now);
+            break;
+        }
+        size_t pick = pool_pick(p, now, wait);
+        if (pick == SIZE_MAX) break;
+        double tw = rate_take(p->e, now);
+        if (tw > 0) {
+            *wait = fmin(*wait, tw);
+            break;
+        }
+        if (pick == p->next_unsent) p->next_unsent++;
+        if (pool_send(p, pick)) break;
+    }
+}
+
+/* Sort a finished transfer: 1 for a 2xx reply, else 0 with the reason in last and *retryable
+ * set for timeouts, connection errors, 429 and 5xx. */
+static int pool_classify(CURLcode cc, long status, const char *body, char *last, size_t cap, int *retryable)
+{
+    *retryable = 0;
+    if (cc != CURLE_OK) {
+        snprintf(last, cap, "%s", curl_easy_strerror(cc));
+        *retryable = 1;
+        return 0;
+    }
+    if (status >= 200 && status < 300) return 1;
+    char ex[200];
+    reply_excerpt(body, ex, sizeof ex);
+    snprintf(last, cap, "HTTP %ld%s", status, ex);
+    *retryable = status == 429 || status >= 500;
+    return 0;
+}
+
+/* A 2xx reply in slot s: validated, written to its texts' rows of out and cached. Returns the
+ * batch's failure (a cache failure goes to p->rc only). */
+static int pool_accept(hpool *p, uint32_t s, const hbatch *b)
+{
+    chrys_embedder *e = p->e;
+    uint32_t dim = e->o.dim;
+    int brc = parse_reply(e, p->url, p->sbuf[s].p, b->cnt, p->bvec);
+    if (!brc) {
+        for (size_t j = 0; j < b->cnt; j++)
+            memcpy(p->out + p->miss[b->m0 + j] * dim, p->bvec + j * dim, dim * sizeof(float));
+        int crc = cache_batch(e, p->keys, p->miss, p->texts, p->out, b->m0, b->cnt);
+        if (crc && !p->rc) p->rc = crc;
+    }
+    return brc;
+}
+
+/* Put batch b back to wait: exponential backoff with full jitter, or the provider's Retry-After,
+ * which pauses the whole pool. */
+static void pool_retry(hpool *p, hbatch *b)
+{
+    chrys_embedder *e = p->e;
+    double delay = e->o.backoff_base_s * pow(2.0, b->attempt - 1);
+    if (delay > e->o.backoff_max_s) delay = e->o.backoff_max_s;
+    delay *= jitter(e); /* full jitter */
+    double t = mono_now();
+    if (b->retry_after >= 0) { /* the provider says when: the whole pool waits */
+        delay = b->retry_after > e->o.backoff_max_s ? e->o.backoff_max_s : b->retry_after;
+        if (t + delay > p->pause_until) p->pause_until = t + delay;
+    }
+    b->not_before = t + delay;
+    b->state = 0;
+    e->st.retries++;
+}
+
+/* Batch bi failed for good with brc: the deterministic fallback fills its rows, or the first
+ * such failure becomes p->rc, its message naming the batch and its texts. */
+static void pool_batch_failed(hpool *p, size_t bi, int brc)
+{
+    chrys_embedder *e = p->e;
+    const hbatch *b = &p->bs[bi];
+    uint32_t dim = e->o.dim;
+    size_t a0 = p->miss[b->m0], a1 = p->miss[b->m0 + b->cnt - 1];
+    if (e->o.fallback_deterministic) {
+        for (size_t j = 0; j < b->cnt; j++) {
+            const char *t = p->texts[p->miss[b->m0 + j]];
+            chrys_embed_deterministic(t, strlen(t), dim, p->out + p->miss[b->m0 + j] * dim);
+        }
+        e->st.fallback_texts += b->cnt; /* reported; never cached under the provider's key */
+    } else if (!p->rc) {
+        /* name the batch and its texts (input positions) */
+        char *msg = chrys_mprintf("batch %zu of %zu (texts %zu..%zu): %s", bi + 1, p->nb, a0, a1,
+                                  e->errmsg ? e->errmsg : "");
+        if (msg) {
+            chrys_free(e->errmsg);
+            e->errmsg = msg;
+        }
+        p->rc = brc;
+    }
+}
+
+/* One finished transfer: free its slot, then accept the reply, schedule a retry, or fail the
+ * batch for good. */
+static void pool_finish(hpool *p, CURL *h, CURLcode cc)
+{
+    chrys_embedder *e = p->e;
+    void *priv = NULL;
+    curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
+    uint32_t s = (uint32_t)(uintptr_t)priv;
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(e->multi, h);
+    size_t bi = p->slot_batch[s];
+    hbatch *b = &p->bs[bi];
+    p->slot_batch[s] = SIZE_MAX;
+    p->in_flight--;
+    char last[256] = "";
+    int retryable = 0, brc = CHRYS_OK;
+    if (pool_classify(cc, status, p->sbuf[s].p, last, sizeof last, &retryable)) {
+        brc = pool_accept(p, s, b);
+    } else if (retryable && b->attempt <= e->o.max_retries) {
+        pool_retry(p, b);
+        return;
+    } else {
+        brc = efail(e, CHRYS_IO, "%s: %s (after %u attempt%s)", p->url, last, b->attempt, b->attempt > 1 ? "s" : "");
+    }
+    if (brc) pool_batch_failed(p, bi, brc);
+    b->state = 2;
+    p->done++;
+}
+
+/* Drive the transfers once and handle those that finished; returns how many did. */
+static int pool_drive(hpool *p)
+{
+    chrys_embedder *e = p->e;
+    int running = 0;
+    curl_multi_perform(e->multi, &running);
+    CURLMsg *m;
+    int left, finished = 0;
+    while ((m = curl_multi_info_read(e->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        pool_finish(p, m->easy_handle, m->data.result);
+        finished++;
+    }
+    return finished;
+}
+
+/* Detach what is still in flight and free the pool (the key wiped from memory first). */
+static void pool_close(hpool *p)
+{
+    chrys_embedder *e = p->e;
+    for (uint32_t s = 0; s < p->conc; s++)
+        if (p->slot_batch && p->slot_batch[s] != SIZE_MAX) curl_multi_remove_handle(e->multi, e->easy[s]);
+    curl_slist_free_all(p->hdr);
+    if (p->auth) {
+        memset(p->auth, 0, strlen(p->auth)); /* do not leave the key in freed memory */
+        chrys_free(p->auth);
+    }
+    chrys_free(p->slot_batch);
+    for (uint32_t s = 0; p->sbuf && s < p->conc; s++) chrys_free(p->sbuf[s].p);
+    chrys_free(p->sbuf);
+    chrys_free(p->bt);
+    chrys_free(p->url);
+}
+
+/* The pool's loop: start what may start, drive the transfers, wait; until every batch is done
+ * or, after a failure, until nothing is in flight. */
 static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *miss, const char *const *texts,
                      const unsigned char *keys, float *out, float *bvec)
 {
-    uint32_t dim = e->o.dim;
-    int openai = e->o.provider == CHRYS_PROVIDER_OPENAI;
-    char *url = chrys_mprintf("%s%s", e->base_url, openai ? "/embeddings" : "/api/embed");
-    const char *key = e->api_key_env ? getenv(e->api_key_env) : NULL;
-    if (!url) return efail(e, CHRYS_NOMEM, "out of memory");
-    if (e->api_key_env && (!key || !*key)) {
-        int rc = efail(e, CHRYS_INVALID, "%s: the API key variable %s is not set", url, e->api_key_env);
-        chrys_free(url);
-        return rc;
-    }
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    char *auth = key ? chrys_mprintf("Authorization: Bearer %s", key) : NULL;
-    if (auth) hdr = curl_slist_append(hdr, auth);
-    uint32_t conc = e->o.concurrency;
-    size_t *slot_batch = chrys_calloc(conc, sizeof *slot_batch);
-    buf *sbuf = chrys_calloc(conc, sizeof *sbuf); /* one reply buffer per slot, reused: a reply is 2.6 MB at 128 x 1024 */
-    const char **bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *bt);
-    int rc = CHRYS_OK, stop = 0;
-    if (!hdr || (key && !auth) || !slot_batch || !sbuf || !bt) rc = efail(e, CHRYS_NOMEM, "out of memory");
-    for (uint32_t s = 0; s < conc; s++) slot_batch[s] = SIZE_MAX;
-    size_t done = 0, next_unsent = 0, in_flight = 0;
-    double pause_until = 0;
-    while (!rc || in_flight) {
-        if (rc) stop = 1;
-        if (!stop && done == nb) break;
-        /* 1. start what may start */
+    hpool p = {.e = e, .nb = nb, .bs = bs, .miss = miss, .texts = texts, .keys = keys, .out = out, .bvec = bvec};
+    pool_open(&p);
+    while (!p.rc || p.in_flight) {
+        if (p.rc) p.stop = 1;
+        if (!p.stop && p.done == nb) break;
         double now = mono_now(), wait = 1.0;
-        while (!stop && in_flight < conc) {
-            if (now < pause_until) {
-                wait = fmin(wait, pause_until - now);
-                break;
-            }
-            size_t pick = SIZE_MAX;
-            for (size_t b = 0; b < next_unsent && pick == SIZE_MAX; b++) /* retries first, oldest first */
-                if (bs[b].state == 0 && bs[b].attempt > 0) {
-                    if (bs[b].not_before <= now) pick = b;
-                    else wait = fmin(wait, bs[b].not_before - now);
-                }
-            if (pick == SIZE_MAX && next_unsent < nb) pick = next_unsent;
-            if (pick == SIZE_MAX) break;
-            double tw = rate_take(e, now);
-            if (tw > 0) {
-                wait = fmin(wait, tw);
-                break;
-            }
-            hbatch *b = &bs[pick];
-            if (pick == next_unsent) next_unsent++;
-            if (!b->body) {
-                for (size_t j = 0; j < b->cnt; j++) bt[j] = texts[miss[b->m0 + j]];
-                if (!(b->body = batch_body(e, b->cnt, bt))) {
-                    rc = efail(e, CHRYS_NOMEM, "out of memory");
-                    stop = 1;
-                    break;
-                }
-            }
-            uint32_t s = 0;
-            while (slot_batch[s] != SIZE_MAX) s++;
-            CURL *h = e->easy[s];
-            curl_easy_reset(h);
-            sbuf[s].n = 0;
-            if (sbuf[s].p) sbuf[s].p[0] = 0;
-            b->retry_after = -1;
-            curl_easy_setopt(h, CURLOPT_URL, url);
-            curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, b->body);
-            curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
-            curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-            curl_easy_setopt(h, CURLOPT_WRITEDATA, &sbuf[s]);
-            curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024); /* 2.6 MB replies: fewer reads than 16 KB ones */
-            curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-            curl_easy_setopt(h, CURLOPT_HEADERDATA, &b->retry_after);
-            curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)(uintptr_t)s);
-            if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
-                rc = efail(e, CHRYS_NOMEM, "cannot start a transfer");
-                stop = 1;
-                break;
-            }
-            slot_batch[s] = pick;
-            b->state = 1;
-            b->attempt++;
-            in_flight++;
-            e->st.requests++;
-        }
-        if (!in_flight) {
-            if (stop || done == nb) break;
+        pool_start(&p, now, &wait);
+        if (!p.in_flight) {
+            if (p.stop || p.done == nb) break;
             sleep_s(wait); /* paused, backing off or rate limited, nothing to wait on */
             continue;
         }
-        /* 2. drive the transfers */
-        int running = 0;
-        curl_multi_perform(e->multi, &running);
-        CURLMsg *m;
-        int left, finished = 0;
-        while ((m = curl_multi_info_read(e->multi, &left))) {
-            if (m->msg != CURLMSG_DONE) continue;
-            CURL *h = m->easy_handle;
-            CURLcode cc = m->data.result;
-            void *priv = NULL;
-            curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
-            uint32_t s = (uint32_t)(uintptr_t)priv;
-            long status = 0;
-            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-            curl_multi_remove_handle(e->multi, h);
-            size_t bi = slot_batch[s];
-            hbatch *b = &bs[bi];
-            slot_batch[s] = SIZE_MAX;
-            in_flight--;
-            finished++;
-            size_t a0 = miss[b->m0], a1 = miss[b->m0 + b->cnt - 1];
-            char last[256] = "";
-            int retryable = 0, ok = 0;
-            if (cc != CURLE_OK) {
-                snprintf(last, sizeof last, "%s", curl_easy_strerror(cc));
-                retryable = 1;
-            } else if (status >= 200 && status < 300) {
-                ok = 1;
-            } else {
-                char ex[200];
-                reply_excerpt(sbuf[s].p, ex, sizeof ex);
-                snprintf(last, sizeof last, "HTTP %ld%s", status, ex);
-                retryable = status == 429 || status >= 500;
+        int finished = pool_drive(&p);
+        if (!finished && p.in_flight) curl_multi_poll(e->multi, NULL, 0, (int)(fmin(wait, 0.1) * 1000) + 1, NULL);
+    }
+    pool_close(&p);
+    return p.rc;
+}
+
+/* Cut miss[0 .. n_miss) into batches of at most batch_max_items texts and batch_max_bytes bytes
+ * (a longer text goes alone): *nb_out batches in an array of *nb_out + 1, or NULL when out of
+ * memory. */
+static hbatch *plan_batches(const chrys_embedder *e, const char *const *texts, const size_t *miss, size_t n_miss,
+                            size_t *nb_out)
+{
+    size_t bcap = e->o.batch_max_items, nb = 0;
+    hbatch *bs = NULL;
+    for (size_t pass = 0; pass < 2; pass++) { /* count, then fill, the batches */
+        nb = 0;
+        for (size_t m0 = 0; m0 < n_miss; nb++) {
+            size_t cnt = 0, bytes = 0;
+            while (m0 + cnt < n_miss && cnt < bcap) {
+                size_t l = strlen(texts[miss[m0 + cnt]]);
+                if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
+                cnt++;
+                bytes += l;
             }
-            int brc = CHRYS_OK;
-            if (ok) {
-                brc = parse_reply(e, url, sbuf[s].p, b->cnt, bvec);
-                if (!brc) {
-                    for (size_t j = 0; j < b->cnt; j++) memcpy(out + miss[b->m0 + j] * dim, bvec + j * dim, dim * sizeof(float));
-                    int crc = cache_batch(e, keys, miss, texts, out, b->m0, b->cnt);
-                    if (crc && !rc) rc = crc;
-                }
-            } else if (retryable && b->attempt <= e->o.max_retries) {
-                double delay = e->o.backoff_base_s * pow(2.0, b->attempt - 1);
-                if (delay > e->o.backoff_max_s) delay = e->o.backoff_max_s;
-                delay *= jitter(e); /* full jitter */
-                double t = mono_now();
-                if (b->retry_after >= 0) { /* the provider says when: the whole pool waits */
-                    delay = b->retry_after > e->o.backoff_max_s ? e->o.backoff_max_s : b->retry_after;
-                    if (t + delay > pause_until) pause_until = t + delay;
-                }
-                b->not_before = t + delay;
-                b->state = 0;
-                e->st.retries++;
-                continue;
-            } else {
-                brc = efail(e, CHRYS_IO, "%s: %s (after %u attempt%s)", url, last, b->attempt, b->attempt > 1 ? "s" : "");
-            }
-            if (brc) {
-                if (e->o.fallback_deterministic) {
-                    for (size_t j = 0; j < b->cnt; j++) {
-                        const char *t = texts[miss[b->m0 + j]];
-                        chrys_embed_deterministic(t, strlen(t), dim, out + miss[b->m0 + j] * dim);
-                    }
-                    e->st.fallback_texts += b->cnt; /* reported; never cached under the provider's key */
-                } else if (!rc) {
-                    /* name the batch and its texts (input positions) */
-                    char *msg = chrys_mprintf("batch %zu of %zu (texts %zu..%zu): %s", bi + 1, nb, a0, a1,
-                                              e->errmsg ? e->errmsg : "");
-                    if (msg) {
-                        chrys_free(e->errmsg);
-                        e->errmsg = msg;
-                    }
-                    rc = brc;
-                }
-            }
-            b->state = 2;
-            done++;
+            if (bs) bs[nb] = (hbatch){.m0 = m0, .cnt = cnt};
+            m0 += cnt;
         }
-        if (!finished && in_flight) curl_multi_poll(e->multi, NULL, 0, (int)(fmin(wait, 0.1) * 1000) + 1, NULL);
+        if (!pass && !(bs = chrys_calloc(nb + 1, sizeof *bs))) return NULL;
     }
-    for (uint32_t s = 0; s < conc; s++)
-        if (slot_batch && slot_batch[s] != SIZE_MAX) curl_multi_remove_handle(e->multi, e->easy[s]);
-    curl_slist_free_all(hdr);
-    if (auth) {
-        memset(auth, 0, strlen(auth)); /* do not leave the key in freed memory */
-        chrys_free(auth);
-    }
-    chrys_free(slot_batch);
-    for (uint32_t s = 0; sbuf && s < conc; s++) chrys_free(sbuf[s].p);
-    chrys_free(sbuf);
-    chrys_free(bt);
-    chrys_free(url);
-    return rc;
+    *nb_out = nb;
+    return bs;
 }
 
 int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, float *out)
@@ -651,24 +791,10 @@ int chrys_embedder_embed(chrys_embedder *e, size_t n, const char *const *texts, 
         goto done;
     }
     size_t nb = 0;
-    hbatch *bs = NULL;
-    for (size_t pass = 0; pass < 2; pass++) { /* count, then fill, the batches */
-        nb = 0;
-        for (size_t m0 = 0; m0 < n_miss; nb++) {
-            size_t cnt = 0, bytes = 0;
-            while (m0 + cnt < n_miss && cnt < bcap) {
-                size_t l = strlen(texts[miss[m0 + cnt]]);
-                if (cnt > 0 && bytes + l > e->o.batch_max_bytes) break;
-                cnt++;
-                bytes += l;
-            }
-            if (bs) bs[nb] = (hbatch){.m0 = m0, .cnt = cnt};
-            m0 += cnt;
-        }
-        if (!pass && !(bs = chrys_calloc(nb + 1, sizeof *bs))) {
-            rc = efail(e, CHRYS_NOMEM, "out of memory");
-            goto done;
-        }
+    hbatch *bs = plan_batches(e, texts, miss, n_miss, &nb);
+    if (!bs) {
+        rc = efail(e, CHRYS_NOMEM, "out of memory");
+        goto done;
     }
     if (e->o.provider == CHRYS_PROVIDER_DETERMINISTIC) {
         for (size_t b = 0; b < nb && !rc; b++) {

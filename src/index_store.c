@@ -291,140 +291,196 @@ static int load_plan(store_reader *r, const unsigned char *plan, chrys_index *ix
 
 int index_load_reader(store_reader *r, chrys_index **out, char **errmsg) { return index_load_reader_ex(r, 0, out, errmsg); }
 
-int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **errmsg)
-{
+/* What the loader learns from the section table, META, PLAN and the HNSW header before it
+ * allocates anything the file sizes. */
+typedef struct load_layout {
     uint32_t dim, metric, kind;
     uint64_t count, seed;
-    chrys_index *ix = NULL;
-    unsigned char *mdat = NULL;
-    int rc = check_sections_known(r, errmsg);
-    if (rc || (rc = parse_meta(r, &dim, &metric, &kind, &count, &seed, errmsg))) goto fail;
-    int ii = store_find(r, TAG_IDS), in = store_find(r, TAG_NORM), iv = store_find(r, TAG_VF32);
-    int imd = store_find(r, TAG_MDAT);
-    if (ii < 0 || in < 0 || iv < 0) {
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a required section (IDS_, NORM, VF32) is missing", r->name);
-        goto fail;
-    }
+    int ii, in, iv, imd; /* IDS_, NORM, VF32, MDAT (-1: absent) */
     unsigned char plan[PLAN_SIZE];
     int has_plan;
-    if ((rc = read_plan(r, plan, &has_plan, errmsg))) goto fail;
-    uint32_t pflags = get_u32le(plan + PLAN_FLAGS), plan_nlist = get_u32le(plan + PLAN_NLIST);
+    uint32_t pflags, plan_nlist;
+    int floats, compat_refine; /* VF32 holds float32 rows; an older SQ8 store loads as "SQ8,RFlat" */
+    unsigned char hnsw_hdr[64];
+    uint32_t hnsw_m, hnsw_efc;
+} load_layout;
+
+/* Whether VF32 holds float32 rows (L->floats, L->compat_refine), from PLAN's flags and META. */
+static void layout_rows(const store_reader *r, load_layout *L)
+{
+    uint32_t pflags = L->pflags;
     /* Float32 rows: without SQ8, with ",RFlat" (flag bit 2), and in an untrained IVF index (it
      * keeps its rows until it trains). */
-    int floats = !(pflags & 2) || (pflags & 4) || (kind == CHRYS_INDEX_IVF && !plan_nlist);
+    L->floats = !(pflags & 2) || (pflags & 4) || (L->kind == CHRYS_INDEX_IVF && !L->plan_nlist);
     /* A 1.0 Flat SQ8 store kept float32 rows without the bit-2 flag: it loads as "SQ8,RFlat";
      * so does every IVF SQ8 store written before format 1.2 (IVF,SQ8 kept its rows then). */
-    int compat_refine = 0;
-    if (!floats && kind == CHRYS_INDEX_FLAT && count && r->sec[iv].len == count * dim * 4) floats = compat_refine = 1;
-    if ((pflags & 2) && !(pflags & 4) && kind == CHRYS_INDEX_IVF && r->minor < 2) floats = compat_refine = 1;
+    L->compat_refine = 0;
+    if (!L->floats && L->kind == CHRYS_INDEX_FLAT && L->count && r->sec[L->iv].len == L->count * L->dim * 4)
+        L->floats = L->compat_refine = 1;
+    if ((pflags & 2) && !(pflags & 4) && L->kind == CHRYS_INDEX_IVF && r->minor < 2) L->floats = L->compat_refine = 1;
+}
+
+/* The checks made before any allocation, in this order: known sections, META, the required
+ * sections, PLAN, the row sections' lengths, MDAT's minimum length, the HNSW header. */
+static int load_check_layout(store_reader *r, load_layout *L, char **errmsg)
+{
+    int rc = check_sections_known(r, errmsg);
+    if (rc || (rc = parse_meta(r, &L->dim, &L->metric, &L->kind, &L->count, &L->seed, errmsg))) return rc;
+    uint64_t count = L->count, dim = L->dim;
+    L->ii = store_find(r, TAG_IDS), L->in = store_find(r, TAG_NORM), L->iv = store_find(r, TAG_VF32);
+    L->imd = store_find(r, TAG_MDAT);
+    if (L->ii < 0 || L->in < 0 || L->iv < 0)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: a required section (IDS_, NORM, VF32) is missing", r->name);
+    if ((rc = read_plan(r, L->plan, &L->has_plan, errmsg))) return rc;
+    L->pflags = get_u32le(L->plan + PLAN_FLAGS), L->plan_nlist = get_u32le(L->plan + PLAN_NLIST);
+    layout_rows(r, L);
     /* count <= 2^32 and dim <= 2^14, so these products cannot overflow 64 bits. */
-    if ((rc = expect_len(r, ii, count * 8, errmsg)) || (rc = expect_len(r, in, count * 4, errmsg)) ||
-        (rc = expect_len(r, iv, floats ? count * dim * 4 : 0, errmsg)))
-        goto fail;
-    if (imd >= 0 && (r->sec[imd].len < (count + 1) * 8)) {
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT section too short", r->name);
-        goto fail;
-    }
-    unsigned char hnsw_hdr[64];
-    uint32_t hnsw_m = 0, hnsw_efc = 0;
-    if (kind == CHRYS_INDEX_HNSW && (rc = hnsw_read_header(r, hnsw_hdr, &hnsw_m, &hnsw_efc, errmsg))) goto fail;
-    if ((rc = index_create(dim, (chrys_metric)metric, (chrys_index_kind)kind, seed, hnsw_m, hnsw_efc, &ix, errmsg))) goto fail;
+    if ((rc = expect_len(r, L->ii, count * 8, errmsg)) || (rc = expect_len(r, L->in, count * 4, errmsg)) ||
+        (rc = expect_len(r, L->iv, L->floats ? count * dim * 4 : 0, errmsg)))
+        return rc;
+    if (L->imd >= 0 && (r->sec[L->imd].len < (count + 1) * 8))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT section too short", r->name);
+    L->hnsw_m = L->hnsw_efc = 0;
+    if (L->kind == CHRYS_INDEX_HNSW && (rc = hnsw_read_header(r, L->hnsw_hdr, &L->hnsw_m, &L->hnsw_efc, errmsg)))
+        return rc;
+    return CHRYS_OK;
+}
+
+/* Create the index and reserve its rows (*ix set as soon as it exists, for the caller to free). */
+static int load_create(store_reader *r, const load_layout *L, chrys_index **ix, char **errmsg)
+{
+    int rc = index_create(L->dim, (chrys_metric)L->metric, (chrys_index_kind)L->kind, L->seed, L->hnsw_m, L->hnsw_efc,
+                          ix, errmsg);
+    if (rc) return rc;
+    chrys_index *x = *ix;
     /* before reserving: they decide which arrays exist (a trained codes-only IVF index has no
      * float32 rows: its nlist, checked by load_plan, is known here already) */
-    ix->sq8 = (pflags >> 1) & 1;
-    ix->refine = ((pflags >> 2) & 1) | compat_refine;
-    if (kind == CHRYS_INDEX_IVF && !floats) ix->nlist = plan_nlist;
-    if (count && (rc = index_reserve(ix, count))) {
-        rc = chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, ix->errmsg);
-        goto fail;
-    }
-    if ((rc = store_read_section(r, ii, ix->ids, errmsg)) || (rc = store_read_section(r, in, ix->norms, errmsg))) goto fail;
-    if (floats && map && count) { /* rows stay in the file: the index points into the mapping */
+    x->sq8 = (L->pflags >> 1) & 1;
+    x->refine = ((L->pflags >> 2) & 1) | L->compat_refine;
+    if (L->kind == CHRYS_INDEX_IVF && !L->floats) x->nlist = L->plan_nlist;
+    if (L->count && (rc = index_reserve(x, L->count)))
+        return chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, x->errmsg);
+    return CHRYS_OK;
+}
+
+/* Read IDS_, NORM and the float32 rows (mapped rather than read when map is set). */
+static int load_rows(store_reader *r, const load_layout *L, int map, chrys_index *ix, char **errmsg)
+{
+    int rc;
+    if ((rc = store_read_section(r, L->ii, ix->ids, errmsg)) || (rc = store_read_section(r, L->in, ix->norms, errmsg)))
+        return rc;
+    if (L->floats && map && L->count) { /* rows stay in the file: the index points into the mapping */
         const void *rows;
-        if ((rc = store_map_section(r, iv, &rows, errmsg))) goto fail;
+        if ((rc = store_map_section(r, L->iv, &rows, errmsg))) return rc;
         chrys_free_aligned(ix->vecs);
         ix->vecs = (float *)rows;
         ix->map_base = (void *)r->buf;
         ix->map_len = (size_t)r->size;
-    } else if (floats && (rc = store_read_section(r, iv, ix->vecs, errmsg))) {
-        goto fail;
+    } else if (L->floats && (rc = store_read_section(r, L->iv, ix->vecs, errmsg))) {
+        return rc;
     }
-    for (size_t i = 0; i < count; i++) ix->meta[i] = NULL;
-    ix->n = count;
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < L->count; i++) ix->meta[i] = NULL;
+    ix->n = L->count;
+    return CHRYS_OK;
+}
+
+/* What a checksum cannot check, row by row: ids unique and not reserved (HNSW tombstones
+ * counted), values and norms finite, cosine rows of unit length; fills the id map. */
+static int check_rows(store_reader *r, const load_layout *L, chrys_index *ix, char **errmsg)
+{
+    uint32_t dim = L->dim;
+    for (size_t i = 0; i < L->count; i++) {
         uint64_t id = ix->ids[i];
-        if (id == CHRYS_NO_ID && kind == CHRYS_INDEX_HNSW) { /* a tombstone: still walked through */
+        if (id == CHRYS_NO_ID && L->kind == CHRYS_INDEX_HNSW) { /* a tombstone: still walked through */
             ix->n_dead++;
-            if (floats && vec_first_nonfinite(ix->vecs + i * dim, dim) >= 0) {
-                rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (a removed node): invalid vector", r->name, i);
-                goto fail;
-            }
+            if (L->floats && vec_first_nonfinite(ix->vecs + i * dim, dim) >= 0)
+                return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (a removed node): invalid vector",
+                                        r->name, i);
             continue;
         }
-        if (id == CHRYS_NO_ID || idmap_get(&ix->map, id) != CHRYS_NO_SLOT) {
-            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IDS_: row %zu has %s id %llu", r->name, i,
-                                  id == CHRYS_NO_ID ? "reserved" : "duplicate", (unsigned long long)id);
-            goto fail;
-        }
+        if (id == CHRYS_NO_ID || idmap_get(&ix->map, id) != CHRYS_NO_SLOT)
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IDS_: row %zu has %s id %llu", r->name, i,
+                                    id == CHRYS_NO_ID ? "reserved" : "duplicate", (unsigned long long)id);
         idmap_put(&ix->map, id, (uint32_t)i); /* reserved above: cannot fail */
-        const float *v = floats ? ix->vecs + i * dim : NULL;
+        const float *v = L->floats ? ix->vecs + i * dim : NULL;
         float nr = ix->norms[i];
         if ((v && vec_first_nonfinite(v, dim) >= 0) || !isfinite(nr) || nr < 0 ||
-            (metric == CHRYS_METRIC_COSINE && (nr == 0 || (v && fabs(vec_norm(v, dim) - 1.0) > 1e-3)))) {
-            rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (id %llu): invalid vector or norm",
-                                  r->name, i, (unsigned long long)id);
-            goto fail;
+            (L->metric == CHRYS_METRIC_COSINE && (nr == 0 || (v && fabs(vec_norm(v, dim) - 1.0) > 1e-3))))
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (id %llu): invalid vector or norm",
+                                    r->name, i, (unsigned long long)id);
+    }
+    return CHRYS_OK;
+}
+
+/* Split the MDAT bytes (its length checked by load_check_layout) into ix->meta: offsets in
+ * order, each record free of NUL bytes and within the cap. */
+static int parse_mdat(store_reader *r, const unsigned char *mdat, uint64_t len, uint64_t count, chrys_index *ix,
+                      char **errmsg)
+{
+    uint64_t base = (count + 1) * 8, bytes = len - base, prev = 0;
+    for (size_t i = 0; i <= count; i++) {
+        uint64_t o = get_u64le(mdat + i * 8);
+        if (o < prev || o > bytes || (i == 0 && o != 0) || (i == count && o != bytes))
+            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT: offset %zu out of order", r->name, i);
+        if (i > 0 && o > prev) {
+            size_t l = (size_t)(o - prev);
+            if (l > CHRYS_MAX_META_BYTES || memchr(mdat + base + prev, 0, l))
+                return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT: record %zu is invalid", r->name, i - 1);
+            char *s = chrys_malloc(l + 1);
+            if (!s) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+            memcpy(s, mdat + base + prev, l);
+            s[l] = 0;
+            ix->meta[i - 1] = s;
         }
+        prev = o;
     }
-    if (imd >= 0) {
-        uint64_t len = r->sec[imd].len;
-        if (!(mdat = chrys_malloc((size_t)len))) {
-            rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
-            goto fail;
-        }
-        if ((rc = store_read_section(r, imd, mdat, errmsg))) goto fail;
-        uint64_t base = (count + 1) * 8, bytes = len - base, prev = 0;
-        for (size_t i = 0; i <= count; i++) {
-            uint64_t o = get_u64le(mdat + i * 8);
-            if (o < prev || o > bytes || (i == 0 && o != 0) || (i == count && o != bytes)) {
-                rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT: offset %zu out of order", r->name, i);
-                goto fail;
-            }
-            if (i > 0 && o > prev) {
-                size_t l = (size_t)(o - prev);
-                if (l > CHRYS_MAX_META_BYTES || memchr(mdat + base + prev, 0, l)) {
-                    rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: MDAT: record %zu is invalid", r->name, i - 1);
-                    goto fail;
-                }
-                char *s = chrys_malloc(l + 1);
-                if (!s) {
-                    rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
-                    goto fail;
-                }
-                memcpy(s, mdat + base + prev, l);
-                s[l] = 0;
-                ix->meta[i - 1] = s;
-            }
-            prev = o;
-        }
-    }
-    if ((rc = load_plan(r, has_plan ? plan : NULL, ix, errmsg))) goto fail;
-    if (ix->sq8 && count && (kind != CHRYS_INDEX_IVF || ix->nlist) && (!ix->codes || !ix->sq_min)) { /* searches scan the codes */
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 index without its codes", r->name);
-        goto fail;
-    }
-    if (kind == CHRYS_INDEX_HNSW) {
-        if ((rc = hnsw_load(r, hnsw_hdr, ix, errmsg))) goto fail;
-    } else if (store_find(r, TAG_HNSW) >= 0 || store_find(r, TAG_HNL0) >= 0) {
-        rc = chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections in a %s index", r->name,
-                              kind == CHRYS_INDEX_IVF ? "IVF" : "Flat");
-        goto fail;
-    }
+    return CHRYS_OK;
+}
+
+/* Read the MDAT section, when there is one, into ix->meta. */
+static int load_mdat(store_reader *r, const load_layout *L, chrys_index *ix, char **errmsg)
+{
+    if (L->imd < 0) return CHRYS_OK;
+    uint64_t len = r->sec[L->imd].len;
+    unsigned char *mdat = chrys_malloc((size_t)len);
+    if (!mdat) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+    int rc = store_read_section(r, L->imd, mdat, errmsg);
+    if (!rc) rc = parse_mdat(r, mdat, len, L->count, ix, errmsg);
     chrys_free(mdat);
+    return rc;
+}
+
+/* The search structures: PLAN with the IVF lists and SQ8 codes (load_plan), then the HNSW graph,
+ * or a check that a non-HNSW index has none. */
+static int load_structures(store_reader *r, const load_layout *L, chrys_index *ix, char **errmsg)
+{
+    int rc;
+    if ((rc = load_plan(r, L->has_plan ? L->plan : NULL, ix, errmsg))) return rc;
+    /* searches scan the codes */
+    if (ix->sq8 && L->count && (L->kind != CHRYS_INDEX_IVF || ix->nlist) && (!ix->codes || !ix->sq_min))
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: SQ8 index without its codes", r->name);
+    if (L->kind == CHRYS_INDEX_HNSW) return hnsw_load(r, L->hnsw_hdr, ix, errmsg);
+    if (store_find(r, TAG_HNSW) >= 0 || store_find(r, TAG_HNL0) >= 0)
+        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: HNSW sections in a %s index", r->name,
+                                L->kind == CHRYS_INDEX_IVF ? "IVF" : "Flat");
+    return CHRYS_OK;
+}
+
+/* Load an index from an open store reader: every check before allocation (load_check_layout),
+ * then the rows, their checks, the metadata and the search structures. With map set, float32
+ * rows stay in the reader's buffer, a mapping that the index owns (and unmaps) once the load succeeds. */
+int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **errmsg)
+{
+    load_layout L;
+    chrys_index *ix = NULL;
+    int rc = load_check_layout(r, &L, errmsg);
+    if (rc || (rc = load_create(r, &L, &ix, errmsg)) || (rc = load_rows(r, &L, map, ix, errmsg)) ||
+        (rc = check_rows(r, &L, ix, errmsg)) || (rc = load_mdat(r, &L, ix, errmsg)) ||
+        (rc = load_structures(r, &L, ix, errmsg)))
+        goto fail;
     *out = ix;
     return CHRYS_OK;
 fail:
-    chrys_free(mdat);
     if (ix && ix->map_base) { /* the mapping belongs to the caller until the load succeeds */
         ix->vecs = NULL;
         ix->map_base = NULL;
