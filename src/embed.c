@@ -444,7 +444,7 @@ static void pool_open(hpool *p)
     p->bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *p->bt);
     if (!p->hdr || (key && !p->auth) || !p->slot_batch || !p->sbuf || !p->bt)
         p->rc = efail(e, CHRYS_NOMEM, "out of memory");
-    for (uint32_t s = 0; s < p->conc; s++) p->slot_batch[s] = SIZE_MAX;
+    for (uint32_t s = 0; p->slot_batch && s < p->conc; s++) p->slot_batch[s] = SIZE_MAX;
 }
 
 /* The next batch to send: a retry whose backoff has passed (oldest first), else the next unsent
