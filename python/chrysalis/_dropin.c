@@ -397,6 +397,133 @@ static int i8_screen(DropinObject *self, dgroup *g, double thr, PyObject *cands)
     return 1;
 }
 
+/* Room for n slots (the new ones unknown). Returns 0 or -1 (MemoryError set). */
+static int slots_reserve(DropinObject *self, Py_ssize_t n)
+{
+    if (n <= self->cap) return 0;
+    Py_ssize_t cap = self->cap ? self->cap : 64;
+    while (cap < n) cap *= 2;
+    dslot *ns = PyMem_Realloc(self->slots, (size_t)cap * sizeof *ns);
+    if (!ns) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = self->cap; i < cap; i++) ns[i] = (dslot){NULL, NULL, 0, -1, -1};
+    self->slots = ns;
+    self->cap = cap;
+    return 0;
+}
+
+/* step()'s first part: revalidate the cache against the list, position by position (re-reading the
+ * positions that changed, dropping those past its end), and collect in *mism (created on first
+ * use) the lengths of the non-empty entries whose length differs from L, in list order.
+ * Returns 1 ok, 0 unsupported (use the Python path), -1 error; *mism is released unless 1. */
+static int revalidate(DropinObject *self, PyObject *existing, Py_ssize_t L, PyObject **mism)
+{
+    Py_ssize_t n = PyList_GET_SIZE(existing);
+    if (slots_reserve(self, n) < 0) return -1;
+    if (n > self->n) self->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(existing, i);
+        if (!PyDict_CheckExact(d)) {
+            Py_CLEAR(*mism);
+            return 0;
+        }
+        dslot *s = &self->slots[i];
+        int valid = 0;
+        if (s->dict == d) {
+            PyObject *emb = PyDict_GetItemWithError(d, ext_str_embedding);
+            if (!emb && PyErr_Occurred()) {
+                Py_CLEAR(*mism);
+                return -1;
+            }
+            valid = emb == s->emb && (!emb || emb == Py_None || PyList_GET_SIZE(emb) == s->len);
+        }
+        if (!valid) {
+            int r = slot_sync(self, i, d);
+            if (r <= 0) {
+                Py_CLEAR(*mism);
+                return r;
+            }
+        }
+        if (s->len > 0 && s->len != L) {
+            if (!*mism && !(*mism = PyList_New(0))) return -1;
+            PyObject *v = PyLong_FromSsize_t(s->len);
+            if (!v || PyList_Append(*mism, v) < 0) {
+                Py_XDECREF(v);
+                Py_CLEAR(*mism);
+                return -1;
+            }
+            Py_DECREF(v);
+        }
+    }
+    for (Py_ssize_t i = n; i < self->n; i++) { /* the list got shorter */
+        slot_unindex(self, i);
+        drop_slot_refs(&self->slots[i]);
+    }
+    self->n = n;
+    return 1;
+}
+
+/* step()'s float32 screen (when the int8 screen did not decide), over group gr with the query in
+ * fbuf. |float32 score - exact cosine| <= eps for unit vectors: the rows and the query are rounded
+ * to float32 (2^-24 relative each) and the scan sums L products in float32 before the returned
+ * hits are rescored in double. Every entry whose exact cosine can reach the threshold scores
+ * >= thr - eps; every entry that can be the exact best scores within 2 eps of the best returned
+ * score. Appends those positions to cands, sorted. Returns 0 or -1 (exception set). */
+static int f32_screen(DropinObject *self, dgroup *gr, Py_ssize_t L, double thr, PyObject *cands)
+{
+    double eps = 1.2e-7 * (double)(L + 16);
+    if (eps < 1e-6) eps = 1e-6;
+    chrys_search_opts so;
+    chrys_search_opts_init(&so);
+    so.use_threshold = 1;
+    so.threshold = (float)(thr - eps);
+    so.n_threads = self->threads;
+    uint64_t k = 8;
+    chrys_hit hb[8], *hits = hb;
+    int rc;
+    for (;;) {
+        if (k > gr->count) k = gr->count;
+        if (k > CHRYS_MAX_K) k = CHRYS_MAX_K;
+        so.k = (uint32_t)k;
+        rc = chrys_index_search(gr->ix, 1, self->fbuf, &so, hits);
+        self->searches++;
+        if (rc) break;
+        if (k == gr->count || k == CHRYS_MAX_K || hits[k - 1].id == CHRYS_NO_ID ||
+            hits[k - 1].score < hits[0].score - 4 * eps)
+            break;
+        k *= 8;
+        if (hits != hb) PyMem_RawFree(hits);
+        hits = PyMem_RawMalloc((size_t)(k < gr->count ? k : gr->count) * sizeof *hits);
+        if (!hits) {
+            rc = CHRYS_NOMEM;
+            break;
+        }
+    }
+    if (!rc && hits[0].id != CHRYS_NO_ID) {
+        double best = hits[0].score;
+        for (uint64_t j = 0; j < k && hits[j].id != CHRYS_NO_ID; j++) {
+            if (hits[j].score < best - 2 * eps) break;
+            PyObject *v = PyLong_FromUnsignedLongLong(hits[j].id);
+            if (!v || PyList_Append(cands, v) < 0) {
+                Py_XDECREF(v);
+                rc = -1;
+                break;
+            }
+            Py_DECREF(v);
+        }
+    }
+    if (hits && hits != hb) PyMem_RawFree(hits);
+    if (rc) {
+        if (rc > 0) ext_raise_rc(rc, NULL);
+        return -1;
+    }
+    self->candidates += (uint64_t)PyList_GET_SIZE(cands);
+    if (PyList_Sort(cands) < 0) return -1;
+    return 0;
+}
+
 /* step(existing, new_embedding, threshold) -> None (use the Python path) or
  * (candidates, mismatched_lengths): candidates are the positions whose exact cosine may be the best
  * (ascending); mismatched_lengths the lengths of the non-empty entries whose length differs from
@@ -409,58 +536,15 @@ static PyObject *Dropin_step(DropinObject *self, PyObject *args)
     if (!PyList_CheckExact(existing) || !PyList_CheckExact(newemb) || !isfinite(thr)) Py_RETURN_NONE;
     Py_ssize_t L = PyList_GET_SIZE(newemb);
     if (L == 0) Py_RETURN_NONE;
-    Py_ssize_t n = PyList_GET_SIZE(existing);
     /* 1. revalidate the cache against the list, position by position */
-    if (n > self->cap) {
-        Py_ssize_t cap = self->cap ? self->cap : 64;
-        while (cap < n) cap *= 2;
-        dslot *ns = PyMem_Realloc(self->slots, (size_t)cap * sizeof *ns);
-        if (!ns) return PyErr_NoMemory();
-        for (Py_ssize_t i = self->cap; i < cap; i++) ns[i] = (dslot){NULL, NULL, 0, -1, -1};
-        self->slots = ns;
-        self->cap = cap;
-    }
-    if (n > self->n) self->n = n;
     PyObject *mism = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *d = PyList_GET_ITEM(existing, i);
-        if (!PyDict_CheckExact(d)) Py_RETURN_NONE;
-        dslot *s = &self->slots[i];
-        int valid = 0;
-        if (s->dict == d) {
-            PyObject *emb = PyDict_GetItemWithError(d, ext_str_embedding);
-            if (!emb && PyErr_Occurred()) return NULL;
-            valid = emb == s->emb && (!emb || emb == Py_None || PyList_GET_SIZE(emb) == s->len);
-        }
-        if (!valid) {
-            int r = slot_sync(self, i, d);
-            if (r < 0) {
-                Py_XDECREF(mism);
-                return NULL;
-            }
-            if (r == 0) {
-                Py_XDECREF(mism);
-                Py_RETURN_NONE;
-            }
-        }
-        if (s->len > 0 && s->len != L) {
-            if (!mism && !(mism = PyList_New(0))) return NULL;
-            PyObject *v = PyLong_FromSsize_t(s->len);
-            if (!v || PyList_Append(mism, v) < 0) {
-                Py_XDECREF(v);
-                Py_DECREF(mism);
-                return NULL;
-            }
-            Py_DECREF(v);
-        }
+    int r = revalidate(self, existing, L, &mism);
+    if (r <= 0) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
     }
-    for (Py_ssize_t i = n; i < self->n; i++) { /* the list got shorter */
-        slot_unindex(self, i);
-        drop_slot_refs(&self->slots[i]);
-    }
-    self->n = n;
     /* 2. the new embedding: unit-length float32 query */
-    int r = read_list(self, newemb);
+    r = read_list(self, newemb);
     if (r <= 0) {
         Py_XDECREF(mism);
         if (r < 0) return NULL;
@@ -482,67 +566,11 @@ static PyObject *Dropin_step(DropinObject *self, PyObject *args)
             return NULL;
         }
     }
-    if (q_ok && !decided) {
-        /* 3. float32 screen. |float32 score - exact cosine| <= eps for unit vectors: the rows and the
-         * query are rounded to float32 (2^-24 relative each) and the scan sums L products in
-         * float32 before the returned hits are rescored in double. Every entry whose exact cosine
-         * can reach the threshold scores >= thr - eps; every entry that can be the exact best scores
-         * within 2 eps of the best returned score. */
-        dgroup *gr = &self->groups[g];
-        double eps = 1.2e-7 * (double)(L + 16);
-        if (eps < 1e-6) eps = 1e-6;
-        chrys_search_opts so;
-        chrys_search_opts_init(&so);
-        so.use_threshold = 1;
-        so.threshold = (float)(thr - eps);
-        so.n_threads = self->threads;
-        uint64_t k = 8;
-        chrys_hit hb[8], *hits = hb;
-        int rc;
-        for (;;) {
-            if (k > gr->count) k = gr->count;
-            if (k > CHRYS_MAX_K) k = CHRYS_MAX_K;
-            so.k = (uint32_t)k;
-            rc = chrys_index_search(gr->ix, 1, self->fbuf, &so, hits);
-            self->searches++;
-            if (rc) break;
-            if (k == gr->count || k == CHRYS_MAX_K || hits[k - 1].id == CHRYS_NO_ID ||
-                hits[k - 1].score < hits[0].score - 4 * eps)
-                break;
-            k *= 8;
-            if (hits != hb) PyMem_RawFree(hits);
-            hits = PyMem_RawMalloc((size_t)(k < gr->count ? k : gr->count) * sizeof *hits);
-            if (!hits) {
-                rc = CHRYS_NOMEM;
-                break;
-            }
-        }
-        if (!rc && hits[0].id != CHRYS_NO_ID) {
-            double best = hits[0].score;
-            for (uint64_t j = 0; j < k && hits[j].id != CHRYS_NO_ID; j++) {
-                if (hits[j].score < best - 2 * eps) break;
-                PyObject *v = PyLong_FromUnsignedLongLong(hits[j].id);
-                if (!v || PyList_Append(cands, v) < 0) {
-                    Py_XDECREF(v);
-                    rc = -1;
-                    break;
-                }
-                Py_DECREF(v);
-            }
-        }
-        if (hits && hits != hb) PyMem_RawFree(hits);
-        if (rc) {
-            Py_DECREF(cands);
-            Py_XDECREF(mism);
-            if (rc > 0) ext_raise_rc(rc, NULL);
-            return NULL;
-        }
-        self->candidates += (uint64_t)PyList_GET_SIZE(cands);
-        if (PyList_Sort(cands) < 0) {
-            Py_DECREF(cands);
-            Py_XDECREF(mism);
-            return NULL;
-        }
+    /* 3. the float32 screen */
+    if (q_ok && !decided && f32_screen(self, &self->groups[g], L, thr, cands) < 0) {
+        Py_DECREF(cands);
+        Py_XDECREF(mism);
+        return NULL;
     }
     if (!mism) mism = PyList_New(0);
     return Py_BuildValue("(NN)", cands, mism);
