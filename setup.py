@@ -26,15 +26,19 @@ class BuildWithLibrary(build_ext):
 
 ext = Extension(
     "chrysalis._chrysalis",
-    sources=["python/chrysalis/_chrysalis.c"],
+    # the extension, one file per type (python/chrysalis/_chrysalis.h lists them)
+    sources=[f"python/chrysalis/{name}.c" for name in ("_chrysalis", "_index", "_merger", "_embedder",
+                                                        "_dropin", "_dropin_arith", "_lock")],
     include_dirs=[os.path.join(HERE, "include")],
     extra_objects=[STATIC],
     libraries=["openblas", "cjson", "curl", "sqlite3", "crypto", "m"],
     # -ffp-contract=off: the drop-in merger's arithmetic must round exactly as Python's does
     extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-O3", "-ffp-contract=off", "-Wall", "-Wextra",
-                        "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-pthread"],
+                        "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-pthread",
+                        # the files share ext_* names; only PyInit__chrysalis is exported
+                        "-fvisibility=hidden"],
     extra_link_args=["-pthread"],
-    depends=["include/chrysalis.h"],
+    depends=["include/chrysalis.h", "python/chrysalis/_chrysalis.h"],
 )
 
 setup(
