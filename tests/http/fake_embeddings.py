@@ -85,6 +85,7 @@ class H(BaseHTTPRequestHandler):
         pass
 
     def reply(self, code, obj=None, raw=None, headers=()):
+        self.answered()  # before the first byte goes out: the client may send its next request once it has all of them
         body = raw if raw is not None else json.dumps(obj).encode()
         size = sum(map(len, body)) if isinstance(body, list) else len(body)
         self.send_response(code)
@@ -118,15 +119,24 @@ class H(BaseHTTPRequestHandler):
                              "completions": state["completions"],
                              "t429": None if state["t429"] is None else state["t429"] - state["t0"]})
 
+    def answered(self):
+        # A request is in flight from its arrival until its reply starts (max_inflight): counting it
+        # down after the reply was sent raced with the client's next request, which can arrive
+        # before this thread runs again, so a concurrency-1 client could show 2 in flight.
+        if getattr(self, "in_flight", False):
+            self.in_flight = False
+            with lock:
+                state["inflight"] -= 1
+
     def do_POST(self):
         with lock:
             state["inflight"] += 1
             state["max_inflight"] = max(state["max_inflight"], state["inflight"])
+        self.in_flight = True
         try:
             self.post()
         finally:
-            with lock:
-                state["inflight"] -= 1
+            self.answered()
 
     def post(self):
         arrived = time.monotonic()
