@@ -10,7 +10,9 @@
 #include "internal.h"
 #include "tests.h"
 
-static double oracle_score(int metric, const float *q, const float *x, size_t d)
+/* float64 brute force: the library's score of (query, row) (cosine: both scaled to unit); shared
+ * with test_search.c. */
+double h_oracle_score(int metric, const float *q, const float *x, size_t d)
 {
     double dot = 0, qq = 0, xx = 0, l2 = 0;
     for (size_t i = 0; i < d; i++) {
@@ -58,7 +60,7 @@ static void check_against_oracle(int metric, const float *base, const uint64_t *
     int reported = 0;
     for (size_t qi = 0; qi < nq && reported < 3; qi++) {
         for (size_t r = 0; r < n; r++) {
-            sc[r] = oracle_score(metric, q + qi * d, base + r * d, d);
+            sc[r] = h_oracle_score(metric, q + qi * d, base + r * d, d);
             order[r] = r;
         }
         /* partial selection sort of the k best (higher better, L2 lower better; ties by id) */
@@ -198,7 +200,7 @@ void test_index_threshold(void)
             for (size_t qi = 0; qi < nq; qi++) {
                 size_t expect = 0, got = 0;
                 for (size_t r = 0; r < n; r++) {
-                    double sc = oracle_score(metric, x + qi * d, x + r * d, d);
+                    double sc = h_oracle_score(metric, x + qi * d, x + r * d, d);
                     if (metric == CHRYS_METRIC_L2 ? sc <= so.threshold : sc >= so.threshold) expect++;
                 }
                 for (size_t j = 0; j < so.k; j++) {

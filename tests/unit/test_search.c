@@ -10,20 +10,6 @@
 #include "index.h"
 #include "tests.h"
 
-/* float64 brute force: the library's score of (query, row) (cosine: both scaled to unit). */
-static double ref_score(int metric, const float *q, const float *x, size_t d)
-{
-    double dot = 0, qq = 0, xx = 0, l2 = 0;
-    for (size_t i = 0; i < d; i++) {
-        dot += (double)q[i] * x[i];
-        qq += (double)q[i] * q[i];
-        xx += (double)x[i] * x[i];
-        l2 += ((double)q[i] - x[i]) * ((double)q[i] - x[i]);
-    }
-    if (metric == CHRYS_METRIC_COSINE) return dot / (sqrt(qq) * sqrt(xx));
-    return metric == CHRYS_METRIC_IP ? dot : l2;
-}
-
 static int allow_even(uint64_t id, void *ctx)
 {
     (void)ctx;
@@ -41,7 +27,7 @@ static void check_exact(int metric, const float *x, const uint64_t *ids, size_t 
     for (size_t j = 0; j < k && h[j].id != CHRYS_NO_ID; j++) {
         got++;
         size_t r = (size_t)(h[j].id - 1000);
-        double s = ref_score(metric, q, x + r * d, d);
+        double s = h_oracle_score(metric, q, x + r * d, d);
         if (fabs(s - h[j].score) > 1e-6 * (1 + fabs(s))) h_fail(__FILE__, __LINE__, "%s: rank %zu score", what, j);
         if (j && (l2 ? h[j].score < h[j - 1].score : h[j].score > h[j - 1].score))
             h_fail(__FILE__, __LINE__, "%s: rank %zu out of order", what, j);
@@ -50,7 +36,7 @@ static void check_exact(int metric, const float *x, const uint64_t *ids, size_t 
     size_t qualify = 0;
     for (size_t r = 0; r < n; r++) {
         if (filter && ids[r] % 2) continue;
-        double s = ref_score(metric, q, x + r * d, d);
+        double s = h_oracle_score(metric, q, x + r * d, d);
         if (use_thr && (l2 ? s > thr : s < thr)) continue;
         qualify++;
         /* with fewer than k hits every qualifying row; else every row clearly better than the last */

@@ -106,6 +106,8 @@
 
 /* test_store.c: a golden file's header restamped with this library's writer version */
 uint32_t h_restamp_writer_version(unsigned char *b, size_t len);
+/* test_index.c: the float64 oracle of a (query, row) score under each metric */
+double h_oracle_score(int metric, const float *q, const float *x, size_t d);
 
 #define X(name) void name(void);
 TEST_LIST
