@@ -85,7 +85,7 @@ int hnsw_grow(topk_item **a, size_t *cap, size_t need)
 {
     if (need <= *cap) return CHRYS_OK;
     size_t c = chrys_grow_cap(*cap, need, 64), bytes;
-    if (!c || chrys_mul_size(c, sizeof **a, &bytes)) return CHRYS_NOMEM;
+    if (chrys_mul_size(c, sizeof **a, &bytes)) return CHRYS_NOMEM;
     topk_item *p = chrys_realloc(*a, bytes);
     if (!p) return CHRYS_NOMEM;
     *a = p;

@@ -64,7 +64,7 @@ static int list_reserve(chrys_index *ix, uint32_t l, uint64_t more)
     uint64_t want = ix->list_n[l] + more;
     if (want <= ix->list_cap[l]) return CHRYS_OK;
     uint64_t nc = chrys_grow_cap(ix->list_cap[l], want, 16);
-    uint32_t *p = nc && nc <= UINT32_MAX ? chrys_realloc(ix->lists[l], nc * sizeof *p) : NULL;
+    uint32_t *p = nc <= UINT32_MAX ? chrys_realloc(ix->lists[l], nc * sizeof *p) : NULL;
     if (!p) return CHRYS_NOMEM;
     ix->lists[l] = p;
     ix->list_cap[l] = (uint32_t)nc;

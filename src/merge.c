@@ -258,7 +258,7 @@ int merger_reserve_entries(chrys_merger *m, size_t extra)
     size_t need = m->n_entries + extra;
     if (need <= m->cap) return CHRYS_OK;
     size_t cap = chrys_grow_cap(m->cap, need, 64);
-    if (!cap || cap > SIZE_MAX / sizeof(uint64_t)) return CHRYS_NOMEM;
+    if (cap > SIZE_MAX / sizeof(uint64_t)) return CHRYS_NOMEM;
     uint32_t *mc = chrys_realloc(m->merged_count, cap * sizeof *mc);
     if (!mc) return CHRYS_NOMEM;
     m->merged_count = mc;
@@ -282,7 +282,7 @@ int merger_reserve_records(chrys_merger *m, size_t extra)
     if (idmap_reserve(&m->seen, need)) return CHRYS_NOMEM;
     if (need <= m->cap_asn) return CHRYS_OK;
     size_t cap = chrys_grow_cap(m->cap_asn, need, 64);
-    if (!cap || cap > SIZE_MAX / sizeof(uint64_t)) return CHRYS_NOMEM;
+    if (cap > SIZE_MAX / sizeof(uint64_t)) return CHRYS_NOMEM;
     uint64_t *a = chrys_realloc(m->asn_rec, cap * sizeof *a);
     if (!a) return CHRYS_NOMEM;
     m->asn_rec = a;

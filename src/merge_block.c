@@ -451,7 +451,6 @@ static int grow_dirty(chrys_merger *m, block_work *w)
 {
     if (w->dirty_cap >= m->n_entries + w->b) return CHRYS_OK;
     size_t nc = chrys_grow_cap(w->dirty_cap, m->n_entries + w->b, 64);
-    if (!nc) return merger_fail(m, CHRYS_NOMEM, "out of memory");
     unsigned char *d = chrys_realloc(w->dirty, nc);
     if (!d) return merger_fail(m, CHRYS_NOMEM, "out of memory");
     memset(d + w->dirty_cap, 0, nc - w->dirty_cap);
