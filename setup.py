@@ -38,7 +38,9 @@ ext = Extension(
                         # the files share ext_* names; only PyInit__chrysalis is exported
                         "-fvisibility=hidden"],
     extra_link_args=["-pthread"],
-    depends=["include/chrysalis.h", "python/chrysalis/_chrysalis.h"],
+    # the library too: without it an in-place build kept linking the old library after a
+    # change to src/ (the extension looked up to date against its own sources)
+    depends=["include/chrysalis.h", "python/chrysalis/_chrysalis.h", STATIC],
 )
 
 setup(

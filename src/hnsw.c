@@ -164,62 +164,72 @@ size_t hnsw_search_level(const walk *w, const hq *q, uint32_t ep, float ep_s, si
     hscratch *s = w->s;
     const chrys_index *ix = w->ix;
     size_t nc = 0, nr = 0;
+    /* a plain search of a graph without tombstones keeps every node it scores: no per-node
+     * look-up of the id (a random read) to learn that */
+    int keep_all = !w->filter && w->exclude == CHRYS_NO_SLOT && ix->n_dead == 0;
+    /* both heaps as topk.h keys: the candidates in cand's room (two keys per topk_item), the
+     * results in tmp's (ef + 64 items, twice the ef + 1 keys needed), copied to res at the end */
+    uint64_t *kc = (uint64_t *)s->cand, *kr = (uint64_t *)s->tmp;
+    size_t kc_cap = 2 * s->cand_cap;
     new_epoch(s);
-    s->mark[ep] = s->epoch;
-    topk_heap_push(s->cand, &nc, slot_item(ep_s, ep), 1);
-    if (acceptable(w, ep)) topk_heap_push(s->res, &nr, slot_item(ep_s, ep), 0);
+    uint32_t *mark = s->mark, epoch = s->epoch;
+    mark[ep] = epoch;
+    topk_kheap_push(kc, &nc, topk_key(ep_s, ep), 1);
+    if (acceptable(w, ep)) topk_kheap_push(kr, &nr, topk_key(ep_s, ep), 0);
     uint32_t *nb = s->nb;
     while (nc > 0) {
-        topk_item c = s->cand[0];
-        if (nr >= ef && c.score < s->res[0].score) break;
-        topk_heap_pop(s->cand, &nc, 1);
-        if (nc > 0) PREFETCH(links(w->h, s->cand[0].slot, l)); /* the next node expanded, likely */
+        uint64_t c = kc[0];
+        if (nr >= ef && (c >> 32) < (kr[0] >> 32)) break; /* its score below the worst kept */
+        topk_kheap_pop(kc, &nc, 1);
+        if (nc > 0) PREFETCH(links(w->h, topk_key_slot(kc[0]), l)); /* the next node expanded, likely */
         const uint32_t *ls;
         uint32_t n;
         if (w->locked) {
-            n = copy_links(w->h, c.slot, l, nb, 1);
+            n = copy_links(w->h, topk_key_slot(c), l, nb, 1);
             ls = nb;
         } else {
-            ls = links(w->h, c.slot, l);
+            ls = links(w->h, topk_key_slot(c), l);
             n = *ls++;
         }
+        /* Row prefetches were measured and left out: on SIFT 5k (rows in L2) prefetching the
+         * rows of the unvisited, or the whole row of the next four, cost 3-8% QPS; the visited
+         * filter without a branch (whether a neighbour is new is a coin toss) gained 17%. */
         uint32_t m = 0;
-        for (uint32_t j = 0; j < n; j++) { /* keep the unvisited, fetch their rows early */
+        for (uint32_t j = 0; j < n; j++) { /* keep the unvisited (no branch: half are, at random) */
             uint32_t v = ls[j];
-            if (s->mark[v] == s->epoch) continue;
-            s->mark[v] = s->epoch;
-            prefetch_row(ix, v);
-            nb[m++] = v;
+            nb[m] = v;
+            m += mark[v] != epoch;
+            mark[v] = epoch;
         }
         float sc4[4];
         for (uint32_t j = 0; j < m; j++) {
             uint32_t v = nb[j];
             float sc;
-            if ((j & 3) == 0 && j + 4 <= m) { /* four rows in flight, the next four fetched meanwhile */
-                for (uint32_t t = j + 4; t < j + 8 && t < m; t++) prefetch_full(ix, nb[t]);
-                score4(ix, w->kr, q, nb + j, sc4);
-            }
-            if (j < (m & ~3u)) {
-                sc = sc4[j & 3];
-            } else {
-                if (j + 1 < m) prefetch_full(ix, nb[j + 1]);
-                sc = score(ix, w->kr, q, v);
-            }
-            if (nr < ef || sc > s->res[0].score) {
+            if ((j & 3) == 0 && j + 4 <= m) score4(ix, w->kr, q, nb + j, sc4); /* four rows at once */
+            sc = j < (m & ~3u) ? sc4[j & 3] : score(ix, w->kr, q, v);
+            uint64_t key = topk_key(sc, v);
+            if (nr < ef || (key >> 32) > (kr[0] >> 32)) {
                 /* (walks that change the graph reserved n + 1 candidates first: one per node) */
-                if (nc + 1 > s->cand_cap && hnsw_grow(&s->cand, &s->cand_cap, nc + 1)) {
-                    s->oom = 1; /* never a silently worse answer: the caller reports CHRYS_NOMEM */
-                    return nr;
+                if (nc + 1 > kc_cap) {
+                    if (hnsw_grow(&s->cand, &s->cand_cap, nc / 2 + 1)) {
+                        s->oom = 1; /* never a silently worse answer: the caller reports CHRYS_NOMEM */
+                        break;
+                    }
+                    kc = (uint64_t *)s->cand;
+                    kc_cap = 2 * s->cand_cap;
                 }
-                topk_heap_push(s->cand, &nc, slot_item(sc, v), 1);
-                if (acceptable(w, v)) {
+                topk_kheap_push(kc, &nc, key, 1);
+                if (keep_all || acceptable(w, v)) {
                     /* the ef best: sc beats the worst kept once there are ef (checked above) */
-                    if (nr < ef) topk_heap_push(s->res, &nr, slot_item(sc, v), 0);
-                    else topk_heap_replace_top(s->res, nr, slot_item(sc, v), 0);
+                    if (nr < ef) topk_kheap_push(kr, &nr, key, 0);
+                    else topk_kheap_sift_down(kr, nr, key, 0);
                 }
             }
         }
+        if (s->oom) break;
     }
+    /* a worst-on-top heap of keys is one of topk_items in the same order */
+    for (size_t i = 0; i < nr; i++) s->res[i] = slot_item(topk_key_score(kr[i]), topk_key_slot(kr[i]));
     return nr;
 }
 
@@ -376,6 +386,6 @@ int hnsw_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int 
     if (e < k) e = k;
     search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, e, 0, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
-    chrys_parallel_for(nq >= 2 * (size_t)nt ? nt : 1, nq, search_range, &c);
+    chrys_parallel_chunks(nq >= 2 * (size_t)nt ? nt : 1, nq, search_range, &c);
     return c.rc;
 }

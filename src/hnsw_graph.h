@@ -139,27 +139,6 @@ static inline void score4(const chrys_index *ix, const chrys_kernels *kr, const 
     for (int r = 0; r < 4; r++) out[r] = sq8_score_i32(ix, q, d[r], v[r]);
 }
 
-static inline void prefetch_row(const chrys_index *ix, uint32_t v)
-{
-    if (ix->sq8) {
-        const char *p = (const char *)(ix->codes + (size_t)v * ix->dim);
-        PREFETCH(p);
-        if (ix->dim > 64) PREFETCH(p + 64);
-    } else {
-        const char *p = (const char *)(ix->vecs + (size_t)v * ix->dim);
-        PREFETCH(p);
-        PREFETCH(p + 64);
-    }
-}
-
-/* The whole row, for the neighbour scored next. */
-static inline void prefetch_full(const chrys_index *ix, uint32_t v)
-{
-    size_t bytes = ix->sq8 ? ix->dim : ix->dim * sizeof(float);
-    const char *p = ix->sq8 ? (const char *)(ix->codes + (size_t)v * ix->dim) : (const char *)(ix->vecs + (size_t)v * ix->dim);
-    for (size_t o = 128; o < bytes; o += 64) PREFETCH(p + o);
-}
-
 static inline void new_epoch(hscratch *s)
 {
     if (++s->epoch == 0) {

@@ -1,11 +1,13 @@
 /*
  * parallel.c: a minimal fork-join over contiguous ranges.
  *
- * Searches split rows or queries into one range per worker; the caller is worker 0. Threads are
+ * Scans split rows or queries into one range per worker; the caller is worker 0. Graph and list
+ * searches, whose queries differ in cost, take chunks as they go (chrys_parallel_chunks). Threads are
  * started per call: a scan that is worth splitting takes milliseconds, against tens of
  * microseconds to start a thread, and no pool means no global state and nothing to shut down.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "index.h"
 
@@ -44,4 +46,38 @@ void chrys_parallel_for(unsigned n_workers, size_t n, chrys_range_fn fn, void *c
         if (started[w]) pthread_join(tid[w], NULL);
         else run_job(&jobs[w]); /* could not start a thread: do its share here */
     }
+}
+
+/* Independent items of uneven cost (queries of a graph or list search) on a machine whose cores
+ * need not run at the same speed: each worker takes the next chunk of about n / (16 workers)
+ * items until none are left, so no worker idles while another still holds half the batch. */
+typedef struct chunks {
+    chrys_range_fn fn;
+    void *ctx;
+    size_t n, chunk;
+    atomic_size_t next;
+} chunks;
+
+static void take_chunks(void *arg, unsigned worker, size_t begin, size_t end)
+{
+    (void)begin;
+    (void)end;
+    chunks *c = arg;
+    for (;;) {
+        size_t b = atomic_fetch_add(&c->next, c->chunk);
+        if (b >= c->n) break;
+        c->fn(c->ctx, worker, b, b + c->chunk < c->n ? b + c->chunk : c->n);
+    }
+}
+
+void chrys_parallel_chunks(unsigned n_workers, size_t n, chrys_range_fn fn, void *ctx)
+{
+    if (n_workers > n) n_workers = (unsigned)(n ? n : 1);
+    if (n_workers <= 1) {
+        fn(ctx, 0, 0, n);
+        return;
+    }
+    size_t chunk = n / (16 * (size_t)n_workers);
+    chunks c = {fn, ctx, n, chunk ? chunk : 1, 0};
+    chrys_parallel_for(n_workers, n_workers, take_chunks, &c);
 }

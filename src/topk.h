@@ -85,4 +85,61 @@ static inline void topk_sort_items(topk_item *h, size_t n)
     topk_heap_sort(h, n);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Keys: a walk item (score, slot) as one uint64_t whose unsigned order is topk_worse's (id =
+ * slot): the score's bits mapped to an order-preserving unsigned form in the high half (-0 taken
+ * as +0, as the float comparison has them equal), the slot's complement in the low half (of two
+ * equal scores the smaller slot is the better). The HNSW walk keeps its two heaps as keys: half
+ * the bytes of a topk_item and one integer comparison per step, with the same sift rules as above
+ * (so the same items come out in the same order), and hands its results back as topk_items.
+ */
+static inline uint32_t topk_key_hi(float s)
+{
+    uint32_t u;
+    s += 0.0f; /* -0 -> +0 (not folded away without -ffast-math) */
+    memcpy(&u, &s, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+static inline uint64_t topk_key(float s, uint32_t slot) { return ((uint64_t)topk_key_hi(s) << 32) | (uint32_t)~slot; }
+static inline uint32_t topk_key_slot(uint64_t k) { return ~(uint32_t)k; }
+static inline float topk_key_score(uint64_t k)
+{
+    uint32_t u = (uint32_t)(k >> 32);
+    u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+    float s;
+    memcpy(&s, &u, sizeof s);
+    return s;
+}
+
+/* The heap of keys: best_top as above (1: the largest key on top). */
+static inline void topk_kheap_push(uint64_t *h, size_t *n, uint64_t x, int best_top)
+{
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!(best_top ? x > h[p] : x < h[p])) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = x;
+}
+static inline void topk_kheap_sift_down(uint64_t *h, size_t n, uint64_t x, int best_top)
+{
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && (best_top ? h[c + 1] > h[c] : h[c + 1] < h[c])) c++;
+        if (!(best_top ? h[c] > x : h[c] < x)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+static inline void topk_kheap_pop(uint64_t *h, size_t *n, int best_top)
+{
+    size_t m = --*n;
+    if (m) topk_kheap_sift_down(h, m, h[m], best_top);
+}
+
 #endif

@@ -8,6 +8,7 @@
 #include "../harness.h"
 #include "chrysalis.h"
 #include "index.h"
+#include "topk.h"
 #include "tests.h"
 
 static int allow_even(uint64_t id, void *ctx)
@@ -281,4 +282,75 @@ void test_regress_rerank_band_ip_large_norms(void)
     free(ids);
     free(a);
     free(bh);
+}
+
+/* The HNSW walk's heap keys (topk.h) order exactly as topk_worse does, -0 and +0 alike, and give
+ * back the score and slot they were made of. */
+void test_topk_key_order(void)
+{
+    uint64_t seed = 7;
+    enum { N = 400 };
+    float sc[N];
+    uint32_t sl[N];
+    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 1e-38f, -1e-38f, 1e-45f, -1e-45f, 3e38f, -3e38f};
+    for (int i = 0; i < N; i++) {
+        /* few distinct scores, so that equal scores (ordered by slot) are common */
+        sc[i] = i < 40 ? special[i % 10] : (float)(h_rand(&seed) % 9) * 0.25f - 1.0f + (i % 3 ? 0 : h_gauss(&seed));
+        sl[i] = i % 5 == 0 ? 0xffffffffu - (uint32_t)i : (uint32_t)(h_rand(&seed) % 50);
+    }
+    for (int i = 0; i < N; i++) {
+        uint64_t ki = topk_key(sc[i], sl[i]);
+        CHECK(topk_key_score(ki) == sc[i]);
+        CHECK_EQ(topk_key_slot(ki), sl[i]);
+        for (int j = 0; j < N; j++) {
+            uint64_t kj = topk_key(sc[j], sl[j]);
+            int same = sc[i] == sc[j] && sl[i] == sl[j];
+            if (same) CHECK(ki == kj);
+            else CHECK_EQ(ki < kj, topk_worse(sc[i], sl[i], sc[j], sl[j]));
+        }
+    }
+}
+
+/* Graph and list searches hand queries to workers in chunks as they finish: 1, 2 and 3 threads
+ * give the same hits, bit for bit (HNSW, IVF, SQ8 codes). */
+void test_search_chunked_threads_agree(void)
+{
+    uint64_t seed = 11;
+    size_t n = 3000, d = 24, nq = 301, k = 7;
+    float *x = h_clustered(&seed, n, d, 30, 0.4f), *q = h_clustered(&seed, nq, d, 30, 0.4f);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t r = 0; r < n; r++) ids[r] = r * 3 + 1;
+    const char *spec[3] = {"HNSW16", "IVF32,Flat", "SQ8"};
+    chrys_hit *h[3];
+    for (int t = 0; t < 3; t++) h[t] = malloc(nq * k * sizeof **h);
+    for (int j = 0; j < 3; j++) {
+        chrys_index_opts io;
+        chrys_index_opts_init(&io);
+        io.dim = (uint32_t)d;
+        io.spec = spec[j];
+        chrys_index *ix = NULL;
+        CHECK_EQ(chrys_index_new(&io, &ix, NULL), CHRYS_OK);
+        CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+        for (unsigned t = 0; t < 3; t++) {
+            chrys_search_opts so;
+            chrys_search_opts_init(&so);
+            so.k = (uint32_t)k;
+            so.n_threads = t + 1;
+            so.nprobe = 4;
+            so.ef_search = 24;
+            CHECK_EQ(chrys_index_search(ix, nq, q, &so, h[t]), CHRYS_OK);
+        }
+        size_t differ = 0, found = 0;
+        for (size_t i = 0; i < nq * k; i++) {
+            found += h[0][i].id != CHRYS_NO_ID;
+            for (int t = 1; t < 3; t++) differ += h[t][i].id != h[0][i].id || h[t][i].score != h[0][i].score;
+        }
+        CHECK_EQ(differ, 0);
+        CHECK_EQ(found, nq * k);
+        chrys_index_free(ix);
+    }
+    for (int t = 0; t < 3; t++) free(h[t]);
+    free(x);
+    free(q);
+    free(ids);
 }

@@ -44,6 +44,8 @@
     X(test_search_flat_paths_agree)                 \
     X(test_search_failure_messages)                 \
     X(test_regress_rerank_band_ip_large_norms)      \
+    X(test_topk_key_order)                          \
+    X(test_search_chunked_threads_agree)            \
     X(test_store_roundtrip_and_determinism)         \
     X(test_store_golden_v1)                         \
     X(test_store_every_truncation_and_bitflip)      \
