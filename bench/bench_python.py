@@ -8,7 +8,8 @@ index: chrysalis.Index against FAISS 1.7.3 and hnswlib 0.6.2 on a clustered set 
   ../shared/tools/gen_clustered.py (base.fvecs, query.fvecs, groundtruth.ivecs; cosine = inner
   product of unit vectors): exact search (chrysalis Flat vs faiss IndexFlatIP) and HNSW (M 16,
   ef_construction 200; chrysalis HNSW16 vs hnswlib vs faiss IndexHNSWFlat), QPS on 1 and 2 threads
-  over the whole query batch, recall@10 against the ground truth beside every QPS, the smallest
+  over the whole query batch (the fastest of --reps calls; FAISS's OpenBLAS pinned to the same
+  thread count), recall@10 against the ground truth beside every QPS, the smallest
   ef_search reaching recall@10 >= 0.95, build time and resident-memory growth while building.
 dropin: chrysalis.EmbeddingMerger against the pure-Python oracle of the original
   (python/tests/oracle.py, which does the original's per-call Python rescans) on random unit
@@ -62,6 +63,18 @@ def timed(fn, reps=1):
     return best, out
 
 
+def blas_threads(n):
+    """Pin OpenBLAS (FAISS's sgemm) to n threads: faiss.omp_set_num_threads alone leaves OpenBLAS's
+    own threads running on every core."""
+    import ctypes
+    done = set()
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "openblas" in path and path.endswith(".so") and path not in done:
+            done.add(path)
+            ctypes.CDLL(path).openblas_set_num_threads(n)
+
+
 def machine():
     cpu = ""
     try:
@@ -101,89 +114,100 @@ def bench_index(a):
         print(json.dumps(rec), flush=True)
         res["results"].append(rec)
 
-    # exact
-    gc.collect()
-    r0 = rss_mb()
-    bt, _ = timed(lambda: None)
-    t = time.perf_counter()
-    cf = chrysalis.Index(d, a.metric, "Flat")
-    cf.add(X)
-    bt = time.perf_counter() - t
-    mem = rss_mb() - r0
-    for th in threads:
-        s, (sc, ids) = timed(lambda: cf.search(Q, k=10, threads=th), 2)
-        add({"method": "chrysalis Flat", "threads": th, "qps": len(Q) / s, "recall10": recall10(ids, GT),
-             "build_s": bt, "mem_mb": mem})
-    del cf
-    gc.collect()
-    r0 = rss_mb()
-    t = time.perf_counter()
-    ff = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
-    ff.add(X)
-    bt = time.perf_counter() - t
-    mem = rss_mb() - r0
-    for th in threads:
+    # Build every index first (build time and resident-memory growth each), then time the searches
+    # side by side: for each thread count (and ef_search), the methods' calls alternate, a.reps
+    # rounds, and each method's fastest call counts. (On a shared VM the speed of a core changes
+    # by a third from one second to the next; timing one method's sweep after another's compares
+    # two machine states, not two libraries.)
+    def build(fn):
+        gc.collect()
+        r0 = rss_mb()
+        t = time.perf_counter()
+        obj = fn()
+        return obj, time.perf_counter() - t, rss_mb() - r0
+
+    def mk_cf():
+        ix = chrysalis.Index(d, a.metric, "Flat")
+        ix.add(X)
+        return ix
+
+    def mk_ff():
+        ix = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
+        ix.add(X)
+        return ix
+
+    def mk_ch():  # HNSW, M 16, ef_construction 200, built on 2 threads
+        ix = chrysalis.Index(d, a.metric, "HNSW16", ef_construction=200, build_threads=2)
+        ix.add(X)
+        return ix
+
+    def mk_hl():
+        ix = hnswlib.Index(space="l2" if l2 else "ip", dim=d)
+        ix.init_index(max_elements=n, M=16, ef_construction=200, random_seed=42)
+        ix.add_items(X, np.arange(n), num_threads=2)
+        return ix
+
+    def mk_fh():
+        faiss.omp_set_num_threads(2)
+        blas_threads(2)
+        ix = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 200
+        ix.add(X)
+        return ix
+
+    flat_name = "faiss IndexFlatL2" if l2 else "faiss IndexFlatIP"
+    built = {}
+    for name, mk in (("chrysalis Flat", mk_cf), (flat_name, mk_ff), ("chrysalis HNSW16", mk_ch),
+                     ("hnswlib M16", mk_hl), ("faiss IndexHNSWFlat M16", mk_fh)):
+        built[name] = build(mk)
+        print(f"# built {name}: {built[name][1]:.2f} s, {built[name][2]:.0f} MB", flush=True)
+    cf, ff, ch, hl, fh = (built[k][0] for k in built)
+
+    def threads_for(th):
         faiss.omp_set_num_threads(th)
-        s, (sc, ids) = timed(lambda: ff.search(Q, 10), 2)
-        add({"method": "faiss IndexFlatL2" if l2 else "faiss IndexFlatIP", "threads": th, "qps": len(Q) / s, "recall10": recall10(ids, GT),
-             "build_s": bt, "mem_mb": mem})
-    del ff
-    gc.collect()
-
-    # HNSW, M 16, ef_construction 200, built on 2 threads
-    def sweep(name, search, bt, mem, setef=None):
-        for th in threads:
-            best = None
-            for ef in efs:
-                s, ids = timed(lambda: search(ef, th), 1)
-                rec = {"method": name, "threads": th, "ef": ef, "qps": len(Q) / s, "recall10": recall10(ids, GT),
-                       "build_s": bt, "mem_mb": mem}
-                add(rec)
-                if rec["recall10"] >= 0.95 and best is None:
-                    best = rec
-            if best:
-                add(dict(best, at_095=True))
-
-    gc.collect()
-    r0 = rss_mb()
-    t = time.perf_counter()
-    ch = chrysalis.Index(d, a.metric, "HNSW16", ef_construction=200, build_threads=2)
-    ch.add(X)
-    bt = time.perf_counter() - t
-    mem = rss_mb() - r0
-    sweep("chrysalis HNSW16", lambda ef, th: ch.search(Q, k=10, ef_search=ef, threads=th)[1], bt, mem)
-    del ch
-    gc.collect()
-
-    r0 = rss_mb()
-    t = time.perf_counter()
-    hl = hnswlib.Index(space="l2" if l2 else "ip", dim=d)
-    hl.init_index(max_elements=n, M=16, ef_construction=200, random_seed=42)
-    hl.add_items(X, np.arange(n), num_threads=2)
-    bt = time.perf_counter() - t
-    mem = rss_mb() - r0
+        blas_threads(th)
 
     def hl_search(ef, th):
         hl.set_ef(max(ef, 10))
         return hl.knn_query(Q, k=10, num_threads=th)[0]
-    sweep("hnswlib M16", hl_search, bt, mem)
-    del hl
-    gc.collect()
-
-    r0 = rss_mb()
-    t = time.perf_counter()
-    faiss.omp_set_num_threads(2)
-    fh = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
-    fh.hnsw.efConstruction = 200
-    fh.add(X)
-    bt = time.perf_counter() - t
-    mem = rss_mb() - r0
 
     def fh_search(ef, th):
-        faiss.omp_set_num_threads(th)
         fh.hnsw.efSearch = max(ef, 10)
         return fh.search(Q, 10)[1]
-    sweep("faiss IndexHNSWFlat M16", fh_search, bt, mem)
+
+    def side_by_side(calls, th, ef=None):
+        """calls: {name: fn returning the ids}; alternate them a.reps rounds."""
+        threads_for(th)
+        best = {k: float("inf") for k in calls}
+        ids = {}
+        for _ in range(a.reps):
+            for k, fn in calls.items():
+                t = time.perf_counter()
+                ids[k] = fn()
+                best[k] = min(best[k], time.perf_counter() - t)
+        out = []
+        for k in calls:
+            rec = {"method": k, "threads": th, "qps": len(Q) / best[k], "recall10": recall10(ids[k], GT),
+                   "build_s": built[k][1], "mem_mb": built[k][2]}
+            if ef is not None:
+                rec["ef"] = ef
+            add(rec)
+            out.append(rec)
+        return out
+
+    for th in threads:
+        side_by_side({"chrysalis Flat": lambda: cf.search(Q, k=10, threads=th)[1],
+                      flat_name: lambda: ff.search(Q, 10)[1]}, th)
+    for th in threads:
+        first = {}
+        for ef in efs:
+            for rec in side_by_side({"chrysalis HNSW16": lambda: ch.search(Q, k=10, ef_search=ef, threads=th)[1],
+                                     "hnswlib M16": lambda: hl_search(ef, th),
+                                     "faiss IndexHNSWFlat M16": lambda: fh_search(ef, th)}, th, ef):
+                if rec["recall10"] >= 0.95 and rec["method"] not in first:
+                    first[rec["method"]] = rec
+        for rec in first.values():
+            add(dict(rec, at_095=True))
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
     return res
 
@@ -348,6 +372,7 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 10000])
     ap.add_argument("--oracle-max", type=int, default=2000)
     ap.add_argument("--merger-n", type=int, default=10000)
+    ap.add_argument("--reps", type=int, default=3, help="calls per point, the fastest counts (index)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if a.part == "report":

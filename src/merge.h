@@ -31,6 +31,29 @@
  * streams and 2.4x slower at 46,920 (bench/MERGE.md, bench/MERGE_SCALE.md), hence 20,000. */
 #define MERGE_GRAPH_SWITCH 20000
 
+/* merge_screen.c: the exact block search through int8 codes (exact results; see there). Used
+ * with AVX-512 VNNI from SCREEN_MIN_ENTRIES entries and SCREEN_MIN_QUERIES records a block
+ * (below, coding the entries costs more than it saves; bench/MERGE.md). */
+#define SCREEN_MIN_ENTRIES 2048
+#define SCREEN_MIN_QUERIES 16
+typedef struct merge_screen {
+    size_t n, cap;   /* rows coded (the index's slots 0..n), room (a multiple of 16) */
+    size_t d4;       /* dim / 4, rounded up */
+    uint8_t *codes;  /* cap / 16 panels of d4 * 64 bytes: [dim/4][16 rows][4], code + 128 */
+    double *scale;   /* per row: s, |x - s c| and |s c|, the last two rounded up */
+    double *err, *nhat;
+    double *pb;      /* per panel: min and max scale, max |error|, max |s c| */
+} merge_screen;
+CHRYS_PRIVATE int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq);
+/* Code the rows added since the last call and recode those of the changed entries (ids). */
+CHRYS_PRIVATE int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed);
+/* The k best entries of each unit query, by dot_f64 and then id, as the exact Flat scan gives them. */
+CHRYS_PRIVATE int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
+                                      unsigned nt, uint64_t *ids, double *scores);
+CHRYS_PRIVATE void merge_screen_free(merge_screen *s);
+/* Tests: -1 automatic (default), 0 never screen, 1 screen wherever it applies (any CPU, any size). */
+CHRYS_PRIVATE int merge__test_screen(int mode);
+
 struct chrys_merger {
     chrys_merge_opts opts;
     chrys_index *ix;      /* entries: id == entry number */

@@ -332,6 +332,7 @@ typedef struct block_work {
     size_t e_before, k, nx;        /* entries before it; candidates per query; queries confirmed */
     size_t nd;                     /* entries in dlist */
     int can_recheck;
+    merge_screen scr;              /* int8 codes of the entries, for the exact search (merge_screen.c) */
 } block_work;
 
 static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
@@ -368,6 +369,7 @@ static void work_free(block_work *w)
     chrys_free(w->conf);
     chrys_free(w->dirty);
     chrys_free(w->dlist);
+    merge_screen_free(&w->scr);
     chrys_free(w->relink);
 }
 
@@ -419,10 +421,18 @@ static int block_search(chrys_merger *m, block_work *w)
     if (!nb || !k) return CHRYS_OK;
     double t0 = now_s();
     search_params xp = {k, 0, 0, w->nt, 0, 0, 1, NULL}; /* exact */
-    rc = approx ? index_search(m, nb, w->qblock, k, w->nt, w->cid, w->csc)
-                : index_search_prepared(m->ix, nb, w->qblock, &xp, w->cid, w->csc);
+    int screen = !approx && merge_screen_usable(m->ix, w->e_before, nb);
+    if (screen) /* the entries the previous block changed (dlist) are coded again */
+        rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd) ||
+             merge_screen_search(&w->scr, m->ix, nb, w->qblock, k, w->nt, w->cid, w->csc) ? CHRYS_NOMEM : CHRYS_OK;
+    else {
+        w->scr.n = 0; /* codes not kept up to date: coded afresh when next used */
+        rc = approx ? index_search(m, nb, w->qblock, k, w->nt, w->cid, w->csc)
+                    : index_search_prepared(m->ix, nb, w->qblock, &xp, w->cid, w->csc);
+    }
     if (rc) return merger_fail(m, rc, "search failed");
-    report(m, t0, w->e_before, nb, !approx                     ? (nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd")
+    report(m, t0, w->e_before, nb, screen  ? "flat-int8"
+                                   : !approx ? (nb >= FLAT_BLAS_MIN_NQ ? "flat-sgemm" : "flat-simd")
                                    : m->ix->kind == CHRYS_INDEX_HNSW ? "hnsw"
                                                                      : "ivf");
     /* Near-threshold safeguard, in one exact scan for the whole block: a record whose best

@@ -71,6 +71,11 @@ int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
 /* dist_vnni.c: the VNNI version of dot_u8i8 (compiled with -mavx512vnni; used only when CPUID says so). */
 int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
 void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
+/* The merger's int8 screen: a panel of 16 rows packed [d4][16][4] (unsigned codes, 64-byte
+ * aligned) against 16 queries of signed codes (d4 * 4 bytes each, q_stride apart, 4-byte
+ * aligned): out[i * 16 + r] = the exact int32 dot of row r with query i. _ref: the same in C. */
+void chrys_screen_dots_vnni(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
+void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
 
 /* score_avx512.c: transpose nq queries into 32-query panels ([p][32], zero padded; buffer of
  * ceil(nq/32)*32*dim floats, 64-byte aligned) for score_scan. */

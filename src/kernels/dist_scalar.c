@@ -130,3 +130,14 @@ const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, d
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
                                             dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
                                             dot_u8i8_x4_scalar};
+
+void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out)
+{
+    for (size_t i = 0; i < 16; i++)
+        for (size_t r = 0; r < 16; r++) {
+            int32_t s = 0;
+            for (size_t k = 0; k < d4; k++)
+                for (size_t j = 0; j < 4; j++) s += (int32_t)panel[k * 64 + r * 4 + j] * q[i * q_stride + 4 * k + j];
+            out[i * 16 + r] = s;
+        }
+}

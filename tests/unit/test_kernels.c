@@ -4,6 +4,7 @@
  */
 #include "../harness.h"
 #include "chrysalis.h"
+#include "internal.h"
 #include "kernels/dist.h"
 #include "tests.h"
 
@@ -349,4 +350,29 @@ void test_kernels_score_scan(void)
                         free(q), free(x), free(qp), free(thr), free(qsq), free(xn), free(ft);
                         free(r.got), free(r.last);
                     }
+}
+
+/* The merger's int8 screen kernel (16 rows of a packed panel x 16 queries) equals its C
+ * reference exactly, extreme codes included, at several depths. */
+void test_kernels_screen_dots(void)
+{
+    if (chrys_kernels_active()->dot_u8i8 != chrys_dot_u8i8_vnni) {
+        fprintf(stderr, "    (no VNNI here: the reference alone is used)\n");
+        return;
+    }
+    uint64_t s = 99;
+    const size_t depths[3] = {1, 25, 256};
+    for (int t = 0; t < 3; t++) {
+        size_t d4 = depths[t];
+        uint8_t *panel = chrys_malloc_aligned(d4 * 64);
+        int8_t *q = malloc(16 * d4 * 4 + 4);
+        for (size_t i = 0; i < d4 * 64; i++) panel[i] = t == 2 && i % 3 == 0 ? 255 : (uint8_t)h_rand(&s);
+        for (size_t i = 0; i < 16 * d4 * 4; i++) q[i] = t == 2 && i % 5 == 0 ? -128 : (int8_t)h_rand(&s);
+        int32_t a[256], b[256];
+        chrys_screen_dots_vnni(panel, d4, q, d4 * 4, a);
+        chrys_screen_dots_ref(panel, d4, q, d4 * 4, b);
+        CHECK(!memcmp(a, b, sizeof a));
+        chrys_free_aligned(panel);
+        free(q);
+    }
 }

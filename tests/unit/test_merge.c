@@ -16,6 +16,7 @@
 #include "chrysalis.h"
 #include "index.h"
 #include "internal.h"
+#include "merge.h"
 #include "sq8.h"
 #include "kernels/dist.h"
 #include "tests.h"
@@ -1416,4 +1417,109 @@ void test_merge_index_unlinked_rows(void)
     chrys_index_free(ix);
     free(ids);
     free(x);
+}
+
+/* The int8 screen (merge_screen.c) returns the exact Flat scan's k best, bit for bit: clustered,
+ * near-threshold with exact duplicates, and exact ties; dimensions with and without a tail of
+ * the 64-byte kernel step; 1 and 2 threads; after entries change in place and new ones arrive. */
+void test_merge_screen_exact_topk(void)
+{
+    const size_t dims[3] = {64, 100, 1024}, n = 2500, nq = 300;
+    for (int kind = 1; kind <= 3; kind++)
+        for (int di = 0; di < 3; di++) {
+            size_t d = dims[di];
+            uint64_t s = h_seed + 300 + (uint64_t)(kind * 7 + di);
+            float *x = make_stream(&s, kind, n + 200, d, 0.85), *q = make_stream(&s, kind, nq, d, 0.85);
+            for (size_t i = 0; i < nq / 5; i++) /* exact copies of entries: a score of 1 */
+                memcpy(q + i * d, x + (h_rand(&s) % n) * d, d * sizeof *q);
+            chrys_index_opts io;
+            chrys_index_opts_init(&io);
+            io.dim = (uint32_t)d;
+            io.spec = "Flat";
+            chrys_index *ix = NULL;
+            CHECK_EQ(chrys_index_new(&io, &ix, NULL), CHRYS_OK);
+            uint64_t *ids = malloc((n + 200) * sizeof *ids);
+            for (size_t r = 0; r < n + 200; r++) ids[r] = r;
+            CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+            float *qp = NULL;
+            char why[128];
+            CHECK_EQ(search_prepare_queries(ix, nq, q, &qp, why, sizeof why), CHRYS_OK);
+            const float *qq = qp ? qp : q;
+            merge_screen scr = {0};
+            uint64_t *ia = malloc(nq * MERGE_K * sizeof *ia), *ib = malloc(nq * MERGE_K * sizeof *ib);
+            double *sa = malloc(nq * MERGE_K * sizeof *sa), *sb = malloc(nq * MERGE_K * sizeof *sb);
+            for (int round = 0; round < 2; round++) {
+                if (round == 1) { /* merges rewrite rows in place; appends add rows */
+                    uint64_t changed[40];
+                    float *v = malloc(d * sizeof *v);
+                    for (size_t j = 0; j < 40; j++) {
+                        changed[j] = h_rand(&s) % n;
+                        const float *a = x + changed[j] * d, *b = q + (h_rand(&s) % nq) * d;
+                        for (size_t i = 0; i < d; i++) v[i] = 0.4f * a[i] + 0.6f * b[i];
+                        if (vec_norm(v, d) == 0) memcpy(v, a, d * sizeof *v);
+                        CHECK_EQ(index_update_keep_links(ix, idmap_get(&ix->map, changed[j]), v), CHRYS_OK);
+                    }
+                    free(v);
+                    CHECK_EQ(chrys_index_add(ix, 200, ids + n, x + n * d, NULL), CHRYS_OK);
+                    CHECK_EQ(merge_screen_sync(&scr, ix, changed, 40), CHRYS_OK);
+                } else {
+                    CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0), CHRYS_OK);
+                }
+                for (size_t k = 1; k <= MERGE_K; k += MERGE_K - 1)
+                    for (unsigned t = 1; t <= 2; t++) {
+                        search_params xp = {k, 0, 0, t, 0, 0, 1, NULL};
+                        CHECK_EQ(merge_screen_search(&scr, ix, nq, qq, k, t, ia, sa), CHRYS_OK);
+                        CHECK_EQ(index_search_prepared(ix, nq, qq, &xp, ib, sb), CHRYS_OK);
+                        size_t differ = 0;
+                        for (size_t i = 0; i < nq * k; i++)
+                            differ += ia[i] != ib[i] || memcmp(&sa[i], &sb[i], sizeof sa[i]) != 0;
+                        if (differ) fprintf(stderr, "    kind %d, d %zu, round %d, k %zu, %u threads: %zu differ\n", kind, d, round, k, t, differ);
+                        CHECK_EQ(differ, 0);
+                    }
+            }
+            merge_screen_free(&scr);
+            chrys_free_aligned(qp);
+            chrys_index_free(ix);
+            free(x);
+            free(q);
+            free(ids);
+            free(ia);
+            free(ib);
+            free(sa);
+            free(sb);
+        }
+}
+
+/* Whole merges with the screen forced on and forced off give the same results and entries, bit
+ * for bit, at 1 and 2 threads (clustered and near-threshold streams). */
+void test_merge_screen_same_merge(void)
+{
+    const size_t d = 96, n = 5000;
+    for (int kind = 1; kind <= 2; kind++) {
+        uint64_t s = h_seed + 320 + (uint64_t)kind;
+        float *x = make_stream(&s, kind, n, d, 0.85);
+        chrys_merge_record *recs = as_records(x, n, d);
+        chrys_merge_result *ra = malloc(n * sizeof *ra), *rb = malloc(n * sizeof *rb);
+        for (uint32_t t = 1; t <= 2; t++) {
+            merge__test_screen(0);
+            chrys_merger *a = default_merger((uint32_t)d, t, 0);
+            CHECK_EQ(chrys_merger_merge(a, n / 2, recs, ra), CHRYS_OK); /* two calls: codes start afresh */
+            CHECK_EQ(chrys_merger_merge(a, n - n / 2, recs + n / 2, ra + n / 2), CHRYS_OK);
+            merge__test_screen(1);
+            chrys_merger *b = default_merger((uint32_t)d, t, 0);
+            CHECK_EQ(chrys_merger_merge(b, n / 2, recs, rb), CHRYS_OK);
+            CHECK_EQ(chrys_merger_merge(b, n - n / 2, recs + n / 2, rb + n / 2), CHRYS_OK);
+            merge__test_screen(-1);
+            chrys_merge_stats st = {sizeof st};
+            chrys_merger_get_stats(b, &st);
+            CHECK(st.merged > n / 20 && st.entries > 200);
+            check_same_merge(a, b, ra, rb, n, d);
+            chrys_merger_free(a);
+            chrys_merger_free(b);
+        }
+        free(ra);
+        free(rb);
+        free(recs);
+        free(x);
+    }
 }

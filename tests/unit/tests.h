@@ -25,6 +25,7 @@
     X(test_regress_hnsw_review)                     \
     X(test_kernels_u8i8)                            \
     X(test_kernels_x4)                              \
+    X(test_kernels_screen_dots)                     \
     X(test_crc32c)                                  \
     X(test_api_struct_size_outputs)                 \
     X(test_api_struct_size_index_opts)              \
@@ -70,6 +71,8 @@
     X(test_merge_index_backed)                      \
     X(test_merge_hnsw_scale)                        \
     X(test_merge_default_is_exact)                  \
+    X(test_merge_screen_exact_topk)                 \
+    X(test_merge_screen_same_merge)                  \
     X(test_merge_hnsw_continuation)                 \
     X(test_merge_hnsw_index_current)                \
     X(test_merge_index_unlinked_rows)               \

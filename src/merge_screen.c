@@ -1,0 +1,360 @@
+/*
+ * merge_screen.c: the exact merge's block search through int8 codes, with the exact answer.
+ *
+ * The exact merger's block search wants, for each record of a block, the K best entries by the
+ * double-precision cosine (dot_f64 of the unit float32 rows, ties to the older entry), exactly as
+ * the Flat scan returns them. Almost all of that scan's work is spent on entries nowhere near the
+ * top. Here every entry and query is also held as int8 codes with one scale per row
+ * (x ~ s * c, c = round(x / s) in [-127, 127], s = max|x_i| / 127), and an integer dot product of
+ * codes (AVX-512 VNNI: 64 byte products per instruction, a quarter of the bytes of float32) gives
+ * an estimate a = s_q s_x (c_q . c_x) of q . x with a bound that holds for every pair:
+ *
+ *   q.x - a = q.(x - s_x c_x) + (q - s_q c_q).(s_x c_x)
+ *   |q.x - a| <= |q| |e_x| + |e_q| |s_x c_x|        (Cauchy-Schwarz; |e| = the row's own error)
+ *
+ * plus a margin for dot_f64's own rounding. A row can be among a query's K best only if its upper
+ * bound a + b reaches L, the K-th largest lower bound a - b over all rows (at least K rows score at
+ * least L). So only those rows are scored exactly, with dot_f64, and ranked as the Flat scan ranks
+ * them: the K best are the Flat scan's, bit for bit (tests/unit/test_merge.c compares both, and
+ * whole merges with the screen forced on and off).
+ *
+ * Layout: rows in panels of 16, [dim/4][16 rows][4 bytes], so that one 64-byte load feeds 16
+ * vpdpbusd, one per query of a group of 16 whose 4 code bytes are broadcast
+ * (chrys_screen_dots_vnni): 16 rows' sums per register, no reduction across lanes.
+ *
+ * The codes live for one chrys_merger_merge call (block_work): all rows are coded at the first
+ * block that uses the screen; later blocks recode the entries the previous block changed and
+ * code the new ones. A block that does not use it drops them (coded again when next used).
+ */
+#include <emmintrin.h>
+#include <math.h>
+
+#include "kernels/dist.h"
+#include "merge.h"
+
+#define SCREEN_TILE 8    /* panels (128 rows, 128 KB at 1024-d) scanned by all of a chunk's queries while in cache */
+#define SCREEN_CHUNK 32  /* queries scanned together: two groups of 16 */
+
+static int screen_mode = -1; /* merge__test_screen: -1 automatic, 0 never, 1 whenever possible */
+
+int merge__test_screen(int mode)
+{
+    screen_mode = mode;
+    return CHRYS_OK;
+}
+
+int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq)
+{
+    if (screen_mode == 0 || ix->kind != CHRYS_INDEX_FLAT || !ix->vecs || ix->sq8 || ix->metric != CHRYS_METRIC_COSINE ||
+        entries == 0 || ix->n != entries)
+        return 0;
+    if (screen_mode == 1) return 1;
+    /* automatic: with VNNI only (without it the integer dot product is not cheaper than the float
+     * scan), and where the scan outweighs coding the entries once per merge call */
+    return chrys_kernels_active()->dot_u8i8 == chrys_dot_u8i8_vnni && entries >= SCREEN_MIN_ENTRIES &&
+           nq >= SCREEN_MIN_QUERIES;
+}
+
+void merge_screen_free(merge_screen *s)
+{
+    chrys_free_aligned(s->codes);
+    chrys_free(s->scale);
+    chrys_free(s->err);
+    chrys_free(s->nhat);
+    chrys_free(s->pb);
+    memset(s, 0, sizeof *s);
+}
+
+/* Code one row x into bytes out[pos(i)] (pos(i) = (i / 4) * stride4 + i % 4): code + 128 when
+ * unsigned_codes (the panels' side of the kernel), else the signed code. Its scale, the norms of
+ * its error and of its coded version (both rounded up). Returns the sum of the signed codes.
+ * (Any rounding to codes would do: the error is measured, not assumed.) */
+static int64_t code_row(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes, double *scale,
+                        double *err, double *nhat)
+{
+    float mx = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        float a = fabsf(x[i]);
+        if (a > mx) mx = a;
+    }
+    double s = mx > 0 ? (double)mx / 127.0 : 0, inv = mx > 0 ? 127.0 / (double)mx : 0, e2 = 0, h2 = 0;
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        int v = _mm_cvtsd_si32(_mm_set_sd((double)x[i] * inv)); /* to nearest, no branch */
+        if (v > 127) v = 127;
+        if (v < -127) v = -127;
+        out[(i / 4) * stride4 + i % 4] = unsigned_codes ? (uint8_t)(v + 128) : (uint8_t)(int8_t)v;
+        double d = (double)x[i] - s * (double)v;
+        e2 += d * d;
+        h2 += (double)v * (double)v;
+        sum += v;
+    }
+    *scale = s; /* a zero row: scale 0, every estimate 0 and exact */
+    *err = sqrt(e2) * (1 + 1e-9);
+    *nhat = s * sqrt(h2) * (1 + 1e-9);
+    return sum;
+}
+
+static int screen_reserve(merge_screen *s, uint32_t dim, size_t n)
+{
+    size_t d4 = (dim + 3) / 4, panel = d4 * 64;
+    if (n <= s->cap) return CHRYS_OK;
+    size_t cap = (chrys_grow_cap(s->cap, n, 1024) + 15) & ~(size_t)15, bytes;
+    if (chrys_mul_size(cap / 16, panel, &bytes)) return CHRYS_NOMEM;
+    uint8_t *c = chrys_realloc_aligned(s->codes, s->cap / 16 * panel, bytes);
+    if (!c) return CHRYS_NOMEM;
+    memset(c + s->cap / 16 * panel, 128, bytes - s->cap / 16 * panel); /* code 0: padding and rows to come */
+    s->codes = c;
+    double *a = chrys_realloc(s->scale, cap * sizeof *a);
+    if (!a) return CHRYS_NOMEM;
+    s->scale = a;
+    a = chrys_realloc(s->err, cap * sizeof *a);
+    if (!a) return CHRYS_NOMEM;
+    s->err = a;
+    a = chrys_realloc(s->nhat, cap * sizeof *a);
+    if (!a) return CHRYS_NOMEM;
+    s->nhat = a;
+    a = chrys_realloc(s->pb, cap / 16 * 4 * sizeof *a);
+    if (!a) return CHRYS_NOMEM;
+    s->pb = a;
+    s->cap = cap;
+    s->d4 = d4;
+    return CHRYS_OK;
+}
+
+static void code_slot(merge_screen *s, const chrys_index *ix, size_t v)
+{
+    uint8_t *p = s->codes + (v / 16) * s->d4 * 64 + (v % 16) * 4;
+    code_row(ix->vecs + v * ix->dim, ix->dim, p, 64, 1, &s->scale[v], &s->err[v], &s->nhat[v]);
+}
+
+/* A panel's extremes (of its coded rows): a whole panel is passed over for a query when even
+ * its best possible row could not reach the query's k best (screen_range). */
+static void panel_bounds(merge_screen *s, size_t p, size_t n)
+{
+    double smin = INFINITY, smax = 0, emax = 0, hmax = 0;
+    for (size_t v = p * 16; v < p * 16 + 16 && v < n; v++) {
+        smin = fmin(smin, s->scale[v]);
+        smax = fmax(smax, s->scale[v]);
+        emax = fmax(emax, s->err[v]);
+        hmax = fmax(hmax, s->nhat[v]);
+    }
+    s->pb[4 * p] = smin, s->pb[4 * p + 1] = smax, s->pb[4 * p + 2] = emax, s->pb[4 * p + 3] = hmax;
+}
+
+int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed)
+{
+    size_t old = s->n;
+    int rc = screen_reserve(s, ix->dim, ix->n);
+    if (rc) return rc;
+    for (size_t j = 0; j < n_changed && old; j++) { /* rows merged into since they were coded */
+        uint32_t v = idmap_get(&ix->map, changed[j]);
+        if (v != CHRYS_NO_SLOT && v < old) {
+            code_slot(s, ix, v);
+            panel_bounds(s, v / 16, old);
+        }
+    }
+    for (size_t v = old; v < ix->n; v++) code_slot(s, ix, v);
+    for (size_t p = old / 16; p * 16 < ix->n; p++) panel_bounds(s, p, ix->n);
+    s->n = ix->n;
+    return CHRYS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The search
+ */
+typedef struct cand {
+    uint32_t slot;
+    double hi; /* upper bound of its score */
+} cand;
+
+typedef struct qstate {
+    int8_t *c;        /* dim codes */
+    double s, e, qn, margin; /* scale, |error|, |q|, dot_f64's rounding */
+    int64_t sum;      /* sum of the codes (the kernel's unsigned offset: 128 * sum) */
+    double *lo;       /* k: min-heap of the k largest lower bounds */
+    size_t nlo;
+    cand *cs;         /* rows whose upper bound reached the k-th lower bound when seen */
+    size_t ncs, cap;
+    int oom;
+} qstate;
+
+typedef struct screen_job {
+    const merge_screen *s;
+    const chrys_index *ix;
+    const float *q;
+    size_t nq, k;
+    uint64_t *ids;
+    double *scores;
+    int rc;
+} screen_job;
+
+static void lo_push(qstate *st, size_t k, double lo)
+{
+    double *h = st->lo;
+    if (st->nlo < k) { /* sift up */
+        size_t i = st->nlo++;
+        while (i > 0 && h[(i - 1) / 2] > lo) {
+            h[i] = h[(i - 1) / 2];
+            i = (i - 1) / 2;
+        }
+        h[i] = lo;
+        return;
+    }
+    if (!(lo > h[0])) return;
+    size_t i = 0; /* replace the smallest, sift down */
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= k) break;
+        if (c + 1 < k && h[c + 1] < h[c]) c++;
+        if (!(h[c] < lo)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = lo;
+}
+
+static void cand_push(qstate *st, uint32_t slot, double hi)
+{
+    if (st->ncs == st->cap) {
+        size_t cap = st->cap ? 2 * st->cap : 64;
+        cand *p = chrys_realloc(st->cs, cap * sizeof *p);
+        if (!p) {
+            st->oom = 1;
+            return;
+        }
+        st->cs = p;
+        st->cap = cap;
+    }
+    st->cs[st->ncs++] = (cand){slot, hi};
+}
+
+/* One estimated row: its bounds into the query's state. */
+static inline void take(qstate *st, const merge_screen *s, size_t k, uint32_t v, int32_t dot)
+{
+    double a = st->s * s->scale[v] * (double)((int64_t)dot - 128 * st->sum);
+    double b = st->qn * s->err[v] + st->e * s->nhat[v] + st->margin;
+    double L = st->nlo == k ? st->lo[0] : -INFINITY;
+    if (a + b >= L) cand_push(st, v, a + b);
+    lo_push(st, k, a - b);
+}
+
+/* Exact scores for the rows that may be in the top k, ranked as the Flat scan ranks them. */
+static void finish(const screen_job *j, size_t qi, qstate *st, ranked *buf, size_t bufcap, int *need_more)
+{
+    const chrys_index *ix = j->ix;
+    const chrys_kernels *kr = chrys_kernels_active();
+    size_t dim = ix->dim, k = j->k, m = 0;
+    double L = st->nlo == k ? st->lo[0] : -INFINITY;
+    const float *q = j->q + qi * dim;
+    *need_more = 0;
+    for (size_t i = 0; i < st->ncs; i++) {
+        if (st->cs[i].hi < L) continue;
+        if (m == bufcap) {
+            *need_more = 1;
+            return;
+        }
+        uint32_t v = st->cs[i].slot;
+        buf[m++] = (ranked){kr->dot_f64(q, ix->vecs + (size_t)v * dim, dim), ix->ids[v]};
+    }
+    qsort(buf, m, sizeof *buf, ranked_cmp_best_first);
+    for (size_t r = 0; r < k; r++) {
+        j->ids[qi * k + r] = r < m ? buf[r].id : CHRYS_NO_ID;
+        j->scores[qi * k + r] = r < m ? buf[r].score : -INFINITY;
+    }
+}
+
+static void screen_range(void *arg, unsigned wk, size_t gb, size_t ge)
+{
+    (void)wk;
+    screen_job *j = arg;
+    size_t b = gb * SCREEN_CHUNK, e = ge * SCREEN_CHUNK < j->nq ? ge * SCREEN_CHUNK : j->nq;
+    const merge_screen *s = j->s;
+    const chrys_index *ix = j->ix;
+    size_t dim = ix->dim, d4 = s->d4, n = s->n, k = j->k, np = (n + 15) / 16;
+    void (*dots)(const uint8_t *, size_t, const int8_t *, size_t, int32_t *) =
+        chrys_kernels_active()->dot_u8i8 == chrys_dot_u8i8_vnni ? chrys_screen_dots_vnni : chrys_screen_dots_ref;
+    qstate st[SCREEN_CHUNK];
+    int8_t *codes = chrys_malloc((size_t)SCREEN_CHUNK * d4 * 4);
+    double *lo = chrys_malloc((size_t)SCREEN_CHUNK * k * sizeof *lo);
+    int32_t out[16 * 16];
+    size_t bufcap = 256;
+    ranked *buf = chrys_malloc(bufcap * sizeof *buf);
+    memset(st, 0, sizeof st);
+    if (!codes || !lo || !buf) {
+        j->rc = CHRYS_NOMEM;
+        goto out;
+    }
+    for (size_t q0 = b; q0 < e; q0 += SCREEN_CHUNK) {
+        size_t nq = e - q0 < SCREEN_CHUNK ? e - q0 : SCREEN_CHUNK;
+        memset(codes, 0, (size_t)SCREEN_CHUNK * d4 * 4); /* queries past nq, and every tail, code 0 */
+        for (size_t i = 0; i < nq; i++) {
+            qstate *t = &st[i];
+            const float *q = j->q + (q0 + i) * dim;
+            double nh;
+            t->c = codes + i * d4 * 4;
+            t->sum = code_row(q, (uint32_t)dim, (uint8_t *)t->c, 4, 0, &t->s, &t->e, &nh);
+            t->qn = sqrt(vec_dot_f64(q, q, dim)) * (1 + 1e-9);
+            /* dot_f64 of unit-length rows is within dim * 2^-53 of the true q.x (products exact,
+             * each partial sum rounded once); four times that, and the estimate's own rounding */
+            t->margin = ((double)dim + 4) * 2.3e-16 * (t->qn + 1) * 2;
+            t->lo = lo + i * k;
+            t->nlo = 0;
+            t->ncs = 0;
+        }
+        for (size_t p0 = 0; p0 < np; p0 += SCREEN_TILE) {
+            size_t p1 = p0 + SCREEN_TILE < np ? p0 + SCREEN_TILE : np;
+            for (size_t g = 0; g < nq; g += 16)
+                for (size_t p = p0; p < p1; p++) {
+                    dots(s->codes + p * d4 * 64, d4, codes + g * d4 * 4, d4 * 4, out);
+                    size_t rows = n - p * 16 < 16 ? n - p * 16 : 16;
+                    const double *pb = s->pb + 4 * p;
+                    for (size_t i = g; i < nq && i < g + 16; i++) {
+                        qstate *t = &st[i];
+                        const int32_t *o = out + (i - g) * 16;
+                        if (t->nlo == k) { /* the panel's best upper bound below L: nothing to take */
+                            int32_t dmax = o[0];
+                            for (size_t r = 1; r < rows; r++) dmax = o[r] > dmax ? o[r] : dmax;
+                            double dm = (double)((int64_t)dmax - 128 * t->sum);
+                            double hi = t->s * (dm >= 0 ? pb[1] : pb[0]) * dm + t->qn * pb[2] + t->e * pb[3] + t->margin;
+                            if (hi * (1 + 1e-12) < t->lo[0]) continue;
+                        }
+                        for (size_t r = 0; r < rows; r++) take(t, s, k, (uint32_t)(p * 16 + r), o[r]);
+                    }
+                }
+        }
+        for (size_t i = 0; i < nq; i++) {
+            if (st[i].oom) {
+                j->rc = CHRYS_NOMEM;
+                goto out;
+            }
+            int more;
+            finish(j, q0 + i, &st[i], buf, bufcap, &more);
+            while (more) {
+                ranked *p = chrys_realloc(buf, 2 * bufcap * sizeof *p);
+                if (!p) {
+                    j->rc = CHRYS_NOMEM;
+                    goto out;
+                }
+                buf = p;
+                bufcap *= 2;
+                finish(j, q0 + i, &st[i], buf, bufcap, &more);
+            }
+        }
+    }
+out:
+    for (size_t i = 0; i < SCREEN_CHUNK; i++) chrys_free(st[i].cs);
+    chrys_free(codes);
+    chrys_free(lo);
+    chrys_free(buf);
+}
+
+int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
+                        unsigned nt, uint64_t *ids, double *scores)
+{
+    if (s->n != ix->n || k == 0) return CHRYS_INVALID;
+    screen_job j = {s, ix, q, nq, k, ids, scores, CHRYS_OK};
+    /* work items are groups of SCREEN_CHUNK queries (the kernel takes 16 at a time) */
+    chrys_parallel_chunks(nt ? nt : chrys_online_cpus(), (nq + SCREEN_CHUNK - 1) / SCREEN_CHUNK, screen_range, &j);
+    return j.rc;
+}
