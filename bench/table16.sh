@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# table16.sh: the performance issue's table, re-measured in one run on this machine:
+#   1. exact batch, 100k x 1024 (seeded clustered, seed 777), 1,000 queries, 1 and 2 threads:
+#      chrysalis.Index("Flat") against FAISS IndexFlatIP in one Python process, calls alternating,
+#      FAISS's OpenBLAS pinned to the same thread count (bench_python.py index --exact-only);
+#   2. merges of 10,000 and 20,000 clustered records (gen_clustered seed 20240611, spreads
+#      0.25-0.8, the merge benchmark's stream) and 20,000 looser records (the generator's default
+#      spreads 0.25-1.2, seed 7: many cosines near the threshold): the whole `chrysalis merge`
+#      process (read, merge, atomic save; best of 3) against bench/merge_numpy.py (its loop alone,
+#      numpy's OpenBLAS on both cores), entries compared record by record;
+#   3. IVF train + add on Fashion-MNIST against FAISS (bench/kmeans_train_vs_faiss.py);
+#   4. embedding requests in flight, concurrency 1 vs 8 (bench/run_embed.sh).
+# OPENBLAS_CORETYPE is left as the environment sets it (it is printed: OpenBLAS picks its kernel
+# from it, or from the CPU model, which it may not know). Writes bench/out/table16/*.
+# Run from the repository root on a quiet machine: bash bench/table16.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+TOOLS=../shared/tools
+OUT=bench/out/table16
+DATA=bench/out/data
+mkdir -p "$OUT" "$DATA"
+export CHRYS_NO_PROGRESS=1
+make -s cli python bench >/dev/null
+BIN=build/release/chrysalis
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  commit: $(git rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+    echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}; OpenBLAS core: $(OPENBLAS_VERBOSE=2 $PY -c 'import numpy' 2>&1 | head -1)"
+} | tee "$OUT/machine.txt"
+
+# 1. exact batch
+[ -f "$DATA/c100k_s777/base.fvecs" ] || $PY $TOOLS/gen_clustered.py --n 100000 --d 1024 --seed 777 --out "$DATA/c100k_s777" >/dev/null
+$PY bench/bench_python.py index --exact-only --reps 5 --data "$DATA/c100k_s777" --json "$OUT/exact100k.json" > "$OUT/exact100k.log"
+
+# 2. merges
+[ -f "$DATA/m20k_s20240611/base.fvecs" ] || $PY $TOOLS/gen_clustered.py --n 20000 --d 1024 --nq 10 --gt-k 10 --clusters 1000 \
+    --s-min 0.25 --s-max 0.8 --seed 20240611 --out "$DATA/m20k_s20240611" >/dev/null
+[ -f "$DATA/m20k_s7/base.fvecs" ] || $PY $TOOLS/gen_clustered.py --n 20000 --d 1024 --nq 10 --gt-k 10 --clusters 1000 \
+    --seed 7 --out "$DATA/m20k_s7" >/dev/null
+: > "$OUT/merge.txt"
+for spec in m20k_s20240611:10000 m20k_s20240611:20000 m20k_s7:20000; do
+    set=${spec%%:*} n=${spec##*:}
+    head -c $((n * 4100)) "$DATA/$set/base.fvecs" > "$OUT/p.fvecs"
+    best=
+    for rep in 1 2 3; do
+        rm -f "$OUT/s.chrys"*
+        s=$(date +%s.%N)
+        $BIN merge "$OUT/s.chrys" "$OUT/p.fvecs" --json > "$OUT/merge_${set}_$n.json"
+        e=$(date +%s.%N)
+        t=$(echo "$e - $s" | bc)
+        if [ -z "$best" ] || [ "$(echo "$t < $best" | bc)" = 1 ]; then best=$t; fi
+    done
+    $PY bench/merge_numpy.py run --data "$OUT/p.fvecs" --n "$n" --ref "$OUT/s.chrys" --json "$OUT/numpy_${set}_$n.json" > /dev/null
+    $PY - "$set" "$n" "$best" "$OUT" <<'P' | tee -a "$OUT/merge.txt"
+import json, sys
+set_, n, best, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+c = json.load(open(f"{out}/merge_{set_}_{n}.json"))
+npy = json.load(open(f"{out}/numpy_{set_}_{n}.json"))
+print(f"{set_} N={n}: chrysalis merge (whole process) {best:.2f} s, {c['entries']} entries | numpy merger {npy['seconds']:.2f} s, "
+      f"{npy['entries']} entries, same decisions: {npy['agreement_vs_chrysalis']['equal']} | {npy['seconds'] / best:.1f}x")
+P
+done
+rm -f "$OUT/p.fvecs" "$OUT/s.chrys"*
+
+# 3. IVF training
+. bench/lib.sh
+fashion_mnist >/dev/null
+$PY bench/kmeans_train_vs_faiss.py --sets fashion-mnist --threads 2 > "$OUT/ivf_train.txt" 2>&1 || true
+
+# 4. embedding concurrency
+bash bench/run_embed.sh > "$OUT/embed.log" 2>&1 || true
+cp bench/out/embed_results.txt "$OUT/embed_results.txt" 2>/dev/null || true
+echo "table16: results in $OUT"
