@@ -270,7 +270,7 @@ static flat_path choose_path(const chrys_index *ix, const chrys_kernels *kr, siz
      * of BLAS's thread start-up and spinning, measured faster (Chrysalis 926 rows: 31.8k vs 29.7k
      * QPS; MiniLM 1,580 rows: 45.7k vs 43.5k; the merger at 10k records 0.81 s vs 0.99 s), and
      * sgemm faster at 200k rows (236 vs 219 QPS, one thread). */
-    int blas_ok = !kr->dot_block || ix->metric == CHRYS_METRIC_L2 || ix->n >= FLAT_BLAS_MIN_ROWS;
+    int blas_ok = !kr->dot_block || ((ix->metric == CHRYS_METRIC_L2 || ix->n >= FLAT_BLAS_MIN_ROWS) && chrys_blas_fast());
     if (nq >= FLAT_BLAS_MIN_NQ && blas_ok) return FLAT_PATH_SGEMM;
 #else
     (void)ix;

@@ -114,8 +114,9 @@ int kmeans_assign(const float *x, size_t n, size_t dim, const float *c, size_t k
         for (size_t j = 0; j < k; j++) c_sq[j] = kr->dot(c + j * dim, c + j * dim, dim);
 #ifdef CHRYS_HAVE_BLAS
     /* Large problems: BLAS sgemm on blocks of rows, as FAISS trains (measured on 200k x 1024 with
-     * 1789 centroids: about 2x our block kernel there, whose centroid matrix does not fit L2). */
-    if (!dist && k >= 256 && n >= 4096) {
+     * 1789 centroids: about 2x our block kernel there, whose centroid matrix does not fit L2),
+     * when BLAS has a fast kernel here (chrys_blas_fast) or we have no block kernel. */
+    if (!dist && k >= 256 && n >= 4096 && (chrys_blas_fast() || !kr->dot_block)) {
         const size_t RB = 4096; /* fewer sgemm calls: each one wakes and syncs OpenBLAS's threads */
         float *scores = chrys_malloc(RB * k * sizeof(float));
         if (!scores) return CHRYS_NOMEM;

@@ -57,6 +57,9 @@ typedef struct chrys_kernels {
                        const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx);
 } chrys_kernels;
 
+/* dispatch.c: BLAS sgemm runs an AVX2-or-wider kernel (OpenBLAS's core name); see there. */
+int chrys_blas_fast(void);
+
 /* The active table (selected on first call). */
 const chrys_kernels *chrys_kernels_active(void);
 /* A specific level's table, or NULL when not compiled in or not supported by this CPU/OS.
