@@ -556,6 +556,38 @@ def fmt_s(s):
     return "%.1f h" % (s / 3600)
 
 
+def table16_section():
+    """The performance issue's table as bench/table16.sh last measured it (its own run, its own
+    commit and machine line), when bench/out/table16 holds one."""
+    d = os.path.join(HERE, "out", "table16")
+    if not os.path.exists(os.path.join(d, "machine.txt")):
+        return []
+    L = ["## The performance issue's table (`bash bench/table16.sh`, a run of its own)", "",
+         "```", open(os.path.join(d, "machine.txt")).read().strip(), "```", ""]
+    try:
+        ex = json.load(open(os.path.join(d, "exact100k.json")))
+        L += ["Exact batch, %s x %d, %d queries, chrysalis.Index(\"Flat\") vs FAISS IndexFlatIP in one "
+              "process, calls alternating (median call; best call):" % (format(ex["n"], ","), ex["d"], ex["nq"]), "",
+              "| method | threads | QPS | best | recall@10 |", "|---|---|---|---|---|"]
+        for r in ex["results"]:
+            L.append("| %s | %d | %.0f | %.0f | %.3f |" % (r["method"], r["threads"], r["qps"], r.get("qps_best", r["qps"]),
+                                                         r["recall10"]))
+        L.append("")
+    except (OSError, ValueError, KeyError):
+        pass
+    for name, title in (("merge.txt", "Merges (whole `chrysalis merge` process vs the numpy merger's loop):"),
+                        ("ivf_train.txt", "IVF train + add against FAISS:")):
+        f = os.path.join(d, name)
+        if os.path.exists(f):
+            L += [title, "", "```", open(f).read().strip(), "```", ""]
+    f = os.path.join(d, "embed.log")
+    if os.path.exists(f):
+        keep = [x for x in open(f).read().splitlines() if "concurrency" in x]
+        L += ["Embedding requests in flight (200 ms loopback provider, 10,000 texts in batches of 128):", "",
+              "```"] + keep + ["```", ""]
+    return L
+
+
 def write_md(res, path, plotdir_rel):
     i = res["machine"]
     L = ["# chrysalis benchmark report", "",
@@ -626,6 +658,7 @@ def write_md(res, path, plotdir_rel):
           "such search per record against the entries so far).", "",
           "Regenerate: `make bench-report` (quick, ~10 min on 2 cores, under the heavy lock); "
           "`bash bench/report.sh --full` for the large points.", ""]
+    L += table16_section()
     with open(path, "w") as f:
         f.write("\n".join(L))
 

@@ -10,7 +10,8 @@
 #     at the server, outputs compared byte for byte.
 #     Measured at 1c4744f (2026-12-02 02:07 UTC, shared lock): concurrency 1 17.02/16.96/17.05 s,
 #     concurrency 8 3.00/3.18/3.02 s (5.68/5.34/5.64x; target 6x missed), 79 requests each, outputs
-#     identical; at 5c018a6 5.61/5.63/5.84x. Table and profile: docs/EMBEDDINGS.md.
+#     identical; at 5c018a6 5.61/5.63/5.84x. 2026-12-02 on an Intel Xeon VM, after replies are read
+#     only once the freed slots' next requests are out: 6.72/6.94/6.47x. Table and profile: docs/EMBEDDINGS.md.
 # Writes bench/out/embed_results.txt. Run it under the shared lock: flock /tmp/chrys-heavy.lock bench/run_embed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -414,6 +414,11 @@ typedef struct hpool {
     uint32_t conc;
     size_t *slot_batch;       /* the batch in each slot, SIZE_MAX when free */
     buf *sbuf;                /* one reply buffer per slot, reused: a reply is 2.6 MB at 128 x 1024 */
+    buf *spare;               /* a second per slot: a finished reply waits there to be read while
+                                 the slot's next request is already out (pool_drive) */
+    struct pend { uint32_t s; size_t b; CURLcode cc; long status; } *pend; /* replies waiting, oldest first */
+    size_t npend;
+    unsigned char *busy;      /* the slot's spare holds a reply not yet read */
     const char **bt;          /* one batch's texts, for batch_body */
     int rc, stop;             /* the first failure; no new batch is started */
     size_t done, next_unsent, in_flight;
@@ -441,8 +446,11 @@ static void pool_open(hpool *p)
     p->conc = e->o.concurrency;
     p->slot_batch = chrys_calloc(p->conc, sizeof *p->slot_batch);
     p->sbuf = chrys_calloc(p->conc, sizeof *p->sbuf);
+    p->spare = chrys_calloc(p->conc, sizeof *p->spare);
+    p->pend = chrys_calloc(p->conc, sizeof *p->pend);
+    p->busy = chrys_calloc(p->conc, 1);
     p->bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *p->bt);
-    if (!p->hdr || (key && !p->auth) || !p->slot_batch || !p->sbuf || !p->bt)
+    if (!p->hdr || (key && !p->auth) || !p->slot_batch || !p->sbuf || !p->spare || !p->pend || !p->busy || !p->bt)
         p->rc = efail(e, CHRYS_NOMEM, "out of memory");
     for (uint32_t s = 0; p->slot_batch && s < p->conc; s++) p->slot_batch[s] = SIZE_MAX;
 }
@@ -552,13 +560,13 @@ static int pool_classify(CURLcode cc, long status, const char *body, char *last,
     return 0;
 }
 
-/* A 2xx reply in slot s: validated, written to its texts' rows of out and cached. Returns the
+/* A 2xx reply: validated, written to its texts' rows of out and cached. Returns the
  * batch's failure (a cache failure goes to p->rc only). */
-static int pool_accept(hpool *p, uint32_t s, const hbatch *b)
+static int pool_accept(hpool *p, const char *reply, const hbatch *b)
 {
     chrys_embedder *e = p->e;
     uint32_t dim = e->o.dim;
-    int brc = parse_reply(e, p->url, p->sbuf[s].p, b->cnt, p->bvec);
+    int brc = parse_reply(e, p->url, reply, b->cnt, p->bvec);
     if (!brc) {
         for (size_t j = 0; j < b->cnt; j++)
             memcpy(p->out + p->miss[b->m0 + j] * dim, p->bvec + j * dim, dim * sizeof(float));
@@ -612,25 +620,16 @@ static void pool_batch_failed(hpool *p, size_t bi, int brc)
     }
 }
 
-/* One finished transfer: free its slot, then accept the reply, schedule a retry, or fail the
- * batch for good. */
-static void pool_finish(hpool *p, CURL *h, CURLcode cc)
+/* A finished transfer of batch bi, its reply in r: accept it, schedule a retry, or fail the batch
+ * for good. */
+static void pool_settle(hpool *p, size_t bi, CURLcode cc, long status, const char *reply)
 {
     chrys_embedder *e = p->e;
-    void *priv = NULL;
-    curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
-    uint32_t s = (uint32_t)(uintptr_t)priv;
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_multi_remove_handle(e->multi, h);
-    size_t bi = p->slot_batch[s];
     hbatch *b = &p->bs[bi];
-    p->slot_batch[s] = SIZE_MAX;
-    p->in_flight--;
     char last[256] = "";
     int retryable = 0, brc = CHRYS_OK;
-    if (pool_classify(cc, status, p->sbuf[s].p, last, sizeof last, &retryable)) {
-        brc = pool_accept(p, s, b);
+    if (pool_classify(cc, status, reply, last, sizeof last, &retryable)) {
+        brc = pool_accept(p, reply, b);
     } else if (retryable && b->attempt <= e->o.max_retries) {
         pool_retry(p, b);
         return;
@@ -642,20 +641,70 @@ static void pool_finish(hpool *p, CURL *h, CURLcode cc)
     p->done++;
 }
 
-/* Drive the transfers once and handle those that finished; returns how many did. */
-static int pool_drive(hpool *p)
+/* Read the oldest waiting reply (pend[i]) and drop it from the queue. */
+static void pool_settle_pending(hpool *p, size_t i)
+{
+    struct pend q = p->pend[i];
+    memmove(p->pend + i, p->pend + i + 1, (p->npend - i - 1) * sizeof *p->pend);
+    p->npend--;
+    pool_settle(p, q.b, q.cc, q.status, p->spare[q.s].p);
+    p->busy[q.s] = 0;
+}
+
+/* Take the finished transfers: each frees its slot at once, its reply moved to the slot's spare
+ * buffer and queued to be read (a slot whose spare still holds an unread reply has that one read
+ * first). Returns how many finished. */
+static int pool_gather(hpool *p)
 {
     chrys_embedder *e = p->e;
-    int running = 0;
-    curl_multi_perform(e->multi, &running);
     CURLMsg *m;
     int left, finished = 0;
     while ((m = curl_multi_info_read(e->multi, &left))) {
         if (m->msg != CURLMSG_DONE) continue;
-        pool_finish(p, m->easy_handle, m->data.result);
+        CURL *h = m->easy_handle;
+        void *priv = NULL;
+        curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
+        uint32_t s = (uint32_t)(uintptr_t)priv;
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        CURLcode cc = m->data.result;
+        curl_multi_remove_handle(e->multi, h);
+        for (size_t i = 0; p->busy[s] && i < p->npend; i++)
+            if (p->pend[i].s == s) pool_settle_pending(p, i);
+        buf t = p->sbuf[s]; /* the reply to the spare; the slot takes the spare's memory */
+        p->sbuf[s] = p->spare[s];
+        p->spare[s] = t;
+        p->pend[p->npend++] = (struct pend){s, p->slot_batch[s], cc, status};
+        p->busy[s] = 1;
+        p->slot_batch[s] = SIZE_MAX;
+        p->in_flight--;
         finished++;
     }
     return finished;
+}
+
+/* Drive the transfers. Finished ones free their slots, the freed slots' next requests go out,
+ * and only then are the replies read, one at a time with the transfers driven in between:
+ * reading a 2.6 MB reply takes several milliseconds of this one thread, which would otherwise
+ * hold back every other slot's reply and next request (8 slots finishing together waited up to
+ * 8 readings). Returns how many finished. */
+static int pool_drive(hpool *p)
+{
+    chrys_embedder *e = p->e;
+    int running = 0, total = 0;
+    for (;;) {
+        curl_multi_perform(e->multi, &running);
+        int f = pool_gather(p);
+        total += f;
+        if (f) {
+            double wait = 1.0;
+            pool_start(p, mono_now(), &wait);
+            curl_multi_perform(e->multi, &running); /* the new requests leave now */
+        }
+        if (!p->npend) break;
+        pool_settle_pending(p, 0);
+    }
+    return total;
 }
 
 /* Detach what is still in flight and free the pool (the key wiped from memory first). */
@@ -671,7 +720,11 @@ static void pool_close(hpool *p)
     }
     chrys_free(p->slot_batch);
     for (uint32_t s = 0; p->sbuf && s < p->conc; s++) chrys_free(p->sbuf[s].p);
+    for (uint32_t s = 0; p->spare && s < p->conc; s++) chrys_free(p->spare[s].p);
     chrys_free(p->sbuf);
+    chrys_free(p->spare);
+    chrys_free(p->pend);
+    chrys_free(p->busy);
     chrys_free(p->bt);
     chrys_free(p->url);
 }
