@@ -418,7 +418,6 @@ typedef struct hpool {
                                  the slot's next request is already out (pool_drive) */
     struct pend { uint32_t s; size_t b; CURLcode cc; long status; } *pend; /* replies waiting, oldest first */
     size_t npend;
-    unsigned char *busy;      /* the slot's spare holds a reply not yet read */
     const char **bt;          /* one batch's texts, for batch_body */
     int rc, stop;             /* the first failure; no new batch is started */
     size_t done, next_unsent, in_flight;
@@ -448,9 +447,8 @@ static void pool_open(hpool *p)
     p->sbuf = chrys_calloc(p->conc, sizeof *p->sbuf);
     p->spare = chrys_calloc(p->conc, sizeof *p->spare);
     p->pend = chrys_calloc(p->conc, sizeof *p->pend);
-    p->busy = chrys_calloc(p->conc, 1);
     p->bt = chrys_malloc((e->o.batch_max_items + 1) * sizeof *p->bt);
-    if (!p->hdr || (key && !p->auth) || !p->slot_batch || !p->sbuf || !p->spare || !p->pend || !p->busy || !p->bt)
+    if (!p->hdr || (key && !p->auth) || !p->slot_batch || !p->sbuf || !p->spare || !p->pend || !p->bt)
         p->rc = efail(e, CHRYS_NOMEM, "out of memory");
     for (uint32_t s = 0; p->slot_batch && s < p->conc; s++) p->slot_batch[s] = SIZE_MAX;
 }
@@ -648,7 +646,6 @@ static void pool_settle_pending(hpool *p, size_t i)
     memmove(p->pend + i, p->pend + i + 1, (p->npend - i - 1) * sizeof *p->pend);
     p->npend--;
     pool_settle(p, q.b, q.cc, q.status, p->spare[q.s].p);
-    p->busy[q.s] = 0;
 }
 
 /* Take the finished transfers: each frees its slot at once, its reply moved to the slot's spare
@@ -669,13 +666,15 @@ static int pool_gather(hpool *p)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         CURLcode cc = m->data.result;
         curl_multi_remove_handle(e->multi, h);
-        for (size_t i = 0; p->busy[s] && i < p->npend; i++)
-            if (p->pend[i].s == s) pool_settle_pending(p, i);
+        for (size_t i = 0; i < p->npend; i++) /* (at most one reply waits per slot) */
+            if (p->pend[i].s == s) {
+                pool_settle_pending(p, i);
+                break;
+            }
         buf t = p->sbuf[s]; /* the reply to the spare; the slot takes the spare's memory */
         p->sbuf[s] = p->spare[s];
         p->spare[s] = t;
         p->pend[p->npend++] = (struct pend){s, p->slot_batch[s], cc, status};
-        p->busy[s] = 1;
         p->slot_batch[s] = SIZE_MAX;
         p->in_flight--;
         finished++;
@@ -724,7 +723,6 @@ static void pool_close(hpool *p)
     chrys_free(p->sbuf);
     chrys_free(p->spare);
     chrys_free(p->pend);
-    chrys_free(p->busy);
     chrys_free(p->bt);
     chrys_free(p->url);
 }

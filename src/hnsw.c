@@ -386,6 +386,6 @@ int hnsw_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int 
     if (e < k) e = k;
     search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, e, 0, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
-    chrys_parallel_chunks(nq >= 2 * (size_t)nt ? nt : 1, nq, search_range, &c);
+    chrys_parallel_chunks(nq >= 2 * (size_t)nt ? nt : 1, nq, 0, search_range, &c);
     return c.rc;
 }

@@ -157,29 +157,23 @@ typedef struct build_ctx {
     size_t first, end;    /* items [first, end): slots, or indexes into slots */
     const float *rows;    /* row of slot v at rows + (v - first) * dim (new nodes) */
     const uint32_t *slots; /* non-NULL: relink these slots, rows from ix->vecs */
-    atomic_size_t next, done;
+    atomic_size_t done;
     hscratch **scratch;
     int locked;
 } build_ctx;
 
-static void build_worker(void *arg, unsigned wk, size_t b, size_t e)
+/* Link items [first + b, first + e): one chunk of 16 (chrys_parallel_chunks). */
+static void build_chunk(void *arg, unsigned wk, size_t b, size_t e)
 {
-    (void)b;
-    (void)e;
     build_ctx *c = arg;
     chrys_index *ix = c->ix;
     walk w = {ix, ix->hnsw, chrys_kernels_active(), c->scratch[wk], c->locked, CHRYS_NO_SLOT, NULL};
-    for (;;) {
-        size_t i0 = atomic_fetch_add(&c->next, 16);
-        if (i0 >= c->end) break;
-        size_t i1 = i0 + 16 < c->end ? i0 + 16 : c->end;
-        for (size_t i = i0; i < i1; i++) {
-            uint32_t v = c->slots ? c->slots[i] : (uint32_t)i;
-            link_node(&w, v, c->slots ? ix->vecs + (size_t)v * ix->dim : c->rows + (i - c->first) * ix->dim);
-        }
-        size_t d = atomic_fetch_add(&c->done, i1 - i0) + (i1 - i0);
-        if (wk == 0 && ix->progress && !c->slots) ix->progress(d, c->end - c->first, ix->progress_ctx);
+    for (size_t i = c->first + b; i < c->first + e; i++) {
+        uint32_t v = c->slots ? c->slots[i] : (uint32_t)i;
+        link_node(&w, v, c->slots ? ix->vecs + (size_t)v * ix->dim : c->rows + (i - c->first) * ix->dim);
     }
+    size_t d = atomic_fetch_add(&c->done, e - b) + (e - b);
+    if (wk == 0 && ix->progress && !c->slots) ix->progress(d, c->end - c->first, ix->progress_ctx);
 }
 
 /* Workers for n links: all cores (build_threads) unless n is small; one scratch each. */
@@ -212,8 +206,8 @@ int hnsw_relink(chrys_index *ix, const uint32_t *slots, size_t n)
     hscratch *scr[64] = {0};
     int rc = scratch_get_all(ix, nt, scr);
     if (!rc) {
-        build_ctx c = {ix, 0, n, NULL, slots, 0, 0, scr, nt > 1};
-        chrys_parallel_for(nt, nt, build_worker, &c);
+        build_ctx c = {ix, 0, n, NULL, slots, 0, scr, nt > 1};
+        chrys_parallel_chunks(nt, n, 16, build_chunk, &c);
     }
     scratch_put_all(ix, nt, scr);
     return rc;
@@ -259,8 +253,8 @@ int hnsw_after_add(chrys_index *ix, size_t first, const float *rows)
     /* From here nothing fails. */
     if (ix->sq8)
         for (size_t v = first; v < ix->n; v++) sq8_encode(ix, v, rows + (v - first) * ix->dim);
-    build_ctx c = {ix, first, ix->n, rows, NULL, first, 0, scr, nt > 1};
-    chrys_parallel_for(nt, nt, build_worker, &c);
+    build_ctx c = {ix, first, ix->n, rows, NULL, 0, scr, nt > 1};
+    chrys_parallel_chunks(nt, n, 16, build_chunk, &c);
     scratch_put_all(ix, nt, scr);
     return CHRYS_OK;
 }

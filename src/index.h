@@ -240,8 +240,9 @@ CHRYS_PRIVATE flat_path flat__test_last_path(void);
  * calling thread). Falls back to fewer workers if threads cannot be started. */
 typedef void (*chrys_range_fn)(void *ctx, unsigned worker, size_t begin, size_t end);
 CHRYS_PRIVATE void chrys_parallel_for(unsigned n_workers, size_t n, chrys_range_fn fn, void *ctx);
-/* The same over [0, n) in chunks handed out as workers finish (fn runs once per chunk): for
- * items of uneven cost, so that a slower core does not hold the batch back. */
-CHRYS_PRIVATE void chrys_parallel_chunks(unsigned n_workers, size_t n, chrys_range_fn fn, void *ctx);
+/* The same over [0, n) in chunks of `chunk` items (0: about n / (16 workers), the whole range
+ * on one worker) handed out as workers finish (fn runs once per chunk): for items of uneven
+ * cost, so that a slower core does not hold the batch back. */
+CHRYS_PRIVATE void chrys_parallel_chunks(unsigned n_workers, size_t n, size_t chunk, chrys_range_fn fn, void *ctx);
 
 #endif

@@ -399,6 +399,6 @@ int ivf_search(const chrys_index *ix, size_t nq, const float *q, size_t k, int u
     size_t pool = ix->sq8 ? (k * 4 > k + 32 ? k * 4 : k + 32) : k + 8;
     search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, pool, nprobe, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
-    chrys_parallel_chunks(nq >= nt * 2 ? nt : 1, nq, ivf_query_range, &c);
+    chrys_parallel_chunks(nq >= nt * 2 ? nt : 1, nq, 0, ivf_query_range, &c);
     return c.rc;
 }

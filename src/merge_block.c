@@ -422,10 +422,10 @@ static int block_search(chrys_merger *m, block_work *w)
     double t0 = now_s();
     search_params xp = {k, 0, 0, w->nt, 0, 0, 1, NULL}; /* exact */
     int screen = !approx && merge_screen_usable(m->ix, w->e_before, nb);
-    if (screen) /* the entries the previous block changed (dlist) are coded again */
-        rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd) ||
-             merge_screen_search(&w->scr, m->ix, nb, w->qblock, k, w->nt, w->cid, w->csc) ? CHRYS_NOMEM : CHRYS_OK;
-    else {
+    if (screen) { /* the entries the previous block changed (dlist) are coded again */
+        rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd);
+        if (!rc) rc = merge_screen_search(&w->scr, m->ix, nb, w->qblock, k, w->nt, w->cid, w->csc);
+    } else {
         w->scr.n = 0; /* codes not kept up to date: coded afresh when next used */
         rc = approx ? index_search(m, nb, w->qblock, k, w->nt, w->cid, w->csc)
                     : index_search_prepared(m->ix, nb, w->qblock, &xp, w->cid, w->csc);

@@ -217,7 +217,7 @@ static void lo_push(qstate *st, size_t k, double lo)
 static void cand_push(qstate *st, uint32_t slot, double hi)
 {
     if (st->ncs == st->cap) {
-        size_t cap = st->cap ? 2 * st->cap : 64;
+        size_t cap = chrys_grow_cap(st->cap, st->ncs + 1, 64);
         cand *p = chrys_realloc(st->cs, cap * sizeof *p);
         if (!p) {
             st->oom = 1;
@@ -239,21 +239,17 @@ static inline void take(qstate *st, const merge_screen *s, size_t k, uint32_t v,
     lo_push(st, k, a - b);
 }
 
-/* Exact scores for the rows that may be in the top k, ranked as the Flat scan ranks them. */
-static void finish(const screen_job *j, size_t qi, qstate *st, ranked *buf, size_t bufcap, int *need_more)
+/* Exact scores for the rows that may be in the top k, ranked as the Flat scan ranks them (buf
+ * holds st->ncs items). */
+static void finish(const screen_job *j, size_t qi, const qstate *st, ranked *buf)
 {
     const chrys_index *ix = j->ix;
     const chrys_kernels *kr = chrys_kernels_active();
     size_t dim = ix->dim, k = j->k, m = 0;
     double L = st->nlo == k ? st->lo[0] : -INFINITY;
     const float *q = j->q + qi * dim;
-    *need_more = 0;
     for (size_t i = 0; i < st->ncs; i++) {
         if (st->cs[i].hi < L) continue;
-        if (m == bufcap) {
-            *need_more = 1;
-            return;
-        }
         uint32_t v = st->cs[i].slot;
         buf[m++] = (ranked){kr->dot_f64(q, ix->vecs + (size_t)v * dim, dim), ix->ids[v]};
     }
@@ -328,18 +324,16 @@ static void screen_range(void *arg, unsigned wk, size_t gb, size_t ge)
                 j->rc = CHRYS_NOMEM;
                 goto out;
             }
-            int more;
-            finish(j, q0 + i, &st[i], buf, bufcap, &more);
-            while (more) {
-                ranked *p = chrys_realloc(buf, 2 * bufcap * sizeof *p);
+            if (st[i].ncs > bufcap) {
+                ranked *p = chrys_realloc(buf, st[i].ncs * sizeof *p);
                 if (!p) {
                     j->rc = CHRYS_NOMEM;
                     goto out;
                 }
                 buf = p;
-                bufcap *= 2;
-                finish(j, q0 + i, &st[i], buf, bufcap, &more);
+                bufcap = st[i].ncs;
             }
+            finish(j, q0 + i, &st[i], buf);
         }
     }
 out:
@@ -355,6 +349,6 @@ int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq,
     if (s->n != ix->n || k == 0) return CHRYS_INVALID;
     screen_job j = {s, ix, q, nq, k, ids, scores, CHRYS_OK};
     /* work items are groups of SCREEN_CHUNK queries (the kernel takes 16 at a time) */
-    chrys_parallel_chunks(nt ? nt : chrys_online_cpus(), (nq + SCREEN_CHUNK - 1) / SCREEN_CHUNK, screen_range, &j);
+    chrys_parallel_chunks(nt ? nt : chrys_online_cpus(), (nq + SCREEN_CHUNK - 1) / SCREEN_CHUNK, 0, screen_range, &j);
     return j.rc;
 }

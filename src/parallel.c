@@ -48,9 +48,10 @@ void chrys_parallel_for(unsigned n_workers, size_t n, chrys_range_fn fn, void *c
     }
 }
 
-/* Independent items of uneven cost (queries of a graph or list search) on a machine whose cores
- * need not run at the same speed: each worker takes the next chunk of about n / (16 workers)
- * items until none are left, so no worker idles while another still holds half the batch. */
+/* Independent items of uneven cost (queries of a graph or list search, nodes to link) on a
+ * machine whose cores need not run at the same speed: each worker takes the next chunk (of the
+ * caller's size, or about n / (16 workers) items) until none are left, so no worker idles while
+ * another still holds half the batch. */
 typedef struct chunks {
     chrys_range_fn fn;
     void *ctx;
@@ -70,14 +71,11 @@ static void take_chunks(void *arg, unsigned worker, size_t begin, size_t end)
     }
 }
 
-void chrys_parallel_chunks(unsigned n_workers, size_t n, chrys_range_fn fn, void *ctx)
+void chrys_parallel_chunks(unsigned n_workers, size_t n, size_t chunk, chrys_range_fn fn, void *ctx)
 {
     if (n_workers > n) n_workers = (unsigned)(n ? n : 1);
-    if (n_workers <= 1) {
-        fn(ctx, 0, 0, n);
-        return;
-    }
-    size_t chunk = n / (16 * (size_t)n_workers);
+    if (!chunk) chunk = n_workers <= 1 ? n : n / (16 * (size_t)n_workers);
     chunks c = {fn, ctx, n, chunk ? chunk : 1, 0};
-    chrys_parallel_for(n_workers, n_workers, take_chunks, &c);
+    if (n_workers <= 1) take_chunks(&c, 0, 0, n);
+    else chrys_parallel_for(n_workers, n_workers, take_chunks, &c);
 }

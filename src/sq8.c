@@ -251,7 +251,7 @@ int sq8_flat_search(const chrys_index *ix, size_t nq, const float *q, size_t k, 
     size_t pool = k * 4 > k + 32 ? k * 4 : k + 32;
     search_job c = {ix, q, k, use_thr, thr, ids, scores, filter, pool, 0, CHRYS_OK};
     if (nt == 0) nt = chrys_online_cpus();
-    chrys_parallel_chunks(nq >= 2 * (size_t)nt ? nt : 1, nq, flat_range, &c);
+    chrys_parallel_chunks(nq >= 2 * (size_t)nt ? nt : 1, nq, 0, flat_range, &c);
     return c.rc;
 }
 

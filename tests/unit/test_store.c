@@ -383,6 +383,16 @@ void test_store_hostile_headers(void)
         CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
         CHECK_STR_CONTAINS(msg, "row 1");
         chrys_free(msg);
+        /* Infinity; and under cosine (metric 0) a row that is not unit length. */
+        const float bad[2] = {INFINITY, 2.0f};
+        for (int j = 0; j < 2; j++) {
+            vec[1] = bad[j];
+            CHECK_EQ(store_write(p, secs, 4, NULL), CHRYS_OK);
+            CHECK_EQ(chrys_index_load(p, &ix, &msg) & 0xff, CHRYS_CORRUPT);
+            CHECK(ix == NULL);
+            CHECK_STR_CONTAINS(msg, "row 1 (id 10): invalid vector or norm");
+            chrys_free(msg);
+        }
     }
     /* A newer major version: FORMAT, not CORRUPT. */
     CHECK_EQ(craft(p, 1, 2, 0, 0), CHRYS_OK);
