@@ -55,6 +55,13 @@ CHRYS_PRIVATE int store_find(const store_reader *r, uint32_t tag);
 CHRYS_PRIVATE int store_read_section(store_reader *r, int i, void *dst, char **errmsg);
 /* A buffer reader's section i in place (no copy), its CRC verified. */
 CHRYS_PRIVATE int store_map_section(store_reader *r, int i, const void **out, char **errmsg);
+/* The same two without the CRC, for a caller that checksums the bytes in its own pass over them
+ * (the float32 rows: one pass for the checksum and the row checks) and then calls
+ * store_check_crc with what it computed. */
+CHRYS_PRIVATE int store_read_section_unchecked(store_reader *r, int i, void *dst, char **errmsg);
+CHRYS_PRIVATE int store_map_section_unchecked(store_reader *r, int i, const void **out, char **errmsg);
+/* CHRYS_OK when crc is section i's recorded CRC, else a checksum error naming the section. */
+CHRYS_PRIVATE int store_check_crc(const store_reader *r, int i, uint32_t crc, char **errmsg);
 /* Name of a tag as 4 printable characters (buffer of 5). */
 CHRYS_PRIVATE const char *store_tag_name(uint32_t tag, char out[5]);
 

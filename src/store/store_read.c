@@ -176,30 +176,37 @@ int store_find(const store_reader *r, uint32_t tag)
     return -1;
 }
 
-int store_read_section(store_reader *r, int i, void *dst, char **errmsg)
+int store_check_crc(const store_reader *r, int i, uint32_t crc, char **errmsg)
 {
     const store_entry *s = &r->sec[i];
-    int rc = read_at(r, s->off, dst, s->len, errmsg);
-    if (rc) return rc;
-    if (chrys_crc32c(0, dst, (size_t)s->len) != s->crc) {
-        char t[5];
-        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT_CHECKSUM, "%s: section %s checksum mismatch",
-                                r->name, store_tag_name(s->tag, t));
-    }
+    if (crc == s->crc) return CHRYS_OK;
+    char t[5];
+    return chrys_set_errmsg(errmsg, CHRYS_CORRUPT_CHECKSUM, "%s: section %s checksum mismatch", r->name,
+                            store_tag_name(s->tag, t));
+}
+
+int store_read_section_unchecked(store_reader *r, int i, void *dst, char **errmsg)
+{
+    return read_at(r, r->sec[i].off, dst, r->sec[i].len, errmsg);
+}
+
+int store_read_section(store_reader *r, int i, void *dst, char **errmsg)
+{
+    int rc = store_read_section_unchecked(r, i, dst, errmsg);
+    return rc ? rc : store_check_crc(r, i, chrys_crc32c(0, dst, (size_t)r->sec[i].len), errmsg);
+}
+
+int store_map_section_unchecked(store_reader *r, int i, const void **out, char **errmsg)
+{
+    *out = NULL;
+    if (!r->buf) return chrys_set_errmsg(errmsg, CHRYS_ERROR, "%s: not a mapped store", r->name);
+    *out = r->buf + r->sec[i].off; /* bounds checked when the table was read */
     return CHRYS_OK;
 }
 
 int store_map_section(store_reader *r, int i, const void **out, char **errmsg)
 {
-    const store_entry *s = &r->sec[i];
-    *out = NULL;
-    if (!r->buf) return chrys_set_errmsg(errmsg, CHRYS_ERROR, "%s: not a mapped store", r->name);
-    const unsigned char *p = r->buf + s->off; /* bounds checked when the table was read */
-    if (chrys_crc32c(0, p, (size_t)s->len) != s->crc) {
-        char t[5];
-        return chrys_set_errmsg(errmsg, CHRYS_CORRUPT_CHECKSUM, "%s: section %s checksum mismatch", r->name,
-                                store_tag_name(s->tag, t));
-    }
-    *out = p;
-    return CHRYS_OK;
+    int rc = store_map_section_unchecked(r, i, out, errmsg);
+    if (!rc && (rc = store_check_crc(r, i, chrys_crc32c(0, *out, (size_t)r->sec[i].len), errmsg))) *out = NULL;
+    return rc;
 }

@@ -479,3 +479,66 @@ void test_store_failed_save_keeps_old_file(void)
     chrys_index_free(old);
     chrys_index_free(nw);
 }
+
+/* The float32 rows are checksummed in the pass that checks them, split over workers whose
+ * checksums are then combined: a store whose rows span two workers (18 MB) loads, and a single
+ * flipped mantissa bit (a value still finite, a row still near unit length, so only the
+ * checksum can tell) is refused by both chrys_index_load and chrys_index_open_mmap, near the
+ * start and in the second half of the rows. */
+void test_store_rows_checksum_split(void)
+{
+    enum { D = 1024, N = 4500 };
+    uint64_t s = h_seed + 31;
+    float *x = malloc((size_t)N * D * sizeof *x);
+    uint64_t *ids = malloc(N * sizeof *ids);
+    CHECK(x && ids);
+    if (!x || !ids) return;
+    for (size_t i = 0; i < (size_t)N * D; i++) x[i] = h_uniform(&s) - 0.5f;
+    for (size_t i = 0; i < N; i++) ids[i] = 7 * i + 1;
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = D;
+    o.kind = CHRYS_INDEX_FLAT;
+    chrys_index *ix = NULL, *out = NULL;
+    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(ix, N, ids, x, NULL), CHRYS_OK);
+    char *p = tmp_path("rows_crc.chrys");
+    CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
+    size_t len = 0;
+    unsigned char *b = slurp(p, &len);
+    store_reader r;
+    CHECK_EQ(store_reader_open_buffer(&r, b, len, "rows", NULL), CHRYS_OK);
+    int iv = store_find(&r, TAG_VF32);
+    CHECK(iv >= 0);
+    uint64_t off = r.sec[iv].off;
+    CHECK_EQ(chrys_index_load(p, &out, NULL), CHRYS_OK);
+    chrys_index_info info = {sizeof info};
+    CHECK_EQ(chrys_index_get_info(out, &info), CHRYS_OK);
+    CHECK_EQ(info.count, (uint64_t)N);
+    chrys_index_free(out);
+    out = NULL;
+    CHECK_EQ(chrys_index_open_mmap(p, &out, NULL), CHRYS_OK);
+    chrys_index_free(out);
+    out = NULL;
+    static const size_t rows[2] = {10, 4000};
+    for (int t = 0; t < 2; t++) {
+        size_t at = (size_t)off + (rows[t] * D + 17) * 4; /* the low mantissa byte of a component */
+        b[at] ^= 0x04;
+        FILE *f = fopen(p, "wb");
+        CHECK(f && fwrite(b, 1, len, f) == len);
+        if (f) fclose(f);
+        for (int m = 0; m < 2; m++) {
+            char *msg = NULL;
+            int rc = m ? chrys_index_open_mmap(p, &out, &msg) : chrys_index_load(p, &out, &msg);
+            CHECK_EQ(rc, CHRYS_CORRUPT_CHECKSUM);
+            CHECK(out == NULL && msg && strstr(msg, "VF32") && strstr(msg, "checksum"));
+            chrys_free(msg);
+        }
+        b[at] ^= 0x04;
+    }
+    remove(p);
+    free(b);
+    chrys_index_free(ix);
+    free(x);
+    free(ids);
+}
