@@ -89,6 +89,7 @@
     X(test_ivf_caps_agree)                          \
     X(test_ivf_planner_policy)                      \
     X(test_kmeans_basics)                           \
+    X(test_kmeans_many_centroids_seed_by_density)   \
     X(test_ivf_recall_and_mutation)                 \
     X(test_ivf_planner)                             \
     X(test_search_filter)                           \
