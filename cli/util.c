@@ -121,6 +121,21 @@ void progress_end(progress *p)
 }
 
 void openblas_set_num_threads(int);
+#ifdef CHRYS_HAVE_BLAS
+int blas_thread_shutdown_(void);
+#endif
+
+void cli_blas_idle(void)
+{
+#ifdef CHRYS_HAVE_BLAS
+    /* OpenBLAS starts its worker threads as it loads, and each spins on sched_yield for about
+     * 2^28 cycles before it sleeps: on two cores that takes a core from a short command's own
+     * work for its whole life (chrysalis search --mmap on a 412 MB store, one query: median
+     * 137-157 ms, against 92-98 ms with OPENBLAS_NUM_THREADS=1). Stopped here; the first BLAS
+     * call that wants them starts them again (OpenBLAS does so itself, as after a fork). */
+    blas_thread_shutdown_();
+#endif
+}
 
 void cli_set_threads(long n)
 {

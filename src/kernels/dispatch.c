@@ -29,6 +29,8 @@ static const chrys_kernels *g_active;
 static int g_max_level;
 static int g_sse42;
 static int g_vnni; /* AVX512_VNNI present (with the avx512 level) */
+static int g_vpclmul; /* VPCLMULQDQ present (with the avx512 level) */
+static int g_crc_level; /* the level chosen (CHRYS_SIMD lowers the checksum's kernel too) */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 #ifdef CHRYS_X86
@@ -57,6 +59,7 @@ static int detect_level(void)
     if (level == LVL_AVX2 && avx512f && avx512bw && avx512vl && (xcr0 & 0xe6) == 0xe6)
         level = LVL_AVX512; /* opmask, ZMM_Hi256, Hi16_ZMM state */
     g_vnni = level == LVL_AVX512 && ((c >> 11) & 1); /* AVX512_VNNI */
+    g_vpclmul = level == LVL_AVX512 && g_sse42 && ((c >> 10) & 1); /* VPCLMULQDQ */
     return level;
 #else
     return LVL_SCALAR;
@@ -85,6 +88,7 @@ static void select_once(void)
         if (want < level) level = want; /* never above what the CPU supports */
     }
     g_active = table_for(level);
+    g_crc_level = level;
 }
 
 const chrys_kernels *chrys_kernels_active(void)
@@ -112,9 +116,17 @@ int chrys_cpu_has_sse42(void)
     return g_sse42;
 }
 
+int chrys_cpu_has_vpclmul(void)
+{
+    pthread_once(&g_once, select_once);
+    return g_vpclmul;
+}
+
 uint32_t chrys_crc32c(uint32_t crc, const void *buf, size_t n)
 {
-    return chrys_cpu_has_sse42() ? chrys_crc32c_hw(crc, buf, n) : chrys_crc32c_sw(crc, buf, n);
+    pthread_once(&g_once, select_once);
+    if (g_vpclmul && g_crc_level == LVL_AVX512) return chrys_crc32c_vpclmul(crc, buf, n);
+    return g_sse42 ? chrys_crc32c_hw(crc, buf, n) : chrys_crc32c_sw(crc, buf, n);
 }
 
 /* Whether BLAS sgemm runs a vector kernel at least as wide as AVX2 with FMA. OpenBLAS picks its

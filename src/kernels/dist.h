@@ -95,10 +95,13 @@ extern const chrys_kernels chrys_kernels_avx512_vnni; /* avx512 with the VNNI do
 uint32_t chrys_crc32c(uint32_t crc, const void *buf, size_t n);
 uint32_t chrys_crc32c_sw(uint32_t crc, const void *buf, size_t n);
 uint32_t chrys_crc32c_hw(uint32_t crc, const void *buf, size_t n);
+/* crc32c_vpclmul.c: by carry-less multiplication (AVX-512 VPCLMULQDQ; used only when CPUID says so) */
+uint32_t chrys_crc32c_vpclmul(uint32_t crc, const void *buf, size_t n);
 /* The CRC32C of A||B from crc1 = CRC32C(A), crc2 = CRC32C(B) and len2 = |B|. */
 uint32_t chrys_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2);
 /* tab[j][b]: the register state b << 8j moved over n zero bytes (a linear map; xor the four). */
 void chrys_crc32c_shift_tables(uint64_t n, uint32_t tab[4][256]);
 int chrys_cpu_has_sse42(void);
+int chrys_cpu_has_vpclmul(void); /* VPCLMULQDQ with the AVX-512 level */
 
 #endif

@@ -232,24 +232,29 @@ void test_crc32c(void)
         uint32_t sw = chrys_crc32c_sw(0, buf + 1, n - (n > 0));
         CHECK_EQ(chrys_crc32c(0, buf + 1, n - (n > 0)), sw);
         if (chrys_cpu_has_sse42()) CHECK_EQ(chrys_crc32c_hw(0, buf + 1, n - (n > 0)), sw);
+        if (chrys_cpu_has_vpclmul()) CHECK_EQ(chrys_crc32c_vpclmul(0, buf + 1, n - (n > 0)), sw);
     }
     /* Incremental == one-shot. */
     uint32_t one = chrys_crc32c(0, buf, 999), inc = chrys_crc32c(chrys_crc32c(0, buf, 333), buf + 333, 666);
     CHECK_EQ(one, inc);
-    /* Long inputs take the three-stream path (blocks of 2 KiB): every length around a round of
-     * 6 KiB and its multiples, at odd offsets, against the byte-at-a-time reference; and the
+    /* Long inputs take the three-stream path (blocks of 2 KiB) or the folding one (rounds of 256
+     * bytes, then 64, then the last bytes): every length around a round of each and its multiples,
+     * at odd offsets, against the byte-at-a-time reference; and the
      * combination of two checksums equals the checksum of the whole. */
     size_t big = 40000;
     unsigned char *b = malloc(big);
     CHECK(b != NULL);
     if (!b) return;
     for (size_t i = 0; i < big; i++) b[i] = (unsigned char)h_rand(&s);
-    static const size_t lens[] = {6143, 6144, 6145, 6151, 12287, 12288, 12295, 18432, 24577, 39990};
+    static const size_t lens[] = {255, 256, 257, 319, 320, 511, 512, 513, 575, 767, 6143, 6144, 6145, 6151, 12287,
+                                  12288, 12295, 18432, 24577, 39990};
     for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
         size_t off = i % 5;
         uint32_t sw = chrys_crc32c_sw(0, b + off, lens[i]);
         CHECK_EQ(chrys_crc32c(0, b + off, lens[i]), sw);
         if (chrys_cpu_has_sse42()) CHECK_EQ(chrys_crc32c_hw(0x1234567u, b + off, lens[i]), chrys_crc32c_sw(0x1234567u, b + off, lens[i]));
+        if (chrys_cpu_has_vpclmul())
+            CHECK_EQ(chrys_crc32c_vpclmul(0x1234567u, b + off, lens[i]), chrys_crc32c_sw(0x1234567u, b + off, lens[i]));
         for (size_t cut = 0; cut <= lens[i]; cut += 1 + lens[i] / 3) {
             uint32_t a = chrys_crc32c_sw(0, b + off, cut), c = chrys_crc32c_sw(0, b + off + cut, lens[i] - cut);
             CHECK_EQ(chrys_crc32c_combine(a, c, lens[i] - cut), sw);

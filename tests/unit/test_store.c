@@ -542,3 +542,78 @@ void test_store_rows_checksum_split(void)
     free(x);
     free(ids);
 }
+
+/* The row check decides from the float32 sum of squares where it cannot differ from the double
+ * one, and from the double one elsewhere: both decisions are compared with the rule itself
+ * (components finite, and under cosine |norm - 1| <= 1e-3 by the double sum) on rows clear of
+ * the band's edges, rows within the float sum's error of them, and (under l2) rows whose float
+ * squares overflow although every component is finite, by chrys_index_load and open_mmap. */
+void test_store_row_check_edges(void)
+{
+    enum { D = 1024 };
+    uint64_t s = h_seed + 41;
+    static float vec[2 * D];
+    double e[D], ss = 0;
+    for (size_t j = 0; j < D; j++) {
+        e[j] = h_uniform(&s) - 0.5;
+        ss += e[j] * e[j];
+    }
+    for (size_t j = 0; j < D; j++) vec[j] = (float)(e[j] / sqrt(ss));
+    unsigned char meta[META_SIZE] = {0};
+    put_u32le(meta + META_DIM, D);
+    put_u64le(meta + META_COUNT, 2);
+    uint64_t ids[2] = {5, 6};
+    float norms[2] = {1, 1};
+    store_section secs[4] = {{TAG_META, 0, meta, META_SIZE}, {TAG_IDS, 0, ids, 16}, {TAG_NORM, 0, norms, 8},
+                             {TAG_VF32, 0, vec, sizeof vec}};
+    char *p = tmp_path("row_edges.chrys");
+    /* cosine: row 1 is row 0 times t (the float sum's margin here is 1.2e-4 of the squared norm) */
+    static const double ts[] = {1.0, 1.0005, 0.9995, 1.0015, 0.9985, 1.00095, 1.00105, 0.99905, 0.99895, 1.001, 0.999};
+    int accepted = 0, refused = 0;
+    for (size_t t = 0; t < sizeof ts / sizeof *ts; t++) {
+        for (size_t j = 0; j < D; j++) vec[D + j] = (float)(ts[t] * vec[j]);
+        int ok = fabs(sqrt(vec_dot_f64(vec + D, vec + D, D)) - 1.0) <= 1e-3;
+        accepted += ok;
+        refused += !ok;
+        CHECK_EQ(store_write(p, secs, 4, NULL), CHRYS_OK);
+        for (int m = 0; m < 2; m++) {
+            chrys_index *ix = NULL;
+            char *msg = NULL;
+            int rc = m ? chrys_index_open_mmap(p, &ix, &msg) : chrys_index_load(p, &ix, &msg);
+            if (ok) {
+                CHECK_EQ(rc, CHRYS_OK);
+            } else {
+                CHECK_EQ(rc & 0xff, CHRYS_CORRUPT);
+                CHECK_STR_CONTAINS(msg, "row 1 (id 6): invalid vector or norm");
+            }
+            chrys_free(msg);
+            chrys_index_free(ix);
+        }
+    }
+    CHECK(accepted >= 5 && refused >= 4);
+    /* l2 (metric 2): finite components whose float squares overflow, alone or summed */
+    put_u32le(meta + META_METRIC, CHRYS_METRIC_L2);
+    norms[0] = norms[1] = 1e30f;
+    for (int c = 0; c < 3; c++) {
+        for (size_t j = 0; j < 2 * D; j++) vec[j] = 0.5f;
+        if (c == 0) vec[D + 3] = 3e19f;
+        if (c == 1)
+            for (size_t j = 0; j < D; j++) vec[D + j] = 1e18f;
+        if (c == 2) vec[D + 3] = INFINITY;
+        CHECK_EQ(store_write(p, secs, 4, NULL), CHRYS_OK);
+        for (int m = 0; m < 2; m++) {
+            chrys_index *ix = NULL;
+            char *msg = NULL;
+            int rc = m ? chrys_index_open_mmap(p, &ix, &msg) : chrys_index_load(p, &ix, &msg);
+            if (c < 2) {
+                CHECK_EQ(rc, CHRYS_OK);
+            } else {
+                CHECK_EQ(rc & 0xff, CHRYS_CORRUPT);
+                CHECK_STR_CONTAINS(msg, "row 1 (id 6)");
+            }
+            chrys_free(msg);
+            chrys_index_free(ix);
+        }
+    }
+    remove(p);
+}
