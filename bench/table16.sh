@@ -9,7 +9,10 @@
 #      process (read, merge, atomic save; best of 3) against bench/merge_numpy.py (its loop alone,
 #      numpy's OpenBLAS on both cores), entries compared record by record;
 #   3. IVF train + add on Fashion-MNIST against FAISS (bench/kmeans_train_vs_faiss.py);
-#   4. embedding requests in flight, concurrency 1 vs 8 (bench/run_embed.sh).
+#   4. embedding requests in flight, concurrency 1 vs 8 (bench/run_embed.sh);
+#   5. the CLI path: `chrysalis search STORE q --mmap` with one query on the 100k x 1024 Flat store
+#      (412 MB, page cache warm), whole process, against the same search in one process
+#      (chrysalis.Index.load(mmap=True), then search: the open, the first and a second search).
 # OPENBLAS_CORETYPE is left as the environment sets it (it is printed: OpenBLAS picks its kernel
 # from it, or from the CPU model, which it may not know). Writes bench/out/table16/*.
 # Run from the repository root on a quiet machine: bash bench/table16.sh
@@ -70,4 +73,34 @@ $PY bench/kmeans_train_vs_faiss.py --sets fashion-mnist --threads 2 > "$OUT/ivf_
 # 4. embedding concurrency
 bash bench/run_embed.sh > "$OUT/embed.log" 2>&1 || true
 cp bench/out/embed_results.txt "$OUT/embed_results.txt" 2>/dev/null || true
+# 5. the CLI path
+ST=$DATA/c100k_s777/flat.chrys
+[ -f "$ST" ] || $BIN build "$ST" "$DATA/c100k_s777/base.fvecs" --index Flat >/dev/null
+head -c 4100 "$DATA/c100k_s777/query.fvecs" > "$OUT/q1.fvecs"
+$PY - "$BIN" "$ST" "$OUT/q1.fvecs" <<'P' | tee "$OUT/cli_path.txt"
+import os, statistics, subprocess, sys, time
+sys.path.insert(0, "python")
+import numpy as np
+import chrysalis
+binary, store, qpath = sys.argv[1:4]
+q = np.fromfile(qpath, dtype=np.float32)[1:].reshape(1, -1)
+cli, opn, first, second = [], [], [], []
+for rep in range(11):  # alternating: the whole process, then the same work in this process
+    t0 = time.perf_counter()
+    subprocess.run([binary, "search", store, qpath, "-k", "10", "--mmap"], check=True, stdout=subprocess.DEVNULL)
+    cli.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    ix = chrysalis.Index.load(store, mmap=True)
+    t1 = time.perf_counter()
+    ix.search(q, k=10)
+    t2 = time.perf_counter()
+    ix.search(q, k=10)
+    t3 = time.perf_counter()
+    del ix
+    opn.append(t1 - t0); first.append(t2 - t1); second.append(t3 - t2)
+ms = lambda v: "median %.1f ms (min %.1f)" % (1e3 * statistics.median(v), 1e3 * min(v))
+print("chrysalis search --mmap, one query, 412 MB Flat store, whole process: " + ms(cli))
+print("in process: open (mmap) " + ms(opn) + "; first search " + ms(first) + "; second search " + ms(second))
+print("whole process / second search: %.1fx" % (statistics.median(cli) / statistics.median(second)))
+P
 echo "table16: results in $OUT"
