@@ -89,7 +89,9 @@ static int search_all(const chrys_index *ix, const search_args *sa, const vecset
             progress_end(&pb);
             chrys_error_info ei = {sizeof ei};
             chrys_index_get_error_info(ix, &ei);
-            if (ei.code == rc && ei.record >= 0) /* the library names the query row of the chunk */
+            if ((rc & 0xff) == CHRYS_CORRUPT) /* a mapped store's rows, checked by this first search */
+                cli_error("%s", chrys_index_errmsg(ix)[0] ? chrys_index_errmsg(ix) : chrys_errstr(rc));
+            else if (ei.code == rc && ei.record >= 0) /* the library names the query row of the chunk */
                 cli_error("%s: query %zu: %s", sa->qpath, i + (size_t)ei.record, ei.reason);
             else { /* the search's own message (this thread's), where it left one */
                 const char *why = ei.code == rc ? ei.message : chrys_index_errmsg(ix);
@@ -141,7 +143,9 @@ int cmd_search(int argc, char **argv)
     char *msg = NULL, err[512], note[256];
     vecset qs = {0};
     chrys_hit *hits = NULL;
-    int rc = sa.use_mmap ? chrys_index_open_mmap(sa.store, &ix, &msg) : chrys_index_load(sa.store, &ix, &msg);
+    /* mapped: the rows are checked by the search that reads them (one pass over them, not two) */
+    int rc = sa.use_mmap ? chrys_index_open_mmap_ex(sa.store, CHRYS_MMAP_CHECK_ON_USE, &ix, &msg)
+                         : chrys_index_load(sa.store, &ix, &msg);
     if (rc) {
         cli_error("%s", msg ? msg : chrys_errstr(rc));
         chrys_free(msg);

@@ -396,6 +396,17 @@ CHRYS_API int chrys_index_load(const char *path, chrys_index **out, char **errms
  * saves by rename, which leaves the mapped old file intact). Same return codes as chrys_index_load. */
 CHRYS_API int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg);
 
+/* chrys_index_open_mmap with flags (0: the same call).
+ * CHRYS_MMAP_CHECK_ON_USE: the float32 rows' checksum and per-row checks run at their first use
+ * instead of at open (everything else is still checked at open): so opening reads none of the
+ * rows, and an exact Flat search of a few queries (fewer than 64) checks them within its own pass
+ * over them, one read of the rows instead of two. The first search, chrys_index_get,
+ * chrys_index_score or save runs the checks if they are still owed; if they fail it returns
+ * CHRYS_CORRUPT_CHECKSUM or CHRYS_CORRUPT (chrys_index_errmsg names the file and the row), and so
+ * does every later one. `chrysalis search --mmap` opens this way. Other bits: CHRYS_INVALID. */
+#define CHRYS_MMAP_CHECK_ON_USE 1u
+CHRYS_API int chrys_index_open_mmap_ex(const char *path, unsigned flags, chrys_index **out, char **errmsg);
+
 /* Save the index into one memory buffer: the same bytes chrys_index_save writes to a file (so
  * chrys_index_load_buffer reads it back, and writing it out gives a valid store file).
  * out: *buf (owned; free with chrys_free), *size (bytes), *errmsg (optional; owned). *buf is NULL

@@ -53,6 +53,8 @@ typedef struct search_ctx {
     size_t q0, nq_tile, r0, nr_tile; /* BLAS path: current tile */
     unsigned n_workers;
     const search_filter *filter;
+    rows_part *parts;    /* SIMD path on a mapped index whose rows are still owed their checks: each
+                          * worker checks its run of rows block by block, just before scoring it */
 } search_ctx;
 
 static inline void push_block(topk *h, const float *s, size_t n, size_t slot0,
@@ -85,6 +87,7 @@ static void scan_rows(void *arg, unsigned w, size_t begin, size_t end)
     for (size_t r0 = begin; r0 < end; r0 += FLAT_ROW_BLOCK) {
         size_t nr = end - r0 < FLAT_ROW_BLOCK ? end - r0 : FLAT_ROW_BLOCK;
         const float *x = ix->vecs + r0 * dim;
+        if (c->parts) index_rows_check_range(ix, r0, r0 + nr, &c->parts[w]); /* the block is in cache next */
         if (block) {
             /* register-blocked kernel: the queries, a chunk at a time, against the row block */
             for (size_t q0 = 0; q0 < c->nq; q0 += FLAT_BLOCK_MAX_NQ) {
@@ -364,14 +367,27 @@ static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool
     }
     size_t cnt;
     if (chrys_mul_size((size_t)nw * nq, pool, &cnt)) return CHRYS_LIMIT;
+    /* rows still owed their checks (a mapped store opened with CHRYS_MMAP_CHECK_ON_USE): the SIMD
+     * scan reads every row anyway and checks each block as it comes; any other path first */
+    int rc = CHRYS_OK, verify = 0;
+    if (index_rows_owed(ix)) {
+        verify = first_pass && path == FLAT_PATH_SIMD && __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE) == ROWS_OWED;
+        if (!verify && (rc = index_rows_ready(ix))) return rc;
+    }
+    if (verify) {
+        if (!(c.parts = chrys_malloc((size_t)nw * sizeof *c.parts))) return CHRYS_NOMEM;
+        for (unsigned w = 0; w < nw; w++) c.parts[w] = (rows_part){0, 0, SIZE_MAX};
+    }
     c.items = chrys_malloc(cnt * sizeof *c.items);
     c.heaps = chrys_malloc((size_t)nw * nq * sizeof *c.heaps);
-    int rc = !c.items || !c.heaps ? CHRYS_NOMEM : CHRYS_OK;
+    if (!c.items || !c.heaps) rc = CHRYS_NOMEM;
     if (!rc && path == FLAT_PATH_FUSED) rc = collect_fused(&c, nt);
 #ifdef CHRYS_HAVE_BLAS
     else if (!rc && path == FLAT_PATH_SGEMM) rc = collect_sgemm(&c, nt);
 #endif
     else if (!rc) collect_simd(&c, nw);
+    if (!rc && verify) rc = index_rows_verdict(ix, c.parts, nw);
+    chrys_free(c.parts);
     chrys_free_aligned(c.tile);
     chrys_free(c.qsq);
     if (rc) {

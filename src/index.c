@@ -171,6 +171,8 @@ void chrys_index_free(chrys_index *ix)
     ivf_free_lists(ix);
     sq8_free(ix);
     chrys_free(ix->errmsg);
+    chrys_free(ix->rows_msg);
+    chrys_free(ix->rows_name);
     chrys_free(ix);
 }
 
@@ -481,6 +483,8 @@ int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
     if (!ix || !out) return CHRYS_INVALID;
     uint32_t slot = idmap_get(&ix->map, id);
     if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
+    int rc;
+    if (index_rows_owed(ix) && (rc = index_rows_ready(ix))) return rc;
     const float *src = ix->vecs + (size_t)slot * ix->dim;
     if (!ix->vecs) { /* SQ8 only: the decoded codes */
         sq8_decode(ix, slot, out);

@@ -56,6 +56,16 @@ struct chrys_index {
     void *map_base;
     size_t map_len;
     int read_only;           /* opened with chrys_index_open_mmap: every mutation is refused */
+    /* chrys_index_open_mmap_ex with CHRYS_MMAP_CHECK_ON_USE: the float32 rows (their checksum and
+     * each row's checks) are verified at their first use, not at open (index_rows_ready, or the
+     * exact scan within its own pass). rows_state: ROWS_OK, ROWS_OWED, then ROWS_BAD with
+     * rows_rc and rows_msg (ROWS_BUSY while a verdict is written). Changed through a const
+     * handle: searches share it, and the verdict is the same whichever search reaches it. */
+    int rows_state;
+    int rows_rc;
+    uint32_t rows_crc;       /* the VF32 section's stored checksum */
+    char *rows_msg;
+    char *rows_name;         /* the file, for messages */
     void (*progress)(uint64_t done, uint64_t total, void *ctx);
     void *progress_ctx;
     /* Set by the merger (never stored): the kind the planner builds at auto_threshold (IVF by
@@ -80,6 +90,31 @@ static inline int index_has_floats(const chrys_index *ix)
 }
 
 /* Whether slot holds a row a search may return (not an HNSW tombstone). */
+enum { ROWS_OK = 0, ROWS_OWED = 1, ROWS_BUSY = 2, ROWS_BAD = 3 };
+
+/* One contiguous run of rows checked (index_rows_check_range): their CRC32C from zero, their
+ * bytes, and the first row that fails its checks (SIZE_MAX: none). */
+typedef struct rows_part {
+    uint32_t crc;
+    uint64_t len;
+    size_t first_bad;
+} rows_part;
+
+static inline int index_rows_owed(const chrys_index *ix)
+{
+    return __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE) != ROWS_OK;
+}
+/* index_store.c. Continue part p (from {0, 0, SIZE_MAX}) over rows [begin, end), which follow
+ * the rows it covers. */
+CHRYS_PRIVATE void index_rows_check_range(const chrys_index *ix, size_t begin, size_t end, rows_part *p);
+/* The verdict on parts[0..n), consecutive runs covering every row in order: the checksum, then
+ * the first bad row; recorded once for the index. Returns CHRYS_OK or the CHRYS_CORRUPT* code. */
+CHRYS_PRIVATE int index_rows_verdict(const chrys_index *ix, const rows_part *parts, unsigned n);
+/* CHRYS_OK once the rows are verified (running the check pass over the cores if still owed), or
+ * the recorded error; index_rows_msg says why. */
+CHRYS_PRIVATE int index_rows_ready(const chrys_index *ix);
+CHRYS_PRIVATE const char *index_rows_msg(const chrys_index *ix);
+
 static inline int index_slot_live(const chrys_index *ix, size_t slot) { return ix->ids[slot] != CHRYS_NO_ID; }
 
 /* Record a message on the handle; returns rc. */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -106,6 +107,8 @@ int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
+    if (index_rows_owed(ix) && index_rows_ready(ix)) /* a damaged row must not get a fresh checksum */
+        return chrys_set_errmsg(errmsg, ix->rows_rc, "%s", index_rows_msg(ix));
     store_section secs[INDEX_MAX_SECTIONS];
     index_sections is = {secs};
     if (index_store_sections(ix, &is)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
@@ -120,6 +123,8 @@ int chrys_index_save_buffer(const chrys_index *ix, void **buf, size_t *size, cha
     if (buf) *buf = NULL;
     if (size) *size = 0;
     if (!ix || !buf || !size) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index, buf and size are required");
+    if (index_rows_owed(ix) && index_rows_ready(ix))
+        return chrys_set_errmsg(errmsg, ix->rows_rc, "%s", index_rows_msg(ix));
     store_section secs[INDEX_MAX_SECTIONS];
     index_sections is = {secs};
     if (index_store_sections(ix, &is)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "buffer: out of memory");
@@ -392,16 +397,21 @@ static int load_rows(store_reader *r, const load_layout *L, int map, chrys_index
  * 120-160 ms to 40-75 ms (median 51; one worker alone: 75). */
 enum { CHECK_MAXW = 64, CHECK_GROUP_BYTES = 32768, CHECK_MIN_BYTES_PER_WORKER = 8u << 20 };
 
-typedef struct row_pass {
-    const load_layout *L;
+/* What one row's checks need, from the index (dim, metric, kind) and whether it has float32 rows. */
+typedef struct row_rule {
     const chrys_index *ix;
     const chrys_kernels *kr;
-    size_t row_bytes;
-    uint32_t crc[CHECK_MAXW];      /* each worker's checksum of its rows, from zero */
-    uint64_t len[CHECK_MAXW];      /* and their bytes */
-    size_t first_bad[CHECK_MAXW];  /* each worker's first invalid row, or SIZE_MAX */
-    double ss_rel;                 /* bound on the float sum of squares' relative error */
-} row_pass;
+    size_t dim, row_bytes;
+    int cosine, hnsw;
+    double ss_rel; /* bound on the float sum of squares' relative error */
+} row_rule;
+
+static row_rule row_rule_of(const chrys_index *ix, int floats)
+{
+    return (row_rule){.ix = ix, .kr = chrys_kernels_active(), .dim = ix->dim,
+                      .row_bytes = floats ? (size_t)ix->dim * 4 : 0, .cosine = ix->metric == CHRYS_METRIC_COSINE,
+                      .hnsw = ix->kind == CHRYS_INDEX_HNSW, .ss_rel = 2.0 * ((double)ix->dim + 2.0) * 0x1p-24};
+}
 
 /* The rule for one row's sum of squares (in double: finite exactly when every component is, since
  * no float's square overflows a double, nor do 2^16 of them; under cosine the squared norm). */
@@ -417,88 +427,169 @@ static int row_ss_ok(double ss, int unit)
  * Only the rest (overflowing float squares, rows near the edges) pay for the double sum: the
  * float kernel runs at about 140 GB/s in cache here against 29 for the double one, and the check
  * pass is what `chrysalis search --mmap` waits for. */
-static int row_values_ok(const row_pass *P, const float *v, int unit)
+static int row_values_ok(const row_rule *R, const float *v, int unit)
 {
-    const load_layout *L = P->L;
-    double sf = P->kr->dot(v, v, L->dim);
+    double sf = R->kr->dot(v, v, R->dim);
     if (isfinite(sf)) {
         if (!unit) return 1;
         double lo = (1.0 - 1e-3) * (1.0 - 1e-3), hi = (1.0 + 1e-3) * (1.0 + 1e-3);
-        double a = sf * (1.0 - P->ss_rel), b = sf * (1.0 + P->ss_rel);
+        double a = sf * (1.0 - R->ss_rel), b = sf * (1.0 + R->ss_rel);
         if (a >= lo && b <= hi) return 1;
         if (b < lo || a > hi) return 0;
     }
-    return row_ss_ok(P->kr->dot_f64(v, v, L->dim), unit);
+    return row_ss_ok(R->kr->dot_f64(v, v, R->dim), unit);
 }
 
 /* One row's values and norm (a removed HNSW node: only its values, still walked through). */
-static int row_valid(const row_pass *P, size_t i)
+static int row_valid(const row_rule *R, size_t i)
 {
-    const load_layout *L = P->L;
-    int removed = P->ix->ids[i] == CHRYS_NO_ID && L->kind == CHRYS_INDEX_HNSW;
-    int cosine = L->metric == CHRYS_METRIC_COSINE;
-    if (L->floats && !row_values_ok(P, P->ix->vecs + i * L->dim, cosine && !removed)) return 0;
+    int removed = R->hnsw && R->ix->ids[i] == CHRYS_NO_ID;
+    if (R->row_bytes && !row_values_ok(R, R->ix->vecs + i * R->dim, R->cosine && !removed)) return 0;
     if (removed) return 1;
-    float nr = P->ix->norms[i];
-    return isfinite(nr) && nr >= 0 && !(cosine && nr == 0);
+    float nr = R->ix->norms[i];
+    return isfinite(nr) && nr >= 0 && !(R->cosine && nr == 0);
 }
+
+/* Rows [begin, end) in groups of 32 KiB: each group checksummed, then its rows checked while it
+ * is in cache. */
+static void rows_check(const row_rule *R, size_t begin, size_t end, rows_part *p)
+{
+    size_t group = R->row_bytes ? CHECK_GROUP_BYTES / R->row_bytes : 0;
+    if (group < 1) group = 1;
+    for (size_t g = begin; g < end; g += group) {
+        size_t ge = g + group < end ? g + group : end;
+        if (R->row_bytes)
+            p->crc = chrys_crc32c(p->crc, (const unsigned char *)R->ix->vecs + g * R->row_bytes, (ge - g) * R->row_bytes);
+        for (size_t i = g; i < ge; i++)
+            if (p->first_bad == SIZE_MAX && !row_valid(R, i)) p->first_bad = i;
+    }
+    p->len += (uint64_t)(end - begin) * R->row_bytes;
+}
+
+void index_rows_check_range(const chrys_index *ix, size_t begin, size_t end, rows_part *p)
+{
+    row_rule R = row_rule_of(ix, 1);
+    rows_check(&R, begin, end, p);
+}
+
+/* The whole pass, split over workers in order (one run of rows each). */
+typedef struct row_pass {
+    row_rule R;
+    rows_part part[CHECK_MAXW];
+} row_pass;
 
 static void row_pass_range(void *ctx, unsigned w, size_t begin, size_t end)
 {
     row_pass *P = ctx;
-    size_t group = P->row_bytes ? CHECK_GROUP_BYTES / P->row_bytes : 0;
-    if (group < 1) group = 1;
-    uint32_t crc = 0;
-    size_t bad = SIZE_MAX;
-    for (size_t g = begin; g < end; g += group) {
-        size_t ge = g + group < end ? g + group : end;
-        if (P->row_bytes)
-            crc = chrys_crc32c(crc, (const unsigned char *)P->ix->vecs + g * P->row_bytes, (ge - g) * P->row_bytes);
-        for (size_t i = g; i < ge; i++)
-            if (bad == SIZE_MAX && !row_valid(P, i)) bad = i;
-    }
-    P->crc[w] = crc;
-    P->len[w] = (uint64_t)(end - begin) * P->row_bytes;
-    P->first_bad[w] = bad;
+    rows_check(&P->R, begin, end, &P->part[w]);
 }
 
-/* The float32 rows' checksum (VF32 was read without it) and every row's checks, then the ids,
- * in row order: unique and not reserved (HNSW tombstones counted); fills the id map. A damaged
- * checksum is reported before anything it could explain. */
-static int check_rows(store_reader *r, const load_layout *L, chrys_index *ix, char **errmsg)
+/* Run the pass over every row; *nw_out: the parts it filled. */
+static void rows_pass(row_pass *P, const chrys_index *ix, int floats, unsigned *nw_out)
 {
-    row_pass P = {.L = L, .ix = ix, .kr = chrys_kernels_active(), .row_bytes = L->floats ? (size_t)L->dim * 4 : 0,
-                  .ss_rel = 2.0 * ((double)L->dim + 2.0) * 0x1p-24};
-    size_t bytes = L->count * P.row_bytes;
+    P->R = row_rule_of(ix, floats);
+    size_t bytes = ix->n * P->R.row_bytes;
     unsigned nw = chrys_online_cpus();
     if (nw > CHECK_MAXW) nw = CHECK_MAXW;
     if (nw > bytes / CHECK_MIN_BYTES_PER_WORKER) nw = (unsigned)(bytes / CHECK_MIN_BYTES_PER_WORKER);
     if (nw < 1) nw = 1;
-    chrys_parallel_for(nw, L->count, row_pass_range, &P);
-    size_t bad = SIZE_MAX;
-    uint32_t crc = P.crc[0];
-    for (unsigned w = 0; w < nw; w++) {
-        if (w) crc = chrys_crc32c_combine(crc, P.crc[w], P.len[w]);
-        if (P.first_bad[w] < bad) bad = P.first_bad[w];
+    for (unsigned w = 0; w < CHECK_MAXW; w++) P->part[w] = (rows_part){0, 0, SIZE_MAX};
+    chrys_parallel_for(nw, ix->n, row_pass_range, P);
+    *nw_out = nw;
+}
+
+/* The checksum of parts[0..n) joined in order, and their first bad row. */
+static uint32_t rows_join(const rows_part *parts, unsigned n, size_t *bad)
+{
+    uint32_t crc = parts[0].crc;
+    *bad = parts[0].first_bad;
+    for (unsigned w = 1; w < n; w++) {
+        crc = chrys_crc32c_combine(crc, parts[w].crc, parts[w].len);
+        if (parts[w].first_bad < *bad) *bad = parts[w].first_bad;
     }
+    return crc;
+}
+
+/* The message for a bad row (as the loader words it). */
+static int row_error(char **msg, const char *name, const chrys_index *ix, size_t i)
+{
+    if (ix->kind == CHRYS_INDEX_HNSW && ix->ids[i] == CHRYS_NO_ID)
+        return chrys_set_errmsg(msg, CHRYS_CORRUPT, "%s: row %zu (a removed node): invalid vector", name, i);
+    return chrys_set_errmsg(msg, CHRYS_CORRUPT, "%s: row %zu (id %llu): invalid vector or norm", name, i,
+                            (unsigned long long)ix->ids[i]);
+}
+
+int index_rows_verdict(const chrys_index *cix, const rows_part *parts, unsigned n)
+{
+    chrys_index *ix = (chrys_index *)cix; /* the index's own lazily found state; see index.h */
+    size_t bad;
+    uint32_t crc = rows_join(parts, n, &bad);
+    char *msg = NULL;
+    int rc = CHRYS_OK;
+    if (crc != ix->rows_crc)
+        rc = chrys_set_errmsg(&msg, CHRYS_CORRUPT_CHECKSUM, "%s: section VF32 checksum mismatch", ix->rows_name);
+    else if (bad != SIZE_MAX)
+        rc = row_error(&msg, ix->rows_name, ix, bad);
+    int owed = ROWS_OWED;
+    if (__atomic_compare_exchange_n(&ix->rows_state, &owed, ROWS_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        ix->rows_rc = rc;
+        ix->rows_msg = msg;
+        __atomic_store_n(&ix->rows_state, rc ? ROWS_BAD : ROWS_OK, __ATOMIC_RELEASE);
+        return rc;
+    }
+    chrys_free(msg); /* another search gave the same verdict first */
+    return index_rows_ready(ix);
+}
+
+int index_rows_ready(const chrys_index *ix)
+{
+    int st;
+    while ((st = __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE)) == ROWS_BUSY) sched_yield();
+    if (st == ROWS_OK) return CHRYS_OK;
+    if (st == ROWS_BAD) return ix->rows_rc;
+    row_pass P;
+    unsigned nw;
+    rows_pass(&P, ix, 1, &nw);
+    return index_rows_verdict(ix, P.part, nw);
+}
+
+const char *index_rows_msg(const chrys_index *ix)
+{
+    return __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE) == ROWS_BAD && ix->rows_msg ? ix->rows_msg : "";
+}
+
+/* The float32 rows' checksum (VF32 was read without it) and every row's checks, then the ids,
+ * in row order: unique and not reserved (HNSW tombstones counted); fills the id map. A damaged
+ * checksum is reported before anything it could explain. With defer (a mapped store opened with
+ * CHRYS_MMAP_CHECK_ON_USE) the rows' part is left owed: their first use runs it. */
+static int check_rows(store_reader *r, const load_layout *L, chrys_index *ix, int defer, char **errmsg)
+{
+    size_t bad = SIZE_MAX;
     int rc;
-    if (L->floats && (rc = store_check_crc(r, L->iv, crc, errmsg))) return rc;
+    if (defer && L->floats) {
+        if (!(ix->rows_name = chrys_strdup(r->name)))
+            return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
+        ix->rows_crc = r->sec[L->iv].crc;
+        ix->rows_state = ROWS_OWED;
+    } else {
+        row_pass P;
+        unsigned nw;
+        rows_pass(&P, ix, L->floats, &nw);
+        uint32_t crc = rows_join(P.part, nw, &bad);
+        if (L->floats && (rc = store_check_crc(r, L->iv, crc, errmsg))) return rc;
+    }
     for (size_t i = 0; i < L->count; i++) {
         uint64_t id = ix->ids[i];
         if (id == CHRYS_NO_ID && L->kind == CHRYS_INDEX_HNSW) { /* a tombstone: still walked through */
             ix->n_dead++;
-            if (i == bad)
-                return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (a removed node): invalid vector",
-                                        r->name, i);
+            if (i == bad) return row_error(errmsg, r->name, ix, i);
             continue;
         }
         if (id == CHRYS_NO_ID || idmap_get(&ix->map, id) != CHRYS_NO_SLOT)
             return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: IDS_: row %zu has %s id %llu", r->name, i,
                                     id == CHRYS_NO_ID ? "reserved" : "duplicate", (unsigned long long)id);
         idmap_put(&ix->map, id, (uint32_t)i); /* reserved above: cannot fail */
-        if (i == bad)
-            return chrys_set_errmsg(errmsg, CHRYS_CORRUPT, "%s: row %zu (id %llu): invalid vector or norm",
-                                    r->name, i, (unsigned long long)id);
+        if (i == bad) return row_error(errmsg, r->name, ix, i);
     }
     return CHRYS_OK;
 }
@@ -566,7 +657,7 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
     chrys_index *ix = NULL;
     int rc = load_check_layout(r, &L, errmsg);
     if (rc || (rc = load_create(r, &L, &ix, errmsg)) || (rc = load_rows(r, &L, map, ix, errmsg)) ||
-        (rc = check_rows(r, &L, ix, errmsg)) || (rc = load_mdat(r, &L, ix, errmsg)) ||
+        (rc = check_rows(r, &L, ix, map > 1, errmsg)) || (rc = load_mdat(r, &L, ix, errmsg)) ||
         (rc = load_structures(r, &L, ix, errmsg)))
         goto fail;
     *out = ix;
@@ -594,12 +685,15 @@ int chrys_index_load(const char *path, chrys_index **out, char **errmsg)
     return rc;
 }
 
-int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg)
+int chrys_index_open_mmap_ex(const char *path, unsigned flags, chrys_index **out, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!out) return CHRYS_INVALID;
     *out = NULL;
     if (!path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "path is required");
+    if (flags & ~(unsigned)CHRYS_MMAP_CHECK_ON_USE)
+        return chrys_set_errmsg(errmsg, CHRYS_INVALID, "%s: unknown open flags 0x%x", path, flags);
+    int defer = (flags & CHRYS_MMAP_CHECK_ON_USE) != 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return chrys_set_errmsg(errmsg, CHRYS_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -617,7 +711,7 @@ int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg)
     }
     store_reader r;
     int rc = store_reader_open_buffer(&r, map, size, path, errmsg);
-    if (!rc) rc = index_load_reader_ex(&r, 1, out, errmsg);
+    if (!rc) rc = index_load_reader_ex(&r, defer ? 2 : 1, out, errmsg);
     if (rc || !(*out)->map_base) { /* failed, or nothing kept in the mapping (no float32 rows) */
         munmap(map, size);
         if (!rc) (*out)->read_only = 1;
@@ -626,8 +720,13 @@ int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg)
     (*out)->read_only = 1;
     /* the checks read every page once; drop them from this process (they stay in the page
      * cache) so only the rows a search touches count against it */
-    madvise(map, size, MADV_DONTNEED);
+    if (!defer) madvise(map, size, MADV_DONTNEED);
     return CHRYS_OK;
+}
+
+int chrys_index_open_mmap(const char *path, chrys_index **out, char **errmsg)
+{
+    return chrys_index_open_mmap_ex(path, 0, out, errmsg);
 }
 
 int chrys_index_load_buffer(const void *buf, size_t size, const char *name, chrys_index **out,

@@ -169,6 +169,12 @@ static const search_fn search_ops[] = {
 int index_search_prepared(const chrys_index *ix, size_t nq, const float *q, const search_params *p, uint64_t *ids,
                           double *scores)
 {
+    /* rows still owed their checks: the exact scan checks them itself (flat.c); every other path
+     * (IVF lists, the graph, SQ8 codes re-ranked from the rows) has them checked first */
+    int scan = p->exact || (ix->kind == CHRYS_INDEX_FLAT && !(ix->sq8 && ix->sq_min)) ||
+               (ix->kind == CHRYS_INDEX_IVF && !ix->nlist);
+    int rc;
+    if (!scan && index_rows_owed(ix) && (rc = index_rows_ready(ix))) return rc;
     if (p->exact) return exact_op(ix, nq, q, p, ids, scores);
     if (NEVER((size_t)ix->kind >= sizeof search_ops / sizeof *search_ops)) return CHRYS_INVALID;
     return search_ops[ix->kind](ix, nq, q, p, ids, scores);
@@ -231,7 +237,8 @@ int chrys_index_search(const chrys_index *ix, size_t nq, const float *queries, c
                        o.struct_size >= offsetof(chrys_search_opts, nprobe) + sizeof(uint32_t) ? o.nprobe : 0,
                        0, f.allow ? &f : NULL};
     if ((rc = index_search_prepared(ix, nq, qn ? qn : queries, &p, ids, scores))) {
-        rc = rc == CHRYS_NOMEM ? search_fail(ix, rc, "search: out of memory searching %zu queries (k = %zu)", nq, k)
+        rc = *index_rows_msg(ix) ? search_fail(ix, rc, "%s", index_rows_msg(ix))
+           : rc == CHRYS_NOMEM ? search_fail(ix, rc, "search: out of memory searching %zu queries (k = %zu)", nq, k)
                                : search_fail(ix, rc, "search of %zu queries (k = %zu) failed: %s", nq, k,
                                              chrys_errstr(rc));
         goto done;

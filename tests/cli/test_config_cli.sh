@@ -88,6 +88,20 @@ struct.pack_into("<I", b, 60, crc32c(b[:60]))
 open("bad.chrys", "wb").write(bytes(b))
 P
 expect "corrupted graph rejected" 4 "bad.chrys: HNSW graph: node 0 level 0 links to itself" -- "$BIN" info bad.chrys
+# a flipped bit in the float32 rows: `search --mmap` checks them in its one pass over them and
+# fails with the store's checksum error (not a query error), as a load does
+/usr/bin/python3 - <<'P'
+import struct
+b = bytearray(open("fl.chrys", "rb").read())
+n = struct.unpack_from("<I", b, 24)[0]
+for i in range(n):
+    tag, flags, off, ln = struct.unpack_from("<4sIQQ", b, 64 + 32 * i)
+    if tag == b"VF32":
+        b[off + 4 * 17] ^= 0x04  # the low mantissa byte of row 0's component 17
+open("flbad.chrys", "wb").write(bytes(b))
+P
+expect "search --mmap: damaged rows" 4 "flbad.chrys: section VF32 checksum mismatch" -- "$BIN" search flbad.chrys q.fvecs -k 3 --mmap
+expect "search: damaged rows" 4 "flbad.chrys: section VF32 checksum mismatch" -- "$BIN" search flbad.chrys q.fvecs -k 3
 
 # the planner switches during a merge (threshold 500 entries) to its HNSW graph; on this stream
 # (random directions, two merges) the decisions are the exact merger's

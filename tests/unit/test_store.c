@@ -4,6 +4,7 @@
  * under injected write failures.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "../harness.h"
@@ -616,4 +617,181 @@ void test_store_row_check_edges(void)
         }
     }
     remove(p);
+}
+
+/* chrys_index_open_mmap_ex with CHRYS_MMAP_CHECK_ON_USE: a whole store opens and answers as a
+ * loaded one, by the fused scan (one query, its rows split over four workers) and by the paths
+ * that check first (a batch of 70, chrys_index_get); a flipped mantissa bit in either half of
+ * the rows opens, then fails every search, get and save with the checksum error naming the
+ * file, also when four threads make the first search at once; an invalid row under a sound
+ * checksum fails with its row and id, whichever use comes first. */
+typedef struct mmap_race {
+    const chrys_index *ix;
+    const float *q;
+    int rc;
+    chrys_hit hits[10];
+} mmap_race;
+
+static void *mmap_race_run(void *arg)
+{
+    mmap_race *m = arg;
+    chrys_search_opts o;
+    chrys_search_opts_init(&o);
+    o.k = 10;
+    o.n_threads = 2;
+    m->rc = chrys_index_search(m->ix, 1, m->q, &o, m->hits);
+    return NULL;
+}
+
+void test_store_mmap_check_on_use(void)
+{
+    enum { D = 1024, N = 4500, NQ = 70 };
+    uint64_t s = h_seed + 53;
+    float *x = malloc((size_t)N * D * sizeof *x), *q = malloc((size_t)NQ * D * sizeof *q), *v = malloc(D * sizeof *v);
+    uint64_t *ids = malloc(N * sizeof *ids);
+    chrys_hit *ref = malloc((size_t)NQ * 10 * sizeof *ref), *got = malloc((size_t)NQ * 10 * sizeof *got);
+    CHECK(x && q && v && ids && ref && got);
+    if (!x || !q || !v || !ids || !ref || !got) return;
+    for (size_t i = 0; i < (size_t)N * D; i++) x[i] = h_uniform(&s) - 0.5f;
+    for (size_t i = 0; i < (size_t)NQ * D; i++) q[i] = h_uniform(&s) - 0.5f;
+    for (size_t i = 0; i < N; i++) ids[i] = 3 * i + 2;
+    chrys_index_opts io;
+    chrys_index_opts_init(&io);
+    io.dim = D;
+    io.kind = CHRYS_INDEX_FLAT;
+    chrys_index *ix = NULL, *m = NULL;
+    CHECK_EQ(chrys_index_new(&io, &ix, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(ix, N, ids, x, NULL), CHRYS_OK);
+    char *p = tmp_path("mmap_on_use.chrys");
+    CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
+    chrys_search_opts o;
+    chrys_search_opts_init(&o);
+    o.k = 10;
+    o.n_threads = 4; /* four runs of rows, whatever the machine */
+    CHECK_EQ(chrys_index_search(ix, NQ, q, &o, ref), CHRYS_OK);
+    char *msg = NULL;
+    CHECK_EQ(chrys_index_open_mmap_ex(p, 0x80, &m, &msg), CHRYS_INVALID);
+    CHECK_STR_CONTAINS(msg, "flags");
+    chrys_free(msg);
+    msg = NULL;
+    /* whole: the fused scan, then a batch, then a row, as loaded */
+    for (int first = 0; first < 3; first++) {
+        CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+        if (first == 2) CHECK_EQ(chrys_index_get(m, ids[7], v), CHRYS_OK);
+        if (first == 1) {
+            CHECK_EQ(chrys_index_search(m, NQ, q, &o, got), CHRYS_OK);
+            CHECK(!memcmp(got, ref, (size_t)NQ * 10 * sizeof *got));
+        }
+        CHECK_EQ(chrys_index_search(m, 1, q, &o, got), CHRYS_OK);
+        CHECK(!memcmp(got, ref, 10 * sizeof *got));
+        CHECK_EQ(chrys_index_search(m, NQ, q, &o, got), CHRYS_OK);
+        CHECK(!memcmp(got, ref, (size_t)NQ * 10 * sizeof *got));
+        CHECK_EQ(chrys_index_get(m, ids[7], v), CHRYS_OK);
+        CHECK(fabsf(v[3] - x[7 * D + 3]) < 1e-6f);
+        chrys_index_free(m);
+        m = NULL;
+    }
+    /* one flipped bit, in the first worker's run or the last's */
+    size_t len = 0;
+    unsigned char *b = slurp(p, &len);
+    store_reader r;
+    CHECK_EQ(store_reader_open_buffer(&r, b, len, "rows", NULL), CHRYS_OK);
+    int iv = store_find(&r, TAG_VF32);
+    CHECK(iv >= 0);
+    uint64_t off = r.sec[iv].off;
+    static const size_t rows[2] = {10, 4000};
+    for (int t = 0; t < 2; t++) {
+        size_t at = (size_t)off + (rows[t] * D + 17) * 4;
+        b[at] ^= 0x04;
+        FILE *f = fopen(p, "wb");
+        CHECK(f && fwrite(b, 1, len, f) == len);
+        if (f) fclose(f);
+        for (int first = 0; first < 3; first++) {
+            CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+            if (first == 0) {
+                CHECK_EQ(chrys_index_search(m, 1, q, &o, got), CHRYS_CORRUPT_CHECKSUM);
+                CHECK_STR_CONTAINS(chrys_index_errmsg(m), p);
+                CHECK_STR_CONTAINS(chrys_index_errmsg(m), "VF32 checksum mismatch");
+            } else if (first == 1) {
+                CHECK_EQ(chrys_index_get(m, ids[7], v), CHRYS_CORRUPT_CHECKSUM);
+            } else { /* four first searches at once */
+                pthread_t th[4];
+                mmap_race mr[4];
+                for (int i = 0; i < 4; i++) {
+                    mr[i] = (mmap_race){m, q, -1, {{0}}};
+                    CHECK_EQ(pthread_create(&th[i], NULL, mmap_race_run, &mr[i]), 0);
+                }
+                for (int i = 0; i < 4; i++) {
+                    pthread_join(th[i], NULL);
+                    CHECK_EQ(mr[i].rc, CHRYS_CORRUPT_CHECKSUM);
+                }
+            }
+            /* and every later use */
+            CHECK_EQ(chrys_index_search(m, 1, q, &o, got), CHRYS_CORRUPT_CHECKSUM);
+            CHECK_EQ(chrys_index_search(m, NQ, q, &o, got), CHRYS_CORRUPT_CHECKSUM);
+            CHECK_EQ(chrys_index_get(m, ids[7], v), CHRYS_CORRUPT_CHECKSUM);
+            void *buf = NULL;
+            size_t bl = 0;
+            msg = NULL;
+            CHECK_EQ(chrys_index_save_buffer(m, &buf, &bl, &msg), CHRYS_CORRUPT_CHECKSUM);
+            CHECK(buf == NULL);
+            CHECK_STR_CONTAINS(msg, "VF32 checksum mismatch");
+            chrys_free(msg);
+            chrys_index_free(m);
+            m = NULL;
+        }
+        b[at] ^= 0x04;
+    }
+    /* the same race on a whole store: every first search answers as loaded */
+    {
+        FILE *f = fopen(p, "wb");
+        CHECK(f && fwrite(b, 1, len, f) == len);
+        if (f) fclose(f);
+        CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+        pthread_t th[4];
+        mmap_race mr[4];
+        for (int i = 0; i < 4; i++) {
+            mr[i] = (mmap_race){m, q, -1, {{0}}};
+            CHECK_EQ(pthread_create(&th[i], NULL, mmap_race_run, &mr[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            CHECK_EQ(mr[i].rc, CHRYS_OK);
+            CHECK(!memcmp(mr[i].hits, ref, 10 * sizeof *ref));
+        }
+        chrys_index_free(m);
+        m = NULL;
+    }
+    /* an invalid row under a sound checksum (crafted): the row and its id */
+    {
+        unsigned char meta[META_SIZE] = {0};
+        put_u32le(meta + META_DIM, 1);
+        put_u64le(meta + META_COUNT, 2);
+        uint64_t cids[2] = {9, 10};
+        float norms[2] = {1, 1}, vec[2] = {1, NAN}, q1 = 1;
+        store_section secs[4] = {{TAG_META, 0, meta, META_SIZE}, {TAG_IDS, 0, cids, 16}, {TAG_NORM, 0, norms, 8},
+                                 {TAG_VF32, 0, vec, 8}};
+        CHECK_EQ(store_write(p, secs, 4, NULL), CHRYS_OK);
+        chrys_search_opts o1;
+        chrys_search_opts_init(&o1);
+        o1.k = 1;
+        for (int first = 0; first < 2; first++) {
+            CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+            chrys_hit h;
+            if (first) CHECK_EQ(chrys_index_get(m, 9, v), CHRYS_CORRUPT);
+            CHECK_EQ(chrys_index_search(m, 1, &q1, &o1, &h), CHRYS_CORRUPT);
+            CHECK_STR_CONTAINS(chrys_index_errmsg(m), "row 1 (id 10): invalid vector or norm");
+            chrys_index_free(m);
+            m = NULL;
+        }
+    }
+    remove(p);
+    free(b);
+    chrys_index_free(ix);
+    free(x);
+    free(q);
+    free(v);
+    free(ids);
+    free(ref);
+    free(got);
 }
