@@ -643,7 +643,7 @@ static void *mmap_race_run(void *arg)
     return NULL;
 }
 
-void test_store_mmap_check_on_use(void)
+void test_store_mmap_check_on_use_concurrent(void)
 {
     enum { D = 1024, N = 4500, NQ = 70 };
     uint64_t s = h_seed + 53;
