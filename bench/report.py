@@ -576,7 +576,8 @@ def table16_section():
     except (OSError, ValueError, KeyError):
         pass
     for name, title in (("merge.txt", "Merges (whole `chrysalis merge` process vs the numpy merger's loop):"),
-                        ("ivf_train.txt", "IVF train + add against FAISS:")):
+                        ("ivf_train.txt", "IVF train + add against FAISS:"),
+                        ("cli_path.txt", "The CLI path (one query, whole process, against the same work in one process):")):
         f = os.path.join(d, name)
         if os.path.exists(f):
             L += [title, "", "```", open(f).read().strip(), "```", ""]
@@ -585,6 +586,11 @@ def table16_section():
         keep = [x for x in open(f).read().splitlines() if "concurrency" in x]
         L += ["Embedding requests in flight (200 ms loopback provider, 10,000 texts in batches of 128):", "",
               "```"] + keep + ["```", ""]
+    f = os.path.join(HERE, "out", "merge_scale_ab", "table.txt")
+    if os.path.exists(f):
+        L += ["The merger-at-scale points, this tree's default merge against the commit before the "
+              "performance issue's work, alternating (`bash bench/merge_scale_ab.sh OLD`, a run of its own):", "",
+              "```", open(f).read().strip(), "```", ""]
     return L
 
 
