@@ -8,7 +8,8 @@
 #      spreads 0.25-1.2, seed 7: many cosines near the threshold): the whole `chrysalis merge`
 #      process (read, merge, atomic save; best of 3) against bench/merge_numpy.py (its loop alone,
 #      numpy's OpenBLAS on both cores), entries compared record by record;
-#   3. IVF train + add on Fashion-MNIST against FAISS (bench/kmeans_train_vs_faiss.py);
+#   3. IVF train + add on Fashion-MNIST (and clustered 200k when present) against FAISS
+#      (bench/kmeans_train_vs_faiss.py);
 #   4. embedding requests in flight, concurrency 1 vs 8 (bench/run_embed.sh);
 #   5. the CLI path: `chrysalis search STORE q --mmap` with one query on the 100k x 1024 Flat store
 #      (412 MB, page cache warm), whole process, against the same search in one process
@@ -69,6 +70,8 @@ rm -f "$OUT/p.fvecs" "$OUT/s.chrys"*
 . bench/lib.sh
 fashion_mnist >/dev/null
 $PY bench/kmeans_train_vs_faiss.py --sets fashion-mnist --threads 2 > "$OUT/ivf_train.txt" 2>&1 || true
+# and clustered 200k x 1024 (about 5 minutes, most of it FAISS's), when its data is there
+[ -f "$DATA/clustered200k/base.fvecs" ] && { $PY bench/kmeans_train_vs_faiss.py --sets clustered200k --threads 2 >> "$OUT/ivf_train.txt" 2>&1 || true; }
 
 # 4. embedding concurrency
 bash bench/run_embed.sh > "$OUT/embed.log" 2>&1 || true
