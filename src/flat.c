@@ -369,11 +369,9 @@ static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool
     if (chrys_mul_size((size_t)nw * nq, pool, &cnt)) return CHRYS_LIMIT;
     /* rows still owed their checks (a mapped store opened with CHRYS_MMAP_CHECK_ON_USE): the SIMD
      * scan reads every row anyway and checks each block as it comes; any other path first */
-    int rc = CHRYS_OK, verify = 0;
-    if (index_rows_owed(ix)) {
-        verify = first_pass && path == FLAT_PATH_SIMD && __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE) == ROWS_OWED;
-        if (!verify && (rc = index_rows_ready(ix))) return rc;
-    }
+    int verify = first_pass && path == FLAT_PATH_SIMD && index_rows_state(ix) == ROWS_OWED;
+    int rc = verify ? CHRYS_OK : index_rows_ready(ix);
+    if (rc) return rc;
     if (verify) {
         if (!(c.parts = chrys_malloc((size_t)nw * sizeof *c.parts))) return CHRYS_NOMEM;
         for (unsigned w = 0; w < nw; w++) c.parts[w] = (rows_part){0, 0, SIZE_MAX};

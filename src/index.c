@@ -483,8 +483,8 @@ int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
     if (!ix || !out) return CHRYS_INVALID;
     uint32_t slot = idmap_get(&ix->map, id);
     if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
-    int rc;
-    if (index_rows_owed(ix) && (rc = index_rows_ready(ix))) return rc;
+    int rc = index_rows_ready(ix);
+    if (rc) return rc;
     const float *src = ix->vecs + (size_t)slot * ix->dim;
     if (!ix->vecs) { /* SQ8 only: the decoded codes */
         sq8_decode(ix, slot, out);

@@ -89,7 +89,6 @@ static inline int index_has_floats(const chrys_index *ix)
     return index_keeps_floats(ix) || (ix->kind == CHRYS_INDEX_IVF && !ix->nlist);
 }
 
-/* Whether slot holds a row a search may return (not an HNSW tombstone). */
 enum { ROWS_OK = 0, ROWS_OWED = 1, ROWS_BUSY = 2, ROWS_BAD = 3 };
 
 /* One contiguous run of rows checked (index_rows_check_range): their CRC32C from zero, their
@@ -100,21 +99,20 @@ typedef struct rows_part {
     size_t first_bad;
 } rows_part;
 
-static inline int index_rows_owed(const chrys_index *ix)
-{
-    return __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE) != ROWS_OK;
-}
+static inline int index_rows_state(const chrys_index *ix) { return __atomic_load_n(&ix->rows_state, __ATOMIC_ACQUIRE); }
 /* index_store.c. Continue part p (from {0, 0, SIZE_MAX}) over rows [begin, end), which follow
  * the rows it covers. */
 CHRYS_PRIVATE void index_rows_check_range(const chrys_index *ix, size_t begin, size_t end, rows_part *p);
 /* The verdict on parts[0..n), consecutive runs covering every row in order: the checksum, then
  * the first bad row; recorded once for the index. Returns CHRYS_OK or the CHRYS_CORRUPT* code. */
 CHRYS_PRIVATE int index_rows_verdict(const chrys_index *ix, const rows_part *parts, unsigned n);
-/* CHRYS_OK once the rows are verified (running the check pass over the cores if still owed), or
- * the recorded error; index_rows_msg says why. */
+/* CHRYS_OK once the rows are verified (at once, for every index but those rows are owed; else by
+ * the check pass over the cores), or the recorded error; index_rows_msg says why. Every reader of
+ * the float32 rows but the exact scan (which checks them itself) calls it first. */
 CHRYS_PRIVATE int index_rows_ready(const chrys_index *ix);
 CHRYS_PRIVATE const char *index_rows_msg(const chrys_index *ix);
 
+/* Whether slot holds a row a search may return (not an HNSW tombstone). */
 static inline int index_slot_live(const chrys_index *ix, size_t slot) { return ix->ids[slot] != CHRYS_NO_ID; }
 
 /* Record a message on the handle; returns rc. */

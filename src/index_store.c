@@ -107,12 +107,12 @@ int chrys_index_save(const chrys_index *ix, const char *path, char **errmsg)
 {
     if (errmsg) *errmsg = NULL;
     if (!ix || !path) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index and path are required");
-    if (index_rows_owed(ix) && index_rows_ready(ix)) /* a damaged row must not get a fresh checksum */
-        return chrys_set_errmsg(errmsg, ix->rows_rc, "%s", index_rows_msg(ix));
+    int rc = index_rows_ready(ix); /* a damaged row must not get a fresh checksum */
+    if (rc) return chrys_set_errmsg(errmsg, rc, "%s", index_rows_msg(ix));
     store_section secs[INDEX_MAX_SECTIONS];
     index_sections is = {secs};
     if (index_store_sections(ix, &is)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", path);
-    int rc = store_write(path, secs, is.n, errmsg);
+    rc = store_write(path, secs, is.n, errmsg);
     index_sections_free(&is);
     return rc;
 }
@@ -123,12 +123,12 @@ int chrys_index_save_buffer(const chrys_index *ix, void **buf, size_t *size, cha
     if (buf) *buf = NULL;
     if (size) *size = 0;
     if (!ix || !buf || !size) return chrys_set_errmsg(errmsg, CHRYS_INVALID, "index, buf and size are required");
-    if (index_rows_owed(ix) && index_rows_ready(ix))
-        return chrys_set_errmsg(errmsg, ix->rows_rc, "%s", index_rows_msg(ix));
+    int rc = index_rows_ready(ix);
+    if (rc) return chrys_set_errmsg(errmsg, rc, "%s", index_rows_msg(ix));
     store_section secs[INDEX_MAX_SECTIONS];
     index_sections is = {secs};
     if (index_store_sections(ix, &is)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "buffer: out of memory");
-    int rc = store_write_buffer(secs, is.n, buf, size, errmsg);
+    rc = store_write_buffer(secs, is.n, buf, size, errmsg);
     index_sections_free(&is);
     return rc;
 }

@@ -17,13 +17,12 @@ int chrys_index_score(const chrys_index *ix, size_t nq, const float *queries, si
 {
     if (!ix || (nq && (!queries || (m && (!ids || !out))))) return CHRYS_INVALID;
     if (!index_has_floats(ix) || !ix->vecs) return CHRYS_INVALID; /* codes only: no exact rows */
-    int owed_rc;
-    if (index_rows_owed(ix) && (owed_rc = index_rows_ready(ix))) return owed_rc;
+    int rc = index_rows_ready(ix);
+    if (rc) return rc;
     uint32_t dim = ix->dim;
     const chrys_kernels *kr = chrys_kernels_active();
     float *qn = chrys_malloc_aligned((size_t)dim * sizeof(float));
     if (!qn) return CHRYS_NOMEM;
-    int rc = CHRYS_OK;
     for (size_t i = 0; i < nq && !rc; i++) {
         const float *q = queries + i * dim;
         if (vec_first_nonfinite(q, dim) >= 0) {

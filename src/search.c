@@ -141,9 +141,9 @@ static int exact_op(const chrys_index *ix, size_t nq, const float *q, const sear
 static int flat_op(const chrys_index *ix, size_t nq, const float *q, const search_params *p, uint64_t *ids,
                    double *scores)
 {
-    if (ix->sq8 && ix->sq_min)
-        return sq8_flat_search(ix, nq, q, p->k, p->use_thr, p->thr, p->n_threads, ids, scores, p->filter);
-    return exact_op(ix, nq, q, p, ids, scores);
+    if (!(ix->sq8 && ix->sq_min)) return exact_op(ix, nq, q, p, ids, scores);
+    int rc = index_rows_ready(ix); /* RFlat re-ranks from the rows (the exact scan checks its own) */
+    return rc ? rc : sq8_flat_search(ix, nq, q, p->k, p->use_thr, p->thr, p->n_threads, ids, scores, p->filter);
 }
 
 /* IVF: its lists once trained; until then (all rows kept as float32) the exact scan. */
@@ -151,13 +151,15 @@ static int ivf_op(const chrys_index *ix, size_t nq, const float *q, const search
                   double *scores)
 {
     if (!ix->nlist) return exact_op(ix, nq, q, p, ids, scores);
-    return ivf_search(ix, nq, q, p->k, p->use_thr, p->thr, p->n_threads, p->nprobe, ids, scores, p->filter);
+    int rc = index_rows_ready(ix);
+    return rc ? rc : ivf_search(ix, nq, q, p->k, p->use_thr, p->thr, p->n_threads, p->nprobe, ids, scores, p->filter);
 }
 
 static int hnsw_op(const chrys_index *ix, size_t nq, const float *q, const search_params *p, uint64_t *ids,
                    double *scores)
 {
-    return hnsw_search(ix, nq, q, p->k, p->use_thr, p->thr, p->n_threads, p->ef_search, ids, scores, p->filter);
+    int rc = index_rows_ready(ix);
+    return rc ? rc : hnsw_search(ix, nq, q, p->k, p->use_thr, p->thr, p->n_threads, p->ef_search, ids, scores, p->filter);
 }
 
 static const search_fn search_ops[] = {
@@ -169,12 +171,6 @@ static const search_fn search_ops[] = {
 int index_search_prepared(const chrys_index *ix, size_t nq, const float *q, const search_params *p, uint64_t *ids,
                           double *scores)
 {
-    /* rows still owed their checks: the exact scan checks them itself (flat.c); every other path
-     * (IVF lists, the graph, SQ8 codes re-ranked from the rows) has them checked first */
-    int scan = p->exact || (ix->kind == CHRYS_INDEX_FLAT && !(ix->sq8 && ix->sq_min)) ||
-               (ix->kind == CHRYS_INDEX_IVF && !ix->nlist);
-    int rc;
-    if (!scan && index_rows_owed(ix) && (rc = index_rows_ready(ix))) return rc;
     if (p->exact) return exact_op(ix, nq, q, p, ids, scores);
     if (NEVER((size_t)ix->kind >= sizeof search_ops / sizeof *search_ops)) return CHRYS_INVALID;
     return search_ops[ix->kind](ix, nq, q, p, ids, scores);

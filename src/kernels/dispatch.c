@@ -29,8 +29,7 @@ static const chrys_kernels *g_active;
 static int g_max_level;
 static int g_sse42;
 static int g_vnni; /* AVX512_VNNI present (with the avx512 level) */
-static int g_vpclmul; /* VPCLMULQDQ present (with the avx512 level) */
-static int g_crc_level; /* the level chosen (CHRYS_SIMD lowers the checksum's kernel too) */
+static int g_vpclmul; /* VPCLMULQDQ present, at the avx512 level chosen (CHRYS_SIMD lowers the checksum too) */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 #ifdef CHRYS_X86
@@ -88,7 +87,7 @@ static void select_once(void)
         if (want < level) level = want; /* never above what the CPU supports */
     }
     g_active = table_for(level);
-    g_crc_level = level;
+    if (level < LVL_AVX512) g_vpclmul = 0;
 }
 
 const chrys_kernels *chrys_kernels_active(void)
@@ -125,7 +124,7 @@ int chrys_cpu_has_vpclmul(void)
 uint32_t chrys_crc32c(uint32_t crc, const void *buf, size_t n)
 {
     pthread_once(&g_once, select_once);
-    if (g_vpclmul && g_crc_level == LVL_AVX512) return chrys_crc32c_vpclmul(crc, buf, n);
+    if (g_vpclmul) return chrys_crc32c_vpclmul(crc, buf, n);
     return g_sse42 ? chrys_crc32c_hw(crc, buf, n) : chrys_crc32c_sw(crc, buf, n);
 }
 
