@@ -481,37 +481,75 @@ void test_store_failed_save_keeps_old_file(void)
     chrys_index_free(nw);
 }
 
+/* A store of n x d uniform random rows (ids id0, id0 + step, ...) saved at path, Flat or of the
+ * given spec (an IVF one trained): the index, its rows and ids, the file's bytes and where its
+ * VF32 section starts in them. */
+typedef struct rows_store {
+    chrys_index *ix;
+    float *x;
+    uint64_t *ids;
+    unsigned char *b;
+    size_t len, vf32, d;
+} rows_store;
+
+static int rows_store_make(rows_store *rs, const char *path, const char *spec, size_t n, size_t d, uint64_t seed,
+                           uint64_t id0, uint64_t step)
+{
+    *rs = (rows_store){.x = malloc(n * d * sizeof(float)), .ids = malloc(n * sizeof(uint64_t)), .d = d};
+    CHECK(rs->x && rs->ids);
+    if (!rs->x || !rs->ids) return 0;
+    for (size_t i = 0; i < n * d; i++) rs->x[i] = h_uniform(&seed) - 0.5f;
+    for (size_t i = 0; i < n; i++) rs->ids[i] = id0 + step * i;
+    chrys_index_opts o;
+    chrys_index_opts_init(&o);
+    o.dim = (uint32_t)d;
+    o.kind = CHRYS_INDEX_FLAT;
+    o.spec = spec;
+    CHECK_EQ(chrys_index_new(&o, &rs->ix, NULL), CHRYS_OK);
+    CHECK_EQ(chrys_index_add(rs->ix, n, rs->ids, rs->x, NULL), CHRYS_OK);
+    if (spec && !strncmp(spec, "IVF", 3)) CHECK_EQ(chrys_index_retrain(rs->ix), CHRYS_OK);
+    CHECK_EQ(chrys_index_save(rs->ix, path, NULL), CHRYS_OK);
+    rs->b = slurp(path, &rs->len);
+    store_reader r;
+    CHECK_EQ(store_reader_open_buffer(&r, rs->b, rs->len, "rows", NULL), CHRYS_OK);
+    int iv = store_find(&r, TAG_VF32);
+    CHECK(iv >= 0);
+    rs->vf32 = iv >= 0 ? (size_t)r.sec[iv].off : 0;
+    return iv >= 0;
+}
+
+/* Toggle one bit of row `row` (the low mantissa byte of component 17: a value still finite, a row
+ * still near unit length, so only the checksum can tell) and write the file; again to undo. */
+static void rows_store_flip(rows_store *rs, const char *path, size_t row)
+{
+    rs->b[rs->vf32 + (row * rs->d + 17) * 4] ^= 0x04;
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(rs->b, 1, rs->len, f) == rs->len);
+    if (f) fclose(f);
+}
+
+static void rows_store_free(rows_store *rs)
+{
+    chrys_index_free(rs->ix);
+    free(rs->x);
+    free(rs->ids);
+    free(rs->b);
+}
+
 /* The float32 rows are checksummed in the pass that checks them, split over workers whose
  * checksums are then combined: a store whose rows span two workers (18 MB) loads, and a single
- * flipped mantissa bit (a value still finite, a row still near unit length, so only the
- * checksum can tell) is refused by both chrys_index_load and chrys_index_open_mmap, near the
+ * flipped mantissa bit is refused by both chrys_index_load and chrys_index_open_mmap, near the
  * start and in the second half of the rows. */
 void test_store_rows_checksum_split(void)
 {
     enum { D = 1024, N = 4500 };
-    uint64_t s = h_seed + 31;
-    float *x = malloc((size_t)N * D * sizeof *x);
-    uint64_t *ids = malloc(N * sizeof *ids);
-    CHECK(x && ids);
-    if (!x || !ids) return;
-    for (size_t i = 0; i < (size_t)N * D; i++) x[i] = h_uniform(&s) - 0.5f;
-    for (size_t i = 0; i < N; i++) ids[i] = 7 * i + 1;
-    chrys_index_opts o;
-    chrys_index_opts_init(&o);
-    o.dim = D;
-    o.kind = CHRYS_INDEX_FLAT;
-    chrys_index *ix = NULL, *out = NULL;
-    CHECK_EQ(chrys_index_new(&o, &ix, NULL), CHRYS_OK);
-    CHECK_EQ(chrys_index_add(ix, N, ids, x, NULL), CHRYS_OK);
     char *p = tmp_path("rows_crc.chrys");
-    CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
-    size_t len = 0;
-    unsigned char *b = slurp(p, &len);
-    store_reader r;
-    CHECK_EQ(store_reader_open_buffer(&r, b, len, "rows", NULL), CHRYS_OK);
-    int iv = store_find(&r, TAG_VF32);
-    CHECK(iv >= 0);
-    uint64_t off = r.sec[iv].off;
+    rows_store rs;
+    if (!rows_store_make(&rs, p, NULL, N, D, h_seed + 31, 1, 7)) {
+        rows_store_free(&rs);
+        return;
+    }
+    chrys_index *out = NULL;
     CHECK_EQ(chrys_index_load(p, &out, NULL), CHRYS_OK);
     chrys_index_info info = {sizeof info};
     CHECK_EQ(chrys_index_get_info(out, &info), CHRYS_OK);
@@ -523,11 +561,7 @@ void test_store_rows_checksum_split(void)
     out = NULL;
     static const size_t rows[2] = {10, 4000};
     for (int t = 0; t < 2; t++) {
-        size_t at = (size_t)off + (rows[t] * D + 17) * 4; /* the low mantissa byte of a component */
-        b[at] ^= 0x04;
-        FILE *f = fopen(p, "wb");
-        CHECK(f && fwrite(b, 1, len, f) == len);
-        if (f) fclose(f);
+        rows_store_flip(&rs, p, rows[t]);
         for (int m = 0; m < 2; m++) {
             char *msg = NULL;
             int rc = m ? chrys_index_open_mmap(p, &out, &msg) : chrys_index_load(p, &out, &msg);
@@ -535,13 +569,10 @@ void test_store_rows_checksum_split(void)
             CHECK(out == NULL && msg && strstr(msg, "VF32") && strstr(msg, "checksum"));
             chrys_free(msg);
         }
-        b[at] ^= 0x04;
+        rows_store_flip(&rs, p, rows[t]);
     }
     remove(p);
-    free(b);
-    chrys_index_free(ix);
-    free(x);
-    free(ids);
+    rows_store_free(&rs);
 }
 
 /* The row check decides from the float32 sum of squares where it cannot differ from the double
@@ -624,7 +655,9 @@ void test_store_row_check_edges(void)
  * that check first (a batch of 70, chrys_index_get); a flipped mantissa bit in either half of
  * the rows opens, then fails every search, get and save with the checksum error naming the
  * file, also when four threads make the first search at once; an invalid row under a sound
- * checksum fails with its row and id, whichever use comes first. */
+ * checksum fails with its row and id, whichever use comes first. The graph and IVF searches, and
+ * SQ8 with re-ranking, which read the rows without scanning them all, check them first: whole,
+ * they answer as loaded; flipped, they fail. */
 typedef struct mmap_race {
     const chrys_index *ix;
     const float *q;
@@ -643,32 +676,41 @@ static void *mmap_race_run(void *arg)
     return NULL;
 }
 
+/* Four threads make m's first search with q at once: each gets want, and (when OK) ref's hits. */
+static void mmap_race_check(const chrys_index *m, const float *q, int want, const chrys_hit *ref)
+{
+    pthread_t th[4];
+    mmap_race mr[4];
+    for (int i = 0; i < 4; i++) {
+        mr[i] = (mmap_race){m, q, -1, {{0}}};
+        CHECK_EQ(pthread_create(&th[i], NULL, mmap_race_run, &mr[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(mr[i].rc, want);
+        if (want == CHRYS_OK) CHECK(!memcmp(mr[i].hits, ref, 10 * sizeof *ref));
+    }
+}
+
 void test_store_mmap_check_on_use_concurrent(void)
 {
     enum { D = 1024, N = 4500, NQ = 70 };
-    uint64_t s = h_seed + 53;
-    float *x = malloc((size_t)N * D * sizeof *x), *q = malloc((size_t)NQ * D * sizeof *q), *v = malloc(D * sizeof *v);
-    uint64_t *ids = malloc(N * sizeof *ids);
-    chrys_hit *ref = malloc((size_t)NQ * 10 * sizeof *ref), *got = malloc((size_t)NQ * 10 * sizeof *got);
-    CHECK(x && q && v && ids && ref && got);
-    if (!x || !q || !v || !ids || !ref || !got) return;
-    for (size_t i = 0; i < (size_t)N * D; i++) x[i] = h_uniform(&s) - 0.5f;
-    for (size_t i = 0; i < (size_t)NQ * D; i++) q[i] = h_uniform(&s) - 0.5f;
-    for (size_t i = 0; i < N; i++) ids[i] = 3 * i + 2;
-    chrys_index_opts io;
-    chrys_index_opts_init(&io);
-    io.dim = D;
-    io.kind = CHRYS_INDEX_FLAT;
-    chrys_index *ix = NULL, *m = NULL;
-    CHECK_EQ(chrys_index_new(&io, &ix, NULL), CHRYS_OK);
-    CHECK_EQ(chrys_index_add(ix, N, ids, x, NULL), CHRYS_OK);
+    uint64_t s = h_seed + 54;
     char *p = tmp_path("mmap_on_use.chrys");
-    CHECK_EQ(chrys_index_save(ix, p, NULL), CHRYS_OK);
+    rows_store rs;
+    float *q = malloc((size_t)NQ * D * sizeof *q), *v = malloc(D * sizeof *v);
+    chrys_hit *ref = malloc((size_t)NQ * 10 * sizeof *ref), *got = malloc((size_t)NQ * 10 * sizeof *got);
+    CHECK(q && v && ref && got);
+    if (!rows_store_make(&rs, p, NULL, N, D, h_seed + 53, 2, 3) || !q || !v || !ref || !got) goto out;
+    for (size_t i = 0; i < (size_t)NQ * D; i++) q[i] = h_uniform(&s) - 0.5f;
+    const uint64_t *ids = rs.ids;
+    const float *x = rs.x;
+    chrys_index *m = NULL;
     chrys_search_opts o;
     chrys_search_opts_init(&o);
     o.k = 10;
     o.n_threads = 4; /* four runs of rows, whatever the machine */
-    CHECK_EQ(chrys_index_search(ix, NQ, q, &o, ref), CHRYS_OK);
+    CHECK_EQ(chrys_index_search(rs.ix, NQ, q, &o, ref), CHRYS_OK);
     char *msg = NULL;
     CHECK_EQ(chrys_index_open_mmap_ex(p, 0x80, &m, &msg), CHRYS_INVALID);
     CHECK_STR_CONTAINS(msg, "flags");
@@ -692,20 +734,9 @@ void test_store_mmap_check_on_use_concurrent(void)
         m = NULL;
     }
     /* one flipped bit, in the first worker's run or the last's */
-    size_t len = 0;
-    unsigned char *b = slurp(p, &len);
-    store_reader r;
-    CHECK_EQ(store_reader_open_buffer(&r, b, len, "rows", NULL), CHRYS_OK);
-    int iv = store_find(&r, TAG_VF32);
-    CHECK(iv >= 0);
-    uint64_t off = r.sec[iv].off;
     static const size_t rows[2] = {10, 4000};
     for (int t = 0; t < 2; t++) {
-        size_t at = (size_t)off + (rows[t] * D + 17) * 4;
-        b[at] ^= 0x04;
-        FILE *f = fopen(p, "wb");
-        CHECK(f && fwrite(b, 1, len, f) == len);
-        if (f) fclose(f);
+        rows_store_flip(&rs, p, rows[t]);
         for (int first = 0; first < 3; first++) {
             CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
             if (first == 0) {
@@ -714,17 +745,8 @@ void test_store_mmap_check_on_use_concurrent(void)
                 CHECK_STR_CONTAINS(chrys_index_errmsg(m), "VF32 checksum mismatch");
             } else if (first == 1) {
                 CHECK_EQ(chrys_index_get(m, ids[7], v), CHRYS_CORRUPT_CHECKSUM);
-            } else { /* four first searches at once */
-                pthread_t th[4];
-                mmap_race mr[4];
-                for (int i = 0; i < 4; i++) {
-                    mr[i] = (mmap_race){m, q, -1, {{0}}};
-                    CHECK_EQ(pthread_create(&th[i], NULL, mmap_race_run, &mr[i]), 0);
-                }
-                for (int i = 0; i < 4; i++) {
-                    pthread_join(th[i], NULL);
-                    CHECK_EQ(mr[i].rc, CHRYS_CORRUPT_CHECKSUM);
-                }
+            } else {
+                mmap_race_check(m, q, CHRYS_CORRUPT_CHECKSUM, NULL);
             }
             /* and every later use */
             CHECK_EQ(chrys_index_search(m, 1, q, &o, got), CHRYS_CORRUPT_CHECKSUM);
@@ -740,27 +762,36 @@ void test_store_mmap_check_on_use_concurrent(void)
             chrys_index_free(m);
             m = NULL;
         }
-        b[at] ^= 0x04;
+        rows_store_flip(&rs, p, rows[t]); /* whole again */
     }
     /* the same race on a whole store: every first search answers as loaded */
-    {
-        FILE *f = fopen(p, "wb");
-        CHECK(f && fwrite(b, 1, len, f) == len);
-        if (f) fclose(f);
-        CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
-        pthread_t th[4];
-        mmap_race mr[4];
-        for (int i = 0; i < 4; i++) {
-            mr[i] = (mmap_race){m, q, -1, {{0}}};
-            CHECK_EQ(pthread_create(&th[i], NULL, mmap_race_run, &mr[i]), 0);
+    CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+    mmap_race_check(m, q, CHRYS_OK, ref);
+    chrys_index_free(m);
+    m = NULL;
+    /* the other search paths */
+    static const char *specs[] = {"HNSW16", "IVF8,Flat", "HNSW16,SQ8,RFlat", "SQ8,RFlat"};
+    for (size_t sp = 0; sp < sizeof specs / sizeof *specs; sp++) {
+        enum { D2 = 32, N2 = 600 };
+        rows_store rk;
+        if (rows_store_make(&rk, p, specs[sp], N2, D2, h_seed + 60 + sp, 1, 1)) {
+            chrys_hit want[10], h2[10];
+            chrys_search_opts o2;
+            chrys_search_opts_init(&o2);
+            o2.k = 10;
+            CHECK_EQ(chrys_index_search(rk.ix, 1, rk.x + 9 * D2, &o2, want), CHRYS_OK);
+            CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+            CHECK_EQ(chrys_index_search(m, 1, rk.x + 9 * D2, &o2, h2), CHRYS_OK);
+            CHECK(!memcmp(h2, want, sizeof want));
+            chrys_index_free(m);
+            rows_store_flip(&rk, p, 5);
+            CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+            CHECK_EQ(chrys_index_search(m, 1, rk.x + 9 * D2, &o2, h2), CHRYS_CORRUPT_CHECKSUM);
+            CHECK_STR_CONTAINS(chrys_index_errmsg(m), "VF32 checksum mismatch");
+            chrys_index_free(m);
+            m = NULL;
         }
-        for (int i = 0; i < 4; i++) {
-            pthread_join(th[i], NULL);
-            CHECK_EQ(mr[i].rc, CHRYS_OK);
-            CHECK(!memcmp(mr[i].hits, ref, 10 * sizeof *ref));
-        }
-        chrys_index_free(m);
-        m = NULL;
+        rows_store_free(&rk);
     }
     /* an invalid row under a sound checksum (crafted): the row and its id */
     {
@@ -786,12 +817,10 @@ void test_store_mmap_check_on_use_concurrent(void)
         }
     }
     remove(p);
-    free(b);
-    chrys_index_free(ix);
-    free(x);
+out:
+    rows_store_free(&rs);
     free(q);
     free(v);
-    free(ids);
     free(ref);
     free(got);
 }
