@@ -160,12 +160,15 @@ void chrys_index_free(chrys_index *ix)
 {
     if (!ix) return;
     index_search_msg_forget(ix);
-    for (size_t i = 0; i < ix->n; i++) chrys_free(ix->meta[i]);
+    if (ix->meta)
+        for (size_t i = 0; i < ix->n; i++) chrys_free(ix->meta[i]);
     chrys_free(ix->meta);
     if (ix->map_base) munmap(ix->map_base, ix->map_len); /* vecs pointed into it */
     else chrys_free_aligned(ix->vecs);
-    chrys_free(ix->norms);
-    chrys_free(ix->ids);
+    if (!ix->ids_in_map) {
+        chrys_free(ix->norms);
+        chrys_free(ix->ids);
+    }
     idmap_free(&ix->map);
     hnsw_free(ix);
     ivf_free_lists(ix);
@@ -181,31 +184,49 @@ int index_reserve(chrys_index *ix, size_t extra)
     size_t need;
     if (chrys_add_size(ix->n, extra, &need) || need > CHRYS_MAX_SLOTS)
         return index_fail(ix, CHRYS_LIMIT, "index would hold more than %u vectors", CHRYS_MAX_SLOTS);
-    if (need <= ix->cap) return idmap_reserve(&ix->map, need);
-    size_t cap = chrys_grow_cap(ix->cap, need, 64);
+    /* A store being opened read-only (mapped) gets exactly its rows, and its id map only if
+     * check_rows finds the ids out of order: it never grows. */
+    if (need <= ix->cap) return ix->read_only ? CHRYS_OK : idmap_reserve(&ix->map, need);
+    size_t cap = ix->read_only ? need : chrys_grow_cap(ix->cap, need, 64);
     if (cap > CHRYS_MAX_SLOTS) cap = CHRYS_MAX_SLOTS;
     size_t vbytes, old_vbytes;
     if (chrys_mul_size(cap, (size_t)ix->dim * sizeof(float), &vbytes))
         return index_fail(ix, CHRYS_LIMIT, "index size overflows");
     old_vbytes = ix->n * (size_t)ix->dim * sizeof(float);
-    if (index_has_floats(ix)) {
+    if (index_has_floats(ix) && !ix->map_base) { /* mapped rows stay in the file */
         float *v = chrys_realloc_aligned(ix->vecs, old_vbytes, vbytes);
         if (!v) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index to %zu vectors", cap);
         ix->vecs = v;
     }
-    float *nr = chrys_realloc(ix->norms, cap * sizeof *nr);
-    if (!nr) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
-    ix->norms = nr;
-    uint64_t *ids = chrys_realloc(ix->ids, cap * sizeof *ids);
-    if (!ids) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
-    ix->ids = ids;
-    char **meta = chrys_realloc(ix->meta, cap * sizeof *meta);
-    if (!meta) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
-    ix->meta = meta;
+    if (!(ix->read_only && ix->map_base)) { /* else ids and norms are read in place too (load_rows) */
+        float *nr = chrys_realloc(ix->norms, cap * sizeof *nr);
+        if (!nr) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+        ix->norms = nr;
+        uint64_t *ids = chrys_realloc(ix->ids, cap * sizeof *ids);
+        if (!ids) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+        ix->ids = ids;
+    }
+    if (!ix->read_only) { /* read-only: allocated only if the store has metadata (load_mdat) */
+        char **meta = chrys_realloc(ix->meta, cap * sizeof *meta);
+        if (!meta) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
+        ix->meta = meta;
+    }
     if (ivf_reserve(ix, cap) || sq8_reserve(ix, cap) || hnsw_reserve(ix, cap)) return index_fail(ix, CHRYS_NOMEM, "out of memory growing index");
     ix->cap = cap;
-    if (idmap_reserve(&ix->map, need)) return index_fail(ix, CHRYS_NOMEM, "out of memory");
+    if (!ix->read_only && idmap_reserve(&ix->map, need)) return index_fail(ix, CHRYS_NOMEM, "out of memory");
     return CHRYS_OK;
+}
+
+uint32_t index_slot_of(const chrys_index *ix, uint64_t id)
+{
+    if (!ix->ids_sorted) return idmap_get(&ix->map, id);
+    size_t lo = 0, hi = ix->n; /* ids[lo..hi) may hold id */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ix->ids[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < ix->n && ix->ids[lo] == id ? (uint32_t)lo : CHRYS_NO_SLOT;
 }
 
 /* Validate one input row; on success *norm is its L2 norm. 'what' labels messages. */
@@ -481,7 +502,7 @@ void chrys_index_set_progress(chrys_index *ix, void (*fn)(uint64_t, uint64_t, vo
 int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
 {
     if (!ix || !out) return CHRYS_INVALID;
-    uint32_t slot = idmap_get(&ix->map, id);
+    uint32_t slot = index_slot_of(ix, id);
     if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
     int rc = index_rows_ready(ix);
     if (rc) return rc;
@@ -503,15 +524,15 @@ int chrys_index_get_meta(const chrys_index *ix, uint64_t id, const char **meta)
 {
     if (!ix || !meta) return CHRYS_INVALID;
     *meta = NULL;
-    uint32_t slot = idmap_get(&ix->map, id);
+    uint32_t slot = index_slot_of(ix, id);
     if (slot == CHRYS_NO_SLOT) return CHRYS_NOTFOUND;
-    *meta = ix->meta[slot];
+    *meta = ix->meta ? ix->meta[slot] : NULL;
     return CHRYS_OK;
 }
 
 int chrys_index_contains(const chrys_index *ix, uint64_t id)
 {
-    return ix && idmap_get(&ix->map, id) != CHRYS_NO_SLOT;
+    return ix && index_slot_of(ix, id) != CHRYS_NO_SLOT;
 }
 
 int chrys_index_get_ids(const chrys_index *ix, uint64_t *out, size_t cap, size_t *n_out)
@@ -542,9 +563,9 @@ int chrys_index_get_info(const chrys_index *ix, chrys_index_info *info)
     full.seed = ix->seed;
     size_t vbytes = (ix->vecs && !ix->map_base ? ix->cap * (size_t)ix->dim * sizeof(float) : 0) +
                     (ix->codes ? ix->cap * (size_t)ix->dim : 0);
-    size_t bytes = sizeof *ix + vbytes + ix->cap * (sizeof(float) + sizeof(uint64_t) + sizeof(char *)) +
-                   idmap_bytes(&ix->map) + hnsw_memory(ix);
-    for (size_t i = 0; i < ix->n; i++)
+    size_t bytes = sizeof *ix + vbytes + (ix->ids_in_map ? 0 : ix->cap * (sizeof(float) + sizeof(uint64_t))) +
+                   (ix->meta ? ix->cap * sizeof(char *) : 0) + idmap_bytes(&ix->map) + hnsw_memory(ix);
+    for (size_t i = 0; ix->meta && i < ix->n; i++)
         if (ix->meta[i]) bytes += strlen(ix->meta[i]) + 1;
     if (ix->list_of) bytes += ix->cap * 2 * sizeof(uint32_t) + (size_t)ix->nlist * ix->dim * sizeof(float);
     for (uint32_t l = 0; ix->lists && l < ix->nlist; l++) bytes += ix->list_cap[l] * sizeof(uint32_t);

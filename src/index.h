@@ -22,8 +22,10 @@ struct chrys_index {
     float *vecs;    /* cap*dim, aligned */
     float *norms;   /* cap */
     uint64_t *ids;  /* cap */
-    char **meta;    /* cap, NULL entries when no metadata */
-    idmap map;      /* id -> slot */
+    char **meta;    /* cap, NULL entries when no metadata (a read-only index without any: NULL) */
+    idmap map;      /* id -> slot (empty when ids_sorted) */
+    int ids_sorted; /* a read-only mapped store whose ids strictly increase: no map, index_slot_of
+                       bisects ids (the order proves them unique) */
     char *errmsg;   /* last message of a non-const call */
     chrys_errpos errpos; /* its structured part (chrys_index_get_error_info) */
     /* planner (spec "auto") */
@@ -55,7 +57,9 @@ struct chrys_index {
     /* chrys_index_open_mmap: vecs points into a read-only mapping of the store file */
     void *map_base;
     size_t map_len;
-    int read_only;           /* opened with chrys_index_open_mmap: every mutation is refused */
+    int ids_in_map;          /* ids and norms point into the mapping too: not owned */
+    int read_only;           /* opened with chrys_index_open_mmap: every mutation is refused (set
+                                while loading: index_reserve then allocates no rows, map or spare room) */
     /* chrys_index_open_mmap_ex with CHRYS_MMAP_CHECK_ON_USE: the float32 rows (their checksum and
      * each row's checks) are verified at their first use, not at open (index_rows_ready, or the
      * exact scan within its own pass). rows_state: ROWS_OK, ROWS_OWED, then ROWS_BAD with
@@ -124,6 +128,8 @@ CHRYS_PRIVATE int index_fail_row(chrys_index *ix, int rc, size_t row, const char
     __attribute__((format(printf, 4, 5)));
 /* Make room for n more rows. */
 CHRYS_PRIVATE int index_reserve(chrys_index *ix, size_t extra);
+/* The slot holding id, or CHRYS_NO_SLOT (the id map, or a bisection of ids when ids_sorted). */
+CHRYS_PRIVATE uint32_t index_slot_of(const chrys_index *ix, uint64_t id);
 /* Validate opts and allocate an empty index (with its HNSW graph of M links and ef_construction
  * efc when kind is HNSW; both ignored otherwise). */
 CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_kind kind, uint64_t seed, uint32_t hnsw_m,

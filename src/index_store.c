@@ -50,7 +50,7 @@ int index_store_sections(const chrys_index *ix, index_sections *out)
     /* MDAT: (n+1) u64 offsets into the string bytes that follow; empty = no metadata. */
     *mdat_out = NULL;
     size_t total = 0;
-    for (size_t i = 0; i < ix->n; i++)
+    for (size_t i = 0; ix->meta && i < ix->n; i++)
         if (ix->meta[i]) total += strlen(ix->meta[i]);
     if (total > 0) {
         size_t len = (ix->n + 1) * 8 + total;
@@ -60,7 +60,7 @@ int index_store_sections(const chrys_index *ix, index_sections *out)
         unsigned char *bytes = mdat + (ix->n + 1) * 8;
         for (size_t i = 0; i < ix->n; i++) {
             put_u64le(mdat + i * 8, off);
-            if (ix->meta[i]) {
+            if (ix->meta[i]) { /* total > 0: meta is there */
                 size_t l = strlen(ix->meta[i]);
                 memcpy(bytes + off, ix->meta[i], l);
                 off += l;
@@ -353,7 +353,7 @@ static int load_check_layout(store_reader *r, load_layout *L, char **errmsg)
 }
 
 /* Create the index and reserve its rows (*ix set as soon as it exists, for the caller to free). */
-static int load_create(store_reader *r, const load_layout *L, chrys_index **ix, char **errmsg)
+static int load_create(store_reader *r, const load_layout *L, int map, chrys_index **ix, char **errmsg)
 {
     int rc = index_create(L->dim, (chrys_metric)L->metric, (chrys_index_kind)L->kind, L->seed, L->hnsw_m, L->hnsw_efc,
                           ix, errmsg);
@@ -364,28 +364,41 @@ static int load_create(store_reader *r, const load_layout *L, chrys_index **ix, 
     x->sq8 = (L->pflags >> 1) & 1;
     x->refine = ((L->pflags >> 2) & 1) | L->compat_refine;
     if (L->kind == CHRYS_INDEX_IVF && !L->floats) x->nlist = L->plan_nlist;
+    if (map) { /* opened read-only: reserve no float32 rows (they stay in the file) and no id map yet */
+        x->read_only = 1;
+        if (L->floats && L->count) {
+            x->map_base = (void *)r->buf;
+            x->map_len = (size_t)r->size;
+        }
+    }
     if (L->count && (rc = index_reserve(x, L->count)))
         return chrys_set_errmsg(errmsg, rc, "%s: %s", r->name, x->errmsg);
     return CHRYS_OK;
 }
 
-/* Read IDS_, NORM and the float32 rows (mapped rather than read when map is set). */
+/* Read IDS_, NORM and the float32 rows (mapped rather than read when map is set). A mapped store
+ * with float32 rows keeps its ids and norms in the mapping too (sections start at multiples of 64
+ * bytes, and the host is little-endian like the file): opening a 412 MB Flat store no longer
+ * copies 1.2 MB into fresh pages, whose first touches cost about as much as the copy on a VM. */
 static int load_rows(store_reader *r, const load_layout *L, int map, chrys_index *ix, char **errmsg)
 {
     int rc;
-    if ((rc = store_read_section(r, L->ii, ix->ids, errmsg)) || (rc = store_read_section(r, L->in, ix->norms, errmsg)))
-        return rc;
     if (L->floats && map && L->count) { /* rows stay in the file: the index points into the mapping */
-        const void *rows;
-        if ((rc = store_map_section_unchecked(r, L->iv, &rows, errmsg))) return rc; /* checksum: check_rows */
-        chrys_free_aligned(ix->vecs);
+        const void *ids, *norms, *rows;
+        if ((rc = store_map_section(r, L->ii, &ids, errmsg)) || (rc = store_map_section(r, L->in, &norms, errmsg)) ||
+            (rc = store_map_section_unchecked(r, L->iv, &rows, errmsg))) /* the rows' checksum: check_rows */
+            return rc;
+        ix->ids = (uint64_t *)ids; /* map_base set by load_create; read-only from here on */
+        ix->norms = (float *)norms;
+        ix->ids_in_map = 1;
         ix->vecs = (float *)rows;
-        ix->map_base = (void *)r->buf;
-        ix->map_len = (size_t)r->size;
+    } else if ((rc = store_read_section(r, L->ii, ix->ids, errmsg)) ||
+               (rc = store_read_section(r, L->in, ix->norms, errmsg))) {
+        return rc;
     } else if (L->floats && (rc = store_read_section_unchecked(r, L->iv, ix->vecs, errmsg))) { /* likewise */
         return rc;
     }
-    for (size_t i = 0; i < L->count; i++) ix->meta[i] = NULL;
+    for (size_t i = 0; ix->meta && i < L->count; i++) ix->meta[i] = NULL;
     ix->n = L->count;
     return CHRYS_OK;
 }
@@ -562,10 +575,10 @@ const char *index_rows_msg(const chrys_index *ix)
  * in row order: unique and not reserved (HNSW tombstones counted); fills the id map. A damaged
  * checksum is reported before anything it could explain. With defer (a mapped store opened with
  * CHRYS_MMAP_CHECK_ON_USE) the rows' part is left owed: their first use runs it. */
-static int check_rows(store_reader *r, const load_layout *L, chrys_index *ix, int defer, char **errmsg)
+static int check_rows(store_reader *r, const load_layout *L, chrys_index *ix, int map, char **errmsg)
 {
     size_t bad = SIZE_MAX;
-    int rc;
+    int rc, defer = map > 1;
     if (defer && L->floats) {
         if (!(ix->rows_name = chrys_strdup(r->name)))
             return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
@@ -577,6 +590,19 @@ static int check_rows(store_reader *r, const load_layout *L, chrys_index *ix, in
         rows_pass(&P, ix, L->floats, &nw);
         uint32_t crc = rows_join(P.part, nw, &bad);
         if (L->floats && (rc = store_check_crc(r, L->iv, crc, errmsg))) return rc;
+    }
+    /* Opened read-only with ids in strictly increasing order (stores built from files in order):
+     * that order proves them unique and none reserved (each is below the last, itself not the
+     * reserved 2^64 - 1), and lookups bisect them, so no id map is built. */
+    if (map && L->count) {
+        const uint64_t *id = ix->ids;
+        size_t i = 1;
+        while (i < L->count && id[i - 1] < id[i]) i++;
+        if (i == L->count && id[i - 1] != CHRYS_NO_ID) {
+            ix->ids_sorted = 1;
+            return bad == SIZE_MAX ? CHRYS_OK : row_error(errmsg, r->name, ix, bad);
+        }
+        if (idmap_reserve(&ix->map, L->count)) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
     }
     for (size_t i = 0; i < L->count; i++) {
         uint64_t id = ix->ids[i];
@@ -624,6 +650,8 @@ static int load_mdat(store_reader *r, const load_layout *L, chrys_index *ix, cha
 {
     if (L->imd < 0) return CHRYS_OK;
     uint64_t len = r->sec[L->imd].len;
+    if (!ix->meta && L->count && !(ix->meta = chrys_calloc((size_t)L->count, sizeof *ix->meta))) /* read-only */
+        return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
     unsigned char *mdat = chrys_malloc((size_t)len);
     if (!mdat) return chrys_set_errmsg(errmsg, CHRYS_NOMEM, "%s: out of memory", r->name);
     int rc = store_read_section(r, L->imd, mdat, errmsg);
@@ -656,8 +684,8 @@ int index_load_reader_ex(store_reader *r, int map, chrys_index **out, char **err
     load_layout L;
     chrys_index *ix = NULL;
     int rc = load_check_layout(r, &L, errmsg);
-    if (rc || (rc = load_create(r, &L, &ix, errmsg)) || (rc = load_rows(r, &L, map, ix, errmsg)) ||
-        (rc = check_rows(r, &L, ix, map > 1, errmsg)) || (rc = load_mdat(r, &L, ix, errmsg)) ||
+    if (rc || (rc = load_create(r, &L, map, &ix, errmsg)) || (rc = load_rows(r, &L, map, ix, errmsg)) ||
+        (rc = check_rows(r, &L, ix, map, errmsg)) || (rc = load_mdat(r, &L, ix, errmsg)) ||
         (rc = load_structures(r, &L, ix, errmsg)))
         goto fail;
     *out = ix;

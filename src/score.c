@@ -41,7 +41,7 @@ int chrys_index_score(const chrys_index *ix, size_t nq, const float *queries, si
         }
         for (size_t j = 0; j < m; j++) {
             uint64_t id = ids[i * m + j];
-            uint32_t slot = id == CHRYS_NO_ID ? CHRYS_NO_SLOT : idmap_get(&ix->map, id);
+            uint32_t slot = id == CHRYS_NO_ID ? CHRYS_NO_SLOT : index_slot_of(ix, id);
             if (slot == CHRYS_NO_SLOT) {
                 rc = CHRYS_NOTFOUND;
                 break;

@@ -110,6 +110,7 @@ void idmap_free(idmap *m)
 
 uint32_t idmap_get(const idmap *m, uint64_t key)
 {
+    if (key == CHRYS_NO_ID) return CHRYS_NO_SLOT; /* the empty-slot marker: never a key */
     size_t mask = m->cap - 1;
     for (size_t i = hash_u64(key) & mask;; i = (i + 1) & mask) {
         if (m->keys[i] == key) return m->vals[i];
