@@ -40,7 +40,7 @@ BLAS_CFLAGS := -DCHRYS_HAVE_BLAS -I/usr/include/x86_64-linux-gnu/openblas-pthrea
 BLAS_LIBS   := -lopenblas
 
 CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
-LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm $(LDLIBS)
+LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -ldl -lm $(LDLIBS)
 
 # Every source in its folder (a new file needs no edit here): the library, the CLI's commands
 # (cli/main.c and cli/cmd_*.c) and what they share with the tests and benchmarks (the rest of cli/).
@@ -90,8 +90,9 @@ $(SHARED): $(LIB_OBJ)
 $(CLI): $(CLI_OBJ) $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
+# the unit tests alone link OpenSSL: its SHA256 is the oracle for src/sha256.c
 $(UNIT): $(TEST_OBJ) $(CLI_LIB_OBJ) $(STATIC)
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) -o $@ $^ $(LDLIBS_ALL) -lcrypto
 
 $(REPLAY): $(BUILD)/tests/fuzz/fuzz_targets.o $(BUILD)/tests/fuzz/replay_main.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
@@ -133,7 +134,7 @@ fuzz:
 	  clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -I/usr/include/cjson \
 	    -DCHRYS_LIBFUZZER -DFUZZ_TARGET=fuzz_$${t}_one tests/fuzz/fuzz_targets.c \
 	    $(CLI_LIB_SRC:%.c=build/fuzz/%.o) build/fuzz/libchrysalis.a -o build/fuzz/fuzz_$$t \
-	    -pthread $(BLAS_LIBS) -lcjson -lcurl -lsqlite3 -lcrypto -lm || exit 1; \
+	    -pthread $(BLAS_LIBS) -lcjson -ldl -lm || exit 1; \
 	done
 
 $(BUILD)/bench_embed: $(BUILD)/bench/bench_embed.o $(STATIC)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what chrysalis needs on Debian 12, only if missing. Usage: scripts/deps.sh [test|bench]
-#   base:  compiler, make, OpenBLAS, cJSON, libcurl, SQLite, OpenSSL (building and the main job)
+#   base:  compiler, make, OpenBLAS, cJSON, libcurl, SQLite (headers; loaded at first use), OpenSSL
+#          (the unit tests' SHA-256 oracle)
 #   test:  + clang (libFuzzer), python3-numpy, git (.ci/run clones), python3-dev, python3-setuptools,
 #          python3-pytest, python3-dask, python3-distributed (the Python package and its tests)
 #   bench: + python3-faiss, python3-hnswlib, libhnswlib-dev, python3-matplotlib (anchors, curves)

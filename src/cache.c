@@ -12,10 +12,10 @@
  * transactions (never across an HTTP request), and writes use BEGIN IMMEDIATE, so concurrent
  * users wait for each other instead of failing.
  */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <time.h>
 
+#include "dynlib.h"
 #include "embed.h"
 
 static double wall_now(void)
@@ -28,7 +28,7 @@ static double wall_now(void)
 static int sql_fail(embcache *c, char **errmsg, const char *what)
 {
     return chrys_set_errmsg(errmsg, CHRYS_IO, "%s: %s: %s", c->path ? c->path : "cache", what,
-                            c->db ? sqlite3_errmsg(c->db) : "cannot open");
+                            c->db ? c->sq->errmsg(c->db) : "cannot open");
 }
 
 /* Run a statement. SQLITE_BUSY can still come back despite the busy timeout (setting WAL mode or
@@ -36,7 +36,7 @@ static int sql_fail(embcache *c, char **errmsg, const char *what)
 static int exec(embcache *c, const char *sql, char **errmsg)
 {
     for (int attempt = 0;; attempt++) {
-        int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+        int rc = c->sq->exec(c->db, sql, NULL, NULL, NULL);
         if (rc == SQLITE_OK) return CHRYS_OK;
         if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt >= 300) return sql_fail(c, errmsg, sql);
         struct timespec ts = {0, 20 * 1000 * 1000};
@@ -50,12 +50,18 @@ int cache_open(embcache *c, const char *path, double ttl_s, uint64_t max_entries
     c->path = path;
     c->ttl_s = ttl_s;
     c->max_entries = max_entries;
-    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+    char *why = NULL;
+    if (!(c->sq = chrys_sqlite(&why))) {
+        int rc = chrys_set_errmsg(errmsg, CHRYS_ERROR, "%s: cannot open cache: %s", path, why ? why : "SQLite not loaded");
+        chrys_free(why);
+        return rc;
+    }
+    if (c->sq->open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
         int rc = sql_fail(c, errmsg, "cannot open cache");
         cache_close(c);
         return rc;
     }
-    sqlite3_busy_timeout(c->db, 30000);
+    c->sq->busy_timeout(c->db, 30000);
     int rc = exec(c, "PRAGMA journal_mode=WAL", errmsg);
     if (!rc) rc = exec(c, "PRAGMA synchronous=NORMAL", errmsg);
     if (!rc)
@@ -66,9 +72,9 @@ int cache_open(embcache *c, const char *path, double ttl_s, uint64_t max_entries
                   "CREATE INDEX IF NOT EXISTS emb_used ON emb(used);"
                   "CREATE TABLE IF NOT EXISTS stats(name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
                   errmsg);
-    if (!rc && (sqlite3_prepare_v2(c->db, "SELECT provider, model, dim, text, vec, created FROM emb WHERE key=?", -1, &c->get, NULL) ||
-                sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO emb VALUES(?,?,?,?,?,?,?,?)", -1, &c->put, NULL) ||
-                sqlite3_prepare_v2(c->db, "UPDATE emb SET used=? WHERE key=?", -1, &c->touch, NULL)))
+    if (!rc && (c->sq->prepare_v2(c->db, "SELECT provider, model, dim, text, vec, created FROM emb WHERE key=?", -1, &c->get, NULL) ||
+                c->sq->prepare_v2(c->db, "INSERT OR REPLACE INTO emb VALUES(?,?,?,?,?,?,?,?)", -1, &c->put, NULL) ||
+                c->sq->prepare_v2(c->db, "UPDATE emb SET used=? WHERE key=?", -1, &c->touch, NULL)))
         rc = sql_fail(c, errmsg, "cannot prepare statements");
     if (rc) cache_close(c);
     return rc;
@@ -76,41 +82,42 @@ int cache_open(embcache *c, const char *path, double ttl_s, uint64_t max_entries
 
 void cache_close(embcache *c)
 {
-    sqlite3_finalize(c->get);
-    sqlite3_finalize(c->put);
-    sqlite3_finalize(c->touch);
-    if (c->db) sqlite3_close(c->db);
+    if (!c->sq) return; /* SQLite never loaded: nothing opened */
+    c->sq->finalize(c->get);
+    c->sq->finalize(c->put);
+    c->sq->finalize(c->touch);
+    if (c->db) c->sq->close(c->db);
     memset(c, 0, sizeof *c);
 }
 
 int cache_begin(embcache *c, char **errmsg) { return exec(c, "BEGIN IMMEDIATE", errmsg); }
 int cache_commit(embcache *c, char **errmsg) { return exec(c, "COMMIT", errmsg); }
-void cache_rollback(embcache *c) { sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL); }
+void cache_rollback(embcache *c) { c->sq->exec(c->db, "ROLLBACK", NULL, NULL, NULL); }
 
 int cache_get(embcache *c, const unsigned char key[32], const char *provider, const char *model,
               uint32_t dim, const char *text, float *out)
 {
-    sqlite3_reset(c->get);
-    sqlite3_bind_blob(c->get, 1, key, 32, SQLITE_STATIC);
+    c->sq->reset(c->get);
+    c->sq->bind_blob(c->get, 1, key, 32, SQLITE_STATIC);
     int hit = 0;
-    if (sqlite3_step(c->get) == SQLITE_ROW) {
-        const char *p = (const char *)sqlite3_column_text(c->get, 0), *m = (const char *)sqlite3_column_text(c->get, 1);
-        const char *t = (const char *)sqlite3_column_text(c->get, 3);
-        const void *v = sqlite3_column_blob(c->get, 4);
-        int vlen = sqlite3_column_bytes(c->get, 4);
-        double created = sqlite3_column_double(c->get, 5);
+    if (c->sq->step(c->get) == SQLITE_ROW) {
+        const char *p = (const char *)c->sq->column_text(c->get, 0), *m = (const char *)c->sq->column_text(c->get, 1);
+        const char *t = (const char *)c->sq->column_text(c->get, 3);
+        const void *v = c->sq->column_blob(c->get, 4);
+        int vlen = c->sq->column_bytes(c->get, 4);
+        double created = c->sq->column_double(c->get, 5);
         hit = p && m && t && v && !strcmp(p, provider) && !strcmp(m, model) &&
-              (uint32_t)sqlite3_column_int64(c->get, 2) == dim && !strcmp(t, text) &&
+              (uint32_t)c->sq->column_int64(c->get, 2) == dim && !strcmp(t, text) &&
               vlen == (int)(dim * sizeof(float)) && (c->ttl_s <= 0 || wall_now() - created <= c->ttl_s);
         if (hit) memcpy(out, v, dim * sizeof(float));
     }
-    sqlite3_reset(c->get);
+    c->sq->reset(c->get);
     if (hit) {
-        sqlite3_reset(c->touch);
-        sqlite3_bind_double(c->touch, 1, wall_now());
-        sqlite3_bind_blob(c->touch, 2, key, 32, SQLITE_STATIC);
-        sqlite3_step(c->touch);
-        sqlite3_reset(c->touch);
+        c->sq->reset(c->touch);
+        c->sq->bind_double(c->touch, 1, wall_now());
+        c->sq->bind_blob(c->touch, 2, key, 32, SQLITE_STATIC);
+        c->sq->step(c->touch);
+        c->sq->reset(c->touch);
     }
     return hit;
 }
@@ -119,17 +126,17 @@ int cache_put(embcache *c, const unsigned char key[32], const char *provider, co
               uint32_t dim, const char *text, const float *vec, char **errmsg)
 {
     double now = wall_now();
-    sqlite3_reset(c->put);
-    sqlite3_bind_blob(c->put, 1, key, 32, SQLITE_STATIC);
-    sqlite3_bind_text(c->put, 2, provider, -1, SQLITE_STATIC);
-    sqlite3_bind_text(c->put, 3, model, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(c->put, 4, dim);
-    sqlite3_bind_text(c->put, 5, text, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(c->put, 6, vec, (int)(dim * sizeof(float)), SQLITE_STATIC);
-    sqlite3_bind_double(c->put, 7, now);
-    sqlite3_bind_double(c->put, 8, now);
-    int ok = sqlite3_step(c->put) == SQLITE_DONE;
-    sqlite3_reset(c->put);
+    c->sq->reset(c->put);
+    c->sq->bind_blob(c->put, 1, key, 32, SQLITE_STATIC);
+    c->sq->bind_text(c->put, 2, provider, -1, SQLITE_STATIC);
+    c->sq->bind_text(c->put, 3, model, -1, SQLITE_STATIC);
+    c->sq->bind_int64(c->put, 4, dim);
+    c->sq->bind_text(c->put, 5, text, -1, SQLITE_STATIC);
+    c->sq->bind_blob(c->put, 6, vec, (int)(dim * sizeof(float)), SQLITE_STATIC);
+    c->sq->bind_double(c->put, 7, now);
+    c->sq->bind_double(c->put, 8, now);
+    int ok = c->sq->step(c->put) == SQLITE_DONE;
+    c->sq->reset(c->put);
     return ok ? CHRYS_OK : sql_fail(c, errmsg, "cannot store a vector");
 }
 
@@ -151,14 +158,14 @@ int cache_evict(embcache *c, double ttl_s, uint64_t max_entries, uint64_t *remov
     if (ttl_s > 0) {
         snprintf(sql, sizeof sql, "DELETE FROM emb WHERE created < %.6f", wall_now() - ttl_s);
         if ((rc = exec(c, sql, errmsg))) return rc;
-        n += (uint64_t)sqlite3_changes(c->db);
+        n += (uint64_t)c->sq->changes(c->db);
     }
     if (max_entries > 0) {
         snprintf(sql, sizeof sql,
                  "DELETE FROM emb WHERE key IN (SELECT key FROM emb ORDER BY used DESC LIMIT -1 OFFSET %llu)",
                  (unsigned long long)max_entries);
         if ((rc = exec(c, sql, errmsg))) return rc;
-        n += (uint64_t)sqlite3_changes(c->db);
+        n += (uint64_t)c->sq->changes(c->db);
     }
     if (removed) *removed = n;
     return CHRYS_OK;
@@ -175,19 +182,19 @@ int chrys_cache_get_info(const char *path, chrys_cache_info *info, char **errmsg
     memset(&x, 0, sizeof x);
     x.struct_size = sizeof x;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c.db, "SELECT count(*), coalesce(sum(length(vec)+length(text)),0) FROM emb", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-        x.entries = (uint64_t)sqlite3_column_int64(st, 0);
-        x.bytes = (uint64_t)sqlite3_column_int64(st, 1);
+    if (c.sq->prepare_v2(c.db, "SELECT count(*), coalesce(sum(length(vec)+length(text)),0) FROM emb", -1, &st, NULL) == SQLITE_OK &&
+        c.sq->step(st) == SQLITE_ROW) {
+        x.entries = (uint64_t)c.sq->column_int64(st, 0);
+        x.bytes = (uint64_t)c.sq->column_int64(st, 1);
     }
-    sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(c.db, "SELECT name, value FROM stats", -1, &st, NULL) == SQLITE_OK)
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            const char *nm = (const char *)sqlite3_column_text(st, 0);
-            if (nm && !strcmp(nm, "hits")) x.hits = (uint64_t)sqlite3_column_int64(st, 1);
-            if (nm && !strcmp(nm, "misses")) x.misses = (uint64_t)sqlite3_column_int64(st, 1);
+    c.sq->finalize(st);
+    if (c.sq->prepare_v2(c.db, "SELECT name, value FROM stats", -1, &st, NULL) == SQLITE_OK)
+        while (c.sq->step(st) == SQLITE_ROW) {
+            const char *nm = (const char *)c.sq->column_text(st, 0);
+            if (nm && !strcmp(nm, "hits")) x.hits = (uint64_t)c.sq->column_int64(st, 1);
+            if (nm && !strcmp(nm, "misses")) x.misses = (uint64_t)c.sq->column_int64(st, 1);
         }
-    sqlite3_finalize(st);
+    c.sq->finalize(st);
     cache_close(&c);
     return chrys_struct_out(info, &x, sizeof x);
 }

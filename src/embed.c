@@ -12,20 +12,20 @@
  * the named environment variable at each request and appears in no message.
  */
 #include <cJSON.h>
-#include <curl/curl.h>
 #include <math.h>
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "dynlib.h"
 #include "embed.h"
 
 struct chrys_embedder {
     chrys_embed_opts o;
     char *base_url, *model, *api_key_env, *cache_path;
     const char *provider_name; /* part of the cache key */
+    const chrys_curl_api *cu; /* libcurl, loaded by the first HTTP embedder (dynlib.c) */
     CURLM *multi;
     CURL **easy; /* concurrency handles, one per slot */
     embcache cache;
@@ -100,9 +100,6 @@ static void sleep_s(double s)
     }
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static char *dup_or_null(const char *s) { return s ? chrys_strdup(s) : NULL; }
 
 void chrys_embedder_free(chrys_embedder *e)
@@ -110,9 +107,9 @@ void chrys_embedder_free(chrys_embedder *e)
     if (!e) return;
     if (e->easy)
         for (uint32_t i = 0; i < e->o.concurrency; i++)
-            if (e->easy[i]) curl_easy_cleanup(e->easy[i]);
+            if (e->easy[i]) e->cu->easy_cleanup(e->easy[i]);
     chrys_free(e->easy);
-    if (e->multi) curl_multi_cleanup(e->multi);
+    if (e->multi) e->cu->multi_cleanup(e->multi);
     if (e->has_cache) cache_close(&e->cache);
     chrys_free(e->base_url);
     chrys_free(e->model);
@@ -166,12 +163,12 @@ int chrys_embedder_new(const chrys_embed_opts *opts, chrys_embedder **out, char 
     int rc = CHRYS_OK;
     if (!e->model || (o->base_url && !e->base_url)) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "out of memory");
     if (!rc && o->provider != CHRYS_PROVIDER_DETERMINISTIC) {
-        pthread_once(&curl_once, curl_init_once);
-        if (!(e->multi = curl_multi_init()) ||
+        if (!(e->cu = chrys_curl(errmsg))) rc = CHRYS_ERROR;
+        else if (!(e->multi = e->cu->multi_init()) ||
             !(e->easy = chrys_calloc(o->concurrency, sizeof *e->easy)))
             rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
         for (uint32_t i = 0; !rc && i < o->concurrency; i++)
-            if (!(e->easy[i] = curl_easy_init())) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
+            if (!(e->easy[i] = e->cu->easy_init())) rc = chrys_set_errmsg(errmsg, CHRYS_NOMEM, "cannot initialise libcurl");
     }
     if (!rc && o->cache_path) {
         rc = cache_open(&e->cache, e->cache_path, o->cache_ttl_s, o->cache_max_entries, errmsg);
@@ -368,7 +365,7 @@ static int cache_key(const chrys_embedder *e, const char *text, unsigned char ke
     memcpy(b + lp, e->model, lm);
     memcpy(b + lp + lm, dim, (size_t)dl + 1);
     memcpy(b + lp + lm + dl + 1, text, lt);
-    SHA256(b, len, key);
+    chrys_sha256(b, len, key);
     if (b != stackbuf) chrys_free(b);
     return 0;
 }
@@ -439,9 +436,9 @@ static void pool_open(hpool *p)
         p->rc = efail(e, CHRYS_INVALID, "%s: the API key variable %s is not set", p->url, e->api_key_env);
         return;
     }
-    p->hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    p->hdr = e->cu->slist_append(NULL, "Content-Type: application/json");
     p->auth = key ? chrys_mprintf("Authorization: Bearer %s", key) : NULL;
-    if (p->auth) p->hdr = curl_slist_append(p->hdr, p->auth);
+    if (p->auth) p->hdr = e->cu->slist_append(p->hdr, p->auth);
     p->conc = e->o.concurrency;
     p->slot_batch = chrys_calloc(p->conc, sizeof *p->slot_batch);
     p->sbuf = chrys_calloc(p->conc, sizeof *p->sbuf);
@@ -472,21 +469,21 @@ static void pool_setup_transfer(hpool *p, uint32_t s, hbatch *b)
 {
     chrys_embedder *e = p->e;
     CURL *h = e->easy[s];
-    curl_easy_reset(h);
+    e->cu->easy_reset(h);
     p->sbuf[s].n = 0;
     if (p->sbuf[s].p) p->sbuf[s].p[0] = 0;
     b->retry_after = -1;
-    curl_easy_setopt(h, CURLOPT_URL, p->url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, p->hdr);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, b->body);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &p->sbuf[s]);
-    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024); /* 2.6 MB replies: fewer reads than 16 KB ones */
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &b->retry_after);
-    curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)(uintptr_t)s);
+    e->cu->easy_setopt(h, CURLOPT_URL, p->url);
+    e->cu->easy_setopt(h, CURLOPT_HTTPHEADER, p->hdr);
+    e->cu->easy_setopt(h, CURLOPT_POSTFIELDS, b->body);
+    e->cu->easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(e->o.timeout_s * 1000));
+    e->cu->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    e->cu->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    e->cu->easy_setopt(h, CURLOPT_WRITEDATA, &p->sbuf[s]);
+    e->cu->easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024); /* 2.6 MB replies: fewer reads than 16 KB ones */
+    e->cu->easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    e->cu->easy_setopt(h, CURLOPT_HEADERDATA, &b->retry_after);
+    e->cu->easy_setopt(h, CURLOPT_PRIVATE, (void *)(uintptr_t)s);
 }
 
 /* Send batch pick in a free slot (its body built on first send). Returns 0, or nonzero with
@@ -506,7 +503,7 @@ static int pool_send(hpool *p, size_t pick)
     uint32_t s = 0;
     while (p->slot_batch[s] != SIZE_MAX) s++;
     pool_setup_transfer(p, s, b);
-    if (curl_multi_add_handle(e->multi, e->easy[s]) != CURLM_OK) {
+    if (e->cu->multi_add_handle(e->multi, e->easy[s]) != CURLM_OK) {
         p->rc = efail(e, CHRYS_NOMEM, "cannot start a transfer");
         p->stop = 1;
         return -1;
@@ -542,11 +539,11 @@ static void pool_start(hpool *p, double now, double *wait)
 
 /* Sort a finished transfer: 1 for a 2xx reply, else 0 with the reason in last and *retryable
  * set for timeouts, connection errors, 429 and 5xx. */
-static int pool_classify(CURLcode cc, long status, const char *body, char *last, size_t cap, int *retryable)
+static int pool_classify(const chrys_curl_api *cu, CURLcode cc, long status, const char *body, char *last, size_t cap, int *retryable)
 {
     *retryable = 0;
     if (cc != CURLE_OK) {
-        snprintf(last, cap, "%s", curl_easy_strerror(cc));
+        snprintf(last, cap, "%s", cu->easy_strerror(cc));
         *retryable = 1;
         return 0;
     }
@@ -626,7 +623,7 @@ static void pool_settle(hpool *p, size_t bi, CURLcode cc, long status, const cha
     hbatch *b = &p->bs[bi];
     char last[256] = "";
     int retryable = 0, brc = CHRYS_OK;
-    if (pool_classify(cc, status, reply, last, sizeof last, &retryable)) {
+    if (pool_classify(p->e->cu, cc, status, reply, last, sizeof last, &retryable)) {
         brc = pool_accept(p, reply, b);
     } else if (retryable && b->attempt <= e->o.max_retries) {
         pool_retry(p, b);
@@ -656,16 +653,16 @@ static int pool_gather(hpool *p)
     chrys_embedder *e = p->e;
     CURLMsg *m;
     int left, finished = 0;
-    while ((m = curl_multi_info_read(e->multi, &left))) {
+    while ((m = e->cu->multi_info_read(e->multi, &left))) {
         if (m->msg != CURLMSG_DONE) continue;
         CURL *h = m->easy_handle;
         void *priv = NULL;
-        curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
+        e->cu->easy_getinfo(h, CURLINFO_PRIVATE, (char **)&priv);
         uint32_t s = (uint32_t)(uintptr_t)priv;
         long status = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        e->cu->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         CURLcode cc = m->data.result;
-        curl_multi_remove_handle(e->multi, h);
+        e->cu->multi_remove_handle(e->multi, h);
         for (size_t i = 0; i < p->npend; i++) /* (at most one reply waits per slot) */
             if (p->pend[i].s == s) {
                 pool_settle_pending(p, i);
@@ -692,13 +689,13 @@ static int pool_drive(hpool *p)
     chrys_embedder *e = p->e;
     int running = 0, total = 0;
     for (;;) {
-        curl_multi_perform(e->multi, &running);
+        e->cu->multi_perform(e->multi, &running);
         int f = pool_gather(p);
         total += f;
         if (f) {
             double wait = 1.0;
             pool_start(p, mono_now(), &wait);
-            curl_multi_perform(e->multi, &running); /* the new requests leave now */
+            e->cu->multi_perform(e->multi, &running); /* the new requests leave now */
         }
         if (!p->npend) break;
         pool_settle_pending(p, 0);
@@ -711,8 +708,8 @@ static void pool_close(hpool *p)
 {
     chrys_embedder *e = p->e;
     for (uint32_t s = 0; s < p->conc; s++)
-        if (p->slot_batch && p->slot_batch[s] != SIZE_MAX) curl_multi_remove_handle(e->multi, e->easy[s]);
-    curl_slist_free_all(p->hdr);
+        if (p->slot_batch && p->slot_batch[s] != SIZE_MAX) e->cu->multi_remove_handle(e->multi, e->easy[s]);
+    e->cu->slist_free_all(p->hdr);
     if (p->auth) {
         memset(p->auth, 0, strlen(p->auth)); /* do not leave the key in freed memory */
         chrys_free(p->auth);
@@ -745,7 +742,7 @@ static int http_pool(chrys_embedder *e, size_t nb, hbatch *bs, const size_t *mis
             continue;
         }
         int finished = pool_drive(&p);
-        if (!finished && p.in_flight) curl_multi_poll(e->multi, NULL, 0, (int)(fmin(wait, 0.1) * 1000) + 1, NULL);
+        if (!finished && p.in_flight) e->cu->multi_poll(e->multi, NULL, 0, (int)(fmin(wait, 0.1) * 1000) + 1, NULL);
     }
     pool_close(&p);
     return p.rc;

@@ -12,6 +12,7 @@ typedef struct sqlite3_stmt sqlite3_stmt;
 
 typedef struct embcache {
     const char *path;
+    const struct chrys_sqlite_api *sq; /* SQLite, loaded by the first cache opened (dynlib.c) */
     sqlite3 *db;
     sqlite3_stmt *get, *put, *touch;
     double ttl_s;

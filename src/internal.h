@@ -205,4 +205,7 @@ CHRYS_PRIVATE unsigned chrys_online_cpus(void);
 #pragma GCC poison malloc calloc realloc free strdup strndup aligned_alloc posix_memalign
 #endif
 
+/* sha256.c: the SHA-256 digest of n bytes */
+CHRYS_PRIVATE void chrys_sha256(const void *data, size_t n, unsigned char out[32]);
+
 #endif

@@ -41,6 +41,14 @@ printf '{"id": 1, "txt": "x"}\n' > "$T/bad.jsonl"
 expect "missing text field" 3 'bad.jsonl:1: field "text" missing' -- "$BIN" embed "$T/bad.jsonl"
 expect "bad provider" 2 "--provider: expected" -- "$BIN" embed "$T/texts.jsonl" --provider nope
 expect "missing key variable" 2 "CHRYS_NO_SUCH_KEY" -- sh -c "'$BIN' embed '$T/texts.jsonl' --provider openai --base-url http://127.0.0.1:9/v1 --api-key-env CHRYS_NO_SUCH_KEY --retries 0 2>&1; exit 2"
+# libcurl and SQLite are loaded at their first use (src/dynlib.c): a command that embeds nothing
+# loads neither (nor OpenSSL, no longer linked), and a missing one is an error naming the file
+libs=$(LD_DEBUG=libs "$BIN" --version 2>&1 | grep 'calling init' | grep -c 'libcurl\|libsqlite3\|libcrypto\|libssl')
+[ "$libs" -eq 0 ] && ok "no libcurl, SQLite or OpenSSL at start" || bad "no libcurl, SQLite or OpenSSL at start" "$libs loaded"
+expect "libcurl missing" 2 "cannot load /nonexistent/libcurl.so.4" -- env CHRYS_LIBCURL=/nonexistent/libcurl.so.4 \
+    "$BIN" embed "$T/texts.jsonl" --provider openai --base-url http://127.0.0.1:9/v1 --retries 0 -o "$T/none.fvecs"
+expect "SQLite missing" 2 "none.db: cannot open cache: cannot load /nonexistent/libsqlite3.so.0" -- \
+    env CHRYS_LIBSQLITE=/nonexistent/libsqlite3.so.0 "$BIN" embed "$T/texts.jsonl" --cache "$T/none.db" -o "$T/none.fvecs"
 
 # merge --embed: text records merged through the cache; the same texts as vectors give the same store
 expect "merge --embed" 0 '"merged":' -- "$BIN" merge "$T/m.chrys" "$T/texts.jsonl" --embed --cache "$T/c.db" --json

@@ -703,3 +703,43 @@ void test_embed_reply_fast(void)
     CHECK_EQ(embed_reply_fast("{\"embeddings\":[[0.25,4]]}", 0, 1, 2, b), 1);
     CHECK(b[0] == 0.25f && b[1] == 4.0f);
 }
+
+/* src/sha256.c (cache keys, deterministic seeds): the FIPS 180-4 examples, and OpenSSL's SHA256
+ * (linked by the tests only) at every length 0..300, across the 55/56/64-byte padding edges. */
+#include <openssl/sha.h>
+void test_sha256(void)
+{
+    static const struct {
+        const char *msg;
+        const char *hex;
+    } fips[3] = {{"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+                 {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+                 {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+                  "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"}};
+    unsigned char d[32], ref[32];
+    char hex[65];
+    for (int i = 0; i < 3; i++) {
+        chrys_sha256(fips[i].msg, strlen(fips[i].msg), d);
+        for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", d[j]);
+        CHECK(strcmp(hex, fips[i].hex) == 0);
+    }
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    chrys_sha256(million, 1000000, d);
+    for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", d[j]);
+    CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
+    unsigned char buf[300];
+    uint64_t r = 99;
+    for (size_t i = 0; i < sizeof buf; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        buf[i] = (unsigned char)(r >> 56);
+    }
+    int differ = 0;
+    for (size_t n = 0; n <= sizeof buf; n++) {
+        chrys_sha256(buf, n, d);
+        SHA256(buf, n, ref);
+        differ += memcmp(d, ref, 32) != 0;
+    }
+    CHECK_EQ(differ, 0);
+    free(million);
+}

@@ -81,6 +81,7 @@
     X(test_merge_hnsw_index_current)                \
     X(test_merge_index_unlinked_rows)               \
     X(test_embed_deterministic_chrysalis_rows)      \
+    X(test_sha256)                                  \
     X(test_embed_cache_incremental)                 \
     X(test_embed_cache_two_processes)               \
     X(test_embed_http_providers)                    \
