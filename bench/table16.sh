@@ -12,8 +12,9 @@
 #      (bench/kmeans_train_vs_faiss.py);
 #   4. embedding requests in flight, concurrency 1 vs 8 (bench/run_embed.sh);
 #   5. the CLI path: `chrysalis search STORE q --mmap` with one query on the 100k x 1024 Flat store
-#      (412 MB, page cache warm), whole process, against the same search in one process
-#      (chrysalis.Index.load(mmap=True), then search: the open, the first and a second search).
+#      (412 MB, page cache warm), whole process, against its floors (process start; a process that
+#      maps the file and reads a byte of every page, bench/map_touch.c) and the same search in one
+#      process (chrysalis.Index.load(mmap=True), then search: the open, the first and a second search).
 # OPENBLAS_CORETYPE is left as the environment sets it (it is printed: OpenBLAS picks its kernel
 # from it, or from the CPU model, which it may not know). Writes bench/out/table16/*.
 # Run from the repository root on a quiet machine: bash bench/table16.sh
@@ -80,18 +81,24 @@ cp bench/out/embed_results.txt "$OUT/embed_results.txt" 2>/dev/null || true
 ST=$DATA/c100k_s777/flat.chrys
 [ -f "$ST" ] || $BIN build "$ST" "$DATA/c100k_s777/base.fvecs" --index Flat >/dev/null
 head -c 4100 "$DATA/c100k_s777/query.fvecs" > "$OUT/q1.fvecs"
-$PY - "$BIN" "$ST" "$OUT/q1.fvecs" <<'P' | tee "$OUT/cli_path.txt"
+cc -O2 -pthread bench/map_touch.c -o build/release/map_touch
+echo "page cache: $(fincore -n -o RES "$ST" 2>/dev/null | tr -d ' ') of the store resident; $(grep FileHugePages /proc/meminfo | tr -s ' ') (file folios of 2 MiB, which map cheaply)" | tee "$OUT/cli_cache.txt"
+$PY - "$BIN" "$ST" "$OUT/q1.fvecs" build/release/map_touch <<'P' | tee "$OUT/cli_path.txt"
 import os, statistics, subprocess, sys, time
 sys.path.insert(0, "python")
 import numpy as np
 import chrysalis
-binary, store, qpath = sys.argv[1:4]
+binary, store, qpath, toucher = sys.argv[1:5]
 q = np.fromfile(qpath, dtype=np.float32)[1:].reshape(1, -1)
-cli, opn, first, second = [], [], [], []
-for rep in range(11):  # alternating: the whole process, then the same work in this process
+cli, touch, start, opn, first, second = [], [], [], [], [], []
+def timed(cmd, into):
     t0 = time.perf_counter()
-    subprocess.run([binary, "search", store, qpath, "-k", "10", "--mmap"], check=True, stdout=subprocess.DEVNULL)
-    cli.append(time.perf_counter() - t0)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    into.append(time.perf_counter() - t0)
+for rep in range(11):  # alternating: the whole process, its floors, then the same work in this process
+    timed([binary, "search", store, qpath, "-k", "10", "--mmap"], cli)
+    timed([toucher, store], touch)  # map the file and read a byte of each page, nothing else
+    timed([binary, "--version"], start)  # process start alone
     t0 = time.perf_counter()
     ix = chrysalis.Index.load(store, mmap=True)
     t1 = time.perf_counter()
@@ -103,6 +110,8 @@ for rep in range(11):  # alternating: the whole process, then the same work in t
     opn.append(t1 - t0); first.append(t2 - t1); second.append(t3 - t2)
 ms = lambda v: "median %.1f ms (min %.1f)" % (1e3 * statistics.median(v), 1e3 * min(v))
 print("chrysalis search --mmap, one query, 412 MB Flat store, whole process: " + ms(cli))
+print("floors, fresh processes: chrysalis --version " + ms(start) + "; map the store and read a byte of every page (2 threads) " + ms(touch))
+print("whole process / mapping floor: %.2fx" % (statistics.median(cli) / statistics.median(touch)))
 print("in process, Index.load(mmap=True) (rows checked at open): open " + ms(opn) + "; first search " + ms(first) + "; second search " + ms(second))
 print("whole process / second search: %.1fx" % (statistics.median(cli) / statistics.median(second)))
 P
