@@ -84,6 +84,7 @@ static void scan_rows(void *arg, unsigned w, size_t begin, size_t end)
     int l2 = ix->metric == CHRYS_METRIC_L2;
     int block = !l2 && c->kr->dot_block && c->nq >= 4;
     float tile[FLAT_BLOCK_MAX_NQ * FLAT_ROW_BLOCK];
+    if (c->parts) index_rows_map_in(ix, begin, end); /* mapped rows at their first use */
     for (size_t r0 = begin; r0 < end; r0 += FLAT_ROW_BLOCK) {
         size_t nr = end - r0 < FLAT_ROW_BLOCK ? end - r0 : FLAT_ROW_BLOCK;
         const float *x = ix->vecs + r0 * dim;

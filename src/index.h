@@ -107,6 +107,9 @@ static inline int index_rows_state(const chrys_index *ix) { return __atomic_load
 /* index_store.c. Continue part p (from {0, 0, SIZE_MAX}) over rows [begin, end), which follow
  * the rows it covers. */
 CHRYS_PRIVATE void index_rows_check_range(const chrys_index *ix, size_t begin, size_t end, rows_part *p);
+/* Map rows [begin, end) of a mapped index into the process at once, before a pass reads them all
+ * (no-op for an index in memory). */
+CHRYS_PRIVATE void index_rows_map_in(const chrys_index *ix, size_t begin, size_t end);
 /* The verdict on parts[0..n), consecutive runs covering every row in order: the checksum, then
  * the first bad row; recorded once for the index. Returns CHRYS_OK or the CHRYS_CORRUPT* code. */
 CHRYS_PRIVATE int index_rows_verdict(const chrys_index *ix, const rows_part *parts, unsigned n);

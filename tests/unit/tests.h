@@ -57,6 +57,7 @@
     X(test_store_row_check_edges)                   \
     X(test_store_mmap_check_on_use_concurrent)      \
     X(test_store_mmap_ids_in_place)                 \
+    X(test_store_mmap_resident)                     \
     X(test_store_failed_save_keeps_old_file)        \
     X(test_io_fvecs)                                \
     X(test_io_raw_and_npy)                          \
