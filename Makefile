@@ -40,7 +40,10 @@ BLAS_CFLAGS := -DCHRYS_HAVE_BLAS -I/usr/include/x86_64-linux-gnu/openblas-pthrea
 BLAS_LIBS   := -lopenblas
 
 CFLAGS_ALL := $(CSTD) $(WARN) $(OPT) $(INC) -fPIC -fvisibility=hidden -pthread $(BLAS_CFLAGS) $(CFLAGS)
-LDLIBS_ALL := $(LDSAN) -pthread $(BLAS_LIBS) -lcjson -ldl -lm $(LDLIBS)
+# OpenBLAS, libcurl and SQLite are loaded at first use (src/dynlib.c), not linked; benchmarks
+# that set OpenBLAS's threads themselves link it (LDLIBS_BENCH)
+LDLIBS_ALL := $(LDSAN) -pthread -lcjson -ldl -lm $(LDLIBS)
+LDLIBS_BENCH := $(LDLIBS_ALL) $(BLAS_LIBS)
 
 # Every source in its folder (a new file needs no edit here): the library, the CLI's commands
 # (cli/main.c and cli/cmd_*.c) and what they share with the tests and benchmarks (the rest of cli/).
@@ -98,7 +101,7 @@ $(REPLAY): $(BUILD)/tests/fuzz/fuzz_targets.o $(BUILD)/tests/fuzz/replay_main.o 
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/bench_anchor: $(BUILD)/bench/bench_anchor.o $(CLI_LIB_OBJ) $(STATIC)
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) -o $@ $^ $(LDLIBS_BENCH)
 
 units: $(UNIT) $(CLI) $(REPLAY) $(SHARED)
 
@@ -134,20 +137,20 @@ fuzz:
 	  clang $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -I/usr/include/cjson \
 	    -DCHRYS_LIBFUZZER -DFUZZ_TARGET=fuzz_$${t}_one tests/fuzz/fuzz_targets.c \
 	    $(CLI_LIB_SRC:%.c=build/fuzz/%.o) build/fuzz/libchrysalis.a -o build/fuzz/fuzz_$$t \
-	    -pthread $(BLAS_LIBS) -lcjson -ldl -lm || exit 1; \
+	    -pthread -lcjson -ldl -lm || exit 1; \
 	done
 
 $(BUILD)/bench_embed: $(BUILD)/bench/bench_embed.o $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/bench_ivf: $(BUILD)/bench/bench_ivf.o $(CLI_LIB_OBJ) $(STATIC)
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) -o $@ $^ $(LDLIBS_BENCH)
 
 $(BUILD)/bench_kmeans: $(BUILD)/bench/bench_kmeans.o $(CLI_LIB_OBJ) $(STATIC)
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) -o $@ $^ $(LDLIBS_BENCH)
 
 $(BUILD)/bench_ivf_sq8: $(BUILD)/bench/bench_ivf_sq8.o $(CLI_LIB_OBJ) $(STATIC)
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) -o $@ $^ $(LDLIBS_BENCH)
 
 $(BUILD)/bench_hnsw: $(BUILD)/bench/bench_hnsw.o $(CLI_LIB_OBJ) $(STATIC)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)

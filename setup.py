@@ -31,7 +31,7 @@ ext = Extension(
                                                         "_dropin", "_dropin_arith", "_lock")],
     include_dirs=[os.path.join(HERE, "include")],
     extra_objects=[STATIC],
-    libraries=["openblas", "cjson", "dl", "m"],
+    libraries=["cjson", "dl", "m"],
     # -ffp-contract=off: the drop-in merger's arithmetic must round exactly as Python's does
     extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-O3", "-ffp-contract=off", "-Wall", "-Wextra",
                         "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-pthread",

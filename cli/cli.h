@@ -187,8 +187,6 @@ int cmd_retrain(int argc, char **argv);
 
 /* Apply --threads to BLAS as well (n > 0). */
 void cli_set_threads(long n);
-/* Put BLAS's idle worker threads to sleep (they spin for a while after the library loads). */
-void cli_blas_idle(void);
 
 /* Take the writer lock of path (a store, or a cache file) for a mutating command, BEFORE reading
  * it: waits for another writer, saying once on stderr "waiting for PATH: locked by pid N", or with

@@ -66,7 +66,6 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (cfg_load(config_path)) return EXIT_USAGE;
-    cli_blas_idle();
     if (!strcmp(cmd, "config")) return cmd_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "retrain")) return cmd_retrain(argc - 1, argv + 1);
     if (!strcmp(cmd, "build")) return cmd_build(argc - 1, argv + 1, 0);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dynlib.h" /* chrys_blas_set_threads */
 
 int cli_exit_for(int rc)
 {
@@ -120,27 +121,13 @@ void progress_end(progress *p)
     fputc('\n', stderr);
 }
 
-void openblas_set_num_threads(int);
-#ifdef CHRYS_HAVE_BLAS
-int blas_thread_shutdown_(void);
-#endif
-
-void cli_blas_idle(void)
-{
-#ifdef CHRYS_HAVE_BLAS
-    /* OpenBLAS starts its worker threads as it loads, and each spins on sched_yield for about
-     * 2^28 cycles before it sleeps: on two cores that takes a core from a short command's own
-     * work for its whole life (chrysalis search --mmap on a 412 MB store, one query: median
-     * 137-157 ms, against 92-98 ms with OPENBLAS_NUM_THREADS=1). Stopped here; the first BLAS
-     * call that wants them starts them again (OpenBLAS does so itself, as after a fork). */
-    blas_thread_shutdown_();
-#endif
-}
-
 void cli_set_threads(long n)
 {
-    /* The CLI owns its process: --threads bounds BLAS's threads too, so "1 thread" means one core. */
-    if (n > 0) openblas_set_num_threads((int)n);
+    /* The CLI owns its process: --threads bounds BLAS's threads too, so "1 thread" means one core
+     * (applied when the library first loads OpenBLAS, which a command that never calls sgemm
+     * does not: OpenBLAS's worker threads, which spin on sched_yield for about 2^28 cycles
+     * after each call, then never start either). */
+    if (n > 0 && n <= INT32_MAX) chrys_blas_set_threads((int)n);
 }
 
 static void on_lock_wait(void *user, const char *path, int64_t holder_pid)

@@ -1,7 +1,8 @@
 /*
- * dynlib.c: libcurl and SQLite loaded at first use (see dynlib.h for why). The sonames are the
- * ones the Debian runtime packages install (libcurl4, libsqlite3-0); CHRYS_LIBCURL and
- * CHRYS_LIBSQLITE name another file (tests use them to check the error for a missing library).
+ * dynlib.c: libcurl, SQLite and OpenBLAS loaded at first use (see dynlib.h for why). The sonames
+ * are the ones the Debian runtime packages install (libcurl4, libsqlite3-0, libopenblas0);
+ * CHRYS_LIBCURL, CHRYS_LIBSQLITE and CHRYS_LIBBLAS name another file (tests use them to check a
+ * missing library's error, or the kernels taken without BLAS).
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -34,7 +35,7 @@ static void lib_load(lib_slot *s)
         }
         s->table[i] = f;
     }
-    s->ok = 1;
+    __atomic_store_n(&s->ok, 1, __ATOMIC_RELEASE);
 }
 
 static const char *const curl_names[] = {
@@ -75,6 +76,38 @@ const chrys_curl_api *chrys_curl(char **errmsg)
     chrys_set_errmsg(errmsg, CHRYS_ERROR, "%s", g_curl_slot.err);
     return NULL;
 }
+
+#ifdef CHRYS_HAVE_BLAS
+static const char *const blas_names[] = {"cblas_sgemm", "openblas_set_num_threads", "openblas_get_corename", NULL};
+_Static_assert(sizeof(chrys_blas_api) == (sizeof blas_names / sizeof *blas_names - 1) * sizeof(void *),
+               "one name per BLAS table entry");
+static chrys_blas_api g_blas;
+static lib_slot g_blas_slot = {PTHREAD_ONCE_INIT, "libopenblas.so.0", "CHRYS_LIBBLAS", blas_names, (void **)&g_blas, 0, ""};
+static int g_blas_threads; /* set before the load: applied by it */
+
+static void blas_once(void)
+{
+    lib_load(&g_blas_slot);
+    int n = __atomic_load_n(&g_blas_threads, __ATOMIC_ACQUIRE);
+    if (g_blas_slot.ok && n > 0) g_blas.set_num_threads(n);
+}
+
+const chrys_blas_api *chrys_blas(void)
+{
+    pthread_once(&g_blas_slot.once, blas_once);
+    return g_blas_slot.ok ? &g_blas : NULL;
+}
+
+void chrys_blas_set_threads(int n)
+{
+    __atomic_store_n(&g_blas_threads, n, __ATOMIC_RELEASE);
+    /* loaded already (its once has run): set it now; else blas_once applies it */
+    if (__atomic_load_n(&g_blas_slot.ok, __ATOMIC_ACQUIRE) && n > 0) g_blas.set_num_threads(n);
+}
+#else
+const chrys_blas_api *chrys_blas(void) { return NULL; }
+void chrys_blas_set_threads(int n) { (void)n; }
+#endif
 
 const chrys_sqlite_api *chrys_sqlite(char **errmsg)
 {

@@ -1,10 +1,12 @@
 /*
- * dynlib.h: libcurl and SQLite, loaded at their first use (dlopen) rather than at process start.
- * Linked, the two pulled some 30 shared objects into every process that loads libchrysalis, and
- * their loading and relocation cost about 12 ms of each `chrysalis` command on a VM (of 18 ms
- * of start), searches and merges included, which never embed. Each table is filled once, from the
- * library's stable soname; a missing library or symbol is an error that names it. The prototypes
- * come from the libraries' own headers (__typeof__), so a mismatch does not compile.
+ * dynlib.h: libcurl, SQLite and OpenBLAS, loaded at their first use (dlopen) rather than at
+ * process start. Linked, libcurl and SQLite pulled some 30 shared objects into every process that
+ * loads libchrysalis (about 12 ms of each `chrysalis` command's start on a VM, searches and merges
+ * included, which never embed), and OpenBLAS's constructor (CPU probe, buffers, worker threads)
+ * cost another 8 ms of it, for commands that never call sgemm. Each table is filled once, from
+ * the library's stable soname. A missing libcurl or SQLite is an error that names it; without
+ * OpenBLAS the library runs its own kernels (sgemm is only ever a faster way to the same scores).
+ * The prototypes come from the libraries' own headers (__typeof__), so a mismatch does not compile.
  */
 #ifndef CHRYS_DYNLIB_H
 #define CHRYS_DYNLIB_H
@@ -12,6 +14,9 @@
 #define CURL_DISABLE_TYPECHECK /* curl_easy_setopt etc. as plain functions, not checking macros */
 #include <curl/curl.h>
 #include <sqlite3.h>
+#ifdef CHRYS_HAVE_BLAS
+#include <cblas.h>
+#endif
 
 #include "internal.h"
 
@@ -55,6 +60,22 @@ typedef struct chrys_sqlite_api {
     __typeof__(sqlite3_column_int64) *column_int64;
     __typeof__(sqlite3_column_text) *column_text;
 } chrys_sqlite_api;
+
+#ifdef CHRYS_HAVE_BLAS
+typedef struct chrys_blas_api {
+    __typeof__(cblas_sgemm) *sgemm;
+    __typeof__(openblas_set_num_threads) *set_num_threads;
+    __typeof__(openblas_get_corename) *get_corename;
+} chrys_blas_api;
+#else
+typedef struct chrys_blas_api chrys_blas_api;
+#endif
+
+/* OpenBLAS (libopenblas.so.0, or CHRYS_LIBBLAS), loaded on the first call; NULL when it cannot be
+ * (or the build has no BLAS): callers then take their own kernels. Thread-safe. */
+CHRYS_PRIVATE const chrys_blas_api *chrys_blas(void);
+/* BLAS's thread count (the CLI's --threads): applied now if OpenBLAS is loaded, else when it is. */
+CHRYS_PRIVATE void chrys_blas_set_threads(int n);
 
 /* The table, loaded on the first call (libcurl also globally initialised); NULL when the library
  * or one of its symbols cannot be loaded, with *errmsg (optional; owned) naming it. Thread-safe. */

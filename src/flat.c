@@ -26,9 +26,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#ifdef CHRYS_HAVE_BLAS
-#include <cblas.h>
-#endif
+#include "dynlib.h" /* OpenBLAS's sgemm, loaded at first use */
 
 #include "index.h"
 #include "kernels/dist.h"
@@ -254,9 +252,7 @@ flat_path flat__test_last_path(void) { return (flat_path)__atomic_load_n(&last_p
 int flat__test_force_path(flat_path p)
 {
     if (p == FLAT_PATH_FUSED && !chrys_kernels_active()->score_scan) return CHRYS_INVALID;
-#ifndef CHRYS_HAVE_BLAS
-    if (p == FLAT_PATH_SGEMM) return CHRYS_INVALID;
-#endif
+    if (p == FLAT_PATH_SGEMM && !chrys_blas()) return CHRYS_INVALID;
     forced_path = p;
     return CHRYS_OK;
 }
@@ -275,7 +271,7 @@ static flat_path choose_path(const chrys_index *ix, const chrys_kernels *kr, siz
      * QPS; MiniLM 1,580 rows: 45.7k vs 43.5k; the merger at 10k records 0.81 s vs 0.99 s), and
      * sgemm faster at 200k rows (236 vs 219 QPS, one thread). */
     int blas_ok = !kr->dot_block || ((ix->metric == CHRYS_METRIC_L2 || ix->n >= FLAT_BLAS_MIN_ROWS) && chrys_blas_fast());
-    if (nq >= FLAT_BLAS_MIN_NQ && blas_ok) return FLAT_PATH_SGEMM;
+    if (nq >= FLAT_BLAS_MIN_NQ && blas_ok && chrys_blas()) return FLAT_PATH_SGEMM;
 #else
     (void)ix;
 #endif
@@ -319,7 +315,7 @@ static int collect_sgemm(search_ctx *c, unsigned nt)
         size_t nqt = nq - q0 < FLAT_TILE_Q ? nq - q0 : FLAT_TILE_Q;
         for (size_t r0 = 0; r0 < n; r0 += FLAT_TILE_R) {
             size_t nrt = n - r0 < FLAT_TILE_R ? n - r0 : FLAT_TILE_R;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nqt, (int)nrt, (int)dim, 1.0f, q + q0 * dim,
+            chrys_blas()->sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nqt, (int)nrt, (int)dim, 1.0f, q + q0 * dim,
                         (int)dim, ix->vecs + r0 * dim, (int)dim, 0.0f, c->tile, (int)nrt);
             c->q0 = q0;
             c->nq_tile = nqt;

@@ -11,9 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#ifdef CHRYS_HAVE_BLAS
-#include <cblas.h>
-#endif
+#include "dynlib.h" /* OpenBLAS's sgemm, loaded at first use */
 
 #include "kmeans.h"
 #include "kernels/dist.h"
@@ -116,13 +114,13 @@ int kmeans_assign(const float *x, size_t n, size_t dim, const float *c, size_t k
     /* Large problems: BLAS sgemm on blocks of rows, as FAISS trains (measured on 200k x 1024 with
      * 1789 centroids: about 2x our block kernel there, whose centroid matrix does not fit L2),
      * when BLAS has a fast kernel here (chrys_blas_fast) or we have no block kernel. */
-    if (!dist && k >= 256 && n >= 4096 && (chrys_blas_fast() || !kr->dot_block)) {
+    if (!dist && k >= 256 && n >= 4096 && (chrys_blas_fast() || !kr->dot_block) && chrys_blas()) {
         const size_t RB = 4096; /* fewer sgemm calls: each one wakes and syncs OpenBLAS's threads */
         float *scores = chrys_malloc(RB * k * sizeof(float));
         if (!scores) return CHRYS_NOMEM;
         for (size_t r0 = 0; r0 < n; r0 += RB) {
             size_t nr = n - r0 < RB ? n - r0 : RB;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)k, (int)dim, 1.0f, x + r0 * dim,
+            chrys_blas()->sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)k, (int)dim, 1.0f, x + r0 * dim,
                         (int)dim, c, (int)dim, 0.0f, scores, (int)k);
             argmax_ctx am = {scores, c_sq, k, r0, spherical, out};
             chrys_parallel_for(nt, nr, argmax_range, &am);

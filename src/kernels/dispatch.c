@@ -11,10 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#ifdef CHRYS_HAVE_BLAS
-#include <cblas.h>
-#endif
-
+#include "../dynlib.h" /* OpenBLAS, loaded at first use */
 #include "../internal.h"
 #include "dist.h"
 
@@ -137,7 +134,8 @@ int chrys_blas_fast(void)
 {
 #ifdef CHRYS_HAVE_BLAS
     static const char *fast[] = {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", NULL};
-    const char *c = openblas_get_corename();
+    const chrys_blas_api *b = chrys_blas();
+    const char *c = b ? b->get_corename() : NULL;
     for (int i = 0; c && fast[i]; i++)
         if (!strcasecmp(c, fast[i])) return 1;
 #endif

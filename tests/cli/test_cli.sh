@@ -110,6 +110,17 @@ P
     # a self-query finds itself first (ids 0..49 are the first copy, ties with later copies break by id)
     out=$("$BIN" search "$T/f.chrys" "$T/x.fvecs" -k 1 --json | head -3 | grep -o '"id":[0-9]*' | tr '\n' ' ')
     [ "$out" = '"id":0 "id":1 "id":2 ' ] && ok "self query" || bad "self query" "$out"
+    # OpenBLAS is loaded at first use (src/dynlib.c): not by --version; by a large batch on the
+    # scalar kernels (no block kernel there: the sgemm path); and without it (CHRYS_LIBBLAS naming
+    # no file) that search runs on the library's own kernels, with the same results
+    cat "$T/x.fvecs" "$T/x.fvecs" > "$T/q100.fvecs"
+    n=$(LD_DEBUG=libs "$BIN" --version 2>&1 | grep -c 'calling init: .*libopenblas')
+    [ "$n" -eq 0 ] && ok "no OpenBLAS at start" || bad "no OpenBLAS at start" "$n"
+    n=$(CHRYS_SIMD=scalar LD_DEBUG=libs "$BIN" search "$T/f.chrys" "$T/q100.fvecs" -k 5 2>&1 >/dev/null | grep -c 'calling init: .*libopenblas')
+    [ "$n" -ge 1 ] && ok "OpenBLAS loaded by the sgemm path" || bad "OpenBLAS loaded by the sgemm path" "$n"
+    a=$(CHRYS_SIMD=scalar "$BIN" search "$T/f.chrys" "$T/q100.fvecs" -k 5 --json)
+    b=$(CHRYS_SIMD=scalar CHRYS_LIBBLAS=/nonexistent/libopenblas.so.0 "$BIN" search "$T/f.chrys" "$T/q100.fvecs" -k 5 --json)
+    [ "$(printf '%s\n' "$a" | wc -l)" -eq 100 ] && [ "$a" = "$b" ] && ok "same results without OpenBLAS" || bad "same results without OpenBLAS" "$(printf '%s\n' "$a" | head -2) / $(printf '%s\n' "$b" | head -2)"
     expect "l2 metric" 0 "stored 50" -- "$BIN" build "$T/l2.chrys" "$T/x.fvecs" --metric l2
     out=$("$BIN" search "$T/l2.chrys" "$T/x.fvecs" -k 1 --json | head -1)
     case "$out" in *'"id":0,"score":0}'*) ok "l2 self distance 0" ;; *) bad "l2 self distance 0" "$out" ;; esac
