@@ -389,7 +389,9 @@ CHRYS_API int chrys_index_load(const char *path, chrys_index **out, char **errms
 
 /* Open a store read-only with its float32 rows left in the file: the file is mapped (mmap), every
  * check of chrys_index_load runs, then only the rows a search touches are read (the page cache
- * holds them; the process keeps the ids, graph and SQ8 codes). Opening is fast and, for
+ * holds them; the process keeps the graph and SQ8 codes, and reads the ids and norms in place
+ * too; a plain Flat store keeps the rows its checks mapped, since every search reads them all,
+ * the other kinds drop them from the process). Opening is fast and, for
  * "HNSW<M>,SQ8,RFlat" or "SQ8,RFlat", memory is about that of the codes while the best candidates
  * are still re-ranked exactly. Searches are thread-safe as usual; add, remove, update, compact and
  * retrain return CHRYS_INVALID. The file must not be rewritten in place while open (chrysalis
