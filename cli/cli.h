@@ -26,7 +26,9 @@ typedef enum vec_format { FMT_AUTO, FMT_FVECS, FMT_NPY, FMT_RAW, FMT_JSONL } vec
 typedef struct vecset {
     size_t n;
     uint32_t dim;
-    float *data;     /* n*dim */
+    float *data;     /* n rows of dim floats, row i at data + i * (stride ? stride : dim) */
+    size_t stride;   /* floats from one row to the next; 0: dim (dense). Set by a mapped vstream */
+    int borrowed;    /* data points into a vstream's mapping: vecset_free leaves it */
     uint64_t *ids;   /* n, or NULL when the input carries no ids */
     char **meta;     /* n (entries may be NULL), or NULL */
     unsigned char *empty; /* n flags: 1 = the record had an empty embedding (merge input); or NULL */
@@ -48,14 +50,21 @@ int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out,
  * when path is a regular file of that format (by --format, else as the whole-file reader guesses
  * it from extension and content) whose size is a whole
  * number of records, 1 when the whole-file reader should take it (it gives the messages);
- * vstream_next reads the next max_rows records at most into out (out->n == 0 at the end),
- * checked as the whole-file reader checks them, with file-wide record numbers. */
+ * vstream_next gives the next max_rows records at most in out (out->n == 0 at the end),
+ * checked as the whole-file reader checks them, with file-wide record numbers.
+ * The file is mapped read-only and out points into the mapping (out->stride: fvecs rows keep
+ * their dimension headers between them), valid until the next vstream_next or vstream_close;
+ * the chunk before is unmapped then. Where it cannot be mapped, chunks are read into memory.
+ * While mapped, a SIGBUS (the file cut short by another process while it is read) ends the
+ * process with a message naming the file (exit 4): nothing was written yet. */
 typedef struct vstream {
     FILE *f;
     char name[1024];
     int fvecs;
     uint32_t dim;
     size_t row, n, next; /* bytes per record, records in the file, next record to read */
+    const unsigned char *map; /* the whole file, or NULL (read through f) */
+    size_t map_len, mapped_from; /* bytes; start of the chunk given last (unmapped at the next) */
 } vstream;
 int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s);
 int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t errlen);

@@ -400,7 +400,7 @@ static int merge_records(chrys_merger *m, const char *path, const vecset *vs, si
     }
     for (size_t i = 0; i < vs->n; i++) {
         int empty = vs->empty && vs->empty[i];
-        recs[i] = (chrys_merge_record){vs->ids ? vs->ids[i] : now.next_record_id + i, empty ? NULL : vs->data + i * vs->dim,
+        recs[i] = (chrys_merge_record){vs->ids ? vs->ids[i] : now.next_record_id + i, empty ? NULL : vs->data + i * (vs->stride ? vs->stride : vs->dim),
                                        empty ? 0 : vs->dim, vs->meta ? vs->meta[i] : NULL};
     }
     const size_t chunk = 8192;

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -47,7 +50,7 @@ void vecset_free(vecset *v)
         for (size_t i = 0; i < v->n; i++) free(v->meta[i]);
     free(v->meta);
     free(v->ids);
-    free(v->data);
+    if (!v->borrowed) free(v->data);
     free(v->empty);
     memset(v, 0, sizeof *v);
 }
@@ -276,6 +279,74 @@ int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out,
  * file is never in memory whole. The file's size is checked against its record size first;
  * each chunk is checked (dimension headers, NaN/Inf) as it is read, with the same messages.
  */
+/* The first NaN or infinite component of v[0..dim), or -1: a branch-free pass over the exponent
+ * bits (vectorised by the compiler), then the search only when one is there. */
+static long first_nonfinite(const float *v, uint32_t dim)
+{
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, v + i, 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    if (!bad) return -1;
+    for (uint32_t i = 0; i < dim; i++)
+        if (!isfinite(v[i])) return (long)i;
+    return -1;
+}
+
+/* Mapped input. Reading the file through read(2) costs a copy into freshly allocated memory,
+ * and first touches of fresh pages are what a large merge input costs most where page faults
+ * are dear (a virtual machine with shadow page tables: about 3 us a page, against about 1 us for
+ * a mapped page of the page cache). A mapped file is read where it lies. */
+static char sigbus_msg[1200];
+static size_t sigbus_len;
+
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    ssize_t w = write(2, sigbus_msg, sigbus_len);
+    (void)w;
+    _exit(4); /* EXIT_IO: nothing written yet (the store is saved only after the whole input) */
+}
+
+static void map_input(vstream *s, size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fileno(s->f), 0);
+    if (p == MAP_FAILED) return; /* read in chunks instead */
+    madvise(p, len, MADV_SEQUENTIAL);
+    int n = snprintf(sigbus_msg, sizeof sigbus_msg,
+                     "chrysalis: %s: the file became shorter while it was read (SIGBUS); nothing was written\n",
+                     s->name);
+    sigbus_len = n > 0 && (size_t)n < sizeof sigbus_msg ? (size_t)n : 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    s->map = p;
+    s->map_len = len;
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+/* The mapped chunk [first, first + n) as out; the previous chunk is unmapped (its pages stay in
+ * the page cache), so a long input never holds more than a chunk or two mapped. */
+static void map_chunk(vstream *s, size_t first, size_t n, vecset *out)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t from = first * s->row / pg * pg, to = (first + n) * s->row;
+    if (from > s->mapped_from) madvise((void *)(s->map + s->mapped_from), from - s->mapped_from, MADV_DONTNEED);
+    s->mapped_from = from;
+    /* fault the chunk in with one call (ignored where the kernel predates it) */
+    madvise((void *)(s->map + from), to - from, MADV_POPULATE_READ);
+    out->data = (float *)(void *)(s->map + first * s->row + (s->fvecs ? 4 : 0));
+    out->stride = s->row / 4;
+    out->borrowed = 1;
+}
+
 int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s)
 {
     memset(s, 0, sizeof *s);
@@ -315,6 +386,7 @@ int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s)
     s->dim = d;
     s->row = row;
     s->n = len / row;
+    map_input(s, len);
     return CHRYS_OK;
 }
 
@@ -323,46 +395,61 @@ int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t err
     memset(out, 0, sizeof *out);
     size_t n = s->n - s->next < max_rows ? s->n - s->next : max_rows;
     if (n == 0) return CHRYS_OK;
-    unsigned char *buf = malloc(n * s->row);
-    if (!buf) {
-        snprintf(err, errlen, "%s: out of memory reading %zu records", s->name, n);
-        return CHRYS_NOMEM;
+    const unsigned char *buf; /* the chunk's bytes, as in the file */
+    unsigned char *own = NULL;
+    if (s->map) buf = s->map + s->next * s->row;
+    else {
+        own = malloc(n * s->row);
+        if (!own) {
+            snprintf(err, errlen, "%s: out of memory reading %zu records", s->name, n);
+            return CHRYS_NOMEM;
+        }
+        if (fseeko(s->f, (off_t)(s->next * s->row), SEEK_SET) || fread(own, s->row, n, s->f) != n) {
+            snprintf(err, errlen, "%s: read error at record %zu", s->name, s->next);
+            free(own);
+            return CHRYS_IO;
+        }
+        buf = own;
     }
-    if (fseeko(s->f, (off_t)(s->next * s->row), SEEK_SET) || fread(buf, s->row, n, s->f) != n) {
-        snprintf(err, errlen, "%s: read error at record %zu", s->name, s->next);
-        free(buf);
-        return CHRYS_IO;
-    }
+    if (s->map) map_chunk(s, s->next, n, out);
     for (size_t r = 0; s->fvecs && r < n; r++) {
         int32_t dr;
         memcpy(&dr, buf + r * s->row, 4);
         if (dr != (int32_t)s->dim) {
             snprintf(err, errlen, "%s: record %zu (byte offset %zu): dimension %d differs from %u", s->name, s->next + r,
                      (s->next + r) * s->row, dr, s->dim);
-            free(buf);
+            free(own);
             return CHRYS_DIM;
         }
-        memmove(buf + r * (size_t)s->dim * 4, buf + r * s->row + 4, (size_t)s->dim * 4);
+        if (own) memmove(own + r * (size_t)s->dim * 4, own + r * s->row + 4, (size_t)s->dim * 4);
     }
-    float *x = (float *)buf;
-    for (size_t r = 0; r < n; r++)
-        for (uint32_t j = 0; j < s->dim; j++)
-            if (!isfinite(x[r * s->dim + j])) {
-                snprintf(err, errlen, "%s: record %zu (byte offset %zu): component %u is %s", s->name, s->next + r,
-                         (s->next + r) * s->row + (s->fvecs ? 4 : 0) + (size_t)j * 4, j,
-                         isnan(x[r * s->dim + j]) ? "NaN" : "infinite");
-                free(buf);
-                return CHRYS_INVALID;
-            }
+    const float *x = own ? (const float *)(void *)own : out->data;
+    size_t stride = own ? s->dim : out->stride;
+    for (size_t r = 0; r < n; r++) {
+        long j = first_nonfinite(x + r * stride, s->dim);
+        if (j >= 0) {
+            const float *row = x + r * stride;
+            snprintf(err, errlen, "%s: record %zu (byte offset %zu): component %ld is %s", s->name, s->next + r,
+                     (s->next + r) * s->row + (s->fvecs ? 4 : 0) + (size_t)j * 4, j,
+                     isnan(row[j]) ? "NaN" : "infinite");
+            free(own);
+            return CHRYS_INVALID;
+        }
+    }
+    if (own) out->data = (float *)(void *)own;
     out->n = n;
     out->dim = s->dim;
-    out->data = x;
     s->next += n;
     return CHRYS_OK;
 }
 
 void vstream_close(vstream *s)
 {
+    if (s->map) {
+        munmap((void *)s->map, s->map_len);
+        signal(SIGBUS, SIG_DFL);
+        s->map = NULL;
+    }
     if (s->f) fclose(s->f);
     s->f = NULL;
 }

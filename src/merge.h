@@ -47,9 +47,10 @@ typedef struct merge_screen {
 CHRYS_PRIVATE int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq);
 /* Code the rows added since the last call and recode those of the changed entries (ids). */
 CHRYS_PRIVATE int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed);
-/* The k best entries of each unit query, by dot_f64 and then id, as the exact Flat scan gives them. */
+/* The k best entries of each unit query, by dot_f64 and then id, as the exact Flat scan gives them,
+ * among those scoring at least floor (-INFINITY: all); fewer than k: the rest CHRYS_NO_ID. */
 CHRYS_PRIVATE int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
-                                      unsigned nt, uint64_t *ids, double *scores);
+                                      double floor, unsigned nt, uint64_t *ids, double *scores);
 CHRYS_PRIVATE void merge_screen_free(merge_screen *s);
 /* Tests: -1 automatic (default), 0 never screen, 1 screen wherever it applies (any CPU, any size). */
 CHRYS_PRIVATE int merge__test_screen(int mode);

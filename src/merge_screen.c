@@ -14,7 +14,9 @@
  *
  * plus a margin for dot_f64's own rounding. A row can be among a query's K best only if its upper
  * bound a + b reaches L, the K-th largest lower bound a - b over all rows (at least K rows score at
- * least L). So only those rows are scored exactly, with dot_f64, and ranked as the Flat scan ranks
+ * least L), and, when the caller wants only rows scoring at least a floor (the merger's threshold,
+ * when no per-record result asks for the best score below it), the floor: L = max(that, floor),
+ * which from the first row on passes over almost every panel. So only those rows are scored exactly, with dot_f64, and ranked as the Flat scan ranks
  * them: the K best are the Flat scan's, bit for bit (tests/unit/test_merge.c compares both, and
  * whole merges with the screen forced on and off).
  *
@@ -171,6 +173,7 @@ typedef struct cand {
 typedef struct qstate {
     int8_t *c;        /* dim codes */
     double s, e, qn, margin; /* scale, |error|, |q|, dot_f64's rounding */
+    double floor;     /* rows scoring below it are not wanted */
     int64_t sum;      /* sum of the codes (the kernel's unsigned offset: 128 * sum) */
     double *lo;       /* k: min-heap of the k largest lower bounds */
     size_t nlo;
@@ -184,6 +187,7 @@ typedef struct screen_job {
     const chrys_index *ix;
     const float *q;
     size_t nq, k;
+    double floor;
     uint64_t *ids;
     double *scores;
     int rc;
@@ -234,9 +238,10 @@ static inline void take(qstate *st, const merge_screen *s, size_t k, uint32_t v,
 {
     double a = st->s * s->scale[v] * (double)((int64_t)dot - 128 * st->sum);
     double b = st->qn * s->err[v] + st->e * s->nhat[v] + st->margin;
-    double L = st->nlo == k ? st->lo[0] : -INFINITY;
+    double L = st->nlo == k && st->lo[0] > st->floor ? st->lo[0] : st->floor;
     if (a + b >= L) cand_push(st, v, a + b);
-    lo_push(st, k, a - b);
+    /* (a lower bound under the floor never becomes L: the heap keeps only those at or above it) */
+    if (a - b >= st->floor) lo_push(st, k, a - b);
 }
 
 /* Exact scores for the rows that may be in the top k, ranked as the Flat scan ranks them (buf
@@ -246,12 +251,13 @@ static void finish(const screen_job *j, size_t qi, const qstate *st, ranked *buf
     const chrys_index *ix = j->ix;
     const chrys_kernels *kr = chrys_kernels_active();
     size_t dim = ix->dim, k = j->k, m = 0;
-    double L = st->nlo == k ? st->lo[0] : -INFINITY;
+    double L = st->nlo == k && st->lo[0] > st->floor ? st->lo[0] : st->floor;
     const float *q = j->q + qi * dim;
     for (size_t i = 0; i < st->ncs; i++) {
         if (st->cs[i].hi < L) continue;
         uint32_t v = st->cs[i].slot;
-        buf[m++] = (ranked){kr->dot_f64(q, ix->vecs + (size_t)v * dim, dim), ix->ids[v]};
+        double sc = kr->dot_f64(q, ix->vecs + (size_t)v * dim, dim);
+        if (sc >= j->floor) buf[m++] = (ranked){sc, ix->ids[v]};
     }
     qsort(buf, m, sizeof *buf, ranked_cmp_best_first);
     for (size_t r = 0; r < k; r++) {
@@ -294,6 +300,7 @@ static void screen_range(void *arg, unsigned wk, size_t gb, size_t ge)
             /* dot_f64 of unit-length rows is within dim * 2^-53 of the true q.x (products exact,
              * each partial sum rounded once); four times that, and the estimate's own rounding */
             t->margin = ((double)dim + 4) * 2.3e-16 * (t->qn + 1) * 2;
+            t->floor = j->floor;
             t->lo = lo + i * k;
             t->nlo = 0;
             t->ncs = 0;
@@ -308,12 +315,13 @@ static void screen_range(void *arg, unsigned wk, size_t gb, size_t ge)
                     for (size_t i = g; i < nq && i < g + 16; i++) {
                         qstate *t = &st[i];
                         const int32_t *o = out + (i - g) * 16;
-                        if (t->nlo == k) { /* the panel's best upper bound below L: nothing to take */
+                        double L = t->nlo == k && t->lo[0] > t->floor ? t->lo[0] : t->floor;
+                        if (L > -INFINITY) { /* the panel's best upper bound below L: nothing to take */
                             int32_t dmax = o[0];
                             for (size_t r = 1; r < rows; r++) dmax = o[r] > dmax ? o[r] : dmax;
                             double dm = (double)((int64_t)dmax - 128 * t->sum);
                             double hi = t->s * (dm >= 0 ? pb[1] : pb[0]) * dm + t->qn * pb[2] + t->e * pb[3] + t->margin;
-                            if (hi * (1 + 1e-12) < t->lo[0]) continue;
+                            if (hi + fabs(hi) * 1e-12 < L) continue;
                         }
                         for (size_t r = 0; r < rows; r++) take(t, s, k, (uint32_t)(p * 16 + r), o[r]);
                     }
@@ -344,10 +352,10 @@ out:
 }
 
 int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
-                        unsigned nt, uint64_t *ids, double *scores)
+                        double floor, unsigned nt, uint64_t *ids, double *scores)
 {
-    if (s->n != ix->n || k == 0) return CHRYS_INVALID;
-    screen_job j = {s, ix, q, nq, k, ids, scores, CHRYS_OK};
+    if (s->n != ix->n || k == 0 || isnan(floor)) return CHRYS_INVALID;
+    screen_job j = {s, ix, q, nq, k, floor, ids, scores, CHRYS_OK};
     /* work items are groups of SCREEN_CHUNK queries (the kernel takes 16 at a time) */
     chrys_parallel_chunks(nt ? nt : chrys_online_cpus(), (nq + SCREEN_CHUNK - 1) / SCREEN_CHUNK, 0, screen_range, &j);
     return j.rc;

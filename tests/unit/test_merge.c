@@ -1239,6 +1239,8 @@ static chrys_merger *default_merger(uint32_t d, uint32_t n_threads, int exact)
 }
 
 /* Results, entry counts and entry vectors of two mergers equal bit for bit. */
+static void check_same_entries(chrys_merger *a, chrys_merger *b, size_t d);
+
 static void check_same_merge(chrys_merger *a, chrys_merger *b, const chrys_merge_result *ra,
                              const chrys_merge_result *rb, size_t n, size_t d)
 {
@@ -1247,6 +1249,12 @@ static void check_same_merge(chrys_merger *a, chrys_merger *b, const chrys_merge
         CHECK_EQ(ra[i].action, rb[i].action);
         CHECK(!memcmp(&ra[i].score, &rb[i].score, sizeof ra[i].score));
     }
+    check_same_entries(a, b, d);
+}
+
+/* Same entries, bit for bit, and the same counts. */
+static void check_same_entries(chrys_merger *a, chrys_merger *b, size_t d)
+{
     chrys_merge_stats sa = {sizeof sa}, sb = {sizeof sb};
     chrys_merger_get_stats(a, &sa);
     chrys_merger_get_stats(b, &sb);
@@ -1465,17 +1473,30 @@ void test_merge_screen_exact_topk(void)
                 } else {
                     CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0), CHRYS_OK);
                 }
+                /* with a floor: the exact top k, cut where the scores fall below it (0.85: the
+                 * near-threshold stream's cosines straddle it; 0.999: the copies alone) */
+                const double floors[] = {-INFINITY, 0.5, 0.85, 0.999};
                 for (size_t k = 1; k <= MERGE_K; k += MERGE_K - 1)
-                    for (unsigned t = 1; t <= 2; t++) {
-                        search_params xp = {k, 0, 0, t, 0, 0, 1, NULL};
-                        CHECK_EQ(merge_screen_search(&scr, ix, nq, qq, k, t, ia, sa), CHRYS_OK);
-                        CHECK_EQ(index_search_prepared(ix, nq, qq, &xp, ib, sb), CHRYS_OK);
-                        size_t differ = 0;
-                        for (size_t i = 0; i < nq * k; i++)
-                            differ += ia[i] != ib[i] || memcmp(&sa[i], &sb[i], sizeof sa[i]) != 0;
-                        if (differ) fprintf(stderr, "    kind %d, d %zu, round %d, k %zu, %u threads: %zu differ\n", kind, d, round, k, t, differ);
-                        CHECK_EQ(differ, 0);
-                    }
+                    for (unsigned t = 1; t <= 2; t++)
+                        for (size_t fi = 0; fi < sizeof floors / sizeof *floors; fi++) {
+                            double fl = floors[fi];
+                            search_params xp = {k, 0, 0, t, 0, 0, 1, NULL};
+                            CHECK_EQ(merge_screen_search(&scr, ix, nq, qq, k, fl, t, ia, sa), CHRYS_OK);
+                            CHECK_EQ(index_search_prepared(ix, nq, qq, &xp, ib, sb), CHRYS_OK);
+                            size_t differ = 0, kept = 0;
+                            for (size_t i = 0; i < nq * k; i++) {
+                                uint64_t want = sb[i] >= fl ? ib[i] : CHRYS_NO_ID;
+                                double ws = sb[i] >= fl ? sb[i] : -INFINITY;
+                                kept += want != CHRYS_NO_ID;
+                                differ += ia[i] != want || memcmp(&sa[i], &ws, sizeof ws) != 0;
+                            }
+                            if (differ)
+                                fprintf(stderr, "    kind %d, d %zu, round %d, k %zu, %u threads, floor %g: %zu differ\n", kind,
+                                        d, round, k, t, fl, differ);
+                            CHECK_EQ(differ, 0);
+                            CHECK(kept > 0); /* (every floor keeps some: the copies score 1) */
+                        }
+                CHECK_EQ(merge_screen_search(&scr, ix, nq, qq, MERGE_K, NAN, 1, ia, sa), CHRYS_INVALID);
             }
             merge_screen_free(&scr);
             chrys_free_aligned(qp);
@@ -1510,12 +1531,27 @@ void test_merge_screen_same_merge(void)
             CHECK_EQ(chrys_merger_merge(b, n / 2, recs, rb), CHRYS_OK);
             CHECK_EQ(chrys_merger_merge(b, n - n / 2, recs + n / 2, rb + n / 2), CHRYS_OK);
             merge__test_screen(-1);
+            /* without per-record results the screen wants only entries at the threshold: the
+             * same decisions (lookups) and entries */
+            merge__test_screen(1);
+            chrys_merger *c = default_merger((uint32_t)d, t, 0);
+            CHECK_EQ(chrys_merger_merge(c, n / 2, recs, NULL), CHRYS_OK);
+            CHECK_EQ(chrys_merger_merge(c, n - n / 2, recs + n / 2, NULL), CHRYS_OK);
+            merge__test_screen(-1);
             chrys_merge_stats st = {sizeof st};
             chrys_merger_get_stats(b, &st);
             CHECK(st.merged > n / 20 && st.entries > 200);
             check_same_merge(a, b, ra, rb, n, d);
+            size_t wrong = 0;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t e = CHRYS_NO_ID;
+                wrong += chrys_merger_lookup(c, recs[i].id, &e) != CHRYS_OK || e != ra[i].entry;
+            }
+            CHECK_EQ(wrong, 0);
+            check_same_entries(a, c, d);
             chrys_merger_free(a);
             chrys_merger_free(b);
+            chrys_merger_free(c);
         }
         free(ra);
         free(rb);
