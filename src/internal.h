@@ -131,6 +131,9 @@ CHRYS_PRIVATE int chrys_struct_out(void *dst, const void *src, size_t src_size);
 CHRYS_PRIVATE long vec_first_nonfinite(const float *v, size_t dim);
 /* L2 norm computed in double. */
 CHRYS_PRIVATE double vec_norm(const float *v, size_t dim);
+/* 1 when every component is +0 or -0 (the norm is 0 exactly then; a finite float row's norm is
+ * never infinite in double: 16384 * FLT_MAX^2 < DBL_MAX). */
+CHRYS_PRIVATE int vec_all_zero(const float *v, size_t dim);
 /* out = v / norm, each component divided in double then rounded. */
 CHRYS_PRIVATE void vec_scale_to(float *out, const float *v, size_t dim, double norm);
 /* Dot product / squared L2 in double (oracle and rescoring). */

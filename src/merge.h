@@ -45,8 +45,11 @@ typedef struct merge_screen {
     double *pb;      /* per panel: min and max scale, max |error|, max |s c| */
 } merge_screen;
 CHRYS_PRIVATE int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq);
-/* Code the rows added since the last call and recode those of the changed entries (ids). */
-CHRYS_PRIVATE int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed);
+/* Code the rows added since the last call and recode those of the changed entries (ids). room:
+ * the rows to make room for when it must grow (the entries this merge call can reach; less than
+ * the index's rows: grown geometrically), so that a call allocates once. */
+CHRYS_PRIVATE int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed,
+                                    size_t room);
 /* The k best entries of each unit query, by dot_f64 and then id, as the exact Flat scan gives them,
  * among those scoring at least floor (-INFINITY: all); fewer than k: the rest CHRYS_NO_ID. */
 CHRYS_PRIVATE int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,

@@ -68,7 +68,7 @@ static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, u
             if (j >= 0) {
                 bad = CHRYS_INVALID;
                 snprintf(why, sizeof why, "component %ld is %s", j, isnan(r->vec[j]) ? "NaN" : "infinite");
-            } else if (vec_norm(r->vec, dim) == 0 || !isfinite(vec_norm(r->vec, dim))) {
+            } else if (vec_all_zero(r->vec, dim)) {
                 bad = CHRYS_INVALID;
                 snprintf(why, sizeof why, "zero vector has no cosine similarity");
             } else if (r->meta && !merger_meta_is_object(r->meta)) {
@@ -115,7 +115,7 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
         double nr = vec_norm(tmp_new, dim);
         if (nr > 0) vec_scale_to(tmp_new, tmp_new, dim, nr);
     }
-    if (vec_norm(tmp_new, dim) == 0) {
+    if (vec_all_zero(tmp_new, dim)) {
         /* w_old*old + w_new*new cancelled out exactly: keep the old vector (cosine needs a direction). */
         memcpy(tmp_new, tmp_old, dim * sizeof(float));
     }
@@ -330,6 +330,7 @@ typedef struct block_work {
     int approx;                    /* candidates from the index (else the exact scan) */
     size_t b, nb;                  /* records; records searched (not skipped) */
     size_t e_before, k, nx;        /* entries before it; candidates per query; queries confirmed */
+    size_t left;                   /* records of the call from this block on */
     size_t nd;                     /* entries in dlist */
     int can_recheck;
     double floor;                  /* candidates scoring below it are not wanted (see below) */
@@ -426,7 +427,7 @@ static int block_search(chrys_merger *m, block_work *w)
     search_params xp = {k, 0, 0, w->nt, 0, 0, 1, NULL}; /* exact */
     int screen = !approx && merge_screen_usable(m->ix, w->e_before, nb);
     if (screen) { /* the entries the previous block changed (dlist) are coded again */
-        rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd);
+        rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd, w->e_before + w->left);
         if (!rc) rc = merge_screen_search(&w->scr, m->ix, nb, w->qblock, k, w->floor, w->nt, w->cid, w->csc);
     } else {
         w->scr.n = 0; /* codes not kept up to date: coded afresh when next used */
@@ -622,6 +623,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         w.b = block_size(m, B, w.approx, max_b, n - i0);
         w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, w.b, w.qblock);
         w.e_before = m->n_entries;
+        w.left = n - i0;
         w.k = MERGE_K < w.e_before ? MERGE_K : w.e_before;
         if ((rc = block_search(m, &w)) || (rc = settle_block(m, &w, recs, skip, i0, results)) ||
             (rc = link_block(m, &w)))

@@ -28,7 +28,6 @@
  * block that uses the screen; later blocks recode the entries the previous block changed and
  * code the new ones. A block that does not use it drops them (coded again when next used).
  */
-#include <emmintrin.h>
 #include <math.h>
 
 #include "kernels/dist.h"
@@ -67,45 +66,23 @@ void merge_screen_free(merge_screen *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Code one row x into bytes out[pos(i)] (pos(i) = (i / 4) * stride4 + i % 4): code + 128 when
- * unsigned_codes (the panels' side of the kernel), else the signed code. Its scale, the norms of
- * its error and of its coded version (both rounded up). Returns the sum of the signed codes.
- * (Any rounding to codes would do: the error is measured, not assumed.) */
+/* Codes of one row (chrys_screen_code_ref's contract, at the active kernel level; any rounding to
+ * codes would do: the error is measured, not assumed). */
 static int64_t code_row(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes, double *scale,
                         double *err, double *nhat)
 {
-    float mx = 0;
-    for (uint32_t i = 0; i < dim; i++) {
-        float a = fabsf(x[i]);
-        if (a > mx) mx = a;
-    }
-    double s = mx > 0 ? (double)mx / 127.0 : 0, inv = mx > 0 ? 127.0 / (double)mx : 0, e2 = 0, h2 = 0;
-    int64_t sum = 0;
-    for (uint32_t i = 0; i < dim; i++) {
-        int v = _mm_cvtsd_si32(_mm_set_sd((double)x[i] * inv)); /* to nearest, no branch */
-        if (v > 127) v = 127;
-        if (v < -127) v = -127;
-        out[(i / 4) * stride4 + i % 4] = unsigned_codes ? (uint8_t)(v + 128) : (uint8_t)(int8_t)v;
-        double d = (double)x[i] - s * (double)v;
-        e2 += d * d;
-        h2 += (double)v * (double)v;
-        sum += v;
-    }
-    *scale = s; /* a zero row: scale 0, every estimate 0 and exact */
-    *err = sqrt(e2) * (1 + 1e-9);
-    *nhat = s * sqrt(h2) * (1 + 1e-9);
-    return sum;
+    return chrys_kernels_active()->screen_code(x, dim, out, stride4, unsigned_codes, scale, err, nhat);
 }
 
 static int screen_reserve(merge_screen *s, uint32_t dim, size_t n)
 {
     size_t d4 = (dim + 3) / 4, panel = d4 * 64;
     if (n <= s->cap) return CHRYS_OK;
-    size_t cap = (chrys_grow_cap(s->cap, n, 1024) + 15) & ~(size_t)15, bytes;
+    size_t cap = (n + 15) & ~(size_t)15, bytes;
     if (chrys_mul_size(cap / 16, panel, &bytes)) return CHRYS_NOMEM;
+    /* (panels are set to code 0 when their first row is coded: room never used is never touched) */
     uint8_t *c = chrys_realloc_aligned(s->codes, s->cap / 16 * panel, bytes);
     if (!c) return CHRYS_NOMEM;
-    memset(c + s->cap / 16 * panel, 128, bytes - s->cap / 16 * panel); /* code 0: padding and rows to come */
     s->codes = c;
     double *a = chrys_realloc(s->scale, cap * sizeof *a);
     if (!a) return CHRYS_NOMEM;
@@ -144,10 +121,10 @@ static void panel_bounds(merge_screen *s, size_t p, size_t n)
     s->pb[4 * p] = smin, s->pb[4 * p + 1] = smax, s->pb[4 * p + 2] = emax, s->pb[4 * p + 3] = hmax;
 }
 
-int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed)
+int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed, size_t room)
 {
     size_t old = s->n;
-    int rc = screen_reserve(s, ix->dim, ix->n);
+    int rc = screen_reserve(s, ix->dim, ix->n > s->cap ? (room > ix->n ? room : chrys_grow_cap(s->cap, ix->n, 1024)) : ix->n);
     if (rc) return rc;
     for (size_t j = 0; j < n_changed && old; j++) { /* rows merged into since they were coded */
         uint32_t v = idmap_get(&ix->map, changed[j]);
@@ -156,7 +133,10 @@ int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *ch
             panel_bounds(s, v / 16, old);
         }
     }
-    for (size_t v = old; v < ix->n; v++) code_slot(s, ix, v);
+    for (size_t v = old; v < ix->n; v++) {
+        if (v % 16 == 0) memset(s->codes + v / 16 * s->d4 * 64, 128, s->d4 * 64); /* code 0: padding, rows to come */
+        code_slot(s, ix, v);
+    }
     for (size_t p = old / 16; p * 16 < ix->n; p++) panel_bounds(s, p, ix->n);
     s->n = ix->n;
     return CHRYS_OK;

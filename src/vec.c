@@ -6,9 +6,11 @@
  * float precision comes out (almost always) bit-identical.
  */
 #include <math.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "kernels/dist.h"
 
 long vec_first_nonfinite(const float *v, size_t dim)
 {
@@ -24,9 +26,20 @@ double vec_norm(const float *v, size_t dim)
     return sqrt(s);
 }
 
+int vec_all_zero(const float *v, size_t dim)
+{
+    uint32_t any = 0;
+    for (size_t i = 0; i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, v + i, 4);
+        any |= u & 0x7fffffffu;
+    }
+    return any == 0;
+}
+
 void vec_scale_to(float *out, const float *v, size_t dim, double norm)
 {
-    for (size_t i = 0; i < dim; i++) out[i] = (float)((double)v[i] / norm);
+    chrys_kernels_active()->scale_to(out, v, dim, norm); /* the same bits at every level */
 }
 
 double vec_dot_f64(const float *a, const float *b, size_t dim)

@@ -55,6 +55,12 @@ typedef struct chrys_kernels {
      * hold ceil(nq/32)*32 floats (padding: thr +inf). Each score is one sequential float32 sum. */
     void (*score_scan)(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim, int l2,
                        const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx);
+    /* out[i] = (float)((double)v[i] / norm): every level gives the scalar loop's bits (one
+     * correctly rounded division and conversion per component). out may be v. */
+    void (*scale_to)(float *out, const float *v, size_t n, double norm);
+    /* The merger's int8 screen codes of one row (merge_screen.c): see chrys_screen_code_ref. */
+    int64_t (*screen_code)(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes,
+                           double *scale, double *err, double *nhat);
 } chrys_kernels;
 
 /* dispatch.c: BLAS sgemm runs an AVX2-or-wider kernel (OpenBLAS's core name); see there. */
@@ -77,6 +83,15 @@ void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n
 /* The merger's int8 screen: a panel of 16 rows packed [d4][16][4] (unsigned codes, 64-byte
  * aligned) against 16 queries of signed codes (d4 * 4 bytes each, q_stride apart, 4-byte
  * aligned): out[i * 16 + r] = the exact int32 dot of row r with query i. _ref: the same in C. */
+/* Code one finite row x into bytes out[pos(i)] (pos(i) = (i / 4) * stride4 + i % 4), c_i =
+ * round(x_i / s) in [-127, 127] with s = max|x_i| / 127: code + 128 when unsigned_codes (the
+ * panels' side of the screen), else the signed code; bytes past dim are left alone. Its scale s,
+ * the norms of its error |x - s c| and of its coded version |s c|, both rounded up (by a relative
+ * 1e-9, far above any order of summation's rounding). Returns the sum of the signed codes. Every
+ * level gives the same codes, scale and sum; the two norms may differ in their last bits. */
+void chrys_scale_to_ref(float *out, const float *v, size_t n, double norm);
+int64_t chrys_screen_code_ref(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes,
+                              double *scale, double *err, double *nhat);
 void chrys_screen_dots_vnni(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
 

@@ -220,6 +220,16 @@ static void dot_u8i8_x4_avx2(const uint8_t *const c[4], const int8_t *w, size_t 
     for (int r = 0; r < 4; r++) out[r] = dot_u8i8_avx2(c[r], w, n);
 }
 
+static void scale_to_avx2(float *out, const float *v, size_t n, double norm)
+{
+    __m256d d = _mm256_set1_pd(norm);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm_loadu_ps(v + i)), d)));
+    for (; i < n; i++) out[i] = (float)((double)v[i] / norm);
+}
+
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
                                           l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
-                                          dot_u8_avx2, dot_u8i8_avx2, dot_x4_avx2, l2sq_x4_avx2, dot_u8i8_x4_avx2};
+                                          dot_u8_avx2, dot_u8i8_avx2, dot_x4_avx2, l2sq_x4_avx2, dot_u8i8_x4_avx2,
+                                          NULL, scale_to_avx2, chrys_screen_code_ref};

@@ -6,6 +6,8 @@
  * Row kernels stream one row after another (see dot_rows_avx512).
  */
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 #include "dist.h"
 
@@ -263,13 +265,68 @@ static void dot_u8i8_x4_avx512(const uint8_t *const c[4], const int8_t *w, size_
     for (int r = 0; r < 4; r++) out[r] = dot_u8i8_avx512(c[r], w, n);
 }
 
+static void scale_to_avx512(float *out, const float *v, size_t n, double norm)
+{
+    __m512d d = _mm512_set1_pd(norm);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_div_pd(_mm512_cvtps_pd(_mm256_loadu_ps(v + i)), d)));
+    for (; i < n; i++) out[i] = (float)((double)v[i] / norm);
+}
+
+/* chrys_screen_code_ref, 16 components a step: the same codes (the same double product, rounded
+ * to nearest even), the norms summed in 8 lanes. */
+static int64_t screen_code_avx512(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes,
+                                  double *scale, double *err, double *nhat)
+{
+    __m512 amax = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= dim; i += 16) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    if (i < dim) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask16(dim - i), x + i)));
+    float mx = _mm512_reduce_max_ps(amax);
+    double s = mx > 0 ? (double)mx / 127.0 : 0, inv = mx > 0 ? 127.0 / (double)mx : 0;
+    __m512d vinv = _mm512_set1_pd(inv), vs = _mm512_set1_pd(s), e2 = _mm512_setzero_pd(), h2 = e2;
+    __m512i sum = _mm512_setzero_si512(), lo127 = _mm512_set1_epi32(-127), hi127 = _mm512_set1_epi32(127);
+    size_t d4 = ((size_t)dim + 3) / 4;
+    for (i = 0; i < dim; i += 16) {
+        size_t left = dim - i;
+        __mmask16 m = left >= 16 ? (__mmask16)0xffff : tail_mask16(left);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        __m512d xa = _mm512_cvtps_pd(_mm512_castps512_ps256(xv));
+        __m512d xb = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1)));
+        __m256i ca = _mm512_cvt_roundpd_epi32(_mm512_mul_pd(xa, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i cb = _mm512_cvt_roundpd_epi32(_mm512_mul_pd(xb, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(ca), cb, 1);
+        c = _mm512_max_epi32(_mm512_min_epi32(c, hi127), lo127);
+        __m512d va = _mm512_cvtepi32_pd(_mm512_castsi512_si256(c)), vb = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(c, 1));
+        __m512d da = _mm512_sub_pd(xa, _mm512_mul_pd(vs, va)), db = _mm512_sub_pd(xb, _mm512_mul_pd(vs, vb));
+        e2 = _mm512_add_pd(e2, _mm512_add_pd(_mm512_mul_pd(da, da), _mm512_mul_pd(db, db)));
+        h2 = _mm512_add_pd(h2, _mm512_add_pd(_mm512_mul_pd(va, va), _mm512_mul_pd(vb, vb)));
+        sum = _mm512_add_epi32(sum, c);
+        __m128i b = _mm512_cvtepi32_epi8(c);
+        if (unsigned_codes) b = _mm_xor_si128(b, _mm_set1_epi8((char)0x80));
+        if (stride4 == 4) _mm_mask_storeu_epi8(out + i, m, b);
+        else {
+            uint32_t g4[4];
+            _mm_storeu_si128((__m128i *)(void *)g4, b);
+            /* four groups of 4 codes; a last partial group's padding bytes take the zero code,
+             * which is what they hold */
+            for (size_t g = 0; g < 4 && i / 4 + g < d4; g++) memcpy(out + (i / 4 + g) * stride4, &g4[g], 4);
+        }
+    }
+    *scale = s;
+    *err = sqrt(_mm512_reduce_add_pd(e2)) * (1 + 1e-9);
+    *nhat = s * sqrt(_mm512_reduce_add_pd(h2)) * (1 + 1e-9);
+    return (int64_t)_mm512_reduce_add_epi32(sum);
+}
+
 const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                             l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                             dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512, dot_x4_avx512,
                                             l2sq_x4_avx512, dot_u8i8_x4_avx512,
-                                            chrys_score_scan_avx512};
+                                            chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512};
 const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                                  l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                                  dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni, dot_x4_avx512,
                                                  l2sq_x4_avx512, chrys_dot_u8i8_x4_vnni,
-                                                 chrys_score_scan_avx512};
+                                                 chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512};

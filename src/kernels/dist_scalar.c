@@ -2,6 +2,8 @@
  * dist_scalar.c: reference kernels, the oracle for every SIMD level and the fallback.
  * Compiled with baseline flags only. Plain loops with four independent accumulators.
  */
+#include <math.h>
+
 #include "dist.h"
 
 static float dot_scalar(const float *a, const float *b, size_t n)
@@ -126,10 +128,41 @@ void chrys_dot_block_ref(const float *q, size_t nq, const float *x, size_t nx, s
 float chrys_dot_u8_ref(const float *w, const uint8_t *c, size_t n) { return dot_u8_scalar(w, c, n); }
 int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n) { return dot_u8i8_scalar(c, w, n); }
 
+void chrys_scale_to_ref(float *out, const float *v, size_t n, double norm)
+{
+    for (size_t i = 0; i < n; i++) out[i] = (float)((double)v[i] / norm);
+}
+
+int64_t chrys_screen_code_ref(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes,
+                              double *scale, double *err, double *nhat)
+{
+    float mx = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        float a = fabsf(x[i]);
+        if (a > mx) mx = a;
+    }
+    double s = mx > 0 ? (double)mx / 127.0 : 0, inv = mx > 0 ? 127.0 / (double)mx : 0, e2 = 0, h2 = 0;
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        int v = (int)nearbyint((double)x[i] * inv); /* to nearest even, as the SIMD conversions */
+        if (v > 127) v = 127;
+        if (v < -127) v = -127;
+        out[(i / 4) * stride4 + i % 4] = unsigned_codes ? (uint8_t)(v + 128) : (uint8_t)(int8_t)v;
+        double d = (double)x[i] - s * (double)v;
+        e2 += d * d;
+        h2 += (double)v * (double)v;
+        sum += v;
+    }
+    *scale = s; /* a zero row: scale 0, every estimate 0 and exact */
+    *err = sqrt(e2) * (1 + 1e-9);
+    *nhat = s * sqrt(h2) * (1 + 1e-9);
+    return sum;
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
                                             dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
-                                            dot_u8i8_x4_scalar};
+                                            dot_u8i8_x4_scalar, NULL, chrys_scale_to_ref, chrys_screen_code_ref};
 
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out)
 {

@@ -402,3 +402,63 @@ void test_kernels_screen_dots(void)
         free(q);
     }
 }
+
+/* vec_scale_to's kernels give the scalar loop's bits at every level, in place too; the screen's
+ * coding gives the reference's codes, scale and sum (both layouts, both signs of code, every
+ * tail length), and its two error norms to within rounding. */
+void test_kernels_scale_and_code(void)
+{
+    const chrys_kernels *ref = chrys_kernels_level("scalar");
+    CHECK(ref != NULL && ref->scale_to && ref->screen_code);
+    uint64_t s = h_seed + 77;
+    const size_t nmax = 1100;
+    float *v = malloc(nmax * sizeof *v), *a = malloc(nmax * sizeof *a), *b = malloc(nmax * sizeof *b);
+    uint8_t *ca = malloc((nmax / 4 + 1) * 64), *cb = malloc((nmax / 4 + 1) * 64);
+    int tested = 0;
+    for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+        const chrys_kernels *k = chrys_kernels_level(LEVELS[l]);
+        if (!k) continue;
+        tested++;
+        for (size_t n = 1; n <= nmax; n += n < 70 ? 1 : 97) {
+            for (size_t i = 0; i < n; i++) v[i] = h_gauss(&s) * (i % 7 == 3 ? 1e-3f : 1.0f);
+            if (n > 8) v[n / 2] = -4.0f * fabsf(v[n / 2]) - 3.0f; /* a clear maximum, negative */
+            double nr = vec_norm(v, n);
+            ref->scale_to(a, v, n, nr);
+            k->scale_to(b, v, n, nr);
+            CHECK(!memcmp(a, b, n * sizeof *a));
+            memcpy(b, v, n * sizeof *b);
+            k->scale_to(b, b, n, nr);
+            CHECK(!memcmp(a, b, n * sizeof *a));
+            for (int layout = 0; layout < 2; layout++)
+                for (int uns = 0; uns < 2; uns++) {
+                    size_t stride4 = layout ? 64 : 4, bytes = ((n + 3) / 4) * stride4;
+                    memset(ca, 0xA5, bytes);
+                    memset(cb, 0xA5, bytes);
+                    double sa, ea, ha, sb, eb, hb;
+                    int64_t suma = ref->screen_code(a, (uint32_t)n, ca, stride4, uns, &sa, &ea, &ha);
+                    int64_t sumb = k->screen_code(a, (uint32_t)n, cb, stride4, uns, &sb, &eb, &hb);
+                    size_t bad = 0;
+                    for (size_t i = 0; i < n; i++) bad += ca[(i / 4) * stride4 + i % 4] != cb[(i / 4) * stride4 + i % 4];
+                    if (bad) h_fail(__FILE__, __LINE__, "%s screen_code n=%zu layout %d: %zu codes differ", k->name, n, layout, bad);
+                    CHECK_EQ(suma, sumb);
+                    CHECK(sa == sb);
+                    CHECK(fabs(ea - eb) <= 1e-12 * ea + 1e-300 && fabs(ha - hb) <= 1e-12 * ha);
+                    /* the error norm bounds the true error: |x - s c| from the codes */
+                    double e2 = 0;
+                    for (size_t i = 0; i < n; i++) {
+                        int c = uns ? (int)cb[(i / 4) * stride4 + i % 4] - 128 : (int)(int8_t)cb[(i / 4) * stride4 + i % 4];
+                        CHECK(c >= -127 && c <= 127);
+                        double d = (double)a[i] - sb * c;
+                        e2 += d * d;
+                    }
+                    CHECK(sqrt(e2) <= eb);
+                }
+        }
+    }
+    CHECK(tested >= 1 || !chrys_kernels_level("avx2"));
+    free(v);
+    free(a);
+    free(b);
+    free(ca);
+    free(cb);
+}

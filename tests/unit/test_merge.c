@@ -1469,9 +1469,9 @@ void test_merge_screen_exact_topk(void)
                     }
                     free(v);
                     CHECK_EQ(chrys_index_add(ix, 200, ids + n, x + n * d, NULL), CHRYS_OK);
-                    CHECK_EQ(merge_screen_sync(&scr, ix, changed, 40), CHRYS_OK);
+                    CHECK_EQ(merge_screen_sync(&scr, ix, changed, 40, 0), CHRYS_OK); /* grown (room 0) */
                 } else {
-                    CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0), CHRYS_OK);
+                    CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, ix->n + 7), CHRYS_OK);
                 }
                 /* with a floor: the exact top k, cut where the scores fall below it (0.85: the
                  * near-threshold stream's cosines straddle it; 0.999: the copies alone) */
