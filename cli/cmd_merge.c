@@ -46,7 +46,7 @@ static const char *HELP_MERGE =
     "  --index SPEC           new store: the entries' index (default auto: Flat, then an HNSW graph\n"
     "                         past the planner's threshold)\n"
     "  --auto-threshold N     new store: entries at which the merge moves from exact scan to the\n"
-    "                         HNSW graph (default 20000; below it decisions are --exact's)\n"
+    "                         HNSW graph (default 50000; below it decisions are --exact's)\n"
     "  --exact                always decide by exact scan (default: once the index is HNSW or IVF,\n"
     "                         take its candidates and confirm near-threshold decisions by exact scan)\n"
     "  --ef N                 HNSW candidates kept per record's search (default 64)\n"
@@ -345,7 +345,7 @@ static int merge_create(const merge_args *ma, uint32_t dim, chrys_merger **m)
     if (strcmp(cfg_source("merge_threshold"), "default")) o.threshold = cfg_double("merge_threshold");
     else if (ma->variant == CHRYS_MERGE_SKILL) o.threshold = 0.90;
     if (!(o.index_spec = cfg_index_spec())) return EXIT_USAGE;
-    /* the merger's own default switch point (20,000) unless one was set */
+    /* the merger's own default switch point (50,000) unless one was set */
     if (strcmp(cfg_source("auto_threshold"), "default")) o.auto_threshold = cfg_uint("auto_threshold");
     o.memory_budget = cfg_uint("memory_budget");
     o.ef_construction = (uint32_t)ma->efc;

@@ -562,7 +562,7 @@ typedef struct chrys_merge_opts {
      * Below auto_threshold every decision is the exact merger's (exact = 1), deterministic at
      * any n_threads; a store keeps the auto_threshold it was created with. */
     const char *index_spec;
-    uint64_t auto_threshold; /* default 20000 (the switch to the graph; 0 = default) */
+    uint64_t auto_threshold; /* default 50000 (the switch to the graph; 0 = default) */
     uint64_t memory_budget;  /* default 0 = unlimited */
     /* Index-backed merging. Once the entries' index is HNSW (or IVF), candidates come from it
      * instead of an exact scan, and a decision is confirmed by an exact scan when the best score

@@ -26,10 +26,11 @@
 /* Default switch point (auto_threshold) of a merger store: exact Flat merging, the exact merger's
  * decisions and deterministic at any thread count, below this many entries; the HNSW graph from
  * here on. At 1,000 (the index default) a 20,000-record near-threshold stream was slower on the
- * graph than exact and its entries changed from run to run at 2 threads (issue 16). The exact
- * block merger is not slower than the graph up to about 10,000-20,000 entries on 1024-d clustered
- * streams and 2.4x slower at 46,920 (bench/MERGE.md, bench/MERGE_SCALE.md), hence 20,000. */
-#define MERGE_GRAPH_SWITCH 20000
+ * graph than exact and its entries changed from run to run at 2 threads (issue 16). With the
+ * int8 screen wanting only entries at the threshold, the exact merge of the 100,000-record
+ * clustered stream (46,920 entries) took 11.3 s against 13.7 s switching to the graph at 20,000
+ * (before the screen: 2.4x slower), bench/MERGE_SCALE.md; hence 50,000. */
+#define MERGE_GRAPH_SWITCH 50000
 
 /* merge_screen.c: the exact block search through int8 codes (exact results; see there). Used
  * with AVX-512 VNNI from SCREEN_MIN_ENTRIES entries and SCREEN_MIN_QUERIES records a block
