@@ -397,8 +397,10 @@ int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t err
     if (n == 0) return CHRYS_OK;
     const unsigned char *buf; /* the chunk's bytes, as in the file */
     unsigned char *own = NULL;
-    if (s->map) buf = s->map + s->next * s->row;
-    else {
+    if (s->map) {
+        buf = s->map + s->next * s->row;
+        map_chunk(s, s->next, n, out);
+    } else {
         own = malloc(n * s->row);
         if (!own) {
             snprintf(err, errlen, "%s: out of memory reading %zu records", s->name, n);
@@ -411,7 +413,6 @@ int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t err
         }
         buf = own;
     }
-    if (s->map) map_chunk(s, s->next, n, out);
     for (size_t r = 0; s->fvecs && r < n; r++) {
         int32_t dr;
         memcpy(&dr, buf + r * s->row, 4);

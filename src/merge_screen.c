@@ -16,8 +16,8 @@
  * bound a + b reaches L, the K-th largest lower bound a - b over all rows (at least K rows score at
  * least L), and, when the caller wants only rows scoring at least a floor (the merger's threshold,
  * when no per-record result asks for the best score below it), the floor: L = max(that, floor),
- * which from the first row on passes over almost every panel. So only those rows are scored exactly, with dot_f64, and ranked as the Flat scan ranks
- * them: the K best are the Flat scan's, bit for bit (tests/unit/test_merge.c compares both, and
+ * which from the first row on passes over almost every panel. So only those rows are scored
+ * exactly, with dot_f64, and ranked as the Flat scan ranks them: the K best are the Flat scan's, bit for bit (tests/unit/test_merge.c compares both, and
  * whole merges with the screen forced on and off).
  *
  * Layout: rows in panels of 16, [dim/4][16 rows][4 bytes], so that one 64-byte load feeds 16
@@ -74,11 +74,12 @@ static int64_t code_row(const float *x, uint32_t dim, uint8_t *out, size_t strid
     return chrys_kernels_active()->screen_code(x, dim, out, stride4, unsigned_codes, scale, err, nhat);
 }
 
-static int screen_reserve(merge_screen *s, uint32_t dim, size_t n)
+/* Room for n rows: room rows when that is enough (merge_screen_sync), else grown geometrically. */
+static int screen_reserve(merge_screen *s, uint32_t dim, size_t n, size_t room)
 {
     size_t d4 = (dim + 3) / 4, panel = d4 * 64;
     if (n <= s->cap) return CHRYS_OK;
-    size_t cap = (n + 15) & ~(size_t)15, bytes;
+    size_t cap = ((room >= n ? room : chrys_grow_cap(s->cap, n, 1024)) + 15) & ~(size_t)15, bytes;
     if (chrys_mul_size(cap / 16, panel, &bytes)) return CHRYS_NOMEM;
     /* (panels are set to code 0 when their first row is coded: room never used is never touched) */
     uint8_t *c = chrys_realloc_aligned(s->codes, s->cap / 16 * panel, bytes);
@@ -124,7 +125,7 @@ static void panel_bounds(merge_screen *s, size_t p, size_t n)
 int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed, size_t room)
 {
     size_t old = s->n;
-    int rc = screen_reserve(s, ix->dim, ix->n > s->cap ? (room > ix->n ? room : chrys_grow_cap(s->cap, ix->n, 1024)) : ix->n);
+    int rc = screen_reserve(s, ix->dim, ix->n, room);
     if (rc) return rc;
     for (size_t j = 0; j < n_changed && old; j++) { /* rows merged into since they were coded */
         uint32_t v = idmap_get(&ix->map, changed[j]);
@@ -213,13 +214,18 @@ static void cand_push(qstate *st, uint32_t slot, double hi)
     st->cs[st->ncs++] = (cand){slot, hi};
 }
 
+/* The bar a row's upper bound must reach: the k-th largest lower bound seen, or the floor. */
+static inline double bar(const qstate *st, size_t k)
+{
+    return st->nlo == k && st->lo[0] > st->floor ? st->lo[0] : st->floor;
+}
+
 /* One estimated row: its bounds into the query's state. */
 static inline void take(qstate *st, const merge_screen *s, size_t k, uint32_t v, int32_t dot)
 {
     double a = st->s * s->scale[v] * (double)((int64_t)dot - 128 * st->sum);
     double b = st->qn * s->err[v] + st->e * s->nhat[v] + st->margin;
-    double L = st->nlo == k && st->lo[0] > st->floor ? st->lo[0] : st->floor;
-    if (a + b >= L) cand_push(st, v, a + b);
+    if (a + b >= bar(st, k)) cand_push(st, v, a + b);
     /* (a lower bound under the floor never becomes L: the heap keeps only those at or above it) */
     if (a - b >= st->floor) lo_push(st, k, a - b);
 }
@@ -231,7 +237,7 @@ static void finish(const screen_job *j, size_t qi, const qstate *st, ranked *buf
     const chrys_index *ix = j->ix;
     const chrys_kernels *kr = chrys_kernels_active();
     size_t dim = ix->dim, k = j->k, m = 0;
-    double L = st->nlo == k && st->lo[0] > st->floor ? st->lo[0] : st->floor;
+    double L = bar(st, k);
     const float *q = j->q + qi * dim;
     for (size_t i = 0; i < st->ncs; i++) {
         if (st->cs[i].hi < L) continue;
@@ -295,7 +301,7 @@ static void screen_range(void *arg, unsigned wk, size_t gb, size_t ge)
                     for (size_t i = g; i < nq && i < g + 16; i++) {
                         qstate *t = &st[i];
                         const int32_t *o = out + (i - g) * 16;
-                        double L = t->nlo == k && t->lo[0] > t->floor ? t->lo[0] : t->floor;
+                        double L = bar(t, k);
                         if (L > -INFINITY) { /* the panel's best upper bound below L: nothing to take */
                             int32_t dmax = o[0];
                             for (size_t r = 1; r < rows; r++) dmax = o[r] > dmax ? o[r] : dmax;

@@ -14,6 +14,14 @@
 
 long vec_first_nonfinite(const float *v, size_t dim)
 {
+    /* a branch-free pass over the exponent bits (vectorised), the search only when one is there */
+    uint32_t bad = 0;
+    for (size_t i = 0; i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, v + i, 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    if (!bad) return -1;
     for (size_t i = 0; i < dim; i++)
         if (!isfinite(v[i])) return (long)i;
     return -1;

@@ -226,7 +226,7 @@ static void scale_to_avx2(float *out, const float *v, size_t n, double norm)
     size_t i = 0;
     for (; i + 4 <= n; i += 4)
         _mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm_loadu_ps(v + i)), d)));
-    for (; i < n; i++) out[i] = (float)((double)v[i] / norm);
+    chrys_scale_to_ref(out + i, v + i, n - i, norm);
 }
 
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,

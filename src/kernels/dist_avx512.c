@@ -271,7 +271,7 @@ static void scale_to_avx512(float *out, const float *v, size_t n, double norm)
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_div_pd(_mm512_cvtps_pd(_mm256_loadu_ps(v + i)), d)));
-    for (; i < n; i++) out[i] = (float)((double)v[i] / norm);
+    chrys_scale_to_ref(out + i, v + i, n - i, norm);
 }
 
 /* chrys_screen_code_ref, 16 components a step: the same codes (the same double product, rounded
