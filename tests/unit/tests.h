@@ -67,6 +67,7 @@
     X(test_alloc_save_load)                         \
     X(test_alloc_merger)                            \
     X(test_alloc_grow_cap)                          \
+    X(test_alloc_aligned_blocks)                    \
     X(test_merge_opts_older_struct)                 \
     X(test_merge_golden_passes)                     \
     X(test_merge_golden_per_legend)                 \
