@@ -34,8 +34,9 @@
 
 /* merge_screen.c: the exact block search through int8 codes (exact results; see there). Used
  * with AVX-512 VNNI from SCREEN_MIN_ENTRIES entries and SCREEN_MIN_QUERIES records a block
- * (below, coding the entries costs more than it saves; bench/MERGE.md). */
-#define SCREEN_MIN_ENTRIES 2048
+ * (below, the float scan is as fast: with the threshold as the screen's floor, coding pays from the
+ * first panels; docs/MERGER.md). */
+#define SCREEN_MIN_ENTRIES 64
 #define SCREEN_MIN_QUERIES 16
 typedef struct merge_screen {
     size_t n, cap;   /* rows coded (the index's slots 0..n), room (a multiple of 16) */
