@@ -270,8 +270,11 @@ static void unadd(chrys_index *ix, size_t first)
 }
 
 /* chrys_index_add; with unlinked, new HNSW rows wait for index_link_pending. */
+/* unit_norms: the rows are already as stored (cosine: vecs scaled to unit length by vec_scale_to
+ * with these norms, which vec_norm gave for finite, non-zero rows), so they are not checked or
+ * scaled again (the merger's appended records, checked and scaled when its block was prepared). */
 static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs, const char *const *meta,
-                    int unlinked)
+                    int unlinked, const double *unit_norms)
 {
     if (!ix) return CHRYS_INVALID;
     if (index_check_writable(ix)) return CHRYS_INVALID;
@@ -282,7 +285,7 @@ static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float 
     double *norms = chrys_malloc(n * sizeof *norms);
     char **copies = meta ? chrys_calloc(n, sizeof *copies) : NULL;
     idmap batch = {0};
-    if (!norms || (meta && !copies) || idmap_init(&batch, n)) {
+    if (!norms || (meta && !copies) || (n > 1 && idmap_init(&batch, n))) { /* one row: no duplicates within */
         rc = index_fail(ix, CHRYS_NOMEM, "out of memory adding %zu vectors", n);
         goto done;
     }
@@ -297,17 +300,18 @@ static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float 
                                 (unsigned long long)ids[i]);
             goto done;
         }
-        uint32_t prev = idmap_get(&batch, ids[i]);
+        uint32_t prev = n > 1 ? idmap_get(&batch, ids[i]) : CHRYS_NO_SLOT;
         if (prev != CHRYS_NO_SLOT) {
             rc = index_fail_row(ix, CHRYS_EXISTS, i, "duplicate id %llu (also row %u of this batch)",
                                 (unsigned long long)ids[i], prev);
             goto done;
         }
-        if ((rc = idmap_put(&batch, ids[i], (uint32_t)i))) {
+        if (n > 1 && (rc = idmap_put(&batch, ids[i], (uint32_t)i))) {
             rc = index_fail(ix, rc, "out of memory adding %zu vectors", n);
             goto done;
         }
-        if ((rc = check_row(ix, vecs + i * ix->dim, i, &norms[i]))) goto done;
+        if (unit_norms) norms[i] = unit_norms[i];
+        else if ((rc = check_row(ix, vecs + i * ix->dim, i, &norms[i]))) goto done;
         if (meta && meta[i]) {
             size_t len = strlen(meta[i]);
             if (len > CHRYS_MAX_META_BYTES) {
@@ -330,7 +334,11 @@ static int add_rows(chrys_index *ix, size_t n, const uint64_t *ids, const float 
     /* Pass 2: cannot fail (all memory reserved). */
     for (size_t i = 0; i < n; i++) {
         size_t slot = ix->n++;
-        store_row_to(ix, tmp ? tmp + i * ix->dim : ix->vecs + slot * ix->dim, slot, vecs + i * ix->dim, norms[i]);
+        float *dst = tmp ? tmp + i * ix->dim : ix->vecs + slot * ix->dim;
+        if (unit_norms) {
+            memcpy(dst, vecs + i * ix->dim, ix->dim * sizeof(float));
+            ix->norms[slot] = (float)norms[i];
+        } else store_row_to(ix, dst, slot, vecs + i * ix->dim, norms[i]);
         ix->ids[slot] = ids[i];
         ix->meta[slot] = copies ? copies[i] : NULL;
         if (copies) copies[i] = NULL;
@@ -374,12 +382,19 @@ done:
 int chrys_index_add(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
                     const char *const *meta)
 {
-    return add_rows(ix, n, ids, vecs, meta, 0);
+    return add_rows(ix, n, ids, vecs, meta, 0, NULL);
 }
 
 int index_add_unlinked(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs, const char *const *meta)
 {
-    return add_rows(ix, n, ids, vecs, meta, 1);
+    return add_rows(ix, n, ids, vecs, meta, 1, NULL);
+}
+
+int index_add_unit_unlinked(chrys_index *ix, uint64_t id, const float *unit, double norm, const char *meta)
+{
+    if (!ix || ix->metric != CHRYS_METRIC_COSINE) return CHRYS_INVALID;
+    const char *m[1] = {meta};
+    return add_rows(ix, 1, &id, unit, m, 1, &norm);
 }
 
 int index_link_pending(chrys_index *ix)

@@ -147,6 +147,11 @@ CHRYS_PRIVATE int index_create(uint32_t dim, chrys_metric metric, chrys_index_ki
  * threshold is built (and linked) as usual; so are the rows of a codes-only graph. */
 CHRYS_PRIVATE int index_add_unlinked(chrys_index *ix, size_t n, const uint64_t *ids, const float *vecs,
                                      const char *const *meta);
+/* index_add_unlinked of one row already as a cosine index stores it: unit = vec_scale_to(v, norm)
+ * with norm = vec_norm(v) of a finite, non-zero v (the merger's prepared query), not checked or
+ * scaled again. CHRYS_INVALID for another metric. */
+CHRYS_PRIVATE int index_add_unit_unlinked(chrys_index *ix, uint64_t id, const float *unit, double norm,
+                                          const char *meta);
 CHRYS_PRIVATE int index_link_pending(chrys_index *ix);
 /* Replace slot's metadata with owned_json (a chrys_ allocation the index now owns, or NULL for
  * none); the old one is freed. */

@@ -38,9 +38,40 @@
 /* ------------------------------------------------------------------------------------------
  * Validation: everything is checked before the first change.
  */
-static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, unsigned char *skip)
+typedef struct rec_check {
+    double norm; /* vec_norm of the embedding (0: all zero) */
+    long bad;    /* its first non-finite component, or -1 */
+} rec_check;
+
+typedef struct check_job {
+    const chrys_merge_record *recs;
+    uint32_t dim;
+    rec_check *chk;
+} check_job;
+
+static void check_range(void *arg, unsigned wk, size_t b, size_t e)
+{
+    (void)wk;
+    check_job *j = arg;
+    for (size_t i = b; i < e; i++) {
+        const chrys_merge_record *r = &j->recs[i];
+        rec_check *c = &j->chk[i];
+        c->norm = 0;
+        c->bad = -1;
+        if (!r->vec || r->dim != j->dim) continue;
+        if ((c->bad = vec_first_nonfinite(r->vec, j->dim)) < 0) c->norm = vec_norm(r->vec, j->dim);
+    }
+}
+
+/* Everything is checked before the first change. The numeric checks (finite components, not all
+ * zero: norm 0 exactly when every component is +-0, the squares being exact in double) run on all
+ * cores, one pass over each embedding, and keep the norms for the block's queries and appends. */
+static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, unsigned char *skip, rec_check *chk,
+                    unsigned nt)
 {
     uint32_t dim = m->opts.dim;
+    check_job cj = {recs, dim, chk};
+    chrys_parallel_for((double)n * dim >= (1 << 18) ? nt : 1, n, check_range, &cj);
     idmap batch = {0};
     int rc = idmap_init(&batch, n);
     if (rc) return merger_fail(m, CHRYS_NOMEM, "out of memory");
@@ -64,11 +95,11 @@ static int validate(chrys_merger *m, size_t n, const chrys_merge_record *recs, u
             bad = CHRYS_DIM;
             snprintf(why, sizeof why, "embedding has %u components, the merger has %u", r->dim, dim);
         } else {
-            long j = vec_first_nonfinite(r->vec, dim);
+            long j = chk[i].bad;
             if (j >= 0) {
                 bad = CHRYS_INVALID;
                 snprintf(why, sizeof why, "component %ld is %s", j, isnan(r->vec[j]) ? "NaN" : "infinite");
-            } else if (vec_all_zero(r->vec, dim)) {
+            } else if (chk[i].norm == 0) {
                 bad = CHRYS_INVALID;
                 snprintf(why, sizeof why, "zero vector has no cosine similarity");
             } else if (r->meta && !merger_meta_is_object(r->meta)) {
@@ -144,11 +175,12 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
     return CHRYS_OK;
 }
 
-static int apply_append(chrys_merger *m, const chrys_merge_record *r, uint64_t *e_out)
+/* The record as a new entry: its prepared query row (unit, its norm), as the index would store
+ * r->vec, so not checked or scaled again. */
+static int apply_append(chrys_merger *m, const chrys_merge_record *r, const float *unit, double norm, uint64_t *e_out)
 {
     uint64_t e = m->n_entries;
-    const char *meta[1] = {r->meta};
-    int rc = index_add_unlinked(m->ix, 1, &e, r->vec, meta); /* HNSW: linked at the block's end */
+    int rc = index_add_unit_unlinked(m->ix, e, unit, norm, r->meta); /* HNSW: linked at the block's end */
     if (rc) return merger_fail(m, rc, "adding entry: %s", chrys_index_errmsg(m->ix));
     m->merged_count[e] = 1;
     m->drift[e] = 0;
@@ -300,10 +332,11 @@ static int decide(chrys_merger *m, const float *qn, const uint64_t *cid, const d
 /* Everything a merge checks and reserves before its first change: the records (skip[i] set for
  * those skipped), room for all of them, the build threads, and a store an earlier version
  * planned as IVF re-planned as the merger's graph. */
-static int merge_begin(chrys_merger *m, size_t n, const chrys_merge_record *recs, unsigned char *skip, unsigned nt)
+static int merge_begin(chrys_merger *m, size_t n, const chrys_merge_record *recs, unsigned char *skip, rec_check *chk,
+                       unsigned nt)
 {
     int rc;
-    if ((rc = validate(m, n, recs, skip))) return rc;
+    if ((rc = validate(m, n, recs, skip, chk, nt))) return rc;
     if ((rc = merger_reserve_entries(m, n)) || (rc = merger_reserve_records(m, n)) || (rc = index_reserve(m->ix, n)))
         return merger_fail(m, CHRYS_NOMEM, "out of memory reserving for %zu records", n);
     index_set_build_threads(m->ix, nt);
@@ -317,6 +350,7 @@ static int merge_begin(chrys_merger *m, size_t n, const chrys_merge_record *recs
 typedef struct block_work {
     unsigned nt;                   /* workers */
     float *qblock, *xq;            /* max_b x dim: the block's prepared queries; those confirmed exactly */
+    double *qnorm;                 /* max_b: the norm each query was scaled by */
     float *tmp_old, *tmp_new;      /* dim: an entry before and after a merge */
     uint64_t *cid, *xid;           /* max_b x MERGE_K: candidates (block search; exact confirmation) */
     double *csc, *xsc;             /* their scores */
@@ -341,6 +375,7 @@ static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
 {
     w->qblock = chrys_malloc_aligned(max_b * dim * sizeof(float));
     w->xq = chrys_malloc_aligned(max_b * dim * sizeof(float));
+    w->qnorm = chrys_malloc(max_b * sizeof *w->qnorm);
     w->tmp_old = chrys_malloc(dim * sizeof(float));
     w->tmp_new = chrys_malloc(dim * sizeof(float));
     w->cid = chrys_malloc(max_b * MERGE_K * sizeof *w->cid);
@@ -351,7 +386,7 @@ static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
     w->conf = chrys_malloc(max_b);
     w->dlist = chrys_malloc(max_b * sizeof *w->dlist);
     w->relink = chrys_malloc(max_b * sizeof *w->relink);
-    if (!w->qblock || !w->xq || !w->tmp_old || !w->tmp_new || !w->cid || !w->csc || !w->xid || !w->xsc ||
+    if (!w->qblock || !w->xq || !w->qnorm || !w->tmp_old || !w->tmp_new || !w->cid || !w->csc || !w->xid || !w->xsc ||
         !w->xpos || !w->conf || !w->dlist || !w->relink)
         return CHRYS_NOMEM;
     return CHRYS_OK;
@@ -361,6 +396,7 @@ static void work_free(block_work *w)
 {
     chrys_free_aligned(w->qblock);
     chrys_free_aligned(w->xq);
+    chrys_free(w->qnorm);
     chrys_free(w->tmp_old);
     chrys_free(w->tmp_new);
     chrys_free(w->cid);
@@ -401,15 +437,14 @@ static size_t block_size(const chrys_merger *m, size_t B, int approx, size_t max
 
 /* The block's queries (unit length, as the index's rescoring expects), skipped records left out;
  * returns how many. */
-static size_t prepare_queries(uint32_t dim, const chrys_merge_record *recs, const unsigned char *skip, size_t b,
-                              float *qblock)
+static size_t prepare_queries(uint32_t dim, const chrys_merge_record *recs, const unsigned char *skip,
+                              const rec_check *chk, size_t b, float *qblock, double *qnorm)
 {
     size_t nb = 0;
     for (size_t j = 0; j < b; j++) {
-        const chrys_merge_record *r = &recs[j];
         if (skip[j]) continue;
-        vec_scale_to(qblock + nb * dim, r->vec, dim, vec_norm(r->vec, dim));
-        nb++;
+        vec_scale_to(qblock + nb * dim, recs[j].vec, dim, chk[j].norm);
+        qnorm[nb++] = chk[j].norm;
     }
     return nb;
 }
@@ -525,7 +560,7 @@ static int settle_record(chrys_merger *m, block_work *w, const chrys_merge_recor
         res->action = CHRYS_MERGE_MERGED;
         res->entry = best;
     } else {
-        if ((rc = apply_append(m, r, &res->entry))) return rc;
+        if ((rc = apply_append(m, r, qn, w->qnorm[q], &res->entry))) return rc;
         m->added++;
         res->action = CHRYS_MERGE_ADDED;
         if (res->entry >= w->dirty_cap) /* cannot happen: reserved above */
@@ -597,11 +632,17 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     if (!m || (n && !recs)) return CHRYS_INVALID;
     if (n == 0) return CHRYS_OK;
     unsigned char *skip = chrys_malloc(n);
-    if (!skip) return merger_fail(m, CHRYS_NOMEM, "out of memory");
+    rec_check *chk = chrys_malloc(n * sizeof *chk);
+    if (!skip || !chk) {
+        chrys_free(skip);
+        chrys_free(chk);
+        return merger_fail(m, CHRYS_NOMEM, "out of memory");
+    }
     unsigned nt = m->opts.n_threads ? m->opts.n_threads : chrys_online_cpus();
-    int rc = merge_begin(m, n, recs, skip, nt);
+    int rc = merge_begin(m, n, recs, skip, chk, nt);
     if (rc) {
         chrys_free(skip);
+        chrys_free(chk);
         return rc;
     }
     size_t B = m->opts.batch_size;
@@ -621,7 +662,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     for (size_t i0 = 0; i0 < n; i0 += w.b) {
         w.approx = use_index(m);
         w.b = block_size(m, B, w.approx, max_b, n - i0);
-        w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, w.b, w.qblock);
+        w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, chk + i0, w.b, w.qblock, w.qnorm);
         w.e_before = m->n_entries;
         w.left = n - i0;
         w.k = MERGE_K < w.e_before ? MERGE_K : w.e_before;
@@ -633,5 +674,6 @@ done:
     if (m->ix->pending && index_link_pending(m->ix) && !rc) rc = merger_fail(m, CHRYS_NOMEM, "%s", chrys_index_errmsg(m->ix));
     work_free(&w);
     chrys_free(skip);
+    chrys_free(chk);
     return rc;
 }

@@ -81,7 +81,8 @@ static int screen_reserve(merge_screen *s, uint32_t dim, size_t n, size_t room)
     if (n <= s->cap) return CHRYS_OK;
     size_t cap = ((room >= n ? room : chrys_grow_cap(s->cap, n, 1024)) + 15) & ~(size_t)15, bytes;
     if (chrys_mul_size(cap / 16, panel, &bytes)) return CHRYS_NOMEM;
-    /* (panels are set to code 0 when their first row is coded: room never used is never touched) */
+    /* (room never used is never touched: a panel's rows past the coded ones hold whatever the
+     * memory held, and the search takes only coded rows from a panel's dots) */
     uint8_t *c = chrys_realloc_aligned(s->codes, s->cap / 16 * panel, bytes);
     if (!c) return CHRYS_NOMEM;
     s->codes = c;
@@ -134,10 +135,7 @@ int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *ch
             panel_bounds(s, v / 16, old);
         }
     }
-    for (size_t v = old; v < ix->n; v++) {
-        if (v % 16 == 0) memset(s->codes + v / 16 * s->d4 * 64, 128, s->d4 * 64); /* code 0: padding, rows to come */
-        code_slot(s, ix, v);
-    }
+    for (size_t v = old; v < ix->n; v++) code_slot(s, ix, v);
     for (size_t p = old / 16; p * 16 < ix->n; p++) panel_bounds(s, p, ix->n);
     s->n = ix->n;
     return CHRYS_OK;
