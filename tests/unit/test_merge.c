@@ -1559,3 +1559,47 @@ void test_merge_screen_same_merge(void)
         free(x);
     }
 }
+
+/* The merger appends a record as its prepared unit row with its norm (index_add_unit_unlinked):
+ * the index must hold exactly what index_add_unlinked of the raw record stores, row and norm bit
+ * for bit, under Flat and HNSW; another metric is refused. */
+void test_merge_unit_append_same_row(void)
+{
+    uint64_t s = 99;
+    enum { D = 37, N = 50 };
+    float v[D], u[D], a[D], b[D];
+    for (int kind = 0; kind < 2; kind++) {
+        chrys_index_opts io;
+        chrys_index_opts_init(&io);
+        io.dim = D;
+        io.spec = kind ? "HNSW16" : "Flat";
+        chrys_index *x = NULL, *y = NULL;
+        CHECK_EQ(chrys_index_new(&io, &x, NULL), CHRYS_OK);
+        CHECK_EQ(chrys_index_new(&io, &y, NULL), CHRYS_OK);
+        for (uint64_t id = 0; id < N; id++) {
+            for (int i = 0; i < D; i++) v[i] = (float)((double)(h_rand(&s) % 2001) / 1000.0 - 1.0) * (id % 3 ? 1e-3f : 7.5f);
+            double nr = vec_norm(v, D);
+            vec_scale_to(u, v, D, nr);
+            CHECK_EQ(index_add_unlinked(x, 1, &id, v, NULL), CHRYS_OK);
+            CHECK_EQ(index_add_unit_unlinked(y, id, u, nr, NULL), CHRYS_OK);
+            CHECK_EQ(chrys_index_get(x, id, a), CHRYS_OK);
+            CHECK_EQ(chrys_index_get(y, id, b), CHRYS_OK);
+            CHECK(memcmp(a, b, sizeof a) == 0);
+            CHECK(x->norms[id] == y->norms[id]);
+        }
+        CHECK_EQ(index_add_unit_unlinked(y, 0, u, 1.0, NULL), CHRYS_EXISTS); /* ids still checked */
+        CHECK_EQ(index_link_pending(x), CHRYS_OK);
+        CHECK_EQ(index_link_pending(y), CHRYS_OK);
+        chrys_index_free(x);
+        chrys_index_free(y);
+    }
+    chrys_index_opts io;
+    chrys_index_opts_init(&io);
+    io.dim = D;
+    io.spec = "Flat";
+    io.metric = CHRYS_METRIC_L2;
+    chrys_index *z = NULL;
+    CHECK_EQ(chrys_index_new(&io, &z, NULL), CHRYS_OK);
+    CHECK_EQ(index_add_unit_unlinked(z, 1, u, 1.0, NULL), CHRYS_INVALID);
+    chrys_index_free(z);
+}

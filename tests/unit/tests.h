@@ -78,6 +78,7 @@
     X(test_merge_index_backed)                      \
     X(test_merge_hnsw_scale)                        \
     X(test_merge_default_is_exact)                  \
+    X(test_merge_unit_append_same_row) \
     X(test_merge_screen_exact_topk)                 \
     X(test_merge_screen_same_merge)                  \
     X(test_merge_hnsw_continuation)                 \
