@@ -29,6 +29,7 @@
  * code the new ones. A block that does not use it drops them (coded again when next used).
  */
 #include <math.h>
+#include <stdatomic.h>
 
 #include "kernels/dist.h"
 #include "merge.h"
@@ -161,6 +162,10 @@ typedef struct qstate {
     int oom;
 } qstate;
 
+/* Work items: a chunk of SCREEN_CHUNK queries against one part of the panels. With few chunks
+ * (a block of the merger has E/64 records, 2-5 chunks at 10,000 entries) the panels are split in
+ * nt parts, so every core has work: each part keeps its own bounds, a superset of the candidates
+ * (its bar is at most the whole scan's), and the last part of a chunk to finish merges them. */
 typedef struct screen_job {
     const merge_screen *s;
     const chrys_index *ix;
@@ -169,7 +174,11 @@ typedef struct screen_job {
     double floor;
     uint64_t *ids;
     double *scores;
-    int rc;
+    size_t nparts;
+    qstate *st;           /* items x SCREEN_CHUNK */
+    double *lo;           /* items x SCREEN_CHUNK x k */
+    atomic_uint *done;    /* per chunk: parts finished */
+    atomic_int rc;
 } screen_job;
 
 static void lo_push(qstate *st, size_t k, double lo)
@@ -228,110 +237,141 @@ static inline void take(qstate *st, const merge_screen *s, size_t k, uint32_t v,
     if (a - b >= st->floor) lo_push(st, k, a - b);
 }
 
-/* Exact scores for the rows that may be in the top k, ranked as the Flat scan ranks them (buf
- * holds st->ncs items). */
-static void finish(const screen_job *j, size_t qi, const qstate *st, ranked *buf)
+/* The k-th largest of the parts' lower bounds (each part's heap holds its k largest at or above
+ * the floor), or the floor: the bar of the whole scan. */
+static double merged_bar(const screen_job *j, size_t item0, size_t qi, double *tmp)
+{
+    size_t k = j->k, m = 0;
+    for (size_t p = 0; p < j->nparts; p++) {
+        const qstate *t = &j->st[(item0 + p) * SCREEN_CHUNK + qi];
+        for (size_t i = 0; i < t->nlo; i++) tmp[m++] = t->lo[i];
+    }
+    if (m < k) return j->floor;
+    /* k-th largest of m <= nparts * k values: partial selection sort (k is at most MERGE_K) */
+    for (size_t r = 0; r < k; r++) {
+        size_t bi = r;
+        for (size_t i = r + 1; i < m; i++)
+            if (tmp[i] > tmp[bi]) bi = i;
+        double x = tmp[r];
+        tmp[r] = tmp[bi];
+        tmp[bi] = x;
+    }
+    return tmp[k - 1] > j->floor ? tmp[k - 1] : j->floor;
+}
+
+/* Exact scores for the rows of query q0 + qi that may be in its top k (from every part of the
+ * panels), ranked as the Flat scan ranks them. */
+static int finish(const screen_job *j, size_t item0, size_t q0, size_t qi, ranked **buf, size_t *bufcap, double *tmp)
 {
     const chrys_index *ix = j->ix;
     const chrys_kernels *kr = chrys_kernels_active();
-    size_t dim = ix->dim, k = j->k, m = 0;
-    double L = bar(st, k);
-    const float *q = j->q + qi * dim;
-    for (size_t i = 0; i < st->ncs; i++) {
-        if (st->cs[i].hi < L) continue;
-        uint32_t v = st->cs[i].slot;
-        double sc = kr->dot_f64(q, ix->vecs + (size_t)v * dim, dim);
-        if (sc >= j->floor) buf[m++] = (ranked){sc, ix->ids[v]};
+    size_t dim = ix->dim, k = j->k, m = 0, total = 0;
+    for (size_t p = 0; p < j->nparts; p++) total += j->st[(item0 + p) * SCREEN_CHUNK + qi].ncs;
+    if (total > *bufcap) {
+        ranked *nb = chrys_realloc(*buf, total * sizeof *nb);
+        if (!nb) return CHRYS_NOMEM;
+        *buf = nb;
+        *bufcap = total;
     }
-    qsort(buf, m, sizeof *buf, ranked_cmp_best_first);
+    double L = j->nparts == 1 ? bar(&j->st[item0 * SCREEN_CHUNK + qi], k) : merged_bar(j, item0, qi, tmp);
+    const float *q = j->q + (q0 + qi) * dim;
+    for (size_t p = 0; p < j->nparts; p++) {
+        const qstate *st = &j->st[(item0 + p) * SCREEN_CHUNK + qi];
+        for (size_t i = 0; i < st->ncs; i++) {
+            if (st->cs[i].hi < L) continue;
+            uint32_t v = st->cs[i].slot;
+            double sc = kr->dot_f64(q, ix->vecs + (size_t)v * dim, dim);
+            if (sc >= j->floor) (*buf)[m++] = (ranked){sc, ix->ids[v]};
+        }
+    }
+    qsort(*buf, m, sizeof **buf, ranked_cmp_best_first);
+    size_t qg = q0 + qi;
     for (size_t r = 0; r < k; r++) {
-        j->ids[qi * k + r] = r < m ? buf[r].id : CHRYS_NO_ID;
-        j->scores[qi * k + r] = r < m ? buf[r].score : -INFINITY;
+        j->ids[qg * k + r] = r < m ? (*buf)[r].id : CHRYS_NO_ID;
+        j->scores[qg * k + r] = r < m ? (*buf)[r].score : -INFINITY;
     }
+    return CHRYS_OK;
 }
 
-static void screen_range(void *arg, unsigned wk, size_t gb, size_t ge)
+/* One item: chunk it / nparts of the queries against part it % nparts of the panels. */
+static void screen_item(screen_job *j, size_t it, int8_t *codes, int32_t *out, ranked **buf, size_t *bufcap,
+                        double *tmp)
 {
-    (void)wk;
-    screen_job *j = arg;
-    size_t b = gb * SCREEN_CHUNK, e = ge * SCREEN_CHUNK < j->nq ? ge * SCREEN_CHUNK : j->nq;
     const merge_screen *s = j->s;
     const chrys_index *ix = j->ix;
     size_t dim = ix->dim, d4 = s->d4, n = s->n, k = j->k, np = (n + 15) / 16;
+    size_t c = it / j->nparts, part = it % j->nparts, q0 = c * SCREEN_CHUNK;
+    size_t nq = j->nq - q0 < SCREEN_CHUNK ? j->nq - q0 : SCREEN_CHUNK;
+    size_t pa = np * part / j->nparts, pe = np * (part + 1) / j->nparts;
     void (*dots)(const uint8_t *, size_t, const int8_t *, size_t, int32_t *) =
         chrys_kernels_active()->dot_u8i8 == chrys_dot_u8i8_vnni ? chrys_screen_dots_vnni : chrys_screen_dots_ref;
-    qstate st[SCREEN_CHUNK];
+    qstate *st = j->st + it * SCREEN_CHUNK;
+    memset(codes, 0, (size_t)SCREEN_CHUNK * d4 * 4); /* queries past nq, and every tail, code 0 */
+    for (size_t i = 0; i < nq; i++) {
+        qstate *t = &st[i];
+        const float *q = j->q + (q0 + i) * dim;
+        double nh;
+        t->c = codes + i * d4 * 4;
+        t->sum = code_row(q, (uint32_t)dim, (uint8_t *)t->c, 4, 0, &t->s, &t->e, &nh);
+        t->qn = sqrt(vec_dot_f64(q, q, dim)) * (1 + 1e-9);
+        /* dot_f64 of unit-length rows is within dim * 2^-53 of the true q.x (products exact,
+         * each partial sum rounded once); four times that, and the estimate's own rounding */
+        t->margin = ((double)dim + 4) * 2.3e-16 * (t->qn + 1) * 2;
+        t->floor = j->floor;
+        t->lo = j->lo + (it * SCREEN_CHUNK + i) * k;
+        t->nlo = 0;
+        t->ncs = 0;
+    }
+    for (size_t p0 = pa; p0 < pe; p0 += SCREEN_TILE) {
+        size_t p1 = p0 + SCREEN_TILE < pe ? p0 + SCREEN_TILE : pe;
+        for (size_t g = 0; g < nq; g += 16)
+            for (size_t p = p0; p < p1; p++) {
+                dots(s->codes + p * d4 * 64, d4, codes + g * d4 * 4, d4 * 4, out);
+                size_t rows = n - p * 16 < 16 ? n - p * 16 : 16;
+                const double *pb = s->pb + 4 * p;
+                for (size_t i = g; i < nq && i < g + 16; i++) {
+                    qstate *t = &st[i];
+                    const int32_t *o = out + (i - g) * 16;
+                    double L = bar(t, k);
+                    if (L > -INFINITY) { /* the panel's best upper bound below L: nothing to take */
+                        int32_t dmax = o[0];
+                        for (size_t r = 1; r < rows; r++) dmax = o[r] > dmax ? o[r] : dmax;
+                        double dm = (double)((int64_t)dmax - 128 * t->sum);
+                        double hi = t->s * (dm >= 0 ? pb[1] : pb[0]) * dm + t->qn * pb[2] + t->e * pb[3] + t->margin;
+                        if (hi + fabs(hi) * 1e-12 < L) continue;
+                    }
+                    for (size_t r = 0; r < rows; r++) take(t, s, k, (uint32_t)(p * 16 + r), o[r]);
+                }
+            }
+    }
+    for (size_t i = 0; i < nq; i++)
+        if (st[i].oom) atomic_store(&j->rc, CHRYS_NOMEM);
+    /* the last part of the chunk to finish ranks its queries (the atomic orders the other parts'
+     * writes before these reads) */
+    if (j->nparts > 1 && atomic_fetch_add(&j->done[c], 1) + 1 < j->nparts) return;
+    if (atomic_load(&j->rc)) return;
+    for (size_t i = 0; i < nq; i++)
+        if (finish(j, c * j->nparts, q0, i, buf, bufcap, tmp)) {
+            atomic_store(&j->rc, CHRYS_NOMEM);
+            return;
+        }
+}
+
+static void screen_range(void *arg, unsigned wk, size_t b, size_t e)
+{
+    (void)wk;
+    screen_job *j = arg;
+    size_t d4 = j->s->d4;
     int8_t *codes = chrys_malloc((size_t)SCREEN_CHUNK * d4 * 4);
-    double *lo = chrys_malloc((size_t)SCREEN_CHUNK * k * sizeof *lo);
+    double *tmp = chrys_malloc(j->nparts * j->k * sizeof *tmp);
     int32_t out[16 * 16];
     size_t bufcap = 256;
     ranked *buf = chrys_malloc(bufcap * sizeof *buf);
-    memset(st, 0, sizeof st);
-    if (!codes || !lo || !buf) {
-        j->rc = CHRYS_NOMEM;
-        goto out;
-    }
-    for (size_t q0 = b; q0 < e; q0 += SCREEN_CHUNK) {
-        size_t nq = e - q0 < SCREEN_CHUNK ? e - q0 : SCREEN_CHUNK;
-        memset(codes, 0, (size_t)SCREEN_CHUNK * d4 * 4); /* queries past nq, and every tail, code 0 */
-        for (size_t i = 0; i < nq; i++) {
-            qstate *t = &st[i];
-            const float *q = j->q + (q0 + i) * dim;
-            double nh;
-            t->c = codes + i * d4 * 4;
-            t->sum = code_row(q, (uint32_t)dim, (uint8_t *)t->c, 4, 0, &t->s, &t->e, &nh);
-            t->qn = sqrt(vec_dot_f64(q, q, dim)) * (1 + 1e-9);
-            /* dot_f64 of unit-length rows is within dim * 2^-53 of the true q.x (products exact,
-             * each partial sum rounded once); four times that, and the estimate's own rounding */
-            t->margin = ((double)dim + 4) * 2.3e-16 * (t->qn + 1) * 2;
-            t->floor = j->floor;
-            t->lo = lo + i * k;
-            t->nlo = 0;
-            t->ncs = 0;
-        }
-        for (size_t p0 = 0; p0 < np; p0 += SCREEN_TILE) {
-            size_t p1 = p0 + SCREEN_TILE < np ? p0 + SCREEN_TILE : np;
-            for (size_t g = 0; g < nq; g += 16)
-                for (size_t p = p0; p < p1; p++) {
-                    dots(s->codes + p * d4 * 64, d4, codes + g * d4 * 4, d4 * 4, out);
-                    size_t rows = n - p * 16 < 16 ? n - p * 16 : 16;
-                    const double *pb = s->pb + 4 * p;
-                    for (size_t i = g; i < nq && i < g + 16; i++) {
-                        qstate *t = &st[i];
-                        const int32_t *o = out + (i - g) * 16;
-                        double L = bar(t, k);
-                        if (L > -INFINITY) { /* the panel's best upper bound below L: nothing to take */
-                            int32_t dmax = o[0];
-                            for (size_t r = 1; r < rows; r++) dmax = o[r] > dmax ? o[r] : dmax;
-                            double dm = (double)((int64_t)dmax - 128 * t->sum);
-                            double hi = t->s * (dm >= 0 ? pb[1] : pb[0]) * dm + t->qn * pb[2] + t->e * pb[3] + t->margin;
-                            if (hi + fabs(hi) * 1e-12 < L) continue;
-                        }
-                        for (size_t r = 0; r < rows; r++) take(t, s, k, (uint32_t)(p * 16 + r), o[r]);
-                    }
-                }
-        }
-        for (size_t i = 0; i < nq; i++) {
-            if (st[i].oom) {
-                j->rc = CHRYS_NOMEM;
-                goto out;
-            }
-            if (st[i].ncs > bufcap) {
-                ranked *p = chrys_realloc(buf, st[i].ncs * sizeof *p);
-                if (!p) {
-                    j->rc = CHRYS_NOMEM;
-                    goto out;
-                }
-                buf = p;
-                bufcap = st[i].ncs;
-            }
-            finish(j, q0 + i, &st[i], buf);
-        }
-    }
-out:
-    for (size_t i = 0; i < SCREEN_CHUNK; i++) chrys_free(st[i].cs);
+    if (!codes || !tmp || !buf) atomic_store(&j->rc, CHRYS_NOMEM);
+    else
+        for (size_t it = b; it < e && !atomic_load(&j->rc); it++) screen_item(j, it, codes, out, &buf, &bufcap, tmp);
     chrys_free(codes);
-    chrys_free(lo);
+    chrys_free(tmp);
     chrys_free(buf);
 }
 
@@ -339,8 +379,29 @@ int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq,
                         double floor, unsigned nt, uint64_t *ids, double *scores)
 {
     if (s->n != ix->n || k == 0 || isnan(floor)) return CHRYS_INVALID;
-    screen_job j = {s, ix, q, nq, k, floor, ids, scores, CHRYS_OK};
-    /* work items are groups of SCREEN_CHUNK queries (the kernel takes 16 at a time) */
-    chrys_parallel_chunks(nt ? nt : chrys_online_cpus(), (nq + SCREEN_CHUNK - 1) / SCREEN_CHUNK, 0, screen_range, &j);
-    return j.rc;
+    if (!nt) nt = chrys_online_cpus();
+    size_t chunks = (nq + SCREEN_CHUNK - 1) / SCREEN_CHUNK, np = (s->n + 15) / 16;
+    /* fewer than four chunks a core: each chunk's panels in one part per core (at least 64
+     * panels, 1,024 rows, a part) */
+    size_t nparts = nt > 1 && chunks < 4 * (size_t)nt ? nt : 1;
+    while (nparts > 1 && np / nparts < 64) nparts--;
+    size_t items = chunks * nparts, n_st;
+    screen_job j = {s, ix, q, nq, k, floor, ids, scores, nparts, NULL, NULL, NULL, CHRYS_OK};
+    if (chrys_mul_size(items, SCREEN_CHUNK, &n_st)) return CHRYS_NOMEM;
+    j.st = chrys_calloc(n_st, sizeof *j.st);
+    j.lo = chrys_malloc(n_st * k * sizeof *j.lo);
+    j.done = chrys_malloc(chunks * sizeof *j.done);
+    int rc = CHRYS_NOMEM;
+    if (j.st && j.lo && j.done) {
+        for (size_t c = 0; c < chunks; c++) atomic_init(&j.done[c], 0);
+        /* work items: (chunk, part) pairs, taken one at a time */
+        chrys_parallel_chunks(nt, items, 1, screen_range, &j);
+        rc = atomic_load(&j.rc);
+    }
+    if (j.st)
+        for (size_t i = 0; i < n_st; i++) chrys_free(j.st[i].cs);
+    chrys_free(j.st);
+    chrys_free(j.lo);
+    chrys_free(j.done);
+    return rc;
 }

@@ -1476,15 +1476,19 @@ void test_merge_screen_exact_topk(void)
                 /* with a floor: the exact top k, cut where the scores fall below it (0.85: the
                  * near-threshold stream's cosines straddle it; 0.999: the copies alone) */
                 const double floors[] = {-INFINITY, 0.5, 0.85, 0.999};
+                /* 300 queries: split by chunks of queries; 40 (two chunks): at 2 threads each
+                 * chunk's panels are split between the cores and the parts merged */
+                const size_t nqs[2] = {nq, 40};
                 for (size_t k = 1; k <= MERGE_K; k += MERGE_K - 1)
                     for (unsigned t = 1; t <= 2; t++)
-                        for (size_t fi = 0; fi < sizeof floors / sizeof *floors; fi++) {
-                            double fl = floors[fi];
+                        for (size_t fi = 0; fi < sizeof floors / sizeof *floors * 2; fi++) {
+                            double fl = floors[fi % 4];
+                            size_t m = nqs[fi / 4];
                             search_params xp = {k, 0, 0, t, 0, 0, 1, NULL};
-                            CHECK_EQ(merge_screen_search(&scr, ix, nq, qq, k, fl, t, ia, sa), CHRYS_OK);
-                            CHECK_EQ(index_search_prepared(ix, nq, qq, &xp, ib, sb), CHRYS_OK);
+                            CHECK_EQ(merge_screen_search(&scr, ix, m, qq, k, fl, t, ia, sa), CHRYS_OK);
+                            CHECK_EQ(index_search_prepared(ix, m, qq, &xp, ib, sb), CHRYS_OK);
                             size_t differ = 0, kept = 0;
-                            for (size_t i = 0; i < nq * k; i++) {
+                            for (size_t i = 0; i < m * k; i++) {
                                 uint64_t want = sb[i] >= fl ? ib[i] : CHRYS_NO_ID;
                                 double ws = sb[i] >= fl ? sb[i] : -INFINITY;
                                 kept += want != CHRYS_NO_ID;
