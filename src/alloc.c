@@ -88,58 +88,8 @@ void chrys_free(void *p)
     if (p) g_free(p);
 }
 
-/* Large aligned blocks (vector rows, codes) are mapped by the library itself when the host has
- * not redirected the allocator: grown with mremap, they move without a copy and without a moment
- * holding both blocks, and pages never touched cost nothing. (glibc's own realloc would do the
- * same only for blocks above its mmap threshold, which rises to 32 MiB as blocks are freed, and
- * its mremap fails with EFAULT once an madvise of part of the block has split the mapping: both
- * measured as a copy of the whole index at each growth of a merge's entries.) Such a block is
- * marked by the top bit of the stored offset, its mapping's length kept just below that. */
-#if defined(__linux__) && defined(MREMAP_MAYMOVE)
-#define MAP_BLOCKS 1
-#define BIG_BLOCK ((size_t)4 << 20)
-#define MAPPED ((size_t)1 << (sizeof(size_t) * 8 - 1))
-#define MAP_HEAD ((size_t)64) /* the mapping's start to the block: offset and length below it */
-
-static size_t map_len(size_t n, size_t *len)
-{
-    size_t pg = 4096, t;
-    if (chrys_add_size(n, MAP_HEAD + pg - 1, &t)) return 0;
-    *len = t & ~(pg - 1);
-    return 1;
-}
-
-static void *mapped_block(unsigned char *base, size_t len)
-{
-    size_t off = MAP_HEAD | MAPPED;
-    memcpy(base + MAP_HEAD - sizeof(size_t), &off, sizeof off);
-    memcpy(base + MAP_HEAD - 2 * sizeof(size_t), &len, sizeof len);
-#ifdef MADV_HUGEPAGE
-    /* the whole mapping, so it stays one mapping that mremap can move (see chrys_advise_huge) */
-    if (len >= (size_t)8 << 20) madvise(base, len, MADV_HUGEPAGE);
-#endif
-    return base + MAP_HEAD;
-}
-
-static void *map_aligned(size_t n)
-{
-    size_t len;
-    atomic_store(&g_used, 1);
-    if (should_fail() || !map_len(n, &len)) return NULL;
-    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return base == MAP_FAILED ? NULL : mapped_block(base, len);
-}
-
-static int use_map(size_t n) { return n >= BIG_BLOCK && g_malloc == malloc && g_realloc == realloc && g_free == free; }
-#else
-#define MAP_BLOCKS 0
-static void *map_aligned(size_t n) { (void)n; return NULL; }
-static int use_map(size_t n) { (void)n; return 0; }
-#endif
-
 void *chrys_malloc_aligned(size_t n)
 {
-    if (use_map(n)) return map_aligned(n);
     size_t total;
     if (chrys_add_size(n, 64 + sizeof(size_t), &total)) return NULL;
     unsigned char *raw = chrys_malloc(total);
@@ -157,42 +107,18 @@ void chrys_free_aligned(void *p)
     if (!p) return;
     size_t off;
     memcpy(&off, (unsigned char *)p - sizeof(size_t), sizeof off);
-#if MAP_BLOCKS
-    if (off & MAPPED) {
-        size_t len;
-        memcpy(&len, (unsigned char *)p - 2 * sizeof(size_t), sizeof len);
-        munmap((unsigned char *)p - MAP_HEAD, len);
-        return;
-    }
-#endif
     chrys_free((unsigned char *)p - off);
 }
 
 void *chrys_realloc_aligned(void *p, size_t old_n, size_t new_n)
 {
     if (!p) return chrys_malloc_aligned(new_n);
+    /* Grown in place by the host's realloc (glibc moves large blocks with mremap: no copy, and no
+     * moment holding both the old and the new block), then the rows are moved if the new block's
+     * alignment offset differs from the old one's. */
     size_t off, total;
-    memcpy(&off, (unsigned char *)p - sizeof(size_t), sizeof off);
-#if MAP_BLOCKS
-    if (off & MAPPED) { /* moved by the kernel, its pages not copied */
-        size_t len, nlen;
-        memcpy(&len, (unsigned char *)p - 2 * sizeof(size_t), sizeof len);
-        if (should_fail() || !map_len(new_n, &nlen)) return NULL;
-        if (nlen == len) return p;
-        void *base = mremap((unsigned char *)p - MAP_HEAD, len, nlen, MREMAP_MAYMOVE);
-        return base == MAP_FAILED ? NULL : mapped_block(base, nlen);
-    }
-    if (use_map(new_n)) { /* crossing into a mapped block: one copy, once */
-        void *q = map_aligned(new_n);
-        if (!q) return NULL;
-        memcpy(q, p, old_n < new_n ? old_n : new_n);
-        chrys_free((unsigned char *)p - off);
-        return q;
-    }
-#endif
-    /* Otherwise by the host's realloc, then the rows are moved if the new block's alignment
-     * offset differs from the old one's. */
     if (chrys_add_size(new_n, 64 + sizeof(size_t), &total)) return NULL;
+    memcpy(&off, (unsigned char *)p - sizeof(size_t), sizeof off);
     unsigned char *raw = chrys_realloc((unsigned char *)p - off, total);
     if (!raw) return NULL;
     uintptr_t start = (uintptr_t)(raw + sizeof(size_t));
