@@ -350,7 +350,7 @@ static int merge_begin(chrys_merger *m, size_t n, const chrys_merge_record *recs
 typedef struct block_work {
     unsigned nt;                   /* workers */
     float *qblock, *xq;            /* max_b x dim: the block's prepared queries; those confirmed exactly */
-    double *qnorm;                 /* max_b: the norm each query was scaled by */
+    const rec_check *chk;          /* the call's records' checks: each one's norm */
     float *tmp_old, *tmp_new;      /* dim: an entry before and after a merge */
     uint64_t *cid, *xid;           /* max_b x MERGE_K: candidates (block search; exact confirmation) */
     double *csc, *xsc;             /* their scores */
@@ -375,7 +375,6 @@ static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
 {
     w->qblock = chrys_malloc_aligned(max_b * dim * sizeof(float));
     w->xq = chrys_malloc_aligned(max_b * dim * sizeof(float));
-    w->qnorm = chrys_malloc(max_b * sizeof *w->qnorm);
     w->tmp_old = chrys_malloc(dim * sizeof(float));
     w->tmp_new = chrys_malloc(dim * sizeof(float));
     w->cid = chrys_malloc(max_b * MERGE_K * sizeof *w->cid);
@@ -386,7 +385,7 @@ static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
     w->conf = chrys_malloc(max_b);
     w->dlist = chrys_malloc(max_b * sizeof *w->dlist);
     w->relink = chrys_malloc(max_b * sizeof *w->relink);
-    if (!w->qblock || !w->xq || !w->qnorm || !w->tmp_old || !w->tmp_new || !w->cid || !w->csc || !w->xid || !w->xsc ||
+    if (!w->qblock || !w->xq || !w->tmp_old || !w->tmp_new || !w->cid || !w->csc || !w->xid || !w->xsc ||
         !w->xpos || !w->conf || !w->dlist || !w->relink)
         return CHRYS_NOMEM;
     return CHRYS_OK;
@@ -396,7 +395,6 @@ static void work_free(block_work *w)
 {
     chrys_free_aligned(w->qblock);
     chrys_free_aligned(w->xq);
-    chrys_free(w->qnorm);
     chrys_free(w->tmp_old);
     chrys_free(w->tmp_new);
     chrys_free(w->cid);
@@ -438,13 +436,13 @@ static size_t block_size(const chrys_merger *m, size_t B, int approx, size_t max
 /* The block's queries (unit length, as the index's rescoring expects), skipped records left out;
  * returns how many. */
 static size_t prepare_queries(uint32_t dim, const chrys_merge_record *recs, const unsigned char *skip,
-                              const rec_check *chk, size_t b, float *qblock, double *qnorm)
+                              const rec_check *chk, size_t b, float *qblock)
 {
     size_t nb = 0;
     for (size_t j = 0; j < b; j++) {
         if (skip[j]) continue;
         vec_scale_to(qblock + nb * dim, recs[j].vec, dim, chk[j].norm);
-        qnorm[nb++] = chk[j].norm;
+        nb++;
     }
     return nb;
 }
@@ -527,9 +525,9 @@ static int verify_decision(chrys_merger *m, block_work *w, const float *qn, size
     return CHRYS_OK;
 }
 
-/* Settle record r, the block's q-th searched record, on the state the block's earlier records
- * left: decide, apply, and record the assignment. */
-static int settle_record(chrys_merger *m, block_work *w, const chrys_merge_record *r, size_t q,
+/* Settle record r (norm: its embedding's, from validation), the block's q-th searched record, on
+ * the state the block's earlier records left: decide, apply, and record the assignment. */
+static int settle_record(chrys_merger *m, block_work *w, const chrys_merge_record *r, double norm, size_t q,
                          chrys_merge_result *res)
 {
     size_t k = w->k;
@@ -560,7 +558,7 @@ static int settle_record(chrys_merger *m, block_work *w, const chrys_merge_recor
         res->action = CHRYS_MERGE_MERGED;
         res->entry = best;
     } else {
-        if ((rc = apply_append(m, r, qn, w->qnorm[q], &res->entry))) return rc;
+        if ((rc = apply_append(m, r, qn, norm, &res->entry))) return rc;
         m->added++;
         res->action = CHRYS_MERGE_ADDED;
         if (res->entry >= w->dirty_cap) /* cannot happen: reserved above */
@@ -595,7 +593,7 @@ static int settle_block(chrys_merger *m, block_work *w, const chrys_merge_record
             if (results) results[i] = res;
             continue;
         }
-        if ((rc = settle_record(m, w, &recs[i], q, &res))) return rc;
+        if ((rc = settle_record(m, w, &recs[i], w->chk[i].norm, q, &res))) return rc;
         if (results) results[i] = res;
         q++;
     }
@@ -650,6 +648,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     if (max_b > n) max_b = n;
     block_work w = {0};
     w.nt = nt;
+    w.chk = chk;
     /* Without per-record results, nobody asks for the best score of a record that is appended:
      * the screen then wants only the entries that reach the threshold (decisions are the same:
      * a candidate list that ends before K entries is complete above the threshold, and entries
@@ -662,7 +661,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     for (size_t i0 = 0; i0 < n; i0 += w.b) {
         w.approx = use_index(m);
         w.b = block_size(m, B, w.approx, max_b, n - i0);
-        w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, chk + i0, w.b, w.qblock, w.qnorm);
+        w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, chk + i0, w.b, w.qblock);
         w.e_before = m->n_entries;
         w.left = n - i0;
         w.k = MERGE_K < w.e_before ? MERGE_K : w.e_before;

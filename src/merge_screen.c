@@ -17,8 +17,9 @@
  * least L), and, when the caller wants only rows scoring at least a floor (the merger's threshold,
  * when no per-record result asks for the best score below it), the floor: L = max(that, floor),
  * which from the first row on passes over almost every panel. So only those rows are scored
- * exactly, with dot_f64, and ranked as the Flat scan ranks them: the K best are the Flat scan's, bit for bit (tests/unit/test_merge.c compares both, and
- * whole merges with the screen forced on and off).
+ * exactly, with dot_f64, and ranked as the Flat scan ranks them: the K best are the Flat scan's,
+ * bit for bit (tests/unit/test_merge.c compares both, and whole merges with the screen forced on
+ * and off).
  *
  * Layout: rows in panels of 16, [dim/4][16 rows][4 bytes], so that one 64-byte load feeds 16
  * vpdpbusd, one per query of a group of 16 whose 4 code bytes are broadcast
@@ -238,7 +239,7 @@ static inline void take(qstate *st, const merge_screen *s, size_t k, uint32_t v,
 }
 
 /* The k-th largest of the parts' lower bounds (each part's heap holds its k largest at or above
- * the floor), or the floor: the bar of the whole scan. */
+ * the floor), or the floor: the bar of the whole scan (with one part, that part's bar). */
 static double merged_bar(const screen_job *j, size_t item0, size_t qi, double *tmp)
 {
     size_t k = j->k, m = 0;
@@ -273,7 +274,7 @@ static int finish(const screen_job *j, size_t item0, size_t q0, size_t qi, ranke
         *buf = nb;
         *bufcap = total;
     }
-    double L = j->nparts == 1 ? bar(&j->st[item0 * SCREEN_CHUNK + qi], k) : merged_bar(j, item0, qi, tmp);
+    double L = merged_bar(j, item0, qi, tmp);
     const float *q = j->q + (q0 + qi) * dim;
     for (size_t p = 0; p < j->nparts; p++) {
         const qstate *st = &j->st[(item0 + p) * SCREEN_CHUNK + qi];

@@ -80,9 +80,7 @@ int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
 /* dist_vnni.c: the VNNI version of dot_u8i8 (compiled with -mavx512vnni; used only when CPUID says so). */
 int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
 void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
-/* The merger's int8 screen: a panel of 16 rows packed [d4][16][4] (unsigned codes, 64-byte
- * aligned) against 16 queries of signed codes (d4 * 4 bytes each, q_stride apart, 4-byte
- * aligned): out[i * 16 + r] = the exact int32 dot of row r with query i. _ref: the same in C. */
+/* out = v / norm, each component in double and rounded once (every level's scale_to gives these bits). */
 void chrys_scale_to_ref(float *out, const float *v, size_t n, double norm);
 /* Code one finite row x into bytes out[pos(i)] (pos(i) = (i / 4) * stride4 + i % 4), c_i =
  * round(x_i / s) in [-127, 127] with s = max|x_i| / 127: code + 128 when unsigned_codes (the
@@ -92,6 +90,9 @@ void chrys_scale_to_ref(float *out, const float *v, size_t n, double norm);
  * level gives the same codes, scale and sum; the two norms may differ in their last bits. */
 int64_t chrys_screen_code_ref(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes,
                               double *scale, double *err, double *nhat);
+/* The merger's int8 screen: a panel of 16 rows packed [d4][16][4] (unsigned codes, 64-byte
+ * aligned) against 16 queries of signed codes (d4 * 4 bytes each, q_stride apart, 4-byte
+ * aligned): out[i * 16 + r] = the exact int32 dot of row r with query i. _ref: the same in C. */
 void chrys_screen_dots_vnni(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
 
