@@ -33,6 +33,8 @@ typedef struct vecset {
     char **meta;     /* n (entries may be NULL), or NULL */
     unsigned char *empty; /* n flags: 1 = the record had an empty embedding (merge input); or NULL */
     size_t n_skipped;     /* records dropped as invalid (JSONL with JSONL_SKIP_INVALID) */
+    size_t file_off, row_bytes; /* a streamed chunk: file offset of record 0's first component,
+                                 * bytes per record (0: not streamed) */
 } vecset;
 
 /* JSONL parse flags (merge input). */
@@ -65,7 +67,11 @@ typedef struct vstream {
     size_t row, n, next; /* bytes per record, records in the file, next record to read */
     const unsigned char *map; /* the whole file, or NULL (read through f) */
     size_t map_len, mapped_from; /* bytes; start of the chunk given last (unmapped at the next) */
+    int check_finite; /* vstream_next rejects NaN/Inf (1, vstream_open's default); 0: the caller's
+                       * consumer checks (the merger's validation: one pass over the input, not two) */
 } vstream;
+/* The first NaN or infinite component of v[0..dim), or -1. */
+long vec_first_nonfinite_cli(const float *v, uint32_t dim);
 int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s);
 int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t errlen);
 void vstream_close(vstream *s);

@@ -281,7 +281,7 @@ int vecset_read(const char *path, vec_format fmt, uint32_t raw_dim, vecset *out,
  */
 /* The first NaN or infinite component of v[0..dim), or -1: a branch-free pass over the exponent
  * bits (vectorised by the compiler), then the search only when one is there. */
-static long first_nonfinite(const float *v, uint32_t dim)
+long vec_first_nonfinite_cli(const float *v, uint32_t dim)
 {
     uint32_t bad = 0;
     for (uint32_t i = 0; i < dim; i++) {
@@ -350,6 +350,7 @@ static void map_chunk(vstream *s, size_t first, size_t n, vecset *out)
 int vstream_open(const char *path, int fmt, uint32_t raw_dim, vstream *s)
 {
     memset(s, 0, sizeof *s);
+    s->check_finite = 1;
     if (!strcmp(path, "-")) return 1;
     FILE *f = fopen(path, "rb");
     if (!f) return 1; /* the whole-file reader reports it */
@@ -426,8 +427,8 @@ int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t err
     }
     const float *x = own ? (const float *)(void *)own : out->data;
     size_t stride = own ? s->dim : out->stride;
-    for (size_t r = 0; r < n; r++) {
-        long j = first_nonfinite(x + r * stride, s->dim);
+    for (size_t r = 0; s->check_finite && r < n; r++) {
+        long j = vec_first_nonfinite_cli(x + r * stride, s->dim);
         if (j >= 0) {
             const float *row = x + r * stride;
             snprintf(err, errlen, "%s: record %zu (byte offset %zu): component %ld is %s", s->name, s->next + r,
@@ -438,6 +439,8 @@ int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t err
         }
     }
     if (own) out->data = (float *)(void *)own;
+    out->file_off = s->next * s->row + (s->fvecs ? 4 : 0);
+    out->row_bytes = s->row;
     out->n = n;
     out->dim = s->dim;
     s->next += n;

@@ -38,13 +38,27 @@
  * first panels; docs/MERGER.md). */
 #define SCREEN_MIN_ENTRIES 64
 #define SCREEN_MIN_QUERIES 16
+/* The screen's first stage (merge_screen.c): rows and queries projected on MERGE_PREFIX_DIM
+ * directions, int8-coded in panels of 16 rows (PREFIX_PANEL bytes); used from about
+ * SCREEN_PREFIX_MIN_PAIRS (record, entry) pairs a merge call (below, the basis costs more than
+ * it saves) and at dim >= 2 * MERGE_PREFIX_DIM. */
+#define MERGE_PREFIX_DIM 64
+#define PREFIX_PANEL (MERGE_PREFIX_DIM / 4 * 64)
+#define SCREEN_PREFIX_MIN_PAIRS 262144.0
+#define PREFIX_SAMPLE 512 /* rows the basis is drawn from */
 typedef struct merge_screen {
     size_t n, cap;   /* rows coded (the index's slots 0..n), room (a multiple of 16) */
-    size_t d4;       /* dim / 4, rounded up */
-    uint8_t *codes;  /* cap / 16 panels of d4 * 64 bytes: [dim/4][16 rows][4], code + 128 */
+    uint32_t dim;
+    size_t rstride;  /* bytes a row's codes take (dim rounded up to 64) */
+    uint8_t *codes;  /* cap rows: code + 128 */
     double *scale;   /* per row: s, |x - s c| and |s c|, the last two rounded up */
     double *err, *nhat;
-    double *pb;      /* per panel: min and max scale, max |error|, max |s c| */
+    /* the first stage (basis != NULL) */
+    float *basis;    /* MERGE_PREFIX_DIM x dim, rows nearly orthonormal */
+    double eta, gam; /* |B B^T - I| bound; projection error per unit of |x| */
+    uint8_t *pcodes; /* cap / 16 panels [MERGE_PREFIX_DIM / 4][16 rows][4], code + 128 */
+    float *pf;       /* cap / 16 panels [4][16]: scale and the bound's row terms */
+    float *zbuf;     /* coding scratch */
 } merge_screen;
 CHRYS_PRIVATE int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq);
 /* Code the rows added since the last call and recode those of the changed entries (ids). room:
@@ -57,6 +71,17 @@ CHRYS_PRIVATE int merge_screen_sync(merge_screen *s, const chrys_index *ix, cons
 CHRYS_PRIVATE int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
                                       double floor, unsigned nt, uint64_t *ids, double *scores);
 CHRYS_PRIVATE void merge_screen_free(merge_screen *s);
+/* Whether a merge call of about `pairs` (record, entry) pairs should draw a basis. */
+CHRYS_PRIVATE int merge_screen_wants_basis(const merge_screen *s, uint32_t dim, double pairs);
+/* Draw the first stage's basis from m unit rows (any m >= 1; every row is coded again at the next
+ * sync). */
+CHRYS_PRIVATE int merge_screen_basis(merge_screen *s, const float *sample, size_t m, uint32_t dim);
+/* Tests: the first stage -1 automatic, 0 never, 1 whenever the screen is used (any size). */
+CHRYS_PRIVATE int merge__test_prefix(int mode);
+/* Tests: pass[v] = whether the first stage keeps row v for unit query q against bar[v] (the
+ * search's test, row by row). */
+CHRYS_PRIVATE int merge__test_prefix_pass(const merge_screen *s, const chrys_index *ix, const float *q, const double *bar,
+                                          unsigned char *pass);
 /* Tests: -1 automatic (default), 0 never screen, 1 screen wherever it applies (any CPU, any size). */
 CHRYS_PRIVATE int merge__test_screen(int mode);
 

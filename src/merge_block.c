@@ -369,6 +369,9 @@ typedef struct block_work {
     int can_recheck;
     double floor;                  /* candidates scoring below it are not wanted (see below) */
     merge_screen scr;              /* int8 codes of the entries, for the exact search (merge_screen.c) */
+    const chrys_merge_record *recs; /* the call's records (the screen's basis samples them) */
+    const unsigned char *skip;
+    size_t n, i0;                  /* records of the call; the block's first */
 } block_work;
 
 static int work_alloc(block_work *w, size_t max_b, uint32_t dim)
@@ -447,6 +450,25 @@ static size_t prepare_queries(uint32_t dim, const chrys_merge_record *recs, cons
     return nb;
 }
 
+/* The screen's basis, from up to PREFIX_SAMPLE unit rows spread over the call's records from this
+ * block on, then over the entries. */
+static int draw_basis(chrys_merger *m, block_work *w)
+{
+    uint32_t dim = m->opts.dim;
+    float *smp = chrys_malloc_aligned((size_t)PREFIX_SAMPLE * dim * sizeof *smp);
+    if (!smp) return CHRYS_NOMEM;
+    size_t ns = 0, left = w->n - w->i0, step = left > PREFIX_SAMPLE ? left / PREFIX_SAMPLE : 1;
+    for (size_t i = w->i0; i < w->n && ns < PREFIX_SAMPLE; i += step)
+        if (!w->skip[i]) vec_scale_to(smp + ns++ * dim, w->recs[i].vec, dim, w->chk[i].norm);
+    size_t ne = m->ix->n, want = PREFIX_SAMPLE - ns;
+    step = want && ne > want ? ne / want : 1;
+    for (size_t v = 0; v < ne && ns < PREFIX_SAMPLE; v += step)
+        memcpy(smp + ns++ * dim, m->ix->vecs + v * dim, dim * sizeof *smp);
+    int rc = ns ? merge_screen_basis(&w->scr, smp, ns, dim) : CHRYS_OK;
+    chrys_free_aligned(smp);
+    return rc == CHRYS_ERROR ? CHRYS_OK : rc; /* (a basis that came out loose: none, the search is the same) */
+}
+
 /* The block's search in the state before it: each query's top-k candidates (cid/csc), and, when
  * they come from the index, the near-threshold safeguard. */
 static int block_search(chrys_merger *m, block_work *w)
@@ -459,6 +481,9 @@ static int block_search(chrys_merger *m, block_work *w)
     double t0 = now_s();
     search_params xp = {k, 0, 0, w->nt, 0, 0, 1, NULL}; /* exact */
     int screen = !approx && merge_screen_usable(m->ix, w->e_before, nb);
+    if (screen && merge_screen_wants_basis(&w->scr, dim, (double)w->left * ((double)w->e_before + 0.5 * (double)w->left)) &&
+        (rc = draw_basis(m, w)))
+        return merger_fail(m, rc, "out of memory");
     if (screen) { /* the entries the previous block changed (dlist) are coded again */
         rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd, w->e_before + w->left);
         if (!rc) rc = merge_screen_search(&w->scr, m->ix, nb, w->qblock, k, w->floor, w->nt, w->cid, w->csc);
@@ -649,6 +674,9 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
     block_work w = {0};
     w.nt = nt;
     w.chk = chk;
+    w.recs = recs;
+    w.skip = skip;
+    w.n = n;
     /* Without per-record results, nobody asks for the best score of a record that is appended:
      * the screen then wants only the entries that reach the threshold (decisions are the same:
      * a candidate list that ends before K entries is complete above the threshold, and entries
@@ -664,6 +692,7 @@ int chrys_merger_merge(chrys_merger *m, size_t n, const chrys_merge_record *recs
         w.nb = prepare_queries(m->opts.dim, recs + i0, skip + i0, chk + i0, w.b, w.qblock);
         w.e_before = m->n_entries;
         w.left = n - i0;
+        w.i0 = i0;
         w.k = MERGE_K < w.e_before ? MERGE_K : w.e_before;
         if ((rc = block_search(m, &w)) || (rc = settle_block(m, &w, recs, skip, i0, results)) ||
             (rc = link_block(m, &w)))

@@ -35,14 +35,24 @@
 #include "kernels/dist.h"
 #include "merge.h"
 
-#define SCREEN_TILE 8    /* panels (128 rows, 128 KB at 1024-d) scanned by all of a chunk's queries while in cache */
-#define SCREEN_CHUNK 32  /* queries scanned together: two groups of 16 */
+#define SCREEN_CHUNK 32   /* queries scanned together: two groups of 16 */
+#define PREFIX_TILE 64    /* prefix panels (64 KB) scanned by all of a chunk's queries while in cache */
+/* stage 1's float32 evaluation is within 1e-6 of its real value (dist.h; about ten roundings of
+ * terms at most 3), and dot_f64 within 1e-12 of q.x: a row is dropped only below bar - 1e-5 */
+#define PREFIX_MARGIN 1e-5
 
 static int screen_mode = -1; /* merge__test_screen: -1 automatic, 0 never, 1 whenever possible */
+static int prefix_mode = -1; /* merge__test_prefix: the same for the first stage */
 
 int merge__test_screen(int mode)
 {
     screen_mode = mode;
+    return CHRYS_OK;
+}
+
+int merge__test_prefix(int mode)
+{
+    prefix_mode = mode;
     return CHRYS_OK;
 }
 
@@ -58,13 +68,22 @@ int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq)
            nq >= SCREEN_MIN_QUERIES;
 }
 
+int merge_screen_wants_basis(const merge_screen *s, uint32_t dim, double pairs)
+{
+    if (s->basis || prefix_mode == 0 || dim < 2 * MERGE_PREFIX_DIM) return 0;
+    return prefix_mode == 1 || pairs >= SCREEN_PREFIX_MIN_PAIRS;
+}
+
 void merge_screen_free(merge_screen *s)
 {
     chrys_free_aligned(s->codes);
     chrys_free(s->scale);
     chrys_free(s->err);
     chrys_free(s->nhat);
-    chrys_free(s->pb);
+    chrys_free_aligned(s->basis);
+    chrys_free_aligned(s->pcodes);
+    chrys_free_aligned(s->pf);
+    chrys_free_aligned(s->zbuf);
     memset(s, 0, sizeof *s);
 }
 
@@ -76,16 +95,184 @@ static int64_t code_row(const float *x, uint32_t dim, uint8_t *out, size_t strid
     return chrys_kernels_active()->screen_code(x, dim, out, stride4, unsigned_codes, scale, err, nhat);
 }
 
+static void dot_block(const float *q, size_t nq, const float *x, size_t nx, size_t dim, float *out, size_t ldo)
+{
+    const chrys_kernels *kr = chrys_kernels_active();
+    if (kr->dot_block) kr->dot_block(q, nq, x, nx, dim, out, ldo);
+    else chrys_dot_block_ref(q, nq, x, nx, dim, out, ldo);
+}
+
+/* a float at least v (v >= 0) */
+static inline float up(double v)
+{
+    return (float)(v * (1 + 1e-6) + 1e-30);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The basis: PK orthonormal directions that hold most of the rows' length
+ *
+ * Any PK x dim matrix B gives a valid bound (below); one whose span holds most of every row makes
+ * it tight. Randomised range finding (Halko, Martinsson and Tropp) on a sample S of the rows: the
+ * span of S^T S W for a random W (one power step), orthonormalised. Its cost, about three small
+ * GEMMs of 512 x 1024 x 64, is paid once per merge call that uses it.
+ */
+
+static void random_signs(float *v, uint32_t dim, uint64_t *rng);
+
+/* Gram-Schmidt twice on the rows of y (PK x dim), in double sums; a row that vanishes (a sample of
+ * rank below PK) is replaced by a fresh pseudo-random one. The slow way, for what cholqr cannot
+ * do. */
+static void gram_schmidt(float *y, uint32_t dim, uint64_t *rng)
+{
+    const chrys_kernels *kr = chrys_kernels_active();
+    for (size_t j = 0; j < MERGE_PREFIX_DIM; j++) {
+        float *v = y + j * dim;
+        for (int tries = 0; tries < 8; tries++) {
+            double n0 = sqrt(kr->dot_f64(v, v, dim));
+            for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < j; i++) {
+                    const float *u = y + i * dim;
+                    float c = (float)kr->dot_f64(u, v, dim);
+                    for (uint32_t t = 0; t < dim; t++) v[t] -= c * u[t];
+                }
+            double n1 = sqrt(kr->dot_f64(v, v, dim));
+            if (n1 > 1e-3 * n0 && n1 > 0) {
+                vec_scale_to(v, v, dim, n1);
+                break;
+            }
+            random_signs(v, dim, rng);
+        }
+    }
+}
+
+static void transpose(const float *a, size_t rows, size_t cols, float *out);
+
+/* One Cholesky QR step on the rows of y: G = Y Y^T = L L^T (double), Y := L^-1 Y (as a float
+ * GEMM). 0: done; 1: G is not safely positive definite (rank below PK). tmp: PK x dim floats. */
+static int cholqr(float *y, uint32_t dim, float *tmp)
+{
+    const size_t K = MERGE_PREFIX_DIM;
+    const chrys_kernels *kr = chrys_kernels_active();
+    double g[MERGE_PREFIX_DIM][MERGE_PREFIX_DIM], l[MERGE_PREFIX_DIM][MERGE_PREFIX_DIM];
+    float mi[MERGE_PREFIX_DIM * MERGE_PREFIX_DIM];
+    for (size_t i = 0; i < K; i++)
+        for (size_t j = 0; j <= i; j++) g[i][j] = kr->dot_f64(y + i * dim, y + j * dim, dim);
+    double gmax = 0;
+    for (size_t i = 0; i < K; i++) gmax = g[i][i] > gmax ? g[i][i] : gmax;
+    for (size_t j = 0; j < K; j++) {
+        double d = g[j][j];
+        for (size_t t = 0; t < j; t++) d -= l[j][t] * l[j][t];
+        if (!(d > 1e-8 * gmax)) return 1;
+        l[j][j] = sqrt(d);
+        for (size_t i = j + 1; i < K; i++) {
+            double v = g[i][j];
+            for (size_t t = 0; t < j; t++) v -= l[i][t] * l[j][t];
+            l[i][j] = v / l[j][j];
+        }
+    }
+    for (size_t c = 0; c < K; c++) /* M = L^-1, column by column (forward substitution) */
+        for (size_t i = 0; i < K; i++) {
+            double v = i == c ? 1.0 : 0.0;
+            for (size_t t = c; t < i; t++) v -= l[i][t] * mi[t * K + c];
+            mi[i * K + c] = i < c ? 0.0f : (float)(v / l[i][i]);
+        }
+    transpose(y, K, dim, tmp); /* Y^T: dim x K */
+    dot_block(mi, K, tmp, dim, K, y, dim); /* Y[j][t] = sum_i M[j][i] Y[i][t] */
+    return 0;
+}
+
+/* Orthonormal rows (to float precision) spanning y's: Cholesky QR twice, Gram-Schmidt when the
+ * rows are (nearly) dependent. */
+static void orthonormalise(float *y, uint32_t dim, float *tmp, uint64_t *rng)
+{
+    if (cholqr(y, dim, tmp) || cholqr(y, dim, tmp)) gram_schmidt(y, dim, rng);
+}
+
+static void random_signs(float *v, uint32_t dim, uint64_t *rng)
+{
+    for (uint32_t t = 0; t < dim; t++) { /* splitmix64 */
+        uint64_t z = (*rng += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        v[t] = ((z ^ (z >> 31)) & 1) ? 1.0f : -1.0f;
+    }
+}
+
+static void transpose(const float *a, size_t rows, size_t cols, float *out)
+{
+    for (size_t i0 = 0; i0 < rows; i0 += 16)
+        for (size_t j = 0; j < cols; j++)
+            for (size_t i = i0; i < i0 + 16 && i < rows; i++) out[j * rows + i] = a[i * cols + j];
+}
+
+int merge_screen_basis(merge_screen *s, const float *sample, size_t m, uint32_t dim)
+{
+    const size_t K = MERGE_PREFIX_DIM;
+    if (m == 0 || dim < K) return CHRYS_INVALID;
+    float *y = chrys_malloc_aligned(K * dim * sizeof *y), *p = chrys_malloc(m * K * sizeof *p);
+    float *pt = chrys_malloc(K * m * sizeof *pt), *st = chrys_malloc((size_t)dim * m * sizeof *st);
+    float *tmp = chrys_malloc(K * dim * sizeof *tmp);
+    int rc = CHRYS_NOMEM;
+    if (!y || !p || !pt || !st || !tmp) goto out;
+    uint64_t rng = 0x243F6A8885A308D3ull;
+    for (size_t j = 0; j < K; j++) random_signs(y + j * dim, dim, &rng);
+    transpose(sample, m, dim, st);
+    for (int step = 0; step < 2; step++) {
+        dot_block(sample, m, y, K, dim, p, K); /* P = S Y^T */
+        transpose(p, m, K, pt);
+        dot_block(pt, K, st, dim, m, y, dim); /* Y = P^T S */
+        orthonormalise(y, dim, tmp, &rng);
+    }
+    /* how far from orthonormal the float rows are: eta >= |B B^T - I|_F >= |B B^T - I|_2 (each
+     * entry a double sum of exact products, within dim * 2^-53 of its value) */
+    const chrys_kernels *kr = chrys_kernels_active();
+    double e2 = 0, f2 = 0;
+    for (size_t i = 0; i < K; i++) {
+        for (size_t j = i; j < K; j++) {
+            double g = kr->dot_f64(y + i * dim, y + j * dim, dim) - (i == j);
+            e2 += (i == j ? 1 : 2) * g * g;
+        }
+        f2 += kr->dot_f64(y + i * dim, y + i * dim, dim);
+    }
+    s->eta = sqrt(e2) * (1 + 1e-9) + 1e-12;
+    /* a float32 dot product of dim terms, in any order, with or without FMA, is within
+     * gamma = (dim + 1) u / (1 - (dim + 1) u) (u = 2^-24) of sum |x_i b_i| <= |x| |b|: the
+     * projection z of x is within gam |x| of B x (gam = gamma |B|_F) */
+    double u = ldexp(1.0, -24), g = (dim + 1) * u / (1 - (dim + 1) * u);
+    s->gam = g * sqrt(f2) * (1 + 1e-9);
+    if (s->eta > 1e-3) { /* cannot happen with a working kernel: the bound would be loose */
+        rc = CHRYS_ERROR;
+        goto out;
+    }
+    chrys_free_aligned(s->basis);
+    s->basis = y;
+    y = NULL;
+    s->n = 0; /* every row is coded again, with its prefix */
+    rc = CHRYS_OK;
+out:
+    chrys_free_aligned(y);
+    chrys_free(p);
+    chrys_free(pt);
+    chrys_free(st);
+    chrys_free(tmp);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Coding
+ */
+
 /* Room for n rows: room rows when that is enough (merge_screen_sync), else grown geometrically. */
 static int screen_reserve(merge_screen *s, uint32_t dim, size_t n, size_t room)
 {
-    size_t d4 = (dim + 3) / 4, panel = d4 * 64;
-    if (n <= s->cap) return CHRYS_OK;
-    size_t cap = ((room >= n ? room : chrys_grow_cap(s->cap, n, 1024)) + 15) & ~(size_t)15, bytes;
-    if (chrys_mul_size(cap / 16, panel, &bytes)) return CHRYS_NOMEM;
-    /* (room never used is never touched: a panel's rows past the coded ones hold whatever the
-     * memory held, and the search takes only coded rows from a panel's dots) */
-    uint8_t *c = chrys_realloc_aligned(s->codes, s->cap / 16 * panel, bytes);
+    size_t rs = ((size_t)dim + 63) & ~(size_t)63;
+    int prefix = s->basis != NULL;
+    if (n <= s->cap && (!prefix || s->pcodes)) return CHRYS_OK;
+    size_t cap = n <= s->cap ? s->cap : ((room >= n ? room : chrys_grow_cap(s->cap, n, 1024)) + 15) & ~(size_t)15, bytes;
+    if (chrys_mul_size(cap, rs, &bytes)) return CHRYS_NOMEM;
+    /* (room never used is never touched: the rows of a panel past the coded ones hold whatever
+     * the memory held, and the search takes only coded rows from a panel's bounds) */
+    uint8_t *c = chrys_realloc_aligned(s->codes, s->cap * rs, bytes);
     if (!c) return CHRYS_NOMEM;
     s->codes = c;
     double *a = chrys_realloc(s->scale, cap * sizeof *a);
@@ -97,48 +284,95 @@ static int screen_reserve(merge_screen *s, uint32_t dim, size_t n, size_t room)
     a = chrys_realloc(s->nhat, cap * sizeof *a);
     if (!a) return CHRYS_NOMEM;
     s->nhat = a;
-    a = chrys_realloc(s->pb, cap / 16 * 4 * sizeof *a);
-    if (!a) return CHRYS_NOMEM;
-    s->pb = a;
+    if (prefix) {
+        size_t old = s->pcodes ? s->cap / 16 : 0;
+        c = chrys_realloc_aligned(s->pcodes, old * PREFIX_PANEL, cap / 16 * PREFIX_PANEL);
+        if (!c) return CHRYS_NOMEM;
+        s->pcodes = c;
+        float *f = chrys_realloc_aligned(s->pf, old * 64 * sizeof *f, cap / 16 * 64 * sizeof *f);
+        if (!f) return CHRYS_NOMEM;
+        s->pf = f;
+    }
     s->cap = cap;
-    s->d4 = d4;
+    s->rstride = rs;
+    s->dim = dim;
+    return CHRYS_OK;
+}
+
+/* Row v's prefix: codes in its panel and the four terms of its bound (see the search). xn: an
+ * upper bound of |x|. */
+static void prefix_slot(merge_screen *s, size_t v, const float *z, double xn)
+{
+    const size_t K = MERGE_PREFIX_DIM;
+    double ps, pe, ph, zz = 0;
+    code_row(z, (uint32_t)K, s->pcodes + (v / 16) * PREFIX_PANEL + (v % 16) * 4, 64, 1, &ps, &pe, &ph);
+    for (size_t i = 0; i < K; i++) zz += (double)z[i] * z[i];
+    double zn = sqrt(zz) * (1 + 1e-9), eps = s->gam * xn;
+    /* |x - B^T z|^2 = |x|^2 - 2 z.(Bx) + z^T B B^T z <= |x|^2 - (1 - eta)|z|^2 + 2 |z| eps */
+    double r2 = xn * xn - (1 - s->eta) * zz * (1 - 1e-12) + 2 * zn * eps;
+    float *f = s->pf + (v / 16) * 64 + v % 16;
+    f[0] = (float)ps;
+    f[16] = up(pe + eps);
+    f[32] = up(ph > zn ? ph : zn);
+    f[48] = up(sqrt(r2 > 0 ? r2 : 0) * (1 + 1e-9));
+}
+
+/* Prefixes of m rows: slots[i], or first + i when slots is NULL; rows at x (contiguous) or, with
+ * slots, gathered from the index. */
+static int prefix_rows(merge_screen *s, const chrys_index *ix, const uint32_t *slots, size_t first, size_t m)
+{
+    const size_t K = MERGE_PREFIX_DIM, G = 256;
+    size_t dim = ix->dim;
+    if (!s->zbuf) {
+        s->zbuf = chrys_malloc_aligned(G * (K + dim) * sizeof(float));
+        if (!s->zbuf) return CHRYS_NOMEM;
+    }
+    float *z = s->zbuf, *gx = s->zbuf + G * K;
+    for (size_t i0 = 0; i0 < m; i0 += G) {
+        size_t g = m - i0 < G ? m - i0 : G;
+        const float *x = ix->vecs + (first + i0) * dim;
+        if (slots) {
+            for (size_t i = 0; i < g; i++) memcpy(gx + i * dim, ix->vecs + (size_t)slots[i0 + i] * dim, dim * sizeof *gx);
+            x = gx;
+        }
+        dot_block(x, g, s->basis, K, dim, z, K);
+        for (size_t i = 0; i < g; i++) {
+            size_t v = slots ? slots[i0 + i] : first + i0 + i;
+            prefix_slot(s, v, z + i * K, s->nhat[v] + s->err[v]); /* |x| <= |s c| + |x - s c| */
+        }
+    }
     return CHRYS_OK;
 }
 
 static void code_slot(merge_screen *s, const chrys_index *ix, size_t v)
 {
-    uint8_t *p = s->codes + (v / 16) * s->d4 * 64 + (v % 16) * 4;
-    code_row(ix->vecs + v * ix->dim, ix->dim, p, 64, 1, &s->scale[v], &s->err[v], &s->nhat[v]);
-}
-
-/* A panel's extremes (of its coded rows): a whole panel is passed over for a query when even
- * its best possible row could not reach the query's k best (screen_range). */
-static void panel_bounds(merge_screen *s, size_t p, size_t n)
-{
-    double smin = INFINITY, smax = 0, emax = 0, hmax = 0;
-    for (size_t v = p * 16; v < p * 16 + 16 && v < n; v++) {
-        smin = fmin(smin, s->scale[v]);
-        smax = fmax(smax, s->scale[v]);
-        emax = fmax(emax, s->err[v]);
-        hmax = fmax(hmax, s->nhat[v]);
-    }
-    s->pb[4 * p] = smin, s->pb[4 * p + 1] = smax, s->pb[4 * p + 2] = emax, s->pb[4 * p + 3] = hmax;
+    code_row(ix->vecs + v * ix->dim, ix->dim, s->codes + v * s->rstride, 4, 1, &s->scale[v], &s->err[v], &s->nhat[v]);
 }
 
 int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed, size_t room)
 {
-    size_t old = s->n;
+    size_t old = s->n, nre = 0;
     int rc = screen_reserve(s, ix->dim, ix->n, room);
     if (rc) return rc;
+    uint32_t *re = NULL;
+    if (n_changed && old && s->basis && !(re = chrys_malloc(n_changed * sizeof *re))) return CHRYS_NOMEM;
     for (size_t j = 0; j < n_changed && old; j++) { /* rows merged into since they were coded */
         uint32_t v = idmap_get(&ix->map, changed[j]);
         if (v != CHRYS_NO_SLOT && v < old) {
             code_slot(s, ix, v);
-            panel_bounds(s, v / 16, old);
+            if (re) re[nre++] = v;
         }
     }
     for (size_t v = old; v < ix->n; v++) code_slot(s, ix, v);
-    for (size_t p = old / 16; p * 16 < ix->n; p++) panel_bounds(s, p, ix->n);
+    if (s->basis) {
+        if (nre) rc = prefix_rows(s, ix, re, 0, nre);
+        if (!rc && ix->n > old) rc = prefix_rows(s, ix, NULL, old, ix->n - old);
+    }
+    chrys_free(re);
+    if (rc) {
+        s->n = 0; /* coded afresh next time */
+        return rc;
+    }
     s->n = ix->n;
     return CHRYS_OK;
 }
@@ -153,6 +387,7 @@ typedef struct cand {
 
 typedef struct qstate {
     int8_t *c;        /* dim codes */
+    int8_t *pc;       /* the prefix's codes */
     double s, e, qn, margin; /* scale, |error|, |q|, dot_f64's rounding */
     double floor;     /* rows scoring below it are not wanted */
     int64_t sum;      /* sum of the codes (the kernel's unsigned offset: 128 * sum) */
@@ -162,6 +397,14 @@ typedef struct qstate {
     size_t ncs, cap;
     int oom;
 } qstate;
+
+/* A worker's buffers. */
+typedef struct screen_scratch {
+    int8_t *codes, *pcodes; /* a chunk's codes: whole rows (d4 * 4 bytes each), prefixes */
+    float *z;               /* the chunk's prefixes (projections) */
+    chrys_screen_qp qp[SCREEN_CHUNK];
+    int32_t out[16 * 16];
+} screen_scratch;
 
 /* Work items: a chunk of SCREEN_CHUNK queries against one part of the panels. With few chunks
  * (a block of the merger has E/64 records, 2-5 chunks at 10,000 entries) the panels are split in
@@ -294,25 +537,55 @@ static int finish(const screen_job *j, size_t item0, size_t q0, size_t qi, ranke
     return CHRYS_OK;
 }
 
-/* One item: chunk it / nparts of the queries against part it % nparts of the panels. */
-static void screen_item(screen_job *j, size_t it, int8_t *codes, int32_t *out, ranked **buf, size_t *bufcap,
-                        double *tmp)
+/* Stage 2 for row v: its bounds from the whole row's codes, into the query's state. */
+static inline void stage2(qstate *t, const merge_screen *s, size_t k, size_t v, size_t dim,
+                          int32_t (*dot)(const uint8_t *, const int8_t *, size_t))
+{
+    take(t, s, k, (uint32_t)v, dot(s->codes + v * s->rstride, t->c, dim));
+}
+
+/* The prefix terms of a query (the search's stage 1; see merge_screen_search). */
+static void prefix_query(const merge_screen *s, qstate *t, const float *z, chrys_screen_qp *qp)
+{
+    const size_t K = MERGE_PREFIX_DIM;
+    double ps, pe, ph, zz = 0;
+    int64_t sum = code_row(z, (uint32_t)K, (uint8_t *)t->pc, 4, 0, &ps, &pe, &ph);
+    for (size_t i = 0; i < K; i++) zz += (double)z[i] * z[i];
+    double zn = sqrt(zz) * (1 + 1e-9), eps = s->gam * t->qn;
+    double r2 = t->qn * t->qn - (1 - s->eta) * zz * (1 - 1e-12) + 2 * zn * eps;
+    qp->s = (float)ps;
+    qp->zq = up(zn);
+    qp->eq = up(pe + eps + 3 * s->eta * zn);
+    qp->rq = up(sqrt(r2 > 0 ? r2 : 0) * (1 + 1e-9));
+    qp->off = (int32_t)(128 * sum);
+}
+
+/* One item: chunk it / nparts of the queries against part it % nparts of the rows. */
+static void screen_item(screen_job *j, size_t it, screen_scratch *w, ranked **buf, size_t *bufcap, double *tmp)
 {
     const merge_screen *s = j->s;
     const chrys_index *ix = j->ix;
-    size_t dim = ix->dim, d4 = s->d4, n = s->n, k = j->k, np = (n + 15) / 16;
+    const chrys_kernels *kr = chrys_kernels_active();
+    const size_t K = MERGE_PREFIX_DIM;
+    size_t dim = ix->dim, d4 = (dim + 3) / 4, n = s->n, k = j->k, np = (n + 15) / 16;
     size_t c = it / j->nparts, part = it % j->nparts, q0 = c * SCREEN_CHUNK;
     size_t nq = j->nq - q0 < SCREEN_CHUNK ? j->nq - q0 : SCREEN_CHUNK;
     size_t pa = np * part / j->nparts, pe = np * (part + 1) / j->nparts;
+    int vnni = kr->dot_u8i8 == chrys_dot_u8i8_vnni;
     void (*dots)(const uint8_t *, size_t, const int8_t *, size_t, int32_t *) =
-        chrys_kernels_active()->dot_u8i8 == chrys_dot_u8i8_vnni ? chrys_screen_dots_vnni : chrys_screen_dots_ref;
+        vnni ? chrys_screen_dots_vnni : chrys_screen_dots_ref;
+    void (*mask)(const int32_t *, size_t, const float *, const chrys_screen_qp *, uint16_t *) =
+        vnni ? chrys_screen_mask_vnni : chrys_screen_mask_ref;
+    int32_t (*dot)(const uint8_t *, const int8_t *, size_t) = kr->dot_u8i8;
     qstate *st = j->st + it * SCREEN_CHUNK;
-    memset(codes, 0, (size_t)SCREEN_CHUNK * d4 * 4); /* queries past nq, and every tail, code 0 */
+    memset(w->pcodes, 0, SCREEN_CHUNK * K); /* queries past nq code 0 */
+    if (s->basis) dot_block(j->q + q0 * dim, nq, s->basis, K, dim, w->z, K);
     for (size_t i = 0; i < nq; i++) {
         qstate *t = &st[i];
         const float *q = j->q + (q0 + i) * dim;
         double nh;
-        t->c = codes + i * d4 * 4;
+        t->c = w->codes + i * d4 * 4;
+        t->pc = w->pcodes + i * K;
         t->sum = code_row(q, (uint32_t)dim, (uint8_t *)t->c, 4, 0, &t->s, &t->e, &nh);
         t->qn = sqrt(vec_dot_f64(q, q, dim)) * (1 + 1e-9);
         /* dot_f64 of unit-length rows is within dim * 2^-53 of the true q.x (products exact,
@@ -322,28 +595,29 @@ static void screen_item(screen_job *j, size_t it, int8_t *codes, int32_t *out, r
         t->lo = j->lo + (it * SCREEN_CHUNK + i) * k;
         t->nlo = 0;
         t->ncs = 0;
+        if (s->basis) prefix_query(s, t, w->z + i * K, &w->qp[i]);
     }
-    for (size_t p0 = pa; p0 < pe; p0 += SCREEN_TILE) {
-        size_t p1 = p0 + SCREEN_TILE < pe ? p0 + SCREEN_TILE : pe;
-        for (size_t g = 0; g < nq; g += 16)
+    if (!s->basis) { /* stage 2 alone: every row */
+        size_t v1 = pe * 16 < n ? pe * 16 : n;
+        for (size_t i = 0; i < nq; i++)
+            for (size_t v = pa * 16; v < v1; v++) stage2(&st[i], s, k, v, dim, dot);
+    }
+    for (size_t p0 = pa; s->basis && p0 < pe; p0 += PREFIX_TILE) {
+        size_t p1 = p0 + PREFIX_TILE < pe ? p0 + PREFIX_TILE : pe;
+        for (size_t g = 0; g < nq; g += 16) {
+            size_t ng = nq - g < 16 ? nq - g : 16;
             for (size_t p = p0; p < p1; p++) {
-                dots(s->codes + p * d4 * 64, d4, codes + g * d4 * 4, d4 * 4, out);
+                dots(s->pcodes + p * PREFIX_PANEL, K / 4, w->pcodes + g * K, K, w->out);
+                for (size_t i = 0; i < ng; i++) w->qp[g + i].thr = (float)(bar(&st[g + i], k) - PREFIX_MARGIN);
+                uint16_t m16[16];
+                mask(w->out, ng, s->pf + p * 64, w->qp + g, m16);
                 size_t rows = n - p * 16 < 16 ? n - p * 16 : 16;
-                const double *pb = s->pb + 4 * p;
-                for (size_t i = g; i < nq && i < g + 16; i++) {
-                    qstate *t = &st[i];
-                    const int32_t *o = out + (i - g) * 16;
-                    double L = bar(t, k);
-                    if (L > -INFINITY) { /* the panel's best upper bound below L: nothing to take */
-                        int32_t dmax = o[0];
-                        for (size_t r = 1; r < rows; r++) dmax = o[r] > dmax ? o[r] : dmax;
-                        double dm = (double)((int64_t)dmax - 128 * t->sum);
-                        double hi = t->s * (dm >= 0 ? pb[1] : pb[0]) * dm + t->qn * pb[2] + t->e * pb[3] + t->margin;
-                        if (hi + fabs(hi) * 1e-12 < L) continue;
-                    }
-                    for (size_t r = 0; r < rows; r++) take(t, s, k, (uint32_t)(p * 16 + r), o[r]);
-                }
+                unsigned lim = rows < 16 ? (1u << rows) - 1 : 0xffffu;
+                for (size_t i = 0; i < ng; i++)
+                    for (unsigned mm = m16[i] & lim; mm; mm &= mm - 1)
+                        stage2(&st[g + i], s, k, p * 16 + (size_t)__builtin_ctz(mm), dim, dot);
             }
+        }
     }
     for (size_t i = 0; i < nq; i++)
         if (st[i].oom) atomic_store(&j->rc, CHRYS_NOMEM);
@@ -362,16 +636,20 @@ static void screen_range(void *arg, unsigned wk, size_t b, size_t e)
 {
     (void)wk;
     screen_job *j = arg;
-    size_t d4 = j->s->d4;
-    int8_t *codes = chrys_malloc((size_t)SCREEN_CHUNK * d4 * 4);
+    size_t dim = j->ix->dim, d4 = (dim + 3) / 4;
+    screen_scratch w;
+    w.codes = chrys_malloc_aligned((size_t)SCREEN_CHUNK * d4 * 4);
+    w.pcodes = chrys_malloc_aligned((size_t)SCREEN_CHUNK * MERGE_PREFIX_DIM);
+    w.z = chrys_malloc_aligned((size_t)SCREEN_CHUNK * MERGE_PREFIX_DIM * sizeof *w.z);
     double *tmp = chrys_malloc(j->nparts * j->k * sizeof *tmp);
-    int32_t out[16 * 16];
     size_t bufcap = 256;
     ranked *buf = chrys_malloc(bufcap * sizeof *buf);
-    if (!codes || !tmp || !buf) atomic_store(&j->rc, CHRYS_NOMEM);
+    if (!w.codes || !w.pcodes || !w.z || !tmp || !buf) atomic_store(&j->rc, CHRYS_NOMEM);
     else
-        for (size_t it = b; it < e && !atomic_load(&j->rc); it++) screen_item(j, it, codes, out, &buf, &bufcap, tmp);
-    chrys_free(codes);
+        for (size_t it = b; it < e && !atomic_load(&j->rc); it++) screen_item(j, it, &w, &buf, &bufcap, tmp);
+    chrys_free_aligned(w.codes);
+    chrys_free_aligned(w.pcodes);
+    chrys_free_aligned(w.z);
     chrys_free(tmp);
     chrys_free(buf);
 }
@@ -405,4 +683,33 @@ int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq,
     chrys_free(j.lo);
     chrys_free(j.done);
     return rc;
+}
+
+int merge__test_prefix_pass(const merge_screen *s, const chrys_index *ix, const float *q, const double *bar,
+                            unsigned char *pass)
+{
+    const size_t K = MERGE_PREFIX_DIM;
+    if (!s->basis || s->n != ix->n) return CHRYS_INVALID;
+    int vnni = chrys_kernels_active()->dot_u8i8 == chrys_dot_u8i8_vnni;
+    float z[MERGE_PREFIX_DIM];
+    int8_t *pc = chrys_calloc(16 * K, 1);
+    if (!pc) return CHRYS_NOMEM;
+    qstate t = {0};
+    t.pc = pc;
+    t.qn = sqrt(vec_dot_f64(q, q, ix->dim)) * (1 + 1e-9);
+    chrys_screen_qp qp;
+    dot_block(q, 1, s->basis, K, ix->dim, z, K);
+    prefix_query(s, &t, z, &qp);
+    int32_t out[256];
+    for (size_t p = 0; p * 16 < s->n; p++) {
+        (vnni ? chrys_screen_dots_vnni : chrys_screen_dots_ref)(s->pcodes + p * PREFIX_PANEL, K / 4, pc, K, out);
+        for (size_t v = p * 16; v < p * 16 + 16 && v < s->n; v++) {
+            uint16_t m;
+            qp.thr = (float)(bar[v] - PREFIX_MARGIN); /* as the search sets it */
+            (vnni ? chrys_screen_mask_vnni : chrys_screen_mask_ref)(out, 1, s->pf + p * 64, &qp, &m);
+            pass[v] = (m >> (v % 16)) & 1;
+        }
+    }
+    chrys_free(pc);
+    return CHRYS_OK;
 }

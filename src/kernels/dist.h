@@ -95,6 +95,20 @@ int64_t chrys_screen_code_ref(const float *x, uint32_t dim, uint8_t *out, size_t
  * aligned): out[i * 16 + r] = the exact int32 dot of row r with query i. _ref: the same in C. */
 void chrys_screen_dots_vnni(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out);
+/* The screen's first stage (merge_screen.c): a query's terms of its upper bound against the 16
+ * rows of a prefix panel. For row r of query i (dots = chrys_screen_dots_* output, 16 per query):
+ *   ub = (float)(dots[i*16 + r] - off) * (s * rs[r]) + zq * ra[r] + eq * rh[r] + rq * rr[r]
+ * evaluated in float32 in exactly this order (one rounding per product, an FMA for each of the
+ * last three terms); bit r of mask[i] is set when ub >= thr. rowp holds [4][16] floats: rs, ra,
+ * rh, rr. Every level gives the same bits (the _ref uses fmaf). */
+typedef struct chrys_screen_qp {
+    float s, zq, eq, rq, thr;
+    int32_t off;
+} chrys_screen_qp;
+void chrys_screen_mask_vnni(const int32_t *dots, size_t nq, const float *rowp, const chrys_screen_qp *qp,
+                            uint16_t *mask);
+void chrys_screen_mask_ref(const int32_t *dots, size_t nq, const float *rowp, const chrys_screen_qp *qp,
+                           uint16_t *mask);
 
 /* score_avx512.c: transpose nq queries into 32-query panels ([p][32], zero padded; buffer of
  * ceil(nq/32)*32*dim floats, 64-byte aligned) for score_scan. */

@@ -174,3 +174,21 @@ void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, siz
             out[i * 16 + r] = s;
         }
 }
+
+void chrys_screen_mask_ref(const int32_t *dots, size_t nq, const float *rowp, const chrys_screen_qp *qp,
+                           uint16_t *mask)
+{
+    for (size_t i = 0; i < nq; i++) {
+        uint16_t m = 0;
+        float s = qp[i].s, zq = qp[i].zq, eq = qp[i].eq, rq = qp[i].rq, thr = qp[i].thr;
+        for (size_t r = 0; r < 16; r++) {
+            float t = s * rowp[r];
+            float ub = (float)(dots[i * 16 + r] - qp[i].off) * t;
+            ub = fmaf(zq, rowp[16 + r], ub);
+            ub = fmaf(eq, rowp[32 + r], ub);
+            ub = fmaf(rq, rowp[48 + r], ub);
+            if (ub >= thr) m |= (uint16_t)(1u << r);
+        }
+        mask[i] = m;
+    }
+}

@@ -65,3 +65,19 @@ void chrys_screen_dots_vnni(const uint8_t *panel, size_t d4, const int8_t *q, si
     _mm512_storeu_si512(o + 8, a8), _mm512_storeu_si512(o + 9, a9), _mm512_storeu_si512(o + 10, a10), _mm512_storeu_si512(o + 11, a11);
     _mm512_storeu_si512(o + 12, a12), _mm512_storeu_si512(o + 13, a13), _mm512_storeu_si512(o + 14, a14), _mm512_storeu_si512(o + 15, a15);
 }
+
+/* The screen's first stage: 16 rows' upper bounds per query in one register (see dist.h). */
+void chrys_screen_mask_vnni(const int32_t *dots, size_t nq, const float *rowp, const chrys_screen_qp *qp,
+                            uint16_t *mask)
+{
+    __m512 rs = _mm512_loadu_ps(rowp), ra = _mm512_loadu_ps(rowp + 16), rh = _mm512_loadu_ps(rowp + 32),
+           rr = _mm512_loadu_ps(rowp + 48);
+    for (size_t i = 0; i < nq; i++) {
+        __m512i d = _mm512_sub_epi32(_mm512_loadu_si512(dots + i * 16), _mm512_set1_epi32(qp[i].off));
+        __m512 ub = _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(_mm512_set1_ps(qp[i].s), rs));
+        ub = _mm512_fmadd_ps(_mm512_set1_ps(qp[i].zq), ra, ub);
+        ub = _mm512_fmadd_ps(_mm512_set1_ps(qp[i].eq), rh, ub);
+        ub = _mm512_fmadd_ps(_mm512_set1_ps(qp[i].rq), rr, ub);
+        mask[i] = (uint16_t)_mm512_cmp_ps_mask(ub, _mm512_set1_ps(qp[i].thr), _CMP_GE_OQ);
+    }
+}

@@ -403,6 +403,44 @@ void test_kernels_screen_dots(void)
     }
 }
 
+/* The first stage's bound: the VNNI mask equals the reference's (fmaf, the same order) bit for
+ * bit, on random terms and at thresholds placed exactly on bounds. */
+void test_kernels_screen_mask(void)
+{
+    if (chrys_kernels_active()->dot_u8i8 != chrys_dot_u8i8_vnni) {
+        fprintf(stderr, "    (no VNNI here: the reference alone is used)\n");
+        return;
+    }
+    uint64_t s = h_seed + 91;
+    size_t set = 0, total = 0;
+    for (int t = 0; t < 200; t++) {
+        int32_t dots[256];
+        float rowp[64];
+        chrys_screen_qp qp[16];
+        for (int i = 0; i < 256; i++) dots[i] = (int32_t)(h_rand(&s) % 4000001) - 2000000;
+        for (int i = 0; i < 64; i++) rowp[i] = (float)(h_rand(&s) % 100000) * (i < 16 ? 1e-9f : 1e-5f);
+        size_t nq = 1 + (size_t)t % 16;
+        for (size_t i = 0; i < nq; i++) {
+            qp[i] = (chrys_screen_qp){(float)(h_rand(&s) % 1000) * 1e-5f, (float)(h_rand(&s) % 1000) * 1e-3f,
+                                      (float)(h_rand(&s) % 1000) * 1e-5f, (float)(h_rand(&s) % 1000) * 1e-3f,
+                                      0.0f, (int32_t)(h_rand(&s) % 200001) - 100000};
+            /* a threshold on one row's bound exactly (computed as the reference does), or random */
+            size_t r = h_rand(&s) % 16;
+            float ub = (float)(dots[i * 16 + r] - qp[i].off) * (qp[i].s * rowp[r]);
+            ub = fmaf(qp[i].zq, rowp[16 + r], ub);
+            ub = fmaf(qp[i].eq, rowp[32 + r], ub);
+            ub = fmaf(qp[i].rq, rowp[48 + r], ub);
+            qp[i].thr = t % 2 ? ub : (float)(h_rand(&s) % 2000) * 1e-3f - 1.0f;
+        }
+        uint16_t a[16], b[16];
+        chrys_screen_mask_vnni(dots, nq, rowp, qp, a);
+        chrys_screen_mask_ref(dots, nq, rowp, qp, b);
+        CHECK(!memcmp(a, b, nq * sizeof *a));
+        for (size_t i = 0; i < nq; i++) set += (size_t)__builtin_popcount(a[i]), total += 16;
+    }
+    CHECK(set > total / 10 && set < total * 9 / 10); /* the thresholds cut */
+}
+
 /* vec_scale_to's kernels give the scalar loop's bits at every level, in place too; the screen's
  * coding gives the reference's codes, scale and sum (both layouts, both signs of code, every
  * tail length), and its two error norms to within rounding. */

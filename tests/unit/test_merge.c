@@ -1456,8 +1456,12 @@ void test_merge_screen_exact_topk(void)
             merge_screen scr = {0};
             uint64_t *ia = malloc(nq * MERGE_K * sizeof *ia), *ib = malloc(nq * MERGE_K * sizeof *ib);
             double *sa = malloc(nq * MERGE_K * sizeof *sa), *sb = malloc(nq * MERGE_K * sizeof *sb);
-            for (int round = 0; round < 2; round++) {
-                if (round == 1) { /* merges rewrite rows in place; appends add rows */
+            for (int round = 0; round < 4; round++) {
+                if (round == 2) { /* the same with the first stage: a basis from 300 of the rows */
+                    CHECK_EQ(merge_screen_basis(&scr, ix->vecs, 300, (uint32_t)d), CHRYS_OK);
+                    CHECK(scr.eta < 1e-4);
+                    CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, 0), CHRYS_OK);
+                } else if (round % 2 == 1) { /* merges rewrite rows in place; appends add rows */
                     uint64_t changed[40];
                     float *v = malloc(d * sizeof *v);
                     for (size_t j = 0; j < 40; j++) {
@@ -1468,7 +1472,7 @@ void test_merge_screen_exact_topk(void)
                         CHECK_EQ(index_update_keep_links(ix, idmap_get(&ix->map, changed[j]), v), CHRYS_OK);
                     }
                     free(v);
-                    CHECK_EQ(chrys_index_add(ix, 200, ids + n, x + n * d, NULL), CHRYS_OK);
+                    if (round == 1) CHECK_EQ(chrys_index_add(ix, 200, ids + n, x + n * d, NULL), CHRYS_OK);
                     CHECK_EQ(merge_screen_sync(&scr, ix, changed, 40, 0), CHRYS_OK); /* grown (room 0) */
                 } else {
                     CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, ix->n + 7), CHRYS_OK);
@@ -1515,14 +1519,97 @@ void test_merge_screen_exact_topk(void)
         }
 }
 
+/* The first stage's bound holds for every (query, row) pair: a row is kept whenever its exact
+ * score (dot_f64) reaches the bar, tested with the bar on the score itself; and it prunes (most far
+ * rows are dropped at a bar of 0.9). Bases from a good sample (300 rows), from 20 rows (rank below
+ * the prefix: Gram-Schmidt fills the rest) and from another stream (little of the rows in its
+ * span); rows merged into after coding, random, clustered, near-threshold, tied and copied data. */
+void test_merge_prefix_bound(void)
+{
+    const size_t dims[2] = {128, 300}, n = 700, nq = 40;
+    size_t far_kept = 0, far = 0;
+    for (int kind = 0; kind <= 3; kind++)
+        for (int di = 0; di < 2; di++)
+            for (int bs = 0; bs < 3; bs++) {
+                size_t d = dims[di];
+                uint64_t s = h_seed + 400 + (uint64_t)(kind * 11 + di * 3 + bs);
+                float *x = make_stream(&s, kind, n, d, 0.85), *q = make_stream(&s, kind, nq, d, 0.85);
+                for (size_t i = 0; i < nq / 4; i++) memcpy(q + i * d, x + (h_rand(&s) % n) * d, d * sizeof *q);
+                chrys_index_opts io;
+                chrys_index_opts_init(&io);
+                io.dim = (uint32_t)d;
+                io.spec = "Flat";
+                chrys_index *ix = NULL;
+                CHECK_EQ(chrys_index_new(&io, &ix, NULL), CHRYS_OK);
+                uint64_t *ids = malloc(n * sizeof *ids);
+                for (size_t r = 0; r < n; r++) ids[r] = r;
+                CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+                float *qp = NULL;
+                char why[128];
+                CHECK_EQ(search_prepare_queries(ix, nq, q, &qp, why, sizeof why), CHRYS_OK);
+                const float *qq = qp ? qp : q;
+                merge_screen scr = {0};
+                if (bs == 2) { /* a basis drawn from another stream */
+                    uint64_t s2 = s + 1000;
+                    float *o = make_stream(&s2, (kind + 1) % 4, 300, d, 0.5);
+                    CHECK_EQ(merge_screen_basis(&scr, o, 300, (uint32_t)d), CHRYS_OK);
+                    free(o);
+                } else {
+                    CHECK_EQ(merge_screen_basis(&scr, ix->vecs, bs ? 20 : 300, (uint32_t)d), CHRYS_OK);
+                }
+                CHECK(scr.eta < 1e-4);
+                CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, 0), CHRYS_OK);
+                uint64_t changed[30];
+                float *v = malloc(d * sizeof *v);
+                for (size_t j = 0; j < 30; j++) { /* merges move rows: recoded at the next sync */
+                    changed[j] = h_rand(&s) % n;
+                    const float *a = x + changed[j] * d, *b = q + (h_rand(&s) % nq) * d;
+                    for (size_t i = 0; i < d; i++) v[i] = 0.4f * a[i] + 0.6f * b[i];
+                    if (vec_norm(v, d) == 0) memcpy(v, a, d * sizeof *v);
+                    CHECK_EQ(index_update_keep_links(ix, idmap_get(&ix->map, changed[j]), v), CHRYS_OK);
+                }
+                free(v);
+                CHECK_EQ(merge_screen_sync(&scr, ix, changed, 30, 0), CHRYS_OK);
+                double *bar = malloc(n * sizeof *bar), *hi = malloc(n * sizeof *hi);
+                unsigned char *pass = malloc(n);
+                size_t missed = 0;
+                for (size_t i = 0; i < nq; i++) {
+                    const float *qi = qq + i * d;
+                    for (size_t r = 0; r < n; r++) {
+                        bar[r] = chrys_kernels_active()->dot_f64(qi, ix->vecs + r * d, d);
+                        hi[r] = 0.9;
+                    }
+                    CHECK_EQ(merge__test_prefix_pass(&scr, ix, qi, bar, pass), CHRYS_OK);
+                    for (size_t r = 0; r < n; r++) missed += !pass[r];
+                    if (bs != 0 || kind == 3) continue;
+                    CHECK_EQ(merge__test_prefix_pass(&scr, ix, qi, hi, pass), CHRYS_OK);
+                    for (size_t r = 0; r < n; r++)
+                        if (bar[r] < 0.5) far++, far_kept += pass[r];
+                }
+                if (missed) fprintf(stderr, "    kind %d, d %zu, basis %d: %zu rows dropped above their bound\n", kind, d, bs, missed);
+                CHECK_EQ(missed, 0);
+                free(bar);
+                free(hi);
+                free(pass);
+                merge_screen_free(&scr);
+                chrys_free_aligned(qp);
+                chrys_index_free(ix);
+                free(x);
+                free(q);
+                free(ids);
+            }
+    CHECK(far > 1000 && far_kept < far / 2);
+}
+
 /* Whole merges with the screen forced on and forced off give the same results and entries, bit
  * for bit, at 1 and 2 threads (clustered and near-threshold streams). */
 void test_merge_screen_same_merge(void)
 {
-    const size_t d = 96, n = 5000;
-    for (int kind = 1; kind <= 2; kind++) {
+    const size_t d = 160, n = 5000;
+    for (int kind = 1; kind <= 4; kind++) { /* 3, 4: kinds 1, 2 with the first stage */
+        merge__test_prefix(kind > 2 ? 1 : 0);
         uint64_t s = h_seed + 320 + (uint64_t)kind;
-        float *x = make_stream(&s, kind, n, d, 0.85);
+        float *x = make_stream(&s, (kind - 1) % 2 + 1, n, d, 0.85);
         chrys_merge_record *recs = as_records(x, n, d);
         chrys_merge_result *ra = malloc(n * sizeof *ra), *rb = malloc(n * sizeof *rb);
         for (uint32_t t = 1; t <= 2; t++) {
@@ -1562,6 +1649,7 @@ void test_merge_screen_same_merge(void)
         free(recs);
         free(x);
     }
+    merge__test_prefix(-1);
 }
 
 /* The merger appends a record as its prepared unit row with its norm (index_add_unit_unlinked):

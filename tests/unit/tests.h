@@ -27,6 +27,7 @@
     X(test_kernels_u8i8)                            \
     X(test_kernels_x4)                              \
     X(test_kernels_screen_dots)                     \
+    X(test_kernels_screen_mask)                     \
     X(test_crc32c)                                  \
     X(test_api_struct_size_outputs)                 \
     X(test_api_struct_size_index_opts)              \
@@ -80,6 +81,7 @@
     X(test_merge_default_is_exact)                  \
     X(test_merge_unit_append_same_row) \
     X(test_merge_screen_exact_topk)                 \
+    X(test_merge_prefix_bound)                      \
     X(test_merge_screen_same_merge)                  \
     X(test_merge_hnsw_continuation)                 \
     X(test_merge_hnsw_index_current)                \
