@@ -102,6 +102,24 @@ void *chrys_malloc_aligned(size_t n)
     return (void *)aligned;
 }
 
+void *chrys_malloc_huge(size_t n)
+{
+    const size_t huge = (size_t)2 << 20;
+    size_t span, total;
+    if (chrys_add_size(n, huge - 1, &span)) return NULL;
+    span &= ~(huge - 1); /* whole huge pages */
+    if (chrys_add_size(span, huge + sizeof(size_t), &total)) return NULL;
+    unsigned char *raw = chrys_malloc(total);
+    if (!raw) return NULL;
+    uintptr_t aligned = ((uintptr_t)(raw + sizeof(size_t)) + huge - 1) & ~(uintptr_t)(huge - 1);
+    size_t off = (size_t)(aligned - (uintptr_t)raw);
+    memcpy((unsigned char *)aligned - sizeof(size_t), &off, sizeof off);
+#ifdef MADV_HUGEPAGE
+    madvise((void *)aligned, span, MADV_HUGEPAGE); /* advice only */
+#endif
+    return (void *)aligned;
+}
+
 void chrys_free_aligned(void *p)
 {
     if (!p) return;

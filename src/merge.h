@@ -73,9 +73,10 @@ CHRYS_PRIVATE int merge_screen_search(const merge_screen *s, const chrys_index *
 CHRYS_PRIVATE void merge_screen_free(merge_screen *s);
 /* Whether a merge call of about `pairs` (record, entry) pairs should draw a basis. */
 CHRYS_PRIVATE int merge_screen_wants_basis(const merge_screen *s, uint32_t dim, double pairs);
-/* Draw the first stage's basis from m unit rows (any m >= 1; every row is coded again at the next
- * sync). */
-CHRYS_PRIVATE int merge_screen_basis(merge_screen *s, const float *sample, size_t m, uint32_t dim);
+/* Draw the first stage's basis from m rows, each taken as rows[i] / norms[i] (norms NULL: as they
+ * are); any m >= 1. Every row is coded again at the next sync. */
+CHRYS_PRIVATE int merge_screen_basis(merge_screen *s, const float *const *rows, const double *norms, size_t m,
+                                     uint32_t dim);
 /* Tests: the first stage -1 automatic, 0 never, 1 whenever the screen is used (any size). */
 CHRYS_PRIVATE int merge__test_prefix(int mode);
 /* Tests: pass[v] = whether the first stage keeps row v for unit query q against bar[v] (the

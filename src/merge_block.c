@@ -465,17 +465,16 @@ static size_t prepare_queries(uint32_t dim, const chrys_merge_record *recs, cons
 static int draw_basis(chrys_merger *m, block_work *w)
 {
     uint32_t dim = m->opts.dim;
-    float *smp = chrys_malloc_aligned((size_t)PREFIX_SAMPLE * dim * sizeof *smp);
-    if (!smp) return CHRYS_NOMEM;
+    const float *rows[PREFIX_SAMPLE];
+    double norms[PREFIX_SAMPLE];
     size_t ns = 0, left = w->n - w->i0, step = left > PREFIX_SAMPLE ? left / PREFIX_SAMPLE : 1;
     for (size_t i = w->i0; i < w->n && ns < PREFIX_SAMPLE; i += step)
-        if (!w->skip[i]) vec_scale_to(smp + ns++ * dim, w->recs[i].vec, dim, w->chk[i].norm);
+        if (!w->skip[i]) rows[ns] = w->recs[i].vec, norms[ns++] = w->chk[i].norm;
     size_t ne = m->ix->n, want = PREFIX_SAMPLE - ns;
     step = want && ne > want ? ne / want : 1;
-    for (size_t v = 0; v < ne && ns < PREFIX_SAMPLE; v += step)
-        memcpy(smp + ns++ * dim, m->ix->vecs + v * dim, dim * sizeof *smp);
-    int rc = ns ? merge_screen_basis(&w->scr, smp, ns, dim) : CHRYS_OK;
-    chrys_free_aligned(smp);
+    for (size_t v = 0; v < ne && ns < PREFIX_SAMPLE; v += step) /* (unit rows) */
+        rows[ns] = m->ix->vecs + v * dim, norms[ns++] = 1.0;
+    int rc = ns ? merge_screen_basis(&w->scr, rows, norms, ns, dim) : CHRYS_OK;
     return rc == CHRYS_ERROR ? CHRYS_OK : rc; /* (a basis that came out loose: none, the search is the same) */
 }
 

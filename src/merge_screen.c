@@ -205,20 +205,23 @@ static void transpose(const float *a, size_t rows, size_t cols, float *out)
             for (size_t i = i0; i < i0 + 16 && i < rows; i++) out[j * rows + i] = a[i * cols + j];
 }
 
-int merge_screen_basis(merge_screen *s, const float *sample, size_t m, uint32_t dim)
+int merge_screen_basis(merge_screen *s, const float *const *rows, const double *norms, size_t m, uint32_t dim)
 {
     const size_t K = MERGE_PREFIX_DIM;
     if (m == 0 || dim < K) return CHRYS_INVALID;
-    float *y = chrys_malloc_aligned(K * dim * sizeof *y), *p = chrys_malloc(m * K * sizeof *p);
-    float *pt = chrys_malloc(K * m * sizeof *pt), *st = chrys_malloc((size_t)dim * m * sizeof *st);
-    float *tmp = chrys_malloc(K * dim * sizeof *tmp);
+    /* one scratch block (fresh memory: on huge pages): the sample S and its transpose, P, P^T,
+     * and the orthonormalisation's Y^T */
+    size_t md = m * (size_t)dim, fl = 2 * md + 2 * m * K + K * (size_t)dim;
+    float *y = chrys_malloc_aligned(K * dim * sizeof *y), *sc = chrys_malloc_huge(fl * sizeof *sc);
     int rc = CHRYS_NOMEM;
-    if (!y || !p || !pt || !st || !tmp) goto out;
+    if (!y || !sc) goto out;
+    float *smp = sc, *st = sc + md, *p = st + md, *pt = p + m * K, *tmp = pt + m * K;
+    for (size_t i = 0; i < m; i++) vec_scale_to(smp + i * dim, rows[i], dim, norms ? norms[i] : 1.0);
     uint64_t rng = 0x243F6A8885A308D3ull;
     for (size_t j = 0; j < K; j++) random_signs(y + j * dim, dim, &rng);
-    transpose(sample, m, dim, st);
+    transpose(smp, m, dim, st);
     for (int step = 0; step < 2; step++) {
-        dot_block(sample, m, y, K, dim, p, K); /* P = S Y^T */
+        dot_block(smp, m, y, K, dim, p, K); /* P = S Y^T */
         transpose(p, m, K, pt);
         dot_block(pt, K, st, dim, m, y, dim); /* Y = P^T S */
         orthonormalise(y, dim, tmp, &rng);
@@ -251,10 +254,7 @@ int merge_screen_basis(merge_screen *s, const float *sample, size_t m, uint32_t 
     rc = CHRYS_OK;
 out:
     chrys_free_aligned(y);
-    chrys_free(p);
-    chrys_free(pt);
-    chrys_free(st);
-    chrys_free(tmp);
+    chrys_free_aligned(sc);
     return rc;
 }
 

@@ -25,6 +25,10 @@
 
 static uint64_t align_up(uint64_t x) { return (x + STORE_ALIGN - 1) & ~(uint64_t)(STORE_ALIGN - 1); }
 
+/* Written in 4 MiB pieces, each handed to writeback as soon as it is in the page cache
+ * (sync_file_range, asynchronous): the disk works while the next pieces are copied, and the
+ * fsync before the rename waits for what is left (20 MiB store: write 17 ms + fsync 20 ms one
+ * after the other before). */
 static int write_all(int fd, const void *data, uint64_t len)
 {
     const unsigned char *p = data;
@@ -33,12 +37,18 @@ static int write_all(int fd, const void *data, uint64_t len)
             errno = ENOSPC;
             return -1;
         }
-        size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
+        size_t chunk = len > (4u << 20) ? (4u << 20) : (size_t)len;
         ssize_t w = write(fd, p, chunk);
         if (w < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
+#ifdef SYNC_FILE_RANGE_WRITE
+        if (w >= (1 << 20)) { /* advice only: the fsync below is what makes it durable */
+            off_t end = lseek(fd, 0, SEEK_CUR);
+            if (end > 0) sync_file_range(fd, end - w, w, SYNC_FILE_RANGE_WRITE);
+        }
+#endif
         p += w;
         len -= (uint64_t)w;
     }

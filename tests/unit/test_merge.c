@@ -1430,6 +1430,16 @@ void test_merge_index_unlinked_rows(void)
 /* The int8 screen (merge_screen.c) returns the exact Flat scan's k best, bit for bit: clustered,
  * near-threshold with exact duplicates, and exact ties; dimensions with and without a tail of
  * the 64-byte kernel step; 1 and 2 threads; after entries change in place and new ones arrive. */
+/* The screen's basis from the first m rows of x (d floats each), taken as they are. */
+static int basis_from(merge_screen *scr, const float *x, size_t m, size_t d)
+{
+    const float **rows = malloc(m * sizeof *rows);
+    for (size_t i = 0; i < m; i++) rows[i] = x + i * d;
+    int rc = merge_screen_basis(scr, rows, NULL, m, (uint32_t)d);
+    free(rows);
+    return rc;
+}
+
 void test_merge_screen_exact_topk(void)
 {
     const size_t dims[3] = {64, 100, 1024}, n = 2500, nq = 300;
@@ -1458,7 +1468,7 @@ void test_merge_screen_exact_topk(void)
             double *sa = malloc(nq * MERGE_K * sizeof *sa), *sb = malloc(nq * MERGE_K * sizeof *sb);
             for (int round = 0; round < 4; round++) {
                 if (round == 2) { /* the same with the first stage: a basis from 300 of the rows */
-                    CHECK_EQ(merge_screen_basis(&scr, ix->vecs, 300, (uint32_t)d), CHRYS_OK);
+                    CHECK_EQ(basis_from(&scr, ix->vecs, 300, d), CHRYS_OK);
                     CHECK(scr.eta < 1e-4);
                     CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, 0), CHRYS_OK);
                 } else if (round % 2 == 1) { /* merges rewrite rows in place; appends add rows */
@@ -1552,10 +1562,10 @@ void test_merge_prefix_bound(void)
                 if (bs == 2) { /* a basis drawn from another stream */
                     uint64_t s2 = s + 1000;
                     float *o = make_stream(&s2, (kind + 1) % 4, 300, d, 0.5);
-                    CHECK_EQ(merge_screen_basis(&scr, o, 300, (uint32_t)d), CHRYS_OK);
+                    CHECK_EQ(basis_from(&scr, o, 300, d), CHRYS_OK);
                     free(o);
                 } else {
-                    CHECK_EQ(merge_screen_basis(&scr, ix->vecs, bs ? 20 : 300, (uint32_t)d), CHRYS_OK);
+                    CHECK_EQ(basis_from(&scr, ix->vecs, bs ? 20 : 300, d), CHRYS_OK);
                 }
                 CHECK(scr.eta < 1e-4);
                 CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, 0), CHRYS_OK);
