@@ -58,7 +58,6 @@ typedef struct merge_screen {
     double eta, gam; /* |B B^T - I| bound; projection error per unit of |x| */
     uint8_t *pcodes; /* cap / 16 panels [MERGE_PREFIX_DIM / 4][16 rows][4], code + 128 */
     float *pf;       /* cap / 16 panels [4][16]: scale and the bound's row terms */
-    float *zbuf;     /* coding scratch */
 } merge_screen;
 CHRYS_PRIVATE int merge_screen_usable(const chrys_index *ix, size_t entries, size_t nq);
 /* Code the rows added since the last call and recode those of the changed entries (ids). room:
@@ -67,9 +66,14 @@ CHRYS_PRIVATE int merge_screen_usable(const chrys_index *ix, size_t entries, siz
 CHRYS_PRIVATE int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed,
                                     size_t room);
 /* The k best entries of each unit query, by dot_f64 and then id, as the exact Flat scan gives them,
- * among those scoring at least floor (-INFINITY: all); fewer than k: the rest CHRYS_NO_ID. */
-CHRYS_PRIVATE int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
+ * among those scoring at least floor (-INFINITY: all); fewer than k: the rest CHRYS_NO_ID.
+ * merge_screen_search: the codes must be in sync (s->n == the index's rows); _sync_search first
+ * does what merge_screen_sync does, on all cores as the search's first work items. */
+CHRYS_PRIVATE int merge_screen_search(merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
                                       double floor, unsigned nt, uint64_t *ids, double *scores);
+CHRYS_PRIVATE int merge_screen_sync_search(merge_screen *s, const chrys_index *ix, const uint64_t *changed,
+                                           size_t n_changed, size_t room, size_t nq, const float *q, size_t k,
+                                           double floor, unsigned nt, uint64_t *ids, double *scores);
 CHRYS_PRIVATE void merge_screen_free(merge_screen *s);
 /* Whether a merge call of about `pairs` (record, entry) pairs should draw a basis. */
 CHRYS_PRIVATE int merge_screen_wants_basis(const merge_screen *s, uint32_t dim, double pairs);

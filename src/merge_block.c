@@ -494,8 +494,8 @@ static int block_search(chrys_merger *m, block_work *w)
         (rc = draw_basis(m, w)))
         return merger_fail(m, rc, "out of memory");
     if (screen) { /* the entries the previous block changed (dlist) are coded again */
-        rc = merge_screen_sync(&w->scr, m->ix, w->dlist, w->nd, w->e_before + w->left);
-        if (!rc) rc = merge_screen_search(&w->scr, m->ix, nb, w->qblock, k, w->floor, w->nt, w->cid, w->csc);
+        rc = merge_screen_sync_search(&w->scr, m->ix, w->dlist, w->nd, w->e_before + w->left, nb, w->qblock, k,
+                                      w->floor, w->nt, w->cid, w->csc);
     } else {
         w->scr.n = 0; /* codes not kept up to date: coded afresh when next used */
         rc = approx ? index_search(m, nb, w->qblock, k, w->nt, w->cid, w->csc)

@@ -30,6 +30,7 @@
  * code the new ones. A block that does not use it drops them (coded again when next used).
  */
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "kernels/dist.h"
@@ -83,7 +84,6 @@ void merge_screen_free(merge_screen *s)
     chrys_free_aligned(s->basis);
     chrys_free_aligned(s->pcodes);
     chrys_free_aligned(s->pf);
-    chrys_free_aligned(s->zbuf);
     memset(s, 0, sizeof *s);
 }
 
@@ -301,7 +301,7 @@ static int screen_reserve(merge_screen *s, uint32_t dim, size_t n, size_t room)
 
 /* Row v's prefix: codes in its panel and the four terms of its bound (see the search). xn: an
  * upper bound of |x|. */
-static void prefix_slot(merge_screen *s, size_t v, const float *z, double xn)
+static void prefix_slot(const merge_screen *s, size_t v, const float *z, double xn)
 {
     const size_t K = MERGE_PREFIX_DIM;
     double ps, pe, ph, zz = 0;
@@ -317,64 +317,84 @@ static void prefix_slot(merge_screen *s, size_t v, const float *z, double xn)
     f[48] = up(sqrt(r2 > 0 ? r2 : 0) * (1 + 1e-9));
 }
 
-/* Prefixes of m rows: slots[i], or first + i when slots is NULL; rows at x (contiguous) or, with
- * slots, gathered from the index. */
-static int prefix_rows(merge_screen *s, const chrys_index *ix, const uint32_t *slots, size_t first, size_t m)
+/* Code CODE_GROUP rows at most (their whole rows, and with a basis their prefixes): slots[i], or
+ * first + i when slots is NULL. gx: CODE_GROUP x dim floats, z: CODE_GROUP x MERGE_PREFIX_DIM
+ * (scratch). Rows are independent: groups run on any core, in any order. */
+#define CODE_GROUP 32
+static void code_group(const merge_screen *s, const chrys_index *ix, const uint32_t *slots, size_t first, size_t m,
+                       float *gx, float *z)
 {
-    const size_t K = MERGE_PREFIX_DIM, G = 256;
+    const size_t K = MERGE_PREFIX_DIM;
     size_t dim = ix->dim;
-    if (!s->zbuf) {
-        s->zbuf = chrys_malloc_aligned(G * (K + dim) * sizeof(float));
-        if (!s->zbuf) return CHRYS_NOMEM;
+    for (size_t i = 0; i < m; i++) {
+        size_t v = slots ? slots[i] : first + i;
+        code_row(ix->vecs + v * dim, ix->dim, s->codes + v * s->rstride, 4, 1, &s->scale[v], &s->err[v], &s->nhat[v]);
     }
-    float *z = s->zbuf, *gx = s->zbuf + G * K;
-    for (size_t i0 = 0; i0 < m; i0 += G) {
-        size_t g = m - i0 < G ? m - i0 : G;
-        const float *x = ix->vecs + (first + i0) * dim;
-        if (slots) {
-            for (size_t i = 0; i < g; i++) memcpy(gx + i * dim, ix->vecs + (size_t)slots[i0 + i] * dim, dim * sizeof *gx);
-            x = gx;
-        }
-        dot_block(x, g, s->basis, K, dim, z, K);
-        for (size_t i = 0; i < g; i++) {
-            size_t v = slots ? slots[i0 + i] : first + i0 + i;
-            prefix_slot(s, v, z + i * K, s->nhat[v] + s->err[v]); /* |x| <= |s c| + |x - s c| */
-        }
+    if (!s->basis) return;
+    const float *x = ix->vecs + first * dim;
+    if (slots) {
+        for (size_t i = 0; i < m; i++) memcpy(gx + i * dim, ix->vecs + (size_t)slots[i] * dim, dim * sizeof *gx);
+        x = gx;
     }
+    dot_block(x, m, s->basis, K, dim, z, K);
+    for (size_t i = 0; i < m; i++) {
+        size_t v = slots ? slots[i] : first + i;
+        prefix_slot(s, v, z + i * K, s->nhat[v] + s->err[v]); /* |x| <= |s c| + |x - s c| */
+    }
+}
+
+/* What a sync codes: the rows merged into since they were coded (slots, *n_re of them) and the
+ * new ones (old..ix->n). Room made first; s->n is the index's after. */
+static int sync_begin(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed, size_t room,
+                      uint32_t **re, size_t *n_re, size_t *old)
+{
+    *old = s->n;
+    *n_re = 0;
+    *re = NULL;
+    int rc = screen_reserve(s, ix->dim, ix->n, room);
+    if (rc) return rc;
+    if (n_changed && *old && !(*re = chrys_malloc(n_changed * sizeof **re))) return CHRYS_NOMEM;
+    for (size_t j = 0; j < n_changed && *old; j++) {
+        uint32_t v = idmap_get(&ix->map, changed[j]);
+        if (v != CHRYS_NO_SLOT && v < *old) (*re)[(*n_re)++] = v;
+    }
+    s->n = ix->n;
     return CHRYS_OK;
 }
 
-static void code_slot(merge_screen *s, const chrys_index *ix, size_t v)
+/* Coding items of a sync: groups of the changed rows, then of the new ones. */
+static size_t code_items(size_t n_re, size_t old, size_t n)
 {
-    code_row(ix->vecs + v * ix->dim, ix->dim, s->codes + v * s->rstride, 4, 1, &s->scale[v], &s->err[v], &s->nhat[v]);
+    return (n_re + CODE_GROUP - 1) / CODE_GROUP + (n - old + CODE_GROUP - 1) / CODE_GROUP;
+}
+
+static void code_item(const merge_screen *s, const chrys_index *ix, const uint32_t *re, size_t n_re, size_t old,
+                      size_t it, float *gx, float *z)
+{
+    size_t gre = (n_re + CODE_GROUP - 1) / CODE_GROUP;
+    if (it < gre) {
+        size_t b = it * CODE_GROUP, m = n_re - b < CODE_GROUP ? n_re - b : CODE_GROUP;
+        code_group(s, ix, re + b, 0, m, gx, z);
+    } else {
+        size_t b = old + (it - gre) * CODE_GROUP, m = ix->n - b < CODE_GROUP ? ix->n - b : CODE_GROUP;
+        code_group(s, ix, NULL, b, m, gx, z);
+    }
 }
 
 int merge_screen_sync(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed, size_t room)
 {
-    size_t old = s->n, nre = 0;
-    int rc = screen_reserve(s, ix->dim, ix->n, room);
-    if (rc) return rc;
-    uint32_t *re = NULL;
-    if (n_changed && old && s->basis && !(re = chrys_malloc(n_changed * sizeof *re))) return CHRYS_NOMEM;
-    for (size_t j = 0; j < n_changed && old; j++) { /* rows merged into since they were coded */
-        uint32_t v = idmap_get(&ix->map, changed[j]);
-        if (v != CHRYS_NO_SLOT && v < old) {
-            code_slot(s, ix, v);
-            if (re) re[nre++] = v;
-        }
-    }
-    for (size_t v = old; v < ix->n; v++) code_slot(s, ix, v);
-    if (s->basis) {
-        if (nre) rc = prefix_rows(s, ix, re, 0, nre);
-        if (!rc && ix->n > old) rc = prefix_rows(s, ix, NULL, old, ix->n - old);
-    }
+    uint32_t *re;
+    size_t n_re, old;
+    int rc = sync_begin(s, ix, changed, n_changed, room, &re, &n_re, &old);
+    float *gx = chrys_malloc_aligned((size_t)CODE_GROUP * (ix->dim + MERGE_PREFIX_DIM) * sizeof *gx);
+    if (!rc && !gx) rc = CHRYS_NOMEM;
+    if (!rc)
+        for (size_t it = 0, ni = code_items(n_re, old, ix->n); it < ni; it++)
+            code_item(s, ix, re, n_re, old, it, gx, gx + (size_t)CODE_GROUP * ix->dim);
+    if (rc) s->n = 0; /* coded afresh next time */
     chrys_free(re);
-    if (rc) {
-        s->n = 0; /* coded afresh next time */
-        return rc;
-    }
-    s->n = ix->n;
-    return CHRYS_OK;
+    chrys_free_aligned(gx);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -423,6 +443,10 @@ typedef struct screen_job {
     double *lo;           /* items x SCREEN_CHUNK x k */
     atomic_uint *done;    /* per chunk: parts finished */
     atomic_int rc;
+    /* the sync's coding, as the first items (code_item) */
+    const uint32_t *re;
+    size_t n_re, old, ncode;
+    atomic_size_t coded;  /* coding items finished */
 } screen_job;
 
 static void lo_push(qstate *st, size_t k, double lo)
@@ -637,6 +661,19 @@ static void screen_range(void *arg, unsigned wk, size_t b, size_t e)
     (void)wk;
     screen_job *j = arg;
     size_t dim = j->ix->dim, d4 = (dim + 3) / 4;
+    if (b < j->ncode) { /* coding items: each worker takes them before any search item */
+        float *gx = chrys_malloc_aligned((size_t)CODE_GROUP * (dim + MERGE_PREFIX_DIM) * sizeof *gx);
+        if (!gx) atomic_store(&j->rc, CHRYS_NOMEM);
+        for (; b < e && b < j->ncode; b++) {
+            if (gx) code_item(j->s, j->ix, j->re, j->n_re, j->old, b, gx, gx + (size_t)CODE_GROUP * dim);
+            atomic_fetch_add_explicit(&j->coded, 1, memory_order_release);
+        }
+        chrys_free_aligned(gx);
+        if (b == e) return;
+    }
+    /* the search reads every row's codes: wait for the coding items taken by other workers
+     * (items are handed out in order, so all are taken by now, each by a running worker) */
+    while (atomic_load_explicit(&j->coded, memory_order_acquire) < j->ncode) sched_yield();
     screen_scratch w;
     w.codes = chrys_malloc_aligned((size_t)SCREEN_CHUNK * d4 * 4);
     w.pcodes = chrys_malloc_aligned((size_t)SCREEN_CHUNK * MERGE_PREFIX_DIM);
@@ -646,7 +683,7 @@ static void screen_range(void *arg, unsigned wk, size_t b, size_t e)
     ranked *buf = chrys_malloc(bufcap * sizeof *buf);
     if (!w.codes || !w.pcodes || !w.z || !tmp || !buf) atomic_store(&j->rc, CHRYS_NOMEM);
     else
-        for (size_t it = b; it < e && !atomic_load(&j->rc); it++) screen_item(j, it, &w, &buf, &bufcap, tmp);
+        for (size_t it = b; it < e && !atomic_load(&j->rc); it++) screen_item(j, it - j->ncode, &w, &buf, &bufcap, tmp);
     chrys_free_aligned(w.codes);
     chrys_free_aligned(w.pcodes);
     chrys_free_aligned(w.z);
@@ -654,8 +691,10 @@ static void screen_range(void *arg, unsigned wk, size_t b, size_t e)
     chrys_free(buf);
 }
 
-int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k,
-                        double floor, unsigned nt, uint64_t *ids, double *scores)
+/* The search, after coding re (n_re rows merged into) and the rows from old on, in one parallel
+ * pass: coding items first, then the search's. */
+static int search_impl(merge_screen *s, const chrys_index *ix, const uint32_t *re, size_t n_re, size_t old, size_t nq,
+                       const float *q, size_t k, double floor, unsigned nt, uint64_t *ids, double *scores)
 {
     if (s->n != ix->n || k == 0 || isnan(floor)) return CHRYS_INVALID;
     if (!nt) nt = chrys_online_cpus();
@@ -665,7 +704,8 @@ int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq,
     size_t nparts = nt > 1 && chunks < 4 * (size_t)nt ? nt : 1;
     while (nparts > 1 && np / nparts < 64) nparts--;
     size_t items = chunks * nparts, n_st;
-    screen_job j = {s, ix, q, nq, k, floor, ids, scores, nparts, NULL, NULL, NULL, CHRYS_OK};
+    screen_job j = {s, ix, q, nq, k, floor, ids, scores, nparts, NULL, NULL, NULL, CHRYS_OK, re, n_re, old,
+                    code_items(n_re, old, ix->n), 0};
     if (chrys_mul_size(items, SCREEN_CHUNK, &n_st)) return CHRYS_NOMEM;
     j.st = chrys_calloc(n_st, sizeof *j.st);
     j.lo = chrys_malloc(n_st * k * sizeof *j.lo);
@@ -673,8 +713,9 @@ int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq,
     int rc = CHRYS_NOMEM;
     if (j.st && j.lo && j.done) {
         for (size_t c = 0; c < chunks; c++) atomic_init(&j.done[c], 0);
-        /* work items: (chunk, part) pairs, taken one at a time */
-        chrys_parallel_chunks(nt, items, 1, screen_range, &j);
+        atomic_init(&j.coded, 0);
+        /* work items: coding groups, then (chunk, part) pairs, taken one at a time */
+        chrys_parallel_chunks(nt, j.ncode + items, 1, screen_range, &j);
         rc = atomic_load(&j.rc);
     }
     if (j.st)
@@ -682,6 +723,25 @@ int merge_screen_search(const merge_screen *s, const chrys_index *ix, size_t nq,
     chrys_free(j.st);
     chrys_free(j.lo);
     chrys_free(j.done);
+    return rc;
+}
+
+int merge_screen_search(merge_screen *s, const chrys_index *ix, size_t nq, const float *q, size_t k, double floor,
+                        unsigned nt, uint64_t *ids, double *scores)
+{
+    return search_impl(s, ix, NULL, 0, s->n, nq, q, k, floor, nt, ids, scores);
+}
+
+int merge_screen_sync_search(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed,
+                             size_t room, size_t nq, const float *q, size_t k, double floor, unsigned nt,
+                             uint64_t *ids, double *scores)
+{
+    uint32_t *re;
+    size_t n_re, old;
+    int rc = sync_begin(s, ix, changed, n_changed, room, &re, &n_re, &old);
+    if (!rc) rc = search_impl(s, ix, re, n_re, old, nq, q, k, floor, nt, ids, scores);
+    if (rc) s->n = 0; /* coded afresh next time */
+    chrys_free(re);
     return rc;
 }
 
