@@ -343,6 +343,12 @@ static void code_group(const merge_screen *s, const chrys_index *ix, const uint3
     }
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* What a sync codes: the rows merged into since they were coded (slots, *n_re of them) and the
  * new ones (old..ix->n). Room made first; s->n is the index's after. */
 static int sync_begin(merge_screen *s, const chrys_index *ix, const uint64_t *changed, size_t n_changed, size_t room,
@@ -358,6 +364,12 @@ static int sync_begin(merge_screen *s, const chrys_index *ix, const uint64_t *ch
         uint32_t v = idmap_get(&ix->map, changed[j]);
         if (v != CHRYS_NO_SLOT && v < *old) (*re)[(*n_re)++] = v;
     }
+    /* in slot order, each once (two groups must not code one row at once) */
+    qsort(*re, *n_re, sizeof **re, cmp_u32);
+    size_t u = 0;
+    for (size_t j = 0; j < *n_re; j++)
+        if (!u || (*re)[u - 1] != (*re)[j]) (*re)[u++] = (*re)[j];
+    *n_re = u;
     s->n = ix->n;
     return CHRYS_OK;
 }
