@@ -29,9 +29,9 @@ long vec_first_nonfinite(const float *v, size_t dim)
 
 double vec_norm(const float *v, size_t dim)
 {
-    double s = 0;
-    for (size_t i = 0; i < dim; i++) s += (double)v[i] * v[i];
-    return sqrt(s);
+    /* sixteen running sums (the kernel's; the same bits at every level): one sequential sum waited
+     * on each add, 1.4 us a 1024-d row, and a merge takes one a record and one a merged entry */
+    return sqrt(chrys_kernels_active()->sumsq(v, dim));
 }
 
 int vec_all_zero(const float *v, size_t dim)

@@ -61,6 +61,9 @@ typedef struct chrys_kernels {
     /* The merger's int8 screen codes of one row (merge_screen.c): see chrys_screen_code_ref. */
     int64_t (*screen_code)(const float *x, uint32_t dim, uint8_t *out, size_t stride4, int unsigned_codes,
                            double *scale, double *err, double *nhat);
+    /* sum v[i]^2 in double (vec_norm): sixteen running sums, v[i] into sum i % 16, then summed
+     * pairwise in a fixed order (chrys_sumsq_ref); every level gives its bits. */
+    double (*sumsq)(const float *v, size_t n);
 } chrys_kernels;
 
 /* dispatch.c: BLAS sgemm runs an AVX2-or-wider kernel (OpenBLAS's core name); see there. */
@@ -80,6 +83,9 @@ int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
 /* dist_vnni.c: the VNNI version of dot_u8i8 (compiled with -mavx512vnni; used only when CPUID says so). */
 int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
 void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
+double chrys_sumsq_ref(const float *v, size_t n);
+/* The sixteen running sums' fixed pairwise total (every level's sumsq ends with it). */
+double chrys_sumsq_total(double acc[16]);
 /* out = v / norm, each component in double and rounded once (every level's scale_to gives these bits). */
 void chrys_scale_to_ref(float *out, const float *v, size_t n, double norm);
 /* Code one finite row x into bytes out[pos(i)] (pos(i) = (i / 4) * stride4 + i % 4), c_i =

@@ -220,6 +220,23 @@ static void dot_u8i8_x4_avx2(const uint8_t *const c[4], const int8_t *w, size_t 
     for (int r = 0; r < 4; r++) out[r] = dot_u8i8_avx2(c[r], w, n);
 }
 
+/* chrys_sumsq_ref in four registers of four sums (the same sums, the same order) */
+static double sumsq_avx2(const float *v, size_t n)
+{
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256d x0 = _mm256_cvtps_pd(_mm_loadu_ps(v + i)), x1 = _mm256_cvtps_pd(_mm_loadu_ps(v + i + 4));
+        __m256d x2 = _mm256_cvtps_pd(_mm_loadu_ps(v + i + 8)), x3 = _mm256_cvtps_pd(_mm_loadu_ps(v + i + 12));
+        a0 = _mm256_add_pd(a0, _mm256_mul_pd(x0, x0)), a1 = _mm256_add_pd(a1, _mm256_mul_pd(x1, x1));
+        a2 = _mm256_add_pd(a2, _mm256_mul_pd(x2, x2)), a3 = _mm256_add_pd(a3, _mm256_mul_pd(x3, x3));
+    }
+    double acc[16];
+    _mm256_storeu_pd(acc, a0), _mm256_storeu_pd(acc + 4, a1), _mm256_storeu_pd(acc + 8, a2), _mm256_storeu_pd(acc + 12, a3);
+    for (; i < n; i++) acc[i & 15] += (double)v[i] * v[i];
+    return chrys_sumsq_total(acc);
+}
+
 static void scale_to_avx2(float *out, const float *v, size_t n, double norm)
 {
     __m256d d = _mm256_set1_pd(norm);
@@ -232,4 +249,4 @@ static void scale_to_avx2(float *out, const float *v, size_t n, double norm)
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
                                           l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
                                           dot_u8_avx2, dot_u8i8_avx2, dot_x4_avx2, l2sq_x4_avx2, dot_u8i8_x4_avx2,
-                                          NULL, scale_to_avx2, chrys_screen_code_ref};
+                                          NULL, scale_to_avx2, chrys_screen_code_ref, sumsq_avx2};

@@ -265,6 +265,23 @@ static void dot_u8i8_x4_avx512(const uint8_t *const c[4], const int8_t *w, size_
     for (int r = 0; r < 4; r++) out[r] = dot_u8i8_avx512(c[r], w, n);
 }
 
+/* chrys_sumsq_ref in two registers of eight sums (a square is exact in double, so the FMA's one
+ * rounding is the reference's add) */
+static double sumsq_avx512(const float *v, size_t n)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512d x0 = _mm512_cvtps_pd(_mm256_loadu_ps(v + i)), x1 = _mm512_cvtps_pd(_mm256_loadu_ps(v + i + 8));
+        a0 = _mm512_fmadd_pd(x0, x0, a0);
+        a1 = _mm512_fmadd_pd(x1, x1, a1);
+    }
+    double acc[16];
+    _mm512_storeu_pd(acc, a0), _mm512_storeu_pd(acc + 8, a1);
+    for (; i < n; i++) acc[i & 15] += (double)v[i] * v[i];
+    return chrys_sumsq_total(acc);
+}
+
 static void scale_to_avx512(float *out, const float *v, size_t n, double norm)
 {
     __m512d d = _mm512_set1_pd(norm);
@@ -324,9 +341,11 @@ const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, d
                                             l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                             dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512, dot_x4_avx512,
                                             l2sq_x4_avx512, dot_u8i8_x4_avx512,
-                                            chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512};
+                                            chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
+                                            sumsq_avx512};
 const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                                  l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                                  dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni, dot_x4_avx512,
                                                  l2sq_x4_avx512, chrys_dot_u8i8_x4_vnni,
-                                                 chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512};
+                                                 chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
+                                            sumsq_avx512};

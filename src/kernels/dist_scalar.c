@@ -159,10 +159,27 @@ int64_t chrys_screen_code_ref(const float *x, uint32_t dim, uint8_t *out, size_t
     return sum;
 }
 
+double chrys_sumsq_total(double acc[16])
+{
+    for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
+    for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
+    for (int j = 0; j < 2; j++) acc[j] += acc[j + 2];
+    return acc[0] + acc[1];
+}
+
+/* Each square is exact in double (24-bit mantissas), so a sum's bits depend only on its order. */
+double chrys_sumsq_ref(const float *v, size_t n)
+{
+    double acc[16] = {0};
+    for (size_t i = 0; i < n; i++) acc[i & 15] += (double)v[i] * v[i];
+    return chrys_sumsq_total(acc);
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
                                             dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
-                                            dot_u8i8_x4_scalar, NULL, chrys_scale_to_ref, chrys_screen_code_ref};
+                                            dot_u8i8_x4_scalar, NULL, chrys_scale_to_ref, chrys_screen_code_ref,
+                                            chrys_sumsq_ref};
 
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out)
 {

@@ -403,6 +403,36 @@ void test_kernels_screen_dots(void)
     }
 }
 
+/* sumsq (vec_norm): every level gives the reference's bits, at every length and alignment, with
+ * values over many binades; zero exactly when every component is +-0. */
+void test_kernels_sumsq(void)
+{
+    uint64_t s = h_seed + 93;
+    float *v = malloc(1200 * sizeof *v);
+    int tested = 0;
+    for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+        const chrys_kernels *k = chrys_kernels_level(LEVELS[l]);
+        if (!k) continue;
+        tested++;
+        for (size_t n = 1; n <= 1100; n += n < 40 ? 1 : 61)
+            for (size_t off = 0; off < 3; off++) {
+                for (size_t i = 0; i < n + off; i++) v[i] = h_gauss(&s) * ldexpf(1.0f, (int)(h_rand(&s) % 40) - 20);
+                CHECK(k->sumsq(v + off, n) == chrys_sumsq_ref(v + off, n));
+            }
+        for (size_t i = 0; i < 100; i++) v[i] = i % 3 ? 0.0f : -0.0f;
+        CHECK(k->sumsq(v, 100) == 0.0);
+        v[77] = 1e-45f; /* the smallest subnormal: its square is not zero in double */
+        CHECK(k->sumsq(v, 100) > 0.0);
+    }
+    CHECK(tested >= 1);
+    /* the reference is the sum it says: sixteen running sums, totalled pairwise */
+    for (size_t i = 0; i < 40; i++) v[i] = (float)i;
+    double want = 0;
+    for (size_t i = 0; i < 40; i++) want += (double)i * i;
+    CHECK(chrys_sumsq_ref(v, 40) == want); /* (small integers: exact in any order) */
+    free(v);
+}
+
 /* The first stage's bound: the VNNI mask equals the reference's (fmaf, the same order) bit for
  * bit, on random terms and at thresholds placed exactly on bounds. */
 void test_kernels_screen_mask(void)

@@ -28,6 +28,7 @@
     X(test_kernels_x4)                              \
     X(test_kernels_screen_dots)                     \
     X(test_kernels_screen_mask)                     \
+    X(test_kernels_sumsq)                           \
     X(test_crc32c)                                  \
     X(test_api_struct_size_outputs)                 \
     X(test_api_struct_size_index_opts)              \
