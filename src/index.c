@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "hnsw.h"
+#include "kernels/dist.h"
 #include "index.h"
 #include "planner.h"
 #include "spec.h"
@@ -232,11 +233,13 @@ uint32_t index_slot_of(const chrys_index *ix, uint64_t id)
 /* Validate one input row; on success *norm is its L2 norm. 'what' labels messages. */
 static int check_row(chrys_index *ix, const float *v, size_t row, double *norm)
 {
-    long bad = vec_first_nonfinite(v, ix->dim);
+    /* one pass: the sum of squares (in double, where no float squared overflows) is finite
+     * exactly when every component is; the bad component is looked for only then */
+    *norm = vec_norm(v, ix->dim);
+    long bad = isfinite(*norm) ? -1 : vec_first_nonfinite(v, ix->dim);
     if (bad >= 0)
         return index_fail_row(ix, CHRYS_INVALID, row, "component %ld is %s", bad,
                           isnan(v[bad]) ? "NaN" : "infinite");
-    *norm = vec_norm(v, ix->dim);
     if (!isfinite(*norm))
         return index_fail_row(ix, CHRYS_INVALID, row, "norm overflows float range");
     if (ix->metric == CHRYS_METRIC_COSINE && *norm == 0)
@@ -527,8 +530,7 @@ int chrys_index_get(const chrys_index *ix, uint64_t id, float *out)
         src = out;
     }
     if (ix->metric == CHRYS_METRIC_COSINE) {
-        double nrm = ix->norms[slot];
-        for (uint32_t i = 0; i < ix->dim; i++) out[i] = (float)(src[i] * nrm);
+        chrys_kernels_active()->mul(out, src, ix->norms[slot], ix->dim); /* (float)(src[i] * norm) */
     } else {
         memcpy(out, src, ix->dim * sizeof(float));
     }

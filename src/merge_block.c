@@ -59,7 +59,10 @@ static void check_range(void *arg, unsigned wk, size_t b, size_t e)
         c->norm = 0;
         c->bad = -1;
         if (!r->vec || r->dim != j->dim) continue;
-        if ((c->bad = vec_first_nonfinite(r->vec, j->dim)) < 0) c->norm = vec_norm(r->vec, j->dim);
+        /* one pass: a finite sum of squares (double: no float squared overflows) means every
+         * component is finite; the bad one is looked for only otherwise */
+        c->norm = vec_norm(r->vec, j->dim);
+        if (!isfinite(c->norm) && (c->bad = vec_first_nonfinite(r->vec, j->dim)) >= 0) c->norm = 0;
     }
 }
 
@@ -141,7 +144,7 @@ static int apply_merge(chrys_merger *m, uint64_t e, double score, const chrys_me
         wo = m->opts.weight_old / tot;
         wn = m->opts.weight_new / tot;
     }
-    for (uint32_t i = 0; i < dim; i++) tmp_new[i] = (float)((double)tmp_old[i] * wo + (double)r->vec[i] * wn);
+    chrys_kernels_active()->mix(tmp_new, tmp_old, wo, r->vec, wn, dim);
     if (m->opts.renormalize) {
         double nr = vec_norm(tmp_new, dim);
         if (nr > 0) vec_scale_to(tmp_new, tmp_new, dim, nr);

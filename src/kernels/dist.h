@@ -64,6 +64,11 @@ typedef struct chrys_kernels {
     /* sum v[i]^2 in double (vec_norm): sixteen running sums, v[i] into sum i % 16, then summed
      * pairwise in a fixed order (chrys_sumsq_ref); every level gives its bits. */
     double (*sumsq)(const float *v, size_t n);
+    /* out[i] = (float)((double)a[i] * wa + (double)b[i] * wb), two products and a sum in double,
+     * rounded once (the merger's update; chrys_mix_ref: every level gives its bits). out may be a. */
+    void (*mix)(float *out, const float *a, double wa, const float *b, double wb, size_t n);
+    /* out[i] = (float)((double)v[i] * w) (a stored unit row times its norm; chrys_mul_ref). */
+    void (*mul)(float *out, const float *v, double w, size_t n);
 } chrys_kernels;
 
 /* dispatch.c: BLAS sgemm runs an AVX2-or-wider kernel (OpenBLAS's core name); see there. */
@@ -84,6 +89,8 @@ int32_t chrys_dot_u8i8_ref(const uint8_t *c, const int8_t *w, size_t n);
 int32_t chrys_dot_u8i8_vnni(const uint8_t *c, const int8_t *w, size_t n);
 void chrys_dot_u8i8_x4_vnni(const uint8_t *const c[4], const int8_t *w, size_t n, int32_t out[4]);
 double chrys_sumsq_ref(const float *v, size_t n);
+void chrys_mix_ref(float *out, const float *a, double wa, const float *b, double wb, size_t n);
+void chrys_mul_ref(float *out, const float *v, double w, size_t n);
 /* The sixteen running sums' fixed pairwise total (every level's sumsq ends with it). */
 double chrys_sumsq_total(double acc[16]);
 /* out = v / norm, each component in double and rounded once (every level's scale_to gives these bits). */

@@ -282,6 +282,29 @@ static double sumsq_avx512(const float *v, size_t n)
     return chrys_sumsq_total(acc);
 }
 
+/* chrys_mix_ref and chrys_mul_ref eight components a step: the same IEEE operations in the same
+ * order (no FMA), so the same bits */
+static void mix_avx512(float *out, const float *a, double wa, const float *b, double wb, size_t n)
+{
+    __m512d va = _mm512_set1_pd(wa), vb = _mm512_set1_pd(wb);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d x = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), va);
+        __m512d y = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(b + i)), vb);
+        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_add_pd(x, y)));
+    }
+    chrys_mix_ref(out + i, a + i, wa, b + i, wb, n - i);
+}
+
+static void mul_avx512(float *out, const float *v, double w, size_t n)
+{
+    __m512d vw = _mm512_set1_pd(w);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(v + i)), vw)));
+    chrys_mul_ref(out + i, v + i, w, n - i);
+}
+
 static void scale_to_avx512(float *out, const float *v, size_t n, double norm)
 {
     __m512d d = _mm512_set1_pd(norm);
@@ -342,10 +365,10 @@ const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, d
                                             dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512, dot_x4_avx512,
                                             l2sq_x4_avx512, dot_u8i8_x4_avx512,
                                             chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
-                                            sumsq_avx512};
+                                            sumsq_avx512, mix_avx512, mul_avx512};
 const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                                  l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                                  dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni, dot_x4_avx512,
                                                  l2sq_x4_avx512, chrys_dot_u8i8_x4_vnni,
                                                  chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
-                                            sumsq_avx512};
+                                            sumsq_avx512, mix_avx512, mul_avx512};

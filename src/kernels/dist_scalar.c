@@ -175,11 +175,21 @@ double chrys_sumsq_ref(const float *v, size_t n)
     return chrys_sumsq_total(acc);
 }
 
+void chrys_mix_ref(float *out, const float *a, double wa, const float *b, double wb, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = (float)((double)a[i] * wa + (double)b[i] * wb);
+}
+
+void chrys_mul_ref(float *out, const float *v, double w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = (float)((double)v[i] * w);
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
                                             dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
                                             dot_u8i8_x4_scalar, NULL, chrys_scale_to_ref, chrys_screen_code_ref,
-                                            chrys_sumsq_ref};
+                                            chrys_sumsq_ref, chrys_mix_ref, chrys_mul_ref};
 
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out)
 {

@@ -403,7 +403,8 @@ void test_kernels_screen_dots(void)
     }
 }
 
-/* sumsq (vec_norm): every level gives the reference's bits, at every length and alignment, with
+/* sumsq (vec_norm), mix (the merger's update) and mul (a stored row times its norm): every
+ * level gives the reference's bits; sumsq at every length and alignment, with
  * values over many binades; zero exactly when every component is +-0. */
 void test_kernels_sumsq(void)
 {
@@ -419,6 +420,26 @@ void test_kernels_sumsq(void)
                 for (size_t i = 0; i < n + off; i++) v[i] = h_gauss(&s) * ldexpf(1.0f, (int)(h_rand(&s) % 40) - 20);
                 CHECK(k->sumsq(v + off, n) == chrys_sumsq_ref(v + off, n));
             }
+        /* mix and mul: the reference's bits (signed zeros, subnormals and large values too) */
+        float *a = malloc(1200 * sizeof *a), *b = malloc(1200 * sizeof *b), *o1 = malloc(1200 * sizeof *o1),
+              *o2 = malloc(1200 * sizeof *o2);
+        for (size_t n = 1; n <= 1100; n += n < 40 ? 1 : 61) {
+            for (size_t i = 0; i < n; i++) {
+                a[i] = i % 17 == 0 ? -0.0f : h_gauss(&s) * ldexpf(1.0f, (int)(h_rand(&s) % 60) - 30);
+                b[i] = i % 13 == 0 ? 1e-41f : h_gauss(&s) * ldexpf(1.0f, (int)(h_rand(&s) % 60) - 30);
+            }
+            double wa = 0.4 / 1.0000001, wb = 0.6 * 1.0000003;
+            chrys_mix_ref(o1, a, wa, b, wb, n);
+            k->mix(o2, a, wa, b, wb, n);
+            CHECK(!memcmp(o1, o2, n * sizeof *o1));
+            chrys_mul_ref(o1, a, 3.14159265358979, n);
+            k->mul(o2, a, 3.14159265358979, n);
+            CHECK(!memcmp(o1, o2, n * sizeof *o1));
+        }
+        free(a);
+        free(b);
+        free(o1);
+        free(o2);
         for (size_t i = 0; i < 100; i++) v[i] = i % 3 ? 0.0f : -0.0f;
         CHECK(k->sumsq(v, 100) == 0.0);
         v[77] = 1e-45f; /* the smallest subnormal: its square is not zero in double */
