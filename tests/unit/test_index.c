@@ -4,9 +4,13 @@
  * three metrics), plus ties, thresholds, mutation, bad input and concurrent readers.
  */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../harness.h"
 #include "chrysalis.h"
+#include "index.h"
 #include "internal.h"
 #include "tests.h"
 
@@ -511,4 +515,66 @@ void test_index_score_exact(void)
         free(x);
         free(q);
     }
+}
+
+/* chrys_parallel_for's kept workers: every range of every call covered exactly once, at every
+ * worker count, over many calls (the same workers again and again); a call nested inside a
+ * worker and calls from two threads at once (one of them on threads of its own); and a child of
+ * fork, which has none of its parent's workers, still gets every range. */
+typedef struct pp_ctx {
+    atomic_uint *hits;
+    unsigned nested; /* workers for a nested call, 0: none */
+    size_t n;
+} pp_ctx;
+
+static void pp_range(void *arg, unsigned wk, size_t b, size_t e)
+{
+    (void)wk;
+    pp_ctx *c = arg;
+    for (size_t i = b; i < e; i++) atomic_fetch_add(&c->hits[i], 1);
+    if (c->nested) {
+        pp_ctx inner = {c->hits + c->n, 0, c->n};
+        chrys_parallel_for(c->nested, c->n, pp_range, &inner);
+    }
+}
+
+static int pp_run(unsigned workers, size_t n, unsigned nested)
+{
+    atomic_uint *hits = calloc(2 * n, sizeof *hits);
+    pp_ctx c = {hits, nested, n};
+    chrys_parallel_for(workers, n, pp_range, &c);
+    size_t bad = 0;
+    size_t per_inner = nested ? (workers < n ? workers : n) : 0; /* each outer range runs the inner call once */
+    for (size_t i = 0; i < n; i++) bad += atomic_load(&hits[i]) != 1 || atomic_load(&hits[n + i]) != per_inner;
+    free(hits);
+    return bad == 0;
+}
+
+static void *pp_thread(void *arg)
+{
+    int *ok = arg;
+    for (int r = 0; r < 200; r++) *ok &= pp_run(1 + (unsigned)r % 5, 1000 + (size_t)r, 0);
+    return NULL;
+}
+
+void test_parallel_pool_concurrent(void)
+{
+    for (int r = 0; r < 300; r++) CHECK(pp_run(1 + (unsigned)r % 9, (size_t)r % 50 + 1, 0));
+    CHECK(pp_run(64, 5000, 0));
+    CHECK(pp_run(3, 200, 2)); /* nested: the inner calls find the workers busy */
+    int ok1 = 1, ok2 = 1;
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, pp_thread, &ok1), 0);
+    pp_thread(&ok2);
+    pthread_join(t, NULL);
+    CHECK(ok1 && ok2);
+#ifndef __SANITIZE_THREAD__ /* (TSan refuses to start threads in a child of a threaded fork) */
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(pp_run(4, 777, 0) && pp_run(2, 5, 0) ? 0 : 1);
+    int st = 0;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+#endif
 }

@@ -43,6 +43,7 @@
     X(test_index_mutation)                          \
     X(test_index_bad_input)                         \
     X(test_index_concurrent_search)                 \
+    X(test_parallel_pool_concurrent)                \
     X(test_index_near_ties_exact)                   \
     X(test_index_score_exact)                       \
     X(test_search_flat_paths_agree)                 \
