@@ -365,7 +365,7 @@ static int sync_begin(merge_screen *s, const chrys_index *ix, const uint64_t *ch
         if (v != CHRYS_NO_SLOT && v < *old) (*re)[(*n_re)++] = v;
     }
     /* in slot order, each once (two groups must not code one row at once) */
-    qsort(*re, *n_re, sizeof **re, cmp_u32);
+    if (*n_re > 1) qsort(*re, *n_re, sizeof **re, cmp_u32);
     size_t u = 0;
     for (size_t j = 0; j < *n_re; j++)
         if (!u || (*re)[u - 1] != (*re)[j]) (*re)[u++] = (*re)[j];
