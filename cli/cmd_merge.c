@@ -403,11 +403,20 @@ static int merge_records(chrys_merger *m, const char *path, const vecset *vs, si
         recs[i] = (chrys_merge_record){vs->ids ? vs->ids[i] : now.next_record_id + i, empty ? NULL : vs->data + i * (vs->stride ? vs->stride : vs->dim),
                                        empty ? 0 : vs->dim, vs->meta ? vs->meta[i] : NULL};
     }
-    /* (a library call per chunk for the progress line; each call codes the entries for its
-     * screen once, so not too small: 8,192 cost a 20,000-record merge 3 codings and bases) */
-    const size_t chunk = MERGE_STREAM_ROWS;
+    /* A library call per chunk (the progress line moves between calls). On the exact path each
+     * call codes every entry for its screen and draws a basis, so calls are large there (8,192
+     * cost a 20,000-record merge 3 codings and bases). On the graph a call reserves room for
+     * all its records before the first change, and a larger reservation grew the index once
+     * more near the end of the 1M-record benchmark (peak 3.3 -> 4.8 GB, the copy of a glibc
+     * realloc): 8,192 there. */
+    chrys_merge_opts o = {sizeof o};
+    chrys_merger_get_opts(m, &o);
+    uint64_t graph_at = o.auto_threshold ? o.auto_threshold : 50000;
     int code = EXIT_OK;
-    for (size_t i = 0; i < vs->n && !code; i += chunk) {
+    for (size_t i = 0, chunk; i < vs->n && !code; i += chunk) {
+        chrys_merge_stats st = {sizeof st};
+        chrys_merger_get_stats(m, &st);
+        chunk = o.exact || st.entries < graph_at ? MERGE_STREAM_ROWS : 8192;
         size_t n = vs->n - i < chunk ? vs->n - i : chunk;
         int rc = chrys_merger_merge(m, n, recs + i, NULL);
         if (rc) {

@@ -15,19 +15,29 @@
  * plus a margin for dot_f64's own rounding. A row can be among a query's K best only if its upper
  * bound a + b reaches L, the K-th largest lower bound a - b over all rows (at least K rows score at
  * least L), and, when the caller wants only rows scoring at least a floor (the merger's threshold,
- * when no per-record result asks for the best score below it), the floor: L = max(that, floor),
- * which from the first row on passes over almost every panel. So only those rows are scored
- * exactly, with dot_f64, and ranked as the Flat scan ranks them: the K best are the Flat scan's,
- * bit for bit (tests/unit/test_merge.c compares both, and whole merges with the screen forced on
- * and off).
+ * when no per-record result asks for the best score below it), the floor: L = max(that, floor).
+ * So only those rows are scored exactly, with dot_f64, and ranked as the Flat scan ranks them:
+ * the K best are the Flat scan's, bit for bit (tests/unit/test_merge.c compares both, and whole
+ * merges with the screen forced on and off).
  *
- * Layout: rows in panels of 16, [dim/4][16 rows][4 bytes], so that one 64-byte load feeds 16
- * vpdpbusd, one per query of a group of 16 whose 4 code bytes are broadcast
- * (chrys_screen_dots_vnni): 16 rows' sums per register, no reduction across lanes.
+ * The first stage (a basis B of MERGE_PREFIX_DIM rows, drawn once per merge call): every row and
+ * query also keeps its projection z = Bx as int8 codes, and with r = x - B^T z,
+ *
+ *   q.x <= z_q.z_x + 3 eta |z_q||z_x| + |z_q| eps_x + |z_x| eps_q + |r_q||r_x|
+ *
+ * (eta bounds |B B^T - I|, eps the projection's float32 error; see prefix_slot and merge_screen_basis),
+ * with z_q.z_x bounded through its codes as above. Only rows whose first-stage bound reaches L are
+ * given the whole row's bound (stage 2), and only rows whose stage-2 bound reaches L are scored.
+ *
+ * Layout: prefix codes in panels of 16 rows, [MERGE_PREFIX_DIM/4][16 rows][4 bytes], so that one
+ * 64-byte load feeds 16 vpdpbusd, one per query of a group of 16 whose 4 code bytes are broadcast
+ * (chrys_screen_dots_vnni), and chrys_screen_mask_vnni takes the 16 rows' bounds in one register;
+ * whole rows' codes row by row (stage 2 reads a row's bytes in one run).
  *
  * The codes live for one chrys_merger_merge call (block_work): all rows are coded at the first
  * block that uses the screen; later blocks recode the entries the previous block changed and
- * code the new ones. A block that does not use it drops them (coded again when next used).
+ * code the new ones, on all cores as the search's first work items. A block that does not use it
+ * drops them (coded again when next used).
  */
 #include <math.h>
 #include <sched.h>
