@@ -463,18 +463,17 @@ int vstream_next(vstream *s, size_t max_rows, vecset *out, char *err, size_t err
         }
         buf = own;
     }
-    size_t bad_hdr = s->fvecs ? first_bad_header(buf, s->row, n, s->dim) : n;
-    for (size_t r = bad_hdr; s->fvecs && r < n; r++) {
+    size_t bad = s->fvecs ? first_bad_header(buf, s->row, n, s->dim) : n;
+    if (bad < n) {
         int32_t dr;
-        memcpy(&dr, buf + r * s->row, 4);
-        if (dr != (int32_t)s->dim) {
-            snprintf(err, errlen, "%s: record %zu (byte offset %zu): dimension %d differs from %u", s->name, s->next + r,
-                     (s->next + r) * s->row, dr, s->dim);
-            free(own);
-            return CHRYS_DIM;
-        }
-        if (own) memmove(own + r * (size_t)s->dim * 4, own + r * s->row + 4, (size_t)s->dim * 4);
+        memcpy(&dr, buf + bad * s->row, 4);
+        snprintf(err, errlen, "%s: record %zu (byte offset %zu): dimension %d differs from %u", s->name, s->next + bad,
+                 (s->next + bad) * s->row, dr, s->dim);
+        free(own);
+        return CHRYS_DIM;
     }
+    for (size_t r = 0; own && s->fvecs && r < n; r++) /* read, not mapped: rows packed without their headers */
+        memmove(own + r * (size_t)s->dim * 4, own + r * s->row + 4, (size_t)s->dim * 4);
     const float *x = own ? (const float *)(void *)own : out->data;
     size_t stride = own ? s->dim : out->stride;
     for (size_t r = 0; s->check_finite && r < n; r++) {

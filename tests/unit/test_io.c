@@ -2,6 +2,9 @@
  * test_io.c: the CLI's input readers (fvecs, npy, raw, JSONL): good input, and bad input whose
  * error names the file and the record, line or byte offset.
  */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "../harness.h"
 #include "../../cli/cli.h"
 #include "tests.h"
@@ -145,4 +148,81 @@ void test_io_jsonl(void)
         CHECK_EQ(rc, bad[i].rc);
         CHECK_STR_CONTAINS(err, bad[i].msg);
     }
+}
+
+/* The streamed fvecs reader (the merge's input), mapped and read (the path taken when mmap
+ * fails): the same rows in chunks, the chunk's file offsets, a bad record header named by record
+ * and byte offset, and NaN refused only when check_finite is set. */
+void test_io_vstream(void)
+{
+    enum { D = 5, N = 700 };
+    char path[] = "/tmp/chrys_vstream_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    FILE *f = fdopen(fd, "wb");
+    for (int r = 0; r < N; r++) {
+        int32_t d = D;
+        float v[D];
+        for (int i = 0; i < D; i++) v[i] = (float)(r * 10 + i);
+        if (r == 600) v[2] = NAN;
+        fwrite(&d, 4, 1, f);
+        fwrite(v, 4, D, f);
+    }
+    fclose(f);
+    char err[512];
+    for (int mapped = 1; mapped >= 0; mapped--)
+        for (int fin = 0; fin < 2; fin++) {
+            vstream s;
+            CHECK_EQ(vstream_open(path, FMT_FVECS, 0, &s), CHRYS_OK);
+            if (!mapped) { /* as if mmap had failed: read through the file */
+                munmap((void *)s.map, s.map_len);
+                s.map = NULL;
+            }
+            s.check_finite = fin;
+            size_t seen = 0;
+            int rc = CHRYS_OK;
+            for (;;) {
+                vecset vs;
+                if ((rc = vstream_next(&s, 256, &vs, err, sizeof err)) != CHRYS_OK || vs.n == 0) break;
+                CHECK_EQ(vs.dim, D);
+                CHECK_EQ(vs.file_off, seen * (4 + 4 * D) + 4);
+                CHECK_EQ(vs.row_bytes, 4 + 4 * D);
+                size_t stride = vs.stride ? vs.stride : D;
+                for (size_t r = 0; r < vs.n; r++)
+                    for (int i = 0; i < D; i++)
+                        if (!(seen + r == 600 && i == 2)) CHECK(vs.data[r * stride + i] == (float)((seen + r) * 10 + i));
+                seen += vs.n;
+                vecset_free(&vs);
+            }
+            if (fin) {
+                CHECK_EQ(rc, CHRYS_INVALID);
+                CHECK_STR_CONTAINS(err, "record 600 (byte offset 14412): component 2 is NaN");
+                CHECK_EQ(seen, 512);
+            } else {
+                CHECK_EQ(rc, CHRYS_OK);
+                CHECK_EQ(seen, N);
+            }
+            vstream_close(&s);
+        }
+    /* a record whose header is not the dimension */
+    f = fopen(path, "r+b");
+    int32_t bad = 4;
+    fseek(f, 300 * (4 + 4 * D), SEEK_SET);
+    fwrite(&bad, 4, 1, f);
+    fclose(f);
+    for (int mapped = 1; mapped >= 0; mapped--) {
+        vstream s;
+        CHECK_EQ(vstream_open(path, FMT_FVECS, 0, &s), CHRYS_OK);
+        if (!mapped) {
+            munmap((void *)s.map, s.map_len);
+            s.map = NULL;
+        }
+        vecset vs;
+        CHECK_EQ(vstream_next(&s, 256, &vs, err, sizeof err), CHRYS_OK);
+        vecset_free(&vs);
+        CHECK_EQ(vstream_next(&s, 256, &vs, err, sizeof err), CHRYS_DIM);
+        CHECK_STR_CONTAINS(err, "record 300 (byte offset 7200): dimension 4 differs from 5");
+        vstream_close(&s);
+    }
+    unlink(path);
 }

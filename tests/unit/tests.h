@@ -66,6 +66,7 @@
     X(test_io_fvecs)                                \
     X(test_io_raw_and_npy)                          \
     X(test_io_jsonl)                                \
+    X(test_io_vstream)                              \
     X(test_alloc_index_calls)                       \
     X(test_alloc_save_load)                         \
     X(test_alloc_merger)                            \
