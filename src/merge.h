@@ -48,7 +48,6 @@
 #define PREFIX_SAMPLE 512 /* rows the basis is drawn from */
 typedef struct merge_screen {
     size_t n, cap;   /* rows coded (the index's slots 0..n), room (a multiple of 16) */
-    uint32_t dim;
     size_t rstride;  /* bytes a row's codes take (dim rounded up to 64) */
     uint8_t *codes;  /* cap rows: code + 128 */
     double *scale;   /* per row: s, |x - s c| and |s c|, the last two rounded up */

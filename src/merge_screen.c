@@ -127,7 +127,22 @@ static inline float up(double v)
  * GEMMs of 512 x 1024 x 64, is paid once per merge call that uses it.
  */
 
-static void random_signs(float *v, uint32_t dim, uint64_t *rng);
+static void random_signs(float *v, uint32_t dim, uint64_t *rng)
+{
+    for (uint32_t t = 0; t < dim; t++) { /* splitmix64 */
+        uint64_t z = (*rng += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        v[t] = ((z ^ (z >> 31)) & 1) ? 1.0f : -1.0f;
+    }
+}
+
+static void transpose(const float *a, size_t rows, size_t cols, float *out)
+{
+    for (size_t i0 = 0; i0 < rows; i0 += 16)
+        for (size_t j = 0; j < cols; j++)
+            for (size_t i = i0; i < i0 + 16 && i < rows; i++) out[j * rows + i] = a[i * cols + j];
+}
 
 /* Gram-Schmidt twice on the rows of y (PK x dim), in double sums; a row that vanishes (a sample of
  * rank below PK) is replaced by a fresh pseudo-random one. The slow way, for what cholqr cannot
@@ -154,8 +169,6 @@ static void gram_schmidt(float *y, uint32_t dim, uint64_t *rng)
         }
     }
 }
-
-static void transpose(const float *a, size_t rows, size_t cols, float *out);
 
 /* One Cholesky QR step on the rows of y: G = Y Y^T = L L^T (double), Y := L^-1 Y (as a float
  * GEMM). 0: done; 1: G is not safely positive definite (rank below PK). tmp: PK x dim floats. */
@@ -196,23 +209,6 @@ static int cholqr(float *y, uint32_t dim, float *tmp)
 static void orthonormalise(float *y, uint32_t dim, float *tmp, uint64_t *rng)
 {
     if (cholqr(y, dim, tmp) || cholqr(y, dim, tmp)) gram_schmidt(y, dim, rng);
-}
-
-static void random_signs(float *v, uint32_t dim, uint64_t *rng)
-{
-    for (uint32_t t = 0; t < dim; t++) { /* splitmix64 */
-        uint64_t z = (*rng += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        v[t] = ((z ^ (z >> 31)) & 1) ? 1.0f : -1.0f;
-    }
-}
-
-static void transpose(const float *a, size_t rows, size_t cols, float *out)
-{
-    for (size_t i0 = 0; i0 < rows; i0 += 16)
-        for (size_t j = 0; j < cols; j++)
-            for (size_t i = i0; i < i0 + 16 && i < rows; i++) out[j * rows + i] = a[i * cols + j];
 }
 
 int merge_screen_basis(merge_screen *s, const float *const *rows, const double *norms, size_t m, uint32_t dim)
@@ -305,26 +301,37 @@ static int screen_reserve(merge_screen *s, uint32_t dim, size_t n, size_t room)
     }
     s->cap = cap;
     s->rstride = rs;
-    s->dim = dim;
     return CHRYS_OK;
 }
 
-/* Row v's prefix: codes in its panel and the four terms of its bound (see the search). xn: an
+/* A row's or query's first-stage terms from its projection z (coded into out, stride4 apart) and
+ * xn >= |x|: the code scale s, the code error |z - s c|, |s c|, |z| and R >= |x - B^T z|, each
+ * rounded up; returns the codes' sum. |x - B^T z|^2 = |x|^2 - 2 z.(Bx) + z^T B B^T z
+ * <= |x|^2 - (1 - eta)|z|^2 + 2 |z| eps, with |z - Bx| <= eps = gam |x|. */
+static int64_t prefix_terms(const merge_screen *s, const float *z, double xn, uint8_t *out, size_t stride4,
+                            int unsigned_codes, double *ps, double *pe, double *ph, double *zn, double *r)
+{
+    const size_t K = MERGE_PREFIX_DIM;
+    double zz = 0;
+    int64_t sum = code_row(z, (uint32_t)K, out, stride4, unsigned_codes, ps, pe, ph);
+    for (size_t i = 0; i < K; i++) zz += (double)z[i] * z[i];
+    *zn = sqrt(zz) * (1 + 1e-9);
+    double r2 = xn * xn - (1 - s->eta) * zz * (1 - 1e-12) + 2 * *zn * s->gam * xn;
+    *r = sqrt(r2 > 0 ? r2 : 0) * (1 + 1e-9);
+    return sum;
+}
+
+/* Row v's prefix: codes in its panel and its four terms of the bound (see the search). xn: an
  * upper bound of |x|. */
 static void prefix_slot(const merge_screen *s, size_t v, const float *z, double xn)
 {
-    const size_t K = MERGE_PREFIX_DIM;
-    double ps, pe, ph, zz = 0;
-    code_row(z, (uint32_t)K, s->pcodes + (v / 16) * PREFIX_PANEL + (v % 16) * 4, 64, 1, &ps, &pe, &ph);
-    for (size_t i = 0; i < K; i++) zz += (double)z[i] * z[i];
-    double zn = sqrt(zz) * (1 + 1e-9), eps = s->gam * xn;
-    /* |x - B^T z|^2 = |x|^2 - 2 z.(Bx) + z^T B B^T z <= |x|^2 - (1 - eta)|z|^2 + 2 |z| eps */
-    double r2 = xn * xn - (1 - s->eta) * zz * (1 - 1e-12) + 2 * zn * eps;
+    double ps, pe, ph, zn, r;
+    prefix_terms(s, z, xn, s->pcodes + (v / 16) * PREFIX_PANEL + (v % 16) * 4, 64, 1, &ps, &pe, &ph, &zn, &r);
     float *f = s->pf + (v / 16) * 64 + v % 16;
     f[0] = (float)ps;
-    f[16] = up(pe + eps);
+    f[16] = up(pe + s->gam * xn);
     f[32] = up(ph > zn ? ph : zn);
-    f[48] = up(sqrt(r2 > 0 ? r2 : 0) * (1 + 1e-9));
+    f[48] = up(r);
 }
 
 /* Code CODE_GROUP rows at most (their whole rows, and with a basis their prefixes): slots[i], or
@@ -593,16 +600,12 @@ static inline void stage2(qstate *t, const merge_screen *s, size_t k, size_t v, 
 /* The prefix terms of a query (the search's stage 1; see merge_screen_search). */
 static void prefix_query(const merge_screen *s, qstate *t, const float *z, chrys_screen_qp *qp)
 {
-    const size_t K = MERGE_PREFIX_DIM;
-    double ps, pe, ph, zz = 0;
-    int64_t sum = code_row(z, (uint32_t)K, (uint8_t *)t->pc, 4, 0, &ps, &pe, &ph);
-    for (size_t i = 0; i < K; i++) zz += (double)z[i] * z[i];
-    double zn = sqrt(zz) * (1 + 1e-9), eps = s->gam * t->qn;
-    double r2 = t->qn * t->qn - (1 - s->eta) * zz * (1 - 1e-12) + 2 * zn * eps;
+    double ps, pe, ph, zn, r;
+    int64_t sum = prefix_terms(s, z, t->qn, (uint8_t *)t->pc, 4, 0, &ps, &pe, &ph, &zn, &r);
     qp->s = (float)ps;
     qp->zq = up(zn);
-    qp->eq = up(pe + eps + 3 * s->eta * zn);
-    qp->rq = up(sqrt(r2 > 0 ? r2 : 0) * (1 + 1e-9));
+    qp->eq = up(pe + s->gam * t->qn + 3 * s->eta * zn);
+    qp->rq = up(r);
     qp->off = (int32_t)(128 * sum);
 }
 

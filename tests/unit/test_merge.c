@@ -1430,6 +1430,22 @@ void test_merge_index_unlinked_rows(void)
 /* The int8 screen (merge_screen.c) returns the exact Flat scan's k best, bit for bit: clustered,
  * near-threshold with exact duplicates, and exact ties; dimensions with and without a tail of
  * the 64-byte kernel step; 1 and 2 threads; after entries change in place and new ones arrive. */
+/* What merges do to entries: m random rows of the first n (ids = rows, raw x) rewritten in place
+ * as 0.4 row + 0.6 a random query (the row itself if that cancels out); their ids in changed. */
+static void move_rows(chrys_index *ix, uint64_t *s, const float *x, size_t n, const float *q, size_t nq, size_t d,
+                      uint64_t *changed, size_t m)
+{
+    float *v = malloc(d * sizeof *v);
+    for (size_t j = 0; j < m; j++) {
+        changed[j] = h_rand(s) % n;
+        const float *a = x + changed[j] * d, *b = q + (h_rand(s) % nq) * d;
+        for (size_t i = 0; i < d; i++) v[i] = 0.4f * a[i] + 0.6f * b[i];
+        if (vec_norm(v, d) == 0) memcpy(v, a, d * sizeof *v);
+        CHECK_EQ(index_update_keep_links(ix, idmap_get(&ix->map, changed[j]), v), CHRYS_OK);
+    }
+    free(v);
+}
+
 /* The screen's basis from the first m rows of x (d floats each), taken as they are. */
 static int basis_from(merge_screen *scr, const float *x, size_t m, size_t d)
 {
@@ -1474,15 +1490,7 @@ void test_merge_screen_exact_topk(void)
                     CHECK(scr.eta < 1e-4);
                     CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, 0), CHRYS_OK);
                 } else if (round % 2 == 1) { /* merges rewrite rows in place; appends add rows */
-                    float *v = malloc(d * sizeof *v);
-                    for (size_t j = 0; j < 40; j++) {
-                        changed[j] = h_rand(&s) % n;
-                        const float *a = x + changed[j] * d, *b = q + (h_rand(&s) % nq) * d;
-                        for (size_t i = 0; i < d; i++) v[i] = 0.4f * a[i] + 0.6f * b[i];
-                        if (vec_norm(v, d) == 0) memcpy(v, a, d * sizeof *v);
-                        CHECK_EQ(index_update_keep_links(ix, idmap_get(&ix->map, changed[j]), v), CHRYS_OK);
-                    }
-                    free(v);
+                    move_rows(ix, &s, x, n, q, nq, d, changed, 40);
                     if (round == 1) CHECK_EQ(chrys_index_add(ix, 200, ids + n, x + n * d, NULL), CHRYS_OK);
                     pending = 40; /* grown (room 0) */
                 } else {
@@ -1577,15 +1585,7 @@ void test_merge_prefix_bound(void)
                 CHECK(scr.eta < 1e-4);
                 CHECK_EQ(merge_screen_sync(&scr, ix, NULL, 0, 0), CHRYS_OK);
                 uint64_t changed[30];
-                float *v = malloc(d * sizeof *v);
-                for (size_t j = 0; j < 30; j++) { /* merges move rows: recoded at the next sync */
-                    changed[j] = h_rand(&s) % n;
-                    const float *a = x + changed[j] * d, *b = q + (h_rand(&s) % nq) * d;
-                    for (size_t i = 0; i < d; i++) v[i] = 0.4f * a[i] + 0.6f * b[i];
-                    if (vec_norm(v, d) == 0) memcpy(v, a, d * sizeof *v);
-                    CHECK_EQ(index_update_keep_links(ix, idmap_get(&ix->map, changed[j]), v), CHRYS_OK);
-                }
-                free(v);
+                move_rows(ix, &s, x, n, q, nq, d, changed, 30); /* recoded at the next sync */
                 CHECK_EQ(merge_screen_sync(&scr, ix, changed, 30, 0), CHRYS_OK);
                 double *bar = malloc(n * sizeof *bar), *hi = malloc(n * sizeof *hi);
                 unsigned char *pass = malloc(n);
