@@ -71,7 +71,7 @@ cli: $(CLI)
 
 $(BUILD)/src/kernels/dist_avx2.o: EXTRA := -mavx2 -mfma
 $(BUILD)/src/kernels/dist_avx512.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mfma -mavx2
-$(BUILD)/src/kernels/score_avx512.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mfma -mavx2
+$(BUILD)/src/kernels/score_avx512.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mfma -mavx2 -mpopcnt
 $(BUILD)/src/kernels/dist_vnni.o: EXTRA := -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 $(BUILD)/src/kernels/crc32c_sse42.o: EXTRA := -msse4.2
 $(BUILD)/src/kernels/crc32c_vpclmul.o: EXTRA := -mavx512f -mvpclmulqdq -mpclmul -msse4.2

@@ -30,6 +30,7 @@
 
 #include "index.h"
 #include "kernels/dist.h"
+#include "topk.h"
 
 #define FLAT_BLOCK_MAX_NQ 64 /* queries per dot_block call */
 #define FLAT_BLAS_MIN_ROWS 65536 /* with the block kernel, sgemm only for bases at least this large */
@@ -134,35 +135,97 @@ static void select_tile(void *arg, unsigned w, size_t begin, size_t end)
 #endif
 
 /* Fused AVX-512 path: the workers split the batch in 32-query panels; each packs a block of its
- * queries (sized for L2) and scans every row against it, pushing only the scores that beat the
- * query's running threshold (no score matrix). */
+ * queries (sized for L2) and scans every row against it. A score that beats its query's running
+ * threshold is appended, as a key (dist.h), to the query's buffer of 2P; a full buffer keeps its
+ * best P (a selection) and the threshold rises to the P-th. At the end each query's best P
+ * become its candidates, sorted best first. Which of two rows tied in float32 at the P-th place
+ * is kept (the smaller row here, the smaller id on the heap paths) does not change a result:
+ * the finishing step widens the pool whenever its worst candidate is that close to the k-th. */
 typedef struct fused_ctx {
     const chrys_index *ix;
     const chrys_kernels *kr;
     const float *q;
-    size_t nq;
+    size_t nq, pool;
     topk *heaps;
     float floor0;
     const search_filter *filter;
     int rc; /* set by a worker that could not allocate */
 } fused_ctx;
 
-typedef struct fused_cb {
-    topk *heaps; /* of the packed block's first query */
+typedef struct fused_buf {
+    chrys_cand_sink sink;
+    const chrys_kernels *kr;
+    uint64_t *tmp;   /* keys_top's scratch */
+    uint32_t *clean; /* per query: keys at the front of its buffer already found live and allowed */
     const chrys_index *ix;
-    float floor0;
     const search_filter *filter;
-} fused_cb;
+    size_t pool;
+    float floor0;
+} fused_buf;
 
-static float fused_push(void *arg, size_t qi, size_t row, float s)
+static int keys_cmp_desc(const void *pa, const void *pb)
 {
-    fused_cb *cb = arg;
-    topk *h = &cb->heaps[qi];
-    uint64_t id = cb->ix->ids[row];
-    if (index_slot_live(cb->ix, row) && (!cb->filter || cb->filter->allow(id, cb->filter->ctx)))
-        topk_push(h, s, (uint32_t)row, id);
-    float fl = topk_floor(h);
-    return fl < cb->floor0 ? cb->floor0 : fl;
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+    return (a < b) - (a > b);
+}
+
+static void keys_sort_desc(uint64_t *a, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        uint64_t x = a[i];
+        size_t j = i;
+        for (; j > 0 && a[j - 1] < x; j--) a[j] = a[j - 1];
+        a[j] = x;
+    }
+}
+
+/* Drop the keys of query qi past its clean prefix whose row is deleted or not allowed. */
+static uint32_t fused_filter(fused_buf *fb, size_t qi)
+{
+    uint64_t *k = fb->sink.keys + qi * fb->sink.cap;
+    const uint64_t *ids = fb->ix->ids;
+    const search_filter *f = fb->filter;
+    uint32_t n = fb->sink.n[qi], w = fb->clean[qi];
+    for (uint32_t j = w; j < n; j++) {
+        uint64_t id = ids[topk_key_slot(k[j])];
+        if (id == CHRYS_NO_ID || (f && !f->allow(id, f->ctx))) continue;
+        k[w++] = k[j];
+    }
+    return w;
+}
+
+/* A full buffer: keep its best P; the threshold becomes the P-th (or stays at the floor). */
+static float fused_full(void *arg, size_t qi)
+{
+    fused_buf *fb = arg;
+    uint64_t *k = fb->sink.keys + qi * fb->sink.cap;
+    uint32_t n = fused_filter(fb, qi);
+    float thr = fb->floor0;
+    if (n >= fb->pool) {
+        float s = topk_key_score(fb->kr->keys_top(k, n, fb->pool, fb->tmp));
+        n = (uint32_t)fb->pool;
+        if (s > thr) thr = s;
+    }
+    fb->sink.n[qi] = fb->clean[qi] = n;
+    return thr;
+}
+
+/* Query qi's best P keys, sorted best first, as its candidates. */
+static void fused_finish(fused_buf *fb, size_t qi, topk *h)
+{
+    uint64_t *k = fb->sink.keys + qi * fb->sink.cap;
+    uint32_t n = fused_filter(fb, qi);
+    if (n > fb->pool) {
+        fb->kr->keys_top(k, n, fb->pool, fb->tmp);
+        n = (uint32_t)fb->pool;
+    }
+    if (n <= 64) keys_sort_desc(k, n);
+    else qsort(k, n, sizeof *k, keys_cmp_desc);
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t slot = topk_key_slot(k[j]);
+        h->items[j] = (topk_item){topk_key_score(k[j]), slot, fb->ix->ids[slot]};
+    }
+    h->n = n;
 }
 
 static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
@@ -177,9 +240,21 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
     if (mc < 32) mc = 32;
     size_t qb = begin * 32, qe = end * 32 < c->nq ? end * 32 : c->nq;
     if (qe - qb < mc) mc = (qe - qb + 31) & ~(size_t)31;
+    size_t cap = 2 * c->pool;
     float *qp = chrys_malloc_aligned(mc * dim * sizeof(float));
     float *thr = chrys_malloc(mc * sizeof(float)), *qsq = chrys_malloc(mc * sizeof(float));
-    if (!qp || !thr || !qsq) {
+    fused_buf fb = {{NULL, NULL, (uint32_t)cap, fused_full, NULL}, c->kr, NULL, NULL, ix, c->filter, c->pool, c->floor0};
+    fb.sink.ctx = &fb;
+    size_t nkeys;
+    if (cap > UINT32_MAX || chrys_mul_size(mc, cap, &nkeys) || chrys_mul_size(nkeys, sizeof(uint64_t), &nkeys)) {
+        c->rc = CHRYS_LIMIT;
+        goto done;
+    }
+    fb.sink.keys = chrys_malloc(nkeys);
+    fb.sink.n = chrys_malloc(mc * sizeof(uint32_t));
+    fb.clean = chrys_malloc(mc * sizeof(uint32_t));
+    fb.tmp = chrys_malloc((3 * cap + 24) * sizeof(uint64_t));
+    if (!qp || !thr || !qsq || !fb.sink.keys || !fb.sink.n || !fb.clean || !fb.tmp) {
         c->rc = CHRYS_NOMEM;
         goto done;
     }
@@ -187,20 +262,25 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
         size_t m = qe - q0 < mc ? qe - q0 : mc;
         chrys_score_pack_q(c->q + q0 * dim, m, dim, qp);
         for (size_t i = 0; i < mc; i++) {
-            thr[i] = i < m ? c->floor0 : INFINITY;
+            thr[i] = i < m ? c->floor0 : NAN; /* padding lanes never pass */
             qsq[i] = 0;
+            fb.sink.n[i] = fb.clean[i] = 0;
             if (l2 && i < m) {
                 double nr = vec_norm(c->q + (q0 + i) * dim, dim);
                 qsq[i] = (float)(nr * nr);
             }
         }
-        fused_cb cb = {c->heaps + q0, ix, c->floor0, c->filter};
-        c->kr->score_scan(qp, m, ix->vecs, 0, ix->n, dim, l2, qsq, ix->norms, thr, fused_push, &cb);
+        c->kr->score_scan(qp, m, ix->vecs, 0, ix->n, dim, l2, qsq, ix->norms, thr, &fb.sink);
+        for (size_t i = 0; i < m; i++) fused_finish(&fb, i, &c->heaps[q0 + i]);
     }
 done:
     chrys_free_aligned(qp);
     chrys_free(thr);
     chrys_free(qsq);
+    chrys_free(fb.sink.keys);
+    chrys_free(fb.sink.n);
+    chrys_free(fb.clean);
+    chrys_free(fb.tmp);
 }
 
 /* Rank one query's candidates in double precision and write its k results (ids, true scores).
@@ -214,8 +294,7 @@ static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_
     size_t dim = ix->dim, n = cand->n;
     int l2 = ix->metric == CHRYS_METRIC_L2;
     const chrys_kernels *kr = chrys_kernels_active();
-    topk_sort(cand); /* best first by float32 score, ties by id */
-    size_t m = n;
+    size_t m = n; /* cand: sorted best first by float32 score */
     if (n > k) {
         double cut = (double)cand->items[k - 1].score - 2 * eps;
         m = k;
@@ -284,7 +363,7 @@ static int collect_fused(search_ctx *c, unsigned nt)
     const chrys_index *ix = c->ix;
     size_t nq = c->nq, n = ix->n, dim = ix->dim;
     for (size_t i = 0; i < nq; i++) topk_init(&c->heaps[i], c->items + i * c->pool, c->pool);
-    fused_ctx fc = {ix, c->kr, c->q, nq, c->heaps, c->floor0, c->filter, CHRYS_OK};
+    fused_ctx fc = {ix, c->kr, c->q, nq, c->pool, c->heaps, c->floor0, c->filter, CHRYS_OK};
     size_t panels = (nq + 31) / 32;
     unsigned nw = nt;
     if (n * dim * nq / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(n * dim * nq / FLAT_PAR_MIN_FLOATS);
@@ -451,6 +530,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
         double eps = gamma * (scale > 1e-30 ? scale : 1e-30);
         topk empty = {NULL, 0, 0};
         topk *cand = heaps ? &heaps[i] : &empty;
+        if (path != FLAT_PATH_FUSED) topk_sort(cand); /* the fused path's come sorted */
         if (!finish_query(ix, qi, cand, k, use_thr, thr, eps, n, buf, ids + i * k, scores + i * k))
             continue;
         /* Rare: near-ties at the pool boundary. Widen the pool for this query until it is
@@ -467,6 +547,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
                 goto done;
             }
             double weps = 2.0 * f32_gamma(dim / 16.0 + 8.0) * (scale > 1e-30 ? scale : 1e-30); /* SIMD path */
+            topk_sort(wh);
             int again = finish_query(ix, qi, wh, k, use_thr, thr, weps, n, wb, ids + i * k, scores + i * k);
             chrys_free(wi);
             chrys_free(wh);

@@ -14,9 +14,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* score_scan's candidate callback: query qi (in the packed block), global row, internal score;
- * returns the query's new threshold. */
-typedef float (*chrys_cand_fn)(void *ctx, size_t qi, size_t row, float score);
+/* score_scan's candidate buffers. A candidate is one uint64_t key whose unsigned order is the
+ * ranking's: the score's bits in an order-preserving form in the high half (-0 as +0) and the
+ * row's complement in the low half (of equal scores the smaller row ranks higher); topk.h's
+ * topk_key encodes the same. Query qi appends to keys[qi*cap ..] and counts in n[qi]; when a
+ * buffer fills (n[qi] == cap), full(ctx, qi) must make room (n[qi] < cap) and return the
+ * query's new threshold. */
+typedef struct chrys_cand_sink {
+    uint64_t *keys;
+    uint32_t *n;
+    uint32_t cap;
+    float (*full)(void *ctx, size_t qi);
+    void *ctx;
+} chrys_cand_sink;
+static inline uint64_t chrys_score_key(float s, uint32_t row)
+{
+    uint32_t u;
+    s += 0.0f; /* -0 -> +0 */
+    __builtin_memcpy(&u, &s, sizeof u);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((uint64_t)u << 32) | (uint32_t)~row;
+}
 
 typedef struct chrys_kernels {
     const char *name;
@@ -51,10 +69,12 @@ typedef struct chrys_kernels {
     /* Fused exact scan (score_avx512.c; NULL below AVX-512): scores nq packed queries (qp, from
      * chrys_score_pack_q) against rows x[0..nx) (global row numbers row0..), internal scores
      * (dot, or -(|q|^2+|x|^2-2q.x) under l2 with qsq per query and xnorm per global row), and
-     * calls fn for every score >= thr[query]; fn returns that query's new threshold. thr and qsq
-     * hold ceil(nq/32)*32 floats (padding: thr +inf). Each score is one sequential float32 sum. */
+     * appends every score >= thr[query] to that query's buffer in the sink, rows in increasing
+     * order (a full buffer calls sink->full, which returns the query's new threshold). thr and
+     * qsq hold ceil(nq/32)*32 floats (padding: thr NaN, never met). Each score is one sequential
+     * float32 sum. Rows are numbered below 2^32. */
     void (*score_scan)(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim, int l2,
-                       const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx);
+                       const float *qsq, const float *xnorm, float *thr, const chrys_cand_sink *sink);
     /* out[i] = (float)((double)v[i] / norm): every level gives the scalar loop's bits (one
      * correctly rounded division and conversion per component). out may be v. */
     void (*scale_to)(float *out, const float *v, size_t n, double norm);
@@ -69,6 +89,9 @@ typedef struct chrys_kernels {
     void (*mix)(float *out, const float *a, double wa, const float *b, double wb, size_t n);
     /* out[i] = (float)((double)v[i] * w) (a stored unit row times its norm; chrys_mul_ref). */
     void (*mul)(float *out, const float *v, double w, size_t n);
+    /* Move the t largest of n distinct keys to a[0..t) (any order; a[t..n) is left undefined) and
+     * return the t-th largest; 1 <= t <= n; tmp holds 3n + 24 keys (the fused scan's buffers; chrys_keys_top_ref). */
+    uint64_t (*keys_top)(uint64_t *a, size_t n, size_t t, uint64_t *tmp);
 } chrys_kernels;
 
 /* dispatch.c: BLAS sgemm runs an AVX2-or-wider kernel (OpenBLAS's core name); see there. */
@@ -126,8 +149,11 @@ void chrys_screen_mask_ref(const int32_t *dots, size_t nq, const float *rowp, co
 /* score_avx512.c: transpose nq queries into 32-query panels ([p][32], zero padded; buffer of
  * ceil(nq/32)*32*dim floats, 64-byte aligned) for score_scan. */
 void chrys_score_pack_q(const float *q, size_t nq, size_t dim, float *out);
+/* keys_top: by vector partitions (score_avx512.c), and the scalar quickselect (dist_scalar.c) */
+uint64_t chrys_keys_top_avx512(uint64_t *a, size_t n, size_t t, uint64_t *tmp);
+uint64_t chrys_keys_top_ref(uint64_t *a, size_t n, size_t t, uint64_t *tmp);
 void chrys_score_scan_avx512(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim,
-                             int l2, const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx);
+                             int l2, const float *qsq, const float *xnorm, float *thr, const chrys_cand_sink *sink);
 
 extern const chrys_kernels chrys_kernels_scalar;
 extern const chrys_kernels chrys_kernels_avx2;

@@ -250,4 +250,4 @@ const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_
                                           l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
                                           dot_u8_avx2, dot_u8i8_avx2, dot_x4_avx2, l2sq_x4_avx2, dot_u8i8_x4_avx2,
                                           NULL, scale_to_avx2, chrys_screen_code_ref, sumsq_avx2,
-                                          chrys_mix_ref, chrys_mul_ref};
+                                          chrys_mix_ref, chrys_mul_ref, chrys_keys_top_ref};

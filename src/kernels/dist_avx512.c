@@ -365,10 +365,10 @@ const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, d
                                             dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512, dot_x4_avx512,
                                             l2sq_x4_avx512, dot_u8i8_x4_avx512,
                                             chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
-                                            sumsq_avx512, mix_avx512, mul_avx512};
+                                            sumsq_avx512, mix_avx512, mul_avx512, chrys_keys_top_avx512};
 const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                                  l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                                  dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni, dot_x4_avx512,
                                                  l2sq_x4_avx512, chrys_dot_u8i8_x4_vnni,
                                                  chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
-                                            sumsq_avx512, mix_avx512, mul_avx512};
+                                            sumsq_avx512, mix_avx512, mul_avx512, chrys_keys_top_avx512};

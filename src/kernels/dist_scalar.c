@@ -185,11 +185,48 @@ void chrys_mul_ref(float *out, const float *v, double w, size_t n)
     for (size_t i = 0; i < n; i++) out[i] = (float)((double)v[i] * w);
 }
 
+/* keys_top by quickselect (the reference, and the level below AVX-512). */
+static void keys_sort_desc(uint64_t *a, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        uint64_t x = a[i];
+        size_t j = i;
+        for (; j > 0 && a[j - 1] < x; j--) a[j] = a[j - 1];
+        a[j] = x;
+    }
+}
+
+uint64_t chrys_keys_top_ref(uint64_t *a, size_t n, size_t t, uint64_t *tmp)
+{
+    (void)tmp;
+    size_t lo = 0, hi = n - 1, want = t - 1; /* a[want] becomes the t-th largest */
+    while (hi - lo > 16) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t x = a[lo], y = a[mid], z = a[hi];
+        uint64_t p = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y)); /* median */
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > p) i++;
+            while (a[j] < p) j--;
+            if (i <= j) {
+                uint64_t s = a[i];
+                a[i++] = a[j];
+                a[j--] = s;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return a[want]; /* a[j+1..i) is the pivot */
+    }
+    keys_sort_desc(a + lo, hi - lo + 1);
+    return a[want];
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
                                             dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
                                             dot_u8i8_x4_scalar, NULL, chrys_scale_to_ref, chrys_screen_code_ref,
-                                            chrys_sumsq_ref, chrys_mix_ref, chrys_mul_ref};
+                                            chrys_sumsq_ref, chrys_mix_ref, chrys_mul_ref, chrys_keys_top_ref};
 
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out)
 {

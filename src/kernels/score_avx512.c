@@ -8,8 +8,10 @@
  * partial sums leave the registers), so each score is one sequential float32 sum of dim products,
  * the same error bound as a BLAS sgemm of unknown order (flat.c: gamma = 2 dim u).
  * Epilogue: the 32 scores of each row are compared, one mask per 16, with the queries' running
- * thresholds; only a score at or above its query's threshold calls back (push into its top-k,
- * which returns the new threshold). Rows are visited in increasing order, as the other scans do.
+ * thresholds; only a score at or above its query's threshold is appended, as one key, to that
+ * query's candidate buffer (dist.h); a full buffer calls back, and the caller keeps the best and
+ * raises the threshold. Appending costs a store, where a heap push costs a sift (measured: heap
+ * pushes were a quarter of a MiniLM batch). Rows are visited in increasing order.
  * Loop order: rows outer (8 rows, 8 x dim floats, stay in L1/L2), query panels inner (the packed
  * block, sized by the caller to stay in L2).
  */
@@ -42,8 +44,8 @@ void chrys_score_pack_q(const float *q, size_t nq, size_t dim, float *out)
         a##k##1 = _mm512_fmadd_ps(q1, b_, a##k##1);                                                  \
     } while (0)
 
-static void epilogue(__m512 s0, __m512 s1, size_t b, size_t row, int l2, const float *qsq, const float *xnorm,
-                     float *thr, chrys_cand_fn fn, void *ctx)
+static inline void epilogue(__m512 s0, __m512 s1, size_t b, size_t row, int l2, const float *qsq,
+                            const float *xnorm, float *thr, const chrys_cand_sink *sink)
 {
     if (l2) {
         /* -(|q|^2 + |x|^2 - 2 q.x) */
@@ -59,16 +61,20 @@ static void epilogue(__m512 s0, __m512 s1, size_t b, size_t row, int l2, const f
     _mm512_storeu_ps(s, s0);
     _mm512_storeu_ps(s + 16, s1);
     uint32_t m = (uint32_t)m0 | ((uint32_t)m1 << 16);
+    /* each set bit is a different query, so no threshold changes under another's feet */
     while (m) {
         unsigned i = (unsigned)__builtin_ctz(m);
         m &= m - 1;
         size_t qi = b * 32 + i;
-        if (s[i] >= thr[qi]) thr[qi] = fn(ctx, qi, row, s[i]);
+        uint32_t c = sink->n[qi];
+        sink->keys[qi * sink->cap + c] = chrys_score_key(s[i], (uint32_t)row);
+        sink->n[qi] = ++c;
+        if (c == sink->cap) thr[qi] = sink->full(sink->ctx, qi);
     }
 }
 
 void chrys_score_scan_avx512(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim,
-                             int l2, const float *qsq, const float *xnorm, float *thr, chrys_cand_fn fn, void *ctx)
+                             int l2, const float *qsq, const float *xnorm, float *thr, const chrys_cand_sink *sink)
 {
     size_t np = (nq + 31) / 32;
     for (size_t j = 0; j < nx; j += 8) {
@@ -95,14 +101,74 @@ void chrys_score_scan_avx512(const float *qp, size_t nq, const float *x, size_t 
                 FMA2(7, x7);
             }
             size_t r0 = row0 + j;
-            epilogue(a00, a01, b, r0, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 1) epilogue(a10, a11, b, r0 + 1, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 2) epilogue(a20, a21, b, r0 + 2, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 3) epilogue(a30, a31, b, r0 + 3, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 4) epilogue(a40, a41, b, r0 + 4, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 5) epilogue(a50, a51, b, r0 + 5, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 6) epilogue(a60, a61, b, r0 + 6, l2, qsq, xnorm, thr, fn, ctx);
-            if (nr > 7) epilogue(a70, a71, b, r0 + 7, l2, qsq, xnorm, thr, fn, ctx);
+            epilogue(a00, a01, b, r0, l2, qsq, xnorm, thr, sink);
+            if (nr > 1) epilogue(a10, a11, b, r0 + 1, l2, qsq, xnorm, thr, sink);
+            if (nr > 2) epilogue(a20, a21, b, r0 + 2, l2, qsq, xnorm, thr, sink);
+            if (nr > 3) epilogue(a30, a31, b, r0 + 3, l2, qsq, xnorm, thr, sink);
+            if (nr > 4) epilogue(a40, a41, b, r0 + 4, l2, qsq, xnorm, thr, sink);
+            if (nr > 5) epilogue(a50, a51, b, r0 + 5, l2, qsq, xnorm, thr, sink);
+            if (nr > 6) epilogue(a60, a61, b, r0 + 6, l2, qsq, xnorm, thr, sink);
+            if (nr > 7) epilogue(a70, a71, b, r0 + 7, l2, qsq, xnorm, thr, sink);
         }
     }
+}
+
+/* The fused path's selection (dist.h). Each pass partitions the run by a pivot, eight keys to a
+ * compare, each side compressed in a register and stored whole (the memory form of vpcompressq is
+ * slow on some CPUs): no per-key branch. Keys are distinct (the low half is the row), so a median
+ * of three distinct keys leaves both sides non-empty and every pass makes progress. The run moves
+ * between three scratch buffers; only keys known to be kept are copied back to a. A run of at
+ * most 24 is finished by ranks: each key counts the keys above it (three compares). */
+#define KEYS_RANK_MAX 24
+uint64_t chrys_keys_top_avx512(uint64_t *a, size_t n, size_t t, uint64_t *tmp)
+{
+    size_t out = 0, need = t, m = n; /* a[0..out) are kept; `need` more come from the run */
+    uint64_t *buf[3] = {tmp, tmp + n + 8, tmp + 2 * (n + 8)};
+    const uint64_t *run = a;
+    int cur = -1; /* the buffer holding the run (-1: a) */
+    while (m > KEYS_RANK_MAX) {
+        uint64_t x = run[m / 4], y = run[m / 2], z = run[3 * m / 4];
+        uint64_t p = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y)); /* median */
+        __m512i pv = _mm512_set1_epi64((long long)p);
+        static const int spare[4][2] = {{0, 1}, {1, 2}, {0, 2}, {0, 1}}; /* by cur + 1: the other two */
+        int fa = spare[cur + 1][0], fb = spare[cur + 1][1];
+        uint64_t *ga = buf[fa], *lb = buf[fb];
+        size_t g = 0, l = 0;
+        for (size_t i = 0; i < m; i += 8) {
+            __mmask8 valid = m - i >= 8 ? 0xff : (__mmask8)((1u << (m - i)) - 1);
+            __m512i v = _mm512_maskz_loadu_epi64(valid, run + i);
+            __mmask8 ge = _mm512_mask_cmpge_epu64_mask(valid, v, pv), lt = valid & (__mmask8)~ge;
+            _mm512_storeu_si512(ga + g, _mm512_maskz_compress_epi64(ge, v));
+            _mm512_storeu_si512(lb + l, _mm512_maskz_compress_epi64(lt, v));
+            g += (size_t)__builtin_popcount(ge);
+            l += (size_t)__builtin_popcount(lt);
+        }
+        if (g > need) { /* the run becomes the keys >= p */
+            run = ga, m = g, cur = fa;
+            continue;
+        }
+        memcpy(a + out, ga, g * sizeof *a); /* all of them kept */
+        if (g == need) return p;            /* the pivot is the smallest of the keys >= it */
+        out += g, need -= g;
+        run = lb, m = l, cur = fb; /* the run becomes the rest */
+    }
+    /* ranks: key i is kept when fewer than `need` keys of the run are above it */
+    __mmask8 v0 = m >= 8 ? 0xff : (__mmask8)((1u << m) - 1);
+    __mmask8 v1 = m >= 16 ? 0xff : m > 8 ? (__mmask8)((1u << (m - 8)) - 1) : 0;
+    __mmask8 v2 = m > 16 ? (__mmask8)((1u << (m - 16)) - 1) : 0;
+    __m512i r0 = _mm512_maskz_loadu_epi64(v0, run), r1 = _mm512_maskz_loadu_epi64(v1, run + 8);
+    __m512i r2 = _mm512_maskz_loadu_epi64(v2, run + 16);
+    uint64_t kth = 0, keep[KEYS_RANK_MAX];
+    size_t w = 0;
+    for (size_t i = 0; i < m; i++) {
+        __m512i e = _mm512_set1_epi64((long long)run[i]);
+        size_t above = (size_t)__builtin_popcount(_mm512_mask_cmpgt_epu64_mask(v0, r0, e)) +
+                       (size_t)__builtin_popcount(_mm512_mask_cmpgt_epu64_mask(v1, r1, e)) +
+                       (size_t)__builtin_popcount(_mm512_mask_cmpgt_epu64_mask(v2, r2, e));
+        keep[w] = run[i];
+        w += above < need;
+        kth = above == need - 1 ? run[i] : kth;
+    }
+    memcpy(a + out, keep, w * sizeof *a);
+    return kth;
 }

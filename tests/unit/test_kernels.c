@@ -6,6 +6,7 @@
 #include "chrysalis.h"
 #include "internal.h"
 #include "kernels/dist.h"
+#include "topk.h"
 #include "tests.h"
 
 static const char *LEVELS[] = {"avx2", "avx512"};
@@ -301,26 +302,46 @@ void test_kernels_dot_block(void)
 }
 
 /* score_scan (the fused exact-search kernel): every (query, row) score at or above the query's
- * threshold reaches the callback exactly once, in increasing row order, with the right value
- * (dot, or -|q-x|^2 under l2); nothing below it does. Ragged sizes: nq around the 32-query panel,
- * nx around the 8-row block, d not a multiple of 16. */
+ * threshold reaches the query's buffer exactly once, in increasing row order, as the key of its
+ * value (dot, or -|q-x|^2 under l2) and row; nothing below it does; a full buffer calls back
+ * (buffers of 1, 3 and 64 keys). Ragged sizes: nq around the 32-query panel, nx around the 8-row
+ * block, d not a multiple of 16. */
 typedef struct scan_rec {
     size_t nq, nx, row0;
-    float *got;     /* nq*nx, NAN until called */
+    float *got;     /* nq*nx, NAN until seen */
     size_t *last;   /* per query: last row + 1 seen */
-    size_t calls, out_of_order, twice;
+    size_t calls, out_of_order, twice, bad_key, overfull;
     const float *fixed_thr; /* per query, returned as the new threshold */
+    chrys_cand_sink sink;
 } scan_rec;
 
-static float scan_cb(void *ctx, size_t qi, size_t row, float sc)
+/* take query qi's buffered keys into the record and empty the buffer */
+static void scan_take(scan_rec *r, size_t qi)
+{
+    if (r->sink.n[qi] > r->sink.cap) r->overfull++;
+    for (uint32_t j = 0; j < r->sink.n[qi] && j < r->sink.cap; j++) {
+        uint64_t key = r->sink.keys[qi * r->sink.cap + j];
+        size_t row = topk_key_slot(key);
+        float sc = topk_key_score(key);
+        if (chrys_score_key(sc, (uint32_t)row) != key || row < r->row0 || row >= r->row0 + r->nx) {
+            r->bad_key++;
+            continue;
+        }
+        r->calls++;
+        row -= r->row0;
+        if (row + 1 <= r->last[qi]) r->out_of_order++;
+        r->last[qi] = row + 1;
+        if (!isnan(r->got[qi * r->nx + row])) r->twice++;
+        r->got[qi * r->nx + row] = sc;
+    }
+    r->sink.n[qi] = 0;
+}
+
+static float scan_full(void *ctx, size_t qi)
 {
     scan_rec *r = ctx;
-    r->calls++;
-    row -= r->row0;
-    if (row + 1 <= r->last[qi]) r->out_of_order++;
-    r->last[qi] = row + 1;
-    if (!isnan(r->got[qi * r->nx + row])) r->twice++;
-    r->got[qi * r->nx + row] = sc;
+    if (r->sink.n[qi] != r->sink.cap) r->overfull++; /* called only when exactly full */
+    scan_take(r, qi);
     return r->fixed_thr[qi];
 }
 
@@ -328,6 +349,14 @@ void test_kernels_score_scan(void)
 {
     uint64_t s = h_seed + 11;
     const chrys_kernels *k = chrys_kernels_level("avx512");
+    /* the kernel's keys are topk.h's: the same order, the same score and row back */
+    const float probe[] = {-INFINITY, -3.5f, -1e-30f, -0.0f, 0.0f, 1e-38f, 0.25f, 7.0f, INFINITY};
+    for (size_t i = 0; i < sizeof probe / sizeof *probe; i++)
+        for (uint32_t row = 0; row < 3; row++) {
+            CHECK_EQ(chrys_score_key(probe[i], row * 1000003u), topk_key(probe[i], row * 1000003u));
+            CHECK(topk_key_score(chrys_score_key(probe[i], row)) == probe[i]);
+            if (i) CHECK(chrys_score_key(probe[i], row) > chrys_score_key(probe[i - 1], row) || probe[i] == probe[i - 1]);
+        }
     if (!k || !k->score_scan) return; /* only the AVX-512 level has it (dist.h) */
     const size_t dims[] = {1, 15, 16, 17, 100, 384, 1031};
     const size_t nqs[] = {1, 5, 31, 32, 33, 70};
@@ -336,20 +365,23 @@ void test_kernels_score_scan(void)
         for (size_t qi = 0; qi < sizeof nqs / sizeof *nqs; qi++)
             for (size_t xi = 0; xi < sizeof nxs / sizeof *nxs; xi++)
                 for (int l2 = 0; l2 <= 1; l2++)
-                    for (int mode = 0; mode <= 1; mode++) { /* 0: threshold -inf (all), 1: threshold 0 */
+                    for (int mode = 0; mode <= 1; mode++) /* 0: threshold -inf (all), 1: threshold 0 */
+                        for (uint32_t cap = 1; cap <= 64; cap = cap == 1 ? 3 : cap == 3 ? 64 : 65) {
                         size_t d = dims[di], nq = nqs[qi], nx = nxs[xi], pad = (nq + 31) / 32 * 32;
                         size_t row0 = 3; /* global row numbers start past 0 */
                         float *q = malloc(nq * d * sizeof(float)), *x = malloc(nx * d * sizeof(float));
                         float *qp = aligned_alloc(64, (pad * d * sizeof(float) + 63) / 64 * 64);
                         float *thr = malloc(pad * sizeof(float)), *qsq = calloc(pad, sizeof(float));
                         float *xn = malloc((row0 + nx) * sizeof(float)), *ft = malloc(pad * sizeof(float));
-                        scan_rec r = {nq, nx, row0, malloc(nq * nx * sizeof(float)), calloc(nq, sizeof(size_t)), 0, 0, 0, ft};
+                        scan_rec r = {nq, nx, row0, malloc(nq * nx * sizeof(float)), calloc(nq, sizeof(size_t)), 0, 0, 0, 0, 0, ft,
+                                      {calloc(pad * cap, sizeof(uint64_t)), calloc(pad, sizeof(uint32_t)), cap, scan_full, NULL}};
+                        r.sink.ctx = &r;
                         for (size_t i = 0; i < nq * d; i++) q[i] = h_gauss(&s);
                         for (size_t i = 0; i < nx * d; i++) x[i] = h_gauss(&s);
                         if (nx > 1) memcpy(x + d, x, d * sizeof(float)); /* a tie: rows 0 and 1 equal */
                         for (size_t j = 0; j < nx; j++) xn[row0 + j] = (float)sqrt(chrys_kernels_scalar.dot_f64(x + j * d, x + j * d, d));
                         for (size_t i = 0; i < pad; i++) {
-                            thr[i] = i < nq ? (mode ? 0.0f : -INFINITY) : INFINITY;
+                            thr[i] = i < nq ? (mode ? 0.0f : -INFINITY) : NAN;
                             ft[i] = thr[i];
                             if (i < nq) qsq[i] = (float)chrys_kernels_scalar.dot_f64(q + i * d, q + i * d, d);
                         }
@@ -357,7 +389,10 @@ void test_kernels_score_scan(void)
                             for (size_t i = 0; i < nq; i++) thr[i] = ft[i] = -2.0f * (float)d;
                         for (size_t i = 0; i < nq * nx; i++) r.got[i] = NAN;
                         chrys_score_pack_q(q, nq, d, qp);
-                        k->score_scan(qp, nq, x, row0, nx, d, l2, qsq, xn, thr, scan_cb, &r);
+                        k->score_scan(qp, nq, x, row0, nx, d, l2, qsq, xn, thr, &r.sink);
+                        size_t padded = 0;
+                        for (size_t i = nq; i < pad; i++) padded += r.sink.n[i];
+                        for (size_t i = 0; i < nq; i++) scan_take(&r, i);
                         size_t bad = 0, missing = 0, extra = 0;
                         for (size_t i = 0; i < nq; i++)
                             for (size_t j = 0; j < nx; j++) {
@@ -369,13 +404,55 @@ void test_kernels_score_scan(void)
                                 if (want < ft[i] - tol && !isnan(g)) extra++;
                                 if (!isnan(g) && fabs(g - want) > tol) bad++;
                             }
-                        if (bad || missing || extra || r.out_of_order || r.twice)
-                            h_fail(__FILE__, __LINE__, "score_scan d=%zu nq=%zu nx=%zu l2=%d thr=%d: %zu wrong, %zu missing, %zu extra, %zu out of order, %zu twice",
-                                   d, nq, nx, l2, mode, bad, missing, extra, r.out_of_order, r.twice);
+                        if (bad || missing || extra || r.out_of_order || r.twice || r.bad_key || r.overfull || padded)
+                            h_fail(__FILE__, __LINE__, "score_scan d=%zu nq=%zu nx=%zu l2=%d thr=%d cap=%u: %zu wrong, %zu missing, %zu extra, "
+                                   "%zu out of order, %zu twice, %zu bad keys, %zu overfull, %zu in padding",
+                                   d, nq, nx, l2, mode, cap, bad, missing, extra, r.out_of_order, r.twice, r.bad_key, r.overfull, padded);
                         if (!mode) CHECK_EQ(r.calls, nq * nx);
                         free(q), free(x), free(qp), free(thr), free(qsq), free(xn), free(ft);
-                        free(r.got), free(r.last);
+                        free(r.got), free(r.last), free(r.sink.keys), free(r.sink.n);
                     }
+}
+
+static int cmp_u64_desc(const void *pa, const void *pb)
+{
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+    return (a < b) - (a > b);
+}
+
+/* keys_top (the fused scan's selection) at every level and the reference: a[0..t) holds exactly
+ * the t largest keys and the return is the t-th, for every t of n = 1..130, on random keys, keys
+ * in rising and falling order, and keys sharing their score (high half). */
+void test_kernels_keys_top(void)
+{
+    uint64_t s = h_seed + 17;
+    uint64_t *a = malloc(130 * sizeof *a), *orig = malloc(130 * sizeof *a), *sorted = malloc(130 * sizeof *a);
+    uint64_t *got = malloc(130 * sizeof *a), *tmp = malloc((3 * 130 + 24) * sizeof *a);
+    const chrys_kernels *levels[4] = {&chrys_kernels_scalar, chrys_kernels_level("avx2"), chrys_kernels_level("avx512"), NULL};
+    size_t bad = 0, cases = 0;
+    for (int l = 0; l < 3; l++) {
+        const chrys_kernels *k = levels[l];
+        if (!k) continue;
+        for (size_t n = 1; n <= 130; n += n < 40 ? 1 : 9)
+            for (int pat = 0; pat < 4; pat++) {
+                for (size_t i = 0; i < n; i++) { /* distinct: the row in the low half */
+                    uint64_t hi = pat == 0 ? h_rand(&s) : pat == 1 ? i : pat == 2 ? n - i : h_rand(&s) % 3;
+                    orig[i] = (hi << 32) | (uint32_t)~(uint32_t)(i * 7919u % 1000003u);
+                }
+                memcpy(sorted, orig, n * sizeof *a);
+                qsort(sorted, n, sizeof *a, cmp_u64_desc);
+                for (size_t t = 1; t <= n; t++) {
+                    memcpy(a, orig, n * sizeof *a);
+                    uint64_t kth = k->keys_top(a, n, t, tmp);
+                    memcpy(got, a, t * sizeof *a);
+                    qsort(got, t, sizeof *a, cmp_u64_desc);
+                    cases++;
+                    if (kth != sorted[t - 1] || memcmp(got, sorted, t * sizeof *a)) bad++;
+                }
+            }
+    }
+    if (bad) h_fail(__FILE__, __LINE__, "keys_top: %zu of %zu selections wrong", bad, cases);
+    free(a), free(orig), free(sorted), free(got), free(tmp);
 }
 
 /* The merger's int8 screen kernel (16 rows of a packed panel x 16 queries) equals its C
