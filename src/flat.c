@@ -159,25 +159,10 @@ typedef struct fused_buf {
     uint32_t *clean; /* per query: keys at the front of its buffer already found live and allowed */
     const chrys_index *ix;
     const search_filter *filter;
+    int check; /* rows to check as they leave the buffer: tombstones (n_dead) or a filter */
     size_t pool;
     float floor0;
 } fused_buf;
-
-static int keys_cmp_desc(const void *pa, const void *pb)
-{
-    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
-    return (a < b) - (a > b);
-}
-
-static void keys_sort_desc(uint64_t *a, size_t n)
-{
-    for (size_t i = 1; i < n; i++) {
-        uint64_t x = a[i];
-        size_t j = i;
-        for (; j > 0 && a[j - 1] < x; j--) a[j] = a[j - 1];
-        a[j] = x;
-    }
-}
 
 /* Drop the keys of query qi past its clean prefix whose row is deleted or not allowed. */
 static uint32_t fused_filter(fused_buf *fb, size_t qi)
@@ -186,6 +171,7 @@ static uint32_t fused_filter(fused_buf *fb, size_t qi)
     const uint64_t *ids = fb->ix->ids;
     const search_filter *f = fb->filter;
     uint32_t n = fb->sink.n[qi], w = fb->clean[qi];
+    if (!fb->check) return n; /* no tombstones, no filter: every row passes */
     for (uint32_t j = w; j < n; j++) {
         uint64_t id = ids[topk_key_slot(k[j])];
         if (id == CHRYS_NO_ID || (f && !f->allow(id, f->ctx))) continue;
@@ -219,8 +205,7 @@ static void fused_finish(fused_buf *fb, size_t qi, topk *h)
         fb->kr->keys_top(k, n, fb->pool, fb->tmp);
         n = (uint32_t)fb->pool;
     }
-    if (n <= 64) keys_sort_desc(k, n);
-    else qsort(k, n, sizeof *k, keys_cmp_desc);
+    fb->kr->keys_sort(k, n, fb->tmp);
     for (uint32_t j = 0; j < n; j++) {
         uint32_t slot = topk_key_slot(k[j]);
         h->items[j] = (topk_item){topk_key_score(k[j]), slot, fb->ix->ids[slot]};
@@ -240,10 +225,11 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
     if (mc < 32) mc = 32;
     size_t qb = begin * 32, qe = end * 32 < c->nq ? end * 32 : c->nq;
     if (qe - qb < mc) mc = (qe - qb + 31) & ~(size_t)31;
-    size_t cap = 2 * c->pool;
+    size_t cap = 3 * c->pool; /* 2P to 6P measured within 3%; 3P the best on MiniLM and SIFT */
     float *qp = chrys_malloc_aligned(mc * dim * sizeof(float));
     float *thr = chrys_malloc(mc * sizeof(float)), *qsq = chrys_malloc(mc * sizeof(float));
-    fused_buf fb = {{NULL, NULL, (uint32_t)cap, fused_full, NULL}, c->kr, NULL, NULL, ix, c->filter, c->pool, c->floor0};
+    fused_buf fb = {{NULL, NULL, (uint32_t)cap, fused_full, NULL}, c->kr, NULL, NULL, ix, c->filter,
+                    ix->n_dead > 0 || c->filter, c->pool, c->floor0};
     fb.sink.ctx = &fb;
     size_t nkeys;
     if (cap > UINT32_MAX || chrys_mul_size(mc, cap, &nkeys) || chrys_mul_size(nkeys, sizeof(uint64_t), &nkeys)) {
@@ -300,10 +286,16 @@ static int finish_query(const chrys_index *ix, const float *q, topk *cand, size_
         m = k;
         while (m < n && (double)cand->items[m].score >= cut) m++;
     }
-    for (size_t j = 0; j < m; j++) {
-        const float *x = ix->vecs + (size_t)cand->items[j].slot * dim;
-        buf[j].score = l2 ? -kr->l2sq_f64(q, x, dim) : kr->dot_f64(q, x, dim);
-        buf[j].id = cand->items[j].id;
+    for (size_t j = 0; j < m; j += 4) { /* four rows at a time (the same bits as one by one) */
+        const float *x[4];
+        double d[4];
+        for (size_t r = 0; r < 4; r++) x[r] = ix->vecs + (size_t)cand->items[j + r < m ? j + r : j].slot * dim;
+        if (l2) kr->l2sq_f64_x4(q, x, dim, d);
+        else kr->dot_f64_x4(q, x, dim, d);
+        for (size_t r = 0; r < 4 && j + r < m; r++) {
+            buf[j + r].score = l2 ? -d[r] : d[r];
+            buf[j + r].id = cand->items[j + r].id;
+        }
     }
     qsort(buf, m, sizeof *buf, ranked_cmp_best_first);
     float worst = n ? cand->items[n - 1].score : INFINITY;

@@ -92,6 +92,12 @@ typedef struct chrys_kernels {
     /* Move the t largest of n distinct keys to a[0..t) (any order; a[t..n) is left undefined) and
      * return the t-th largest; 1 <= t <= n; tmp holds 3n + 24 keys (the fused scan's buffers; chrys_keys_top_ref). */
     uint64_t (*keys_top)(uint64_t *a, size_t n, size_t t, uint64_t *tmp);
+    /* Sort n distinct keys largest first; tmp holds n keys. */
+    void (*keys_sort)(uint64_t *a, size_t n, uint64_t *tmp);
+    /* dot_f64 and l2sq_f64 of q against four rows at once, each out[r] bit for bit the one-row
+     * kernel's at this level (the exact rescoring of candidates: four sums in flight). */
+    void (*dot_f64_x4)(const float *q, const float *const x[4], size_t n, double out[4]);
+    void (*l2sq_f64_x4)(const float *q, const float *const x[4], size_t n, double out[4]);
 } chrys_kernels;
 
 /* dispatch.c: BLAS sgemm runs an AVX2-or-wider kernel (OpenBLAS's core name); see there. */
@@ -152,6 +158,8 @@ void chrys_score_pack_q(const float *q, size_t nq, size_t dim, float *out);
 /* keys_top: by vector partitions (score_avx512.c), and the scalar quickselect (dist_scalar.c) */
 uint64_t chrys_keys_top_avx512(uint64_t *a, size_t n, size_t t, uint64_t *tmp);
 uint64_t chrys_keys_top_ref(uint64_t *a, size_t n, size_t t, uint64_t *tmp);
+void chrys_keys_sort_avx512(uint64_t *a, size_t n, uint64_t *tmp);
+void chrys_keys_sort_ref(uint64_t *a, size_t n, uint64_t *tmp);
 void chrys_score_scan_avx512(const float *qp, size_t nq, const float *x, size_t row0, size_t nx, size_t dim,
                              int l2, const float *qsq, const float *xnorm, float *thr, const chrys_cand_sink *sink);
 

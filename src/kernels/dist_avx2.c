@@ -246,8 +246,19 @@ static void scale_to_avx2(float *out, const float *v, size_t n, double norm)
     chrys_scale_to_ref(out + i, v + i, n - i, norm);
 }
 
+/* four rows, one at a time: the same bits as the one-row kernels */
+static void dot_f64_x4_avx2(const float *q, const float *const x[4], size_t n, double out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = dot_f64_avx2(q, x[r], n);
+}
+
+static void l2sq_f64_x4_avx2(const float *q, const float *const x[4], size_t n, double out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = l2sq_f64_avx2(q, x[r], n);
+}
+
 const chrys_kernels chrys_kernels_avx2 = {"avx2", dot_avx2, l2sq_avx2, dot_rows_avx2,
                                           l2sq_rows_avx2, dot_f64_avx2, l2sq_f64_avx2, NULL,
                                           dot_u8_avx2, dot_u8i8_avx2, dot_x4_avx2, l2sq_x4_avx2, dot_u8i8_x4_avx2,
                                           NULL, scale_to_avx2, chrys_screen_code_ref, sumsq_avx2,
-                                          chrys_mix_ref, chrys_mul_ref, chrys_keys_top_ref};
+                                          chrys_mix_ref, chrys_mul_ref, chrys_keys_top_ref, chrys_keys_sort_ref, dot_f64_x4_avx2, l2sq_f64_x4_avx2};

@@ -106,6 +106,54 @@ static double l2sq_f64_avx512(const float *a, const float *b, size_t n)
     return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
 }
 
+/* Four rows at once, each summed exactly as the one-row kernels above: the same two running sums
+ * per row over 16 floats at a step, the same masked tail into the first, the same reduction. */
+static void dot_f64_x4_avx512(const float *q, const float *const x[4], size_t n, double out[4])
+{
+    __m512d s[4][2];
+    for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512d q0 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i)), q1 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i + 8));
+        for (int r = 0; r < 4; r++) {
+            s[r][0] = _mm512_fmadd_pd(q0, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i)), s[r][0]);
+            s[r][1] = _mm512_fmadd_pd(q1, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i + 8)), s[r][1]);
+        }
+    }
+    for (; i < n; i += 8) {
+        __mmask8 m = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);
+        __m512d q0 = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, q + i));
+        for (int r = 0; r < 4; r++)
+            s[r][0] = _mm512_fmadd_pd(q0, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x[r] + i)), s[r][0]);
+    }
+    for (int r = 0; r < 4; r++) out[r] = _mm512_reduce_add_pd(_mm512_add_pd(s[r][0], s[r][1]));
+}
+
+static void l2sq_f64_x4_avx512(const float *q, const float *const x[4], size_t n, double out[4])
+{
+    __m512d s[4][2];
+    for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512d q0 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i)), q1 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i + 8));
+        for (int r = 0; r < 4; r++) {
+            __m512d d0 = _mm512_sub_pd(q0, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i)));
+            __m512d d1 = _mm512_sub_pd(q1, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i + 8)));
+            s[r][0] = _mm512_fmadd_pd(d0, d0, s[r][0]);
+            s[r][1] = _mm512_fmadd_pd(d1, d1, s[r][1]);
+        }
+    }
+    for (; i < n; i += 8) {
+        __mmask8 m = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);
+        __m512d q0 = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, q + i));
+        for (int r = 0; r < 4; r++) {
+            __m512d d = _mm512_sub_pd(q0, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x[r] + i)));
+            s[r][0] = _mm512_fmadd_pd(d, d, s[r][0]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = _mm512_reduce_add_pd(_mm512_add_pd(s[r][0], s[r][1]));
+}
+
 /* ---- dot_block: a register-blocked small GEMM (Q X^T) ----
  * A 4 x 4 tile of (query, row) pairs keeps 16 zmm accumulators; each 16-float step loads four
  * query chunks and four row chunks (8 loads) for 16 FMAs, so the FMA units, not the loads, set
@@ -365,10 +413,12 @@ const chrys_kernels chrys_kernels_avx512 = {"avx512", dot_avx512, l2sq_avx512, d
                                             dot_block_avx512, dot_u8_avx512, dot_u8i8_avx512, dot_x4_avx512,
                                             l2sq_x4_avx512, dot_u8i8_x4_avx512,
                                             chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
-                                            sumsq_avx512, mix_avx512, mul_avx512, chrys_keys_top_avx512};
+                                            sumsq_avx512, mix_avx512, mul_avx512, chrys_keys_top_avx512, chrys_keys_sort_avx512,
+                                            dot_f64_x4_avx512, l2sq_f64_x4_avx512};
 const chrys_kernels chrys_kernels_avx512_vnni = {"avx512+vnni", dot_avx512, l2sq_avx512, dot_rows_avx512,
                                                  l2sq_rows_avx512, dot_f64_avx512, l2sq_f64_avx512,
                                                  dot_block_avx512, dot_u8_avx512, chrys_dot_u8i8_vnni, dot_x4_avx512,
                                                  l2sq_x4_avx512, chrys_dot_u8i8_x4_vnni,
                                                  chrys_score_scan_avx512, scale_to_avx512, screen_code_avx512,
-                                            sumsq_avx512, mix_avx512, mul_avx512, chrys_keys_top_avx512};
+                                            sumsq_avx512, mix_avx512, mul_avx512, chrys_keys_top_avx512, chrys_keys_sort_avx512,
+                                            dot_f64_x4_avx512, l2sq_f64_x4_avx512};

@@ -3,6 +3,7 @@
  * Compiled with baseline flags only. Plain loops with four independent accumulators.
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "dist.h"
 
@@ -196,6 +197,19 @@ static void keys_sort_desc(uint64_t *a, size_t n)
     }
 }
 
+static int keys_cmp_desc(const void *pa, const void *pb)
+{
+    uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+    return (a < b) - (a > b);
+}
+
+void chrys_keys_sort_ref(uint64_t *a, size_t n, uint64_t *tmp)
+{
+    (void)tmp;
+    if (n <= 32) keys_sort_desc(a, n);
+    else qsort(a, n, sizeof *a, keys_cmp_desc);
+}
+
 uint64_t chrys_keys_top_ref(uint64_t *a, size_t n, size_t t, uint64_t *tmp)
 {
     (void)tmp;
@@ -222,11 +236,22 @@ uint64_t chrys_keys_top_ref(uint64_t *a, size_t n, size_t t, uint64_t *tmp)
     return a[want];
 }
 
+/* four rows, one at a time: the same bits as the one-row kernels */
+static void dot_f64_x4_scalar(const float *q, const float *const x[4], size_t n, double out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = dot_f64_scalar(q, x[r], n);
+}
+
+static void l2sq_f64_x4_scalar(const float *q, const float *const x[4], size_t n, double out[4])
+{
+    for (int r = 0; r < 4; r++) out[r] = l2sq_f64_scalar(q, x[r], n);
+}
+
 const chrys_kernels chrys_kernels_scalar = {"scalar", dot_scalar, l2sq_scalar, dot_rows_scalar,
                                             l2sq_rows_scalar, dot_f64_scalar, l2sq_f64_scalar, NULL,
                                             dot_u8_scalar, dot_u8i8_scalar, dot_x4_scalar, l2sq_x4_scalar,
                                             dot_u8i8_x4_scalar, NULL, chrys_scale_to_ref, chrys_screen_code_ref,
-                                            chrys_sumsq_ref, chrys_mix_ref, chrys_mul_ref, chrys_keys_top_ref};
+                                            chrys_sumsq_ref, chrys_mix_ref, chrys_mul_ref, chrys_keys_top_ref, chrys_keys_sort_ref, dot_f64_x4_scalar, l2sq_f64_x4_scalar};
 
 void chrys_screen_dots_ref(const uint8_t *panel, size_t d4, const int8_t *q, size_t q_stride, int32_t *out)
 {

@@ -172,3 +172,27 @@ uint64_t chrys_keys_top_avx512(uint64_t *a, size_t n, size_t t, uint64_t *tmp)
     memcpy(a + out, keep, w * sizeof *a);
     return kth;
 }
+
+/* keys_sort (dist.h): up to 32 keys by ranks (each key counts the keys above it: four compares,
+ * and goes to that place); more by the reference. No per-key branch. */
+void chrys_keys_sort_avx512(uint64_t *a, size_t n, uint64_t *tmp)
+{
+    if (n > 32) {
+        chrys_keys_sort_ref(a, n, tmp);
+        return;
+    }
+    __m512i r[4];
+    __mmask8 v[4];
+    for (size_t b = 0; b < 4; b++) {
+        size_t lo = b * 8;
+        v[b] = n >= lo + 8 ? 0xff : n > lo ? (__mmask8)((1u << (n - lo)) - 1) : 0;
+        r[b] = _mm512_maskz_loadu_epi64(v[b], a + lo);
+    }
+    for (size_t i = 0; i < n; i++) {
+        __m512i e = _mm512_set1_epi64((long long)a[i]);
+        size_t above = 0;
+        for (size_t b = 0; b < 4; b++) above += (size_t)__builtin_popcount(_mm512_mask_cmpgt_epu64_mask(v[b], r[b], e));
+        tmp[above] = a[i];
+    }
+    memcpy(a, tmp, n * sizeof *a);
+}

@@ -170,6 +170,13 @@ void test_kernels_x4(void)
             k->dot_x4(q, xs, n, d4);
             k->l2sq_x4(q, xs, n, l4);
             k->dot_u8i8_x4(cs, w, n, i4);
+            double f4[4], g4[4];
+            k->dot_f64_x4(q, xs, n, f4);
+            k->l2sq_f64_x4(q, xs, n, g4);
+            for (int r = 0; r < 4; r++) /* the exact rescoring: bit for bit the one-row kernels */
+                if (f4[r] != k->dot_f64(q, xs[r], n) || g4[r] != k->l2sq_f64(q, xs[r], n))
+                    h_fail(__FILE__, __LINE__, "%s f64 x4 n=%zu row %d: %.17g/%.17g vs %.17g/%.17g", k->name, n, r, f4[r], g4[r],
+                           k->dot_f64(q, xs[r], n), k->l2sq_f64(q, xs[r], n));
             for (int r = 0; r < 4; r++) {
                 double abs_dot = 0, l2 = ref->l2sq_f64(q, xs[r], n);
                 for (size_t i = 0; i < n; i++) abs_dot += fabs((double)q[i] * xs[r][i]);
@@ -420,9 +427,10 @@ static int cmp_u64_desc(const void *pa, const void *pb)
     return (a < b) - (a > b);
 }
 
-/* keys_top (the fused scan's selection) at every level and the reference: a[0..t) holds exactly
- * the t largest keys and the return is the t-th, for every t of n = 1..130, on random keys, keys
- * in rising and falling order, and keys sharing their score (high half). */
+/* keys_top and keys_sort (the fused scan's selection and order) at every level and the
+ * reference: a[0..t) holds exactly the t largest keys and the return is the t-th, for every t of
+ * n = 1..130; keys_sort gives qsort's order; on random keys, keys in rising and falling order,
+ * and keys sharing their score (high half). */
 void test_kernels_keys_top(void)
 {
     uint64_t s = h_seed + 17;
@@ -441,6 +449,10 @@ void test_kernels_keys_top(void)
                 }
                 memcpy(sorted, orig, n * sizeof *a);
                 qsort(sorted, n, sizeof *a, cmp_u64_desc);
+                memcpy(a, orig, n * sizeof *a);
+                k->keys_sort(a, n, tmp);
+                cases++;
+                if (memcmp(a, sorted, n * sizeof *a)) bad++;
                 for (size_t t = 1; t <= n; t++) {
                     memcpy(a, orig, n * sizeof *a);
                     uint64_t kth = k->keys_top(a, n, t, tmp);
