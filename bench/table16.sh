@@ -3,6 +3,8 @@
 #   1. exact batch, 100k x 1024 (seeded clustered, seed 777), 1,000 queries, 1 and 2 threads:
 #      chrysalis.Index("Flat") against FAISS IndexFlatIP in one Python process, calls alternating,
 #      FAISS's OpenBLAS pinned to the same thread count (bench_python.py index --exact-only);
+#      the shared real sets (bench/exact_real.py, one process per point, two rounds), 200k x 1024
+#      (seed 778), and one query against the read bandwidth of the same rows (bench/membw.c);
 #   2. merges of 10,000 and 20,000 clustered records (gen_clustered seed 20240611, spreads
 #      0.25-0.8, the merge benchmark's stream) and 20,000 looser records (the generator's default
 #      spreads 0.25-1.2, seed 7: many cosines near the threshold): the whole `chrysalis merge`
@@ -36,6 +38,27 @@ BIN=build/release/chrysalis
 # 1. exact batch
 [ -f "$DATA/c100k_s777/base.fvecs" ] || $PY $TOOLS/gen_clustered.py --n 100000 --d 1024 --seed 777 --out "$DATA/c100k_s777" >/dev/null
 $PY bench/bench_python.py index --exact-only --reps 5 --data "$DATA/c100k_s777" --json "$OUT/exact100k.json" > "$OUT/exact100k.log"
+
+# 1b. exact batch on the shared real sets (MiniLM 1,580 x 384 cosine, SIFT 4,000 x 128 L2), one
+# process per point, chrysalis and FAISS alternating, two rounds (bench/exact_real.py: best of 7 calls)
+: > "$OUT/exact_real.txt"
+for round in 1 2; do
+    for th in 1 2; do
+        for spec in luceneutil-minilm-384-cosine:cosine ngt-sift-5k-euclidean:l2; do
+            for who in chrysalis faiss; do
+                $PY bench/exact_real.py $th $who "../shared/data/${spec%%:*}" "${spec##*:}" | tee -a "$OUT/exact_real.txt"
+            done
+        done
+    done
+done
+# 1c. exact batch 200k x 1024 (seed 778), as 1.
+[ -f "$DATA/c200k_s778/base.fvecs" ] || $PY $TOOLS/gen_clustered.py --n 200000 --d 1024 --seed 778 --out "$DATA/c200k_s778" >/dev/null
+$PY bench/bench_python.py index --exact-only --reps 3 --data "$DATA/c200k_s778" --json "$OUT/exact200k.json" > "$OUT/exact200k.log"
+# 1d. single query against the read bandwidth of the same rows, in one process, reps alternating
+# (bench/membw.c: "search" is chrys_index_search with one query; "read" a plain sum of every float)
+cc -std=c11 -D_GNU_SOURCE -O2 -mavx512f -mfma -Iinclude -Isrc bench/membw.c build/release/libchrysalis.a \
+    -lopenblas -lcjson -lm -pthread -o build/release/membw
+for t in 1 2; do build/release/membw --n 100000 --threads $t --reps 7 > "$OUT/membw_${t}t.txt"; done
 
 # 2. merges
 [ -f "$DATA/m20k_s20240611/base.fvecs" ] || $PY $TOOLS/gen_clustered.py --n 20000 --d 1024 --nq 10 --gt-k 10 --clusters 1000 \

@@ -57,7 +57,7 @@ static void check_exact(int metric, const float *x, const uint64_t *ids, size_t 
 void test_search_flat_paths_agree(void)
 {
     uint64_t s = h_seed + 131;
-    size_t n = 1500, d = 40, nq = 70, k = 12;
+    size_t n = 1503, d = 40, nq = 70, k = 12; /* one query: four streams of 375 rows and a tail of 3 */
     float *x = h_clustered(&s, n, d, 6, 0.2f);
     for (size_t r = 1; r < n; r += 7) memcpy(x + r * d, x + (r - 1) * d, d * sizeof(float)); /* ties */
     uint64_t *ids = malloc(n * sizeof *ids);
