@@ -54,6 +54,8 @@ typedef struct search_ctx {
     const search_filter *filter;
     rows_part *parts;    /* SIMD path on a mapped index whose rows are still owed their checks: each
                           * worker checks its run of rows block by block, just before scoring it */
+    size_t k;            /* fused path: the results wanted (its buffers keep what can still rank) */
+    double max_norm;     /* the largest row norm (score_eps) */
 } search_ctx;
 
 static inline void push_block(topk *h, const float *s, size_t n, size_t slot0,
@@ -164,20 +166,35 @@ static void select_tile(void *arg, unsigned w, size_t begin, size_t end)
 }
 #endif
 
+/* The bound on the float32 error of query q's scores (internal units): gamma times |q| max|x|, or
+ * (|q| + max|x|)^2 under L2; the finishing step's and the fused buffers' alike. */
+static double score_eps(const chrys_index *ix, const float *q, double gamma, double max_norm)
+{
+    double qnorm = ix->metric == CHRYS_METRIC_COSINE ? 1.0 : vec_norm(q, ix->dim);
+    double scale = ix->metric == CHRYS_METRIC_L2 ? (qnorm + max_norm) * (qnorm + max_norm) : qnorm * max_norm;
+    return gamma * (scale > 1e-30 ? scale : 1e-30);
+}
+
 /* Fused AVX-512 path: the workers split the batch in 32-query panels; each packs a block of its
  * queries (sized for L2) and scans every row against it. A score that beats its query's running
- * threshold is appended, as a key (dist.h), to the query's buffer of 2P; a full buffer keeps its
- * best P (a selection) and the threshold rises to the P-th. At the end each query's best P
- * become its candidates, sorted best first. Which of two rows tied in float32 at the P-th place
- * is kept (the smaller row here, the smaller id on the heap paths) does not change a result:
- * the finishing step widens the pool whenever its worst candidate is that close to the k-th. */
+ * threshold is appended, as a key (dist.h), to the query's buffer of 2P. A full buffer keeps only
+ * the keys that can still rank in the top k: those at or above the k-th best score so far minus
+ * twice the error bound (finish_query's cut, applied early: any other row has k rows above it in
+ * double), and the threshold rises to that cut. Where more than P keys pass (many near-ties), it
+ * keeps the best P and the threshold is the P-th, as a heap of P would; the finishing step then
+ * widens the pool if its worst is close to the k-th. Which of two rows tied in float32 at the
+ * P-th place is kept (the smaller row here, the smaller id on the heap paths) does not change a
+ * result, by that same rule. At the end the kept keys, sorted best first, are the candidates.
+ * Against the P-th as the threshold (a heap's rule), the k-th minus the bound passes about half
+ * the scores on the shared real sets. */
 typedef struct fused_ctx {
     const chrys_index *ix;
     const chrys_kernels *kr;
     const float *q;
-    size_t nq, pool;
+    size_t nq, pool, k;
     topk *heaps;
     float floor0;
+    double max_norm; /* the largest row norm (score_eps) */
     const search_filter *filter;
     int rc; /* set by a worker that could not allocate */
 } fused_ctx;
@@ -190,8 +207,9 @@ typedef struct fused_buf {
     const chrys_index *ix;
     const search_filter *filter;
     int check; /* rows to check as they leave the buffer: tombstones (n_dead) or a filter */
-    size_t pool;
+    size_t pool, k;
     float floor0;
+    double *eps2; /* per query of the block: twice its error bound */
 } fused_buf;
 
 /* Drop the keys of query qi past its clean prefix whose row is deleted or not allowed. */
@@ -210,15 +228,30 @@ static uint32_t fused_filter(fused_buf *fb, size_t qi)
     return w;
 }
 
-/* A full buffer: keep its best P; the threshold becomes the P-th (or stays at the floor). */
-static float fused_full(void *arg, size_t qi)
+/* Keep query qi's keys that can still rank in its top k (at most P of them) and return its new
+ * threshold (see above); the buffer holds n of them after. */
+static float fused_keep(fused_buf *fb, size_t qi)
 {
-    fused_buf *fb = arg;
-    uint64_t *k = fb->sink.keys + qi * fb->sink.cap;
+    uint64_t *a = fb->sink.keys + qi * fb->sink.cap;
     uint32_t n = fused_filter(fb, qi);
     float thr = fb->floor0;
-    if (n >= fb->pool) {
-        float s = topk_key_score(fb->kr->keys_top(k, n, fb->pool, fb->tmp));
+    if (n >= fb->k) {
+        uint64_t *cp = fb->tmp; /* keys_top reorders what it is given: a copy */
+        memcpy(cp, a, n * sizeof *a);
+        double cd = (double)topk_key_score(fb->kr->keys_top(cp, n, fb->k, cp + n)) - fb->eps2[qi];
+        float cut = (float)cd;
+        if ((double)cut > cd) cut = nextafterf(cut, -INFINITY); /* at most finish_query's cut */
+        if (cut > thr) thr = cut;
+        uint64_t lowest = chrys_score_key(thr, UINT32_MAX); /* the smallest key of score thr */
+        uint32_t m = 0;
+        for (uint32_t j = 0; j < n; j++) {
+            a[m] = a[j];
+            m += a[j] >= lowest;
+        }
+        n = m;
+    }
+    if (n > fb->pool) { /* more than P near the top: the best P, as a heap of P would keep */
+        float s = topk_key_score(fb->kr->keys_top(a, n, fb->pool, fb->tmp));
         n = (uint32_t)fb->pool;
         if (s > thr) thr = s;
     }
@@ -226,15 +259,14 @@ static float fused_full(void *arg, size_t qi)
     return thr;
 }
 
-/* Query qi's best P keys, sorted best first, as its candidates. */
+static float fused_full(void *arg, size_t qi) { return fused_keep(arg, qi); }
+
+/* Query qi's kept keys, sorted best first, as its candidates. */
 static void fused_finish(fused_buf *fb, size_t qi, topk *h)
 {
     uint64_t *k = fb->sink.keys + qi * fb->sink.cap;
-    uint32_t n = fused_filter(fb, qi);
-    if (n > fb->pool) {
-        fb->kr->keys_top(k, n, fb->pool, fb->tmp);
-        n = (uint32_t)fb->pool;
-    }
+    fused_keep(fb, qi);
+    uint32_t n = fb->sink.n[qi];
     fb->kr->keys_sort(k, n, fb->tmp);
     for (uint32_t j = 0; j < n; j++) {
         uint32_t slot = topk_key_slot(k[j]);
@@ -255,11 +287,11 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
     if (mc < 32) mc = 32;
     size_t qb = begin * 32, qe = end * 32 < c->nq ? end * 32 : c->nq;
     if (qe - qb < mc) mc = (qe - qb + 31) & ~(size_t)31;
-    size_t cap = 3 * c->pool; /* 2P to 6P measured within 3%; 3P the best on MiniLM and SIFT */
+    size_t cap = 2 * c->pool; /* measured 2P..6P: within 4%, 2P best once a full buffer keeps about k */
     float *qp = chrys_malloc_aligned(mc * dim * sizeof(float));
     float *thr = chrys_malloc(mc * sizeof(float)), *qsq = chrys_malloc(mc * sizeof(float));
     fused_buf fb = {{NULL, NULL, (uint32_t)cap, fused_full, NULL}, c->kr, NULL, NULL, ix, c->filter,
-                    ix->n_dead > 0 || c->filter, c->pool, c->floor0};
+                    ix->n_dead > 0 || c->filter, c->pool, c->k, c->floor0, NULL};
     fb.sink.ctx = &fb;
     size_t nkeys;
     if (cap > UINT32_MAX || chrys_mul_size(mc, cap, &nkeys) || chrys_mul_size(nkeys, sizeof(uint64_t), &nkeys)) {
@@ -269,8 +301,9 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
     fb.sink.keys = chrys_malloc(nkeys);
     fb.sink.n = chrys_malloc(mc * sizeof(uint32_t));
     fb.clean = chrys_malloc(mc * sizeof(uint32_t));
-    fb.tmp = chrys_malloc((3 * cap + 24) * sizeof(uint64_t));
-    if (!qp || !thr || !qsq || !fb.sink.keys || !fb.sink.n || !fb.clean || !fb.tmp) {
+    fb.tmp = chrys_malloc((4 * cap + 24) * sizeof(uint64_t)); /* a copy of a buffer and keys_top's 3n + 24 */
+    fb.eps2 = chrys_malloc(mc * sizeof(double));
+    if (!qp || !thr || !qsq || !fb.sink.keys || !fb.sink.n || !fb.clean || !fb.tmp || !fb.eps2) {
         c->rc = CHRYS_NOMEM;
         goto done;
     }
@@ -281,6 +314,7 @@ static void fused_scan(void *arg, unsigned w, size_t begin, size_t end)
             thr[i] = i < m ? c->floor0 : NAN; /* padding lanes never pass */
             qsq[i] = 0;
             fb.sink.n[i] = fb.clean[i] = 0;
+            if (i < m) fb.eps2[i] = 2 * score_eps(ix, c->q + (q0 + i) * dim, 2.0 * f32_gamma((double)dim), c->max_norm);
             if (l2 && i < m) {
                 double nr = vec_norm(c->q + (q0 + i) * dim, dim);
                 qsq[i] = (float)(nr * nr);
@@ -297,6 +331,7 @@ done:
     chrys_free(fb.sink.n);
     chrys_free(fb.clean);
     chrys_free(fb.tmp);
+    chrys_free(fb.eps2);
 }
 
 /* Rank one query's candidates in double precision and write its k results (ids, true scores).
@@ -385,7 +420,7 @@ static int collect_fused(search_ctx *c, unsigned nt)
     const chrys_index *ix = c->ix;
     size_t nq = c->nq, n = ix->n, dim = ix->dim;
     for (size_t i = 0; i < nq; i++) topk_init(&c->heaps[i], c->items + i * c->pool, c->pool);
-    fused_ctx fc = {ix, c->kr, c->q, nq, c->pool, c->heaps, c->floor0, c->filter, CHRYS_OK};
+    fused_ctx fc = {ix, c->kr, c->q, nq, c->pool, c->k, c->heaps, c->floor0, c->max_norm, c->filter, CHRYS_OK};
     size_t panels = (nq + 31) / 32;
     unsigned nw = nt;
     if (n * dim * nq / FLAT_PAR_MIN_FLOATS < nw) nw = (unsigned)(n * dim * nq / FLAT_PAR_MIN_FLOATS);
@@ -446,12 +481,13 @@ static void collect_simd(search_ctx *c, unsigned nw)
 
 /* Collect float32 candidates (pool per query) for nq prepared queries into heaps[0..nq).
  * *path_out: the path that scored them (its rounding bound differs). */
-static int collect(const chrys_index *ix, size_t nq, const float *q, size_t pool, float floor0,
-                   unsigned nt, int first_pass, topk_item **items_out, topk **heaps_out, flat_path *path_out,
-                   const search_filter *filter)
+static int collect(const chrys_index *ix, size_t nq, const float *q, size_t k, size_t pool, float floor0,
+                   double max_norm, unsigned nt, int first_pass, topk_item **items_out, topk **heaps_out,
+                   flat_path *path_out, const search_filter *filter)
 {
     size_t dim = ix->dim, n = ix->n;
-    search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter};
+    search_ctx c = {ix, chrys_kernels_active(), q, nq, pool, floor0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 1, filter,
+                    NULL, k, max_norm};
     flat_path path = choose_path(ix, c.kr, nq, first_pass);
     *path_out = path;
     if (first_pass) __atomic_store_n(&last_path, (int)path, __ATOMIC_RELAXED);
@@ -534,7 +570,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
     ranked *buf = NULL;
     int rc = CHRYS_OK;
     flat_path path = FLAT_PATH_SIMD, wpath;
-    if (n > 0 && (rc = collect(ix, nq, q, pool, floor0, nt, 1, &items, &heaps, &path, filter))) return rc;
+    if (n > 0 && (rc = collect(ix, nq, q, k, pool, floor0, max_norm, nt, 1, &items, &heaps, &path, filter))) return rc;
     /* Bound on the float32 error of a score, relative to |q||x| ((|q|+|x|)^2 for L2): a sum of d
      * products rounded d times at most (sgemm, whose order is unknown, and the fused kernel), or,
      * for the SIMD kernels, about d/16 sequential additions per lane plus the reductions; with a
@@ -547,9 +583,7 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
     }
     for (size_t i = 0; i < nq; i++) {
         const float *qi = q + i * dim;
-        double qnorm = ix->metric == CHRYS_METRIC_COSINE ? 1.0 : vec_norm(qi, dim);
-        double scale = l2 ? (qnorm + max_norm) * (qnorm + max_norm) : qnorm * max_norm;
-        double eps = gamma * (scale > 1e-30 ? scale : 1e-30);
+        double eps = score_eps(ix, qi, gamma, max_norm);
         topk empty = {NULL, 0, 0};
         topk *cand = heaps ? &heaps[i] : &empty;
         if (path != FLAT_PATH_FUSED) topk_sort(cand); /* the fused path's come sorted */
@@ -563,12 +597,12 @@ int flat_search_prepared(const chrys_index *ix, size_t nq, const float *q, size_
             topk_item *wi = NULL;
             topk *wh = NULL;
             ranked *wb = chrys_malloc(wide * sizeof *wb);
-            if (!wb || (rc = collect(ix, 1, qi, wide, floor0, nt, 0, &wi, &wh, &wpath, filter))) {
+            if (!wb || (rc = collect(ix, 1, qi, k, wide, floor0, max_norm, nt, 0, &wi, &wh, &wpath, filter))) {
                 chrys_free(wb);
                 rc = rc ? rc : CHRYS_NOMEM;
                 goto done;
             }
-            double weps = 2.0 * f32_gamma(dim / 16.0 + 8.0) * (scale > 1e-30 ? scale : 1e-30); /* SIMD path */
+            double weps = score_eps(ix, qi, 2.0 * f32_gamma(dim / 16.0 + 8.0), max_norm); /* SIMD path */
             topk_sort(wh);
             int again = finish_query(ix, qi, wh, k, use_thr, thr, weps, n, wb, ids + i * k, scores + i * k);
             chrys_free(wi);

@@ -132,6 +132,67 @@ void test_search_flat_paths_agree(void)
     free(hits);
 }
 
+/* The fused path's buffers under many near-ties: 70 copies of one row, and 30 rows a few ulps
+ * apart, each group larger than the pool of k + 16, with queries at and near them (k = 10 and
+ * 40, a threshold, a filter): the fused path returns the SIMD path's ids and scores, and each
+ * query equals a float64 brute force. Its buffers then hold more than P keys above the cut, so
+ * the pool saturates and the finishing step must widen it. */
+void test_search_fused_near_ties(void)
+{
+    if (flat__test_force_path(FLAT_PATH_FUSED) != CHRYS_OK) {
+        fprintf(stderr, "    (no fused path at this level)\n");
+        return;
+    }
+    uint64_t s = h_seed + 151;
+    size_t n = 2000, d = 32, nq = 64;
+    float *x = h_clustered(&s, n, d, 8, 0.3f);
+    for (size_t r = 501; r < 570; r++) memcpy(x + r * d, x + 500 * d, d * sizeof(float));
+    for (size_t r = 1001; r < 1030; r++)
+        for (size_t j = 0; j < d; j++) x[r * d + j] = x[1000 * d + j] * (1.0f + 1e-7f * (float)(r - 1000));
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t r = 0; r < n; r++) ids[r] = 1000 + r;
+    float *q = malloc(nq * d * sizeof(float));
+    for (size_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < d; j++)
+            q[i * d + j] = x[(i % 2 ? 1000 : 500) * d + j] + (i % 4 < 2 ? 0.0f : 0.05f * h_gauss(&s));
+    chrys_hit *a = malloc(nq * 40 * sizeof *a), *b = malloc(nq * 40 * sizeof *b);
+    for (int metric = 0; metric < 3; metric++)
+        for (size_t k = 10; k <= 40; k += 30)
+            for (int mode = 0; mode < 3; mode++) {
+                chrys_index_opts io;
+                chrys_index_opts_init(&io);
+                io.dim = (uint32_t)d;
+                io.metric = (chrys_metric)metric;
+                chrys_index *ix = NULL;
+                CHECK_EQ(chrys_index_new(&io, &ix, NULL), CHRYS_OK);
+                CHECK_EQ(chrys_index_add(ix, n, ids, x, NULL), CHRYS_OK);
+                chrys_search_opts so;
+                chrys_search_opts_init(&so);
+                so.k = (uint32_t)k;
+                so.n_threads = 2;
+                if (mode == 1) {
+                    so.use_threshold = 1;
+                    so.threshold = metric == CHRYS_METRIC_L2 ? 1.0f : metric == CHRYS_METRIC_IP ? 1.0f : 0.99f;
+                }
+                if (mode == 2) so.allow = allow_even;
+                CHECK_EQ(flat__test_force_path(FLAT_PATH_FUSED), CHRYS_OK);
+                CHECK_EQ(chrys_index_search(ix, nq, q, &so, a), CHRYS_OK);
+                CHECK_EQ(flat__test_last_path(), FLAT_PATH_FUSED);
+                CHECK_EQ(flat__test_force_path(FLAT_PATH_SIMD), CHRYS_OK);
+                CHECK_EQ(chrys_index_search(ix, nq, q, &so, b), CHRYS_OK);
+                for (size_t i = 0; i < nq * k; i++)
+                    if (a[i].id != b[i].id || memcmp(&a[i].score, &b[i].score, sizeof(float))) {
+                        h_fail(__FILE__, __LINE__, "metric %d k %zu mode %d: fused differs from simd at %zu", metric, k, mode, i);
+                        break;
+                    }
+                for (size_t i = 0; i < nq; i++)
+                    check_exact(metric, x, ids, n, d, q + i * d, a + i * k, k, so.use_threshold, so.threshold, mode == 2, "fused ties");
+                chrys_index_free(ix);
+            }
+    flat__test_force_path(FLAT_PATH_AUTO);
+    free(x), free(ids), free(q), free(a), free(b);
+}
+
 typedef struct msg_arg {
     const chrys_index *ix;
     char seen[256];

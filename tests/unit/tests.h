@@ -11,6 +11,7 @@
     X(test_kernels_dot_block)                       \
     X(test_kernels_score_scan)                      \
     X(test_kernels_keys_top)                        \
+    X(test_search_fused_near_ties)                  \
     X(test_kernels_scale_and_code)                  \
     X(test_hnsw_recall_vs_exact)                    \
     X(test_hnsw_sq8_memory_and_get)                 \
