@@ -107,52 +107,48 @@ static double l2sq_f64_avx512(const float *a, const float *b, size_t n)
 }
 
 /* Four rows at once, each summed exactly as the one-row kernels above: the same two running sums
- * per row over 16 floats at a step, the same masked tail into the first, the same reduction. */
-static void dot_f64_x4_avx512(const float *q, const float *const x[4], size_t n, double out[4])
+ * per row over 16 floats at a step, the same masked tail into the first, the same reduction.
+ * Named accumulators (an array of them was kept in memory by the compiler: a store-forwarding
+ * chain per step). */
+#define F64X4_STEP(OP, lo, hi, off)                                                                  \
+    do {                                                                                             \
+        a0 = OP(q0, x0 + (off), a0, lo), b0 = OP(q1, x0 + (off) + 8, b0, hi);                        \
+        a1 = OP(q0, x1 + (off), a1, lo), b1 = OP(q1, x1 + (off) + 8, b1, hi);                        \
+        a2 = OP(q0, x2 + (off), a2, lo), b2 = OP(q1, x2 + (off) + 8, b2, hi);                        \
+        a3 = OP(q0, x3 + (off), a3, lo), b3 = OP(q1, x3 + (off) + 8, b3, hi);                        \
+    } while (0)
+static inline __m512d dot_acc(__m512d q, const float *x, __m512d s, __mmask8 m)
 {
-    __m512d s[4][2];
-    for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_pd();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512d q0 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i)), q1 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i + 8));
-        for (int r = 0; r < 4; r++) {
-            s[r][0] = _mm512_fmadd_pd(q0, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i)), s[r][0]);
-            s[r][1] = _mm512_fmadd_pd(q1, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i + 8)), s[r][1]);
-        }
-    }
-    for (; i < n; i += 8) {
-        __mmask8 m = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);
-        __m512d q0 = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, q + i));
-        for (int r = 0; r < 4; r++)
-            s[r][0] = _mm512_fmadd_pd(q0, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x[r] + i)), s[r][0]);
-    }
-    for (int r = 0; r < 4; r++) out[r] = _mm512_reduce_add_pd(_mm512_add_pd(s[r][0], s[r][1]));
+    return _mm512_fmadd_pd(q, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x)), s);
 }
-
-static void l2sq_f64_x4_avx512(const float *q, const float *const x[4], size_t n, double out[4])
+static inline __m512d l2_acc(__m512d q, const float *x, __m512d s, __mmask8 m)
 {
-    __m512d s[4][2];
-    for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_pd();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512d q0 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i)), q1 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i + 8));
-        for (int r = 0; r < 4; r++) {
-            __m512d d0 = _mm512_sub_pd(q0, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i)));
-            __m512d d1 = _mm512_sub_pd(q1, _mm512_cvtps_pd(_mm256_loadu_ps(x[r] + i + 8)));
-            s[r][0] = _mm512_fmadd_pd(d0, d0, s[r][0]);
-            s[r][1] = _mm512_fmadd_pd(d1, d1, s[r][1]);
-        }
-    }
-    for (; i < n; i += 8) {
-        __mmask8 m = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);
-        __m512d q0 = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, q + i));
-        for (int r = 0; r < 4; r++) {
-            __m512d d = _mm512_sub_pd(q0, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x[r] + i)));
-            s[r][0] = _mm512_fmadd_pd(d, d, s[r][0]);
-        }
-    }
-    for (int r = 0; r < 4; r++) out[r] = _mm512_reduce_add_pd(_mm512_add_pd(s[r][0], s[r][1]));
+    __m512d d = _mm512_sub_pd(q, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x)));
+    return _mm512_fmadd_pd(d, d, s);
 }
+#define F64X4(NAME, OP)                                                                              \
+    static void NAME(const float *q, const float *const x[4], size_t n, double out[4])               \
+    {                                                                                                \
+        const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                                 \
+        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0; \
+        size_t i = 0;                                                                                \
+        for (; i + 16 <= n; i += 16) {                                                               \
+            __m512d q0 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i)), q1 = _mm512_cvtps_pd(_mm256_loadu_ps(q + i + 8)); \
+            F64X4_STEP(OP, 0xff, 0xff, i);                                                           \
+        }                                                                                            \
+        for (; i < n; i += 8) {                                                                      \
+            __mmask8 m = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);            \
+            __m512d q0 = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, q + i));                           \
+            a0 = OP(q0, x0 + i, a0, m), a1 = OP(q0, x1 + i, a1, m);                                  \
+            a2 = OP(q0, x2 + i, a2, m), a3 = OP(q0, x3 + i, a3, m);                                  \
+        }                                                                                            \
+        out[0] = _mm512_reduce_add_pd(_mm512_add_pd(a0, b0));                                        \
+        out[1] = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1));                                        \
+        out[2] = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));                                        \
+        out[3] = _mm512_reduce_add_pd(_mm512_add_pd(a3, b3));                                        \
+    }
+F64X4(dot_f64_x4_avx512, dot_acc)
+F64X4(l2sq_f64_x4_avx512, l2_acc)
 
 /* ---- dot_block: a register-blocked small GEMM (Q X^T) ----
  * A 4 x 4 tile of (query, row) pairs keeps 16 zmm accumulators; each 16-float step loads four
