@@ -396,6 +396,11 @@ void test_kernels_score_scan(void)
                             for (size_t i = 0; i < nq; i++) thr[i] = ft[i] = -2.0f * (float)d;
                         for (size_t i = 0; i < nq * nx; i++) r.got[i] = NAN;
                         chrys_score_pack_q(q, nq, d, qp);
+                        size_t misplaced = 0; /* the layout: [panel][p][32], zero past nq */
+                        for (size_t i = 0; i < pad; i++)
+                            for (size_t p = 0; p < d; p++)
+                                misplaced += qp[(i / 32) * 32 * d + p * 32 + i % 32] != (i < nq ? q[i * d + p] : 0.0f);
+                        CHECK_EQ(misplaced, 0);
                         k->score_scan(qp, nq, x, row0, nx, d, l2, qsq, xn, thr, &r.sink);
                         size_t padded = 0;
                         for (size_t i = nq; i < pad; i++) padded += r.sink.n[i];
