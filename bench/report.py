@@ -564,17 +564,33 @@ def table16_section():
         return []
     L = ["## The performance issue's table (`bash bench/table16.sh`, a run of its own)", "",
          "```", open(os.path.join(d, "machine.txt")).read().strip(), "```", ""]
-    try:
-        ex = json.load(open(os.path.join(d, "exact100k.json")))
-        L += ["Exact batch, %s x %d, %d queries, chrysalis.Index(\"Flat\") vs FAISS IndexFlatIP in one "
-              "process, calls alternating (median call; best call):" % (format(ex["n"], ","), ex["d"], ex["nq"]), "",
-              "| method | threads | QPS | best | recall@10 |", "|---|---|---|---|---|"]
-        for r in ex["results"]:
-            L.append("| %s | %d | %.0f | %.0f | %.3f |" % (r["method"], r["threads"], r["qps"], r.get("qps_best", r["qps"]),
-                                                         r["recall10"]))
-        L.append("")
-    except (OSError, ValueError, KeyError):
-        pass
+    for fname in ("exact100k.json", "exact200k.json"):
+        try:
+            ex = json.load(open(os.path.join(d, fname)))
+        except (OSError, ValueError):
+            continue
+        try:
+            L += ["Exact batch, %s x %d, %d queries, chrysalis.Index(\"Flat\") vs FAISS IndexFlatIP in one "
+                  "process, calls alternating (median call; best call):" % (format(ex["n"], ","), ex["d"], ex["nq"]), "",
+                  "| method | threads | QPS | best | recall@10 |", "|---|---|---|---|---|"]
+            for r in ex["results"]:
+                L.append("| %s | %d | %.0f | %.0f | %.3f |" % (r["method"], r["threads"], r["qps"], r.get("qps_best", r["qps"]),
+                                                             r["recall10"]))
+            L.append("")
+        except KeyError:
+            pass
+    f = os.path.join(d, "exact_real.txt")
+    if os.path.exists(f):
+        L += ["Exact batch on the shared real sets (MiniLM 1,580 x 384 cosine, SIFT 4,000 x 128 L2; 1,000 queries, k = 10; "
+              "`bench/exact_real.py`, one process per line, best of 7 calls, two rounds):", "",
+              "```", open(f).read().strip(), "```", ""]
+    for t in (1, 2):
+        f = os.path.join(d, "membw_%dt.txt" % t)
+        if os.path.exists(f):
+            keep = [x for x in open(f).read().splitlines() if x.startswith("membw") or " 4K pages" in x and
+                    x.split()[0] in ("read", "read4") or x.strip().startswith("search")]
+            L += ["One query, %d thread(s), against the read bandwidth of the same rows (`bench/membw.c`, reps alternating; "
+                  "`search` is chrys_index_search with one query):" % t, "", "```"] + keep + ["```", ""]
     for name, title in (("merge.txt", "Merges (whole `chrysalis merge` process vs the numpy merger's loop):"),
                         ("ivf_train.txt", "IVF train + add against FAISS:"),
                         ("cli_path.txt", "The CLI path (one query, whole process, against the same work in one process):")):
